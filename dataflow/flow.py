@@ -1,0 +1,85 @@
+"""The pypi-pulse dataflow: Kafka batches → parse and pre-aggregate → one event-time clock → sink.
+
+    kafka_in ─ parse ─┬─ dead_letters ─ dlq
+                      └─ clock (windows, rollups, counters) ─ store
+
+Per-event work happens once, inside `parse`, on whichever worker reads the partition; only partial aggregates
+cross to the single `clock` step, so its cost follows the number of distinct (second, project) pairs, not events.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulLogic
+
+from pypi_pulse.dataflow.clock import Clock, Flush
+from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
+from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
+from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    bootstrap: str
+    topic: str
+    dlq_topic: str
+    n_partitions: int
+    sink_url: str
+    lateness_s: float = 600.0
+    out_of_order_s: float = 0.0
+    idle_s: float = 2.0
+    window_retention_s: float = 48 * 3600
+    rollup_retention_days: int = 400
+    batch_size: int = 20_000
+    drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
+
+
+class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def on_item(self, value: BatchPartial):
+        self.clock.add(value)
+        out = self.clock.flush(time.time())
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def on_notify(self):
+        out = self.clock.flush(time.time())
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def on_eof(self):
+        out = self.clock.flush(time.time(), force=True)
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def notify_at(self):
+        from datetime import datetime, timedelta, timezone
+
+        return datetime.now(timezone.utc) + timedelta(seconds=self.clock.emit_every_s)
+
+    def snapshot(self) -> bytes:
+        return self.clock.snapshot()
+
+
+def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None) -> Dataflow:
+    flow = Dataflow("pypi_pulse")
+    raw = op.input("kafka_in", flow, KafkaBatchSource(cfg.bootstrap, cfg.topic, cfg.n_partitions,
+                                                      batch_size=cfg.batch_size, stop_offsets=stop_offsets,
+                                                      drain_idle_s=cfg.drain_idle_s))
+    partials = op.map("parse", raw, parse_batch)
+    dead = op.flat_map("dead_letters", partials, lambda p: p.dead)
+    op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
+    keyed = op.key_on("one_clock", partials, lambda _: "all")
+
+    def builder(resume: Optional[bytes]) -> ClockLogic:
+        if resume is not None:
+            return ClockLogic(Clock.restore(resume))
+        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s))
+
+    flushes = op.stateful("clock", keyed, builder)
+    op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days))
+    return flow

@@ -1,0 +1,89 @@
+"""Where the dataflow writes: the sink (windows, rollups, counters) and the dead-letter topic."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import orjson
+import structlog
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+
+from pypi_pulse.dataflow.clock import Flush
+from pypi_pulse.sink.base import open_sink
+
+log = structlog.get_logger(__name__)
+
+
+class _StorePartition(StatelessSinkPartition):
+    def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0):
+        self.sink = open_sink(url)
+        self.window_retention_s = window_retention_s
+        self.rollup_retention_days = rollup_retention_days
+        self.prune_every_s = prune_every_s
+        self.last_prune = time.monotonic()
+
+    def write_batch(self, items: list) -> None:
+        windows: dict = {}
+        buckets = []
+        stats = None
+        for item in items:
+            flush: Flush = item[1] if isinstance(item, tuple) else item
+            for w in flush.windows:
+                windows[w.start] = w  # the newest version of a window wins
+            buckets.extend(flush.buckets)
+            stats = flush.stats
+        t0 = time.perf_counter()
+        self.sink.write(list(windows.values()), buckets, stats)
+        log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(time.perf_counter() - t0, 4))
+        if time.monotonic() - self.last_prune >= self.prune_every_s:
+            self.last_prune = time.monotonic()
+            removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
+            if any(removed.values()):
+                log.info("sink.pruned", **removed)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class StoreSink(DynamicSink):
+    def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400):
+        self.url = url
+        self.window_retention_s = window_retention_s
+        self.rollup_retention_days = rollup_retention_days
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+        return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days)
+
+
+class _DeadLetterPartition(StatelessSinkPartition):
+    def __init__(self, bootstrap: str, topic: str):
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 3})
+
+    def write_batch(self, items: list) -> None:
+        for original, reason in items:
+            headers = [("reason", reason.encode()), ("stage", b"dataflow")]
+            while True:
+                try:
+                    self.producer.produce(self.topic, value=original, headers=headers)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+        self.producer.flush(10)
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+class DeadLetterSink(DynamicSink):
+    """Malformed events, byte for byte, with the reason in a `reason` header."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.bootstrap = bootstrap
+        self.topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.bootstrap, self.topic)

@@ -1,0 +1,67 @@
+"""Real reference figures that make synthetic traffic look like PyPI's (shipped in pypi_pulse/data)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import pycountry
+
+
+@dataclass(frozen=True)
+class Weighted:
+    values: tuple
+    cum_weights: tuple
+
+
+def _weighted(pairs) -> Weighted:
+    values, weights = zip(*pairs)
+    return Weighted(tuple(values), tuple(itertools.accumulate(weights)))
+
+
+def _data(name: str):
+    return resources.files("pypi_pulse") / "data" / name
+
+
+@lru_cache(maxsize=None)
+def packages() -> Weighted:
+    """The 15,000 most downloaded projects, weighted by their 30-day downloads."""
+    with _data("top-pypi-packages-30d.csv").open() as f:
+        rows = [(r["project"], int(r["download_count"])) for r in csv.DictReader(f)]
+    return _weighted(rows)
+
+
+@lru_cache(maxsize=None)
+def countries() -> Weighted:
+    """Measured shares of the top 10 countries; the rest of the world shares what remains, evenly."""
+    with _data("country-share-2026-08.csv").open() as f:
+        top = [(r["country_code"], float(r["share_pct"])) for r in csv.DictReader(f)]
+    rest = 100.0 - sum(s for _, s in top)
+    named = {c for c, _ in top}
+    others = [c.alpha_2 for c in pycountry.countries if c.alpha_2 not in named]
+    # a few unknown origins too: BigQuery's country_code is null for some rows
+    pairs = top + [(c, rest * 0.97 / len(others)) for c in others] + [(None, rest * 0.03)]
+    return _weighted(pairs)
+
+
+PYTHONS = _weighted([
+    ("3.12.7", 14), ("3.12.12", 10), ("3.11.11", 12), ("3.11.14", 9), ("3.10.16", 10), ("3.10.19", 6),
+    ("3.13.9", 11), ("3.13.2", 3), ("3.9.23", 8), ("3.8.20", 4), ("3.14.0", 3), ("3.7.17", 1.2), ("2.7.18", 0.8),
+    (None, 2),
+])
+INSTALLERS = _weighted([
+    (("pip", "25.3"), 52), (("pip", "24.0"), 10), (("uv", "0.9.11"), 16), (("poetry", "2.2.1"), 5),
+    (("pdm", "2.26.1"), 1), (("pipenv", "2025.0.4"), 0.6), (("requests", "2.32.5"), 3), (("bandersnatch", "6.6.0"), 1.5),
+    (("Browser", None), 0.5), (("setuptools", "80.9.0"), 0.4), (("devpi", "6.2.0"), 0.3), (("Artifactory", None), 0.7),
+    (None, 8),
+])
+SYSTEMS = _weighted([(("Linux", "6.8.0-1015-aws"), 72), (("Linux", "5.15.0-139-generic"), 10), (("Windows", "10"), 8),
+                     (("Windows", "11"), 2), (("Darwin", "24.6.0"), 6), (("FreeBSD", "14.1-RELEASE"), 0.3), (None, 1.7)])
+CPUS = _weighted([("x86_64", 78), ("aarch64", 11), ("AMD64", 8), ("arm64", 2.5), ("i686", 0.3), (None, 0.2)])
+DISTROS = _weighted([(("Ubuntu", "24.04", "noble"), 35), (("Ubuntu", "22.04", "jammy"), 20), (("Debian GNU/Linux", "12", "bookworm"), 20),
+                     (("Amazon Linux", "2023", None), 10), (("Alpine Linux", "3.22.2", None), 5), (None, 10)])
+FILE_TYPES = _weighted([("bdist_wheel", 91), ("sdist", 9)])
+CI = _weighted([(True, 30), (None, 70)])

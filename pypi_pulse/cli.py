@@ -1,0 +1,298 @@
+"""The `pypi-pulse` command: one entry point for every component, alone or all together (`up`)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pypi_pulse.config import Settings, load_settings, parse_speed
+from pypi_pulse.errors import UserError
+
+app = typer.Typer(
+    name="pypi-pulse",
+    help="Live, per-second monitoring and history of PyPI downloads (Kafka → Bytewax → SQLite/PostgreSQL → Dash).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+# Options shared by several commands (flags override PYPI_PULSE_* environment, which overrides --config).
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (also PYPI_PULSE_CONFIG).")]
+BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help="Kafka to use instead of the embedded broker.")]
+TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Topic of download events.")]
+SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
+LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
+PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
+
+
+def settings(config: Optional[Path] = None, **flags) -> Settings:
+    s = load_settings(config, **flags)
+    from pypi_pulse import logs
+
+    logs.setup(s.log_level, s.log_format)
+    return s
+
+
+def _kafka(s: Settings, stack: list):
+    """The bootstrap servers to use: the user's cluster (checked), or an embedded broker we start."""
+    from pypi_pulse.broker import EmbeddedBroker, wait_for_kafka
+
+    if s.bootstrap_servers:
+        wait_for_kafka(s.bootstrap_servers, timeout=10)
+        return s.bootstrap_servers, False
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=s.broker_port, log_path=s.data_dir / "broker.log").start()
+    stack.append(broker)
+    return broker.bootstrap, True
+
+
+def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None):
+    from pypi_pulse.dataflow.flow import FlowConfig
+
+    return FlowConfig(
+        bootstrap=bootstrap, topic=s.topic, dlq_topic=s.dlq_topic, n_partitions=n_partitions, sink_url=s.sink_url,
+        lateness_s=s.lateness_seconds, out_of_order_s=s.out_of_order_seconds, idle_s=s.idle_seconds,
+        window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
+        drain_idle_s=drain_idle_s,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 9092,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory-only) until Ctrl-C."""
+    from pypi_pulse.broker import EmbeddedBroker
+
+    s = settings(config, data_dir=data_dir, log_level=log_level, broker_port=port)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(port=s.broker_port, log_path=s.data_dir / "broker.log") as b:
+        out.print(f"broker: Kafka protocol on [bold]{b.bootstrap}[/] (memory-only; Ctrl-C stops it)")
+        _wait_forever(lambda: b.proc is not None and b.proc.poll() is None)
+        if b.proc is not None and b.proc.poll() is not None:
+            raise UserError(f"the embedded broker exited with code {b.proc.returncode}; see {s.data_dir / 'broker.log'}")
+
+
+@app.command()
+def produce(
+    source: Annotated[Optional[str], typer.Option("--source", help="synthetic | file:PATH | bigquery")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second (default 1000).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for a reproducible synthetic stream.")] = None,
+    speed: Annotated[Optional[str], typer.Option("--speed", help="File replay pace: realtime | Nx | max.")] = None,
+    restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp", help="Shift replayed timestamps to now.")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Stop after this many synthetic events.")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar for file replays.")] = True,
+    bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, partitions: PartitionsOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+) -> None:
+    """Publish download events to Kafka from a synthetic, file or BigQuery source."""
+    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp,
+                 bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
+                 log_level=log_level)
+    if not s.bootstrap_servers:
+        raise UserError("produce needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    summary = _produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
+    _print_summary("producer", summary.as_dict())
+
+
+def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True):
+    from pypi_pulse.broker import ensure_topics
+    from pypi_pulse.producer.publisher import Publisher
+    from pypi_pulse.producer.replay import replay_file, run_synthetic
+
+    ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
+    pub = Publisher(bootstrap, s.topic, s.dlq_topic)
+    if s.source == "synthetic":
+        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration)
+    elif s.source.startswith("file:"):
+        summary = replay_file(pub, Path(s.source[5:]), parse_speed(s.speed), s.restamp, stop,
+                              show_progress=progress and sys.stderr.isatty())
+    else:
+        from pypi_pulse.producer.bigquery_source import run_bigquery_source
+
+        summary = run_bigquery_source(pub, s, stop)
+    summary.end_offsets = dict(pub.end_offsets)
+    return summary
+
+
+@app.command()
+def dataflow(
+    until_drained: Annotated[bool, typer.Option("--until-drained", help="Exit once every partition stays at its end for --idle-seconds.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Bytewax worker threads.")] = None,
+    recovery: Annotated[Optional[bool], typer.Option("--recovery/--no-recovery", help="Bytewax recovery under DATA_DIR/recovery.")] = None,
+    lateness_seconds: Annotated[Optional[float], typer.Option("--lateness-seconds", help="Accept events this late (default 600).")] = None,
+    bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+) -> None:
+    """Run the Bytewax dataflow: 1-second windows, top-10, daily rollups, into the sink."""
+    from pypi_pulse.broker import partition_count, wait_for_kafka
+    from pypi_pulse.dataflow.runner import run_dataflow
+
+    s = settings(config, workers=workers, recovery=recovery, lateness_seconds=lateness_seconds,
+                 bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, data_dir=data_dir, log_level=log_level)
+    if not s.bootstrap_servers:
+        raise UserError("dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
+    wait_for_kafka(s.bootstrap_servers)
+    n = partition_count(s.bootstrap_servers, s.topic)
+    _check_sink(s.sink_url)
+    cfg = _flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None)
+    try:
+        run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds,
+                     recovery_dir=s.recovery_dir if s.recovery else None)
+    except KeyboardInterrupt:
+        pass
+
+
+def _check_sink(url: str) -> None:
+    from pypi_pulse.sink.base import open_sink
+
+    open_sink(url).close()  # creates/migrates the schema now, so a bad URL fails before the dataflow starts
+
+
+@app.command()
+def run(
+    source: Annotated[Optional[str], typer.Option("--source", help="synthetic | file:PATH | bigquery")] = None,
+    speed: Annotated[Optional[str], typer.Option("--speed", help="File replay pace: realtime | Nx | max.")] = None,
+    until_drained: Annotated[bool, typer.Option("--until-drained", help="Exit 0 once every event is in the sink.")] = False,
+    count: Annotated[Optional[int], typer.Option("--count", help="Synthetic source: this many events.")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+) -> None:
+    """Batch mode: push a source through broker, dataflow and sink; with --until-drained, exit when all is stored."""
+    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp,
+                 bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, partitions=partitions,
+                 data_dir=data_dir, log_level=log_level)
+    if not until_drained and s.source == "synthetic" and count is None:
+        raise UserError("run needs an end: pass --until-drained with a file source, or --count N; for a live system use `pypi-pulse up`")
+    from pypi_pulse.pipeline import run_batch
+
+    result = run_batch(s, count=count, show_progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_summary("run", result)
+
+
+@app.command()
+def windows(
+    start: Annotated[str, typer.Option("--start", help="ISO time, inclusive (e.g. 2026-11-20T23:59:00Z).")],
+    end: Annotated[str, typer.Option("--end", help="ISO time, exclusive.")],
+    sink: SinkOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None,
+) -> None:
+    """Print the closed 1-second windows in [start, end), one JSON object a line."""
+    from pypi_pulse.events import BadTimestamp, parse_iso
+    from pypi_pulse.sink.base import open_sink
+
+    s = settings(config, sink=sink, data_dir=data_dir)
+    try:
+        lo, hi = int(parse_iso(start) // 1), int(-(-parse_iso(end) // 1))
+    except BadTimestamp as exc:
+        raise UserError(f"{exc}: use ISO-8601 like 2026-11-20T23:59:50Z") from None
+    if hi <= lo:
+        raise UserError("--end must be after --start")
+    with open_sink(s.sink_url, readonly=True) as db:
+        for row in db.windows(lo, hi):
+            sys.stdout.write(json.dumps(row.to_json()) + "\n")
+
+
+@app.command()
+def up(
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second (default 1000).")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="synthetic | file:PATH | bigquery")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    bootstrap_servers: BootstrapOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Dashboard port (default 8050).")] = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+) -> None:
+    """Start everything on the embedded defaults: broker, producer, dataflow, sink, dashboard, metrics."""
+    from pypi_pulse.supervisor import run_all
+
+    s = settings(config, rate=rate, source=source, seed=seed, bootstrap_servers=bootstrap_servers, sink=sink,
+                 partitions=partitions, port=port, data_dir=data_dir, log_level=log_level)
+    run_all(s, config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _print_summary(title: str, summary: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    err.print(table)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _wait_forever(alive) -> None:
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    while not stop.is_set() and alive():
+        stop.wait(0.2)
+
+
+def _register_plugins() -> None:
+    """Commands that live with their component (serve, metrics, users, backfill) register themselves here."""
+    import importlib
+
+    for module in ("pypi_pulse.dashboard.commands", "pypi_pulse.metrics.commands", "pypi_pulse.producer.commands"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        mod.register(app)
+
+
+_register_plugins()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and friends: one line, exit 2
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

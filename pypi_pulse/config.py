@@ -1,0 +1,146 @@
+"""Every setting of pypi-pulse, defined once: flags, `PYPI_PULSE_*` environment variables and a TOML file.
+
+Precedence (highest first): command-line flags, environment, `--config FILE` (or `PYPI_PULSE_CONFIG`), defaults.
+Values are validated at start so that a bad one fails fast with a message that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from pypi_pulse.errors import UserError
+
+DEFAULT_DATA_DIR = Path("pypi-pulse-data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PYPI_PULSE_", extra="forbid", validate_default=True)
+
+    # Kafka
+    bootstrap_servers: Optional[str] = Field(
+        None, description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker."
+    )
+    topic: str = Field("pypi-downloads", description="Topic of download events.")
+    dlq_topic: str = Field("pypi-downloads-dlq", description="Dead-letter topic: malformed events with the reason.")
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions when pypi-pulse creates the topic.")
+    broker_port: int = Field(9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port).")
+    consumer_group: str = Field("pypi-pulse-dataflow", description="Consumer group id used for lag reporting.")
+
+    # Storage
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where embedded state lives (SQLite, recovery).")
+    sink: Optional[str] = Field(
+        None, description="sqlite:///PATH.db or postgresql://user:pass@host/db (default: DATA_DIR/pypi-pulse.db)."
+    )
+    window_retention_hours: float = Field(48.0, gt=0, description="Keep per-second windows this long.")
+    rollup_retention_days: int = Field(400, gt=0, description="Keep daily rollups this long.")
+
+    # Producer
+    source: str = Field("synthetic", description="synthetic | file:PATH | bigquery")
+    rate: float = Field(1000.0, gt=0, description="Synthetic events per second.")
+    seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
+    speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
+    restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
+
+    # Dataflow
+    lateness_seconds: float = Field(600.0, ge=0, description="Events later than this behind the watermark are dropped (and counted).")
+    out_of_order_seconds: float = Field(0.5, ge=0, description="How long a window waits for stragglers before its early result.")
+    idle_seconds: float = Field(2.0, gt=0, description="A caught-up partition silent this long stops holding the watermark back.")
+    epoch_seconds: float = Field(2.0, gt=0, description="Bytewax epoch (and recovery snapshot) interval.")
+    recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
+    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")
+
+    # Serving
+    host: str = Field("127.0.0.1", description="Dashboard/API bind address.")
+    port: int = Field(8050, ge=1, le=65535, description="Dashboard/API port.")
+    metrics_host: str = Field("127.0.0.1", description="Prometheus exporter bind address.")
+    metrics_port: int = Field(9108, ge=1, le=65535, description="Prometheus exporter port.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log verbosity.")
+    log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
+
+    _config_file: Optional[Path] = None
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, v: str) -> str:
+        if v in ("synthetic", "bigquery") or v.startswith("file:"):
+            return v
+        raise ValueError("must be 'synthetic', 'bigquery' or 'file:PATH'")
+
+    @field_validator("speed")
+    @classmethod
+    def _check_speed(cls, v: str) -> str:
+        parse_speed(v)
+        return v
+
+    @field_validator("sink")
+    @classmethod
+    def _check_sink(cls, v: Optional[str]) -> Optional[str]:
+        if v is None or v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            return v
+        raise ValueError("must look like sqlite:///path/to.db or postgresql://user:pass@host:5432/db")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        cfg = os.environ.get("PYPI_PULSE_CONFIG_FILE_RESOLVED")
+        if cfg:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg))
+        return tuple(sources)
+
+    @property
+    def sink_url(self) -> str:
+        return self.sink or f"sqlite:///{self.data_dir / 'pypi-pulse.db'}"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.data_dir / "recovery"
+
+
+def parse_speed(v: str) -> Optional[float]:
+    """`realtime` → 1.0, `10x` → 10.0, `max` → None (no pacing)."""
+    s = v.strip().lower()
+    if s == "max":
+        return None
+    if s == "realtime":
+        return 1.0
+    try:
+        f = float(s[:-1] if s.endswith("x") else s)
+    except ValueError:
+        f = -1.0
+    if f <= 0:
+        raise ValueError(f"speed {v!r} must be 'realtime', 'max' or a positive multiplier like '10x'")
+    return f
+
+
+def load_settings(config_file: Optional[Path] = None, **overrides: Any) -> Settings:
+    """Build settings from flags (overrides), environment and an optional TOML file; fail with a fixable message."""
+    config_file = config_file or (Path(os.environ["PYPI_PULSE_CONFIG"]) if os.environ.get("PYPI_PULSE_CONFIG") else None)
+    if config_file is not None:
+        if not config_file.is_file():
+            raise UserError(f"config file {config_file} does not exist: pass an existing TOML file to --config")
+        os.environ["PYPI_PULSE_CONFIG_FILE_RESOLVED"] = str(config_file)
+    else:
+        os.environ.pop("PYPI_PULSE_CONFIG_FILE_RESOLVED", None)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        flag = "--" + field.replace("_", "-")
+        env = "PYPI_PULSE_" + field.upper()
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"invalid {field} ({flag} / {env}): {msg}") from None

@@ -1,0 +1,5 @@
+"""Errors a user can fix: the CLI prints them as one line and exits 2, never a traceback."""
+
+
+class UserError(Exception):
+    """Something the user can fix (bad flag, missing file, unreachable broker); the message says how."""

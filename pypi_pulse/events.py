@@ -1,0 +1,163 @@
+"""The download event, defined once: the shape of a `bigquery-public-data.pypi.file_downloads` row.
+
+Every part of pypi-pulse (producers, dataflow, tests, benchmarks) imports these types and helpers, so
+that the wire format has exactly one definition. Decoding uses msgspec: a whole Kafka batch is decoded
+in one C call, and fields we do not model are skipped without building Python objects.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional, Union
+
+import msgspec
+
+
+class Installer(msgspec.Struct, omit_defaults=True):
+    name: Optional[str] = None
+    version: Optional[str] = None
+
+
+class Implementation(msgspec.Struct, omit_defaults=True):
+    name: Optional[str] = None
+    version: Optional[str] = None
+
+
+class Libc(msgspec.Struct, omit_defaults=True):
+    lib: Optional[str] = None
+    version: Optional[str] = None
+
+
+class Distro(msgspec.Struct, omit_defaults=True):
+    name: Optional[str] = None
+    version: Optional[str] = None
+    id: Optional[str] = None
+    libc: Optional[Libc] = None
+
+
+class System(msgspec.Struct, omit_defaults=True):
+    name: Optional[str] = None
+    release: Optional[str] = None
+
+
+class Details(msgspec.Struct, omit_defaults=True):
+    installer: Optional[Installer] = None
+    python: Optional[str] = None
+    implementation: Optional[Implementation] = None
+    distro: Optional[Distro] = None
+    system: Optional[System] = None
+    cpu: Optional[str] = None
+    openssl_version: Optional[str] = None
+    setuptools_version: Optional[str] = None
+    rustc_version: Optional[str] = None
+    ci: Optional[bool] = None
+
+
+class File(msgspec.Struct, omit_defaults=True):
+    filename: Optional[str] = None
+    project: Optional[str] = None
+    version: Optional[str] = None
+    type: Optional[str] = None
+
+
+Timestamp = Union[str, int, float, None]
+
+
+class Download(msgspec.Struct):
+    """One row of `file_downloads`. Nulls stay nulls, as BigQuery exports them."""
+
+    timestamp: Timestamp = None
+    country_code: Optional[str] = None
+    url: Optional[str] = None
+    project: Optional[str] = None
+    file: Optional[File] = None
+    details: Optional[Details] = None
+    tls_protocol: Optional[str] = None
+    tls_cipher: Optional[str] = None
+
+
+DECODER = msgspec.json.Decoder(Download)
+BATCH_DECODER = msgspec.json.Decoder(list[Download])
+ENCODER = msgspec.json.Encoder()
+
+MIRROR_INSTALLERS = frozenset({"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"})
+
+
+class BadTimestamp(ValueError):
+    pass
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
+_second_cache: dict[str, int] = {}
+
+
+def _parse_str(ts: str) -> float:
+    s = ts.strip()
+    if s.endswith(" UTC"):
+        s = s[:-4] + "+00:00"
+    elif s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise BadTimestamp(f"unparseable timestamp {ts!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH).total_seconds()
+
+
+def epoch_seconds(ts: Timestamp) -> float:
+    """Epoch seconds (float) of any timestamp form real exports contain.
+
+    Accepts `2026-11-20 23:59:50.123456 UTC`, ISO-8601 with `Z`/`+00:00`/any offset or none (taken as UTC),
+    and epoch seconds, milliseconds or microseconds (told apart by magnitude).
+    """
+    if ts is None:
+        raise BadTimestamp("missing timestamp")
+    if isinstance(ts, bool):
+        raise BadTimestamp(f"timestamp must be a string or number, got {ts!r}")
+    if isinstance(ts, (int, float)):
+        v = float(ts)
+        if v > 1e14:
+            return v / 1e6
+        if v > 1e11:
+            return v / 1e3
+        if v < 0:
+            raise BadTimestamp(f"negative epoch timestamp {ts!r}")
+        return v
+    return _parse_str(ts)
+
+
+def epoch_second(ts: Timestamp) -> int:
+    """The whole UTC second an event falls in: the hot path of the dataflow.
+
+    Events of one second share their first 19 characters, so for UTC strings the parse is cached on that
+    prefix and costs one dict lookup per event.
+    """
+    if type(ts) is str and len(ts) >= 19:
+        if ts.endswith(_UTC_SUFFIXES) or len(ts) == 19 or ts[19:].replace(".", "").isdigit():
+            key = ts[:19]
+            sec = _second_cache.get(key)
+            if sec is None:
+                sec = int(_parse_str(key) // 1)
+                if len(_second_cache) > 200_000:
+                    _second_cache.clear()
+                _second_cache[key] = sec
+            return sec
+    return int(epoch_seconds(ts) // 1)
+
+
+def format_bigquery_ts(epoch: float) -> str:
+    """The timestamp text BigQuery writes in NDJSON exports."""
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def iso_second(sec: int) -> str:
+    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str) -> float:
+    """User-given ISO bounds (CLI, API): same tolerance as event timestamps."""
+    return epoch_seconds(value)

@@ -1,0 +1,93 @@
+"""Batch mode: one source through the real broker, dataflow and sink, ending when every event is stored.
+
+The producer runs in a child process (the machine has two cores and the dataflow wants one of them); when it has
+flushed, it reports the exact offsets Kafka acknowledged, and the dataflow stops at those offsets. The broker's own
+end offsets are not trusted for this (Tansu reports them too low).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from typing import Optional
+
+from pypi_pulse.config import Settings
+from pypi_pulse.errors import UserError
+
+
+def _producer_child(s: Settings, bootstrap: str, count: Optional[int], show_progress: bool, conn) -> None:
+    from pypi_pulse import logs
+    from pypi_pulse.cli import _produce
+
+    logs.setup(s.log_level, s.log_format)
+    try:
+        summary = _produce(s, bootstrap, threading.Event(), count=count, progress=show_progress)
+        conn.send({"ok": True, "summary": summary.as_dict(), "end_offsets": summary.end_offsets})
+    except UserError as exc:
+        conn.send({"ok": False, "error": str(exc)})
+    except BaseException as exc:  # report, never leave the dataflow waiting forever
+        conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = False) -> dict:
+    from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
+    from pypi_pulse.cli import _check_sink, _flow_config
+    from pypi_pulse.dataflow.runner import run_dataflow
+    from pypi_pulse.sink.base import open_sink
+
+    started = time.monotonic()
+    _check_sink(s.sink_url)
+    broker = None
+    if s.bootstrap_servers:
+        wait_for_kafka(s.bootstrap_servers)
+        bootstrap = s.bootstrap_servers
+        # a shared cluster may already hold events in the default topic: a run reads only its own
+        s = s.model_copy(update={"topic": f"{s.topic}-run-{int(time.time() * 1000)}"})
+    else:
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        broker = EmbeddedBroker(port=0, log_path=s.data_dir / "broker.log").start()
+        bootstrap = broker.bootstrap
+    try:
+        n = ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})[s.topic]
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_producer_child, args=(s, bootstrap, count, show_progress, child), daemon=True)
+        proc.start()
+        report: dict = {}
+
+        def stop_offsets():
+            if not report and parent.poll():
+                report.update(parent.recv())
+                if not report.get("ok"):
+                    raise UserError(f"producer failed: {report.get('error')}")
+            if not report and not proc.is_alive() and not parent.poll():
+                raise UserError(f"producer exited with code {proc.exitcode} without a report")
+            return report.get("end_offsets") if report else None
+
+        run_dataflow(_flow_config(s, bootstrap, n), workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
+        proc.join(10)
+    finally:
+        if broker:
+            broker.stop()
+    elapsed = time.monotonic() - started
+    with open_sink(s.sink_url, readonly=True) as db:
+        stats = db.stats()
+    c = stats.counters if stats else {}
+    produced = report["summary"]
+    counted = c.get("counted", 0)
+    result = {
+        "events_read": produced["read"],
+        "sent": produced["sent"],
+        "failed": produced["failed"],
+        "dead_lettered": produced["dead_lettered"] + c.get("dead_lettered", 0),
+        "counted": counted,
+        "late": c.get("late", 0),
+        "dropped": c.get("dropped", 0),
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(produced["read"] / elapsed) if elapsed else 0,
+    }
+    consumed = c.get("consumed", 0)
+    if consumed != produced["sent"] or counted + c.get("dropped", 0) + c.get("dead_lettered", 0) != consumed:
+        raise UserError(f"accounting mismatch: sent {produced['sent']}, consumed {consumed}, counted {counted}: {result}")
+    return result

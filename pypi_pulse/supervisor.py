@@ -1,0 +1,150 @@
+"""`pypi-pulse up`: every component as a child process of one command, stopped together on Ctrl-C.
+
+Each child is the same command a production deployment runs alone (`produce`, `dataflow`, `serve`, `metrics`), so
+`up` exercises exactly the deployed code paths. Children die with their parent (PR_SET_PDEATHSIG), so even a
+killed `up` leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from pypi_pulse.config import Settings
+from pypi_pulse.errors import UserError
+
+console = Console(stderr=True)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    where: str
+    proc: Optional[subprocess.Popen] = None
+    restarts: int = 0
+
+    def start(self, env: dict, log_dir: Path) -> None:
+        log = open(log_dir / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", *self.args], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 4.0) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def run_all(s: Settings, config: Optional[Path]) -> None:
+    from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
+
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = s.data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    broker = None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    children: list[Child] = []
+    try:
+        if s.bootstrap_servers:
+            wait_for_kafka(s.bootstrap_servers)
+            bootstrap = s.bootstrap_servers
+        else:
+            broker = EmbeddedBroker(port=s.broker_port, log_path=log_dir / "broker.log").start()
+            bootstrap = broker.bootstrap
+        ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
+        from pypi_pulse.sink.base import open_sink
+
+        open_sink(s.sink_url).close()
+        env = dict(os.environ)
+        env.update({
+            "PYPI_PULSE_BOOTSTRAP_SERVERS": bootstrap, "PYPI_PULSE_SINK": s.sink_url, "PYPI_PULSE_DATA_DIR": str(s.data_dir),
+            "PYPI_PULSE_TOPIC": s.topic, "PYPI_PULSE_DLQ_TOPIC": s.dlq_topic, "PYPI_PULSE_LOG_LEVEL": s.log_level,
+            "PYPI_PULSE_LOG_FORMAT": s.log_format,
+        })
+        if config:
+            env["PYPI_PULSE_CONFIG"] = str(config)
+        if broker is not None:
+            # the embedded broker is memory-only: recovery state of an earlier run points at offsets that are gone
+            import shutil
+
+            shutil.rmtree(s.recovery_dir, ignore_errors=True)
+        produce_args = ["produce", "--source", s.source, "--rate", str(s.rate), "--no-progress"]
+        if s.seed is not None:
+            produce_args += ["--seed", str(s.seed)]
+        children.append(Child("producer", produce_args, f"{s.source} → {s.topic} @ {s.rate:g} ev/s"))
+        children.append(Child("dataflow", ["dataflow"], f"{s.topic} → {s.sink_url}"))
+        if _has("pypi_pulse.dashboard.commands"):
+            children.append(Child("dashboard", ["serve", "--host", s.host, "--port", str(s.port)],
+                                  f"http://{s.host}:{s.port}"))
+        if _has("pypi_pulse.metrics.commands"):
+            children.append(Child("metrics", ["metrics", "--host", s.metrics_host, "--port", str(s.metrics_port)],
+                                  f"http://{s.metrics_host}:{s.metrics_port}/metrics"))
+        _before_start(s)
+        for c in children:
+            c.start(env, log_dir)
+        table = Table(title="pypi-pulse is up (Ctrl-C stops everything)")
+        table.add_column("component")
+        table.add_column("where")
+        table.add_column("pid")
+        table.add_row("broker", bootstrap + ("" if broker is None else " (embedded, memory-only)"),
+                      str(broker.proc.pid) if broker and broker.proc else "-")
+        for c in children:
+            table.add_row(c.name, c.where, str(c.proc.pid))
+        table.add_row("logs", str(log_dir), "")
+        console.print(table)
+        while not stop.wait(0.5):
+            for c in children:
+                if not c.alive():
+                    code = c.proc.returncode
+                    if c.restarts >= 5:
+                        raise UserError(f"{c.name} keeps exiting (code {code}); see {log_dir / (c.name + '.log')}")
+                    c.restarts += 1
+                    console.print(f"[yellow]{c.name} exited with code {code}; restarting ({c.restarts}/5)[/]")
+                    c.start(env, log_dir)
+    finally:
+        for c in reversed(children):
+            c.stop()
+        if broker is not None:
+            broker.stop()
+        console.print("pypi-pulse stopped")
+
+
+def _before_start(s: Settings) -> None:
+    """Hooks of components that must act before the children start (e.g. creating the first dashboard user)."""
+    if _has("pypi_pulse.dashboard.commands"):
+        from pypi_pulse.dashboard.commands import before_up
+
+        before_up(s)

@@ -1,0 +1,67 @@
+"""The storage contract shared by the SQLite (embedded) and PostgreSQL (production) sinks.
+
+Writes are idempotent: a window row is keyed by its start second and a replay overwrites it; a rollup bucket is
+applied at most once. Reads serve the CLI, the JSON API, the dashboard and the metrics exporter.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterable, Optional
+
+from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+
+
+class Sink(abc.ABC):
+    url: str
+
+    # writes (one writer: the dataflow)
+    @abc.abstractmethod
+    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
+        """Upsert windows, apply unseen rollup buckets and store counters, in one transaction."""
+
+    @abc.abstractmethod
+    def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
+        """Drop windows older than the newest window minus the retention, and old daily rollups."""
+
+    # reads
+    @abc.abstractmethod
+    def windows(self, start: int, end: int) -> list[WindowRow]:
+        """Windows with start <= window start < end, oldest first."""
+
+    @abc.abstractmethod
+    def latest_windows(self, n: int) -> list[WindowRow]:
+        """The newest n windows, oldest first."""
+
+    @abc.abstractmethod
+    def stats(self) -> Optional[PipelineStats]:
+        ...
+
+    @abc.abstractmethod
+    def daily(self, project: Optional[str], dimension: str, start_day: str, end_day: str) -> list[tuple[str, str, Optional[str], int]]:
+        """(day, project, category, downloads) rows of one dimension, optionally for one project."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        ...
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_sink(url: str, *, readonly: bool = False) -> Sink:
+    """`sqlite:///path.db` (embedded default) or `postgresql://...` (production)."""
+    from pypi_pulse.errors import UserError
+
+    if url.startswith("sqlite:///"):
+        from pypi_pulse.sink.sqlite import SQLiteSink
+
+        return SQLiteSink(url, readonly=readonly)
+    if url.startswith(("postgresql://", "postgres://")):
+        from pypi_pulse.sink.postgres import PostgresSink
+
+        return PostgresSink(url, readonly=readonly)
+    raise UserError(f"unsupported sink {url!r}: use sqlite:///PATH.db or postgresql://user:pass@host:5432/db")

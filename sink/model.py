@@ -1,0 +1,54 @@
+"""What the dataflow hands the sink: closed 1-second windows, sealed rollup buckets and pipeline counters."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import msgspec
+
+from pypi_pulse.events import iso_second
+
+
+class WindowRow(msgspec.Struct, frozen=True):
+    """One closed 1-second window; a later version of the same `start` replaces the earlier one."""
+
+    start: int  # epoch second, aligned to a whole UTC second
+    downloads: int
+    unique_packages: int
+    countries: dict[str, int]
+    top: list[tuple[str, int]]  # (project, downloads), ties by name
+
+    def to_json(self) -> dict:
+        """The shape shared by `pypi-pulse windows` and `GET /api/live/windows`."""
+        return {
+            "start": iso_second(self.start),
+            "downloads": self.downloads,
+            "unique_packages": self.unique_packages,
+            "countries": dict(sorted(self.countries.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "top": [{"project": p, "downloads": n} for p, n in self.top],
+        }
+
+
+class RollupBucket(msgspec.Struct, frozen=True):
+    """A sealed slice of event time whose rollup counts are final (the lateness horizon has passed).
+
+    `counts` maps (day 'YYYY-MM-DD', project, dimension, category) to downloads. Category None is SQL NULL.
+    Applying the same bucket twice is a no-op: the sink records the ids of buckets it has applied.
+    """
+
+    bucket: int  # epoch second of the bucket start
+    counts: dict[tuple[str, str, str, Optional[str]], int]
+
+
+class PipelineStats(msgspec.Struct, frozen=True):
+    """Cumulative dataflow counters (snapshot-consistent with the windows, so they survive restarts exactly)."""
+
+    counters: dict[str, int]
+    offsets: dict[int, int]  # partition -> next offset to read
+    watermark: Optional[float] = None
+    updated_at: Optional[float] = None
+
+
+# Dimensions stored in the daily rollups; python_major and the two overall figures are derived at seal time.
+DIMENSIONS = ("country", "installer", "python_minor", "system", "cpu", "file_type", "version", "ci")
+DERIVED = ("overall", "with_mirrors", "python_major")

@@ -1,0 +1,56 @@
+"""Schema migrations, shared by SQLite and PostgreSQL (the SQL below is valid in both).
+
+Each entry is applied once, in order, and recorded in `schema_version`; add new entries, never edit old ones.
+A NULL category (e.g. an unknown Python version) is stored as '' because it is part of a primary key.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: per-second windows, rollups, pipeline counters
+    """
+    CREATE TABLE IF NOT EXISTS windows (
+        start BIGINT PRIMARY KEY,
+        downloads BIGINT NOT NULL,
+        unique_packages BIGINT NOT NULL,
+        countries TEXT NOT NULL,
+        top TEXT NOT NULL,
+        written_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rollup_buckets (
+        bucket BIGINT PRIMARY KEY,
+        applied_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS daily (
+        day TEXT NOT NULL,
+        project TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        category TEXT NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (day, project, dimension, category)
+    );
+    CREATE INDEX IF NOT EXISTS daily_by_project ON daily (project, dimension, day);
+    CREATE TABLE IF NOT EXISTS daily_totals (
+        day TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        category TEXT NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (day, dimension, category)
+    );
+    CREATE TABLE IF NOT EXISTS pipeline_stats (
+        id INTEGER PRIMARY KEY,
+        counters TEXT NOT NULL,
+        offsets TEXT NOT NULL,
+        watermark DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION
+    );
+    """,
+]
+
+NULL_CATEGORY = ""
+
+
+def to_db_category(c):
+    return NULL_CATEGORY if c is None else c
+
+
+def from_db_category(c):
+    return None if c == NULL_CATEGORY else c

@@ -1,0 +1,151 @@
+"""SQLite sink: the embedded default. WAL mode, one writer (the dataflow), any number of readers."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import orjson
+
+from pypi_pulse.errors import UserError
+from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.rollup import daily_rows
+from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
+
+
+def _path_of(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+class SQLiteSink(Sink):
+    def __init__(self, url: str, *, readonly: bool = False):
+        self.url = url
+        self.path = _path_of(url)
+        if readonly:
+            if not self.path.exists():
+                raise UserError(f"no sink at {self.path}: run `pypi-pulse up` or `pypi-pulse run` first, or fix --sink")
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create {self.path.parent}: {exc}; choose another --sink path") from None
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        self.db.execute("PRAGMA busy_timeout=30000")
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                self.db.execute("BEGIN IMMEDIATE")
+                for stmt in filter(str.strip, script.split(";")):
+                    self.db.execute(stmt)
+                self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                self.db.execute("COMMIT")
+
+    # ---- writes -------------------------------------------------------------------------------------------
+    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
+        now = time.time()
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            if windows:
+                cur.executemany(
+                    "INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (start) DO UPDATE SET downloads=excluded.downloads, "
+                    "unique_packages=excluded.unique_packages, countries=excluded.countries, top=excluded.top, "
+                    "written_at=excluded.written_at",
+                    [(w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries), orjson.dumps(w.top), now)
+                     for w in windows],
+                )
+            fresh = []
+            for b in buckets:
+                if cur.execute("SELECT 1 FROM rollup_buckets WHERE bucket = ?", (b.bucket,)).fetchone() is None:
+                    fresh.append(b)
+            if fresh:
+                per_project, totals = daily_rows(fresh)
+                cur.executemany(
+                    "INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
+                    per_project,
+                )
+                cur.executemany(
+                    "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
+                    totals,
+                )
+                cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(b.bucket, now) for b in fresh])
+            if stats is not None:
+                cur.execute(
+                    "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET counters=excluded.counters, offsets=excluded.offsets, "
+                    "watermark=excluded.watermark, updated_at=excluded.updated_at",
+                    (orjson.dumps(stats.counters), orjson.dumps({str(k): v for k, v in stats.offsets.items()}),
+                     stats.watermark, stats.updated_at or now),
+                )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
+        newest = self.db.execute("SELECT MAX(start) FROM windows").fetchone()[0]
+        removed = {"windows": 0, "daily": 0}
+        if newest is not None:
+            removed["windows"] = self.db.execute("DELETE FROM windows WHERE start < ?", (newest - window_retention_s,)).rowcount
+        newest_day = self.db.execute("SELECT MAX(day) FROM daily").fetchone()[0]
+        if newest_day is not None:
+            cutoff = (datetime.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).date().isoformat()
+            removed["daily"] = self.db.execute("DELETE FROM daily WHERE day <= ?", (cutoff,)).rowcount
+            self.db.execute("DELETE FROM daily_totals WHERE day <= ?", (cutoff,))
+        return removed
+
+    # ---- reads --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(r) -> WindowRow:
+        return WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), [tuple(t) for t in orjson.loads(r[4])])
+
+    def windows(self, start: int, end: int) -> list[WindowRow]:
+        rows = self.db.execute(
+            "SELECT start, downloads, unique_packages, countries, top FROM windows WHERE start >= ? AND start < ? ORDER BY start",
+            (start, end),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def latest_windows(self, n: int) -> list[WindowRow]:
+        rows = self.db.execute(
+            "SELECT start, downloads, unique_packages, countries, top FROM windows ORDER BY start DESC LIMIT ?", (n,)
+        ).fetchall()
+        return [self._row(r) for r in reversed(rows)]
+
+    def stats(self) -> Optional[PipelineStats]:
+        r = self.db.execute("SELECT counters, offsets, watermark, updated_at FROM pipeline_stats WHERE id = 1").fetchone()
+        if r is None:
+            return None
+        return PipelineStats(orjson.loads(r[0]), {int(k): v for k, v in orjson.loads(r[1]).items()}, r[2], r[3])
+
+    def daily(self, project, dimension, start_day, end_day):
+        if project is None:
+            rows = self.db.execute(
+                "SELECT day, NULL, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? ORDER BY day, category",
+                (dimension, start_day, end_day),
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT day, project, category, downloads FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ? "
+                "ORDER BY day, category",
+                (project, dimension, start_day, end_day),
+            ).fetchall()
+        return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
+
+    def close(self) -> None:
+        self.db.close()
