@@ -42,6 +42,10 @@ class Sink(abc.ABC):
         """(day, project, category, downloads) rows of one dimension, optionally for one project."""
 
     @abc.abstractmethod
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run a read query written once for both backends: `?` placeholders, portable SQL."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         ...
 

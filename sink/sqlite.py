@@ -147,5 +147,8 @@ class SQLiteSink(Sink):
             ).fetchall()
         return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.db.execute(sql, params).fetchall()
+
     def close(self) -> None:
         self.db.close()
