@@ -1,0 +1,90 @@
+"""The event-time clock: per-partition watermark, early results, late updates, drops past the lateness horizon."""
+
+from __future__ import annotations
+
+import orjson
+
+from pypi_pulse.dataflow.clock import Clock
+from pypi_pulse.dataflow.parse import parse_batch
+from pypi_pulse.dataflow.source import RawBatch
+
+T0 = 1795219200  # 2026-11-21T00:00:00Z
+
+
+def ev(sec: float, project: str = "numpy", cc: str = "US") -> bytes:
+    return orjson.dumps({"timestamp": sec, "project": project, "country_code": cc})
+
+
+def batch(part: int, secs, n_parts: int = 2, caught_up: bool = False, wall: float = 0.0, **kw) -> object:
+    raw = RawBatch(part, n_parts, [ev(s, **kw) for s in secs], 0, caught_up, wall=wall)
+    return parse_batch(raw)
+
+
+def emitted(flush) -> dict[int, int]:
+    return {w.start: w.downloads for w in flush.windows} if flush else {}
+
+
+def test_a_fast_partition_does_not_close_windows_a_slow_one_still_feeds():
+    clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2)
+    clock.add(batch(0, [T0 + s for s in range(0, 100)], wall=100.0))  # partition 0 races 100 s ahead
+    clock.add(batch(1, [T0 + 0.5], wall=100.0))  # partition 1 is still at T0
+    assert emitted(clock.flush(100.0, force=True)) == {}  # nothing closes: partition 1 holds the watermark
+    clock.add(batch(1, [T0 + 1.5, T0 + 2.2, T0 + 3.1], wall=100.1))
+    out = emitted(clock.flush(100.1, force=True))
+    assert out == {T0: 2, T0 + 1: 2, T0 + 2: 2}  # closed once both partitions passed them, with both counts
+    assert clock.counters["late"] == 0
+
+
+def test_a_silent_caught_up_partition_stops_holding_the_watermark():
+    clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2)
+    clock.add(batch(0, [T0, T0 + 1, T0 + 2], wall=10.0))
+    clock.add(batch(1, [], caught_up=True, wall=10.0))  # nothing ever arrives on partition 1
+    assert emitted(clock.flush(10.0, force=True)) == {T0: 1, T0 + 1: 1}
+    # the stream pauses: everything seen is closed after idle_s
+    clock.add(batch(0, [], caught_up=True, wall=13.0))
+    assert emitted(clock.flush(13.0, force=True)) == {T0 + 2: 1}
+
+
+def test_late_events_update_their_window_and_too_late_ones_are_dropped_and_counted():
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    clock.add(batch(0, [T0 + s for s in range(0, 300)], n_parts=1, wall=1.0))
+    first = emitted(clock.flush(1.0, force=True))
+    assert first[T0 + 250] == 1
+    clock.add(batch(0, [T0 + 250.5, T0 + 250.7], n_parts=1, wall=2.0))  # 49 s behind the watermark: late, accepted
+    clock.add(batch(0, [T0 + 10], n_parts=1, wall=2.0))  # ~290 s behind: past the horizon
+    again = clock.flush(2.0, force=True)
+    assert emitted(again) == {T0 + 250: 3}  # only the updated window is re-emitted, with its full count
+    assert clock.counters["late"] == 2 and clock.counters["dropped"] == 1
+    assert again.stats.counters["counted"] == 302
+
+
+def test_rollup_minutes_are_sealed_once_past_the_horizon_with_derived_dimensions():
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    rows = [orjson.dumps({"timestamp": T0 + s, "project": "Zope.Interface", "country_code": "DE",
+                          "details": {"installer": {"name": "pip"}, "python": "3.12.1", "system": {"name": "Linux"}}})
+            for s in range(0, 200)]
+    rows.append(orjson.dumps({"timestamp": T0 + 5, "project": "zope-interface",
+                              "details": {"installer": {"name": "bandersnatch"}}}))
+    clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
+    buckets = clock.flush(1.0, force=True).buckets
+    assert [b.bucket for b in buckets] == [T0, T0 + 60]  # minutes ending at or before watermark - lateness
+    first = buckets[0].counts
+    day = "2026-11-21"
+    assert first[(day, "zope-interface", "overall", None)] == 60
+    assert first[(day, "zope-interface", "with_mirrors", None)] == 61
+    assert first[(day, "zope-interface", "python_minor", "3.12")] == 60
+    assert first[(day, "zope-interface", "python_major", "3")] == 60
+    assert first[(day, "zope-interface", "system", "Linux")] == 60
+    assert first[(day, "zope-interface", "country", "DE")] == 60
+    assert (day, "zope-interface", "mirror", None) not in first
+    # nothing is sealed twice
+    assert clock.flush(2.0, force=True).buckets == []
+
+
+def test_state_survives_a_snapshot_round_trip():
+    clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2)
+    clock.add(batch(0, [T0, T0 + 1], n_parts=1, wall=1.0))
+    restored = Clock.restore(clock.snapshot())
+    restored.add(batch(0, [T0 + 2], n_parts=1, wall=2.0))
+    assert emitted(restored.flush(2.0, force=True)) == {T0: 1, T0 + 1: 1}
+    assert restored.counters["counted"] == 3
