@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial
+from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
 TOP_N = 10
@@ -65,7 +65,7 @@ class Clock:
         self.windows: dict[int, Window] = {}
         self.emitted: set[int] = set()
         self.dirty: set[int] = set()
-        self.rollups: dict[int, Counter] = {}
+        self.rollups: dict[int, MinuteRollup] = {}
         self.sealed_before = -math.inf  # every second before this is final; its events are dropped
         self.watermark = -math.inf
         self.counters: Counter = Counter()
@@ -102,16 +102,15 @@ class Clock:
             if sec in self.emitted:
                 c["late"] += n
                 self.dirty.add(sec)
-        for (sec, project), n in p.project_counts.items():
+        for sec, projects in p.second_projects.items():
             if sec >= sealed:
-                windows[sec].projects[project] += n
-        for minute, counts in p.rollups.items():
+                windows[sec].projects.update(projects)  # counted in C
+        for minute, cols in p.minutes.items():
             if minute >= sealed:
-                b = self.rollups.get(minute)
-                if b is None:
-                    self.rollups[minute] = counts
-                else:
-                    b.update(counts)
+                r = self.rollups.get(minute)
+                if r is None:
+                    r = self.rollups[minute] = MinuteRollup()
+                r.add(cols)
 
     # ---- time ---------------------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -125,7 +124,8 @@ class Clock:
                   if not p.final and not (p.caught_up and now - p.last_data_wall >= self.idle_s)]
         if any(m is None for m in active):
             return  # a partition with data still to give has not delivered any yet
-        candidate = min(active) if active else max(seen) + 1
+        # all caught up and silent: everything seen so far is complete as far as anyone can tell
+        candidate = min(active) if active else max(seen) + 1 + self.out_of_order_s
         if all(p.final for p in parts):
             candidate = math.inf
         if candidate > self.watermark:
@@ -149,7 +149,7 @@ class Clock:
         seal_before = horizon - horizon % BUCKET_S if math.isfinite(horizon) else horizon
         if seal_before > self.sealed_before:
             for minute in sorted(m for m in self.rollups if m + BUCKET_S <= seal_before):
-                buckets.append(RollupBucket(minute, _finalise(self.rollups.pop(minute))))
+                buckets.append(RollupBucket(minute, self.rollups.pop(minute).final(day_of(minute))))
             for sec in [s for s in self.windows if s < seal_before]:
                 del self.windows[sec]
                 self.emitted.discard(sec)
@@ -189,19 +189,50 @@ def _reason_class(reason: str) -> str:
     return "other"
 
 
-def _finalise(counts: Counter) -> dict:
-    """Add the derived dimensions: overall (no mirrors), with_mirrors, python_major; drop the internal `mirror`."""
-    out: dict = {}
-    for (day, project, dim, cat), n in counts.items():
-        if dim == "mirror":
-            k = (day, project, "with_mirrors", None)
+class MinuteRollup:
+    """One minute's rollup state: distinct (project, record view) pairs counted in C as batches arrive, and
+    expanded into (day, project, dimension, category) rows once, when the minute is sealed. Far fewer distinct
+    pairs than events reach the Python loop in `final`, and none of it is done twice."""
+
+    __slots__ = ("with_mirrors", "countries", "views", "files")
+
+    def __init__(self):
+        self.with_mirrors: Counter = Counter()  # project -> n, mirror downloads included
+        self.countries: Counter = Counter()  # (project, country) -> n
+        self.views: Counter = Counter()  # (project, details view) -> n
+        self.files: Counter = Counter()  # (project, file view) -> n
+
+    def add(self, cols: MinuteColumns) -> None:
+        self.with_mirrors.update(cols.all_projects)
+        self.countries.update(zip(cols.projects, cols.countries))
+        self.views.update(zip(cols.projects, cols.views))
+        self.files.update(zip(cols.projects, cols.files))
+
+    def final(self, day: str) -> dict:
+        """(day, project, dimension, category) -> downloads, derived dimensions included."""
+        out: dict = {}
+        for project, n in self.with_mirrors.items():
+            out[(day, project, "with_mirrors", None)] = n
+        for (project, cc), n in self.countries.items():
+            out[(day, project, "country", cc)] = n
+            k = (day, project, "overall", None)
             out[k] = out.get(k, 0) + n
-            continue
-        out[(day, project, dim, cat)] = out.get((day, project, dim, cat), 0) + n
-        if dim == "installer":
-            for k in ((day, project, "overall", None), (day, project, "with_mirrors", None)):
-                out[k] = out.get(k, 0) + n
-        elif dim == "python_minor":
-            k = (day, project, "python_major", None if cat is None else cat.split(".", 1)[0])
-            out[k] = out.get(k, 0) + n
-    return out
+        get = out.get
+        for (project, view), n in self.views.items():
+            for dim, cat in zip(VIEW_DIMS, view):
+                k = (day, project, dim, cat)
+                out[k] = get(k, 0) + n
+            minor = view[1]
+            k = (day, project, "python_major", None if minor is None else minor.split(".", 1)[0])
+            out[k] = get(k, 0) + n
+        for (project, fv), n in self.files.items():
+            for dim, cat in zip(FILE_DIMS, fv):
+                k = (day, project, dim, cat)
+                out[k] = get(k, 0) + n
+        return out
+
+    def __getstate__(self):
+        return (self.with_mirrors, self.countries, self.views, self.files)
+
+    def __setstate__(self, state):
+        self.with_mirrors, self.countries, self.views, self.files = state

@@ -8,6 +8,7 @@ resumed dataflow re-reads exactly what its last snapshot had not yet covered.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -17,8 +18,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pypi_pulse.errors import UserError
+from pypi_pulse.metrics import dataflow_metrics
 
 StopOffsets = Callable[[], Optional[dict[int, int]]]
+
+# Set on Ctrl-C/SIGTERM: partitions end their input, so Bytewax finishes its epoch and exits cleanly.
+STOP = threading.Event()
 
 
 @dataclass
@@ -49,6 +54,7 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         self.at_eof = False  # only the broker's end-of-partition event says so; an empty local queue does not
         self.awake: Optional[datetime] = None
         self.done = False
+        dataflow_metrics.track_partition(self, topic)
 
     def _stop_at(self) -> Optional[int]:
         if self.stop_offsets is None:
@@ -57,7 +63,7 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         return None if targets is None else targets.get(self.partition, 0)
 
     def next_batch(self) -> list[RawBatch]:
-        if self.done:
+        if self.done or STOP.is_set():
             raise StopIteration
         msgs = self.consumer.consume(self.batch_size, 0)
         values: list[bytes] = []
@@ -73,6 +79,7 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
             values.append(m.value())
             self.next_offset = m.offset() + 1
             self.at_eof = False
+        dataflow_metrics.consumed(self, len(values))
         caught_up = self.at_eof
         stop = self._stop_at()
         final = stop is not None and self.next_offset >= stop

@@ -37,6 +37,7 @@ SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.d
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
 LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
+MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
 
 
 def settings(config: Optional[Path] = None, **flags) -> Settings:
@@ -100,14 +101,20 @@ def produce(
     duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar for file replays.")] = True,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, partitions: PartitionsOpt = None,
+    metrics_port: MetricsPortOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Publish download events to Kafka from a synthetic, file or BigQuery source."""
     s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp,
                  bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
-                 log_level=log_level)
+                 log_level=log_level, producer_metrics_port=metrics_port)
     if not s.bootstrap_servers:
         raise UserError("produce needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
+    if s.producer_metrics_port:
+        import pypi_pulse.metrics.producer_metrics  # noqa: F401  (registers the producer collector)
+        from pypi_pulse.metrics.http import serve
+
+        serve(s.metrics_host, s.producer_metrics_port)
     stop = threading.Event()
     _stop_on_signals(stop)
     summary = _produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
@@ -141,6 +148,7 @@ def dataflow(
     recovery: Annotated[Optional[bool], typer.Option("--recovery/--no-recovery", help="Bytewax recovery under DATA_DIR/recovery.")] = None,
     lateness_seconds: Annotated[Optional[float], typer.Option("--lateness-seconds", help="Accept events this late (default 600).")] = None,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None,
+    metrics_port: MetricsPortOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Run the Bytewax dataflow: 1-second windows, top-10, daily rollups, into the sink."""
@@ -148,18 +156,22 @@ def dataflow(
     from pypi_pulse.dataflow.runner import run_dataflow
 
     s = settings(config, workers=workers, recovery=recovery, lateness_seconds=lateness_seconds,
-                 bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, data_dir=data_dir, log_level=log_level)
+                 bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, data_dir=data_dir, log_level=log_level,
+                 dataflow_metrics_port=metrics_port)
     if not s.bootstrap_servers:
         raise UserError("dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
+    if s.dataflow_metrics_port:
+        from pypi_pulse.metrics.http import serve
+
+        serve(s.metrics_host, s.dataflow_metrics_port)
     wait_for_kafka(s.bootstrap_servers)
     n = partition_count(s.bootstrap_servers, s.topic)
     _check_sink(s.sink_url)
     cfg = _flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None)
-    try:
-        run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds,
-                     recovery_dir=s.recovery_dir if s.recovery else None)
-    except KeyboardInterrupt:
-        pass
+    from pypi_pulse.dataflow.source import STOP
+
+    _stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0
+    run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, recovery_dir=s.recovery_dir if s.recovery else None)
 
 
 def _check_sink(url: str) -> None:

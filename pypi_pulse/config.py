@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # Dataflow
     lateness_seconds: float = Field(600.0, ge=0, description="Events later than this behind the watermark are dropped (and counted).")
-    out_of_order_seconds: float = Field(0.5, ge=0, description="How long a window waits for stragglers before its early result.")
+    out_of_order_seconds: float = Field(0.0, ge=0, description="Extra event-time seconds every partition must pass a window's end by before its early result.")
     idle_seconds: float = Field(2.0, gt=0, description="A caught-up partition silent this long stops holding the watermark back.")
     epoch_seconds: float = Field(2.0, gt=0, description="Bytewax epoch (and recovery snapshot) interval.")
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     port: int = Field(8050, ge=1, le=65535, description="Dashboard/API port.")
     metrics_host: str = Field("127.0.0.1", description="Prometheus exporter bind address.")
     metrics_port: int = Field(9108, ge=1, le=65535, description="Prometheus exporter port.")
+    metrics_span_seconds: int = Field(10, ge=1, le=3600, description="Exporter per-second rates: mean over this many newest seconds.")
+    producer_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`produce --metrics-port`: serve its /metrics here (up: metrics_port + 1).")
+    dataflow_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`dataflow --metrics-port`: serve its /metrics here (up: metrics_port + 2).")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log verbosity.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
