@@ -100,6 +100,18 @@ def produce(
     count: Annotated[Optional[int], typer.Option("--count", help="Stop after this many synthetic events.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar for file replays.")] = True,
+    max_bytes_per_query: Annotated[Optional[str], typer.Option("--max-bytes-per-query", help="BigQuery: maximum_bytes_billed of every query (e.g. 200GB).")] = None,
+    daily_budget: Annotated[Optional[str], typer.Option("--daily-budget", help="BigQuery: bytes billed per UTC day before polling stops (e.g. 500GB).")] = None,
+    projects: Annotated[Optional[str], typer.Option("--projects", help="BigQuery: only these projects (comma-separated).")] = None,
+    sample: Annotated[Optional[float], typer.Option("--sample", help="BigQuery: read this fraction of downloads (0-1].")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="BigQuery: historical pull from this ISO date/time.")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="BigQuery: historical pull up to this ISO date/time (exclusive).")] = None,
+    delay: Annotated[Optional[float], typer.Option("--delay", help="BigQuery: pace as live, delayed by this many minutes.")] = None,
+    poll_interval: Annotated[Optional[float], typer.Option("--poll-interval", help="BigQuery: seconds between polls (default 60).")] = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="BigQuery: also write the rows read to this Parquet file.")] = None,
+    billing_project: Annotated[Optional[str], typer.Option("--billing-project", help="BigQuery: Google Cloud project billed for queries.")] = None,
+    credentials: Annotated[Optional[Path], typer.Option("--credentials", help="BigQuery: service-account key file (default: ADC).")] = None,
+    bigquery_endpoint: Annotated[Optional[str], typer.Option("--bigquery-endpoint", help="BigQuery API URL (emulators, tests).")] = None,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, partitions: PartitionsOpt = None,
     metrics_port: MetricsPortOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
@@ -107,7 +119,10 @@ def produce(
     """Publish download events to Kafka from a synthetic, file or BigQuery source."""
     s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp,
                  bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
-                 log_level=log_level, producer_metrics_port=metrics_port)
+                 log_level=log_level, producer_metrics_port=metrics_port, max_bytes_per_query=max_bytes_per_query,
+                 daily_budget=daily_budget, projects=projects, sample=sample, start=start, end=end, delay=delay,
+                 poll_interval=poll_interval, export=export, billing_project=billing_project, credentials=credentials,
+                 bigquery_endpoint=bigquery_endpoint)
     if not s.bootstrap_servers:
         raise UserError("produce needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
     if s.producer_metrics_port:
@@ -122,8 +137,10 @@ def produce(
 
 
 def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True):
-    from pypi_pulse.broker import ensure_topics
+    from pypi_pulse.broker import ensure_topics, wait_for_kafka
     from pypi_pulse.producer.publisher import Publisher
+
+    wait_for_kafka(bootstrap)
     from pypi_pulse.producer.replay import replay_file, run_synthetic
 
     ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
@@ -291,7 +308,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.stderr.write(f"error: {exc}\n")  # one line, never wrapped
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -37,6 +37,15 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
     from pypi_pulse.sink.base import open_sink
 
     started = time.monotonic()
+    if s.source.startswith("file:"):
+        from pathlib import Path
+
+        from pypi_pulse.producer.files import detect_format
+
+        path = Path(s.source[5:])
+        if not path.is_file():
+            raise UserError(f"input file {path} does not exist: check the path after file:")
+        detect_format(path)
     _check_sink(s.sink_url)
     broker = None
     if s.bootstrap_servers:
@@ -56,17 +65,23 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         proc.start()
         report: dict = {}
 
+        from pypi_pulse.dataflow.source import STOP
+
         def stop_offsets():
+            # never raise in here: it runs inside Bytewax; end the inputs and report after the dataflow returns
             if not report and parent.poll():
                 report.update(parent.recv())
                 if not report.get("ok"):
-                    raise UserError(f"producer failed: {report.get('error')}")
+                    STOP.set()
             if not report and not proc.is_alive() and not parent.poll():
-                raise UserError(f"producer exited with code {proc.exitcode} without a report")
+                report.update(ok=False, error=f"producer exited with code {proc.exitcode} without a report")
+                STOP.set()
             return report.get("end_offsets") if report else None
 
         run_dataflow(_flow_config(s, bootstrap, n), workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
         proc.join(10)
+        if not report.get("ok"):
+            raise UserError(f"producer failed: {report.get('error')}")
     finally:
         if broker:
             broker.stop()
