@@ -123,6 +123,13 @@ def _from_row(row: dict, original: bytes) -> Record:
     return Record(value, project.encode() if isinstance(project, str) else None)
 
 
+def _csv_line(cells: list[str]) -> bytes:
+    """The row as CSV text again: what the dead-letter topic keeps of a row that could not be used."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue().rstrip("\r\n").encode()
+
+
 def read_records(path: Path) -> Iterator[Record]:
     if not path.is_file():
         raise UserError(f"input file {path} does not exist: check the path after file:")
@@ -136,14 +143,17 @@ def read_records(path: Path) -> Iterator[Record]:
     elif fmt == "csv":
         with _open_binary(path) as fb:
             text = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-            reader = csv.DictReader(text)
-            if not reader.fieldnames or "timestamp" not in [c.strip().lower() for c in reader.fieldnames]:
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if not header or "timestamp" not in [c.strip().lower() for c in header]:
                 raise UserError(f"{path} has no 'timestamp' column: export with a header row of BigQuery column names")
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    yield Record(orjson.dumps(row, default=str), None, "CSV row has more cells than the header")
+            for cells in reader:
+                if not cells:
                     continue
-                yield _from_row(row, orjson.dumps(row, default=str))
+                if len(cells) != len(header):
+                    yield Record(_csv_line(cells), None, f"CSV row has {len(cells)} cells, the header {len(header)}")
+                    continue
+                yield _from_row(dict(zip(header, cells)), _csv_line(cells))
     else:
         import pyarrow.parquet as pq
 

@@ -1,0 +1,44 @@
+"""Synthetic traffic looks like PyPI's: real popularity and country shares, valid rows, a weekly rhythm, reproducible."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from pypi_pulse.events import DECODER, epoch_second
+from pypi_pulse.producer.synthetic import SyntheticSource, rhythm
+
+T0 = 1795219190
+
+
+def test_same_seed_same_events_and_every_event_is_a_valid_row():
+    ts = [T0 + i * 0.001 for i in range(5000)]
+    a = SyntheticSource(seed=9).encoded(ts)
+    b = SyntheticSource(seed=9).encoded(ts)
+    assert a == b
+    assert SyntheticSource(seed=10).encoded(ts) != a
+    for value, key in a:
+        ev = DECODER.decode(value)
+        assert ev.project == key.decode() == ev.file.project
+        assert epoch_second(ev.timestamp) in (T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 5)
+
+
+def test_popularity_and_country_shares_follow_the_reference_data():
+    events = SyntheticSource(seed=1).events([T0 + i * 1e-5 for i in range(40_000)])
+    projects = Counter(e["project"] for e in events)
+    countries = Counter(e["country_code"] for e in events)
+    top = [p for p, _ in projects.most_common(5)]
+    assert "boto3" in top  # the most downloaded project in the reference list
+    assert 0.74 < countries["US"] / len(events) < 0.82  # 78.2% in the reference data
+    assert len(countries) > 100
+    installers = Counter((e["details"] or {}).get("installer", {}).get("name") for e in events)
+    assert installers["pip"] > installers["uv"] > installers["poetry"] > 0 and installers["bandersnatch"] > 0
+    assert any(e["details"] is None for e in events)  # unknown user agents, as in BigQuery
+
+
+def test_weekends_are_quieter_than_weekdays():
+    saturday = datetime(2026, 11, 21, 15, tzinfo=timezone.utc).timestamp()
+    tuesday = datetime(2026, 11, 24, 15, tzinfo=timezone.utc).timestamp()
+    assert rhythm(saturday) < 0.8 * rhythm(tuesday)
+    src = SyntheticSource(seed=2)
+    assert len(src.timestamps(saturday, saturday + 10, 1000)) < len(src.timestamps(tuesday, tuesday + 10, 1000))
