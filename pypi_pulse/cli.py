@@ -254,13 +254,16 @@ def up(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     bootstrap_servers: BootstrapOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Dashboard port (default 8050).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Prometheus exporter port (default 9108).")] = None,
+    broker_port: Annotated[Optional[int], typer.Option("--broker-port", help="Embedded broker port (default 9092; 0: any free port).")] = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Start everything on the embedded defaults: broker, producer, dataflow, sink, dashboard, metrics."""
     from pypi_pulse.supervisor import run_all
 
     s = settings(config, rate=rate, source=source, seed=seed, bootstrap_servers=bootstrap_servers, sink=sink,
-                 partitions=partitions, port=port, data_dir=data_dir, log_level=log_level)
+                 partitions=partitions, port=port, metrics_port=metrics_port, broker_port=broker_port,
+                 data_dir=data_dir, log_level=log_level)
     run_all(s, config)
 
 
