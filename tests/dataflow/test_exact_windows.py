@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import expected_windows, publish, run_flow, stored_windows
+from pulse_testing import expected_windows, publish, run_flow, stored_windows
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer.synthetic import SyntheticSource
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import publish
+from pulse_testing import publish
 from pypi_pulse.sink.base import open_sink
 
 T0 = 1795219200

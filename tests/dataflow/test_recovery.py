@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import expected_windows, publish, stored_windows
+from pulse_testing import expected_windows, publish, stored_windows
 from pypi_pulse.producer.synthetic import SyntheticSource
 from pypi_pulse.sink.base import open_sink
 

@@ -7,8 +7,7 @@ import random
 import threading
 import time
 
-from conftest import publish
-from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
+from expected_rollups import expected_daily, expected_totals, make_event, publish, stored_daily, stored_totals
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1772323200  # 2026-03-01T00:00:00Z
@@ -105,6 +104,9 @@ def test_prune_drops_old_windows_rollups_and_backfill_marks(sqlite_url):
         assert [w.start for w in db.windows(0, 2**40)] == [newest - 3600, newest - 3599, newest]
         assert day_range(db) == (_iso(MIDNIGHT + 4 * 86400), _iso(MIDNIGHT + 10 * 86400))  # newest day - 7 < kept
         assert set(backfilled_days(db)) == {_iso(MIDNIGHT + 5 * 86400)}
+        kept = MIDNIGHT + 4 * 86400
+        assert min(r[0] for r in db.query("SELECT bucket FROM rollup_buckets")) == kept  # applied ids of pruned days go
+        assert db.query("SELECT COUNT(*) FROM rollup_buckets")[0][0] == 7
         assert db.prune(3600, 7) == {"windows": 0, "daily": 0}  # idempotent
 
 

@@ -52,3 +52,27 @@ def prometheus(tmp_path):
         except subprocess.TimeoutExpired:
             p.proc.kill()
             p.proc.wait(5)
+
+
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_sink_url(request, tmp_path):
+    """An empty sink of each backend; PostgreSQL in a schema of its own, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pulse.db'}"
+        return
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    base = request.getfixturevalue("postgres_url")
+    name = f"pulse_ops_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{name}" CASCADE')

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import expected_windows, run_flow, stored_windows
+from pulse_testing import expected_windows, run_flow, stored_windows
 from pypi_pulse.events import DECODER
 from pypi_pulse.producer.files import read_records
 from pypi_pulse.producer.publisher import Publisher

@@ -43,10 +43,3 @@ def sink_url(request) -> str:
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture
-def flow_helpers(request):
-    """tests/conftest.py as a module, for its `publish` and `run_flow` helpers. Fetched from pytest's plugin
-    registry: with a conftest.py in this folder too, `import conftest` would not reliably name the root one."""
-    root = request.config.pluginmanager.get_plugin(str((Path(__file__).parent.parent / "conftest.py").resolve()))
-    assert root is not None and hasattr(root, "run_flow"), "tests/conftest.py with publish/run_flow not loaded"
-    return root

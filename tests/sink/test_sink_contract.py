@@ -154,6 +154,7 @@ def test_prune_keeps_windows_counted_back_from_the_newest_window_and_drops_old_d
         kept = [d for d, *_ in db.daily("numpy", "overall", "2000-01-01", "2100-01-01")]
         assert kept == [day(399), day(1), day(0)]
         assert [d for d, *_ in db.daily(None, "overall", "2000-01-01", "2100-01-01")] == kept
+        assert db.query("SELECT COUNT(*) FROM rollup_buckets") == [(0,)]  # its id went with the pruned days
         assert db.prune(48 * 3600, 400) == {"windows": 0, "daily": 0}
 
 

@@ -1,0 +1,365 @@
+"""PostgreSQL sink: the production backend, with the same idempotent semantics as the SQLite one.
+
+One writer (the dataflow) and any number of readers (CLI, API, dashboard, metrics). Writes are one transaction
+each: windows are upserted (a replayed window replaces its row), rollup buckets are claimed in `rollup_buckets`
+with ON CONFLICT DO NOTHING so that only unseen ones add to the daily tables, and because every write is
+idempotent a write that failed on a dropped connection is simply retried once on a fresh connection.
+Bulk rows go through COPY into per-connection temporary tables and one INSERT ... ON CONFLICT per table, so a
+write costs a handful of round trips however many rows it carries.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import time
+from datetime import date, timedelta
+from typing import Callable, Optional, TypeVar
+
+import orjson
+import psycopg
+import structlog
+from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict
+
+from pypi_pulse.errors import UserError
+from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
+                                     daily_rows, prune_backfilled_statement, prune_buckets_statement)
+from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 10
+URL_HINT = "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+
+# Staging tables live for the connection; ON COMMIT DELETE ROWS empties them after every write.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_windows (LIKE windows) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_daily (LIKE daily) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_daily_totals (LIKE daily_totals) ON COMMIT DELETE ROWS;
+"""
+
+
+COPY_MIN_ROWS = 200  # measured (benchmarks/sink_write.py machine): executemany wins below ~250 windows, COPY above
+_UPSERT_WINDOW = ("ON CONFLICT (start) DO UPDATE SET downloads = excluded.downloads, "
+                  "unique_packages = excluded.unique_packages, countries = excluded.countries, top = excluded.top, "
+                  "written_at = excluded.written_at")
+
+
+class _IntegralNumericLoader(Loader):
+    """SUM(bigint) is NUMERIC in PostgreSQL: load it as int (float if fractional), as SQLite returns it, so the
+    shared query layer gets the same Python types from both backends (and JSON-serialisable ones)."""
+
+    def load(self, data) -> int | float:
+        text = bytes(data)
+        if b"." in text or b"N" in text or b"n" in text:  # fractional, NaN, Infinity
+            return float(text)
+        return int(text)
+
+
+# ---- `?` placeholders -------------------------------------------------------------------------------------
+
+# Tokens that must pass through untouched: string literals, quoted identifiers, comments. Then `?` and `%`.
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\?|%""", re.S)
+
+
+@functools.lru_cache(maxsize=512)
+def translate_placeholders(sql: str) -> str:
+    """Rewrite the shared layer's qmark SQL for psycopg: `?` becomes `%s` except inside string literals, quoted
+    identifiers and comments, and every literal `%` is doubled (psycopg reads `%` everywhere, quotes or not)."""
+
+    def sub(m: re.Match) -> str:
+        tok = m.group(0)
+        if tok == "?":
+            return "%s"
+        return tok.replace("%", "%%")
+
+    return _TOKENS.sub(sub, sql)
+
+
+# ---- connecting -------------------------------------------------------------------------------------------
+
+def _describe(url: str) -> dict:
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise UserError(f"invalid PostgreSQL URL ({str(exc).strip()}): use {URL_HINT}") from None
+    return {
+        "host": info.get("host") or "localhost",
+        "port": info.get("port") or "5432",
+        "user": info.get("user") or "(default user)",
+        "dbname": info.get("dbname") or info.get("user") or "(default database)",
+    }
+
+
+def _user_error(url: str, exc: psycopg.Error) -> UserError:
+    """One line that says what is wrong with the server, the credentials or the database, and how to fix it."""
+    d = _describe(url)
+    where = f"{d['host']}:{d['port']}"
+    msg = str(exc)
+    low = msg.lower()
+    if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
+        return UserError(f"PostgreSQL at {where} rejected the credentials of user {d['user']!r}: "
+                         f"fix the user and password in the sink URL ({URL_HINT})")
+    if re.search(r'role "[^"]*" does not exist', msg):
+        return UserError(f"PostgreSQL at {where} has no user {d['user']!r}: create it (createuser) "
+                         f"or fix the user in the sink URL ({URL_HINT})")
+    if re.search(r'database "[^"]*" does not exist', msg):
+        return UserError(f"PostgreSQL at {where} has no database {d['dbname']!r}: create it "
+                         f"(createdb {d['dbname']}) or fix the database name in the sink URL ({URL_HINT})")
+    if "invalid" in low and ("uri" in low or "connection option" in low or "option" in low):
+        return UserError(f"invalid PostgreSQL URL ({msg.strip()}): use {URL_HINT}")
+    if "resolve host" in low or "could not translate host name" in low:
+        return UserError(f"cannot resolve PostgreSQL host {d['host']!r}: fix the host in the sink URL ({URL_HINT})")
+    if "refused" in low or "timeout" in low or "could not connect" in low or "no route" in low or "connection failed" in low:
+        return UserError(f"cannot reach PostgreSQL at {where}: start the server (or check the firewall) "
+                         f"or fix the host and port in the sink URL ({URL_HINT})")
+    first_line = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+    return UserError(f"cannot connect to PostgreSQL at {where} ({first_line}): check the sink URL ({URL_HINT})")
+
+
+def connect(url: str, *, readonly: bool) -> psycopg.Connection:
+    """Autocommit connection (each read is its own snapshot, writes use explicit transactions); a readonly one
+    makes every transaction of the session read-only, so even `query()` cannot change anything."""
+    _describe(url)  # a malformed URL fails here, before any network traffic
+    kwargs = {"autocommit": True, "application_name": "pypi-pulse"}
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        conn = psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise _user_error(url, exc) from None
+    conn.adapters.register_loader("numeric", _IntegralNumericLoader)
+    if readonly:
+        conn.execute("SET default_transaction_read_only = on")
+    return conn
+
+
+def _warn_on_collation(conn: psycopg.Connection) -> None:
+    """Text sorts byte-wise in SQLite; a database with a language collation (en_US...) orders names differently
+    (ties in top lists, category order), so say so once at start-up."""
+    collate = conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    if collate not in ("C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"):
+        log.warning("sink.collation", collation=collate,
+                    hint="create the database with `createdb --locale=C.UTF-8 --template=template0` to sort as SQLite does")
+
+
+class PostgresSink(Sink):
+    def __init__(self, url: str, *, readonly: bool = False):
+        self.url = url
+        self.readonly = readonly
+        self._reconnect_lock = threading.Lock()
+        self.conn = self._open()
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.url, readonly=self.readonly)
+        try:
+            if self.readonly:
+                present = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+                if not present:
+                    d = _describe(self.url)
+                    raise UserError(f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
+                                    "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first")
+            else:
+                self._migrate(conn)
+                conn.execute(_STAGING)
+                _warn_on_collation(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection) -> None:
+        """Apply pending migrations in one transaction under an advisory lock: two processes starting together
+        (the supervisor's check and the dataflow) neither race on CREATE TABLE nor apply a migration twice."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('pypi-pulse.schema.' || current_schema()))")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    conn.execute(script)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                    log.info("sink.migrated", backend="postgresql", version=version)
+
+    def _retry_once(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        """Run fn; if the connection died under it, reconnect and run it again (safe: every write is idempotent).
+        Readers may share one sink across threads: only the first to notice a dead connection replaces it."""
+        conn = self.conn
+        try:
+            return fn(conn)
+        except psycopg.OperationalError:
+            if not conn.broken and not conn.closed:
+                raise
+            with self._reconnect_lock:
+                if self.conn is conn:
+                    log.warning("sink.reconnect", backend="postgresql")
+                    conn.close()
+                    self.conn = self._open()
+            return fn(self.conn)
+
+    # ---- writes -------------------------------------------------------------------------------------------
+    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
+        latest = {w.start: w for w in windows}  # the last version of a window in the list wins, as with SQLite
+        self._retry_once(lambda conn: self._write(conn, list(latest.values()), buckets, stats))
+
+    def _write(self, conn: psycopg.Connection, windows: list[WindowRow], buckets: list[RollupBucket],
+               stats: Optional[PipelineStats]) -> None:
+        now = time.time()
+        with conn.transaction(), conn.cursor() as cur:
+            if windows:
+                rows = [(w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries).decode(),
+                         orjson.dumps(w.top).decode(), now) for w in sorted(windows, key=lambda w: w.start)]
+                if len(rows) >= COPY_MIN_ROWS and not self.readonly:  # a replay: COPY, then one upsert
+                    with cur.copy("COPY stage_windows (start, downloads, unique_packages, countries, top, written_at) "
+                                  "FROM STDIN") as cp:
+                        for row in rows:
+                            cp.write_row(row)
+                    cur.execute(f"INSERT INTO windows SELECT * FROM stage_windows ORDER BY start {_UPSERT_WINDOW}")
+                else:  # live: a few windows, one pipelined round trip
+                    cur.executemany("INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
+                                    f"VALUES (%s, %s, %s, %s, %s, %s) {_UPSERT_WINDOW}", rows)
+            if buckets:
+                # Claim the buckets: the ids that were not there yet come back, and only those are applied.
+                ids = sorted({b.bucket for b in buckets})
+                cur.execute(
+                    "INSERT INTO rollup_buckets (bucket, applied_at) SELECT b, %s FROM unnest(%s::bigint[]) AS b "
+                    "ON CONFLICT (bucket) DO NOTHING RETURNING bucket",
+                    (now, ids),
+                )
+                claimed = {r[0] for r in cur.fetchall()}
+                fresh, seen = [], set()
+                for b in buckets:
+                    if b.bucket in claimed and b.bucket not in seen:
+                        seen.add(b.bucket)
+                        fresh.append(b)
+                if fresh:
+                    # days a backfill owns get nothing from the stream (sink/rollup.py explains why)
+                    sql, params = backfilled_among(bucket_days(fresh))
+                    skip = {r[0] for r in cur.execute(translate_placeholders(sql), params).fetchall()}
+                    per_project, totals = daily_rows(fresh, skip)
+                    self._add_daily(cur, per_project, totals)
+            if stats is not None:
+                cur.execute(
+                    "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET counters = excluded.counters, offsets = excluded.offsets, "
+                    "watermark = excluded.watermark, updated_at = excluded.updated_at",
+                    (orjson.dumps(stats.counters).decode(),
+                     orjson.dumps({str(k): v for k, v in stats.offsets.items()}).decode(),
+                     stats.watermark, stats.updated_at or now),
+                )
+
+    @staticmethod
+    def _add_daily(cur: psycopg.Cursor, per_project: list[tuple], totals: list[tuple]) -> None:
+        """Add counts to the daily tables (ordered by key, so concurrent writers would lock rows in one order)."""
+        if per_project:
+            with cur.copy("COPY stage_daily (day, project, dimension, category, downloads) FROM STDIN") as cp:
+                for row in per_project:
+                    cp.write_row(row)
+            cur.execute(
+                "INSERT INTO daily SELECT * FROM stage_daily ORDER BY day, project, dimension, category "
+                "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads"
+            )
+        if totals:
+            with cur.copy("COPY stage_daily_totals (day, dimension, category, downloads) FROM STDIN") as cp:
+                for row in totals:
+                    cp.write_row(row)
+            cur.execute(
+                "INSERT INTO daily_totals SELECT * FROM stage_daily_totals ORDER BY day, dimension, category "
+                "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = daily_totals.downloads + excluded.downloads"
+            )
+
+    def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
+        """Retention counts back from the newest data, not the wall clock, so a replayed old export keeps its rows."""
+
+        def run(conn: psycopg.Connection) -> dict[str, int]:
+            removed = {"windows": 0, "daily": 0}
+            with conn.transaction(), conn.cursor() as cur:
+                newest = cur.execute("SELECT MAX(start) FROM windows").fetchone()[0]
+                if newest is not None:
+                    cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
+                    removed["windows"] = cur.rowcount
+                newest_day = cur.execute("SELECT MAX(day) FROM daily").fetchone()[0]
+                if newest_day is not None:
+                    cutoff = (date.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).isoformat()
+                    cur.execute("DELETE FROM daily WHERE day <= %s", (cutoff,))
+                    removed["daily"] = cur.rowcount
+                    cur.execute("DELETE FROM daily_totals WHERE day <= %s", (cutoff,))
+                    for sql, params in (prune_backfilled_statement(cutoff), prune_buckets_statement(cutoff)):
+                        cur.execute(translate_placeholders(sql), params)
+            return removed
+
+        return self._retry_once(run)
+
+    def backfill_day(self, day: str, rows, source: str) -> int:
+        """Run `sink.rollup.backfill_statements` in one transaction; the bulk inserts go through COPY staging."""
+        statements = backfill_statements(day, rows, source)
+
+        def run(conn: psycopg.Connection) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, params in statements:
+                    if sql == INSERT_DAILY:
+                        self._add_daily(cur, params, [])
+                    elif sql == INSERT_TOTALS:
+                        self._add_daily(cur, [], params)
+                    elif params:
+                        cur.executemany(translate_placeholders(sql), params)
+
+        self._retry_once(run)  # the statements replace the day whole, so a retry is safe
+        return len(statements[2][1])
+
+    # ---- reads --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(r) -> WindowRow:
+        return WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), [tuple(t) for t in orjson.loads(r[4])])
+
+    def _fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._retry_once(lambda conn: conn.execute(sql, params).fetchall())
+
+    def windows(self, start: int, end: int) -> list[WindowRow]:
+        rows = self._fetch(
+            "SELECT start, downloads, unique_packages, countries, top FROM windows WHERE start >= %s AND start < %s "
+            "ORDER BY start",
+            (start, end),
+        )
+        return [self._row(r) for r in rows]
+
+    def latest_windows(self, n: int) -> list[WindowRow]:
+        rows = self._fetch(
+            "SELECT start, downloads, unique_packages, countries, top FROM windows ORDER BY start DESC LIMIT %s", (n,)
+        )
+        return [self._row(r) for r in reversed(rows)]
+
+    def stats(self) -> Optional[PipelineStats]:
+        rows = self._fetch("SELECT counters, offsets, watermark, updated_at FROM pipeline_stats WHERE id = 1")
+        if not rows:
+            return None
+        r = rows[0]
+        return PipelineStats(orjson.loads(r[0]), {int(k): v for k, v in orjson.loads(r[1]).items()}, r[2], r[3])
+
+    def daily(self, project, dimension, start_day, end_day):
+        if project is None:
+            rows = self._fetch(
+                "SELECT day, NULL::text, category, downloads FROM daily_totals WHERE dimension = %s AND day >= %s "
+                "AND day <= %s ORDER BY day, category COLLATE \"C\"",
+                (dimension, start_day, end_day),
+            )
+        else:
+            rows = self._fetch(
+                "SELECT day, project, category, downloads FROM daily WHERE project = %s AND dimension = %s "
+                "AND day >= %s AND day <= %s ORDER BY day, category COLLATE \"C\"",
+                (project, dimension, start_day, end_day),
+            )
+        return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._fetch(translate_placeholders(sql), tuple(params))
+
+    def close(self) -> None:
+        self.conn.close()

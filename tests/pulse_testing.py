@@ -1,0 +1,85 @@
+"""Helpers the tests import: push events through the real producer path and the real dataflow, and compute what
+the sink should hold with code written apart from the pipeline's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import orjson
+
+
+def publish(bootstrap: str, topic: str, events: Iterable[Union[dict, bytes]]) -> dict[int, int]:
+    """Send events through the real Publisher; returns the acknowledged end offset of each partition."""
+    from pypi_pulse.producer.publisher import Publisher
+
+    pub = Publisher(bootstrap, topic, topic + "-dlq")
+    for e in events:
+        if isinstance(e, dict):
+            project = e.get("project") or (e.get("file") or {}).get("project") or ""
+            pub.send(orjson.dumps(e), str(project).encode())
+        else:
+            pub.send(e, None)
+    pub.flush()
+    return dict(pub.end_offsets)
+
+
+def run_flow(bootstrap: str, topic: str, sink_url: str, *, end_offsets: Optional[dict[int, int]] = None,
+             recovery_dir: Optional[Path] = None, **cfg) -> None:
+    """Run the real dataflow until it has read `end_offsets` (or, without them, until the topic stays drained)."""
+    from pypi_pulse.broker import partition_count
+    from pypi_pulse.dataflow.flow import FlowConfig
+    from pypi_pulse.dataflow.runner import run_dataflow
+
+    n = partition_count(bootstrap, topic)
+    drain = None if end_offsets is not None else cfg.pop("drain_idle_s", 1.0)
+    flow_cfg = FlowConfig(bootstrap, topic, topic + "-dlq", n, sink_url, drain_idle_s=drain, **cfg)
+    run_dataflow(flow_cfg, recovery_dir=recovery_dir, epoch_s=1.0,
+                 stop_offsets=(lambda: end_offsets) if end_offsets is not None else None)
+
+
+# ---- independent expectations -------------------------------------------------------------------------------------
+# Deliberately written apart from the dataflow's code (plain datetime parsing, a regex of PEP 503), so that tests
+# compare the pipeline with a second implementation, not with itself.
+import re as _re
+from collections import Counter as _Counter, defaultdict as _defaultdict
+from datetime import datetime as _dt, timezone as _tz
+
+
+def expected_second(ts) -> int:
+    if isinstance(ts, (int, float)):
+        v = float(ts)
+        return int(v / 1e6) if v > 1e14 else int(v / 1e3) if v > 1e11 else int(v)
+    s = ts.replace(" UTC", "+00:00").replace("Z", "+00:00")
+    d = _dt.fromisoformat(s)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_tz.utc)
+    return int(d.timestamp() // 1)
+
+
+def expected_windows(events: Iterable[dict]) -> dict[int, dict]:
+    """start second -> {"downloads", "countries", "unique_packages", "top"} computed from raw event dicts."""
+    by_sec_country: dict[int, _Counter] = _defaultdict(_Counter)
+    by_sec_project: dict[int, _Counter] = _defaultdict(_Counter)
+    for e in events:
+        sec = expected_second(e["timestamp"])
+        cc = e.get("country_code") or "ZZ"
+        project = e.get("project") or (e.get("file") or {}).get("project")
+        by_sec_country[sec][cc] += 1
+        by_sec_project[sec][_re.sub(r"[-_.]+", "-", project).lower()] += 1
+    out = {}
+    for sec, countries in by_sec_country.items():
+        projects = by_sec_project[sec]
+        top = sorted(projects.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        out[sec] = {"downloads": sum(countries.values()), "countries": dict(countries),
+                    "unique_packages": len(projects), "top": [list(t) for t in top]}
+    return out
+
+
+def stored_windows(sink_url: str) -> dict[int, dict]:
+    from pypi_pulse.sink.base import open_sink
+
+    with open_sink(sink_url, readonly=True) as db:
+        rows = db.windows(0, 2**40)
+    return {r.start: {"downloads": r.downloads, "countries": dict(r.countries), "unique_packages": r.unique_packages,
+                      "top": [list(t) for t in r.top]} for r in rows}
