@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from pypi_pulse.errors import UserError
@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     window_retention_hours: float = Field(48.0, gt=0, description="Keep per-second windows this long.")
     rollup_retention_days: int = Field(400, gt=0, description="Keep daily rollups this long.")
+    backfill_days: int = Field(
+        180, ge=0, le=400, description="`up` with the synthetic source on an empty sink: days of synthetic history to backfill (0: none)."
+    )
 
     # Producer
     source: str = Field("synthetic", description="synthetic | file:PATH | bigquery")
@@ -45,6 +48,23 @@ class Settings(BaseSettings):
     seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
     speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
+
+    # BigQuery source (producer/bigquery.py): cost guards first, then filters
+    bigquery_table: str = Field("bigquery-public-data.pypi.file_downloads", description="Table of PyPI downloads.")
+    billing_project: Optional[str] = Field(None, description="Google Cloud project billed for queries (default: the credentials' project).")
+    credentials: Optional[Path] = Field(None, description="Service-account key file (default: Application Default Credentials).")
+    bigquery_endpoint: Optional[str] = Field(None, description="BigQuery API URL (emulators, tests); unset: Google's.")
+    max_bytes_per_query: ByteSize = Field("500GB", description="maximum_bytes_billed of every query: it fails instead of billing more.")
+    daily_budget: ByteSize = Field("1TB", description="Bytes billed per UTC day before polling stops (e.g. 500GB, 2TiB).")
+    price_per_tib: float = Field(6.25, ge=0, description="On-demand USD per TiB billed, for cost estimates in logs and metrics.")
+    projects: Optional[str] = Field(None, description="Comma-separated projects to read (uses the table's clustering).")
+    sample: Optional[float] = Field(None, gt=0, le=1, description="Fraction of downloads to read (deterministic on the timestamp).")
+    start: Optional[str] = Field(None, description="Historical pull from this ISO time or date (inclusive).")
+    end: Optional[str] = Field(None, description="Historical pull up to this ISO time or date (exclusive); unset: continue live.")
+    delay: Optional[float] = Field(None, ge=0, description="Pace the stream as live delayed by this many minutes.")
+    poll_interval: float = Field(60.0, gt=0, description="Seconds between polls (lengthened so the daily budget lasts).")
+    overlap_minutes: float = Field(15.0, ge=0, description="Each poll re-reads this far behind the watermark to catch late loads.")
+    export: Optional[Path] = Field(None, description="Also write every row read to this Parquet file.")
 
     # Dataflow
     lateness_seconds: float = Field(600.0, ge=0, description="Events later than this behind the watermark are dropped (and counted).")

@@ -104,8 +104,16 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         produce_args = ["produce", "--source", s.source, "--rate", str(s.rate), "--no-progress"]
         if s.seed is not None:
             produce_args += ["--seed", str(s.seed)]
-        children.append(Child("producer", produce_args, f"{s.source} → {s.topic} @ {s.rate:g} ev/s"))
-        children.append(Child("dataflow", ["dataflow"], f"{s.topic} → {s.sink_url}"))
+        dataflow_args = ["dataflow"]
+        producer_where, dataflow_where = f"{s.source} → {s.topic} @ {s.rate:g} ev/s", f"{s.topic} → {s.sink_url}"
+        if _has("pypi_pulse.metrics.commands"):  # each component's own health metrics, next to the exporter's port
+            pm, dm = s.producer_metrics_port or s.metrics_port + 1, s.dataflow_metrics_port or s.metrics_port + 2
+            produce_args += ["--metrics-port", str(pm)]
+            dataflow_args += ["--metrics-port", str(dm)]
+            producer_where += f" (metrics http://{s.metrics_host}:{pm}/metrics)"
+            dataflow_where += f" (metrics http://{s.metrics_host}:{dm}/metrics)"
+        children.append(Child("producer", produce_args, producer_where))
+        children.append(Child("dataflow", dataflow_args, dataflow_where))
         if _has("pypi_pulse.dashboard.commands"):
             children.append(Child("dashboard", ["serve", "--host", s.host, "--port", str(s.port)],
                                   f"http://{s.host}:{s.port}"))
@@ -113,6 +121,7 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
             children.append(Child("metrics", ["metrics", "--host", s.metrics_host, "--port", str(s.metrics_port)],
                                   f"http://{s.metrics_host}:{s.metrics_port}/metrics"))
         _before_start(s)
+        _first_history(s, stop)
         for c in children:
             c.start(env, log_dir)
         table = Table(title="pypi-pulse is up (Ctrl-C stops everything)")
@@ -140,6 +149,16 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         if broker is not None:
             broker.stop()
         console.print("pypi-pulse stopped")
+
+
+def _first_history(s: Settings, stop: threading.Event) -> None:
+    """On an empty sink, a synthetic stream gets `backfill_days` of synthetic history (newest day first, in the
+    background, in well under a minute) so that the history tabs show something at once."""
+    if s.source != "synthetic" or not s.backfill_days or not _has("pypi_pulse.producer.backfill"):
+        return
+    from pypi_pulse.producer.backfill import first_history_background
+
+    threading.Thread(target=first_history_background, args=(s,), kwargs={"stop": stop}, name="first-history", daemon=True).start()
 
 
 def _before_start(s: Settings) -> None:

@@ -1,21 +1,94 @@
-"""Turning a sealed bucket's counts into daily rows, identically for every sink backend."""
+"""Turning a sealed bucket's counts into daily rows, identically for every sink backend.
+
+Backfill and stream never double count. A backfill writes a whole UTC day at once: in one transaction it deletes
+whatever the stream had stored for that day, inserts the aggregates and records the day in `backfilled_days`.
+From then on the sink's write path drops the stream's counts for that day (`daily_rows(..., skip_days=...)`,
+with the days looked up by `BACKFILLED_AMONG` in the same transaction as the insert). So a backfilled day holds
+exactly the backfill's figures, whatever the order in which backfill and stream ran; `--force` re-does a day.
+Both backends run the portable statements below (`?` placeholders) so they behave identically.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Iterable, Optional
 
+from pypi_pulse.names import normalize
 from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.schema import to_db_category
 
 
-def daily_rows(buckets: Iterable[RollupBucket]) -> tuple[list[tuple], list[tuple]]:
-    """(day, project, dimension, category, n) rows and (day, dimension, category, n) all-project totals."""
+def daily_rows(buckets: Iterable[RollupBucket], skip_days: frozenset | set = frozenset()) -> tuple[list[tuple], list[tuple]]:
+    """(day, project, dimension, category, n) rows and (day, dimension, category, n) all-project totals.
+
+    Counts of `skip_days` (days a backfill owns) are left out.
+    """
     per_project: dict[tuple, int] = defaultdict(int)
     totals: dict[tuple, int] = defaultdict(int)
     for b in buckets:
         for (day, project, dim, cat), n in b.counts.items():
+            if day in skip_days:
+                continue
             c = to_db_category(cat)
             per_project[(day, project, dim, c)] += n
             totals[(day, dim, c)] += n
     return [(*k, n) for k, n in per_project.items()], [(*k, n) for k, n in totals.items()]
+
+
+def bucket_days(buckets: Iterable[RollupBucket]) -> list[str]:
+    """The distinct days a list of buckets touches (a minute bucket touches one day)."""
+    return sorted({day for b in buckets for (day, _p, _d, _c) in b.counts})
+
+
+def backfilled_among(days: list[str]) -> tuple[str, tuple]:
+    """(sql, params) selecting which of `days` a backfill owns; run it inside the write transaction."""
+    marks = ", ".join("?" for _ in days) or "NULL"
+    return f"SELECT day FROM backfilled_days WHERE day IN ({marks})", tuple(days)
+
+
+INSERT_DAILY = ("INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads")
+INSERT_TOTALS = ("INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = daily_totals.downloads + excluded.downloads")
+
+
+def backfill_statements(day: str, rows: Iterable[tuple[str, str, Optional[str], int]], source: str,
+                        now: Optional[float] = None) -> list[tuple[str, list[tuple]]]:
+    """The statements that make `day` hold exactly `rows`, as (sql, [params, ...]) to run in ONE transaction.
+
+    `rows` are (project, dimension, category, downloads); names are normalised and duplicates summed, so a source
+    may yield the same key more than once.
+    """
+    per_project: dict[tuple, int] = defaultdict(int)
+    totals: dict[tuple, int] = defaultdict(int)
+    for project, dim, cat, n in rows:
+        if not n:
+            continue
+        c = to_db_category(cat)
+        per_project[(day, normalize(project), dim, c)] += int(n)
+        totals[(day, dim, c)] += int(n)
+    return [
+        ("DELETE FROM daily WHERE day = ?", [(day,)]),
+        ("DELETE FROM daily_totals WHERE day = ?", [(day,)]),
+        # in key order: the B-trees are filled sequentially, measurably faster on a large table
+        (INSERT_DAILY, [(*k, per_project[k]) for k in sorted(per_project)]),
+        (INSERT_TOTALS, [(*k, totals[k]) for k in sorted(totals)]),
+        ("INSERT INTO backfilled_days (day, source, rows_written, completed_at) VALUES (?, ?, ?, ?) "
+         "ON CONFLICT (day) DO UPDATE SET source = excluded.source, rows_written = excluded.rows_written, "
+         "completed_at = excluded.completed_at",
+         [(day, source, len(per_project), now if now is not None else time.time())]),
+    ]
+
+
+def prune_backfilled_statement(cutoff_day: str) -> tuple[str, tuple]:
+    """Forget backfill marks of pruned days together with their rollups."""
+    return "DELETE FROM backfilled_days WHERE day <= ?", (cutoff_day,)
+
+
+def prune_buckets_statement(cutoff_day: str) -> tuple[str, tuple]:
+    """Forget the applied-bucket ids of pruned days (one per minute: 1,440 rows a day would otherwise pile up)."""
+    import datetime as _dt
+
+    end = _dt.datetime.fromisoformat(cutoff_day).replace(tzinfo=_dt.timezone.utc) + _dt.timedelta(days=1)
+    return "DELETE FROM rollup_buckets WHERE bucket < ?", (int(end.timestamp()),)

@@ -8,18 +8,12 @@ Darwin/Linux/Windows are `other`; countries outside ISO 3166 are `ZZ`; names are
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
-import sys
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pycountry
-
-
-from pulse_testing import publish, run_flow  # noqa: E402  (re-exported for the rollup tests)
 
 MIRRORS = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
 _ISO = {c.alpha_2 for c in pycountry.countries}

@@ -7,7 +7,8 @@ import random
 import threading
 import time
 
-from expected_rollups import expected_daily, expected_totals, make_event, publish, stored_daily, stored_totals
+from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
+from pulse_testing import publish
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1772323200  # 2026-03-01T00:00:00Z

@@ -13,8 +13,8 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from conftest import publish, run_flow
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
+from pulse_testing import publish, run_flow
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer.backfill import backfill, first_history
@@ -139,3 +139,42 @@ def test_first_history_only_on_an_empty_sink(tmp_path):
         yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
         assert max(backfilled_days(db)) == yesterday.isoformat()
     assert first_history(s, days=3) is None  # history exists: `up` leaves it alone
+
+
+def test_up_backfills_a_first_history_beside_the_live_stream(tmp_path):
+    import os
+    import signal
+    import time
+
+    from pypi_pulse.broker import free_port
+    from pypi_pulse.sink import queries
+
+    data = tmp_path / "data"
+    env = dict(os.environ, PYPI_PULSE_BROKER_PORT="0", PYPI_PULSE_PORT=str(free_port()),
+               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="5")
+    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "up", "--data-dir", str(data), "--rate", "100"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    sink = f"sqlite:///{data / 'pypi-pulse.db'}"
+    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    want = {(yesterday - dt.timedelta(days=i)).isoformat() for i in range(5)}
+    try:
+        deadline, days, live = time.monotonic() + 240, {}, []
+        while time.monotonic() < deadline and not (set(days) == want and live):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                with open_sink(sink, readonly=True) as db:
+                    days, live = queries.backfilled_days(db), db.latest_windows(1)
+            except Exception:  # not created yet
+                pass
+            time.sleep(0.2)
+        assert set(days) == want and set(days.values()) == {"synthetic"}
+        assert live, "the live stream did not reach the sink"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    with open_sink(sink, readonly=True) as db:
+        assert queries.top_packages(db, min(want), max(want), limit=1)[0][1] > 0  # the history tabs have data

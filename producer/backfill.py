@@ -1,0 +1,337 @@
+"""Filling the daily rollups of past days without streaming every raw event through Kafka.
+
+Three sources, one contract: for each UTC day, (project, dimension, category, downloads) rows with the dimensions
+of the `daily` table (overall, with_mirrors, python_major, python_minor, system, country, installer, cpu,
+file_type, version, ci). Each day is written by `Sink.backfill_day` in one transaction that replaces whatever the
+stream stored for it and marks it backfilled, after which the stream adds nothing to it (see sink/rollup.py):
+a day is never counted twice, and a day that completed is skipped on the next run unless `force` is given.
+
+- bigquery: one aggregate query per day (`pypi_pulse.producer.bigquery.daily_aggregates`).
+- file:PATH: the events are read once and aggregated locally with the dataflow's own parser (`parse_batch`
+  and `MinuteRollup`), so a file gives exactly the rollups the stream would have given.
+- synthetic: aggregate-level generation, scaled down (see `SyntheticHistory`); no raw events at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+import structlog
+
+from pypi_pulse.errors import UserError
+from pypi_pulse.names import normalize
+from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.queries import backfilled_days
+
+log = structlog.get_logger(__name__)
+
+Row = tuple[str, str, Optional[str], int]
+
+
+@dataclass
+class BackfillSummary:
+    days_written: int = 0
+    days_skipped: int = 0
+    rows: int = 0
+    events_read: int = 0
+    events_rejected: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"days written": self.days_written, "days skipped (already backfilled)": self.days_skipped,
+                "rows": self.rows, "events read": self.events_read, "events rejected": self.events_rejected,
+                "seconds": round(self.seconds, 2)}
+
+
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def check_range(start: dt.date, end: dt.date, today: Optional[dt.date] = None) -> None:
+    """Only complete UTC days can be backfilled: the day in progress belongs to the stream."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if start > end:
+        raise UserError(f"--start {start} is after --end {end}: give an earlier --start")
+    if end >= today:
+        raise UserError(f"--end {end} is not a complete UTC day: backfill ends at yesterday ({today - dt.timedelta(days=1)}) at the latest")
+
+
+# ---- synthetic -----------------------------------------------------------------------------------------------
+def _mix(weighted, key=lambda v: v) -> tuple[list, "object"]:
+    """(categories, probabilities) of a popularity mix, merging values that map to the same category."""
+    import numpy as np
+
+    acc: dict = defaultdict(float)
+    prev = 0.0
+    for v, cw in zip(weighted.values, weighted.cum_weights):
+        acc[key(v)] += cw - prev
+        prev = cw
+    cats = list(acc)
+    p = np.array([acc[c] for c in cats], dtype=float)
+    return cats, p / p.sum()
+
+
+def _system_category(v) -> Optional[str]:
+    if v is None:
+        return None
+    return v[0] if v[0] in ("Darwin", "Linux", "Windows") else "other"
+
+
+class SyntheticHistory:
+    """A realistic past at aggregate level: per project and day, counts drawn from the same real mixes as the
+    live synthetic stream (popularity, countries, Pythons, installers, systems, CPUs, file types, CI share).
+
+    Scale: `daily_downloads` is the volume of the whole of PyPI on an average day (the default of `up` matches
+    the live stream's rate, so that today's live figures continue the history); only the `projects` most
+    popular projects get a history (the top 1,000 carry ~88% of downloads), each with its share of that volume.
+    Shape: the weekly dip of `rhythm` (weekends ~0.67 of weekdays), a per-project trend (from -0.1% to +0.3% a
+    day, anchored so that today's level is the live one), releases every 10-60 days that spike a project for a
+    few days (and its mirror downloads more), a new version taking over after each release, and Poisson noise.
+    Deterministic: a day depends only on (seed, day), so resumed or partial runs agree.
+    """
+
+    def __init__(self, daily_downloads: float, projects: int = 1000, seed: int = 0, anchor: Optional[dt.date] = None,
+                 other_countries: int = 20):
+        import numpy as np
+
+        from pypi_pulse.producer import popularity as pop
+        from pypi_pulse.producer.synthetic import TAIL_SHARE, rhythm
+
+        self.np = np
+        self.seed = seed
+        self.anchor = (anchor or dt.datetime.now(dt.timezone.utc).date()).toordinal()
+        self._rhythm = rhythm
+        pk = pop.packages()
+        total = pk.cum_weights[-1]
+        n = min(projects, len(pk.values))
+        weights = np.diff(np.array((0.0,) + pk.cum_weights[:n]))
+        self.names = [normalize(v) for v in pk.values[:n]]
+        self.share = weights / total * (1 - TAIL_SHARE)
+        self.daily_downloads = float(daily_downloads)
+        h = np.array([zlib.crc32(p.encode()) for p in self.names], dtype=np.int64)
+        self.trend = -0.001 + 0.004 * ((h % 1000) / 1000.0)  # per day
+        self.release_every = 10 + (h >> 10) % 51
+        self.release_phase = (h >> 16) % self.release_every
+        self.spike = 0.3 + 1.2 * (((h >> 20) % 100) / 100.0)
+        self.vmajor, self.vminor = (h >> 3) % 5, (h >> 7) % 30
+
+        mirror_names = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
+        inst_cats, inst_p = _mix(pop.INSTALLERS, lambda v: None if v is None else v[0])
+        is_mirror = np.array([c in mirror_names for c in inst_cats])
+        self.mirror_share = float(inst_p[is_mirror].sum())
+        keep = ~is_mirror
+        self.installers = ([c for c, k in zip(inst_cats, keep) if k], inst_p[keep] / inst_p[keep].sum())
+        none_i = self.installers[0].index(None)
+        self.null_details = float(self.installers[1][none_i])  # no user agent: every details field is null
+        self.known_installers = ([c for c in self.installers[0] if c is not None],
+                                 np.delete(self.installers[1], none_i) / (1 - self.null_details))
+        from pypi_pulse.dataflow.parse import python_minor
+
+        self.pythons = _mix(pop.PYTHONS, python_minor)
+        self.systems = _mix(pop.SYSTEMS, _system_category)
+        self.cpus = _mix(pop.CPUS)
+        self.ci = _mix(pop.CI, lambda v: "true" if v else None)
+        self.file_types = _mix(pop.FILE_TYPES)
+        cc_cats, cc_p = _mix(pop.countries(), lambda v: "ZZ" if v is None else v)
+        # the measured top countries and unknown origins are drawn as they are; the rest of the world (even
+        # shares) is drawn as one block, then spread over `other_countries` of them picked per project and day
+        top = [i for i, c in enumerate(cc_cats) if c == "ZZ" or cc_p[i] >= 2 * float(np.median(cc_p))]
+        rest = [i for i in range(len(cc_cats)) if i not in set(top)]
+        self.countries = ([cc_cats[i] for i in top] + [None], np.append(cc_p[top], cc_p[rest].sum()))
+        self.rest_countries = [cc_cats[i] for i in rest]
+        self.other_countries = min(other_countries, len(rest))
+
+    def _day_factor(self, day: dt.date) -> float:
+        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+        return sum(self._rhythm(midnight + h * 3600 + 1800) for h in range(24)) / 24
+
+    def rows(self, day: dt.date) -> list[Row]:
+        np = self.np
+        o = day.toordinal()
+        rng = np.random.default_rng([self.seed, o])
+        age = (o - self.release_phase) % self.release_every  # days since the last release
+        releases = (o - self.release_phase) // self.release_every
+        boost = 1 + self.spike * np.exp(-age / 2.0)
+        expected = (self.daily_downloads * self.share * self._day_factor(day) * np.exp(self.trend * (o - self.anchor))
+                    * boost * rng.lognormal(0, 0.05, len(self.names)))
+        overall = rng.poisson(expected)
+        mirrors = rng.poisson(expected * self.mirror_share / (1 - self.mirror_share) * (1 + 3 * (age == 0)))
+        out: list[Row] = []
+        names = self.names
+
+        def emit(dim: str, cats: list, counts) -> None:
+            rows_i, cols_i = np.nonzero(counts)
+            for i, j in zip(rows_i.tolist(), cols_i.tolist()):
+                out.append((names[i], dim, cats[j], int(counts[i, j])))
+
+        emit("overall", [None], overall[:, None])
+        emit("with_mirrors", [None], (overall + mirrors)[:, None])
+        nulls = rng.binomial(overall, self.null_details)
+        known = overall - nulls
+        # installer, python, system, cpu and ci come from `details`, which is null for unknown user agents
+        for dim, (cats, p) in (("installer", self.known_installers), ("python_minor", self.pythons),
+                               ("system", self.systems), ("cpu", self.cpus), ("ci", self.ci)):
+            counts = rng.multinomial(known, p)
+            if None in cats:
+                counts[:, cats.index(None)] += nulls
+            else:
+                cats = cats + [None]
+                counts = np.concatenate([counts, nulls[:, None]], axis=1)
+            emit(dim, cats, counts)
+            if dim == "python_minor":
+                major: dict = defaultdict(lambda: np.zeros(len(names), dtype=np.int64))
+                for j, c in enumerate(cats):
+                    major[None if c is None else c.split(".", 1)[0]] += counts[:, j]
+                mcats = list(major)
+                emit("python_major", mcats, np.stack([major[c] for c in mcats], axis=1))
+        cc = rng.multinomial(overall, self.countries[1])
+        emit("country", self.countries[0][:-1], cc[:, :-1])
+        rest = self.rest_countries
+        for i, n in enumerate(cc[:, -1].tolist()):
+            if n:
+                picks = rng.choice(len(rest), self.other_countries, replace=False)
+                for j, k in zip(picks.tolist(), rng.multinomial(n, [1 / len(picks)] * len(picks)).tolist()):
+                    if k:
+                        out.append((names[i], "country", rest[j], k))
+        emit("file_type", self.file_types[0], rng.multinomial(overall, self.file_types[1]))
+        # versions: the newest release takes over within days; the previous one and an older one keep the rest
+        new_share = 0.85 - 0.6 * np.exp(-age / 3.0)
+        newest = rng.binomial(overall, new_share)
+        previous = rng.binomial(overall - newest, 0.7)
+        older = overall - newest - previous
+        for i, name in enumerate(names):
+            maj, mnr, k = int(self.vmajor[i]), int(self.vminor[i]), int(releases[i]) % 40
+            for v, n in ((f"{maj}.{mnr}.{k}", newest[i]), (f"{maj}.{mnr}.{max(k - 1, 0)}", previous[i]),
+                         (f"{maj}.{max(mnr - 1, 0)}.0", older[i])):
+                if n:
+                    out.append((name, "version", v, int(n)))
+        return out
+
+
+# ---- files --------------------------------------------------------------------------------------------------
+def file_days(path: Path, batch: int = 20_000) -> tuple[dict[str, list[Row]], int, int]:
+    """Every day of an export aggregated locally with the dataflow's own parser: {day: rows}, read, rejected."""
+    from pypi_pulse.dataflow.clock import MinuteRollup
+    from pypi_pulse.dataflow.parse import day_of, parse_batch
+    from pypi_pulse.dataflow.source import RawBatch
+    from pypi_pulse.producer.files import read_records
+
+    if not path.exists():
+        raise UserError(f"no file at {path}: pass an existing export with --source file:PATH")
+    per_day: dict[str, MinuteRollup] = {}  # a whole day in one rollup state: it is additive
+    read = rejected = 0
+    values: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal rejected
+        part = parse_batch(RawBatch(0, 1, values, 0, True))
+        rejected += len(part.dead)
+        for minute, cols in part.minutes.items():
+            day = day_of(minute)
+            r = per_day.get(day)
+            if r is None:
+                r = per_day[day] = MinuteRollup()
+            r.add(cols)
+        values.clear()
+
+    for rec in read_records(path):
+        read += 1
+        if rec.error is not None:
+            rejected += 1
+            continue
+        values.append(rec.value)
+        if len(values) >= batch:
+            flush()
+    if values:
+        flush()
+    return ({day: [(p, d, c, n) for (_day, p, d, c), n in r.final(day).items()] for day, r in per_day.items()},
+            read, rejected)
+
+
+# ---- driver -------------------------------------------------------------------------------------------------
+def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=None, force: bool = False,
+             seed: int = 0, daily_downloads: float = 86_400_000, projects: int = 1000, other_countries: int = 20,
+             on_day: Optional[Callable[[str, int], None]] = None, stop: Optional[threading.Event] = None,
+             today: Optional[dt.date] = None) -> BackfillSummary:
+    """Fill [start, end] from `source`; days already backfilled are skipped unless `force`."""
+    check_range(start, end, today)
+    t0 = time.monotonic()
+    summary = BackfillSummary()
+    done = set() if force else set(backfilled_days(sink, start, end))
+    # newest first: when `up` fills a first history in the background, the recent weeks appear first
+    todo = [d for d in reversed(days_between(start, end)) if d.isoformat() not in done]
+    summary.days_skipped = len(days_between(start, end)) - len(todo)
+    summary.skipped = sorted(done)
+    tag = source if not source.startswith("file:") else "file"
+    log.info("backfill.start", source=source, start=str(start), end=str(end), days=len(todo), skipped=summary.days_skipped)
+
+    def day_rows() -> Iterator[tuple[dt.date, Iterable[Row]]]:
+        if source == "synthetic":
+            hist = SyntheticHistory(daily_downloads, projects, seed, anchor=today, other_countries=other_countries)
+            for d in todo:
+                yield d, hist.rows(d)
+        elif source.startswith("file:"):
+            per_day, summary.events_read, summary.events_rejected = file_days(Path(source[5:]))
+            for d in todo:
+                if d.isoformat() in per_day:
+                    yield d, per_day[d.isoformat()]
+                else:
+                    on_day and on_day(d.isoformat(), 0)  # the file has nothing for this day: left as it is
+        elif source == "bigquery":
+            from pypi_pulse.producer.bigquery import daily_aggregates
+
+            for d in todo:
+                yield d, daily_aggregates(settings, d)
+        else:
+            raise UserError(f"unknown backfill source {source!r}: use synthetic, file:PATH or bigquery")
+
+    for d, rows in day_rows():
+        if stop is not None and stop.is_set():
+            break
+        n = sink.backfill_day(d.isoformat(), rows, tag)
+        summary.days_written += 1
+        summary.rows += n
+        if on_day:
+            on_day(d.isoformat(), n)
+    summary.seconds = time.monotonic() - t0
+    log.info("backfill.done", **summary.as_dict())
+    return summary
+
+
+def first_history(settings, days: Optional[int] = None, stop: Optional[threading.Event] = None) -> Optional[BackfillSummary]:
+    """What `pypi-pulse up` runs on an empty sink: `days` of synthetic history ending yesterday, sized like the
+    live stream (`settings.rate` events per second), so the history tabs have something to show at once.
+
+    Kept small to take well under a minute on a slow machine: the 60 most popular projects (about a third of
+    all downloads) and 10 of the smaller countries per project and day; `pypi-pulse backfill` does more.
+    """
+    from pypi_pulse.sink.base import open_sink
+    from pypi_pulse.sink.queries import has_history
+
+    days = settings.backfill_days if days is None else days
+    if days <= 0:
+        return None
+    with open_sink(settings.sink_url) as sink:
+        if has_history(sink):
+            return None
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return backfill(sink, "synthetic", today - dt.timedelta(days=days), today - dt.timedelta(days=1),
+                        seed=settings.seed or 0, daily_downloads=settings.rate * 86400, projects=60, other_countries=10,
+                        stop=stop,
+                        today=today)
+
+
+def first_history_background(settings, stop: Optional[threading.Event] = None) -> None:
+    """`first_history` for a background thread of `up`: a failure is logged, never kills the supervisor."""
+    try:
+        first_history(settings, stop=stop)
+    except Exception as exc:  # noqa: BLE001 - the live pipeline must keep running without a history
+        log.warning("backfill.first_history_failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,258 @@
+"""The read side of history and live data, written once for every consumer (JSON API, dashboard, CLI).
+
+Every function takes an open `Sink` and goes through `Sink.query` with `?` placeholders and portable SQL, so the
+SQLite and PostgreSQL backends answer identically. Days are ISO strings 'YYYY-MM-DD' (a `datetime.date` is
+accepted too) and ranges are inclusive at both ends, as in pypistats.org. A NULL category comes back as None;
+the API layer renders it as "null", the way pypistats.org does.
+
+Project names are matched by their PEP 503 normalised form: that is how the dataflow and backfill store them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Optional, Union
+
+from pypi_pulse.names import normalize
+from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.model import DERIVED, DIMENSIONS, WindowRow
+from pypi_pulse.sink.schema import from_db_category, to_db_category
+
+Day = Union[str, dt.date]
+
+#: every dimension stored in `daily` / `daily_totals`
+ALL_DIMENSIONS: tuple[str, ...] = DERIVED + DIMENSIONS
+
+
+def iso_day(d: Day) -> str:
+    """Accept a date or 'YYYY-MM-DD'; raise ValueError for anything else (the API turns it into a 400)."""
+    if isinstance(d, dt.datetime):
+        return d.date().isoformat()
+    if isinstance(d, dt.date):
+        return d.isoformat()
+    return dt.date.fromisoformat(str(d)).isoformat()
+
+
+def _dimension(dimension: str) -> str:
+    if dimension not in ALL_DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}: use one of {', '.join(ALL_DIMENSIONS)}")
+    return dimension
+
+
+def _day_plus(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+# ---- time reference ---------------------------------------------------------------------------------------
+def day_range(sink: Sink) -> Optional[tuple[str, str]]:
+    """(oldest, newest) day holding rollups, None when there are none yet."""
+    r = sink.query("SELECT MIN(day), MAX(day) FROM daily_totals")
+    if not r or r[0][0] is None:
+        return None
+    return r[0][0], r[0][1]
+
+
+def has_history(sink: Sink) -> bool:
+    """True once any daily rollup exists (the supervisor backfills a first history otherwise)."""
+    return bool(sink.query("SELECT 1 FROM daily_totals LIMIT 1"))
+
+
+def current_day(sink: Sink, today: Optional[Day] = None) -> str:
+    """The UTC day still in progress, i.e. the day after the last complete one.
+
+    It is the day of the pipeline's event-time watermark when the stream has run (a replay of old files has its
+    own 'today'), otherwise the day after the newest rollup (a backfilled history ends with a complete day), and
+    never later than the wall-clock UTC date.
+    """
+    if today is not None:
+        return iso_day(today)
+    wall = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    stats = sink.stats()
+    candidates = [wall]
+    if stats is not None and stats.watermark is not None:
+        candidates.append(dt.datetime.fromtimestamp(stats.watermark, dt.timezone.utc).date().isoformat())
+    else:
+        rng = day_range(sink)
+        if rng is not None:
+            candidates.append(_day_plus(rng[1], 1))
+    return min(candidates)
+
+
+# ---- one package ------------------------------------------------------------------------------------------
+def known_package(sink: Sink, name: str) -> Optional[str]:
+    """The stored (normalised) name if the project has any rollup, else None."""
+    project = normalize(name)
+    rows = sink.query("SELECT project FROM daily WHERE project = ? LIMIT 1", (project,))
+    return rows[0][0] if rows else None
+
+
+def _sum(sink: Sink, project: Optional[str], dimension: str, start: str, end: str) -> int:
+    if project is None:
+        r = sink.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ?",
+                       (dimension, start, end))
+    else:
+        r = sink.query("SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ?",
+                       (project, dimension, start, end))
+    return int(r[0][0] or 0) if r else 0
+
+
+def recent(sink: Sink, project: Optional[str], today: Optional[Day] = None) -> dict[str, int]:
+    """pypistats' recent downloads without mirrors: the last complete day, 7 and 30 complete days."""
+    p = None if project is None else normalize(project)
+    last = _day_plus(current_day(sink, today), -1)
+    return {
+        "last_day": _sum(sink, p, "overall", last, last),
+        "last_week": _sum(sink, p, "overall", _day_plus(last, -6), last),
+        "last_month": _sum(sink, p, "overall", _day_plus(last, -29), last),
+    }
+
+
+def daily_by_category(sink: Sink, project: Optional[str], dimension: str, start: Day, end: Day,
+                      category: Optional[str] = None, *, match_category: bool = False) -> list[tuple[str, Optional[str], int]]:
+    """(day, category, downloads) for one project (None: all projects), oldest day first, categories sorted.
+
+    With `match_category=True` only `category` is returned (None selects the NULL category).
+    """
+    dim = _dimension(dimension)
+    s, e = iso_day(start), iso_day(end)
+    where, params = "dimension = ? AND day >= ? AND day <= ?", [dim, s, e]
+    if match_category:
+        where += " AND category = ?"
+        params.append(to_db_category(category))
+    if project is None:
+        rows = sink.query(f"SELECT day, category, downloads FROM daily_totals WHERE {where} ORDER BY day, category",
+                          tuple(params))
+    else:
+        rows = sink.query(f"SELECT day, category, downloads FROM daily WHERE project = ? AND {where} ORDER BY day, category",
+                          (normalize(project), *params))
+    return [(d, from_db_category(c), int(n)) for d, c, n in rows]
+
+
+def category_totals(sink: Sink, project: Optional[str], dimension: str, start: Day, end: Day,
+                    limit: Optional[int] = None) -> list[tuple[Optional[str], int]]:
+    """(category, downloads) summed over the period, largest first: one package's breakdown by a dimension."""
+    dim = _dimension(dimension)
+    s, e = iso_day(start), iso_day(end)
+    lim = "" if limit is None else f" LIMIT {int(limit)}"
+    if project is None:
+        rows = sink.query(
+            "SELECT category, SUM(downloads) AS n FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? "
+            f"GROUP BY category ORDER BY n DESC, category{lim}", (dim, s, e))
+    else:
+        rows = sink.query(
+            "SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ? "
+            f"GROUP BY category ORDER BY n DESC, category{lim}", (normalize(project), dim, s, e))
+    return [(from_db_category(c), int(n)) for c, n in rows]
+
+
+def compare(sink: Sink, projects: Iterable[str], start: Day, end: Day,
+            dimension: str = "overall") -> dict[str, list[tuple[str, int]]]:
+    """{project: [(day, downloads), ...]} for several projects over the same days (one package against others)."""
+    dim = _dimension(dimension)
+    names = sorted({normalize(p) for p in projects})
+    out: dict[str, list[tuple[str, int]]] = {p: [] for p in names}
+    if not names:
+        return out
+    marks = ", ".join("?" for _ in names)
+    rows = sink.query(
+        f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND day >= ? "
+        "AND day <= ? GROUP BY project, day ORDER BY project, day", (*names, dim, iso_day(start), iso_day(end)))
+    for p, d, n in rows:
+        out[p].append((d, int(n)))
+    return out
+
+
+# ---- across packages and countries ------------------------------------------------------------------------
+def top_packages(sink: Sink, start: Day, end: Day, country: Optional[str] = None, limit: int = 10) -> list[tuple[str, int]]:
+    """The most downloaded projects of a period (without mirrors), optionally in one country (ISO alpha-2)."""
+    if country is not None:
+        return country_top(sink, country, start, end, limit)
+    rows = sink.query(
+        "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'overall' AND day >= ? AND day <= ? "
+        "GROUP BY project ORDER BY n DESC, project LIMIT ?", (iso_day(start), iso_day(end), int(limit)))
+    return [(p, int(n)) for p, n in rows]
+
+
+def country_top(sink: Sink, cc: str, start: Day, end: Day, limit: int = 10) -> list[tuple[str, int]]:
+    """That country's top projects over the period."""
+    rows = sink.query(
+        "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'country' AND category = ? AND day >= ? "
+        "AND day <= ? GROUP BY project ORDER BY n DESC, project LIMIT ?",
+        (cc.upper(), iso_day(start), iso_day(end), int(limit)))
+    return [(p, int(n)) for p, n in rows]
+
+
+def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -> list[tuple[str, int]]:
+    """(alpha-2 country, downloads) over the period, largest first; 'ZZ' is unknown."""
+    rows = category_totals(sink, project, "country", start, end)
+    return [(c if c is not None else "ZZ", n) for c, n in rows]
+
+
+def totals_by_day(sink: Sink, start: Day, end: Day, dimension: str = "overall") -> list[tuple[str, int]]:
+    """All projects' downloads per day (without mirrors by default)."""
+    rows = sink.query(
+        "SELECT day, SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? GROUP BY day ORDER BY day",
+        (_dimension(dimension), iso_day(start), iso_day(end)))
+    return [(d, int(n)) for d, n in rows]
+
+
+def search_packages(sink: Sink, prefix: str, limit: int = 20) -> list[str]:
+    """Projects whose normalised name starts with the prefix, most downloaded first (for autocompletion)."""
+    p = normalize(prefix.strip())
+    if not p:
+        return []
+    # a range on the index instead of LIKE: portable, and `_`/`%` in names are not wildcards
+    rows = sink.query(
+        "SELECT project, SUM(downloads) AS n FROM daily WHERE project >= ? AND project < ? AND dimension = 'with_mirrors' "
+        "GROUP BY project ORDER BY n DESC, project LIMIT ?", (p, p + "\uffff", int(limit)))
+    return [r[0] for r in rows]
+
+
+# ---- backfill bookkeeping ---------------------------------------------------------------------------------
+def backfilled_days(sink: Sink, start: Optional[Day] = None, end: Optional[Day] = None) -> dict[str, str]:
+    """{day: source} of the days a backfill completed (the stream does not add to those days)."""
+    s = iso_day(start) if start is not None else "0000-00-00"
+    e = iso_day(end) if end is not None else "9999-99-99"
+    return {d: src for d, src in sink.query("SELECT day, source FROM backfilled_days WHERE day >= ? AND day <= ?", (s, e))}
+
+
+# ---- live -------------------------------------------------------------------------------------------------
+def live_windows(sink: Sink, start: int, end: int) -> list[WindowRow]:
+    """Closed 1-second windows with start <= t < end (epoch seconds)."""
+    return sink.windows(start, end)
+
+
+def live_latest(sink: Sink, n: int) -> list[WindowRow]:
+    return sink.latest_windows(n)
+
+
+def live_summary(sink: Sink) -> dict:
+    """The newest window and what is stored: windows held, downloads in them, and the pipeline counters."""
+    latest = sink.latest_windows(1)
+    r = sink.query("SELECT COUNT(*), SUM(downloads), MIN(start), MAX(start) FROM windows")
+    n, total, first, last = r[0] if r else (0, 0, None, None)
+    stats = sink.stats()
+    from pypi_pulse.events import iso_second
+
+    return {
+        "latest": latest[0].to_json() if latest else None,
+        "windows": int(n or 0),
+        "downloads": int(total or 0),
+        "first": iso_second(int(first)) if first is not None else None,
+        "last": iso_second(int(last)) if last is not None else None,
+        "watermark": stats.watermark if stats else None,
+        "counters": dict(stats.counters) if stats else {},
+    }
+
+
+# ---- dashboard (added by the dashboard engineer) ----------------------------------------------------------
+def live_downloads_between(sink: Sink, start: int, end: int) -> int:
+    """Downloads summed over the 1-second windows with start <= t < end (e.g. since the start of the UTC day)."""
+    r = sink.query("SELECT SUM(downloads) FROM windows WHERE start >= ? AND start < ?", (int(start), int(end)))
+    return int(r[0][0] or 0) if r else 0
+
+
+def package_names(sink: Sink) -> list[str]:
+    """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
+    return [r[0] for r in sink.query(
+        "SELECT DISTINCT project FROM daily WHERE category = '' AND dimension = 'with_mirrors' ORDER BY project")]
