@@ -11,6 +11,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
 from pypi_pulse.dataflow.clock import Flush
+from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 
 log = structlog.get_logger(__name__)
@@ -35,8 +36,14 @@ class _StorePartition(StatelessSinkPartition):
             buckets.extend(flush.buckets)
             stats = flush.stats
         t0 = time.perf_counter()
-        self.sink.write(list(windows.values()), buckets, stats)
-        log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(time.perf_counter() - t0, 4))
+        try:
+            self.sink.write(list(windows.values()), buckets, stats)
+        except Exception:
+            dataflow_metrics.SINK_ERRORS.inc()
+            raise
+        took = time.perf_counter() - t0
+        dataflow_metrics.sink_written(took, windows.keys(), time.time())
+        log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(took, 4))
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)

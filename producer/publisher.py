@@ -13,6 +13,7 @@ from typing import Optional
 from confluent_kafka import KafkaError, Producer
 
 from pypi_pulse.errors import UserError
+from pypi_pulse.metrics import producer_metrics
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Publisher:
             "compression.type": "none",
             "log_level": 3,
         })
+        producer_metrics.track_publisher(self)
 
     def _on_delivery(self, err: Optional[KafkaError], msg) -> None:
         if err is not None:
@@ -83,6 +85,7 @@ class Publisher:
 
     def dead_letter(self, original: bytes, reason: str) -> None:
         self.summary.dead_lettered += 1
+        producer_metrics.dead_lettered(reason)
         while True:
             try:
                 self.producer.produce(self.dlq_topic, original, headers=[("reason", reason.encode()), ("stage", b"producer")])

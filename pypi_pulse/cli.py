@@ -127,7 +127,7 @@ def produce(
         raise UserError("produce needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
     if s.producer_metrics_port:
         import pypi_pulse.metrics.producer_metrics  # noqa: F401  (registers the producer collector)
-        from pypi_pulse.metrics.http import serve
+        from pypi_pulse.metrics.endpoint import serve
 
         serve(s.metrics_host, s.producer_metrics_port)
     stop = threading.Event()
@@ -178,7 +178,7 @@ def dataflow(
     if not s.bootstrap_servers:
         raise UserError("dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
     if s.dataflow_metrics_port:
-        from pypi_pulse.metrics.http import serve
+        from pypi_pulse.metrics.endpoint import serve
 
         serve(s.metrics_host, s.dataflow_metrics_port)
     wait_for_kafka(s.bootstrap_servers)

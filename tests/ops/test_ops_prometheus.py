@@ -13,74 +13,35 @@ import random
 import re
 import subprocess
 import sys
-import threading
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 import requests
 
+from ops_scenario import LATENESS_S, SPAN_S, expected, make_events
 from prom_helpers import DEPLOY, poll
 from pypi_pulse.broker import free_port
 from pypi_pulse.metrics.reasons import REASONS
 
 pytestmark = pytest.mark.prometheus
 
-T0 = int(datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc).timestamp())
-SECONDS = 200
-LATENESS_S = 60
-SPAN_S = 10
-PROJECTS = [f"pkg-{i:02d}" for i in range(40)]
-WEIGHTS = [1.0 / (i + 1) for i in range(40)]
-COUNTRIES = ["US", "US", "US", "DE", "CN", "GB", "IN", "FR", "JP", "BR", None, "XX"]
 
-
-def make_events(rng: random.Random):
-    """Good events in event-time order (so every partition is in order), some mirrors, some broken lines."""
-    good, lines = [], []
-    for sec in range(T0, T0 + SECONDS):
-        for _ in range(rng.randint(5, 40)):
-            project = rng.choices(PROJECTS, WEIGHTS)[0]
-            installer = "bandersnatch" if rng.random() < 0.03 else "pip"
-            e = {"timestamp": f"{datetime.fromtimestamp(sec + rng.random() * 0.99, timezone.utc):%Y-%m-%d %H:%M:%S.%f} UTC",
-                 "country_code": rng.choice(COUNTRIES), "project": project,
-                 "file": {"project": project, "version": "1.0", "type": "bdist_wheel"},
-                 "details": {"installer": {"name": installer}, "python": "3.12.1", "system": {"name": "Linux"}}}
-            good.append((sec, e))
-            lines.append(orjson.dumps(e))
-    bad = {"invalid_event": [b"{not json", b"[1, 2"], "missing_project": [orjson.dumps({"timestamp": f"{datetime.fromtimestamp(T0 + 5, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"})]}
-    for i, b in enumerate(bad["invalid_event"] + bad["missing_project"]):
-        lines.insert(100 + i * 500, b)
-    return good, lines, {k: len(v) for k, v in bad.items()}
-
-
-def expected(good):
-    last = max(sec for sec, _ in good)
-    span = [(s, e) for s, e in good if s > last - SPAN_S]
-    countries = Counter()
-    for _, e in span:
-        cc = e["country_code"]
-        countries[cc if cc in ("US", "DE", "CN", "GB", "IN", "FR", "JP", "BR") else "ZZ"] += 1
-    per_sec_projects: dict[int, set] = {}
-    for s, e in span:
-        per_sec_projects.setdefault(s, set()).add(e["project"])
-    newest = Counter(e["project"] for s, e in good if s == last)
-    top = sorted(newest.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    # rollups seal whole minutes once the lateness horizon passes them; the final watermark is last + 1
-    horizon = last + 1 - LATENESS_S
-    sealed_before = horizon - horizon % 60
-    today = sum(1 for s, e in good if s - s % 60 + 60 <= sealed_before and e["details"]["installer"]["name"] == "pip")
-    return {
-        "last": last,
-        "rate": len(span) / SPAN_S,
-        "countries": {cc: n / SPAN_S for cc, n in countries.items()},
-        "unique": sum(len(v) for v in per_sec_projects.values()) / SPAN_S,
-        "top": {f"{rank}. {p}": float(n) for rank, (p, n) in enumerate(top, start=1)},
-        "today": today,
-        "seconds": len({s for s, _ in good}),
-    }
+PRODUCER = """
+import json, sys, threading
+from pypi_pulse import logs
+from pypi_pulse.metrics.endpoint import serve
+from pypi_pulse.producer.publisher import Publisher
+from pypi_pulse.producer.replay import replay_file
+from pathlib import Path
+bootstrap, topic, path, port = sys.argv[1:]
+logs.setup("warning")
+serve("127.0.0.1", int(port))
+pub = Publisher(bootstrap, topic, topic + "-dlq")
+s = replay_file(pub, Path(path), None, False, threading.Event(), show_progress=False)
+pub.flush()
+print(json.dumps({"sent": s.sent, "end_offsets": pub.end_offsets}), flush=True)
+sys.stdin.read()
+"""
 
 
 def _child(args: list[str], log: Path, env: dict) -> subprocess.Popen:
@@ -103,10 +64,6 @@ def _metric_names_in(expr: str) -> set[str]:
 
 
 def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, prometheus):
-    from pypi_pulse.metrics.http import serve
-    from pypi_pulse.producer.publisher import Publisher
-    from pypi_pulse.producer.replay import replay_file
-
     good, lines, bad = make_events(random.Random(6))
     want = expected(good)
     assert want["today"] > 0 and want["rate"] > 0 and len(want["top"]) == 10  # the scenario exercises every figure
@@ -114,14 +71,16 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
     path.write_bytes(b"\n".join(lines) + b"\n")
     sink_url = f"sqlite:///{tmp_path / 'pulse.db'}"
 
-    # producer: this process, real Publisher + file replay, its default registry on /metrics
+    # producer: its own process (so that no other test's objects show in its metrics), the real Publisher and
+    # file replay, serving its /metrics until we close its stdin
     producer_port = free_port()
-    server, _ = serve("127.0.0.1", producer_port)
-    pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
-    summary = replay_file(pub, path, None, False, threading.Event(), show_progress=False)
-    pub.flush()
-    assert summary.sent == len(lines)
-    acked = dict(pub.end_offsets)
+    producer = subprocess.Popen([sys.executable, "-c", PRODUCER, broker.bootstrap, topic, str(path), str(producer_port)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "producer.log", "wb"))
+    report = producer.stdout.readline()
+    assert report, f"producer failed: {(tmp_path / 'producer.log').read_text()[-3000:]}"
+    report = json.loads(report)
+    assert report["sent"] == len(lines)
+    acked = {int(p): o for p, o in report["end_offsets"].items()}
 
     env = dict(os.environ, PYPI_PULSE_OUT_OF_ORDER_SECONDS="0", PYPI_PULSE_DLQ_TOPIC=topic + "-dlq",
                PYPI_PULSE_DATA_DIR=str(tmp_path / "data"), PYPI_PULSE_LOG_LEVEL="warning")
@@ -226,6 +185,5 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
     finally:
         _stop(exporter)
         _stop(dataflow)
-        server.shutdown()
-        server.server_close()
-        del pub  # its Kafka client would outlive the session's broker
+        producer.stdin.close()
+        _stop(producer)
