@@ -35,6 +35,7 @@ class FlowConfig:
     idle_s: float = 2.0
     window_retention_s: float = 48 * 3600
     rollup_retention_days: int = 400
+    detail_min_daily_downloads: int = 0  # the CLI passes the setting (default 100); 0 keeps every row
     batch_size: int = 20_000
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
 
@@ -81,5 +82,6 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None) -> D
         return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s))
 
     flushes = op.stateful("clock", keyed, builder)
-    op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days))
+    op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
+                                          cfg.detail_min_daily_downloads))
     return flow

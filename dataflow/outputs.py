@@ -18,11 +18,13 @@ log = structlog.get_logger(__name__)
 
 
 class _StorePartition(StatelessSinkPartition):
-    def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0):
+    def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0,
+                 detail_min_daily_downloads: int = 0):
         self.sink = open_sink(url)
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
         self.prune_every_s = prune_every_s
+        self.detail_min_daily_downloads = detail_min_daily_downloads
         self.last_prune = time.monotonic()
 
     def write_batch(self, items: list) -> None:
@@ -47,6 +49,7 @@ class _StorePartition(StatelessSinkPartition):
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
+            removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
 
@@ -55,13 +58,16 @@ class _StorePartition(StatelessSinkPartition):
 
 
 class StoreSink(DynamicSink):
-    def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400):
+    def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400,
+                 detail_min_daily_downloads: int = 0):
         self.url = url
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
+        self.detail_min_daily_downloads = detail_min_daily_downloads
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days)
+        return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days,
+                               detail_min_daily_downloads=self.detail_min_daily_downloads)
 
 
 class _DeadLetterPartition(StatelessSinkPartition):

@@ -68,6 +68,7 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         bootstrap=bootstrap, topic=s.topic, dlq_topic=s.dlq_topic, n_partitions=n_partitions, sink_url=s.sink_url,
         lateness_s=s.lateness_seconds, out_of_order_s=s.out_of_order_seconds, idle_s=s.idle_seconds,
         window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
+        detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
     )
 

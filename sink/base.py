@@ -31,6 +31,23 @@ class Sink(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement backfill_day (see sink/rollup.py)")
 
+    def compact(self, min_daily_downloads: int) -> int:
+        """Fold the fine detail of small projects on complete days (see sink/rollup.py); returns days compacted."""
+        import time as _time
+
+        from pypi_pulse.sink.rollup import DAYS_TO_COMPACT, compact_day_statements
+
+        if min_daily_downloads <= 0:
+            return 0
+        days = [r[0] for r in self.query(DAYS_TO_COMPACT)]
+        for day in days:
+            self._execute_in_transaction(compact_day_statements(day, min_daily_downloads, _time.time()))
+        return len(days)
+
+    @abc.abstractmethod
+    def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        """Run `?`-placeholder statements in one transaction."""
+
     # reads
     @abc.abstractmethod
     def windows(self, start: int, end: int) -> list[WindowRow]:

@@ -297,6 +297,14 @@ class PostgresSink(Sink):
 
         return self._retry_once(run)
 
+    def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, params in statements:
+                    cur.execute(translate_placeholders(sql), params)
+
+        self._retry_once(run)  # folding is idempotent (the day is marked in the same transaction)
+
     def backfill_day(self, day: str, rows, source: str) -> int:
         """Run `sink.rollup.backfill_statements` in one transaction; the bulk inserts go through COPY staging."""
         statements = backfill_statements(day, rows, source)

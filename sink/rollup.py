@@ -92,3 +92,34 @@ def prune_buckets_statement(cutoff_day: str) -> tuple[str, tuple]:
 
     end = _dt.datetime.fromisoformat(cutoff_day).replace(tzinfo=_dt.timezone.utc) + _dt.timedelta(days=1)
     return "DELETE FROM rollup_buckets WHERE bucket < ?", (int(end.timestamp()),)
+
+
+# ---- bounded storage: folding the long tail's fine detail --------------------------------------------------------
+# At PyPI's real mix (~400,000 projects a day, a heavy tail) the fine breakdowns (country, installer, cpu, file type,
+# version, ci) of every project would cost tens of millions of rows a day. Once a day is complete, projects below
+# `min_daily_downloads` (with mirrors) keep only one `other` row per fine dimension; the pypistats dimensions
+# (overall, with_mirrors, python_major, python_minor, system) and the all-project totals stay exact for everyone.
+FOLDED_DIMENSIONS = ("country", "installer", "cpu", "file_type", "version", "ci")
+FOLDED_CATEGORY = "other"
+_IN_FOLDED = "(" + ", ".join(f"'{d}'" for d in FOLDED_DIMENSIONS) + ")"
+
+DAYS_TO_COMPACT = (
+    "SELECT DISTINCT day FROM daily_totals WHERE day < (SELECT MAX(day) FROM daily_totals) "
+    "AND day NOT IN (SELECT day FROM compacted_days) ORDER BY day"
+)
+
+
+def compact_day_statements(day: str, min_daily_downloads: int, now: float) -> list[tuple[str, tuple]]:
+    small = ("SELECT project FROM daily WHERE day = ? AND dimension = 'with_mirrors' AND downloads < ?")
+    return [
+        ("INSERT INTO daily (day, project, dimension, category, downloads) "
+         f"SELECT day, project, dimension, '{FOLDED_CATEGORY}', SUM(downloads) FROM daily "
+         f"WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' AND project IN ({small}) "
+         "GROUP BY day, project, dimension "
+         "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads",
+         (day, day, min_daily_downloads)),
+        (f"DELETE FROM daily WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' "
+         f"AND project IN ({small})", (day, day, min_daily_downloads)),
+        ("INSERT INTO compacted_days (day, min_daily_downloads, compacted_at) VALUES (?, ?, ?) "
+         "ON CONFLICT (day) DO NOTHING", (day, min_daily_downloads, now)),
+    ]

@@ -58,6 +58,14 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX IF NOT EXISTS daily_by_category ON daily (category, dimension, day, project, downloads);
     """,
+    # 3: days whose long-tail detail has been folded (sink/rollup.py, bounded storage)
+    """
+    CREATE TABLE IF NOT EXISTS compacted_days (
+        day TEXT PRIMARY KEY,
+        min_daily_downloads BIGINT NOT NULL,
+        compacted_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 NULL_CATEGORY = ""

@@ -132,6 +132,17 @@ class SQLiteSink(Sink):
             self.db.execute(*prune_buckets_statement(cutoff))
         return removed
 
+    def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                cur.execute(sql, params)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
     def backfill_day(self, day: str, rows, source: str) -> int:
         statements = backfill_statements(day, rows, source)
         cur = self.db.cursor()
