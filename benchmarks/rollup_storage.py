@@ -113,10 +113,24 @@ def project_rates():
     return np.concatenate([top, tail]), real_daily
 
 
-def model_rows(volume: float, shares, mirror_share: float, dims) -> dict:
+def model_rows(volume: float, shares, mirror_share: float, dims, detail_min: float = 0) -> dict:
+    """Expected rows a day; with `detail_min`, projects below it keep one `other` row per folded dimension
+    (sink/rollup.py's compaction of complete days)."""
+    from pypi_pulse.sink.rollup import FOLDED_DIMENSIONS
+
     lam = volume * shares
     out = {"with_mirrors": float(np.sum(-np.expm1(-lam)))}
     lam_nm = lam * (1 - mirror_share)
+    if detail_min > 0:
+        small = lam < detail_min
+        folded = float(np.sum(-np.expm1(-lam_nm[small])))  # one `other` row if the project had any download
+        dims = dict(dims)
+        for dim in FOLDED_DIMENSIONS:
+            q = dims.pop(dim)
+            total = folded
+            for chunk in np.array_split(lam_nm[~small], 16):
+                total += float(np.sum(-np.expm1(-np.outer(chunk, q))))
+            out[dim] = total
     for dim, q in dims.items():
         total = 0.0
         for chunk in np.array_split(lam_nm, 16):
@@ -128,6 +142,8 @@ def model_rows(volume: float, shares, mirror_share: float, dims) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="synthetic events of one day to measure")
+    ap.add_argument("--detail-min", type=float, default=1000,
+                    help="rollup_detail_min_downloads for the compacted estimate (default 1000, the setting's default)")
     args = ap.parse_args()
 
     meas = measured(args.events)
@@ -151,6 +167,14 @@ def main() -> None:
         print(f"{v:>15,.0f} {rows:>12,.0f} {r['with_mirrors']:>13,.0f} {mb:>9,.0f} {mb * 400 / 1e3:>12,.1f}")
     r = model_rows(real_daily, shares, mirror_share, dims)
     print("  rows/day at real volume by dimension:", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])))
+    print(f"after folding the detail of projects under {args.detail_min:g} downloads/day (complete days):")
+    print(f"{'downloads/day':>15} {'rows/day':>12} {'MB/day':>9} {'GB/400 days':>12}")
+    for v in (1e6, 1e7, 1e8, 1e9, real_daily):
+        rows = sum(model_rows(v, shares, mirror_share, dims, args.detail_min).values())
+        mb = rows * meas["bytes_per_row"] / 1e6
+        print(f"{v:>15,.0f} {rows:>12,.0f} {mb:>9,.0f} {mb * 400 / 1e3:>12,.1f}")
+    r = model_rows(real_daily, shares, mirror_share, dims, args.detail_min)
+    print("  folded rows/day at real volume by dimension:", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])))
 
 
 if __name__ == "__main__":

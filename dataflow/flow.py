@@ -35,7 +35,7 @@ class FlowConfig:
     idle_s: float = 2.0
     window_retention_s: float = 48 * 3600
     rollup_retention_days: int = 400
-    detail_min_daily_downloads: int = 0  # the CLI passes the setting (default 100); 0 keeps every row
+    detail_min_daily_downloads: int = 0  # the CLI passes the setting (default 1000); 0 keeps every row
     batch_size: int = 20_000
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
 

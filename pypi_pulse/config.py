@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     window_retention_hours: float = Field(48.0, gt=0, description="Keep per-second windows this long.")
     rollup_retention_days: int = Field(400, gt=0, description="Keep daily rollups this long.")
     rollup_detail_min_downloads: int = Field(
-        100, ge=0, description="On complete days, projects below this many downloads keep one 'other' row per fine "
+        1000, ge=0, description="On complete days, projects below this many downloads keep one 'other' row per fine "
         "dimension (country, installer, cpu, file type, version, ci); 0 keeps every row.")
     backfill_days: int = Field(
         180, ge=0, le=400, description="`up` with the synthetic source on an empty sink: days of synthetic history to backfill (0: none)."
