@@ -58,7 +58,7 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX IF NOT EXISTS daily_by_category ON daily (category, dimension, day, project, downloads);
     """,
-    # 3: days whose long-tail detail has been folded (sink/rollup.py, bounded storage)
+    # 4: days whose long-tail detail has been folded (sink/rollup.py, bounded storage)
     """
     CREATE TABLE IF NOT EXISTS compacted_days (
         day TEXT PRIMARY KEY,

@@ -4,7 +4,6 @@ free port in a thread, a signed-up user, and a real headless Chromium."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from pathlib import Path
 
@@ -125,5 +124,24 @@ def browser():
     # selenium 3 passes socket's default-timeout sentinel to urllib3, which urllib3 2 rejects: give a real timeout
     RemoteConnection.set_timeout(60)
     with Browser("chrome", headless=True, percy_run=False, wait_timeout=20) as b:
-        b.driver.set_window_size(1440, 1100)
+        b.driver.set_window_size(1440, 1500)
         yield b
+
+
+def fire_callback(http, base: str, output_contains: str, values: dict) -> dict:
+    """POST a Dash callback exactly as the page does (built from /_dash-dependencies); returns the response JSON."""
+    deps = http.get(base + "/_dash-dependencies").json()
+    dep = next(d for d in deps if output_contains in d["output"])
+
+    def props(items):
+        return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
+                for i in items]
+
+    outs = dep["output"].strip(".").split("...")
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in outs]
+    body = {"output": dep["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": props(dep["inputs"]), "state": props(dep["state"]),
+            "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]]}
+    r = http.post(base + "/_dash-update-component", json=body)
+    assert r.status_code == 200, r.text[:500]
+    return r.json()["response"]

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import (COUNTRY_SPLIT, N_DAYS, NEWEST, PACKAGES, PASSWORD, SCREENSHOTS, USER, day, daily_count,
+from conftest import (COUNTRY_SPLIT, N_DAYS, PACKAGES, PASSWORD, SCREENSHOTS, USER, day, daily_count,
                       rollup_counts, window)
 from pypi_pulse.countries import alpha3
 from pypi_pulse.dashboard.categories import category_map
@@ -96,7 +96,7 @@ def test_sign_in_required_then_live_tab(server, browser):
     browser.wait_for_text_to_equal("#live-today", f"{sum(window(i).downloads for i in range(900)):,}")
     browser.wait_for_text_to_equal("#live-rate", f"{sum(window(i).downloads for i in range(10)) / 10:,.1f}/s")
     browser.wait_for_text_to_equal("#live-distinct", "3")
-    assert "stream paused" in browser.find_element("#live-state").text  # the fixture's data is days old
+    browser.wait_for_contains_text("#live-state", "stream paused")  # the fixture's data is days old
 
     fig = wait_figure(browser, "live-map-downloads", lambda f: f["data"] and f["data"][0]["type"] == "choropleth")
     assert as_map(fig) == expected_countries(300)
@@ -198,14 +198,33 @@ def test_trends_tab(server, browser):
     screenshot(browser, "trends.png")
 
     # the package picker searches on the server: type part of a name, pick it, and its line appears
-    search = browser.driver.find_element(By.CSS_SELECTOR, "#trends-packages input")
-    search.click()
+    browser.find_element("#trends-packages").click()
+    search = browser.wait_for_element("input.dash-dropdown-search")
     search.send_keys("matplo")
-    wait_until(browser, lambda: any(e.text == "matplotlib" for e in browser.driver.find_elements(
-        By.XPATH, "//*[normalize-space(text())='matplotlib']")), message="no search result for matplo")
-    search.send_keys(Keys.ENTER)
+    option = "//label[contains(@class, 'dash-dropdown-option')][normalize-space()='matplotlib']"
+    wait_until(browser, lambda: browser.driver.find_elements(By.XPATH, option), message="no search result for matplo")
+    browser.driver.find_element(By.XPATH, option).click()
+    search.send_keys(Keys.ESCAPE)
     fig = wait_figure(browser, "trends-daily", lambda f: any(t["name"] == "matplotlib" for t in f["data"]))
     assert next(t for t in fig["data"] if t["name"] == "matplotlib")["y"] == [daily_count("matplotlib", i) for i in range(N_DAYS)]
+
+
+def test_dark_mode_switches_page_and_charts(server, browser):
+    from pypi_pulse.dashboard.figures import THEMES
+
+    sign_in(browser, server.url)
+    open_tab(browser, "trends")
+    wait_figure(browser, "trends-daily", lambda f: len(f["data"]) > 0)
+    browser.driver.find_element(By.XPATH, "//label[normalize-space()='Dark']").click()
+    wait_until(browser, lambda: browser.driver.execute_script(
+        "return document.documentElement.getAttribute('data-bs-theme')") == "dark", message="page did not turn dark")
+    font = "return document.querySelector('#trends-daily .js-plotly-plot').layout.font.color"
+    wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["dark"]["font"],
+               message="chart did not follow the dark theme")
+    screenshot(browser, "trends-dark.png")
+    browser.driver.find_element(By.XPATH, "//label[normalize-space()='Dark']").click()
+    wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["light"]["font"],
+               message="chart did not return to the light theme")
 
 
 def test_sign_out_then_everything_refused(server, browser):

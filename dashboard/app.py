@@ -1,0 +1,123 @@
+"""The dashboard server: one Flask app (Dash's) serving the three tabs, the JSON API and the sign-in pages.
+
+Bootstrap's CSS is served from assets/ (no CDN: the dashboard must work on a machine without internet access).
+Tab contents are rendered when a tab is opened, so that charts are sized for a visible container and the Live
+tab's one-second timer only runs while it is shown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from pathlib import Path
+
+import dash
+import dash_bootstrap_components as dbc
+import structlog
+from dash import Input, Output, dcc, html
+from flask import g
+
+from pypi_pulse.dashboard import countries_tab, live, trends_tab
+from pypi_pulse.dashboard.auth import install_auth
+from pypi_pulse.dashboard.context import DashContext
+from pypi_pulse.dashboard.users import UserStore
+
+log = structlog.get_logger("pypi_pulse.dashboard")
+
+TABS = {"live": "Live", "countries": "Countries", "trends": "Package trends"}
+
+
+def _layout() -> html.Div:
+    user = getattr(g, "user", None) or ""
+    navbar = dbc.Navbar(dbc.Container([
+        dbc.NavbarBrand("pypi-pulse", className="fw-bold text-body"),
+        html.Div(id="live-status", className="me-auto ms-2"),
+        dbc.Switch(id="theme-dark", label="Dark", value=False, persistence=True, className="mb-0 me-3"),
+        html.Span(user, id="signed-in-user", className="text-body-secondary me-3 small"),
+        html.A("Sign out", id="logout", href="/logout", className="btn btn-outline-secondary btn-sm"),
+    ], fluid=True), className="border-bottom mb-3 bg-body-tertiary")
+    return html.Div([
+        dcc.Store(id="theme", data="light"),
+        navbar,
+        dbc.Container([
+            dbc.Tabs([dbc.Tab(label=v, tab_id=k, id=f"tab-{k}") for k, v in TABS.items()], id="tabs", active_tab="live", className="mb-3"),
+            html.Div(id="tab-content"),
+        ], fluid=True, style={"maxWidth": "1600px"}),
+    ])
+
+
+def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secure_cookies: bool = False) -> dash.Dash:
+    app = dash.Dash(
+        __name__, title="pypi-pulse", update_title=None, suppress_callback_exceptions=True,
+        assets_folder=str(Path(__file__).parent / "assets"), serve_locally=True,
+    )
+    server = app.server
+    store = UserStore(data_dir)
+    app.server.config["PYPI_PULSE_USERS"] = store
+    install_auth(server, store, data_dir, public_api=public_api, secure_cookies=secure_cookies)
+    ctx = DashContext.for_sink(sink_url)
+    app.server.config["PYPI_PULSE_CONTEXT"] = ctx
+    _mount_api(server, sink_url)
+    _add_server_timing(server)
+    app.layout = _layout
+    # load the package list for the search box now, not on the first keystroke
+    threading.Thread(target=_warm_packages, args=(ctx,), name="package-index-load", daemon=True).start()
+
+    @app.callback(Output("tab-content", "children"), Input("tabs", "active_tab"))
+    def render(tab):
+        if tab == "countries":
+            return countries_tab.layout(ctx)
+        if tab == "trends":
+            return trends_tab.layout(ctx)
+        return live.layout()
+
+    app.clientside_callback(
+        """function(dark) {
+            const theme = dark ? 'dark' : 'light';
+            document.documentElement.setAttribute('data-bs-theme', theme);
+            return theme;
+        }""",
+        Output("theme", "data"), Input("theme-dark", "value"),
+    )
+    live.register(app, ctx)
+    countries_tab.register(app, ctx)
+    trends_tab.register(app, ctx)
+    return app
+
+
+def _warm_packages(ctx: DashContext) -> None:
+    try:
+        ctx.packages.index()
+    except Exception as exc:  # no sink yet: the first search loads it
+        log.info("package list not loaded yet", reason=str(exc))
+
+
+def _add_server_timing(server) -> None:
+    """A `Server-Timing` header on every response: the time spent in the app, visible in browser dev tools and
+    used by the benchmark to separate server time from client and network time."""
+
+    @server.before_request
+    def _start():
+        g.t0 = time.perf_counter()
+
+    @server.after_request
+    def _stop(response):
+        t0 = g.get("t0")
+        if t0 is not None:
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+        return response
+
+
+def _mount_api(server, sink_url: str) -> None:
+    """The history API lives in dashboard/api.py (its own engineer); mount it if present."""
+    try:
+        api = importlib.import_module("pypi_pulse.dashboard.api")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("pypi_pulse.dashboard.api",):
+            log.info("no JSON API module; serving the dashboard only")
+            return
+        raise
+    from pypi_pulse.sink.base import open_sink
+
+    server.register_blueprint(api.create_api_blueprint(lambda: open_sink(sink_url, readonly=True)), url_prefix="/api")

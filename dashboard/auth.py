@@ -1,0 +1,149 @@
+"""Sign-in for the whole server: a form (never a basic-auth pop-up), a signed session cookie, sign-out.
+
+One `before_request` guard covers everything the Flask app serves — dashboard pages, Dash's layout, dependency and
+callback endpoints, and the JSON API — so a route added later is protected by default. Only the sign-in page and
+static assets (CSS, the Dash component bundles) are reachable anonymously; scripts authenticate with an API token
+(`Authorization: Bearer ppt_...`), and `--public-api` opens the read-only API (GET /api/...) to everyone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import structlog
+from flask import Flask, g, jsonify, redirect, render_template_string, request, session
+
+from pypi_pulse.dashboard.throttle import SignInThrottle
+from pypi_pulse.dashboard.users import UserStore
+from pypi_pulse.errors import UserError
+
+log = structlog.get_logger("pypi_pulse.dashboard.auth")
+
+SECRET_FILE = "session-secret"
+ANONYMOUS_PREFIXES = ("/assets/", "/_dash-component-suites/")
+ANONYMOUS_PATHS = frozenset({"/login", "/logout", "/_favicon.ico", "/favicon.ico"})
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en" data-bs-theme="light"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · pypi-pulse</title><link rel="stylesheet" href="/assets/bootstrap.min.css"></head>
+<body class="bg-body-tertiary">
+<main class="container" style="max-width: 24rem; margin-top: 12vh">
+  <h1 class="h3 mb-1">pypi-pulse</h1>
+  <p class="text-body-secondary mb-4">Live PyPI downloads. Sign in to continue.</p>
+  {% if message %}<div id="login-error" class="alert alert-{{ level }}" role="alert">{{ message }}</div>{% endif %}
+  <form method="post" action="/login" id="login-form">
+    <input type="hidden" name="next" value="{{ next }}">
+    <div class="mb-3"><label class="form-label" for="username">User name</label>
+      <input class="form-control" id="username" name="username" autocomplete="username" required autofocus
+             value="{{ username }}"></div>
+    <div class="mb-3"><label class="form-label" for="password">Password</label>
+      <input class="form-control" id="password" name="password" type="password" autocomplete="current-password" required></div>
+    <button class="btn btn-primary w-100" id="login-submit" type="submit">Sign in</button>
+  </form>
+  <p class="small text-body-secondary mt-4">No account? An administrator adds one with
+    <code>pypi-pulse users add NAME --password-stdin</code>.</p>
+</main></body></html>"""
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The session-signing key: generated once, kept in the data dir so sessions survive restarts."""
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        if path.exists():
+            key = path.read_bytes().strip()
+            if len(key) >= 32:
+                return key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+    except OSError as exc:
+        raise UserError(f"cannot read or create {path} ({exc}): check --data-dir permissions") from None
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths, so the sign-in form cannot be used to redirect a user elsewhere."""
+    parts = urlsplit(target or "/")
+    if parts.scheme or parts.netloc or not (parts.path or "/").startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _client() -> str:
+    return request.remote_addr or "unknown"
+
+
+def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api: bool = False,
+                 secure_cookies: bool = False, throttle: SignInThrottle | None = None) -> SignInThrottle:
+    throttle = throttle or SignInThrottle()
+    server.secret_key = load_or_create_secret(data_dir)
+    server.config.update(
+        SESSION_COOKIE_NAME="pypi_pulse_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
+
+    def page(message: str = "", level: str = "danger", status: int = 200, username: str = "", nxt: str = "/"):
+        html = render_template_string(_LOGIN_PAGE, message=message, level=level, username=username, next=nxt)
+        return html, status, {"Cache-Control": "no-store"}
+
+    @server.route("/login", methods=["GET", "POST"])
+    def login():
+        if request.method == "GET":
+            return page(nxt=_safe_next(request.args.get("next", "/")))
+        name = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        nxt = _safe_next(request.form.get("next", "/"))
+        keys = (f"ip:{_client()}", f"user:{name.lower()}")
+        wait = throttle.wait_seconds(*keys)
+        if wait > 0:
+            log.warning("sign-in throttled", user=name, client=_client(), wait_s=round(wait, 1))
+            return page(f"Too many failed sign-ins. Try again in {int(wait) + 1} s.", status=429, username=name, nxt=nxt)
+        if not store.verify_password(name, password):
+            throttle.failed(*keys)
+            log.warning("sign-in failed", user=name, client=_client())
+            return page("Wrong user name or password.", status=401, username=name, nxt=nxt)
+        throttle.succeeded(*keys)
+        session.clear()
+        session["user"] = name
+        session.permanent = True
+        log.info("signed in", user=name, client=_client())
+        return redirect(nxt)
+
+    @server.route("/logout", methods=["GET", "POST"])
+    def logout():
+        session.clear()
+        return redirect("/login")
+
+    @server.before_request
+    def require_sign_in():
+        path = request.path
+        if path in ANONYMOUS_PATHS or path.startswith(ANONYMOUS_PREFIXES):
+            return None
+        user = session.get("user")
+        if user and store.exists(user):
+            g.user = user
+            return None
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            user = store.user_for_token(auth[7:].strip())
+            if user:
+                g.user = user
+                return None
+            return jsonify(error="invalid API token: create one with `pypi-pulse users token NAME`"), 401
+        if public_api and path.startswith("/api/") and request.method in ("GET", "HEAD"):
+            return None
+        if request.method == "GET" and not path.startswith(("/_dash-", "/api/")):
+            return redirect(f"/login?next={quote(path)}")
+        return jsonify(error="sign in first (POST /login) or send Authorization: Bearer <token>"), 401
+
+    return throttle

@@ -1,0 +1,159 @@
+"""The Countries tab: downloads per country over a period (all packages or one), a country's top 5 packages, and
+two packages compared country by country."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import dash_bootstrap_components as dbc
+import pycountry
+from dash import Input, Output, State, ctx as callback_ctx, dcc, html, no_update
+
+from pypi_pulse.countries import UNKNOWN, name
+from pypi_pulse.dashboard import figures
+from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
+from pypi_pulse.dashboard.live import COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
+from pypi_pulse.dashboard.reader import NoData
+from pypi_pulse.sink import queries
+
+ALPHA2_OF = {c.alpha_3: c.alpha_2 for c in pycountry.countries}
+DEFAULT_DAYS = 30
+
+
+def default_period(ctx: DashContext) -> Optional[tuple[str, str, str, str]]:
+    """(first day, last day, default start, default end): the last 30 days that have rollups."""
+    rng = ctx.history("day_range", queries.day_range)
+    if rng is None:
+        return None
+    first, last = rng
+    start = max(first, (dt.date.fromisoformat(last) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
+    return first, last, start, last
+
+
+def layout(ctx: DashContext) -> html.Div:
+    try:
+        period = default_period(ctx)
+    except NoData:
+        period = None
+    if period is None:
+        return dbc.Alert(NO_HISTORY + " " + NO_DATA.split(":", 1)[1], color="info", id="countries-empty")
+    first, last, start, end = period
+    top = ctx.default_packages(2)
+    a = top[0] if top else None
+    b = top[1] if len(top) > 1 else None
+    countries = ctx.history("countries", queries.countries, start, end, None)
+    country = next((c for c, _ in countries if c != UNKNOWN), None)
+    picker = lambda cid, value, placeholder: dcc.Dropdown(  # noqa: E731
+        id=cid, options=[{"label": value, "value": value}] if value else [], value=value, placeholder=placeholder,
+        clearable=True)
+    return html.Div([
+        dbc.Row([
+            dbc.Col([html.Label("Period", className="form-label small"),
+                     dcc.DatePickerRange(id="countries-dates", min_date_allowed=first, max_date_allowed=last,
+                                         start_date=start, end_date=end, display_format="YYYY-MM-DD")], md="auto"),
+            dbc.Col([html.Label("Package (empty: all packages)", className="form-label small"),
+                     picker("countries-package", None, "Type to search packages…")], md=4),
+            dbc.Col([html.Label("Country", className="form-label small"),
+                     dcc.Dropdown(id="countries-country", options=COUNTRY_OPTIONS, value=country, clearable=False)], md=3),
+        ], className="mb-3 g-3", align="end"),
+        dbc.Row([
+            dbc.Col(dcc.Graph(id="countries-map", config=MAP_CONFIG, style={"height": "420px"}), lg=8),
+            dbc.Col(dcc.Graph(id="countries-top5", config=GRAPH_CONFIG, style={"height": "420px"}), lg=4),
+        ]),
+        dbc.Row([
+            dbc.Col([html.Label("Compare package", className="form-label small"),
+                     picker("scatter-a", a, "Package on the x axis…")], md=4),
+            dbc.Col([html.Label("with package", className="form-label small"),
+                     picker("scatter-b", b, "Package on the y axis…")], md=4),
+        ], className="mt-3 g-3"),
+        dcc.Graph(id="countries-scatter", config=GRAPH_CONFIG, style={"height": "420px"}),
+    ])
+
+
+def map_figure(ctx: DashContext, start: str, end: str, package: Optional[str], theme: str) -> dict:
+    what = package or "all packages"
+    title = f"Downloads by country, {what}, {start} → {end}"
+    try:
+        rows = ctx.history("countries", queries.countries, start, end, package)
+    except NoData:
+        return figures.empty(NO_DATA, theme, title)
+    if not rows:
+        return figures.empty(f"No downloads of {what} in this period: pick a wider period or another package.", theme, title)
+    return figures.choropleth(dict(rows), theme, title, "downloads", uirevision="countries")
+
+
+def top5_figure(ctx: DashContext, country: Optional[str], start: str, end: str, theme: str) -> dict:
+    if not country:
+        return figures.empty("Click or hover over a country on the map, or pick one above.", theme)
+    title = f"Top 5 packages in {name(country)}"
+    try:
+        rows = ctx.history("country_top", queries.country_top, country, start, end, 5)
+    except NoData:
+        return figures.empty(NO_DATA, theme, title)
+    if not rows:
+        return figures.empty(f"No downloads from {name(country)} in this period.", theme, title)
+    rows = list(reversed(rows))
+    trace = {"type": "bar", "orientation": "h", "y": [p for p, _ in rows], "x": [n for _, n in rows],
+             "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>", "marker": {"color": figures.COLORWAY[0]}}
+    return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 120, "r": 20, "t": 40, "b": 40}),
+            "frames": []}
+
+
+def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: str, end: str, theme: str) -> dict:
+    if not a or not b:
+        return figures.empty("Pick two packages to compare them country by country.", theme)
+    title = f"{a} vs {b} by country (log axes)"
+    try:
+        ra = dict(ctx.history("countries", queries.countries, start, end, a))
+        rb = dict(ctx.history("countries", queries.countries, start, end, b))
+    except NoData:
+        return figures.empty(NO_DATA, theme, title)
+    common = sorted((c for c in ra.keys() & rb.keys() if c != UNKNOWN and ra[c] > 0 and rb[c] > 0),
+                    key=lambda c: -ra[c])
+    if not common:
+        return figures.empty(f"{a} and {b} share no country in this period.", theme, title)
+    trace = {"type": "scatter", "mode": "markers", "x": [ra[c] for c in common], "y": [rb[c] for c in common],
+             "text": [name(c) for c in common], "customdata": common,
+             "marker": {"size": 9, "color": figures.COLORWAY[1], "opacity": 0.8},
+             "hovertemplate": "%{text}<br>" + a + ": %{x:,}<br>" + b + ": %{y:,}<extra></extra>"}
+    return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title},
+                                                          xaxis={"type": "log", "title": {"text": f"{a} downloads"}},
+                                                          yaxis={"type": "log", "title": {"text": f"{b} downloads"}}),
+            "frames": []}
+
+
+def search_options(ctx: DashContext, search: Optional[str], current) -> list[dict]:
+    """Dropdown options for a search: the matches plus the current value(s), so a selection never disappears."""
+    values = [v for v in (current if isinstance(current, list) else [current]) if v]
+    found = ctx.packages.search(search or "", 20) if search else []
+    return [{"label": v, "value": v} for v in dict.fromkeys([*values, *found])]
+
+
+def register(app, ctx: DashContext) -> None:
+    for cid in ("countries-package", "scatter-a", "scatter-b"):
+        app.callback(Output(cid, "options"), Input(cid, "search_value"), State(cid, "value"),
+                     prevent_initial_call=True)(lambda search, value: search_options(ctx, search, value) if search else no_update)
+
+    @app.callback(Output("countries-map", "figure"), Input("countries-dates", "start_date"),
+                  Input("countries-dates", "end_date"), Input("countries-package", "value"), Input("theme", "data"))
+    def update_map(start, end, package, theme):
+        return map_figure(ctx, start, end, package, theme or "light")
+
+    @app.callback(Output("countries-country", "value"), Input("countries-map", "clickData"), prevent_initial_call=True)
+    def pick_country(click):
+        loc = ((click or {}).get("points") or [{}])[0].get("location")
+        return ALPHA2_OF.get(loc, no_update)
+
+    @app.callback(Output("countries-top5", "figure"), Input("countries-country", "value"),
+                  Input("countries-map", "hoverData"), Input("countries-dates", "start_date"),
+                  Input("countries-dates", "end_date"), Input("theme", "data"))
+    def update_top5(country, hover, start, end, theme):
+        if callback_ctx.triggered_id == "countries-map" and hover:
+            country = ALPHA2_OF.get((hover.get("points") or [{}])[0].get("location"), country)
+        return top5_figure(ctx, country, start, end, theme or "light")
+
+    @app.callback(Output("countries-scatter", "figure"), Input("scatter-a", "value"), Input("scatter-b", "value"),
+                  Input("countries-dates", "start_date"), Input("countries-dates", "end_date"), Input("theme", "data"))
+    def update_scatter(a, b, start, end, theme):
+        return scatter_figure(ctx, a, b, start, end, theme or "light")

@@ -1,0 +1,132 @@
+"""The Live tab: counters, two choropleths, the download rate over time and the top-10 treemap, every second."""
+
+from __future__ import annotations
+
+import time
+
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, dcc, html
+
+from pypi_pulse.countries import ALPHA2, name
+from pypi_pulse.dashboard import figures
+from pypi_pulse.dashboard.context import NO_DATA, DashContext
+from pypi_pulse.dashboard.live_feed import SMOOTH_S
+from pypi_pulse.dashboard.reader import NoData
+from pypi_pulse.events import iso_second
+
+RANGES = {"5 min": 300, "15 min": 900, "60 min": 3600}
+RATE_WINDOW_S = 60
+PAUSED_AFTER_S = 5
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+# world maps are drawn from the TopoJSON shipped in assets/ (plotly.js would fetch it from its CDN otherwise)
+MAP_CONFIG = {**GRAPH_CONFIG, "topojsonURL": "/assets/topojson/"}
+COUNTRY_OPTIONS = sorted(({"label": f"{name(c)} ({c})", "value": c} for c in ALPHA2), key=lambda o: o["label"])
+
+
+def _counter(title: str, cid: str, note: str) -> dbc.Col:
+    return dbc.Col(dbc.Card(dbc.CardBody([
+        html.Div(title, className="text-body-secondary small"),
+        html.Div("–", id=cid, className="fs-3 fw-semibold"),
+        html.Div(note, className="text-body-secondary small"),
+    ])), md=3, sm=6, className="mb-3")
+
+
+def layout() -> html.Div:
+    return html.Div([
+        dcc.Interval(id="live-tick", interval=1000),
+        dbc.Row([
+            _counter("Downloads, last minute", "live-last-minute", "sum of the last 60 one-second windows"),
+            _counter("Downloads today", "live-today", "since 00:00 UTC of the newest window"),
+            _counter("Rate", "live-rate", f"downloads/s, mean of the last {SMOOTH_S} s"),
+            _counter("Distinct packages", "live-distinct", "in the newest 1-second window"),
+        ]),
+        dbc.Row([
+            dbc.Col(dbc.RadioItems(id="live-range", options=[{"label": k, "value": v} for k, v in RANGES.items()],
+                                   value=300, inline=True), md="auto", className="mb-2"),
+            dbc.Col(dcc.Dropdown(id="live-countries", options=COUNTRY_OPTIONS, multi=True, value=[],
+                                 placeholder="Compare countries on the rate chart…"), md=6, className="mb-2"),
+        ], align="center"),
+        dbc.Row([
+            dbc.Col(dcc.Graph(id="live-map-downloads", config=MAP_CONFIG, style={"height": "360px"}), lg=6),
+            dbc.Col(dcc.Graph(id="live-map-rate", config=MAP_CONFIG, style={"height": "360px"}), lg=6),
+        ]),
+        dbc.Row([
+            dbc.Col(dcc.Graph(id="live-rate-chart", config=GRAPH_CONFIG, style={"height": "360px"}), lg=7),
+            dbc.Col(dcc.Graph(id="live-treemap", config=GRAPH_CONFIG, style={"height": "360px"}), lg=5),
+        ]),
+    ])
+
+
+def _range_label(seconds: int) -> str:
+    return next((k for k, v in RANGES.items() if v == seconds), f"{seconds} s")
+
+
+def live_view(ctx: DashContext, seconds: int, countries: tuple[str, ...], theme: str) -> tuple:
+    """Everything the Live tab shows, built once per refresh period for all viewers with the same controls."""
+    seconds = seconds if seconds in RANGES.values() else 300
+    try:
+        newest = ctx.live.current().newest
+    except NoData:
+        newest = None
+    return ctx.live.cache.get(("view", newest, seconds, countries, theme),
+                              lambda: _build_view(ctx, seconds, countries, theme))
+
+
+def _build_view(ctx: DashContext, seconds: int, countries: tuple[str, ...], theme: str) -> tuple:
+    try:
+        counters = ctx.live.counters()
+    except NoData as exc:
+        counters, reason = None, f"{NO_DATA} ({exc})"
+    else:
+        reason = NO_DATA
+    if counters is None:
+        e = figures.empty(reason, theme)
+        badge = dbc.Badge("no data yet", color="secondary", id="live-state")
+        return ("–", "–", "–", "–", badge, e, e, e, e)
+    age = time.time() - (counters.newest + 1)
+    if age <= PAUSED_AFTER_S:
+        badge = dbc.Badge(f"live · {iso_second(counters.newest)}", color="success", id="live-state")
+    else:
+        badge = dbc.Badge(f"stream paused · newest window {iso_second(counters.newest)}, {_ago(age)} ago",
+                          color="warning", text_color="dark", id="live-state")
+    label = _range_label(seconds)
+    by_country = ctx.live.countries(seconds)
+    rate = {c: n / RATE_WINDOW_S for c, n in ctx.live.countries(RATE_WINDOW_S).items()}
+    map_downloads = figures.choropleth(by_country, theme, f"Downloads by country, last {label}", "downloads",
+                                       uirevision="downloads")
+    map_rate = figures.choropleth(rate, theme, f"Rate by country, last {RATE_WINDOW_S} s", "downloads/s", fmt=",.2f",
+                                  colorscale="Plasma", uirevision="rate")
+    xs, total, per_country = ctx.live.series(seconds, countries)
+    x = xs * 1000  # epoch milliseconds: plotly reads them as dates on a date axis
+    series = [("all countries", total, {"line": {"width": 1.5}})]
+    series += [(name(c), per_country[c], {"line": {"width": 1.2}}) for c in countries]
+    rate_chart = figures.lines(x, series, theme, f"Downloads per second, last {label}", "downloads/s",
+                               uirevision=f"rate-{seconds}", xaxis={"type": "date"})
+    latest = ctx.live.latest()
+    tree = figures.treemap(latest.top, latest.downloads, theme, f"Top 10 packages, window {iso_second(latest.start)}")
+    return (f"{counters.last_minute:,}", f"{counters.today:,}", f"{counters.rate:,.1f}/s", f"{counters.distinct_latest:,}",
+            badge, map_downloads, map_rate, rate_chart, tree)
+
+
+def _ago(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
+
+
+def register(app, ctx: DashContext) -> None:
+    @app.callback(
+        Output("live-last-minute", "children"), Output("live-today", "children"), Output("live-rate", "children"),
+        Output("live-distinct", "children"), Output("live-status", "children"),
+        Output("live-map-downloads", "figure"), Output("live-map-rate", "figure"),
+        Output("live-rate-chart", "figure"), Output("live-treemap", "figure"),
+        Input("live-tick", "n_intervals"), Input("live-range", "value"), Input("live-countries", "value"),
+        State("theme", "data"),
+    )
+    def refresh(_n, seconds, countries, theme):
+        return live_view(ctx, seconds, tuple(sorted(countries or ())), theme or "light")

@@ -1,0 +1,178 @@
+"""The last hour of 1-second windows, kept in memory and topped up once per refresh period for all viewers.
+
+"Now" is the newest stored window, not the wall clock: a replay of old files, or a stream that pauses, still shows
+its latest data (the Live tab says how long ago it was). Each refresh re-reads only the last couple of minutes,
+because a window may be rewritten while its stragglers arrive; a full reload every few minutes picks up any
+rewrite older than that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from pypi_pulse.dashboard.cache import PeriodCache
+from pypi_pulse.dashboard.reader import SinkReader
+from pypi_pulse.sink import queries
+from pypi_pulse.sink.model import WindowRow
+
+HORIZON_S = 3600
+REREAD_S = 120
+FULL_RELOAD_S = 300.0
+SMOOTH_S = 10
+
+
+@dataclass(frozen=True)
+class Counters:
+    newest: int
+    last_minute: int
+    today: int
+    rate: float  # downloads/s over the last SMOOTH_S seconds
+    distinct_latest: int
+
+
+@dataclass
+class LiveState:
+    windows: dict[int, WindowRow] = field(default_factory=dict)
+    newest: Optional[int] = None
+    day_start: Optional[int] = None
+    before_memory: int = 0  # downloads of the current UTC day older than the windows held in memory
+
+
+class LiveFeed:
+    def __init__(self, reader: SinkReader, period_s: float = 1.0):
+        self.reader = reader
+        self.cache = PeriodCache(period_s)
+        self.state = LiveState()
+        self._lock = threading.Lock()
+        self._last_full = 0.0
+        self._minutes: dict[int, Counter] = {}  # minute start -> country totals of settled minutes
+        self._minutes_lock = threading.Lock()
+        self.queries = 0  # sink queries run, and refreshes done (for tests and benchmarks)
+        self.refreshes = 0
+
+    # ---- refresh (at most once per period, whoever asks) -----------------------------------------------------
+    def current(self) -> LiveState:
+        """The state for this period; raises reader.NoData when the sink cannot be read yet."""
+        return self.cache.get("state", self._refresh)
+
+    def _refresh(self) -> LiveState:
+        self.refreshes += 1
+        with self._lock, self.reader.use() as db:
+            st = self.state
+            full = not st.windows or time.monotonic() - self._last_full > FULL_RELOAD_S
+            if full:
+                rows = db.latest_windows(1)
+                fresh = db.windows(rows[0].start - HORIZON_S + 1, rows[0].start + 1) if rows else []
+                windows = {}
+                self._last_full = time.monotonic()
+                self._minutes = {}
+            else:
+                fresh = db.windows(st.newest - REREAD_S, 2**62)
+                windows = dict(st.windows)
+            self.queries += 1
+            for w in fresh:
+                windows[w.start] = w
+            if not windows:
+                self.state = LiveState()
+                return self.state
+            newest = max(windows)
+            cutoff = newest - HORIZON_S
+            day_start = newest - newest % 86400
+            dropped = [w for s, w in windows.items() if s <= cutoff]
+            windows = {s: w for s, w in windows.items() if s > cutoff}
+            oldest = min(windows)
+            if full or st.day_start != day_start:
+                before = queries.live_downloads_between(db, day_start, oldest) if day_start < oldest else 0
+                self.queries += 1
+            else:  # windows leaving memory move into the day's running total
+                before = st.before_memory + sum(w.downloads for w in dropped if w.start >= day_start)
+            self.state = LiveState(windows, newest, day_start, before)
+            return self.state
+
+    # ---- views (cached per period and arguments) ------------------------------------------------------------
+    def counters(self) -> Optional[Counters]:
+        st = self.current()
+        if st.newest is None:
+            return None
+
+        def compute():
+            ws = st.windows
+            n = st.newest
+            last_minute = sum(w.downloads for s, w in ws.items() if s > n - 60)
+            smooth = sum(w.downloads for s, w in ws.items() if s > n - SMOOTH_S)
+            today = st.before_memory + sum(w.downloads for s, w in ws.items() if s >= st.day_start)
+            return Counters(n, last_minute, today, smooth / SMOOTH_S, ws[n].unique_packages)
+
+        return self.cache.get(("counters", st.newest), compute)
+
+    def countries(self, seconds: int) -> dict[str, int]:
+        """Downloads per alpha-2 country over the last `seconds` (up to the horizon)."""
+        st = self.current()
+        if st.newest is None:
+            return {}
+
+        def compute():
+            total: Counter = Counter()
+            lo = st.newest - seconds + 1
+            first_minute = -(-lo // 60) * 60
+            last_minute = (st.newest + 1) // 60 * 60  # whole minutes [first_minute, last_minute), then the edges
+            if first_minute >= last_minute:  # no whole minute inside: every second on its own
+                edges = range(lo, st.newest + 1)
+            else:
+                for m in range(first_minute, last_minute, 60):
+                    total.update(self._minute(st, m))
+                edges = (*range(lo, first_minute), *range(last_minute, st.newest + 1))
+            get = st.windows.get
+            for s in edges:
+                w = get(s)
+                if w is not None:
+                    total.update(w.countries)
+            return dict(total)
+
+        return self.cache.get(("countries", st.newest, seconds), compute)
+
+    def _minute(self, st: LiveState, start: int) -> Counter:
+        """Country totals of one whole minute, kept once the minute is too old to be rewritten."""
+        hit = self._minutes.get(start)
+        if hit is not None:
+            return hit
+        total: Counter = Counter()
+        get = st.windows.get
+        for s in range(start, start + 60):
+            w = get(s)
+            if w is not None:
+                total.update(w.countries)
+        if start + 60 < st.newest - REREAD_S:
+            with self._minutes_lock:
+                if len(self._minutes) > 2 * HORIZON_S // 60:
+                    self._minutes = {m: c for m, c in self._minutes.items() if m > st.newest - HORIZON_S - 60}
+                self._minutes[start] = total
+        return total
+
+    def series(self, seconds: int, countries: tuple[str, ...] = ()):
+        """(second starts, downloads, {country: downloads}) as numpy arrays over every second of the range; missing
+        seconds are 0."""
+        st = self.current()
+        if st.newest is None:
+            return [], [], {}
+
+        def compute():
+            xs = np.arange(st.newest - seconds + 1, st.newest + 1, dtype=np.int64)
+            get = st.windows.get
+            rows = [get(s) for s in xs.tolist()]
+            total = np.fromiter((w.downloads if w else 0 for w in rows), dtype=np.int64, count=len(rows))
+            per = {c: np.fromiter((w.countries.get(c, 0) if w else 0 for w in rows), dtype=np.int64, count=len(rows))
+                   for c in countries}
+            return xs, total, per
+
+        return self.cache.get(("series", st.newest, seconds, countries), compute)
+
+    def latest(self) -> Optional[WindowRow]:
+        st = self.current()
+        return st.windows[st.newest] if st.newest is not None else None
