@@ -15,6 +15,8 @@ import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Optional
 
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
@@ -44,12 +46,29 @@ class Part:
 
 @dataclass
 class Window:
+    """One second's counts. Once emitted, its per-project counts are kept packed (pickled bytes) until a late
+    event unpacks them: the lateness horizon holds hundreds of closed windows, and Bytewax snapshots the whole
+    clock every epoch, recovery or not; packed, they cost a fraction of the memory and a memcpy to snapshot."""
+
     countries: Counter = field(default_factory=Counter)
-    projects: Counter = field(default_factory=Counter)
+    projects: Optional[Counter] = field(default_factory=Counter)
+    packed: Optional[bytes] = None
+
+    def counts(self) -> Counter:
+        if self.projects is None:
+            self.projects = pickle.loads(self.packed)
+            self.packed = None
+        return self.projects
+
+    def pack(self) -> None:
+        if self.projects is not None:
+            self.packed = pickle.dumps(self.projects, protocol=pickle.HIGHEST_PROTOCOL)
+            self.projects = None
 
     def row(self, start: int) -> WindowRow:
-        top = heapq.nsmallest(TOP_N, self.projects.items(), key=lambda kv: (-kv[1], kv[0]))
-        return WindowRow(start, sum(self.countries.values()), len(self.projects), dict(self.countries), top)
+        projects = self.counts()
+        top = heapq.nsmallest(TOP_N, projects.items(), key=lambda kv: (-kv[1], kv[0]))
+        return WindowRow(start, sum(self.countries.values()), len(projects), dict(self.countries), top)
 
 
 class Clock:
@@ -66,6 +85,7 @@ class Clock:
         self.emitted: set[int] = set()
         self.dirty: set[int] = set()
         self.rollups: dict[int, MinuteRollup] = {}
+        self.dirty_minutes: set[int] = set()  # rollup minutes changed since they were last packed
         self.sealed_before = -math.inf  # every second before this is final; its events are dropped
         self.watermark = -math.inf
         self.counters: Counter = Counter()
@@ -104,13 +124,14 @@ class Clock:
                 self.dirty.add(sec)
         for sec, projects in p.second_projects.items():
             if sec >= sealed:
-                windows[sec].projects.update(projects)  # counted in C
+                windows[sec].counts().update(projects)  # counted in C
         for minute, cols in p.minutes.items():
             if minute >= sealed:
                 r = self.rollups.get(minute)
                 if r is None:
                     r = self.rollups[minute] = MinuteRollup()
                 r.add(cols)
+        self.dirty_minutes.update(m for m in p.minutes if m >= sealed)
 
     # ---- time ---------------------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -144,6 +165,12 @@ class Clock:
                 out_secs.add(sec)
                 self.emitted.add(sec)
         rows = [self.windows[s].row(s) for s in sorted(out_secs)]
+        for s in out_secs:
+            self.windows[s].pack()
+        for minute in [m for m in self.dirty_minutes if m + BUCKET_S <= closing]:
+            self.dirty_minutes.discard(minute)  # complete unless late events come: packed until they do
+            if minute in self.rollups:
+                self.rollups[minute].pack()
         buckets = []
         horizon = wm - self.lateness_s
         seal_before = horizon - horizon % BUCKET_S if math.isfinite(horizon) else horizon
@@ -176,7 +203,10 @@ class Clock:
 
     @staticmethod
     def restore(data: bytes) -> "Clock":
-        return pickle.loads(data)
+        clock = pickle.loads(data)
+        if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed
+            clock.dirty_minutes = set(clock.rollups)
+        return clock
 
 
 def _reason_class(reason: str) -> str:
@@ -190,49 +220,64 @@ def _reason_class(reason: str) -> str:
 
 
 class MinuteRollup:
-    """One minute's rollup state: distinct (project, record view) pairs counted in C as batches arrive, and
-    expanded into (day, project, dimension, category) rows once, when the minute is sealed. Far fewer distinct
-    pairs than events reach the Python loop in `final`, and none of it is done twice."""
+    """One minute's rollup state: per dimension, (project, category) -> downloads, counted in C (`Counter.update`
+    over `zip`) as batches arrive, and turned into (day, project, dimension, category) rows by C-level `zip`s once,
+    when the minute is sealed. Measured faster than counting distinct (project, record) pairs and expanding them
+    in Python at seal time, at both sparse (400 events/s) and dense (3,300 events/s) traffic.
 
-    __slots__ = ("with_mirrors", "countries", "views", "files")
+    A complete minute (its windows all closed) is packed into pickled bytes until it is sealed or a late event
+    unpacks it, for the same reasons as `Window`."""
+
+    __slots__ = ("per_project", "per_category", "packed")
 
     def __init__(self):
-        self.with_mirrors: Counter = Counter()  # project -> n, mirror downloads included
-        self.countries: Counter = Counter()  # (project, country) -> n
-        self.views: Counter = Counter()  # (project, details view) -> n
-        self.files: Counter = Counter()  # (project, file view) -> n
+        self.per_project = {"with_mirrors": Counter(), "overall": Counter()}  # project -> n
+        self.per_category = {dim: Counter() for dim in ("country", *VIEW_DIMS, *FILE_DIMS)}  # (project, cat) -> n
+        self.packed: Optional[bytes] = None
+
+    def pack(self) -> None:
+        if self.packed is None:
+            self.packed = pickle.dumps((self.per_project, self.per_category), protocol=pickle.HIGHEST_PROTOCOL)
+            self.per_project = self.per_category = None
+
+    def _unpack(self) -> None:
+        if self.packed is not None:
+            self.per_project, self.per_category = pickle.loads(self.packed)
+            self.packed = None
 
     def add(self, cols: MinuteColumns) -> None:
-        self.with_mirrors.update(cols.all_projects)
-        self.countries.update(zip(cols.projects, cols.countries))
-        self.views.update(zip(cols.projects, cols.views))
-        self.files.update(zip(cols.projects, cols.files))
+        self._unpack()
+        self.per_project["with_mirrors"].update(cols.all_projects)
+        self.per_project["overall"].update(cols.projects)
+        pc = self.per_category
+        pc["country"].update(zip(cols.projects, cols.countries))
+        for j, dim in enumerate(VIEW_DIMS):
+            pc[dim].update(zip(cols.projects, map(itemgetter(j), cols.views)))
+        pc["file_type"].update(zip(cols.projects, cols.file_types))
+        pc["version"].update(zip(cols.projects, cols.versions))
 
     def final(self, day: str) -> dict:
         """(day, project, dimension, category) -> downloads, derived dimensions included."""
+        self._unpack()
         out: dict = {}
-        for project, n in self.with_mirrors.items():
-            out[(day, project, "with_mirrors", None)] = n
-        for (project, cc), n in self.countries.items():
-            out[(day, project, "country", cc)] = n
-            k = (day, project, "overall", None)
-            out[k] = out.get(k, 0) + n
-        get = out.get
-        for (project, view), n in self.views.items():
-            for dim, cat in zip(VIEW_DIMS, view):
-                k = (day, project, dim, cat)
-                out[k] = get(k, 0) + n
-            minor = view[1]
-            k = (day, project, "python_major", None if minor is None else minor.split(".", 1)[0])
-            out[k] = get(k, 0) + n
-        for (project, fv), n in self.files.items():
-            for dim, cat in zip(FILE_DIMS, fv):
-                k = (day, project, dim, cat)
-                out[k] = get(k, 0) + n
+        days = repeat(day)
+        for dim, c in self.per_project.items():
+            out.update(zip(zip(days, c.keys(), repeat(dim), repeat(None)), c.values()))
+        for dim, c in self.per_category.items():
+            keys = c.keys()
+            out.update(zip(zip(days, map(_FIRST, keys), repeat(dim), map(_SECOND, keys)), c.values()))
         return out
 
     def __getstate__(self):
-        return (self.with_mirrors, self.countries, self.views, self.files)
+        return self.packed if self.packed is not None else (self.per_project, self.per_category)
 
     def __setstate__(self, state):
-        self.with_mirrors, self.countries, self.views, self.files = state
+        if isinstance(state, bytes):
+            self.per_project = self.per_category = None
+            self.packed = state
+        else:
+            (self.per_project, self.per_category), self.packed = state, None
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)

@@ -1,25 +1,52 @@
-"""Turning a raw Kafka batch into partial aggregates: the only per-event work in the dataflow.
+"""Turning a raw Kafka batch into per-event columns: the only per-event work in the dataflow.
 
-A batch is decoded by msgspec in one C call (falling back to per-message decoding to isolate bad messages); then
-a single loop reduces events to (second, country) and (second, project) counts and to the rollup dimensions. Every
-event is accounted for: counted in a window, or dead-lettered with the reason.
+Why it looks the way it does (measured on the 2-core benchmark machine, see docs/performance.md):
+- A batch is decoded by msgspec in one C call (falling back to per-message decoding to isolate bad messages) into
+  frozen, GC-untracked structs holding only the fields pypi-pulse reads. The cyclic garbage collector walking
+  millions of freshly decoded, tracked objects cost more than the JSON parsing itself, and the fields we never
+  read (distro, openssl...) cost half of the decoding.
+- No Python loop runs per event: per-event values are pulled out with C-level `map`/`attrgetter`, timestamps of
+  one second share their first 19 characters so only a batch's distinct seconds are parsed, and records
+  (`details`, `file`) are turned into rollup categories once per distinct record.
+- The result is columns split by second and by rollup minute; the clock counts them into its state with
+  `Counter.update` (C), so nothing is counted twice and Python code runs per distinct key, not per event.
+A batch with anything unusual (a bad event, a missing project, a bad timestamp) takes the per-event path instead,
+which gives every such event its dead-letter reason. Every event is accounted for: counted, or dead-lettered.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from itertools import compress
+from operator import attrgetter, itemgetter
+from typing import NamedTuple, Optional, Union
 
 import msgspec
 
 from pypi_pulse.countries import ALPHA2, UNKNOWN
 from pypi_pulse.dataflow.source import RawBatch
-from pypi_pulse.events import BATCH_DECODER, DECODER, MIRROR_INSTALLERS, BadTimestamp, epoch_second
+from pypi_pulse.events import MIRROR_INSTALLERS, BadTimestamp, epoch_second
 from pypi_pulse.names import normalize
 
 BUCKET_S = 60  # rollups are sealed per minute of event time
+
+# Rollup dimensions read from `details`, in the order of a details view tuple.
+VIEW_DIMS = ("installer", "python_minor", "python_major", "system", "cpu", "ci")
+FILE_DIMS = ("file_type", "version")
+
+
+class MinuteColumns(NamedTuple):
+    """One rollup minute of a batch, as parallel per-event columns."""
+
+    all_projects: list  # every event, mirrors included (`with_mirrors`)
+    projects: list  # the rest: mirror downloads are left out of every other dimension
+    countries: list
+    views: list  # (installer, python_minor, python_major, system, cpu, ci) per event
+    file_types: list
+    versions: list
 
 
 @dataclass
@@ -33,9 +60,26 @@ class BatchPartial:
     consumed: int
     max_second: Optional[int]
     country_counts: Counter  # (second, country) -> n
-    project_counts: Counter  # (second, project) -> n
-    rollups: dict  # minute -> Counter[(day, project, dimension, category)]
+    second_projects: dict  # second -> list of the (normalised) project of each event
+    minutes: dict  # minute -> MinuteColumns
     dead: list = field(default_factory=list)  # (original bytes, reason)
+
+    @property
+    def project_counts(self) -> Counter:
+        """(second, project) -> n."""
+        return Counter({(s, p): n for s, ps in self.second_projects.items() for p, n in Counter(ps).items()})
+
+    @property
+    def rollups(self) -> dict:
+        """minute -> {(day, project, dimension, category): n}, as the clock would seal this batch alone."""
+        from pypi_pulse.dataflow.clock import MinuteRollup
+
+        out = {}
+        for minute, cols in self.minutes.items():
+            r = MinuteRollup()
+            r.add(cols)
+            out[minute] = r.final(day_of(minute))
+        return out
 
 
 _day_cache: dict[int, str] = {}
@@ -68,10 +112,56 @@ def python_minor(v: Optional[str]) -> Optional[str]:
     return m
 
 
+# ---- decoding --------------------------------------------------------------------------------------------------
+# The fields of pypi_pulse.events.Download that pypi-pulse reads, with the same types (a wrong type is an invalid
+# event); other fields are skipped unread. Frozen with a cached hash: distinct records are looked up in dicts.
+
+
+class _Named(msgspec.Struct, frozen=True, gc=False):
+    name: Optional[str] = None
+
+
+class _Details(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
+    installer: Optional[_Named] = None
+    python: Optional[str] = None
+    system: Optional[_Named] = None
+    cpu: Optional[str] = None
+    ci: Optional[bool] = None
+
+
+class _File(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
+    project: Optional[str] = None
+    version: Optional[str] = None
+    type: Optional[str] = None
+
+
+class _Download(msgspec.Struct, frozen=True, gc=False):
+    timestamp: Union[str, int, float, None] = None
+    country_code: Optional[str] = None
+    project: Optional[str] = None
+    file: Optional[_File] = None
+    details: Optional[_Details] = None
+
+
+_DECODER = msgspec.json.Decoder(_Download)
+_BATCH_DECODER = msgspec.json.Decoder(list[_Download])
+
+_TS = attrgetter("timestamp")
+_CC = attrgetter("country_code")
+_PROJECT = attrgetter("project")
+_DETAILS = attrgetter("details")
+_FILE = attrgetter("file")
+_FILE_TYPE = attrgetter("type")
+_VERSION = attrgetter("version")
+_PREFIX = itemgetter(slice(0, 19))
+_AT_19 = itemgetter(19)
+_UTC_TAILS = (" UTC", "Z", "+00:00", "")
+
+
 def _decode(values: list[bytes]) -> tuple[list, list]:
     if values:
         try:
-            events = BATCH_DECODER.decode(b"[" + b",".join(values) + b"]")
+            events = _BATCH_DECODER.decode(b"[" + b",".join(values) + b"]")
             if len(events) == len(values):
                 return events, []
         except msgspec.DecodeError:
@@ -79,20 +169,105 @@ def _decode(values: list[bytes]) -> tuple[list, list]:
     events, dead = [], []
     for v in values:
         try:
-            events.append(DECODER.decode(v))
+            events.append(_DECODER.decode(v))
         except msgspec.DecodeError as exc:
             dead.append((v, f"invalid event: {exc}"))
             events.append(None)
     return events, dead
 
 
+def _second_prefixes(ts: list) -> Optional[list]:
+    """Each timestamp's first 19 characters, if that prefix alone decides its UTC second for the whole batch.
+
+    True when every timestamp is a string of one length laid out `YYYY-MM-DD?HH:MM:SS[.digits](UTC suffix)`, as
+    BigQuery exports are; checked with C-level operations over the batch. None: the caller parses each one.
+    """
+    if set(map(type, ts)) != {str}:
+        return None
+    lengths = set(map(len, ts))
+    if len(lengths) != 1:
+        return None
+    n = lengths.pop()
+    if n < 19:
+        return None
+    for tail in _UTC_TAILS:
+        end = n - len(tail)
+        if end < 19 or (tail and set(map(itemgetter(slice(end, None)), ts)) != {tail}):
+            continue
+        if end == 19 or (end > 20 and set(map(_AT_19, ts)) == {"."}
+                         and "".join(map(itemgetter(slice(20, end)), ts)).isdigit()):
+            return list(map(_PREFIX, ts))
+    return None
+
+
+def _seconds(ts: list) -> Optional[list[int]]:
+    """The UTC second of every timestamp, or None if one of them is unreadable (the per-event path says which)."""
+    try:
+        prefixes = _second_prefixes(ts)
+        if prefixes is None:
+            return list(map(epoch_second, ts))
+        sec_of = {p: epoch_second(p) for p in set(prefixes)}
+        return list(map(sec_of.__getitem__, prefixes))
+    except BadTimestamp:
+        return None
+
+
+def _system_category(system: Optional[str]) -> Optional[str]:
+    return system if system in _SYSTEMS else (None if system is None else "other")
+
+
+_NO_DETAILS = (None,) * len(VIEW_DIMS)
+_NO_FILE = _File()
+
+
+def _details_view(d) -> tuple:
+    """The rollup categories of a details record, in VIEW_DIMS order."""
+    if d is None:
+        return _NO_DETAILS
+    minor = python_minor(d.python)
+    return (d.installer.name if d.installer is not None else None, minor, None if minor is None else minor.split(".", 1)[0],
+            _system_category(d.system.name if d.system is not None else None), d.cpu, "true" if d.ci else None)
+
+
+
+
+# ---- reduction ---------------------------------------------------------------------------------------------------
 def parse_batch(raw: RawBatch) -> BatchPartial:
     events, dead = _decode(raw.values)
+    if not dead and events:
+        partial = _whole_batch(raw, events)
+        if partial is not None:
+            return partial
+    return _each_event(raw, events, dead)
+
+
+def _whole_batch(raw: RawBatch, events: list) -> Optional[BatchPartial]:
+    """Columns by C-level maps over the batch; None when some event needs the per-event path."""
+    projects = list(map(_PROJECT, events))
+    if None in projects or "" in projects:
+        return None
+    secs = _seconds(list(map(_TS, events)))
+    if secs is None:
+        return None
+    norm = {p: normalize(p) for p in set(projects)}
+    projects = list(map(norm.__getitem__, projects))
+    ccs = list(map(_CC, events))
+    cc_of = {c: (c if c in ALPHA2 else UNKNOWN) for c in set(ccs)}
+    if any(k != v for k, v in cc_of.items()):
+        ccs = list(map(cc_of.__getitem__, ccs))
+    details = list(map(_DETAILS, events))
+    view_of = {d: _details_view(d) for d in set(details)}
+    files = list(map(_FILE, events))
+    if None in files:
+        files = [_NO_FILE if f is None else f for f in files]
+    return _partial(raw, secs, projects, ccs, list(map(view_of.__getitem__, details)),
+                    list(map(_FILE_TYPE, files)), list(map(_VERSION, files)), [])
+
+
+def _each_event(raw: RawBatch, events: list, dead: list) -> BatchPartial:
+    """One event at a time: for batches holding bad events, each dead-lettered with its own reason."""
     values = raw.values
-    secs_c: list = []
-    secs_p: list = []
-    rows: list = []
-    mirrors: list = []
+    secs, projects, ccs, views, ftypes, versions = [], [], [], [], [], []
     for i, e in enumerate(events):
         if e is None:
             continue
@@ -106,45 +281,44 @@ def parse_batch(raw: RawBatch) -> BatchPartial:
         if not project:
             dead.append((values[i], "missing project"))
             continue
-        project = normalize(project)
         cc = e.country_code
-        if cc not in ALPHA2:
-            cc = UNKNOWN
-        secs_c.append((sec, cc))
-        secs_p.append((sec, project))
-        d = e.details
-        installer = d.installer.name if d is not None and d.installer is not None else None
-        if installer in MIRROR_INSTALLERS:
-            mirrors.append((sec - sec % BUCKET_S, project))
-            continue
-        if d is not None:
-            system = d.system.name if d.system is not None else None
-            rows.append((sec - sec % BUCKET_S, project, cc, installer, d.python, system, d.cpu,
-                         f.type if f is not None else None, f.version if f is not None else None, d.ci))
-        else:
-            rows.append((sec - sec % BUCKET_S, project, cc, None, None, None, None,
-                         f.type if f is not None else None, f.version if f is not None else None, None))
-    country_counts = Counter(secs_c)
-    project_counts = Counter(secs_p)
-    rollups: dict = {}
-    for (minute, project, cc, installer, py, system, cpu, ftype, version, ci), n in Counter(rows).items():
-        day = day_of(minute)
-        c = rollups.get(minute)
-        if c is None:
-            c = rollups[minute] = Counter()
-        c[(day, project, "country", cc)] += n
-        c[(day, project, "installer", installer)] += n
-        c[(day, project, "python_minor", python_minor(py))] += n
-        c[(day, project, "system", system if system in _SYSTEMS else (None if system is None else "other"))] += n
-        c[(day, project, "cpu", cpu)] += n
-        c[(day, project, "file_type", ftype)] += n
-        c[(day, project, "version", version)] += n
-        c[(day, project, "ci", "true" if ci else None)] += n
-    for (minute, project), n in Counter(mirrors).items():
-        c = rollups.get(minute)
-        if c is None:
-            c = rollups[minute] = Counter()
-        c[(day_of(minute), project, "mirror", None)] += n
-    max_second = max((s for s, _ in country_counts), default=None)
+        secs.append(sec)
+        projects.append(normalize(project))
+        ccs.append(cc if cc in ALPHA2 else UNKNOWN)
+        views.append(_details_view(e.details))
+        ftypes.append(f.type if f is not None else None)
+        versions.append(f.version if f is not None else None)
+    return _partial(raw, secs, projects, ccs, views, ftypes, versions, dead)
+
+
+def _partial(raw: RawBatch, secs: list, projects: list, ccs: list, views: list, ftypes: list, versions: list,
+             dead: list) -> BatchPartial:
+    """Split the columns by second (windows) and by minute (rollups), after one C-level sort by second."""
+    country_counts = Counter(zip(secs, ccs))
+    second_projects: dict = {}
+    minutes: dict = {}
+    if secs:
+        distinct = sorted(set(secs))
+        if len(distinct) > 1:
+            order = sorted(range(len(secs)), key=secs.__getitem__)
+            secs, projects, ccs, views, ftypes, versions = (
+                [*map(col.__getitem__, order)] for col in (secs, projects, ccs, views, ftypes, versions))
+        bounds = [bisect_left(secs, s) for s in distinct] + [len(secs)]
+        for i, s in enumerate(distinct):
+            second_projects[s] = projects[bounds[i]:bounds[i + 1]]
+        minute_starts = [i for i, s in enumerate(distinct) if i == 0 or s // BUCKET_S != distinct[i - 1] // BUCKET_S]
+        minute_starts.append(len(distinct))
+        for a, b in zip(minute_starts, minute_starts[1:]):
+            lo, hi = bounds[a], bounds[b]
+            minute = distinct[a] - distinct[a] % BUCKET_S
+            minutes[minute] = _minute_columns(projects[lo:hi], ccs[lo:hi], views[lo:hi], ftypes[lo:hi], versions[lo:hi])
     return BatchPartial(raw.partition, raw.n_partitions, raw.next_offset, raw.caught_up, raw.final, raw.wall,
-                        len(values), max_second, country_counts, project_counts, rollups, dead)
+                        len(raw.values), secs[-1] if secs else None, country_counts, second_projects, minutes, dead)
+
+
+def _minute_columns(projects: list, ccs: list, views: list, ftypes: list, versions: list) -> MinuteColumns:
+    mirror_of = {v: v[0] in MIRROR_INSTALLERS for v in set(views)}
+    if not any(mirror_of.values()):
+        return MinuteColumns(projects, projects, ccs, views, ftypes, versions)
+    keep = [not m for m in map(mirror_of.__getitem__, views)]
+    return MinuteColumns(projects, *(list(compress(col, keep)) for col in (projects, ccs, views, ftypes, versions)))

@@ -13,8 +13,7 @@ import orjson
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, bucket_days, daily_rows, prune_backfilled_statement,
-                                     prune_buckets_statement)
+from pypi_pulse.sink.rollup import backfill_statements, prune_backfilled_statement, prune_buckets_statement
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
 
 
@@ -79,15 +78,7 @@ class SQLiteSink(Sink):
                 if cur.execute("SELECT 1 FROM rollup_buckets WHERE bucket = ?", (b.bucket,)).fetchone() is None:
                     fresh.append(b)
             if fresh:
-                # days a backfill owns get nothing from the stream (sink/rollup.py explains why)
-                skip = {r[0] for r in cur.execute(*backfilled_among(bucket_days(fresh))).fetchall()}
-                per_project, totals = daily_rows(fresh, skip)
-                self._add_daily(cur, per_project)
-                cur.executemany(
-                    "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
-                    totals,
-                )
+                self._add_rollups(cur, fresh)
                 cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(b.bucket, now) for b in fresh])
             if stats is not None:
                 cur.execute(
@@ -103,18 +94,30 @@ class SQLiteSink(Sink):
             raise
 
     @staticmethod
-    def _add_daily(cur: sqlite3.Cursor, rows: list[tuple]) -> None:
-        """Add rows to `daily` in primary-key order, staged in a temporary table so that SQLite sorts them (in C)
-        and walks its B-trees in order in one statement: about twice as fast as row-by-row upserts in arrival
-        order (measured: docs/performance.md)."""
-        if not rows:
-            return
-        cur.executemany("INSERT INTO temp.daily_in (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?)", rows)
+    def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
+        """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
+        stored as '', days a backfill owns skipped, see sink/rollup.py), but summed and sorted by SQLite in C.
+
+        The counts are staged in a temporary table (the 5-tuples built by C-level `map`/`zip`), then upserted
+        with one `INSERT ... SELECT ... GROUP BY ... ORDER BY <primary key>` each, so SQLite walks its B-trees in
+        order. A Python loop over every row, and row-by-row upserts in arrival order, cost several times more
+        (docs/performance.md)."""
+        for b in buckets:
+            counts = b.counts
+            cur.executemany("INSERT INTO temp.daily_in (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?)",
+                            map(tuple.__add__, counts.keys(), zip(counts.values())))
+        owned = "day NOT IN (SELECT day FROM backfilled_days)"
         cur.execute(
             "INSERT INTO daily (day, project, dimension, category, downloads) "
-            "SELECT day, project, dimension, category, downloads FROM temp.daily_in WHERE true "
-            "ORDER BY day, project, dimension, category "
+            f"SELECT day, project, dimension, COALESCE(category, ''), SUM(downloads) FROM temp.daily_in WHERE {owned} "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
             "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads"
+        )
+        cur.execute(
+            "INSERT INTO daily_totals (day, dimension, category, downloads) "
+            f"SELECT day, dimension, COALESCE(category, ''), SUM(downloads) FROM temp.daily_in WHERE {owned} "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads"
         )
         cur.execute("DELETE FROM temp.daily_in")
 

@@ -1,0 +1,396 @@
+"""Shared by the benchmark scripts: the machine report, cached synthetic exports, an independent reference count,
+the embedded broker, the dataflow in a child process, and RSS sampling.
+
+The reference count (`reference`) deliberately re-implements the counting rules in the plainest Python, reading
+each event with orjson, so that a benchmark's exactness check does not trust the code it measures.
+
+Run `python3 benchmarks/_common.py run-flow CONFIG_JSON` is how the scripts start the dataflow in its own process
+(so its RSS and CPU are its own); it prints one JSON line with the seconds `run_dataflow` took.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+from statistics import median
+from typing import Optional
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CACHE = Path(os.environ.get("PYPI_PULSE_BENCH_CACHE", Path.home() / ".cache" / "pypi-pulse-bench"))
+T0 = 1795219200  # 2026-11-21T00:00:00Z: event time of generated exports
+MIRRORS = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
+
+
+# ---- machine ---------------------------------------------------------------------------------------------------
+def machine() -> dict:
+    import bytewax  # noqa: F401
+    import confluent_kafka
+    import msgspec
+    from importlib.metadata import version
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
+        "bytewax": version("bytewax"), "confluent_kafka": version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0], "msgspec": msgspec.__version__, "orjson": orjson.__version__,
+        "sqlite": sqlite3.sqlite_version, "load_avg_1m_at_start": load,
+    }
+
+
+def print_machine() -> dict:
+    m = machine()
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in m.items()), flush=True)
+    return m
+
+
+def stats_line(name: str, values: list[float], unit: str) -> str:
+    vals = ", ".join(f"{v:,.0f}" for v in values)
+    return f"{name}: median {median(values):,.0f} {unit} (runs: {vals})"
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+def synthetic_export(n: int, rate: float, seed: int, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """An NDJSON export of `n` synthetic events at `rate` events per second of event time, generated once."""
+    from pypi_pulse.producer.synthetic import SyntheticSource
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"synthetic-{n}-r{int(rate)}-s{seed}.ndjson"
+    if path.exists():
+        return path
+    t = time.perf_counter()
+    src = SyntheticSource(seed)
+    tmp = path.with_suffix(".partial")
+    written, sec = 0, T0
+    with open(tmp, "wb") as f:
+        while written < n:
+            pairs = src.encoded(src.timestamps(sec, sec + 1, rate))[: n - written]
+            f.write(b"".join(v + b"\n" for v, _ in pairs))
+            written += len(pairs)
+            sec += 1
+    tmp.rename(path)
+    print(f"generated {n:,} events ({sec - T0} s of event time) in {time.perf_counter() - t:.1f} s: {path}", flush=True)
+    return path
+
+
+def _second(ts) -> int:
+    if isinstance(ts, (int, float)):
+        return int(ts)
+    return calendar.timegm(datetime.strptime(ts[:19].replace("T", " "), "%Y-%m-%d %H:%M:%S").timetuple())
+
+
+def _minor(py: Optional[str]) -> Optional[str]:
+    m = re.match(r"(\d+)\.(\d+)", py or "")
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def reference(path: Path) -> dict:
+    """Windows and every daily rollup row, counted one event at a time from the export (cached beside it)."""
+    cached = path.with_suffix(".expected.json")
+    if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
+        return orjson.loads(cached.read_bytes())
+    from pypi_pulse.countries import ALPHA2
+
+    t = time.perf_counter()
+    countries: dict = defaultdict(Counter)
+    projects: dict = defaultdict(Counter)
+    daily: Counter = Counter()
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            e = orjson.loads(line)
+            n += 1
+            sec = _second(e["timestamp"])
+            cc = e.get("country_code")
+            cc = cc if cc in ALPHA2 else "ZZ"
+            project = re.sub(r"[-_.]+", "-", e.get("project") or e["file"]["project"]).lower()
+            countries[sec][cc] += 1
+            projects[sec][project] += 1
+            day = datetime.utcfromtimestamp(sec).date().isoformat()
+            daily[(day, project, "with_mirrors", "")] += 1
+            d = e.get("details") or {}
+            installer = (d.get("installer") or {}).get("name")
+            if installer in MIRRORS:
+                continue
+            fl = e.get("file") or {}
+            system = (d.get("system") or {}).get("name")
+            minor = _minor(d.get("python"))
+            for dim, cat in (("overall", None), ("country", cc), ("installer", installer), ("python_minor", minor),
+                             ("python_major", minor.split(".")[0] if minor else None),
+                             ("system", system if system in (None, "Darwin", "Linux", "Windows") else "other"),
+                             ("cpu", d.get("cpu")), ("file_type", fl.get("type")), ("version", fl.get("version")),
+                             ("ci", "true" if d.get("ci") else None)):
+                daily[(day, project, dim, "" if cat is None else cat)] += 1
+    windows = {}
+    for sec, cs in countries.items():
+        ps = projects[sec]
+        top = sorted(ps.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        windows[str(sec)] = {"downloads": sum(cs.values()), "countries": dict(cs), "unique_packages": len(ps),
+                             "top": [list(x) for x in top]}
+    out = {"events": n, "windows": windows, "daily": [[*k, v] for k, v in daily.items()]}
+    cached.write_bytes(orjson.dumps(out))
+    print(f"reference counts of {n:,} events computed in {time.perf_counter() - t:.1f} s", flush=True)
+    return out
+
+
+def check_sink(sink_path: Path, expected: dict) -> list[str]:
+    """Every difference between the sink and the reference (empty: exact)."""
+    problems = []
+    db = sqlite3.connect(f"file:{sink_path}?mode=ro", uri=True)
+    try:
+        got = {str(s): {"downloads": d, "countries": orjson.loads(c), "unique_packages": u, "top": orjson.loads(t)}
+               for s, d, u, c, t in db.execute("SELECT start, downloads, unique_packages, countries, top FROM windows")}
+        want = expected["windows"]
+        if got.keys() != want.keys():
+            problems.append(f"windows: {len(got)} stored, {len(want)} expected; missing {sorted(want.keys() - got.keys())[:5]}, "
+                            f"extra {sorted(got.keys() - want.keys())[:5]}")
+        bad = [s for s in want if s in got and got[s] != want[s]]
+        if bad:
+            problems.append(f"{len(bad)} windows differ, e.g. {bad[0]}: stored {got[bad[0]]} expected {want[bad[0]]}")
+        daily = {(d, p, dim, c): n for d, p, dim, c, n in db.execute("SELECT day, project, dimension, category, downloads FROM daily")}
+        want_daily = {tuple(r[:4]): r[4] for r in expected["daily"]}
+        diff = [k for k in want_daily.keys() | daily.keys() if daily.get(k) != want_daily.get(k)]
+        if diff:
+            k = sorted(diff)[0]
+            problems.append(f"{len(diff)} daily rows differ, e.g. {k}: stored {daily.get(k)} expected {want_daily.get(k)}")
+        totals = Counter()
+        for (d, _, dim, c), n in want_daily.items():
+            totals[(d, dim, c)] += n
+        got_totals = {(d, dim, c): n for d, dim, c, n in db.execute("SELECT day, dimension, category, downloads FROM daily_totals")}
+        tdiff = [k for k in totals.keys() | got_totals.keys() if got_totals.get(k) != totals.get(k)]
+        if tdiff:
+            problems.append(f"{len(tdiff)} daily_totals rows differ, e.g. {tdiff[0]}")
+        row = db.execute("SELECT counters FROM pipeline_stats WHERE id = 1").fetchone()
+        c = orjson.loads(row[0]) if row else {}
+        if c.get("counted") != expected["events"] or c.get("dropped", 0) or c.get("dead_lettered", 0):
+            problems.append(f"counters {c} (expected counted={expected['events']}, no drops, no dead letters)")
+    finally:
+        db.close()
+    return problems
+
+
+# ---- broker and processes --------------------------------------------------------------------------------------
+def start_broker(log_dir: Path):
+    from pypi_pulse.broker import EmbeddedBroker
+
+    return EmbeddedBroker(port=0, log_path=log_dir / "broker.log").start()
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
+    from pypi_pulse.broker import ensure_topics
+
+    ensure_topics(bootstrap, {topic: partitions, topic + "-dlq": 1})
+
+
+def preload(bootstrap: str, topic: str, path: Path) -> tuple[dict[int, int], float]:
+    """Publish an export through the real Publisher (keyed by project); acknowledged end offsets and seconds."""
+    from pypi_pulse.producer.files import read_records
+    from pypi_pulse.producer.publisher import Publisher
+
+    t = time.perf_counter()
+    pub = Publisher(bootstrap, topic, topic + "-dlq")
+    for i, rec in enumerate(read_records(path)):
+        pub.send(rec.value, rec.key)
+        if i % 5000 == 0:
+            pub.poll()
+    pub.flush(300)
+    return dict(pub.end_offsets), time.perf_counter() - t
+
+
+class RssSampler:
+    """Peak and time series of the resident set size of named processes (children included when asked)."""
+
+    def __init__(self, every_s: float = 0.2):
+        import psutil
+
+        self.psutil = psutil
+        self.every_s = every_s
+        self.procs: dict[str, object] = {}
+        self.peak: dict[str, int] = defaultdict(int)
+        self.series: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.monotonic()
+
+    def watch(self, name: str, pid: int) -> None:
+        self.procs[name] = self.psutil.Process(pid)
+
+    def start(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        now = time.monotonic() - self.started
+        for name, p in list(self.procs.items()):
+            try:
+                rss = p.memory_info().rss
+            except self.psutil.Error:
+                continue
+            self.peak[name] = max(self.peak[name], rss)
+            self.series[name].append((now, rss))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def spawn_flow(config: dict, stderr=None) -> subprocess.Popen:
+    """The real dataflow (`run_dataflow`) in a child process; see `run_flow_child`."""
+    return subprocess.Popen([sys.executable, str(HERE / "_common.py"), "run-flow", json.dumps(config)],
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def finish_flow(proc: subprocess.Popen, timeout: float) -> dict:
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"dataflow child failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_flow_child(config: dict) -> None:
+    from pypi_pulse import logs
+    from pypi_pulse.dataflow.flow import FlowConfig
+    from pypi_pulse.dataflow.runner import run_dataflow
+
+    logs.setup("WARNING", "console")
+    end = {int(k): v for k, v in config["end_offsets"].items()} if config.get("end_offsets") else None
+    cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
+                     config["sink_url"], batch_size=config.get("batch_size", 20_000))
+    t = time.perf_counter()
+    try:
+        run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 2.0),
+                     stop_offsets=(lambda: end) if end is not None else None)
+    except (KeyboardInterrupt, Exception) as exc:
+        if end is not None or "signal received" not in str(exc) and not isinstance(exc, KeyboardInterrupt):
+            raise
+        return  # a live run is stopped with SIGINT
+    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "run-flow":
+        run_flow_child(json.loads(sys.argv[2]))
+    else:
+        raise SystemExit("usage: _common.py run-flow CONFIG_JSON (used by the benchmark scripts)")
+
+
+# ---- live runs (latency, memory) ----------------------------------------------------------------------------------
+def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
+             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 2.0) -> dict:
+    """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
+    in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
+    the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
+    import signal
+
+    broker = start_broker(work)
+    topic = "bench-live"
+    sink = work / "live.db"
+    producer = flow = None
+    try:
+        create_topic(broker.bootstrap, topic)
+        sampler.watch("broker", broker.proc.pid)
+        flow_log = open(work / "dataflow.log", "w")
+        flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
+                           "epoch_s": epoch_s}, stderr=flow_log)
+        sampler.watch("dataflow", flow.pid)
+        deadline = time.monotonic() + 60
+        while not sink.exists():  # the sink file appears once the dataflow has opened it
+            if time.monotonic() > deadline or flow.poll() is not None:
+                raise SystemExit("the dataflow did not start")
+            time.sleep(0.05)
+        from pypi_pulse.producer.synthetic import rhythm
+
+        started = time.time()
+        # the synthetic source follows PyPI's daily and weekly rhythm around its mean rate: ask for the mean that
+        # gives `rate` now (the rhythm moves by a few percent an hour)
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "pypi_pulse.cli", "produce", "--source", "synthetic", "--rate", str(rate / rhythm(started)),
+             "--duration", str(seconds), "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--seed", "1",
+             "--data-dir", str(work / "producer")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sampler.watch("producer", producer.pid)
+        db = None
+        written: dict[int, float] = {}
+        seen: dict[int, float] = {}
+        downloads: dict[int, int] = {}
+        last_report = time.monotonic()
+        while producer.poll() is None:
+            if db is None:
+                db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=30)
+            newest = max(written, default=0)
+            now = time.time()
+            try:
+                rows = db.execute("SELECT start, written_at, downloads FROM windows WHERE start >= ?", (newest - 5,)).fetchall()
+            except sqlite3.OperationalError:  # the dataflow is still creating the schema
+                rows = []
+            for start, at, n in rows:
+                if start not in written:
+                    written[start], seen[start] = at, now
+                downloads[start] = n
+            if time.monotonic() - last_report >= report_every_s:
+                last_report = time.monotonic()
+                rss = {k: mib(v[-1][1]) for k, v in sampler.series.items() if v}
+                print(f"  {time.time() - started:,.0f} s: {len(written)} windows, RSS {rss}", flush=True)
+            time.sleep(poll_s)
+        if producer.returncode != 0:
+            raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")
+        ended = time.time()
+        # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
+        steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
+        return {
+            "write_delay": sorted(written[s] - (s + 1) for s in steady),
+            "seen_delay": sorted(seen[s] - (s + 1) for s in steady),
+            "windows": len(steady),
+            "events_per_window": median(downloads[s] for s in steady) if steady else 0,
+            "seconds": ended - started,
+        }
+    finally:
+        if producer is not None and producer.poll() is None:
+            producer.terminate()
+            producer.wait(30)
+        if flow is not None and flow.poll() is None:
+            flow.send_signal(signal.SIGINT)
+            try:
+                flow.wait(30)
+            except subprocess.TimeoutExpired:
+                flow.kill()
+                flow.wait()
+        broker.stop()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]

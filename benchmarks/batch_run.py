@@ -1,0 +1,68 @@
+"""The batch target: `pypi-pulse run --source file:EXPORT --speed max --until-drained` on a 400,000-event NDJSON
+export, end to end (broker start, producer, dataflow, sink), with the sink checked against an independent count.
+
+    python3 benchmarks/batch_run.py                          # synthetic 400,000-event export, 3 runs
+    python3 benchmarks/batch_run.py --export /tmp/export400k.ndjson --runs 1
+
+Events/s = events / wall time of the whole `pypi-pulse run` process (interpreter start included), and as the
+command reports it itself (from the broker's start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", type=Path, help="an NDJSON export (default: a synthetic one, generated once)")
+    ap.add_argument("--events", type=int, default=400_000, help="size of the synthetic export")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cache-dir", type=Path, default=C.DEFAULT_CACHE)
+    args = ap.parse_args()
+    C.print_machine()
+    export = args.export or C.synthetic_export(args.events, 66_000, 1, args.cache_dir)
+    expected = C.reference(export)
+    wall, reported, failed = [], [], False
+    for run in range(1, args.runs + 1):
+        work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+        sink = work / "run.db"
+        try:
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "run", "--source", f"file:{export}",
+                                   "--speed", "max", "--until-drained", "--sink", f"sqlite:///{sink}",
+                                   "--data-dir", str(work / "data"), "--json"], capture_output=True, text=True)
+            el = time.perf_counter() - t
+            if proc.returncode != 0:
+                print(f"run {run}: FAILED ({proc.returncode}): {proc.stderr[-2000:]}")
+                failed = True
+                continue
+            summary = json.loads(proc.stdout.strip().splitlines()[-1])
+            problems = C.check_sink(sink, expected)
+            failed = failed or bool(problems)
+            wall.append(expected["events"] / el)
+            reported.append(summary["events_per_second"])
+            print(f"run {run}: {wall[-1]:,.0f} events/s wall ({el:.1f} s), {summary['events_per_second']:,} reported; "
+                  + ("counts EXACT" if not problems else "counts WRONG: " + "; ".join(problems)), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\n== results ({expected['events']:,} events, {export.name}) ==")
+    if wall:
+        print(C.stats_line("pypi-pulse run, wall clock", wall, "events/s") + " (target >= 100,000)")
+        print(C.stats_line("pypi-pulse run, as reported", reported, "events/s"))
+    print("exactness: " + ("FAILED" if failed else "exact in every run"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Benchmark 5: memory. Peak RSS of each process during benchmark 1, and the dataflow's RSS over a steady run at
+20,000 events/s (default 10 minutes), showing whether it grows.
+
+    python3 benchmarks/memory.py                        # benchmark 1 (1 run, 1 worker) + 10 minutes at 20,000/s
+    python3 benchmarks/memory.py --minutes 3 --skip-throughput
+
+The steady run is the live setup of benchmark 2 (real producer and dataflow processes, embedded broker, SQLite
+sink), sampled every second with psutil. "Growth" compares the median RSS of the last minute with that of the
+minute after the warm-up (the first two minutes hold the lateness horizon filling up: windows and rollup minutes
+are kept for 10 minutes of event time, so the state only reaches its steady size after that; runs shorter than
+the horizon show that filling, not a leak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from statistics import median
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=20_000)
+    ap.add_argument("--events", type=int, default=2_000_000, help="events of the benchmark 1 run")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
+    args = ap.parse_args()
+    C.print_machine()
+    peaks = []
+    if not args.skip_throughput:
+        print(f"benchmark 1 ({args.events:,} events, 1 worker, 1 run) ...", flush=True)
+        proc = subprocess.run([sys.executable, str(C.HERE / "dataflow_throughput.py"), "--events", str(args.events),
+                               "--workers", "1", "--runs", "1"], capture_output=True, text=True)
+        peaks = [line for line in proc.stdout.splitlines() if line.startswith("peak RSS")]
+        if proc.returncode != 0 or not peaks:
+            print(proc.stdout[-3000:], proc.stderr[-3000:])
+            return 1
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    sampler = C.RssSampler(every_s=1.0).start()
+    try:
+        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60)
+    finally:
+        sampler.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n== results ==")
+    for line in peaks:
+        print("benchmark 1: " + line)
+    print(f"steady run: {args.rate:,.0f} events/s for {r['seconds'] / 60:.1f} min "
+          f"(median {r['events_per_window']:,.0f} events per 1-s window)")
+    for name, series in sampler.series.items():
+        if not series:
+            continue
+        end = series[-1][0]
+        first = [v for t, v in series if 60 <= t < 120] or [v for _, v in series[: len(series) // 2]]
+        last = [v for t, v in series if t >= end - 60]
+        per_min = []
+        for m in range(int(end // 60) + 1):
+            vals = [v for t, v in series if m * 60 <= t < (m + 1) * 60]
+            if vals:
+                per_min.append(C.mib(max(vals)).replace(" MiB", ""))
+        print(f"{name}: peak {C.mib(max(v for _, v in series))}, minute 2 median {C.mib(median(first))}, "
+              f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
+              f"per-minute peaks MiB: {' '.join(per_min)}")
+    dataflow = [v for _, v in sampler.series.get("dataflow", [])]
+    if dataflow:
+        print(f"target: dataflow under 1 GiB: {'met' if max(dataflow) < 2**30 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
