@@ -10,7 +10,7 @@ import stat
 import pytest
 import requests
 
-from conftest import PASSWORD, USER, Server
+from dashboard_testing import PASSWORD, USER, Server
 from pypi_pulse.dashboard.throttle import SignInThrottle
 from pypi_pulse.dashboard.users import UserStore
 

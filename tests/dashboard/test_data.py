@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import NEWEST
+from dashboard_testing import NEWEST
 from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.live_feed import HORIZON_S, LiveFeed
 from pypi_pulse.dashboard.packages import NameIndex
@@ -110,7 +110,7 @@ def test_many_live_viewers_cost_one_refresh_per_second(server):
     import requests
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import PASSWORD, USER, fire_callback
+    from dashboard_testing import PASSWORD, USER, fire_callback
 
     feed = server.app.server.config["PYPI_PULSE_CONTEXT"].live
     first = requests.Session()

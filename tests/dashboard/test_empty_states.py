@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from conftest import PASSWORD, USER, Server, fire_callback
+from dashboard_testing import PASSWORD, USER, Server, fire_callback
 from pypi_pulse.dashboard.users import UserStore
 
 

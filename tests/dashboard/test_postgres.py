@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import requests
 
-from conftest import PASSWORD, USER, Server, daily_count, fill, fire_callback, window
+from dashboard_testing import PASSWORD, USER, Server, daily_count, fill, fire_callback, window
 from pypi_pulse.countries import alpha3
 from pypi_pulse.dashboard.users import UserStore
 
