@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import orjson
 
@@ -56,11 +57,21 @@ class SQLiteSink(Sink):
                 self.db.execute("COMMIT")
 
     # ---- writes -------------------------------------------------------------------------------------------
-    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
-        now = time.time()
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taken at once (IMMEDIATE) so readers never see half of it."""
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
+        now = time.time()
+        with self._transaction() as cur:
             if windows:
                 cur.executemany(
                     "INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
@@ -88,10 +99,6 @@ class SQLiteSink(Sink):
                     (orjson.dumps(stats.counters), orjson.dumps({str(k): v for k, v in stats.offsets.items()}),
                      stats.watermark, stats.updated_at or now),
                 )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
@@ -136,27 +143,15 @@ class SQLiteSink(Sink):
         return removed
 
     def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
-        cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             for sql, params in statements:
                 cur.execute(sql, params)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
 
     def backfill_day(self, day: str, rows, source: str) -> int:
         statements = backfill_statements(day, rows, source)
-        cur = self.db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             for sql, params in statements:
                 cur.executemany(sql, params)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
         return len(statements[2][1])
 
     # ---- reads --------------------------------------------------------------------------------------------

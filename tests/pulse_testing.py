@@ -83,3 +83,22 @@ def stored_windows(sink_url: str) -> dict[int, dict]:
         rows = db.windows(0, 2**40)
     return {r.start: {"downloads": r.downloads, "countries": dict(r.countries), "unique_packages": r.unique_packages,
                       "top": [list(t) for t in r.top]} for r in rows}
+
+
+def poll_sink(sink_url: str, predicate, timeout: float = 120):
+    """The first truthy `predicate(sink)` on a read-only sink, polled until `timeout` (the sink may not exist yet)."""
+    import time
+
+    from pypi_pulse.sink.base import open_sink
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open_sink(sink_url, readonly=True) as db:
+                value = predicate(db)
+            if value:
+                return value
+        except Exception:  # the dataflow has not created the sink yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

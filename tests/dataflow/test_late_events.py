@@ -6,26 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-from pulse_testing import publish
+from pulse_testing import poll_sink, publish
 from pypi_pulse.sink.base import open_sink
 
 T0 = 1795219200
 
 
-def _poll(sink_url, predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open_sink(sink_url, readonly=True) as db:
-                value = predicate(db)
-            if value:
-                return value
-        except Exception:  # the dataflow has not created the sink yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def row(sec, project="numpy", cc="US"):
@@ -41,14 +28,14 @@ def test_late_event_updates_its_window_and_too_late_event_is_dropped(tmp_path, b
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         publish(broker.bootstrap, topic, [row(T0 + s + 0.5) for s in range(300)])
-        _poll(sink, lambda db: len(db.windows(T0, T0 + 300)) == 300)
+        poll_sink(sink, lambda db: len(db.windows(T0, T0 + 300)) == 300)
         first = {w.start: w for w in open_sink(sink, readonly=True).windows(T0, T0 + 300)}
         assert first[T0 + 280].downloads == 1
 
         publish(broker.bootstrap, topic, [row(T0 + 280.2, "Requests", "FR"), row(T0 + 280.9, "requests", None),
                                           row(T0 + 3.1, "numpy", "US")])
-        stats = _poll(sink, lambda db: (s := db.stats()) and s.counters.get("consumed") == 303 and s)
-        updated = _poll(sink, lambda db: next((w for w in db.windows(T0 + 280, T0 + 281) if w.downloads == 3), None))
+        stats = poll_sink(sink, lambda db: (s := db.stats()) and s.counters.get("consumed") == 303 and s)
+        updated = poll_sink(sink, lambda db: next((w for w in db.windows(T0 + 280, T0 + 281) if w.downloads == 3), None))
         assert updated.countries == {"US": 1, "FR": 1, "ZZ": 1}
         assert updated.top == [("requests", 2), ("numpy", 1)]
         assert updated.unique_packages == 2

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
-from pulse_testing import publish
+from pulse_testing import poll_sink, publish
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1772323200  # 2026-03-01T00:00:00Z
 
 
-def _poll(sink_url, predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open_sink(sink_url, readonly=True) as db:
-                value = predicate(db)
-            if value:
-                return value
-        except Exception:  # the dataflow has not created the sink yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_rollups_exact_across_midnight_with_late_and_dropped_events(broker, topic, sqlite_url):
@@ -49,7 +36,7 @@ def test_rollups_exact_across_midnight_with_late_and_dropped_events(broker, topi
 
     def feed():
         try:
-            _poll(sqlite_url, lambda db: db.windows(MIDNIGHT + 299, MIDNIGHT + 300))  # watermark passed 00:05:00
+            poll_sink(sqlite_url, lambda db: db.windows(MIDNIGHT + 299, MIDNIGHT + 300))  # watermark passed 00:05:00
             second = publish(broker.bootstrap, topic, late + too_late)
             stop["offsets"] = {p: max(first.get(p, 0), second.get(p, 0)) for p in set(first) | set(second)}
         except BaseException as exc:  # never leave the dataflow running forever
