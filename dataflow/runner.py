@@ -30,7 +30,7 @@ def prepare_recovery(recovery_dir: Path, fresh: bool) -> RecoveryConfig:
 
 def run_dataflow(cfg: FlowConfig, *, workers: int = 1, epoch_s: float = 2.0, recovery_dir: Optional[Path] = None,
                  fresh_recovery: bool = False, stop_offsets: Optional[StopOffsets] = None) -> None:
-    flow = build_flow(cfg, stop_offsets)
+    flow = build_flow(cfg, stop_offsets, snapshots=recovery_dir is not None)
     recovery = prepare_recovery(recovery_dir, fresh_recovery) if recovery_dir else None
     log.info("dataflow.start", topic=cfg.topic, partitions=cfg.n_partitions, sink=cfg.sink_url, workers=workers,
              recovery=str(recovery_dir) if recovery_dir else None)
