@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
-import orjson
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer

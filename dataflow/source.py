@@ -17,7 +17,6 @@ from typing import Callable, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from pypi_pulse.errors import UserError
 from pypi_pulse.metrics import dataflow_metrics
 
 StopOffsets = Callable[[], Optional[dict[int, int]]]
