@@ -62,6 +62,18 @@ class Child:
             self.proc.wait(5)
 
 
+BROKER_WARN_BYTES = 2 * 2**30
+
+
+def _rss(pid: int) -> int:
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except Exception:  # gone, or not ours to read
+        return 0
+
+
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -134,7 +146,14 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
             table.add_row(c.name, c.where, str(c.proc.pid))
         table.add_row("logs", str(log_dir), "")
         console.print(table)
+        warned_at = BROKER_WARN_BYTES
         while not stop.wait(0.5):
+            if broker is not None and broker.proc is not None:
+                rss = _rss(broker.proc.pid)
+                if rss >= warned_at:  # memory-only Tansu keeps every event: say so before it hurts
+                    console.print(f"[yellow]the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
+                                  "for long runs use --bootstrap-servers with a Kafka that has retention[/]")
+                    warned_at *= 2
             for c in children:
                 if not c.alive():
                     code = c.proc.returncode
