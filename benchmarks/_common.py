@@ -290,7 +290,8 @@ def run_flow_child(config: dict) -> None:
     t = time.perf_counter()
     try:
         run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 2.0),
-                     stop_offsets=(lambda: end) if end is not None else None)
+                     stop_offsets=(lambda: end) if end is not None else None,
+                     recovery_dir=Path(config["recovery_dir"]) if config.get("recovery_dir") else None)
     except (KeyboardInterrupt, Exception) as exc:
         if end is not None or "signal received" not in str(exc) and not isinstance(exc, KeyboardInterrupt):
             raise
@@ -307,7 +308,7 @@ if __name__ == "__main__":
 
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
-             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 2.0) -> dict:
+             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 2.0, recovery: bool = False) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -322,7 +323,8 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         sampler.watch("broker", broker.proc.pid)
         flow_log = open(work / "dataflow.log", "w")
         flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
-                           "epoch_s": epoch_s}, stderr=flow_log)
+                           "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None},
+                          stderr=flow_log)
         sampler.watch("dataflow", flow.pid)
         deadline = time.monotonic() + 60
         while not sink.exists():  # the sink file appears once the dataflow has opened it

@@ -27,12 +27,13 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--epoch", type=float, default=2.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
+    ap.add_argument("--recovery", action="store_true", help="run the dataflow with a recovery store (as `up` does)")
     args = ap.parse_args()
     C.print_machine()
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch)
+        r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch, recovery=args.recovery)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
