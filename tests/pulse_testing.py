@@ -3,6 +3,7 @@ the sink should hold with code written apart from the pipeline's."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -102,3 +103,23 @@ def poll_sink(sink_url: str, predicate, timeout: float = 120):
             pass
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
+
+
+@contextlib.contextmanager
+def postgres_schema(base_url: str, prefix: str = "pulse_t"):
+    """A new, empty PostgreSQL schema, dropped afterwards; yields a sink URL that points at it (libpq's
+    `options=-csearch_path=...`), so tests never see each other's rows."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base_url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{name}"')
+    sep = "&" if "?" in base_url else "?"
+    try:
+        yield f"{base_url}{sep}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{name}" CASCADE')

@@ -6,14 +6,12 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from urllib.parse import quote
 
 import flask
-import psycopg
 import pytest
 
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
-from pulse_testing import publish, run_flow
+from pulse_testing import postgres_schema, publish, run_flow
 from pypi_pulse.broker import ensure_topics
 from pypi_pulse.dashboard.api import create_api_blueprint
 from pypi_pulse.sink import queries
@@ -27,15 +25,9 @@ DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
 @pytest.fixture
 def pg_url(postgres_url):
-    name = f"pulse_api_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-    sep = "&" if "?" in postgres_url else "?"
-    try:
-        yield f"{postgres_url}{sep}options={quote(f'-csearch_path={name}')}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with postgres_schema(postgres_url, "pulse_api") as url:
+        yield url
+
 
 
 def test_api_and_backfill_on_postgres(broker, pg_url):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from urllib.parse import quote
 
-import psycopg
 import pytest
 import requests
 
 from dashboard_testing import PASSWORD, USER, Server, daily_count, fill, fire_callback, window
+from pulse_testing import postgres_schema
 from pypi_pulse.countries import alpha3
 from pypi_pulse.dashboard.users import UserStore
 
@@ -20,17 +18,9 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg_sink(postgres_url):
     """The known data in a schema of its own, dropped afterwards."""
-    name = f"pulse_dash_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-    sep = "&" if "?" in postgres_url else "?"
-    url = f"{postgres_url}{sep}options={quote(f'-csearch_path={name}')}"
-    try:
+    with postgres_schema(postgres_url, "pulse_dash") as url:
         fill(url)
         yield url
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 def test_live_and_history_from_postgres(pg_sink, tmp_path):

@@ -62,17 +62,7 @@ def any_sink_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'pulse.db'}"
         return
-    import uuid
-    from urllib.parse import quote
+    from pulse_testing import postgres_schema
 
-    import psycopg
-
-    base = request.getfixturevalue("postgres_url")
-    name = f"pulse_ops_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={name}')}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with postgres_schema(request.getfixturevalue("postgres_url"), "pulse_ops") as url:
+        yield url
