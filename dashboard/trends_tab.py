@@ -12,7 +12,6 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from pypi_pulse.countries import name as country_name
 from pypi_pulse.dashboard import figures
-from pypi_pulse.dashboard.categories import category_map
 from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
 from pypi_pulse.dashboard.countries_tab import search_options
 from pypi_pulse.dashboard.live import GRAPH_CONFIG
@@ -69,7 +68,7 @@ def layout(ctx: DashContext) -> html.Div:
         dcc.Graph(id="trends-breakdown", config=GRAPH_CONFIG, style={"height": "400px"}),
         dcc.Graph(id="trends-categories", config=GRAPH_CONFIG, style={"height": "420px"}, className="mt-3"),
         html.Div([html.Span("Categories come from a hand-made map of well-known packages shipped with pypi-pulse "),
-                  html.Code("dashboard/data/categories.csv"), html.Span(" (see docs/categories.md).")],
+                  html.Code("pypi_pulse/data/categories.csv"), html.Span(" (see docs/categories.md).")],
                  className="small text-body-secondary"),
     ])
 
@@ -151,18 +150,13 @@ def breakdown_figure(ctx: DashContext, package: Optional[str], metric: str, them
 
 def categories_figure(ctx: DashContext, theme: str) -> dict:
     title = "Downloads by category (packages in the shipped category map)"
-    cmap = category_map()
     try:
         rng = ctx.history("day_range", queries.day_range)
         if rng is None:
             return figures.empty(NO_HISTORY, theme, title)
-        data = ctx.history("compare", queries.compare, tuple(sorted(cmap)), rng[0], rng[1])
+        per = ctx.history("by_category_map", queries.downloads_by_category, rng[0], rng[1])
     except NoData:
         return figures.empty(NO_DATA, theme, title)
-    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for project, rows in data.items():
-        for d, n in rows:
-            per[cmap[project]][d] += n
     if not per:
         return figures.empty("None of the categorised packages has downloads yet.", theme, title)
     days = _days(*rng)

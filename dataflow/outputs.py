@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.summaries import summarize
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,8 @@ class _StorePartition(StatelessSinkPartition):
             self.last_prune = time.monotonic()
             removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
             removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
+            # one complete day per pass (a real PyPI day takes seconds to summarise), after its fold
+            removed["days_summarised"] = summarize(self.sink, max_days=1)
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
 

@@ -301,6 +301,9 @@ def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=
         summary.rows += n
         if on_day:
             on_day(d.isoformat(), n)
+    from pypi_pulse.sink.summaries import summarize
+
+    summarize(sink)  # the history tabs read long periods from the summaries of complete days
     summary.seconds = time.monotonic() - t0
     log.info("backfill.done", **summary.as_dict())
     return summary

@@ -48,6 +48,10 @@ class Sink(abc.ABC):
     def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
         """Run `?`-placeholder statements in one transaction."""
 
+    @abc.abstractmethod
+    def _execute_many_in_transaction(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        """Run each `?`-placeholder statement once per parameter tuple, all in one transaction."""
+
     # reads
     @abc.abstractmethod
     def windows(self, start: int, end: int) -> list[WindowRow]:

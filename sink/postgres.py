@@ -305,6 +305,15 @@ class PostgresSink(Sink):
 
         self._retry_once(run)  # folding is idempotent (the day is marked in the same transaction)
 
+    def _execute_many_in_transaction(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, params in statements:
+                    if params:
+                        cur.executemany(translate_placeholders(sql), params)
+
+        self._retry_once(run)  # callers pass statements that replace what they write, so a retry is safe
+
     def backfill_day(self, day: str, rows, source: str) -> int:
         """Run `sink.rollup.backfill_statements` in one transaction; the bulk inserts go through COPY staging."""
         statements = backfill_statements(day, rows, source)

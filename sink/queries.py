@@ -174,12 +174,18 @@ def top_packages(sink: Sink, start: Day, end: Day, country: Optional[str] = None
 
 
 def country_top(sink: Sink, cc: str, start: Day, end: Day, limit: int = 10) -> list[tuple[str, int]]:
-    """That country's top projects over the period."""
-    rows = sink.query(
-        "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'country' AND category = ? AND day >= ? "
-        "AND day <= ? GROUP BY project ORDER BY n DESC, project LIMIT ?",
-        (cc.upper(), iso_day(start), iso_day(end), int(limit)))
-    return [(p, int(n)) for p, n in rows]
+    """That country's top projects over the period, read from the summaries of complete days where they are
+    current and exact (sink/summaries.py), from every row otherwise."""
+    from pypi_pulse.sink import summaries
+
+    return summaries.country_top(sink, cc.upper(), iso_day(start), iso_day(end), int(limit))
+
+
+def downloads_by_category(sink: Sink, start: Day, end: Day) -> dict[str, dict[str, int]]:
+    """{category: {day: downloads}} for the packages of the shipped category map (pypi_pulse/categories.py)."""
+    from pypi_pulse.sink import summaries
+
+    return summaries.downloads_by_category(sink, iso_day(start), iso_day(end))
 
 
 def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -> list[tuple[str, int]]:
@@ -254,5 +260,4 @@ def live_downloads_between(sink: Sink, start: int, end: int) -> int:
 
 def package_names(sink: Sink) -> list[str]:
     """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
-    return [r[0] for r in sink.query(
-        "SELECT DISTINCT project FROM daily WHERE category = '' AND dimension = 'with_mirrors' ORDER BY project")]
+    return [r[0] for r in sink.query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project")]

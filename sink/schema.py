@@ -66,6 +66,43 @@ MIGRATIONS: list[str] = [
         compacted_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 5 (history latency, write speed; sink/summaries.py): the all-dimension covering index cost every rollup write
+    # a third B-tree whose entries move on each update; only the country dimension needs it (a country's top
+    # packages), so it becomes a partial index. `with_mirrors` gets a small one for the list of known projects.
+    # Complete days are summarised once (each country's top packages with a bound on the rest, and downloads by
+    # package category), so that long periods read a few thousand rows instead of millions; `day_summaries` says
+    # from which figures a day was summarised, and a summary whose figures no longer match is not used.
+    """
+    DROP INDEX IF EXISTS daily_by_category;
+    CREATE INDEX IF NOT EXISTS daily_country ON daily (category, day, project, downloads) WHERE dimension = 'country';
+    CREATE INDEX IF NOT EXISTS daily_projects ON daily (project) WHERE dimension = 'with_mirrors';
+    CREATE TABLE IF NOT EXISTS day_summaries (
+        day TEXT PRIMARY KEY,
+        overall BIGINT NOT NULL,
+        compacted INTEGER NOT NULL,
+        categories TEXT NOT NULL,
+        computed_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS country_day_top (
+        country TEXT NOT NULL,
+        day TEXT NOT NULL,
+        project TEXT NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (country, day, project)
+    );
+    CREATE TABLE IF NOT EXISTS country_day_bound (
+        country TEXT NOT NULL,
+        day TEXT NOT NULL,
+        bound BIGINT NOT NULL,
+        PRIMARY KEY (country, day)
+    );
+    CREATE TABLE IF NOT EXISTS category_daily (
+        day TEXT NOT NULL,
+        category TEXT NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (day, category)
+    );
+    """,
 ]
 
 NULL_CATEGORY = ""

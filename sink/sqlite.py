@@ -147,6 +147,11 @@ class SQLiteSink(Sink):
             for sql, params in statements:
                 cur.execute(sql, params)
 
+    def _execute_many_in_transaction(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        with self._transaction() as cur:
+            for sql, params in statements:
+                cur.executemany(sql, params)
+
     def backfill_day(self, day: str, rows, source: str) -> int:
         statements = backfill_statements(day, rows, source)
         with self._transaction() as cur:

@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from dashboard_testing import (COUNTRY_SPLIT, N_DAYS, PACKAGES, PASSWORD, SCREENSHOTS, USER, day, daily_count,
                       rollup_counts, window)
 from pypi_pulse.countries import alpha3
-from pypi_pulse.dashboard.categories import category_map
+from pypi_pulse.categories import category_map
 
 pytestmark = pytest.mark.browser
 

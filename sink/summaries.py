@@ -1,0 +1,182 @@
+"""Summaries of complete days, so that questions about long periods read thousands of rows, not millions.
+
+"A country's top packages over 180 days" sums one row per (project, day) for every project downloaded there:
+about 2.7 million rows for the US at PyPI's mix. Once a day is complete, `summarize` stores for it, per country,
+the top `TOP_K` projects and a *bound*: the downloads of the next one, which no project outside the top can
+exceed. It also stores the day's downloads per package category (the dashboard's Categories view).
+
+Reads stay exact. `country_top` sums the candidates (every project in a summarised day's top, plus the leaders of
+the days that are not summarised yet) exactly, from `daily`, and accepts the result only if its last entry beats
+what any other project could have reached (the sum of the bounds, plus the best unsummarised remainder);
+otherwise, or when asked for more than `TOP_K`, it falls back to the full scan. A summary records the figures
+it was made from (the day's overall downloads, whether its long tail was folded, the category map's digest);
+when a late event, a backfill or a fold changes them, the summary is ignored until `summarize` redoes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+from typing import Optional
+
+from pypi_pulse.categories import category_map, map_digest
+from pypi_pulse.sink.base import Sink
+
+TOP_K = 25  # projects kept per country and day; `country_top` answers up to this many from summaries
+_CHUNK = 400  # bound on `IN (...)` lists, well under every backend's parameter limit
+_MAX_SEEKS = 250_000  # candidates x days beyond which the scan is cheaper than the exact candidate sums
+
+_STATE = ("SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END, s.overall, s.compacted, s.categories "
+          "FROM daily_totals t LEFT JOIN day_summaries s ON s.day = t.day LEFT JOIN compacted_days c ON c.day = t.day "
+          "WHERE t.dimension = 'overall' AND t.category = '' AND t.day >= ? AND t.day <= ?")
+
+
+def _days_between(start: str, end: str) -> list[str]:
+    a, b = date.fromisoformat(start), date.fromisoformat(end)
+    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+
+
+def _segments(start: str, end: str, covered: set[str]) -> list[tuple[str, str]]:
+    """The inclusive day ranges of [start, end] not in `covered`."""
+    out, run = [], None
+    for d in _days_between(start, end):
+        if d in covered:
+            if run:
+                out.append(run)
+                run = None
+        else:
+            run = (run[0], d) if run else (d, d)
+    if run:
+        out.append(run)
+    return out
+
+
+def _chunks(items: list, n: int = _CHUNK):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _marks(items) -> str:
+    return ", ".join("?" for _ in items)
+
+
+# ---- writing ----------------------------------------------------------------------------------------------------
+def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[int] = None) -> int:
+    """Summarise the complete days (before `before_day`, by default the day in progress) that have no current
+    summary, oldest first, at most `max_days` of them; returns how many were (re)done."""
+    from pypi_pulse.sink.queries import current_day
+
+    before = before_day or current_day(sink)
+    digest = map_digest()
+    todo = [(day, overall, compacted) for day, overall, compacted, s_overall, s_compacted, s_digest
+            in sink.query(_STATE, ("0000-00-00", "9999-99-99"))
+            if day < before and (s_overall != overall or s_compacted != compacted or s_digest != digest)]
+    todo.sort()
+    for day, overall, compacted in todo[:max_days]:
+        _summarize_day(sink, day, int(overall), int(compacted), digest)
+    return len(todo[:max_days])
+
+
+def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: str) -> None:
+    countries = [r[0] for r in sink.query(
+        "SELECT category FROM daily_totals WHERE day = ? AND dimension = 'country' ORDER BY category", (day,))]
+    tops, bounds = [], []
+    for cc in countries:
+        rows = sink.query("SELECT project, downloads FROM daily WHERE dimension = 'country' AND category = ? AND day = ? "
+                          "ORDER BY downloads DESC, project LIMIT ?", (cc, day, TOP_K + 1))
+        tops += [(cc, day, p, int(n)) for p, n in rows[:TOP_K]]
+        bounds.append((cc, day, int(rows[TOP_K][1]) if len(rows) > TOP_K else 0))
+    cmap = category_map()
+    per_category: Counter = Counter()
+    for project, n in sink.query("SELECT project, downloads FROM daily WHERE day = ? AND dimension = 'overall'", (day,)):
+        c = cmap.get(project)
+        if c is not None:
+            per_category[c] += int(n)
+    sink._execute_many_in_transaction([
+        ("DELETE FROM country_day_top WHERE day = ?", [(day,)]),
+        ("DELETE FROM country_day_bound WHERE day = ?", [(day,)]),
+        ("DELETE FROM category_daily WHERE day = ?", [(day,)]),
+        ("DELETE FROM day_summaries WHERE day = ?", [(day,)]),
+        ("INSERT INTO country_day_top (country, day, project, downloads) VALUES (?, ?, ?, ?)", tops),
+        ("INSERT INTO country_day_bound (country, day, bound) VALUES (?, ?, ?)", bounds),
+        ("INSERT INTO category_daily (day, category, downloads) VALUES (?, ?, ?)",
+         [(day, c, n) for c, n in sorted(per_category.items())]),
+        ("INSERT INTO day_summaries (day, overall, compacted, categories, computed_at) VALUES (?, ?, ?, ?, ?)",
+         [(day, overall, compacted, digest, time.time())]),
+    ])
+
+
+# ---- reading ----------------------------------------------------------------------------------------------------
+def current_summaries(sink: Sink, start: str, end: str) -> dict[str, str]:
+    """{day: category-map digest} of the days in [start, end] whose summary matches the data as it is now."""
+    return {day: s_digest for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(_STATE, (start, end))
+            if s_overall == overall and s_compacted == compacted}
+
+
+def scan_country_top(sink: Sink, cc: str, segments: list[tuple[str, str]], limit: Optional[int]) -> list[tuple[str, int]]:
+    """The plain answer: every project's downloads in the country over the segments, largest first."""
+    totals: Counter = Counter()
+    for a, b in segments:
+        for p, n in sink.query("SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
+                               "AND day >= ? AND day <= ? GROUP BY project", (cc, a, b)):
+            totals[p] += int(n)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked if limit is None else ranked[:limit]
+
+
+def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[tuple[str, int]]:
+    """That country's `limit` most downloaded projects over [start, end], exactly as the full scan ranks them."""
+    if limit > TOP_K:
+        return scan_country_top(sink, cc, [(start, end)], limit)
+    summarised = sorted(current_summaries(sink, start, end))
+    if not summarised:
+        return scan_country_top(sink, cc, [(start, end)], limit)
+    s_set = set(summarised)
+    rest = scan_country_top(sink, cc, _segments(start, end, s_set), None)  # days without a summary: all projects
+    unsummarised = dict(rest)
+    tops = [(d, p) for d, p in sink.query("SELECT day, project FROM country_day_top WHERE country = ? AND day >= ? "
+                                          "AND day <= ?", (cc, summarised[0], summarised[-1])) if d in s_set]
+    bound = sum(int(b) for d, b in sink.query("SELECT day, bound FROM country_day_bound WHERE country = ? AND day >= ? "
+                                              "AND day <= ?", (cc, summarised[0], summarised[-1])) if d in s_set)
+    candidates = sorted({p for _, p in tops} | {p for p, _ in rest[:TOP_K]})
+    rest_bound = rest[TOP_K][1] if len(rest) > TOP_K else 0  # no other unsummarised remainder is larger
+    if len(candidates) * len(summarised) > _MAX_SEEKS:
+        return scan_country_top(sink, cc, [(start, end)], limit)
+    totals: Counter = Counter({p: unsummarised.get(p, 0) for p in candidates})
+    for days in _chunks(summarised):
+        for projects in _chunks(candidates):
+            for p, n in sink.query(
+                    f"SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
+                    f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project",
+                    (cc, *days, *projects)):
+                totals[p] += int(n)
+    ranked = sorted(((p, n) for p, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
+    beyond = bound + rest_bound  # the most any project that is not a candidate can have
+    if len(ranked) >= limit and ranked[limit - 1][1] > beyond:
+        return ranked[:limit]
+    if len(ranked) < limit and beyond == 0:
+        return ranked  # no project outside the candidates was downloaded there at all
+    return scan_country_top(sink, cc, [(start, end)], limit)
+
+
+def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[str, int]]:
+    """{category: {day: downloads}} of the packages in the shipped category map (without mirrors)."""
+    digest = map_digest()
+    summarised = {d for d, dg in current_summaries(sink, start, end).items() if dg == digest}
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    if summarised:
+        for d, c, n in sink.query("SELECT day, category, downloads FROM category_daily WHERE day >= ? AND day <= ?",
+                                  (min(summarised), max(summarised))):
+            if d in summarised:
+                out[c][d] = int(n)
+    cmap = category_map()
+    projects = sorted(cmap)
+    for a, b in _segments(start, end, summarised):
+        for chunk in _chunks(projects):
+            for p, d, n in sink.query(
+                    f"SELECT project, day, downloads FROM daily WHERE project IN ({_marks(chunk)}) "
+                    "AND dimension = 'overall' AND day >= ? AND day <= ?", (*chunk, a, b)):
+                c = cmap[p]
+                out[c][d] = out[c].get(d, 0) + int(n)
+    return dict(out)
