@@ -32,12 +32,19 @@ class WindowRow(msgspec.Struct, frozen=True):
 class RollupBucket(msgspec.Struct, frozen=True):
     """A sealed slice of event time whose rollup counts are final (the lateness horizon has passed).
 
+    The dataflow seals aligned 10-minute blocks (see dataflow/clock.py); tests and tools may use single minutes.
+
     `counts` maps (day 'YYYY-MM-DD', project, dimension, category) to downloads. Category None is SQL NULL.
     Applying the same bucket twice is a no-op: the sink records the ids of buckets it has applied.
     """
 
     bucket: int  # epoch second of the bucket start
     counts: dict[tuple[str, str, str, Optional[str]], int]
+    span: int = 60  # seconds covered, a whole number of minutes inside one UTC day; each minute is applied once
+
+    def minutes(self) -> range:
+        """The ids the sink records as applied: one per minute, so buckets of any span stay comparable."""
+        return range(self.bucket, self.bucket + self.span, 60)
 
 
 class PipelineStats(msgspec.Struct, frozen=True):

@@ -27,7 +27,7 @@ from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
-                                     daily_rows, prune_backfilled_statement, prune_buckets_statement)
+                                     daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
 
 log = structlog.get_logger(__name__)
@@ -226,19 +226,24 @@ class PostgresSink(Sink):
                     cur.executemany("INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
                                     f"VALUES (%s, %s, %s, %s, %s, %s) {_UPSERT_WINDOW}", rows)
             if buckets:
-                # Claim the buckets: the ids that were not there yet come back, and only those are applied.
-                ids = sorted({b.bucket for b in buckets})
+                # Claim the buckets' minutes: the ids that were not there yet come back, and only buckets whose
+                # minutes all came back are applied (a bucket is whole or not at all: see rollup.partly_applied).
+                unique = list({b.bucket: b for b in reversed(buckets)}.values())[::-1]  # first of each id wins
+                ids = sorted({m for b in unique for m in b.minutes()})
                 cur.execute(
                     "INSERT INTO rollup_buckets (bucket, applied_at) SELECT b, %s FROM unnest(%s::bigint[]) AS b "
                     "ON CONFLICT (bucket) DO NOTHING RETURNING bucket",
                     (now, ids),
                 )
                 claimed = {r[0] for r in cur.fetchall()}
-                fresh, seen = [], set()
-                for b in buckets:
-                    if b.bucket in claimed and b.bucket not in seen:
-                        seen.add(b.bucket)
+                fresh = []
+                for b in unique:
+                    got = [m for m in b.minutes() if m in claimed]
+                    if len(got) == len(b.minutes()):
                         fresh.append(b)
+                        claimed.difference_update(got)  # an overlapping bucket later in this write gets none
+                    elif got:
+                        raise partly_applied(b, len(b.minutes()) - len(got))
                 if fresh:
                     # days a backfill owns get nothing from the stream (sink/rollup.py explains why)
                     sql, params = backfilled_among(bucket_days(fresh))

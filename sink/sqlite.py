@@ -6,6 +6,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -14,8 +15,13 @@ import orjson
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import backfill_statements, prune_backfilled_statement, prune_buckets_statement
+from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, merge_counts, partly_applied,
+                                    prune_backfilled_statement, prune_buckets_statement)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
+
+
+_FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_NULL_AS_EMPTY = {None: ""}  # `.get(c, c)`: a NULL category is stored as '' (it is part of the primary key)
 
 
 def _path_of(url: str) -> Path:
@@ -40,8 +46,6 @@ class SQLiteSink(Sink):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: rollup upserts touch many pages of `daily`
             self._migrate()
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS daily_in "
-                            "(day TEXT, project TEXT, dimension TEXT, category TEXT, downloads INTEGER)")
         self.db.execute("PRAGMA busy_timeout=30000")
 
     def _migrate(self) -> None:
@@ -81,16 +85,22 @@ class SQLiteSink(Sink):
                     [(w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries), orjson.dumps(w.top), now)
                      for w in windows],
                 )
-            fresh, seen = [], set()
+            fresh, seen, taken = [], set(), set()
             for b in buckets:
                 if b.bucket in seen:
                     continue  # the same bucket twice in one write counts once, as in PostgreSQL
                 seen.add(b.bucket)
-                if cur.execute("SELECT 1 FROM rollup_buckets WHERE bucket = ?", (b.bucket,)).fetchone() is None:
+                applied = cur.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
+                                      (b.bucket, b.bucket + b.span)).fetchone()[0] + len(taken.intersection(b.minutes()))
+                if applied == 0:
                     fresh.append(b)
+                    taken.update(b.minutes())
+                elif applied != len(b.minutes()):
+                    raise partly_applied(b, applied)
             if fresh:
                 self._add_rollups(cur, fresh)
-                cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(b.bucket, now) for b in fresh])
+                cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)",
+                                [(m, now) for b in fresh for m in b.minutes()])
             if stats is not None:
                 cur.execute(
                     "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, ?, ?, ?, ?) "
@@ -103,30 +113,34 @@ class SQLiteSink(Sink):
     @staticmethod
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
-        stored as '', days a backfill owns skipped, see sink/rollup.py), but summed and sorted by SQLite in C.
+        stored as '', days a backfill owns skipped, see sink/rollup.py).
 
-        The counts are staged in a temporary table (the 5-tuples built by C-level `map`/`zip`), then upserted
-        with one `INSERT ... SELECT ... GROUP BY ... ORDER BY <primary key>` each, so SQLite walks its B-trees in
-        order. A Python loop over every row, and row-by-row upserts in arrival order, cost several times more
-        (docs/performance.md)."""
-        for b in buckets:
-            counts = b.counts
-            cur.executemany("INSERT INTO temp.daily_in (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?)",
-                            map(tuple.__add__, counts.keys(), zip(counts.values())))
-        owned = "day NOT IN (SELECT day FROM backfilled_days)"
-        cur.execute(
-            "INSERT INTO daily (day, project, dimension, category, downloads) "
-            f"SELECT day, project, dimension, COALESCE(category, ''), SUM(downloads) FROM temp.daily_in WHERE {owned} "
-            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
-            "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads"
-        )
-        cur.execute(
-            "INSERT INTO daily_totals (day, dimension, category, downloads) "
-            f"SELECT day, dimension, COALESCE(category, ''), SUM(downloads) FROM temp.daily_in WHERE {owned} "
-            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads"
-        )
-        cur.execute("DELETE FROM temp.daily_in")
+        The buckets are summed in C (`merge_counts`), their rows built by C-level `map`/`zip` and sorted by primary
+        key, so that SQLite walks its B-trees in order; one `executemany` upserts them. Staging every bucket's
+        rows in a temporary table and letting SQLite group them measured 2 to 3 times slower (docs/performance.md).
+        """
+        counts = buckets[0].counts if len(buckets) == 1 else merge_counts([b.counts for b in buckets])
+        keys = counts.keys()
+        cats = map(_FOURTH, keys)
+        rows = list(zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys), map(_NULL_AS_EMPTY.get, cats, map(_FOURTH, keys)),
+                        counts.values()))
+        days = set(map(_FIRST, keys))
+        owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()}
+        if owned:
+            rows = [r for r in rows if r[0] not in owned]
+        rows.sort()
+        totals: dict = {}
+        get = totals.get
+        for day, _project, dim, cat, n in rows:
+            k = (day, dim, cat)
+            totals[k] = get(k, 0) + n
+        cur.executemany(
+            "INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads", rows)
+        cur.executemany(
+            "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
+            [(*k, n) for k, n in sorted(totals.items())])
 
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
         newest = self.db.execute("SELECT MAX(start) FROM windows").fetchone()[0]

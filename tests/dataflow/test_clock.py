@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from pypi_pulse.dataflow.clock import Clock
+from pypi_pulse.dataflow.clock import BLOCK_S, Clock
 from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.source import RawBatch
 
@@ -58,27 +58,50 @@ def test_late_events_update_their_window_and_too_late_ones_are_dropped_and_count
     assert again.stats.counters["counted"] == 302
 
 
-def test_rollup_minutes_are_sealed_once_past_the_horizon_with_derived_dimensions():
-    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
-    rows = [orjson.dumps({"timestamp": T0 + s, "project": "Zope.Interface", "country_code": "DE",
+def zope_rows(seconds) -> list[bytes]:
+    return [orjson.dumps({"timestamp": T0 + s, "project": "Zope.Interface", "country_code": "DE",
                           "details": {"installer": {"name": "pip"}, "python": "3.12.1", "system": {"name": "Linux"}}})
-            for s in range(0, 200)]
+            for s in seconds]
+
+
+def test_rollups_leave_in_whole_sealed_blocks_with_derived_dimensions():
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    rows = zope_rows(range(0, 1300))
     rows.append(orjson.dumps({"timestamp": T0 + 5, "project": "zope-interface",
                               "details": {"installer": {"name": "bandersnatch"}}}))
     clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
     buckets = clock.flush(1.0, force=True).buckets
-    assert [b.bucket for b in buckets] == [T0, T0 + 60]  # minutes ending at or before watermark - lateness
+    # seconds before watermark - lateness (T0 + 1239, rounded down to T0 + 1200) are sealed: two whole blocks
+    assert [(b.bucket, b.span) for b in buckets] == [(T0, BLOCK_S), (T0 + BLOCK_S, BLOCK_S)]
     first = buckets[0].counts
     day = "2026-11-21"
-    assert first[(day, "zope-interface", "overall", None)] == 60
-    assert first[(day, "zope-interface", "with_mirrors", None)] == 61
-    assert first[(day, "zope-interface", "python_minor", "3.12")] == 60
-    assert first[(day, "zope-interface", "python_major", "3")] == 60
-    assert first[(day, "zope-interface", "system", "Linux")] == 60
-    assert first[(day, "zope-interface", "country", "DE")] == 60
+    assert first[(day, "zope-interface", "overall", None)] == 600
+    assert first[(day, "zope-interface", "with_mirrors", None)] == 601
+    assert first[(day, "zope-interface", "python_minor", "3.12")] == 600
+    assert first[(day, "zope-interface", "python_major", "3")] == 600
+    assert first[(day, "zope-interface", "system", "Linux")] == 600
+    assert first[(day, "zope-interface", "country", "DE")] == 600
     assert (day, "zope-interface", "mirror", None) not in first
     # nothing is sealed twice
     assert clock.flush(2.0, force=True).buckets == []
+
+
+def test_a_block_is_the_same_whatever_batches_bring_it():
+    """What lets the sink apply a block once after a recovery replays it: not the batches, only the data decides
+    a block's bounds and content."""
+    def run(batch_sizes):
+        clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+        rows, out, i, wall = zope_rows(range(0, 1500)), [], 0, 1.0
+        for n in batch_sizes:
+            clock.add(parse_batch(RawBatch(0, 1, rows[i:i + n], i, False, wall=wall)))
+            out += clock.flush(wall, force=True).buckets
+            i, wall = i + n, wall + 1
+        return out
+
+    one = run([1500])
+    many = run([7, 613, 1, 250, 629])
+    assert [(b.bucket, b.span, b.counts) for b in one] == [(b.bucket, b.span, b.counts) for b in many]
+    assert [b.bucket for b in one] == [T0, T0 + BLOCK_S]
 
 
 def test_state_survives_a_snapshot_round_trip():

@@ -101,6 +101,24 @@ def test_a_rollup_bucket_applied_twice_counts_once(sink_url):
         assert db.daily(None, "overall", DAY0, DAY0) == [(DAY0, None, None, 7)]
 
 
+def test_a_block_of_minutes_is_applied_whole_once_and_an_overlapping_one_is_refused(sink_url):
+    counts = {(DAY0, "numpy", "overall", None): 10, (DAY0, "numpy", "country", "US"): 10}
+    block = RollupBucket(T0, counts, span=600)
+    with open_sink(sink_url) as db:
+        db.write([], [block], None)
+        db.write([], [block], None)  # replayed after a recovery
+        db.write([], [RollupBucket(T0 + 60, counts)], None)  # one of its minutes, alone: already applied
+        assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 10)]
+        assert db.query("SELECT COUNT(*) FROM rollup_buckets") == [(10,)]  # one id per minute of the block
+        with pytest.raises(RuntimeError, match="overlaps 5 minute"):
+            db.write([], [RollupBucket(T0 + 300, counts, span=600)], None)
+        with pytest.raises(RuntimeError, match="overlaps"):  # two overlapping blocks in one write
+            db.write([], [RollupBucket(T0 + 600, counts, span=600), RollupBucket(T0 + 900, counts, span=600)], None)
+        assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 10)]  # nothing half-written
+        db.write([], [RollupBucket(T0 + 600, counts, span=600)], None)
+        assert db.daily(None, "country", DAY0, DAY0) == [(DAY0, None, "US", 20)]
+
+
 def test_daily_totals_equal_the_sum_of_the_per_project_rows(sink_url):
     days = [DAY0, (date.fromisoformat(DAY0) + timedelta(days=1)).isoformat()]
     projects = [f"pkg-{i}" for i in range(150)]
