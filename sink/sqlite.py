@@ -15,7 +15,7 @@ import orjson
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, merge_counts, partly_applied,
+from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
                                     prune_backfilled_statement, prune_buckets_statement)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
 
@@ -115,16 +115,17 @@ class SQLiteSink(Sink):
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
         stored as '', days a backfill owns skipped, see sink/rollup.py).
 
-        The buckets are summed in C (`merge_counts`), their rows built by C-level `map`/`zip` and sorted by primary
-        key, so that SQLite walks its B-trees in order; one `executemany` upserts them. Staging every bucket's
-        rows in a temporary table and letting SQLite group them measured 2 to 3 times slower (docs/performance.md).
+        The rows are built by C-level `map`/`zip` and sorted by primary key, so that SQLite walks its B-trees in
+        order; one `executemany` upserts them (rows of several buckets with the same key add up there). Staging
+        every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower
+        (docs/performance.md); so did summing the buckets in Python first.
         """
-        counts = buckets[0].counts if len(buckets) == 1 else merge_counts([b.counts for b in buckets])
-        keys = counts.keys()
-        cats = map(_FOURTH, keys)
-        rows = list(zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys), map(_NULL_AS_EMPTY.get, cats, map(_FOURTH, keys)),
-                        counts.values()))
-        days = set(map(_FIRST, keys))
+        rows: list = []
+        for b in buckets:  # several buckets may share keys: the upsert adds them up, no need to merge them first
+            keys = b.counts.keys()
+            rows += zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys),
+                        map(_NULL_AS_EMPTY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
+        days = set(map(_FIRST, rows))
         owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()}
         if owned:
             rows = [r for r in rows if r[0] not in owned]
