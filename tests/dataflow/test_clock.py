@@ -111,3 +111,25 @@ def test_state_survives_a_snapshot_round_trip():
     restored.add(batch(0, [T0 + 2], n_parts=1, wall=2.0))
     assert emitted(restored.flush(2.0, force=True)) == {T0: 1, T0 + 1: 1}
     assert restored.counters["counted"] == 3
+
+
+def test_snapshots_of_an_open_minute_take_only_what_was_counted_since_the_last_one():
+    plain = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    snapped = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    rows = zope_rows(range(0, 1300))
+    for k, i in enumerate(range(0, 1300, 20)):
+        part = parse_batch(RawBatch(0, 1, rows[i:i + 20], i, False, wall=1.0 + k))
+        plain.add(part)
+        snapped.add(part)
+        minute = (T0 + i) - (T0 + i) % 60
+        open_minute = snapped.rollups[minute]
+        earlier = list(open_minute.chunks)
+        blob = snapped.snapshot()
+        # one new chunk holds this batch; the chunks pickled by earlier snapshots are reused as they are
+        assert len(open_minute.chunks) == len(earlier) + 1
+        assert all(a is b for a, b in zip(earlier, open_minute.chunks))
+        if k % 7 == 3:
+            snapped = Clock.restore(blob)  # a restart from this epoch resumes from here
+    a, b = plain.flush(99.0, force=True), snapped.flush(99.0, force=True)
+    assert [(x.bucket, x.span, x.counts) for x in a.buckets] == [(x.bucket, x.span, x.counts) for x in b.buckets]
+    assert a.buckets and a.buckets[0].counts[("2026-11-21", "zope-interface", "overall", None)] == 600
