@@ -3,6 +3,7 @@
 
     python3 benchmarks/memory.py                        # benchmark 1 (1 run, 1 worker) + 10 minutes at 20,000/s
     python3 benchmarks/memory.py --minutes 3 --skip-throughput
+    python3 benchmarks/memory.py --skip-throughput --recovery   # the steady run with a recovery store, as `up`
 
 The steady run is the live setup of benchmark 2 (real producer and dataflow processes, embedded broker, SQLite
 sink), sampled every second with psutil. "Growth" compares the median RSS of the last minute with that of the
@@ -31,6 +32,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--events", type=int, default=2_000_000, help="events of the benchmark 1 run")
     ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
+    ap.add_argument("--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does")
     args = ap.parse_args()
     C.print_machine()
     peaks = []
@@ -45,7 +47,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60)
+        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60, recovery=args.recovery)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ import heapq
 import math
 import pickle
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -25,6 +26,17 @@ from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import merge_counts
 
 TOP_N = 10
+
+
+def _pack_bytes(obj) -> bytes:
+    """Closed state, pickled and compressed (zlib level 1: about 3x smaller at ~90 MB/s): it is held for the whole
+    lateness horizon and copied into every recovery snapshot, so its size is memory and snapshot time."""
+    return zlib.compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def _unpack_bytes(data: bytes):
+    # a zlib stream starts with 0x78; state packed before compression (a pickle, 0x80) is still read
+    return pickle.loads(zlib.decompress(data) if data[:1] == b"\x78" else data)
 BLOCK_S = 600  # rollups leave the clock in aligned 10-minute blocks: fewer, larger sink writes, merged in C
 
 
@@ -60,13 +72,13 @@ class Window:
 
     def counts(self) -> Counter:
         if self.projects is None:
-            self.projects = pickle.loads(self.packed)
+            self.projects = _unpack_bytes(self.packed)
             self.packed = None
         return self.projects
 
     def pack(self) -> None:
         if self.projects is not None:
-            self.packed = pickle.dumps(self.projects, protocol=pickle.HIGHEST_PROTOCOL)
+            self.packed = _pack_bytes(self.projects)
             self.projects = None
 
     def row(self, start: int) -> WindowRow:
@@ -259,7 +271,7 @@ class MinuteRollup:
         """Sum the snapshot chunks back into the live counters."""
         if not self.chunks:
             return
-        parts = [pickle.loads(b) for b in self.chunks] + [(self.per_project, self.per_category)]
+        parts = [_unpack_bytes(b) for b in self.chunks] + [(self.per_project, self.per_category)]
         self.per_project = {dim: Counter(merge_counts([pp[dim] for pp, _ in parts])) for dim in self.per_project}
         self.per_category = {dim: Counter(merge_counts([pc[dim] for _, pc in parts])) for dim in self.per_category}
         self.chunks = []
@@ -267,12 +279,12 @@ class MinuteRollup:
     def pack(self) -> None:
         if self.packed is None:
             self._collect()
-            self.packed = pickle.dumps((self.per_project, self.per_category), protocol=pickle.HIGHEST_PROTOCOL)
+            self.packed = _pack_bytes((self.per_project, self.per_category))
             self.per_project = self.per_category = None
 
     def _unpack(self) -> None:
         if self.packed is not None:
-            self.per_project, self.per_category = pickle.loads(self.packed)
+            self.per_project, self.per_category = _unpack_bytes(self.packed)
             self.packed = None
 
     def add(self, cols: MinuteColumns) -> None:
@@ -312,7 +324,7 @@ class MinuteRollup:
         if self.packed is not None:
             return self.packed
         if any(self.per_project.values()):  # counted since the last snapshot: becomes a chunk, once
-            self.chunks.append(pickle.dumps((self.per_project, self.per_category), protocol=pickle.HIGHEST_PROTOCOL))
+            self.chunks.append(_pack_bytes((self.per_project, self.per_category)))
             self._fresh()
         return ("chunks", self.chunks)
 
