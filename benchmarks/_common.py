@@ -289,7 +289,7 @@ def run_flow_child(config: dict) -> None:
                      config["sink_url"], batch_size=config.get("batch_size", 20_000))
     t = time.perf_counter()
     try:
-        run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 2.0),
+        run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 10.0),
                      stop_offsets=(lambda: end) if end is not None else None,
                      recovery_dir=Path(config["recovery_dir"]) if config.get("recovery_dir") else None)
     except (KeyboardInterrupt, Exception) as exc:
@@ -308,7 +308,7 @@ if __name__ == "__main__":
 
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
-             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 2.0, recovery: bool = False) -> dict:
+             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""

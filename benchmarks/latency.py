@@ -26,7 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--seconds", type=float, default=120)
-    ap.add_argument("--epoch", type=float, default=2.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
+    ap.add_argument("--epoch", type=float, default=10.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
     ap.add_argument("--recovery", action="store_true", help="run the dataflow with a recovery store (as `up` does)")
     args = ap.parse_args()
     C.print_machine()
