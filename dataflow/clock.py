@@ -90,7 +90,8 @@ class Window:
 class Clock:
     """All of the dataflow's state: pickled whole for Bytewax recovery."""
 
-    def __init__(self, lateness_s: float, out_of_order_s: float, idle_s: float, emit_every_s: float = 0.2):
+    def __init__(self, lateness_s: float, out_of_order_s: float, idle_s: float, emit_every_s: float = 0.2,
+                 log_open_minutes: bool = False):
         self.lateness_s = lateness_s
         self.out_of_order_s = out_of_order_s
         self.idle_s = idle_s
@@ -107,6 +108,7 @@ class Clock:
         self.counters: Counter = Counter()
         self.last_emit = 0.0
         self.block_s = BLOCK_S
+        self.log_open_minutes = log_open_minutes  # snapshots (recovery) on: see MinuteRollup
 
     # ---- input --------------------------------------------------------------------------------------------
     def add(self, p: BatchPartial) -> None:
@@ -146,7 +148,7 @@ class Clock:
             if minute >= sealed:
                 r = self.rollups.get(minute)
                 if r is None:
-                    r = self.rollups[minute] = MinuteRollup()
+                    r = self.rollups[minute] = MinuteRollup(self.log_open_minutes)
                 r.add(cols)
         self.dirty_minutes.update(m for m in p.minutes if m >= sealed)
 
@@ -230,6 +232,8 @@ class Clock:
             clock.dirty_minutes = set(clock.rollups)
         if not hasattr(clock, "block_s"):  # taken while minutes were sealed one by one: keep doing so
             clock.block_s = BUCKET_S
+        if not hasattr(clock, "log_open_minutes"):  # it was snapshotted, so it runs with recovery
+            clock.log_open_minutes = True
         return clock
 
 
@@ -249,46 +253,45 @@ class MinuteRollup:
     when the minute is sealed. Measured faster than counting distinct (project, record) pairs and expanding them
     in Python at seal time, at both sparse (400 events/s) and dense (3,300 events/s) traffic.
 
-    A complete minute (its windows all closed) is packed into pickled bytes until it is sealed or a late event
-    unpacks it, for the same reasons as `Window`. The minute still being counted is snapshotted incrementally:
-    each snapshot pickles only what was counted since the previous one (a *chunk*) and counting goes on in fresh
-    counters, so a recovery snapshot costs what the last epoch added, not the whole minute (at 20,000 events/s a
-    whole minute took most of a second to pickle, every epoch). Chunks are summed back in C when the minute
-    completes."""
+    A complete minute (its windows all closed) is packed into compressed bytes until it is sealed or a late event
+    unpacks it, for the same reasons as `Window`. The minute still being counted is snapshotted as a *log* of the
+    columns it was counted from: each snapshot pickles only the columns added since the previous one (reusing the
+    bytes of earlier ones), and a restore counts them again. Pickling the counters instead cost most of a second
+    per epoch at 20,000 events/s (the whole minute, every epoch), and pickling them in chunks cost several seconds
+    a minute to sum the chunks back (measured with py-spy on `benchmarks/latency.py --recovery`). The log is kept
+    only when the clock is snapshotted (`Clock(log_open_minutes=True)`, i.e. with recovery)."""
 
-    __slots__ = ("per_project", "per_category", "packed", "chunks")
+    __slots__ = ("per_project", "per_category", "packed", "log", "pending", "base")
 
-    def __init__(self):
-        self._fresh()
-        self.packed: Optional[bytes] = None
-        self.chunks: list[bytes] = []
-
-    def _fresh(self) -> None:
+    def __init__(self, logged: bool = False):
         self.per_project = {"with_mirrors": Counter(), "overall": Counter()}  # project -> n
         self.per_category = {dim: Counter() for dim in ("country", *VIEW_DIMS, *FILE_DIMS)}  # (project, cat) -> n
-
-    def _collect(self) -> None:
-        """Sum the snapshot chunks back into the live counters."""
-        if not self.chunks:
-            return
-        parts = [_unpack_bytes(b) for b in self.chunks] + [(self.per_project, self.per_category)]
-        self.per_project = {dim: Counter(merge_counts([pp[dim] for pp, _ in parts])) for dim in self.per_project}
-        self.per_category = {dim: Counter(merge_counts([pc[dim] for _, pc in parts])) for dim in self.per_category}
-        self.chunks = []
+        self.packed: Optional[bytes] = None
+        self.log: Optional[list[bytes]] = [] if logged else None  # pickled columns already in a snapshot
+        self.pending: list = []  # columns counted since the last snapshot
+        self.base: Optional[bytes] = None  # packed counts a late event reopened; the log adds to them
 
     def pack(self) -> None:
         if self.packed is None:
-            self._collect()
             self.packed = _pack_bytes((self.per_project, self.per_category))
             self.per_project = self.per_category = None
+            if self.log is not None:
+                self.log, self.pending, self.base = [], [], None  # the packed bytes stand for all of it now
 
     def _unpack(self) -> None:
         if self.packed is not None:
             self.per_project, self.per_category = _unpack_bytes(self.packed)
+            if self.log is not None:
+                self.base = self.packed
             self.packed = None
 
     def add(self, cols: MinuteColumns) -> None:
         self._unpack()
+        if self.log is not None:
+            self.pending.append(cols)
+        self._count(cols)
+
+    def _count(self, cols: MinuteColumns) -> None:
         self.per_project["with_mirrors"].update(cols.all_projects)
         self.per_project["overall"].update(cols.projects)
         pc = self.per_category
@@ -308,7 +311,6 @@ class MinuteRollup:
         short there, and repeat from minute to minute)."""
         for m in minutes:
             m._unpack()
-            m._collect()
         out: dict = {}
         days = repeat(day)
         for dim in minutes[0].per_project:
@@ -323,22 +325,29 @@ class MinuteRollup:
     def __getstate__(self):
         if self.packed is not None:
             return self.packed
-        if any(self.per_project.values()):  # counted since the last snapshot: becomes a chunk, once
-            # pickled, not compressed: a chunk lives a minute at most (summed when the minute completes), so
-            # compressing it would cost the snapshot more than it saves (measured: 6% of the dataflow's time)
-            self.chunks.append(pickle.dumps((self.per_project, self.per_category), protocol=pickle.HIGHEST_PROTOCOL))
-            self._fresh()
-        return ("chunks", self.chunks)
+        if self.log is None:  # not logged (no recovery): the counters themselves
+            return (self.per_project, self.per_category)
+        if self.pending:
+            self.log.append(pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL))
+            self.pending = []
+        return ("log", self.log, self.base)
 
     def __setstate__(self, state):
-        self.chunks = []
+        self.pending, self.log, self.base = [], None, None
         if isinstance(state, bytes):
             self.per_project = self.per_category = None
             self.packed = state
-        elif state[0] == "chunks":
-            self._fresh()
-            self.packed, self.chunks = None, list(state[1])
-        else:  # a snapshot from before chunks: the counters themselves
+        elif state[0] == "log":
+            _, log, base = state
+            self.__init__(logged=True)
+            if base is not None:  # counted before: the packed state a late event reopened
+                self.per_project, self.per_category = _unpack_bytes(base)
+                self.base = base
+            for blob in log:
+                for cols in pickle.loads(blob):
+                    self._count(cols)
+            self.log = list(log)
+        else:  # a snapshot of the counters themselves (no log, or taken by an earlier version)
             (self.per_project, self.per_category), self.packed = state, None
 
 

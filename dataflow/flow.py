@@ -82,7 +82,7 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     def builder(resume: Optional[bytes]) -> ClockLogic:
         if resume is not None:
             return ClockLogic(Clock.restore(resume), snapshots)
-        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s), snapshots)
+        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots), snapshots)
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,

@@ -115,7 +115,7 @@ def test_state_survives_a_snapshot_round_trip():
 
 def test_snapshots_of_an_open_minute_take_only_what_was_counted_since_the_last_one():
     plain = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
-    snapped = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    snapped = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
     rows = zope_rows(range(0, 1300))
     for k, i in enumerate(range(0, 1300, 20)):
         part = parse_batch(RawBatch(0, 1, rows[i:i + 20], i, False, wall=1.0 + k))
@@ -123,13 +123,27 @@ def test_snapshots_of_an_open_minute_take_only_what_was_counted_since_the_last_o
         snapped.add(part)
         minute = (T0 + i) - (T0 + i) % 60
         open_minute = snapped.rollups[minute]
-        earlier = list(open_minute.chunks)
+        earlier = list(open_minute.log)
         blob = snapped.snapshot()
-        # one new chunk holds this batch; the chunks pickled by earlier snapshots are reused as they are
-        assert len(open_minute.chunks) == len(earlier) + 1
-        assert all(a is b for a, b in zip(earlier, open_minute.chunks))
+        # one new log entry holds this batch's columns; the entries pickled by earlier snapshots are reused
+        assert len(open_minute.log) == len(earlier) + 1
+        assert all(a is b for a, b in zip(earlier, open_minute.log))
         if k % 7 == 3:
             snapped = Clock.restore(blob)  # a restart from this epoch resumes from here
+        if k % 5 == 0:  # windows close, complete minutes are packed, as they are between batches
+            plain.flush(1.0 + k, force=True)
+            snapped.flush(1.0 + k, force=True)
     a, b = plain.flush(99.0, force=True), snapped.flush(99.0, force=True)
     assert [(x.bucket, x.span, x.counts) for x in a.buckets] == [(x.bucket, x.span, x.counts) for x in b.buckets]
-    assert a.buckets and a.buckets[0].counts[("2026-11-21", "zope-interface", "overall", None)] == 600
+
+
+def test_a_late_event_in_a_packed_minute_survives_a_restore():
+    clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2, log_open_minutes=True)
+    clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 130)), 0, False, wall=1.0)))
+    clock.flush(1.0, force=True)  # the first minute completes and is packed
+    assert clock.rollups[T0].packed is not None
+    clock.add(parse_batch(RawBatch(0, 1, zope_rows([10, 11]), 130, False, wall=2.0)))  # late, into that minute
+    restored = Clock.restore(clock.snapshot())
+    restored.add(parse_batch(RawBatch(0, 1, zope_rows(range(130, 1300)), 132, False, wall=3.0)))
+    buckets = restored.flush(99.0, force=True).buckets
+    assert buckets[0].counts[("2026-11-21", "zope-interface", "overall", None)] == 602
