@@ -10,7 +10,11 @@ from typing import Optional
 
 import orjson
 
-T0 = int(datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc).timestamp())
+from pypi_pulse.dataflow.clock import BLOCK_S
+
+# 200 s ending a minute after a 10-minute boundary: with a 60 s lateness the first rollup block (09:50–10:00)
+# is sealed while the stream runs, the rest is not
+T0 = int(datetime(2026, 11, 20, 9, 57, 40, tzinfo=timezone.utc).timestamp())
 SECONDS = 200
 LATENESS_S = 60
 SPAN_S = 10
@@ -50,10 +54,12 @@ def expected(good, sealed_before: Optional[int] = None):
         per_sec_projects.setdefault(s, set()).add(e["project"])
     newest = Counter(e["project"] for s, e in good if s == last)
     top = sorted(newest.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    if sealed_before is None:  # live: rollups seal whole minutes once the horizon passes them; watermark = last + 1
+    if sealed_before is None:  # live: minutes are sealed once the horizon passes them; watermark = last + 1
         horizon = last + 1 - LATENESS_S
         sealed_before = horizon - horizon % 60
-    today = sum(1 for s, e in good if s - s % 60 + 60 <= sealed_before and e["details"]["installer"]["name"] == "pip")
+    # and rollups reach the sink in whole aligned blocks of BLOCK_S seconds (dataflow/clock.py)
+    today = sum(1 for s, e in good
+                if s - s % BLOCK_S + BLOCK_S <= sealed_before and e["details"]["installer"]["name"] == "pip")
     return {
         "last": last,
         "rate": len(span) / SPAN_S,
