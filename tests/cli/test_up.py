@@ -17,7 +17,9 @@ from pypi_pulse.sink.base import open_sink
 def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
     data = tmp_path / "data"
     env = dict(os.environ, PYPI_PULSE_BROKER_PORT="0", PYPI_PULSE_PORT=str(free_port()),
-               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="3")
+               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="3",
+               # explicit ports: the derived ones (metrics port + 1 and + 2) may be an ephemeral port in use
+               PYPI_PULSE_PRODUCER_METRICS_PORT=str(free_port()), PYPI_PULSE_DATAFLOW_METRICS_PORT=str(free_port()))
     proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "up", "--data-dir", str(data), "--rate", "300",
                              "--seed", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)

@@ -151,7 +151,9 @@ def test_up_backfills_a_first_history_beside_the_live_stream(tmp_path):
 
     data = tmp_path / "data"
     env = dict(os.environ, PYPI_PULSE_BROKER_PORT="0", PYPI_PULSE_PORT=str(free_port()),
-               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="5")
+               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="5",
+               # explicit ports: the derived ones (metrics port + 1 and + 2) may be an ephemeral port in use
+               PYPI_PULSE_PRODUCER_METRICS_PORT=str(free_port()), PYPI_PULSE_DATAFLOW_METRICS_PORT=str(free_port()))
     proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "up", "--data-dir", str(data), "--rate", "100"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     sink = f"sqlite:///{data / 'pypi-pulse.db'}"
