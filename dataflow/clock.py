@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import Optional
 
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
+from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import merge_counts
 
@@ -139,7 +140,7 @@ class Clock:
         if p.dead:
             c["dead_lettered"] += len(p.dead)
             for _, reason in p.dead:
-                c["dead_lettered." + _reason_class(reason)] += 1
+                c["dead_lettered." + reason_label(reason)] += 1
         if p.max_second is not None:
             part.last_data_wall = p.wall
             if part.max_second is None or p.max_second > part.max_second:
@@ -255,16 +256,6 @@ class Clock:
         if not hasattr(clock, "log_open_minutes"):  # it was snapshotted, so it runs with recovery
             clock.log_open_minutes = True
         return clock
-
-
-def _reason_class(reason: str) -> str:
-    if reason.startswith("invalid event"):
-        return "invalid_event"
-    if "timestamp" in reason:
-        return "bad_timestamp"
-    if reason == "missing project":
-        return "missing_project"
-    return "other"
 
 
 class MinuteRollup:
