@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from operator import itemgetter
 from typing import Iterable, Optional
 
 from pypi_pulse.names import normalize
@@ -59,8 +60,11 @@ def daily_rows(buckets: Iterable[RollupBucket], skip_days: frozenset | set = fro
 
 
 def bucket_days(buckets: Iterable[RollupBucket]) -> list[str]:
-    """The distinct days a list of buckets touches (a minute bucket touches one day)."""
-    return sorted({day for b in buckets for (day, _p, _d, _c) in b.counts})
+    """The distinct days a list of buckets touches (a bucket touches one day); C-level, a block has ~10^5 keys."""
+    return sorted(set().union(*(map(_DAY, b.counts) for b in buckets)))
+
+
+_DAY = itemgetter(0)
 
 
 def backfilled_among(days: list[str]) -> tuple[str, tuple]:

@@ -15,7 +15,7 @@ import orjson
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
+from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, bucket_days, partly_applied,
                                     prune_backfilled_statement, prune_buckets_statement)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
 
@@ -125,8 +125,7 @@ class SQLiteSink(Sink):
             keys = b.counts.keys()
             rows += zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys),
                         map(_NULL_AS_EMPTY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
-        days = set(map(_FIRST, rows))
-        owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()}
+        owned = {d for (d,) in cur.execute(*backfilled_among(bucket_days(buckets))).fetchall()}
         if owned:
             rows = [r for r in rows if r[0] not in owned]
         rows.sort()
