@@ -43,7 +43,11 @@ def main() -> int:
     took = time.perf_counter() - t
     print(f"counted {len(lines):,} events into the clock in {took:.1f} s ({len(lines) / took:,.0f} events/s, parse included)")
     for minute, rollup in sorted(clock.rollups.items()):
-        raw = len(pickle.dumps((rollup.per_project, rollup.per_category), protocol=pickle.HIGHEST_PROTOCOL))
+        raw = len(pickle.dumps(rollup._state(), protocol=pickle.HIGHEST_PROTOCOL))
+        keys = sum(len(t.keys) for t in rollup.tallies.values())
+        print(f"rollup minute {minute}: {keys:,} distinct (project, dimension, category) keys, "
+              f"{sum(t.keys.nbytes + t.counts.nbytes for t in rollup.tallies.values()) / 2**20:.1f} MiB of arrays")
+        rollup.compress = True  # as with recovery on
         t = time.perf_counter()
         rollup.pack()
         pack_s = time.perf_counter() - t
