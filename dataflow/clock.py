@@ -434,18 +434,7 @@ class MinuteRollup:
                     keys = (to_p[keys >> 32] << 32) | to_c[keys & _LOW]
                 order = np.argsort(keys, kind="stable")  # remapped codes are no longer in order
                 merged[dim] += (keys[order], tally.counts[order])
-        p_table, c_table = projects.table(), categories.table()
-        out: dict = {}
-        days = repeat(day)
-        for dim, pairs in merged.items():
-            keys, counts = _summed(*pairs)
-            counts = counts.tolist()
-            if dim in PER_PROJECT_DIMS:
-                out.update(zip(zip(days, p_table[keys].tolist(), repeat(dim), repeat(None)), counts))
-            else:
-                out.update(zip(zip(days, p_table[keys >> 32].tolist(), repeat(dim), c_table[keys & _LOW].tolist()),
-                               counts))
-        return out
+        return _rows_in_key_order(merged, projects.table(), categories.table(), day)
 
     # ---- recovery ------------------------------------------------------------------------------------------
     def __getstate__(self):
@@ -480,6 +469,44 @@ class MinuteRollup:
             pairs = list(counter)
             keys = (self.projects.column([p for p, _ in pairs]) << 32) | self.categories.column([c for _, c in pairs])
             self.tallies[dim] = _Tally(*_summed(*_sorted_pair(keys, counter.values())))
+
+
+def _ranks(table: np.ndarray) -> np.ndarray:
+    """code -> its position in string order (None, stored as '', first)."""
+    order = sorted(range(len(table)), key=lambda i: "" if table[i] is None else table[i])
+    ranks = np.empty(len(table), dtype=np.int64)
+    ranks[order] = np.arange(len(table), dtype=np.int64)
+    return ranks
+
+
+def _rows_in_key_order(merged: dict, p_table: np.ndarray, c_table: np.ndarray, day: str) -> dict:
+    """(day, project, dimension, category) -> downloads, inserted in the sink's primary-key order: the sort is
+    one numpy argsort over (project rank, dimension rank, category rank) packed in an int64, so the sink's own
+    sort of the rows finds them sorted (sorting a million Python tuples took ~4 s)."""
+    p_rank, c_rank = _ranks(p_table), _ranks(c_table) + 1  # 0: the category of per-project dimensions
+    dims = sorted(merged)
+    sort_keys, projects, categories, counts, dim_of = [], [], [], [], []
+    for d, dim in enumerate(dims):
+        keys, n = _summed(*merged[dim])
+        if dim in PER_PROJECT_DIMS:
+            p, c, rank = keys, None, 0
+        else:
+            p, c = keys >> 32, keys & _LOW
+            rank = c_rank[c]
+        sort_keys.append((p_rank[p] << 36) | (d << 32) | rank)
+        projects.append(p)
+        categories.append(c if c is not None else np.full(len(keys), -1, dtype=np.int64))
+        counts.append(n)
+        dim_of.append(np.full(len(keys), d, dtype=np.int64))
+    if not sort_keys:
+        return {}
+    order = np.argsort(np.concatenate(sort_keys), kind="stable")
+    cats = np.concatenate(categories)[order]
+    cat_table = np.append(c_table, None)  # -1: no category
+    dim_table = np.array(dims, dtype=object)
+    return dict(zip(zip(repeat(day), p_table[np.concatenate(projects)[order]].tolist(),
+                        dim_table[np.concatenate(dim_of)[order]].tolist(), cat_table[cats].tolist()),
+                    np.concatenate(counts)[order].tolist()))
 
 
 def _sorted_pair(keys: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
