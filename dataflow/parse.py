@@ -17,7 +17,6 @@ which gives every such event its dead-letter reason. Every event is accounted fo
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
@@ -25,6 +24,7 @@ from operator import attrgetter, itemgetter
 from typing import NamedTuple, Optional, Union
 
 import msgspec
+import numpy as np
 
 from pypi_pulse.countries import ALPHA2, UNKNOWN
 from pypi_pulse.dataflow.source import RawBatch
@@ -153,8 +153,6 @@ _DETAILS = attrgetter("details")
 _FILE = attrgetter("file")
 _FILE_TYPE = attrgetter("type")
 _VERSION = attrgetter("version")
-_PREFIX = itemgetter(slice(0, 19))
-_AT_19 = itemgetter(19)
 _UTC_TAILS = (" UTC", "Z", "+00:00", "")
 
 
@@ -176,40 +174,51 @@ def _decode(values: list[bytes]) -> tuple[list, list]:
     return events, dead
 
 
-def _second_prefixes(ts: list) -> Optional[list]:
-    """Each timestamp's first 19 characters, if that prefix alone decides its UTC second for the whole batch.
+_DOT, _ZERO, _NINE = ord("."), ord("0"), ord("9")
 
-    True when every timestamp is a string of one length laid out `YYYY-MM-DD?HH:MM:SS[.digits](UTC suffix)`, as
-    BigQuery exports are; checked with C-level operations over the batch. None: the caller parses each one.
-    """
+
+def _seconds(ts: list) -> Optional[np.ndarray]:
+    """The UTC second of every timestamp, or None if one of them is unreadable (the per-event path says which)."""
+    try:
+        secs = _seconds_by_prefix(ts)
+        return secs if secs is not None else np.fromiter(map(epoch_second, ts), np.int64, len(ts))
+    except BadTimestamp:
+        return None
+
+
+def _seconds_by_prefix(ts: list) -> Optional[np.ndarray]:
+    """Seconds read from each timestamp's first 19 characters, if that prefix alone decides its UTC second for
+    the whole batch: every timestamp a string of one length laid out `YYYY-MM-DD?HH:MM:SS[.digits](UTC suffix)`,
+    as BigQuery exports are. The batch is checked as one (n, length) byte matrix with numpy, and only the first
+    timestamp of each run of equal prefixes (events arrive nearly in time order) is parsed. None: parse each."""
     if set(map(type, ts)) != {str}:
         return None
     lengths = set(map(len, ts))
     if len(lengths) != 1:
         return None
-    n = lengths.pop()
-    if n < 19:
+    width = lengths.pop()
+    joined = "".join(ts)
+    if width < 19 or not joined.isascii():
         return None
-    for tail in _UTC_TAILS:
-        end = n - len(tail)
-        if end < 19 or (tail and set(map(itemgetter(slice(end, None)), ts)) != {tail}):
-            continue
-        if end == 19 or (end > 20 and set(map(_AT_19, ts)) == {"."}
-                         and "".join(map(itemgetter(slice(20, end)), ts)).isdigit()):
-            return list(map(_PREFIX, ts))
-    return None
+    chars = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(len(ts), width)
+    if not any(_utc_layout(chars, tail) for tail in _UTC_TAILS):
+        return None
+    prefixes = chars[:, :19]
+    starts = np.flatnonzero(np.concatenate(([True], (prefixes[1:] != prefixes[:-1]).any(axis=1))))
+    if len(starts) > len(ts) // 8:
+        return None  # not in time order: per-event parsing with its cache is as fast
+    run_secs = np.fromiter((epoch_second(ts[i][:19]) for i in starts.tolist()), np.int64, len(starts))
+    return np.repeat(run_secs, np.diff(np.append(starts, len(ts))))
 
 
-def _seconds(ts: list) -> Optional[list[int]]:
-    """The UTC second of every timestamp, or None if one of them is unreadable (the per-event path says which)."""
-    try:
-        prefixes = _second_prefixes(ts)
-        if prefixes is None:
-            return list(map(epoch_second, ts))
-        sec_of = {p: epoch_second(p) for p in set(prefixes)}
-        return list(map(sec_of.__getitem__, prefixes))
-    except BadTimestamp:
-        return None
+def _utc_layout(chars: np.ndarray, tail: str) -> bool:
+    end = chars.shape[1] - len(tail)
+    if end < 19 or (tail and not (chars[:, end:] == np.frombuffer(tail.encode(), np.uint8)).all()):
+        return False
+    if end == 19:
+        return True
+    fraction = chars[:, 20:end]
+    return end > 20 and bool((chars[:, 19] == _DOT).all()) and bool(((fraction >= _ZERO) & (fraction <= _NINE)).all())
 
 
 def _system_category(system: Optional[str]) -> Optional[str]:
@@ -291,21 +300,28 @@ def _each_event(raw: RawBatch, events: list, dead: list) -> BatchPartial:
     return _partial(raw, secs, projects, ccs, views, ftypes, versions, dead)
 
 
-def _partial(raw: RawBatch, secs: list, projects: list, ccs: list, views: list, ftypes: list, versions: list,
+def _partial(raw: RawBatch, secs, projects: list, ccs: list, views: list, ftypes: list, versions: list,
              dead: list) -> BatchPartial:
-    """Split the columns by second (windows) and by minute (rollups), after one C-level sort by second."""
-    country_counts = Counter(zip(secs, ccs))
+    """Split the columns by second (windows) and by minute (rollups); sorted by second first unless (as usual)
+    they already are."""
+    country_counts: Counter = Counter()
     second_projects: dict = {}
     minutes: dict = {}
-    if secs:
-        distinct = sorted(set(secs))
-        if len(distinct) > 1:
-            order = sorted(range(len(secs)), key=secs.__getitem__)
-            secs, projects, ccs, views, ftypes, versions = (
-                [*map(col.__getitem__, order)] for col in (secs, projects, ccs, views, ftypes, versions))
-        bounds = [bisect_left(secs, s) for s in distinct] + [len(secs)]
-        for i, s in enumerate(distinct):
-            second_projects[s] = projects[bounds[i]:bounds[i + 1]]
+    secs = np.asarray(secs, dtype=np.int64)
+    if len(secs):
+        steps = np.diff(secs)
+        if (steps < 0).any():
+            order = np.argsort(secs, kind="stable")
+            secs = secs[order]
+            order = order.tolist()
+            projects, ccs, views, ftypes, versions = (
+                [*map(col.__getitem__, order)] for col in (projects, ccs, views, ftypes, versions))
+            steps = np.diff(secs)
+        bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), len(secs)]
+        distinct = secs[bounds[:-1]].tolist()
+        for s, lo, hi in zip(distinct, bounds, bounds[1:]):
+            second_projects[s] = projects[lo:hi]
+            country_counts.update({(s, cc): n for cc, n in Counter(ccs[lo:hi]).items()})
         minute_starts = [i for i, s in enumerate(distinct) if i == 0 or s // BUCKET_S != distinct[i - 1] // BUCKET_S]
         minute_starts.append(len(distinct))
         for a, b in zip(minute_starts, minute_starts[1:]):
@@ -313,7 +329,8 @@ def _partial(raw: RawBatch, secs: list, projects: list, ccs: list, views: list, 
             minute = distinct[a] - distinct[a] % BUCKET_S
             minutes[minute] = _minute_columns(projects[lo:hi], ccs[lo:hi], views[lo:hi], ftypes[lo:hi], versions[lo:hi])
     return BatchPartial(raw.partition, raw.n_partitions, raw.next_offset, raw.caught_up, raw.final, raw.wall,
-                        len(raw.values), secs[-1] if secs else None, country_counts, second_projects, minutes, dead)
+                        len(raw.values), int(secs[-1]) if len(secs) else None, country_counts, second_projects, minutes,
+                        dead)
 
 
 def _minute_columns(projects: list, ccs: list, views: list, ftypes: list, versions: list) -> MinuteColumns:
