@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from pypi_pulse.dataflow.columns import Coded, Codes
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
@@ -163,7 +164,7 @@ class Clock:
                 self.dirty.add(sec)
         for sec, projects in p.second_projects.items():
             if sec >= sealed:
-                windows[sec].counts().update(projects)  # counted in C
+                windows[sec].counts().update(projects.counts())  # distinct projects counted by numpy
         for minute, cols in p.minutes.items():
             if minute >= sealed:
                 r = self.rollups.get(minute)
@@ -260,26 +261,6 @@ class Clock:
         return clock
 
 
-class _Codes(dict):
-    """value -> small int, assigned in order of first sight; looked up at C speed with `map(codes.__getitem__, col)`
-    (a missing key costs one Python call, once per distinct value). Iterating yields the values in code order."""
-
-    __slots__ = ()
-
-    def __missing__(self, key):
-        code = self[key] = len(self)
-        return code
-
-    def column(self, values) -> np.ndarray:
-        return np.fromiter(map(self.__getitem__, values), np.int64, len(values))
-
-    def table(self) -> np.ndarray:
-        """code -> value, as an object array to decode many codes with one `take`."""
-        out = np.empty(len(self), dtype=object)
-        out[:] = list(self)
-        return out
-
-
 _EMPTY = np.zeros(0, dtype=np.int64)
 _LOW = (1 << 32) - 1
 COMPACT_AT = 1 << 16  # raw keys folded into the sorted counts once there are this many (and as many as counts)
@@ -347,9 +328,9 @@ class MinuteRollup:
     __slots__ = ("projects", "categories", "views", "view_cats", "tallies", "packed", "compress")
 
     def __init__(self, logged: bool = False):
-        self.projects = _Codes()
-        self.categories = _Codes()  # every category string of every dimension (and None)
-        self.views = _Codes()  # details views (tuples in VIEW_DIMS order)
+        self.projects = Codes()
+        self.categories = Codes()  # every category string of every dimension (and None)
+        self.views = Codes()  # details views (tuples in VIEW_DIMS order)
         self.view_cats = [_EMPTY] * len(VIEW_DIMS)  # per view dimension: view code -> category code
         self.tallies = {dim: _Tally() for dim in (*PER_PROJECT_DIMS, *PER_CATEGORY_DIMS)}
         self.packed: Optional[bytes] = None
@@ -361,25 +342,31 @@ class MinuteRollup:
         self._count(cols)
 
     def _count(self, cols: MinuteColumns) -> None:
+        if not isinstance(cols.all_projects, Coded):
+            cols = _coded_columns(cols)
         t = self.tallies
-        codes = self.projects.column(cols.all_projects)
+        to_project = self.projects.column(cols.all_projects.table)  # batch code -> this minute's code
+        codes = to_project[cols.all_projects.codes]
         t["with_mirrors"].add(codes)
         if cols.projects is not cols.all_projects:  # mirror downloads left out of every other dimension
-            codes = self.projects.column(cols.projects)
+            codes = to_project[cols.projects.codes]
         t["overall"].add(codes)
         high = codes << 32
-        cats = self.categories
-        t["country"].add(high | cats.column(cols.countries))
-        views = self._view_column(cols.views)
+        t["country"].add(high | self._categories(cols.countries))
+        views = self._view_codes(cols.views.table)[cols.views.codes]
         for j, dim in enumerate(VIEW_DIMS):
             t[dim].add(high | self.view_cats[j][views])
-        t["file_type"].add(high | cats.column(cols.file_types))
-        t["version"].add(high | cats.column(cols.versions))
+        t["file_type"].add(high | self._categories(cols.file_types))
+        t["version"].add(high | self._categories(cols.versions))
 
-    def _view_column(self, views: list) -> np.ndarray:
+    def _categories(self, col: Coded) -> np.ndarray:
+        return self.categories.column(col.table)[col.codes]
+
+    def _view_codes(self, views: list) -> np.ndarray:
+        """This minute's codes of a batch's distinct views; new ones get their per-dimension category codes."""
         known = len(self.views)
         codes = self.views.column(views)
-        if len(self.views) > known:  # new views: their category codes, once per distinct view
+        if len(self.views) > known:
             new = list(self.views)[known:]
             cats = self.categories
             for j in range(len(VIEW_DIMS)):
@@ -409,7 +396,7 @@ class MinuteRollup:
 
     def _load(self, state: tuple) -> None:
         _, projects, categories, views, view_cats, tallies = state
-        self.projects, self.categories, self.views = (_Codes(zip(v, range(len(v)))) for v in (projects, categories, views))
+        self.projects, self.categories, self.views = (Codes(zip(v, range(len(v)))) for v in (projects, categories, views))
         self.view_cats, self.tallies = list(view_cats), tallies
 
     # ---- sealing -------------------------------------------------------------------------------------------
@@ -421,7 +408,7 @@ class MinuteRollup:
     def merged_final(minutes: list["MinuteRollup"], day: str) -> dict:
         """`final` of several minutes of one day: their codes are mapped onto common ones and their counts summed
         with numpy, per dimension, before any row is built."""
-        projects, categories = _Codes(), _Codes()
+        projects, categories = Codes(), Codes()
         merged: dict[str, list] = {dim: [] for dim in (*PER_PROJECT_DIMS, *PER_CATEGORY_DIMS)}
         for m in minutes:
             m._unpack()
@@ -469,6 +456,15 @@ class MinuteRollup:
             pairs = list(counter)
             keys = (self.projects.column([p for p, _ in pairs]) << 32) | self.categories.column([c for _, c in pairs])
             self.tallies[dim] = _Tally(*_summed(*_sorted_pair(keys, counter.values())))
+
+
+def _coded_columns(cols: MinuteColumns) -> MinuteColumns:
+    """Columns logged by an earlier version, as lists (restored from its snapshots)."""
+    names = Codes()
+    all_projects = Coded(names.column(cols.all_projects), [])
+    projects = all_projects if cols.projects is cols.all_projects else Coded(names.column(cols.projects), [])
+    all_projects.table = projects.table = list(names)
+    return MinuteColumns(all_projects, projects, *map(Coded.of, cols[2:]))
 
 
 def _ranks(table: np.ndarray) -> np.ndarray:

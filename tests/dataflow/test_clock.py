@@ -9,7 +9,7 @@ from collections import Counter
 import orjson
 
 from pypi_pulse.dataflow.clock import BLOCK_S, Clock, MinuteRollup
-from pypi_pulse.dataflow.parse import VIEW_DIMS, parse_batch
+from pypi_pulse.dataflow.parse import VIEW_DIMS, MinuteColumns, parse_batch
 from pypi_pulse.dataflow.source import RawBatch
 
 T0 = 1795219200  # 2026-11-21T00:00:00Z
@@ -145,6 +145,8 @@ def test_minutes_snapshotted_by_the_counter_based_version_restore_with_their_cou
             for i in range(200)]
     (minute, cols), = parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)).minutes.items()
     expected = MinuteRollup.merged_final([_counted(cols)], "2026-11-21")
+    assert cols.projects is not cols.all_projects  # mirror downloads, left out of every dimension but one
+    cols = MinuteColumns(*(c.values() for c in cols))  # as lists, as the earlier version held them
     per_project = {"with_mirrors": Counter(cols.all_projects), "overall": Counter(cols.projects)}
     per_category = {"country": Counter(zip(cols.projects, cols.countries)),
                     "file_type": Counter(zip(cols.projects, cols.file_types)),

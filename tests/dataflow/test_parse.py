@@ -1,0 +1,108 @@
+"""Turning a Kafka batch into columns: the Arrow tier, the msgspec tiers and the per-event tier agree event for event,
+and a batch the Arrow reader must not take whole goes to the tiers that keep msgspec's rules."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import orjson
+import pytest
+
+from pypi_pulse.dataflow import parse as P
+from pypi_pulse.dataflow.source import RawBatch
+from pypi_pulse.events import format_bigquery_ts
+from expected_rollups import expected_daily, make_event
+
+T0 = 1795219200  # 2026-11-21T00:00:00Z
+
+
+def events(n: int, seed: int = 7, spread_s: float = 150.0, shuffle: bool = False) -> list[dict]:
+    rng = random.Random(seed)
+    out = [make_event(rng, T0 + spread_s * i / n) for i in range(n)]
+    if shuffle:
+        rng.shuffle(out)
+    return out
+
+
+def as_bytes(evs: list[dict]) -> list[bytes]:
+    return [orjson.dumps({**e, "timestamp": format_bigquery_ts(e["timestamp"]), "url": "/x", "tls_protocol": "TLSv1.3"})
+            for e in evs]
+
+
+def summary(p: P.BatchPartial) -> tuple:
+    rollups = Counter()
+    for counts in p.rollups.values():
+        rollups.update(counts)
+    return (dict(p.country_counts), dict(p.project_counts), dict(rollups), p.max_second, p.consumed,
+            sorted(reason for _, reason in p.dead))
+
+
+def by_tier(raw: RawBatch) -> dict[str, tuple]:
+    events_, dead = P._decode(raw.values)
+    assert not dead
+    return {"arrow": summary(P._columnar(raw)), "msgspec": summary(P._whole_batch(raw, events_)),
+            "per event": summary(P._each_event(raw, events_, []))}
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in time order", "shuffled"])
+def test_every_tier_gives_the_same_counts_as_the_independent_expectation(shuffle):
+    evs = events(3000, shuffle=shuffle)
+    raw = RawBatch(0, 1, as_bytes(evs), 3000, False, wall=1.0)
+    tiers = by_tier(raw)
+    assert tiers["arrow"] == tiers["msgspec"] == tiers["per event"]
+    rollups = tiers["arrow"][2]
+    assert rollups == dict(expected_daily(evs))
+    assert sum(tiers["arrow"][0].values()) == 3000
+    assert tiers["arrow"][3] == int(T0 + 150 * 2999 / 3000)
+
+
+def test_unknown_fields_null_records_and_unnormalised_names_are_read_like_msgspec_reads_them():
+    rows = [{"timestamp": "2026-11-21 00:00:01.5 UTC", "project": "Zope.Interface", "country_code": None,
+             "file": None, "details": None, "extra": {"nested": [1, 2]}},
+            {"timestamp": "2026-11-21 00:00:01.7 UTC", "project": "zope_interface", "country_code": "XX",
+             "file": {"version": None, "type": "sdist", "filename": "z.tar.gz"},
+             "details": {"installer": None, "python": "3.12.1", "system": {"name": None}, "ci": False,
+                         "distro": {"name": "Ubuntu", "libc": {"lib": "glibc"}}}},
+            {"timestamp": "2026-11-21 00:00:02.0 UTC", "project": "zope-interface", "country_code": "DE",
+             "details": {"installer": {"name": "devpi"}, "python": "3.10rc1", "cpu": "aarch64", "ci": True}}]
+    raw = RawBatch(0, 1, [orjson.dumps(r) for r in rows], 3, False, wall=1.0)
+    tiers = by_tier(raw)
+    assert tiers["arrow"] == tiers["msgspec"] == tiers["per event"]
+    assert tiers["arrow"][1] == {(T0 + 1, "zope-interface"): 2, (T0 + 2, "zope-interface"): 1}
+    assert tiers["arrow"][0] == {(T0 + 1, "ZZ"): 2, (T0 + 2, "DE"): 1}
+
+
+@pytest.mark.parametrize("odd, reason", [
+    ({"project": 5}, "invalid event"),  # a number where a name belongs: msgspec's rule, not Arrow's coercion
+    ({"details": {"ci": "yes"}}, "invalid event"),
+    ({"details": {"installer": "pip"}}, "invalid event"),
+    ({"project": ""}, "missing project"),
+    ({"timestamp": "2026-11-21T02:00:01.5+02:00"}, None),  # readable, but not by the UTC prefix rule
+    ({"timestamp": 1795219201.5}, None),  # epoch seconds: the msgspec tier
+], ids=["numeric project", "string ci", "installer not a record", "empty project", "offset", "epoch"])
+def test_a_batch_arrow_must_not_take_whole_is_parsed_by_the_other_tiers(odd, reason):
+    good = as_bytes(events(200))
+    bad = orjson.dumps({"timestamp": "2026-11-21 00:00:01.5 UTC", "project": "numpy", **odd})
+    raw = RawBatch(0, 1, good[:100] + [bad] + good[100:], 201, False, wall=1.0)
+    assert P._columnar(raw) is None
+    p = P.parse_batch(raw)
+    reasons = [r for _, r in p.dead]
+    if reason is None:
+        assert not reasons and sum(p.country_counts.values()) == 201
+    else:
+        assert len(reasons) == 1 and reasons[0].startswith(reason)
+        assert p.dead[0][0] == bad
+        assert sum(p.country_counts.values()) == 200
+
+
+@pytest.mark.parametrize("odd", [b"", b"{\"timestamp\": \"2026-11-21 00:00:01 UTC\",\n \"project\": \"numpy\"}", b"[1, 2]",
+                                 b"not json"], ids=["blank", "two lines", "not an object", "not json"])
+def test_a_message_that_is_not_one_json_line_never_shifts_the_rows(odd):
+    good = as_bytes(events(50))
+    raw = RawBatch(0, 1, good[:25] + [odd] + good[25:], 51, False, wall=1.0)
+    assert P._columnar(raw) is None
+    p = P.parse_batch(raw)
+    counted = sum(p.country_counts.values())
+    assert counted + len(p.dead) == 51
+    assert counted >= 50
