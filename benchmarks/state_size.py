@@ -35,7 +35,7 @@ def main() -> int:
 
     export = C.synthetic_export(max(args.events, 200_000), 66_000, 1, args.cache_dir)
     with open(export, "rb") as f:
-        lines = list(itertools.islice(f, args.events))
+        lines = [line.rstrip(b"\n") for line in itertools.islice(f, args.events)]  # as Kafka values
     clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2)
     t = time.perf_counter()
     for i in range(0, len(lines), 20_000):

@@ -289,8 +289,10 @@ def _columnar(raw: RawBatch) -> Optional[BatchPartial]:
     the batch needs another tier."""
     values = raw.values
     data = b"\n".join(values)
-    if data.count(b"\n") != len(values) - 1:
-        return None  # a value spanning lines: one event per line is what makes rows line up with messages
+    if data.count(b"\n") != len(values) - 1:  # one event per line is what makes rows line up with messages
+        data = b"\n".join(map(bytes.strip, values))  # a trailing newline is JSON whitespace
+        if data.count(b"\n") != len(values) - 1:
+            return None  # a value spanning lines
     try:
         table = pa_json.read_json(pa.py_buffer(data), parse_options=_ARROW_PARSE,
                                   read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) // 2 + 1)))

@@ -106,3 +106,11 @@ def test_a_message_that_is_not_one_json_line_never_shifts_the_rows(odd):
     counted = sum(p.country_counts.values())
     assert counted + len(p.dead) == 51
     assert counted >= 50
+
+
+def test_values_ending_in_a_newline_still_take_the_arrow_tier():
+    evs = events(300)
+    raw = RawBatch(0, 1, [v + b"\n" for v in as_bytes(evs)], 300, False, wall=1.0)
+    partial = P._columnar(raw)
+    assert partial is not None
+    assert summary(partial)[2] == dict(expected_daily(evs))
