@@ -1,15 +1,16 @@
 """Turning a raw Kafka batch into per-event columns: the only per-event work in the dataflow.
 
 Why it looks the way it does (measured on the 2-core benchmark machine, see docs/performance.md):
-- A batch is decoded by msgspec in one C call (falling back to per-message decoding to isolate bad messages) into
-  frozen, GC-untracked structs holding only the fields pypi-pulse reads. The cyclic garbage collector walking
-  millions of freshly decoded, tracked objects cost more than the JSON parsing itself, and the fields we never
-  read (distro, openssl...) cost half of the decoding.
-- No Python loop runs per event: per-event values are pulled out with C-level `map`/`attrgetter`, timestamps of
-  one second share their first 19 characters so only a batch's distinct seconds are parsed, and records
-  (`details`, `file`) are turned into rollup categories once per distinct record.
-- The result is columns split by second and by rollup minute; the clock counts them into its state with
-  `Counter.update` (C), so nothing is counted twice and Python code runs per distinct key, not per event.
+- The usual batch is read by Arrow's JSON reader (C++) straight into columns of the fields pypi-pulse reads, and
+  each column becomes integer codes into a table of its distinct values (`dataflow/columns.Coded`): no Python
+  object is made per event, and normalising a name, mapping a country or reading a `details` record happens once
+  per distinct value. Parse and clock together went from 63,000 to 165,000 events/s on one core with this tier
+  (`benchmarks/state_size.py`).
+- A batch Arrow must not take whole (numeric or offset timestamps, a message spanning lines) is decoded by
+  msgspec in one C call into frozen, GC-untracked structs holding only the fields we read; columns are pulled out
+  with C-level `map`/`attrgetter`.
+- Timestamps of one second share their first 19 characters: a batch's timestamps are checked as one numpy byte
+  matrix and only its distinct prefixes are parsed.
 A batch with anything unusual (a bad event, a missing project, a bad timestamp) takes the per-event path instead,
 which gives every such event its dead-letter reason. Every event is accounted for: counted, or dead-lettered.
 """
