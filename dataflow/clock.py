@@ -130,6 +130,11 @@ class Clock:
         self.last_emit = 0.0
         self.block_s = BLOCK_S
         self.log_open_minutes = log_open_minutes  # snapshots (recovery) on: see MinuteRollup
+        # With recovery, a sealed block's minutes stay (packed) until the sink is seen to have applied the block
+        # (`release`): the sink applies big blocks in slices over several seconds, and a crash meanwhile must not
+        # lose one. A restored clock sends its unapplied blocks again; the sink skips what it already has.
+        self.unapplied: dict[int, list[MinuteRollup]] = {}
+        self.resend: set[int] = set()
 
     # ---- input --------------------------------------------------------------------------------------------
     def add(self, p: BatchPartial) -> None:
@@ -229,6 +234,14 @@ class Clock:
             for block in ready:
                 minutes = [self.rollups.pop(m) for m in sorted(self.rollups) if block <= m < block + block_s]
                 buckets.append(RollupBucket(block, MinuteRollup.merged_final(minutes, day_of(block)), span=block_s))
+                if self.log_open_minutes:
+                    for m in minutes:
+                        m.pack()
+                    self.unapplied[block] = minutes
+        for block in sorted(self.resend & self.unapplied.keys()):
+            buckets.append(RollupBucket(block, MinuteRollup.merged_final(self.unapplied[block], day_of(block)),
+                                        span=self.block_s))
+        self.resend.clear()
         self.last_emit = now
         if not rows and not buckets and not force and now - self._last_stats < 1.0:
             return None
@@ -245,6 +258,11 @@ class Clock:
             now,
         )
 
+    def release(self, applied: set[int]) -> None:
+        """Forget the sealed blocks the sink has applied."""
+        for block in applied:
+            self.unapplied.pop(block, None)
+
     # ---- recovery -----------------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -258,6 +276,9 @@ class Clock:
             clock.block_s = BUCKET_S
         if not hasattr(clock, "log_open_minutes"):  # it was snapshotted, so it runs with recovery
             clock.log_open_minutes = True
+        if not hasattr(clock, "unapplied"):  # taken before sealed blocks were kept until applied
+            clock.unapplied = {}
+        clock.resend = set(clock.unapplied)  # the sink may not have them all: send them again
         return clock
 
 
@@ -390,6 +411,15 @@ class MinuteRollup:
             else:
                 self._load(state)
 
+    def counted(self) -> "MinuteRollup":
+        """This minute with its counts readable; a packed minute stays packed (the clock may keep it)."""
+        if self.packed is None:
+            return self
+        view = MinuteRollup.__new__(MinuteRollup)
+        view.__setstate__(self.packed)
+        view._unpack()
+        return view
+
     def _state(self) -> tuple:
         return ("arrays", list(self.projects), list(self.categories), list(self.views), self.view_cats,
                 {dim: t.compact() for dim, t in self.tallies.items()})
@@ -410,8 +440,7 @@ class MinuteRollup:
         with numpy, per dimension, before any row is built."""
         projects, categories = Codes(), Codes()
         merged: dict[str, list] = {dim: [] for dim in (*PER_PROJECT_DIMS, *PER_CATEGORY_DIMS)}
-        for m in minutes:
-            m._unpack()
+        for m in map(MinuteRollup.counted, minutes):
             to_p, to_c = projects.column(list(m.projects)), categories.column(list(m.categories))
             for dim, tally in m.tallies.items():
                 keys = tally.compact().keys

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -40,17 +40,44 @@ class FlowConfig:
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
 
 
+class AppliedBlocks:
+    """Asks the sink which sealed blocks it has applied, through a read-only connection opened on first use (the
+    store step creates the sink before any block reaches it)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.sink = None
+
+    def __call__(self, blocks: list[int]) -> set[int]:
+        if self.sink is None:
+            from pypi_pulse.errors import UserError
+            from pypi_pulse.sink.base import open_sink
+
+            try:
+                self.sink = open_sink(self.url, readonly=True)
+            except UserError:
+                return set()  # not created yet
+        return self.sink.applied_buckets(blocks)
+
+
 class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
-    def __init__(self, clock: Clock, snapshots: bool = True):
+    def __init__(self, clock: Clock, snapshots: bool = True, applied: Optional[Callable[[list[int]], set[int]]] = None):
         self.clock = clock
         self.snapshots = snapshots
+        self.applied = applied  # with recovery: which of the clock's sealed blocks the sink has applied
+        self.last_check = 0.0
 
     def on_item(self, value: BatchPartial):
         self.clock.add(value)
-        out = self.clock.flush(time.time())
-        return ([out] if out else []), StatefulLogic.RETAIN
+        return self._flush()
 
     def on_notify(self):
+        return self._flush()
+
+    def _flush(self):
+        if self.applied is not None and self.clock.unapplied and time.monotonic() - self.last_check >= 1.0:
+            self.last_check = time.monotonic()
+            self.clock.release(self.applied(sorted(self.clock.unapplied)))
         out = self.clock.flush(time.time())
         return ([out] if out else []), StatefulLogic.RETAIN
 
@@ -79,10 +106,13 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
     keyed = op.key_on("one_clock", partials, lambda _: "all")
 
+    applied = AppliedBlocks(cfg.sink_url) if snapshots else None
+
     def builder(resume: Optional[bytes]) -> ClockLogic:
         if resume is not None:
-            return ClockLogic(Clock.restore(resume), snapshots)
-        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots), snapshots)
+            return ClockLogic(Clock.restore(resume), snapshots, applied)
+        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots), snapshots,
+                          applied)
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,

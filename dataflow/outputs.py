@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from typing import Optional
 
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -25,6 +27,11 @@ class _StorePartition(StatelessSinkPartition):
         self.prune_every_s = prune_every_s
         self.detail_min_daily_downloads = detail_min_daily_downloads
         self.last_prune = time.monotonic()
+        self.applying: deque = deque()  # (bucket start, slice iterator) of sealed blocks being applied
+
+    # Sealed rollup blocks are applied a slice at a time (`Sink.apply_in_slices`), at most this long per call, so that
+    # windows keep reaching the sink while a block of millions of rows goes in (they waited for whole blocks before).
+    SLICE_BUDGET_S = 0.25
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
@@ -38,13 +45,19 @@ class _StorePartition(StatelessSinkPartition):
             stats = flush.stats
         t0 = time.perf_counter()
         try:
-            self.sink.write(list(windows.values()), buckets, stats)
+            self.sink.write(list(windows.values()), [], stats)
         except Exception:
             dataflow_metrics.SINK_ERRORS.inc()
             raise
         took = time.perf_counter() - t0
         dataflow_metrics.sink_written(took, windows.keys(), time.time())
         log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(took, 4))
+        queued = {b for b, _ in self.applying}
+        for b in buckets:
+            if b.bucket not in queued:  # the clock re-sends a block until it sees it applied
+                self.applying.append((b.bucket, self.sink.apply_in_slices(b)))
+                queued.add(b.bucket)
+        self._apply_blocks(self.SLICE_BUDGET_S)
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
@@ -54,7 +67,20 @@ class _StorePartition(StatelessSinkPartition):
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
 
+    def _apply_blocks(self, budget_s: Optional[float]) -> None:
+        """Apply queued blocks for up to `budget_s` (None: all of them)."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        while self.applying and (deadline is None or time.monotonic() < deadline):
+            try:
+                next(self.applying[0][1])
+            except StopIteration:
+                self.applying.popleft()
+            except Exception:
+                dataflow_metrics.SINK_ERRORS.inc()
+                raise
+
     def close(self) -> None:
+        self._apply_blocks(None)  # end of input (batch runs): every sealed block is in before the run ends
         self.sink.close()
 
 

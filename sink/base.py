@@ -7,7 +7,7 @@ applied at most once. Reads serve the CLI, the JSON API, the dashboard and the m
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
@@ -19,6 +19,20 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
         """Upsert windows, apply unseen rollup buckets and store counters, in one transaction."""
+
+    def apply_in_slices(self, bucket: RollupBucket) -> Iterator[None]:
+        """Apply a sealed rollup bucket, yielding between slices of it so that the caller can write windows
+        meanwhile; exactly once, whether or not a previous attempt was cut short. This default applies it whole."""
+        self.write([], [bucket], None)
+        yield
+
+    def applied_buckets(self, buckets: list[int]) -> set[int]:
+        """Which of these bucket starts are applied (a bucket's minutes are recorded together, once it is whole)."""
+        if not buckets:
+            return set()
+        marks = ", ".join("?" for _ in buckets)
+        return {int(b) for (b,) in self.query(f"SELECT bucket FROM rollup_buckets WHERE bucket IN ({marks})",
+                                              tuple(buckets))}
 
     @abc.abstractmethod
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:

@@ -103,6 +103,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (day, category)
     );
     """,
+    # 6 (live latency): a sealed 10-minute block can hold millions of rows; the dataflow applies it in slices between
+    # batches, each slice in its own transaction recorded here until the whole block is, so that a restart resumes
+    # it without counting a slice twice (sink/sqlite.py `apply_in_slices`).
+    """
+    CREATE TABLE IF NOT EXISTS rollup_slices (
+        bucket BIGINT NOT NULL,
+        slice INTEGER NOT NULL,
+        applied_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (bucket, slice)
+    );
+    """,
 ]
 
 NULL_CATEGORY = ""

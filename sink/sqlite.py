@@ -15,7 +15,7 @@ import orjson
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, bucket_days, partly_applied,
+from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
                                     prune_backfilled_statement, prune_buckets_statement)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
 
@@ -93,6 +93,9 @@ class SQLiteSink(Sink):
                 applied = cur.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
                                       (b.bucket, b.bucket + b.span)).fetchone()[0] + len(taken.intersection(b.minutes()))
                 if applied == 0:
+                    if cur.execute("SELECT 1 FROM rollup_slices WHERE bucket = ? LIMIT 1", (b.bucket,)).fetchone():
+                        raise RuntimeError(f"rollup bucket {b.bucket} is being applied in slices: "
+                                           "finish it with apply_in_slices, or the applied slices would count twice")
                     fresh.append(b)
                     taken.update(b.minutes())
                 elif applied != len(b.minutes()):
@@ -113,22 +116,31 @@ class SQLiteSink(Sink):
     @staticmethod
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
-        stored as '', days a backfill owns skipped, see sink/rollup.py).
+        stored as '', days a backfill owns skipped, see sink/rollup.py)."""
+        SQLiteSink._upsert_rows(cur, SQLiteSink._rollup_rows(buckets))
 
-        The rows are built by C-level `map`/`zip` and sorted by primary key, so that SQLite walks its B-trees in
-        order; one `executemany` upserts them (rows of several buckets with the same key add up there). Staging
+    @staticmethod
+    def _rollup_rows(buckets: list[RollupBucket]) -> list[tuple]:
+        """(day, project, dimension, category, n) rows of the buckets, sorted by primary key, so that SQLite walks
+        its B-trees in order; built by C-level `map`/`zip` (the dataflow hands them over already in key order,
+        so the sort only checks). Rows of several buckets with the same key are added up by the upsert. Staging
         every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower
-        (docs/performance.md); so did summing the buckets in Python first.
-        """
+        (docs/performance.md); so did summing the buckets in Python first."""
         rows: list = []
-        for b in buckets:  # several buckets may share keys: the upsert adds them up, no need to merge them first
+        for b in buckets:
             keys = b.counts.keys()
             rows += zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys),
                         map(_NULL_AS_EMPTY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
-        owned = {d for (d,) in cur.execute(*backfilled_among(bucket_days(buckets))).fetchall()}
+        rows.sort()
+        return rows
+
+    @staticmethod
+    def _upsert_rows(cur: sqlite3.Cursor, rows: list[tuple]) -> None:
+        """Upsert sorted rows and their all-project totals, leaving out days a backfill owns (looked up in this
+        transaction, so a backfill between two slices of a block is respected)."""
+        owned = {d for (d,) in cur.execute(*backfilled_among(sorted({r[0] for r in rows}))).fetchall()} if rows else ()
         if owned:
             rows = [r for r in rows if r[0] not in owned]
-        rows.sort()
         totals: dict = {}
         get = totals.get
         for day, _project, dim, cat, n in rows:
@@ -141,6 +153,39 @@ class SQLiteSink(Sink):
             "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
             [(*k, n) for k, n in sorted(totals.items())])
+
+    SLICE_ROWS = 20_000  # ~0.2 s of upserts: the longest a window write waits for a block being applied
+
+    def apply_in_slices(self, bucket: RollupBucket) -> Iterator[None]:
+        """A block's rows, in key order, cut into slices of `SLICE_ROWS`; each slice is upserted in its own
+        transaction together with a `rollup_slices` record, and the slices a previous attempt applied are
+        skipped. The block's minutes are recorded (and its slice records dropped) in the last transaction. The
+        rows and their order depend only on the block's counts, which are the same whenever it is re-sent."""
+        minutes = bucket.minutes()
+        applied = self._applied_minutes(bucket)
+        if applied == len(minutes):
+            return
+        if applied:
+            raise partly_applied(bucket, applied)
+        rows = self._rollup_rows([bucket])
+        done = {s for (s,) in self.db.execute("SELECT slice FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))}
+        for i, lo in enumerate(range(0, len(rows), self.SLICE_ROWS)):
+            if i in done:
+                continue
+            with self._transaction() as cur:
+                self._upsert_rows(cur, rows[lo:lo + self.SLICE_ROWS])
+                cur.execute("INSERT INTO rollup_slices (bucket, slice, applied_at) VALUES (?, ?, ?)",
+                            (bucket.bucket, i, time.time()))
+            yield
+        with self._transaction() as cur:
+            cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)",
+                            [(m, time.time()) for m in minutes])
+            cur.execute("DELETE FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))
+        yield
+
+    def _applied_minutes(self, bucket: RollupBucket) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
+                               (bucket.bucket, bucket.bucket + bucket.span)).fetchone()[0]
 
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
         newest = self.db.execute("SELECT MAX(start) FROM windows").fetchone()[0]

@@ -176,3 +176,26 @@ def test_a_late_event_in_a_packed_minute_survives_a_restore():
     restored.add(parse_batch(RawBatch(0, 1, zope_rows(range(130, 1300)), 132, False, wall=3.0)))
     buckets = restored.flush(99.0, force=True).buckets
     assert buckets[0].counts[("2026-11-21", "zope-interface", "overall", None)] == 602
+
+
+def test_with_recovery_a_sealed_block_is_kept_until_the_sink_has_applied_it():
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
+    clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
+    sealed = clock.flush(1.0, force=True).buckets
+    assert [b.bucket for b in sealed] == [T0]
+    assert list(clock.unapplied) == [T0]
+    # the process dies before the sink has the whole block: the restored clock sends it again, unchanged
+    restored = Clock.restore(clock.snapshot())
+    again = restored.flush(2.0, force=True).buckets
+    assert [(b.bucket, b.span, b.counts) for b in again] == [(b.bucket, b.span, b.counts) for b in sealed]
+    assert restored.flush(3.0, force=True).buckets == []  # sent once per restore, not on every flush
+    restored.release({T0})
+    assert restored.unapplied == {}
+    assert Clock.restore(restored.snapshot()).flush(4.0, force=True).buckets == []
+
+
+def test_without_recovery_nothing_is_kept_once_sent():
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
+    assert [b.bucket for b in clock.flush(1.0, force=True).buckets] == [T0]
+    assert clock.unapplied == {}

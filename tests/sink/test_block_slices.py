@@ -1,0 +1,108 @@
+"""Sealed rollup blocks applied a slice at a time: windows keep flowing meanwhile, and a block is counted exactly
+once however its application is cut short and resumed."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from expected_rollups import stored_daily, stored_totals
+from pypi_pulse.dataflow.clock import Flush
+from pypi_pulse.dataflow.outputs import _StorePartition
+from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+
+T0 = 1795219200  # 2026-11-21T00:00:00Z, a block boundary
+DAY = "2026-11-21"
+
+
+def block(n_projects: int = 900, start: int = T0) -> RollupBucket:
+    counts = {}
+    for i in range(n_projects):
+        p = f"project-{i:04d}"
+        counts[(DAY, p, "overall", None)] = i + 1
+        counts[(DAY, p, "country", "US")] = i
+        counts[(DAY, p, "country", None if i % 3 else "DE")] = counts.get((DAY, p, "country", "DE"), 0) + 1
+    return RollupBucket(start, counts, span=600)
+
+
+def totals_of(counts: dict) -> Counter:
+    out: Counter = Counter()
+    for (day, _p, dim, cat), n in counts.items():
+        out[(day, dim, cat)] += n
+    return out
+
+
+def stats() -> PipelineStats:
+    return PipelineStats({"consumed": 1}, {0: 1}, None, 0.0)
+
+
+def test_a_block_cut_short_and_sent_again_counts_every_row_once(sqlite_url):
+    b = block()
+    with open_sink(sqlite_url) as sink:
+        sink.SLICE_ROWS = 250
+        steps = sink.apply_in_slices(b)
+        for _ in range(4):  # four slices in, then the process dies
+            next(steps)
+        assert 0 < sum(stored_daily(sink).values()) < sum(b.counts.values())
+        assert sink.applied_buckets([T0]) == set()
+    with open_sink(sqlite_url) as sink:  # restarted: the clock sends the block again
+        sink.SLICE_ROWS = 250
+        for _ in sink.apply_in_slices(b):
+            pass
+        assert stored_daily(sink) == Counter(b.counts)
+        assert stored_totals(sink) == totals_of(b.counts)
+        assert sink.applied_buckets([T0, T0 + 600]) == {T0}
+        assert sink.query("SELECT COUNT(*) FROM rollup_slices") == [(0,)]
+        for _ in sink.apply_in_slices(b):  # and once more: already applied, nothing changes
+            pass
+        assert stored_daily(sink) == Counter(b.counts)
+
+
+def test_every_backend_applies_a_block_once_through_the_slice_interface(sink_url):
+    b = block(50)
+    with open_sink(sink_url) as sink:
+        for _ in range(2):
+            for _ in sink.apply_in_slices(b):
+                pass
+        assert stored_daily(sink) == Counter(b.counts)
+        assert sink.applied_buckets([T0]) == {T0}
+
+
+def test_a_whole_write_of_a_block_being_applied_in_slices_is_refused(sqlite_url):
+    b = block()
+    with open_sink(sqlite_url) as sink:
+        sink.SLICE_ROWS = 250
+        next(sink.apply_in_slices(b))
+        with pytest.raises(RuntimeError, match="being applied in slices"):
+            sink.write([], [b], None)
+
+
+def test_a_day_backfilled_between_two_slices_holds_exactly_the_backfill(sqlite_url):
+    b = block()
+    with open_sink(sqlite_url) as sink:
+        sink.SLICE_ROWS = 250
+        steps = sink.apply_in_slices(b)
+        next(steps)
+        sink.backfill_day(DAY, [("numpy", "overall", None, 7)], "test")
+        for _ in steps:
+            pass
+        assert stored_daily(sink) == Counter({(DAY, "numpy", "overall", None): 7})
+
+
+def test_windows_reach_the_sink_while_a_big_block_is_still_going_in(sqlite_url):
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400)
+    partition.sink.SLICE_ROWS = 100
+    partition.SLICE_BUDGET_S = 0.0  # at least one slice per write, as on a busy machine
+    b = block()
+    window = WindowRow(T0 + 900, 5, 1, {"US": 5}, [("numpy", 5)])
+    partition.write_batch([Flush([window], [b], stats())])
+    with open_sink(sqlite_url, readonly=True) as reader:
+        assert [w.start for w in reader.latest_windows(5)] == [T0 + 900]
+        assert reader.applied_buckets([T0]) == set()  # the block is still going in
+        partition.write_batch([Flush([WindowRow(T0 + 901, 1, 1, {"DE": 1}, [("numpy", 1)])], [b], stats())])
+        assert len(partition.applying) == 1  # sent again by the clock: queued once
+        partition.close()  # end of input: the rest of the block goes in
+        assert stored_daily(reader) == Counter(b.counts)
+        assert reader.applied_buckets([T0]) == {T0}
