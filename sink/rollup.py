@@ -61,7 +61,7 @@ def daily_rows(buckets: Iterable[RollupBucket], skip_days: frozenset | set = fro
 
 def bucket_days(buckets: Iterable[RollupBucket]) -> list[str]:
     """The distinct days a list of buckets touches (a bucket touches one day); C-level, a block has ~10^5 keys."""
-    return sorted(set().union(*(map(_DAY, b.counts) for b in buckets)))
+    return sorted(set().union(*(getattr(b.counts, "days", None) or map(_DAY, b.counts) for b in buckets)))
 
 
 _DAY = itemgetter(0)

@@ -126,6 +126,8 @@ class SQLiteSink(Sink):
         so the sort only checks). Rows of several buckets with the same key are added up by the upsert. Staging
         every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower
         (docs/performance.md); so did summing the buckets in Python first."""
+        if len(buckets) == 1 and hasattr(buckets[0].counts, "rows"):  # the dataflow's blocks: built in key order
+            return buckets[0].counts.rows()
         rows: list = []
         for b in buckets:
             keys = b.counts.keys()
@@ -167,13 +169,17 @@ class SQLiteSink(Sink):
             return
         if applied:
             raise partly_applied(bucket, applied)
-        rows = self._rollup_rows([bucket])
+        if hasattr(bucket.counts, "rows"):  # the dataflow's blocks: each slice's rows built when it is applied
+            n, rows_between = len(bucket.counts), bucket.counts.rows
+        else:
+            rows = self._rollup_rows([bucket])
+            n, rows_between = len(rows), lambda lo, hi: rows[lo:hi]
         done = {s for (s,) in self.db.execute("SELECT slice FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))}
-        for i, lo in enumerate(range(0, len(rows), self.SLICE_ROWS)):
+        for i, lo in enumerate(range(0, n, self.SLICE_ROWS)):
             if i in done:
                 continue
             with self._transaction() as cur:
-                self._upsert_rows(cur, rows[lo:lo + self.SLICE_ROWS])
+                self._upsert_rows(cur, rows_between(lo, lo + self.SLICE_ROWS))
                 cur.execute("INSERT INTO rollup_slices (bucket, slice, applied_at) VALUES (?, ?, ?)",
                             (bucket.bucket, i, time.time()))
             yield

@@ -199,3 +199,19 @@ def test_without_recovery_nothing_is_kept_once_sent():
     clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
     assert [b.bucket for b in clock.flush(1.0, force=True).buckets] == [T0]
     assert clock.unapplied == {}
+
+
+def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
+    rows = [orjson.dumps({"timestamp": T0 + i % 600, "project": ("numpy", "Zope.Interface", "requests")[i % 3],
+                          "country_code": ("DE", "US", None)[i % 3 - 1], "file": {"version": f"1.{i % 7}"},
+                          "details": {"installer": {"name": ("pip", "uv")[i % 2]}, "python": f"3.{10 + i % 3}.1"}})
+            for i in range(3000)]
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
+    clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
+    clock.add(parse_batch(RawBatch(0, 1, [ev(T0 + 700)], 3000, False, wall=2.0)))
+    (block,) = clock.flush(2.0, force=True).buckets
+    counts = block.counts
+    whole = [(d, p, dim, "" if c is None else c, n) for (d, p, dim, c), n in dict(counts).items()]
+    assert whole == sorted(whole) and len(whole) == len(counts)
+    assert [r for lo in range(0, len(counts), 7) for r in counts.rows(lo, lo + 7)] == whole
+    assert sum(n for (_d, _p, dim, _c), n in counts.items() if dim == "with_mirrors") == 3000
