@@ -42,23 +42,40 @@ class SQLiteSink(Sink):
             except OSError as exc:
                 raise UserError(f"cannot create {self.path.parent}: {exc}; choose another --sink path") from None
             self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: rollup upserts touch many pages of `daily`
             self._migrate()
         self.db.execute("PRAGMA busy_timeout=30000")
 
+    def _use_wal(self, patience_s: float = 30.0) -> None:
+        """Switch to WAL unless the file already is. Two dataflow workers open the sink at the same moment, and
+        SQLite answers a journal-mode change that meets the other's lock with "database is locked" at once,
+        without waiting: retried until the other connection is done."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        current = row[0] or 0
         for version, script in enumerate(MIGRATIONS, start=1):
-            if version > current:
-                self.db.execute("BEGIN IMMEDIATE")
-                for stmt in filter(str.strip, script.split(";")):
-                    self.db.execute(stmt)
-                self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            self.db.execute("BEGIN IMMEDIATE")
+            try:  # the version is read under the write lock: another connection may have migrated meanwhile
+                if version > (self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0):
+                    for stmt in filter(str.strip, script.split(";")):
+                        self.db.execute(stmt)
+                    self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     # ---- writes -------------------------------------------------------------------------------------------
     @contextmanager

@@ -269,3 +269,26 @@ def test_a_backfilled_day_holds_exactly_the_backfill_whatever_the_stream_does(si
         assert db.query("SELECT day, source FROM backfilled_days") == [(DAY0, "again")]
         assert db.prune(48 * 3600, 1) == {"windows": 0, "daily": 2}  # DAY0 is a day before the newest: dropped
         assert db.query("SELECT COUNT(*) FROM backfilled_days") == [(0,)]
+
+
+def test_dataflow_workers_opening_a_new_sqlite_sink_at_once_all_get_it(tmp_path):
+    import threading
+
+    for attempt in range(10):
+        url = f"sqlite:///{tmp_path}/s{attempt}.db"
+        errors: list = []
+
+        def open_and_close():
+            try:
+                open_sink(url).close()
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=open_and_close) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert errors == []
+        with open_sink(url) as sink:
+            assert sink.query("SELECT COUNT(*), MAX(version) FROM schema_version") == [(len(MIGRATIONS), len(MIGRATIONS))]
