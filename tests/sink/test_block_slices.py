@@ -93,16 +93,29 @@ def test_a_day_backfilled_between_two_slices_holds_exactly_the_backfill(sqlite_u
 
 def test_windows_reach_the_sink_while_a_big_block_is_still_going_in(sqlite_url):
     partition = _StorePartition(sqlite_url, 48 * 3600, 400)
-    partition.sink.SLICE_ROWS = 100
-    partition.SLICE_BUDGET_S = 0.0  # at least one slice per write, as on a busy machine
+    partition.sink.SLICE_ROWS = 10
+    partition.SLICE_BUDGET_S = 0.01  # a few slices per write
     b = block()
     window = WindowRow(T0 + 900, 5, 1, {"US": 5}, [("numpy", 5)])
     partition.write_batch([Flush([window], [b], stats())])
     with open_sink(sqlite_url, readonly=True) as reader:
         assert [w.start for w in reader.latest_windows(5)] == [T0 + 900]
         assert reader.applied_buckets([T0]) == set()  # the block is still going in
+        assert 0 < sum(stored_daily(reader).values()) < sum(b.counts.values())
         partition.write_batch([Flush([WindowRow(T0 + 901, 1, 1, {"DE": 1}, [("numpy", 1)])], [b], stats())])
         assert len(partition.applying) == 1  # sent again by the clock: queued once
         partition.close()  # end of input: the rest of the block goes in
         assert stored_daily(reader) == Counter(b.counts)
         assert reader.applied_buckets([T0]) == {T0}
+
+
+def test_at_the_end_of_input_a_block_not_started_goes_in_whole(sqlite_url):
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400)
+    partition.SLICE_BUDGET_S = 0.0  # no time for slices during the run
+    b = block()
+    partition.write_batch([Flush([], [b], stats())])
+    partition.close()
+    with open_sink(sqlite_url, readonly=True) as reader:
+        assert stored_daily(reader) == Counter(b.counts)
+        assert reader.applied_buckets([T0]) == {T0}
+        assert reader.query("SELECT COUNT(*) FROM rollup_slices") == [(0,)]
