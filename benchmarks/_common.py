@@ -286,7 +286,8 @@ def run_flow_child(config: dict) -> None:
     logs.setup("WARNING", "console")
     end = {int(k): v for k, v in config["end_offsets"].items()} if config.get("end_offsets") else None
     cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
-                     config["sink_url"], batch_size=config.get("batch_size", 20_000))
+                     config["sink_url"], lateness_s=config.get("lateness_s", 600.0),
+                     batch_size=config.get("batch_size", 20_000))
     t = time.perf_counter()
     try:
         run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 10.0),
@@ -308,7 +309,8 @@ if __name__ == "__main__":
 
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
-             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False) -> dict:
+             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
+             lateness_s: float = 600.0) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -323,7 +325,8 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         sampler.watch("broker", broker.proc.pid)
         flow_log = open(work / "dataflow.log", "w")
         flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
-                           "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None},
+                           "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None,
+                           "lateness_s": lateness_s},
                           stderr=flow_log)
         sampler.watch("dataflow", flow.pid)
         deadline = time.monotonic() + 60
@@ -368,6 +371,7 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         if producer.returncode != 0:
             raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")
         ended = time.time()
+        minutes = db.execute("SELECT COUNT(*) FROM rollup_buckets").fetchone()[0] if db is not None else 0
         # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
         steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
         return {
@@ -376,6 +380,7 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             "windows": len(steady),
             "events_per_window": median(downloads[s] for s in steady) if steady else 0,
             "seconds": ended - started,
+            "rollup_minutes_applied": minutes,
         }
     finally:
         if producer is not None and producer.poll() is None:

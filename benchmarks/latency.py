@@ -28,18 +28,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--epoch", type=float, default=10.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
     ap.add_argument("--recovery", action="store_true", help="run the dataflow with a recovery store (as `up` does)")
+    ap.add_argument("--lateness", type=float, default=600.0,
+                    help="lateness horizon in seconds (as `--lateness-seconds`); a shorter one seals rollup blocks sooner")
     args = ap.parse_args()
     C.print_machine()
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch, recovery=args.recovery)
+        r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch, recovery=args.recovery,
+                       lateness_s=args.lateness)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
     print(f"rate {args.rate:,.0f} events/s for {r['seconds']:.0f} s; {r['windows']} steady windows, "
-          f"median {r['events_per_window']:,.0f} events per window")
+          f"median {r['events_per_window']:,.0f} events per window; {r['rollup_minutes_applied']} rollup minutes applied "
+          f"(sealed blocks)")
     for name, key in (("window end -> row written (written_at)", "write_delay"), ("window end -> row read by poller", "seen_delay")):
         v = r[key]
         print(f"{name}: p50 {C.percentile(v, .5):.3f} s, p99 {C.percentile(v, .99):.3f} s, max {max(v):.3f} s"
