@@ -86,6 +86,7 @@ class _StorePartition(StatelessSinkPartition):
             except Exception:
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise
+        dataflow_metrics.ROLLUP_PENDING.set(len(self.applying))
 
     def close(self) -> None:
         self._apply_blocks(None)  # end of input (batch runs): every sealed block is in before the run ends

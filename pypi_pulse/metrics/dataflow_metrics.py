@@ -34,6 +34,8 @@ LAST_CLOSED = Gauge("pypi_pulse_dataflow_last_window_closed_timestamp_seconds",
                     "Wall-clock time the newest window was first written.")
 LAST_DELAY = Gauge("pypi_pulse_dataflow_last_window_close_delay_seconds",
                    "Close delay of the newest window first written.")
+ROLLUP_PENDING = Gauge("pypi_pulse_dataflow_rollup_blocks_pending",
+                       "Sealed 10-minute rollup blocks queued for the sink or being applied to it, slice by slice.")
 
 _partitions: weakref.WeakSet = weakref.WeakSet()
 _lock = threading.Lock()

@@ -10,6 +10,7 @@ import pytest
 from expected_rollups import stored_daily, stored_totals
 from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.dataflow.outputs import _StorePartition
+from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
@@ -102,11 +103,13 @@ def test_windows_reach_the_sink_while_a_big_block_is_still_going_in(sqlite_url):
         assert [w.start for w in reader.latest_windows(5)] == [T0 + 900]
         assert reader.applied_buckets([T0]) == set()  # the block is still going in
         assert 0 < sum(stored_daily(reader).values()) < sum(b.counts.values())
+        assert dataflow_metrics.ROLLUP_PENDING._value.get() == 1  # what operators see (alert: PyPIPulseRollupBacklog)
         partition.write_batch([Flush([WindowRow(T0 + 901, 1, 1, {"DE": 1}, [("numpy", 1)])], [b], stats())])
         assert len(partition.applying) == 1  # sent again by the clock: queued once
         partition.close()  # end of input: the rest of the block goes in
         assert stored_daily(reader) == Counter(b.counts)
         assert reader.applied_buckets([T0]) == {T0}
+        assert dataflow_metrics.ROLLUP_PENDING._value.get() == 0
 
 
 def test_at_the_end_of_input_a_block_not_started_goes_in_whole(sqlite_url):
