@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Optional
 
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -27,11 +26,15 @@ class _StorePartition(StatelessSinkPartition):
         self.prune_every_s = prune_every_s
         self.detail_min_daily_downloads = detail_min_daily_downloads
         self.last_prune = time.monotonic()
-        self.applying: deque = deque()  # (bucket start, slice iterator) of sealed blocks being applied
+        self.applying: deque = deque()  # (bucket, slice iterator or None) of sealed blocks to apply
+        self.slice_credit_s = self.SLICE_BURST_S
+        self.credited_at = time.monotonic()
 
-    # Sealed rollup blocks are applied a slice at a time (`Sink.apply_in_slices`), at most this long per call, so that
-    # windows keep reaching the sink while a block of millions of rows goes in (they waited for whole blocks before).
-    SLICE_BUDGET_S = 0.25
+    # Sealed rollup blocks are applied a slice at a time (`Sink.apply_in_slices`) between window writes, taking at
+    # most this share of the worker's wall-clock time: a block at 20,000 events/s is ~50 s of upserts, and a fixed
+    # budget per write let a dataflow that fell behind (more writes per second) spend all its time on slices.
+    SLICE_SHARE = 0.25
+    SLICE_BURST_S = 0.25
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
@@ -57,7 +60,7 @@ class _StorePartition(StatelessSinkPartition):
             if b.bucket not in queued:  # the clock re-sends a block until it sees it applied
                 self.applying.append((b, None))
                 queued.add(b.bucket)
-        self._apply_blocks(self.SLICE_BUDGET_S)
+        self._apply_blocks(until_done=False)
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
@@ -67,14 +70,17 @@ class _StorePartition(StatelessSinkPartition):
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
 
-    def _apply_blocks(self, budget_s: Optional[float]) -> None:
-        """Apply queued blocks for up to `budget_s`, a slice at a time; None: all of them, and as no window waits
-        any more (end of input), a block not started yet goes in whole, in one transaction, which is faster."""
-        deadline = None if budget_s is None else time.monotonic() + budget_s
-        while self.applying and (deadline is None or time.monotonic() < deadline):
+    def _apply_blocks(self, until_done: bool) -> None:
+        """Apply queued blocks a slice at a time while the time credit lasts; `until_done` (end of input, no window
+        waits any more): all of them, and a block not started yet goes in whole, in one transaction (faster)."""
+        now = time.monotonic()
+        self.slice_credit_s = min(self.SLICE_BURST_S, self.slice_credit_s + (now - self.credited_at) * self.SLICE_SHARE)
+        self.credited_at = now
+        while self.applying and (until_done or self.slice_credit_s > 0):
             bucket, slices = self.applying[0]
+            t0 = time.monotonic()
             try:
-                if slices is None and deadline is None:
+                if slices is None and until_done:
                     self.sink.write([], [bucket], None)
                     raise StopIteration
                 if slices is None:
@@ -86,10 +92,13 @@ class _StorePartition(StatelessSinkPartition):
             except Exception:
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise
+            finally:
+                self.slice_credit_s -= time.monotonic() - t0
+                self.credited_at = time.monotonic()
         dataflow_metrics.ROLLUP_PENDING.set(len(self.applying))
 
     def close(self) -> None:
-        self._apply_blocks(None)  # end of input (batch runs): every sealed block is in before the run ends
+        self._apply_blocks(until_done=True)  # end of input (batch runs): every sealed block is in before the run ends
         self.sink.close()
 
 
