@@ -239,6 +239,7 @@ class Clock:
                     for m in minutes:
                         m.pack()
                     self.unapplied[block] = minutes
+                _return_freed_memory()  # the merge's intermediate arrays
         for block in sorted(self.resend & self.unapplied.keys()):
             buckets.append(RollupBucket(block, MinuteRollup.merged_final(self.unapplied[block], day_of(block)),
                                         span=self.block_s))

@@ -9,7 +9,7 @@ import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from pypi_pulse.dataflow.clock import Flush
+from pypi_pulse.dataflow.clock import Flush, _return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.summaries import summarize
@@ -89,6 +89,7 @@ class _StorePartition(StatelessSinkPartition):
                 next(slices)
             except StopIteration:
                 self.applying.popleft()
+                _return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
             except Exception:
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise
