@@ -14,13 +14,11 @@ import ctypes
 import heapq
 import math
 import pickle
-import time
 import zlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
 from typing import Optional
 
 import numpy as np
@@ -29,7 +27,7 @@ from pypi_pulse.dataflow.columns import Coded, Codes
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import merge_counts
+from pypi_pulse.sink.schema import NULL_AS_DB_CATEGORY
 
 TOP_N = 10
 
@@ -552,14 +550,13 @@ class BlockRows(Mapping):
         rows = slice(lo, hi)
         cats = self.c_table[self.categories[rows]].tolist()
         return list(zip(repeat(self.day), self.p_table[self.projects[rows]].tolist(),
-                        map(self.dims.__getitem__, self.dim_of[rows].tolist()), map(_EMPTY_FOR_NONE.get, cats, cats),
+                        map(self.dims.__getitem__, self.dim_of[rows].tolist()), map(NULL_AS_DB_CATEGORY.get, cats, cats),
                         self.counts[rows].tolist()))
 
     def as_dict(self) -> dict:
         if self._dict is None:
-            rows = slice(None)
             self._dict = dict(zip(zip(repeat(self.day), self.p_table[self.projects].tolist(),
-                                      map(self.dims.__getitem__, self.dim_of[rows].tolist()),
+                                      map(self.dims.__getitem__, self.dim_of.tolist()),
                                       self.c_table[self.categories].tolist()), self.counts.tolist()))
         return self._dict
 
@@ -579,7 +576,6 @@ class BlockRows(Mapping):
         self.__dict__.update(state, _dict=None)
 
 
-_EMPTY_FOR_NONE = {None: ""}
 
 
 def _sorted_pair(keys: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
@@ -591,6 +587,3 @@ def _sorted_pair(keys: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
 def _is_counters(state) -> bool:
     return isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict)
 
-
-_FIRST = itemgetter(0)
-_SECOND = itemgetter(1)

@@ -82,14 +82,15 @@ class _StorePartition(StatelessSinkPartition):
             try:
                 if slices is None and until_done:
                     self.sink.write([], [bucket], None)
-                    raise StopIteration
-                if slices is None:
-                    slices = self.sink.apply_in_slices(bucket)
-                    self.applying[0] = (bucket, slices)
-                next(slices)
-            except StopIteration:
-                self.applying.popleft()
-                _return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
+                    done = True
+                else:
+                    if slices is None:
+                        slices = self.sink.apply_in_slices(bucket)
+                        self.applying[0] = (bucket, slices)
+                    done = next(slices, StopIteration) is StopIteration
+                if done:
+                    self.applying.popleft()
+                    _return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
             except Exception:
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise

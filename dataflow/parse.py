@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import NamedTuple, Optional, Union
 
 import msgspec
@@ -248,9 +248,8 @@ def _details_view(d) -> tuple:
     """The rollup categories of a details record, in VIEW_DIMS order."""
     if d is None:
         return _NO_DETAILS
-    minor = python_minor(d.python)
-    return (d.installer.name if d.installer is not None else None, minor, None if minor is None else minor.split(".", 1)[0],
-            _system_category(d.system.name if d.system is not None else None), d.cpu, "true" if d.ci else None)
+    return _view(d.installer.name if d.installer is not None else None, d.python,
+                 d.system.name if d.system is not None else None, d.cpu, d.ci)
 
 
 
@@ -352,6 +351,7 @@ def _views(fields: list) -> Coded:
 
 def _view(installer: Optional[str], python: Optional[str], system: Optional[str], cpu: Optional[str],
           ci: Optional[bool]) -> tuple:
+    """The rollup categories of a details record's fields, in VIEW_DIMS order (both decoding tiers use it)."""
     minor = python_minor(python)
     return (installer, minor, None if minor is None else minor.split(".", 1)[0], _system_category(system), cpu,
             "true" if ci else None)

@@ -20,21 +20,6 @@ from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.schema import to_db_category
 
 
-def merge_counts(dicts: list[dict]) -> dict:
-    """Sum dicts of counts at C speed: start from a copy of the largest, then per other dict one `update` for its
-    keys plus one for the keys both have (summed with `map`), so no Python loop runs per key."""
-    if not dicts:
-        return {}
-    dicts = sorted(dicts, key=len, reverse=True)
-    acc = dict(dicts[0])
-    for d in dicts[1:]:
-        common = d.keys() & acc.keys()
-        before = list(map(acc.__getitem__, common))
-        acc.update(d)
-        acc.update(zip(common, map(int.__add__, before, map(d.__getitem__, common))))
-    return acc
-
-
 def partly_applied(bucket: RollupBucket, applied: int) -> RuntimeError:
     """A bucket some of whose minutes were applied by another bucket: applying it would count them twice, and
     leaving it out would lose the rest. The dataflow never produces one (its blocks are aligned and whole)."""

@@ -17,11 +17,10 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
                                     prune_backfilled_statement, prune_buckets_statement)
-from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
+from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_category
 
 
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
-_NULL_AS_EMPTY = {None: ""}  # `.get(c, c)`: a NULL category is stored as '' (it is part of the primary key)
 
 
 def _path_of(url: str) -> Path:
@@ -107,8 +106,7 @@ class SQLiteSink(Sink):
                 if b.bucket in seen:
                     continue  # the same bucket twice in one write counts once, as in PostgreSQL
                 seen.add(b.bucket)
-                applied = cur.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
-                                      (b.bucket, b.bucket + b.span)).fetchone()[0] + len(taken.intersection(b.minutes()))
+                applied = self._applied_minutes(cur, b) + len(taken.intersection(b.minutes()))
                 if applied == 0:
                     if cur.execute("SELECT 1 FROM rollup_slices WHERE bucket = ? LIMIT 1", (b.bucket,)).fetchone():
                         raise RuntimeError(f"rollup bucket {b.bucket} is being applied in slices: "
@@ -149,7 +147,7 @@ class SQLiteSink(Sink):
         for b in buckets:
             keys = b.counts.keys()
             rows += zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys),
-                        map(_NULL_AS_EMPTY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
+                        map(NULL_AS_DB_CATEGORY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
         rows.sort()
         return rows
 
@@ -181,7 +179,7 @@ class SQLiteSink(Sink):
         skipped. The block's minutes are recorded (and its slice records dropped) in the last transaction. The
         rows and their order depend only on the block's counts, which are the same whenever it is re-sent."""
         minutes = bucket.minutes()
-        applied = self._applied_minutes(bucket)
+        applied = self._applied_minutes(self.db, bucket)
         if applied == len(minutes):
             return
         if applied:
@@ -206,9 +204,10 @@ class SQLiteSink(Sink):
             cur.execute("DELETE FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))
         yield
 
-    def _applied_minutes(self, bucket: RollupBucket) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
-                               (bucket.bucket, bucket.bucket + bucket.span)).fetchone()[0]
+    @staticmethod
+    def _applied_minutes(cur, bucket: RollupBucket) -> int:
+        return cur.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
+                           (bucket.bucket, bucket.bucket + bucket.span)).fetchone()[0]
 
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
         newest = self.db.execute("SELECT MAX(start) FROM windows").fetchone()[0]
