@@ -288,7 +288,7 @@ def run_flow_child(config: dict) -> None:
     cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
                      config["sink_url"], lateness_s=config.get("lateness_s", 600.0),
                      batch_size=config.get("batch_size", 20_000))
-    t = time.perf_counter()
+    t, started_at = time.perf_counter(), time.time()
     try:
         run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 10.0),
                      stop_offsets=(lambda: end) if end is not None else None,
@@ -297,7 +297,7 @@ def run_flow_child(config: dict) -> None:
         if end is not None or "signal received" not in str(exc) and not isinstance(exc, KeyboardInterrupt):
             raise
         return  # a live run is stopped with SIGINT
-    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+    print(json.dumps({"seconds": time.perf_counter() - t, "started_at": started_at}), flush=True)
 
 
 if __name__ == "__main__":

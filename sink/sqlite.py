@@ -28,6 +28,7 @@ def _path_of(url: str) -> Path:
 
 
 class SQLiteSink(Sink):
+    WAL_CHECKPOINT_PAGES = 10_000
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self.path = _path_of(url)
@@ -44,6 +45,11 @@ class SQLiteSink(Sink):
             self._use_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB: rollup upserts touch many pages of `daily`
+            # A block applied in slices commits every 20,000 rows, and each checkpoint copies the pages the slices
+            # keep rewriting (inner B-tree pages, index leaves) back into the file; the default of 1,000 pages
+            # checkpoints several times a slice. ~40 MiB of WAL between checkpoints made slices as fast as one big
+            # transaction (docs/performance.md, benchmarks/block_write.py).
+            self.db.execute(f"PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}")
             self._migrate()
         self.db.execute("PRAGMA busy_timeout=30000")
 
