@@ -372,6 +372,9 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")
         ended = time.time()
         minutes = db.execute("SELECT COUNT(*) FROM rollup_buckets").fetchone()[0] if db is not None else 0
+        # each sealed block: (first minute, end of its last minute, when its last slice was committed)
+        blocks = db.execute("SELECT MIN(bucket), MAX(bucket) + 60, MAX(applied_at) FROM rollup_buckets "
+                            "GROUP BY applied_at ORDER BY 1").fetchall() if db is not None else []
         # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
         steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
         return {
@@ -380,7 +383,10 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             "windows": len(steady),
             "events_per_window": median(downloads[s] for s in steady) if steady else 0,
             "seconds": ended - started,
+            "started": started,
             "rollup_minutes_applied": minutes,
+            "blocks": blocks,
+            "seen_by_window": {s: seen[s] - (s + 1) for s in steady},
         }
     finally:
         if producer is not None and producer.poll() is None:

@@ -48,6 +48,13 @@ def main() -> int:
         v = r[key]
         print(f"{name}: p50 {C.percentile(v, .5):.3f} s, p99 {C.percentile(v, .99):.3f} s, max {max(v):.3f} s"
               if v else f"{name}: no windows")
+    for first, end, applied_at in r["blocks"]:
+        # from the moment the block could seal (its end plus the lateness horizon) to its last slice's commit
+        during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1 <= applied_at)
+        print(f"block of {(end - first) // 60} minute(s) sealed at ~{end + args.lateness - r['started']:.0f} s, "
+              f"applied {applied_at - end - args.lateness:.0f} s later; the {len(during)} windows meanwhile: "
+              + (f"p50 {C.percentile(during, .5):.3f} s, p99 {C.percentile(during, .99):.3f} s, max {max(during):.3f} s"
+                 if during else "none"))
     ok = bool(r["seen_delay"]) and C.percentile(r["seen_delay"], .99) < 1.5
     print(f"target p99 < 1.5 s: {'met' if ok else 'NOT met'}")
     return 0

@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=2_000_000, help="events of the benchmark 1 run")
     ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
     ap.add_argument("--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does")
+    ap.add_argument("--lateness", type=float, default=600.0,
+                    help="lateness horizon in seconds: the state it holds fills for this long, then stays flat")
     args = ap.parse_args()
     C.print_machine()
     peaks = []
@@ -47,7 +49,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60, recovery=args.recovery)
+        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60, recovery=args.recovery,
+                       lateness_s=args.lateness)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
