@@ -29,12 +29,25 @@ class _StorePartition(StatelessSinkPartition):
         self.applying: deque = deque()  # (bucket, slice iterator or None) of sealed blocks to apply
         self.slice_credit_s = self.SLICE_BURST_S
         self.credited_at = time.monotonic()
+        self.window_lag_s = 0.0  # how far behind real time the newest window reached the sink
 
     # Sealed rollup blocks are applied a slice at a time (`Sink.apply_in_slices`) between window writes, taking at
     # most this share of the worker's wall-clock time: a block at 20,000 events/s is ~50 s of upserts, and a fixed
     # budget per write let a dataflow that fell behind (more writes per second) spend all its time on slices.
     SLICE_SHARE = 0.25
     SLICE_BURST_S = 0.25
+    # Live, every window waits for the slice being applied, and on a small machine the slices' CPU comes out of the
+    # stream's (benchmarks/latency.py at 20,000 events/s on two cores fell 5 s behind while a block went in at a
+    # quarter share). So while the newest window reached the sink more than `LIVE_LAG_OK_S` late, but is not
+    # history being replayed, slices get only a trickle that keeps the block moving, and the stream catches up
+    # first.
+    LIVE_LAG_OK_S = 1.0
+    HISTORY_LAG_S = 300.0
+    SLICE_SHARE_BEHIND = 0.05
+
+    def _slice_share(self) -> float:
+        lag = self.window_lag_s
+        return self.SLICE_SHARE if lag <= self.LIVE_LAG_OK_S or lag >= self.HISTORY_LAG_S else self.SLICE_SHARE_BEHIND
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
@@ -53,6 +66,8 @@ class _StorePartition(StatelessSinkPartition):
             dataflow_metrics.SINK_ERRORS.inc()
             raise
         took = time.perf_counter() - t0
+        if windows:
+            self.window_lag_s = time.time() - (max(windows) + 1)
         dataflow_metrics.sink_written(took, windows.keys(), time.time())
         log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(took, 4))
         queued = {b.bucket for b, _ in self.applying}
@@ -74,7 +89,7 @@ class _StorePartition(StatelessSinkPartition):
         """Apply queued blocks a slice at a time while the time credit lasts; `until_done` (end of input, no window
         waits any more): all of them, and a block not started yet goes in whole, in one transaction (faster)."""
         now = time.monotonic()
-        self.slice_credit_s = min(self.SLICE_BURST_S, self.slice_credit_s + (now - self.credited_at) * self.SLICE_SHARE)
+        self.slice_credit_s = min(self.SLICE_BURST_S, self.slice_credit_s + (now - self.credited_at) * self._slice_share())
         self.credited_at = now
         while self.applying and (until_done or self.slice_credit_s > 0):
             bucket, slices = self.applying[0]

@@ -3,6 +3,7 @@ once however its application is cut short and resumed."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -122,3 +123,20 @@ def test_at_the_end_of_input_a_block_not_started_goes_in_whole(sqlite_url):
         assert stored_daily(reader) == Counter(b.counts)
         assert reader.applied_buckets([T0]) == {T0}
         assert reader.query("SELECT COUNT(*) FROM rollup_slices") == [(0,)]
+
+
+def test_while_live_windows_run_late_slices_get_only_a_trickle(sqlite_url):
+    """On a small machine the slices' CPU comes out of the stream's: a live dataflow behind real time catches up
+    first; history being replayed (no one waits for its windows) keeps the full share."""
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400)
+
+    def share_after_window(seconds_ago: int) -> float:
+        start = int(time.time()) - seconds_ago
+        partition.write_batch([Flush([WindowRow(start, 1, 1, {"US": 1}, [("numpy", 1)])], [], stats())])
+        return partition._slice_share()
+
+    assert share_after_window(0) == partition.SLICE_SHARE  # on time
+    assert share_after_window(6) == partition.SLICE_SHARE_BEHIND < partition.SLICE_SHARE  # live, 5 s behind
+    assert share_after_window(3600) == partition.SLICE_SHARE  # replaying history
+    assert share_after_window(0) == partition.SLICE_SHARE  # caught up again
+    partition.close()
