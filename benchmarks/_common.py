@@ -375,6 +375,9 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         # each sealed block: (first minute, end of its last minute, when its last slice was committed)
         blocks = db.execute("SELECT MIN(bucket), MAX(bucket) + 60, MAX(applied_at) FROM rollup_buckets "
                             "GROUP BY applied_at ORDER BY 1").fetchall() if db is not None else []
+        # blocks still going in when the run ended: (first minute, slices applied, when the last one was)
+        in_progress = db.execute("SELECT bucket, COUNT(*), MAX(applied_at) FROM rollup_slices GROUP BY bucket"
+                                 ).fetchall() if db is not None else []
         # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
         steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
         return {
@@ -386,6 +389,7 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             "started": started,
             "rollup_minutes_applied": minutes,
             "blocks": blocks,
+            "blocks_in_progress": in_progress,
             "seen_by_window": {s: seen[s] - (s + 1) for s in steady},
         }
     finally:

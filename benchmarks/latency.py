@@ -55,6 +55,13 @@ def main() -> int:
               f"applied {applied_at - end - args.lateness:.0f} s later; the {len(during)} windows meanwhile: "
               + (f"p50 {C.percentile(during, .5):.3f} s, p99 {C.percentile(during, .99):.3f} s, max {max(during):.3f} s"
                  if during else "none"))
+    for first, n_slices, last_at in r["blocks_in_progress"]:
+        end = first + 600  # a block being applied is a whole 10-minute block (BLOCK_S)
+        during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1)
+        print(f"block from {first - r['started']:.0f} s still going in at the end: {n_slices} slices applied, the last "
+              f"{last_at - end - args.lateness:.0f} s after it could seal; the {len(during)} windows since it could seal: "
+              + (f"p50 {C.percentile(during, .5):.3f} s, p99 {C.percentile(during, .99):.3f} s, max {max(during):.3f} s"
+                 if during else "none"))
     ok = bool(r["seen_delay"]) and C.percentile(r["seen_delay"], .99) < 1.5
     print(f"target p99 < 1.5 s: {'met' if ok else 'NOT met'}")
     return 0
