@@ -58,6 +58,17 @@ def _pack_bytes(obj, compress: bool = True) -> bytes:
 def _unpack_bytes(data: bytes):
     # a zlib stream starts with 0x78; state packed before compression (a pickle, 0x80) is still read
     return pickle.loads(zlib.decompress(data) if data[:1] == b"\x78" else data)
+# How late (wall clock) live results may be before the dataflow's background work (merging and applying sealed
+# blocks) steps back to a trickle: windows normally reach the sink 0.3-0.45 s after they end, and a slice or merge
+# step adds up to ~0.5 s. Results more than `HISTORY_LAG_S` late are history being replayed: no one waits for them.
+ON_TIME_S = 0.7
+HISTORY_LAG_S = 300.0
+
+
+def on_time_or_history(lag_s: float) -> bool:
+    return lag_s <= ON_TIME_S or lag_s >= HISTORY_LAG_S
+
+
 BLOCK_S = 600  # rollups leave the clock in aligned 10-minute blocks: fewer, larger sink writes, merged in C
 
 
@@ -142,8 +153,10 @@ class Clock:
 
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
     # credit, which comes back at this share of wall-clock time: a 3.6 s merge is spread over some 12 s, and the
-    # windows wait for one step at a time, not for the whole merge.
+    # windows wait for one step at a time, not for the whole merge. While the watermark is behind real time (live),
+    # the share drops to a trickle, as the sink's slices do (dataflow/outputs.py).
     MERGE_SHARE = 0.3
+    MERGE_SHARE_BEHIND = 0.05
     MERGE_BURST_S = 0.05
     merge_credit_s = 0.0
     merge_credited_at = 0.0
@@ -270,8 +283,8 @@ class Clock:
 
     def _merge_credit(self) -> float:
         now = time.monotonic()
-        self.merge_credit_s = min(self.MERGE_BURST_S,
-                                  self.merge_credit_s + (now - self.merge_credited_at) * self.MERGE_SHARE)
+        share = self.MERGE_SHARE if on_time_or_history(time.time() - self.watermark) else self.MERGE_SHARE_BEHIND
+        self.merge_credit_s = min(self.MERGE_BURST_S, self.merge_credit_s + (now - self.merge_credited_at) * share)
         self.merge_credited_at = now
         return self.merge_credit_s
 

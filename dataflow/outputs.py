@@ -9,7 +9,7 @@ import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from pypi_pulse.dataflow.clock import Flush, _return_freed_memory
+from pypi_pulse.dataflow.clock import Flush, _return_freed_memory, on_time_or_history
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.summaries import summarize
@@ -38,16 +38,13 @@ class _StorePartition(StatelessSinkPartition):
     SLICE_BURST_S = 0.25
     # Live, every window waits for the slice being applied, and on a small machine the slices' CPU comes out of the
     # stream's (benchmarks/latency.py at 20,000 events/s on two cores fell 5 s behind while a block went in at a
-    # quarter share). So while the newest window reached the sink more than `LIVE_LAG_OK_S` late, but is not
-    # history being replayed, slices get only a trickle that keeps the block moving, and the stream catches up
-    # first.
-    LIVE_LAG_OK_S = 1.0
-    HISTORY_LAG_S = 300.0
+    # quarter share). So slices take their full share only while the newest window reached the sink on time (or
+    # it is history being replayed, which no one waits for); behind real time they get a trickle that keeps the
+    # block moving, and the stream catches up first.
     SLICE_SHARE_BEHIND = 0.05
 
     def _slice_share(self) -> float:
-        lag = self.window_lag_s
-        return self.SLICE_SHARE if lag <= self.LIVE_LAG_OK_S or lag >= self.HISTORY_LAG_S else self.SLICE_SHARE_BEHIND
+        return self.SLICE_SHARE if on_time_or_history(self.window_lag_s) else self.SLICE_SHARE_BEHIND
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
