@@ -22,6 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
+def spread(sorted_delays: list[float], empty: str = "none") -> str:
+    if not sorted_delays:
+        return empty
+    return (f"p50 {C.percentile(sorted_delays, .5):.3f} s, p99 {C.percentile(sorted_delays, .99):.3f} s, "
+            f"max {sorted_delays[-1]:.3f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=20_000)
@@ -32,6 +39,7 @@ def main() -> int:
                     help="lateness horizon in seconds (as `--lateness-seconds`); a shorter one seals rollup blocks sooner")
     args = ap.parse_args()
     C.print_machine()
+    from pypi_pulse.dataflow.clock import BLOCK_S
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
@@ -45,23 +53,19 @@ def main() -> int:
           f"median {r['events_per_window']:,.0f} events per window; {r['rollup_minutes_applied']} rollup minutes applied "
           f"(sealed blocks)")
     for name, key in (("window end -> row written (written_at)", "write_delay"), ("window end -> row read by poller", "seen_delay")):
-        v = r[key]
-        print(f"{name}: p50 {C.percentile(v, .5):.3f} s, p99 {C.percentile(v, .99):.3f} s, max {max(v):.3f} s"
-              if v else f"{name}: no windows")
+        print(f"{name}: {spread(r[key], 'no windows')}")
     for first, end, applied_at in r["blocks"]:
         # from the moment the block could seal (its end plus the lateness horizon) to its last slice's commit
         during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1 <= applied_at)
         print(f"block of {(end - first) // 60} minute(s) sealed at ~{end + args.lateness - r['started']:.0f} s, "
               f"applied {applied_at - end - args.lateness:.0f} s later; the {len(during)} windows meanwhile: "
-              + (f"p50 {C.percentile(during, .5):.3f} s, p99 {C.percentile(during, .99):.3f} s, max {max(during):.3f} s"
-                 if during else "none"))
+              f"{spread(during)}")
     for first, n_slices, last_at in r["blocks_in_progress"]:
-        end = first + 600  # a block being applied is a whole 10-minute block (BLOCK_S)
+        end = first + BLOCK_S  # a block being applied in slices is a whole block
         during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1)
         print(f"block from {first - r['started']:.0f} s still going in at the end: {n_slices} slices applied, the last "
               f"{last_at - end - args.lateness:.0f} s after it could seal; the {len(during)} windows since it could seal: "
-              + (f"p50 {C.percentile(during, .5):.3f} s, p99 {C.percentile(during, .99):.3f} s, max {max(during):.3f} s"
-                 if during else "none"))
+              f"{spread(during)}")
     ok = bool(r["seen_delay"]) and C.percentile(r["seen_delay"], .99) < 1.5
     print(f"target p99 < 1.5 s: {'met' if ok else 'NOT met'}")
     return 0

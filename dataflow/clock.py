@@ -69,6 +69,26 @@ def on_time_or_history(lag_s: float) -> bool:
     return lag_s <= ON_TIME_S or lag_s >= HISTORY_LAG_S
 
 
+class TimeShare:
+    """Worker time for background work between flushes (the clock merging a sealed block, the sink step applying
+    it in slices): credit comes back at a share of the wall-clock time not spent on that work, up to a burst, and
+    each step spends what it took. Starts with a full burst."""
+
+    def __init__(self, burst_s: float):
+        self.burst_s = self.credit_s = burst_s
+        self.credited_at = time.monotonic()
+
+    def refill(self, share: float) -> float:
+        now = time.monotonic()
+        self.credit_s = min(self.burst_s, self.credit_s + (now - self.credited_at) * share)
+        self.credited_at = now
+        return self.credit_s
+
+    def spend(self, seconds: float) -> None:
+        self.credit_s -= seconds
+        self.credited_at = time.monotonic()
+
+
 BLOCK_S = 600  # rollups leave the clock in aligned 10-minute blocks: fewer, larger sink writes, merged in C
 
 
@@ -150,6 +170,7 @@ class Clock:
         # merging a 10-minute block at 20,000 events/s in one go held the windows up for 3.6 s. Never snapshotted:
         # with recovery the block's minutes are in `unapplied`, and a restored clock merges and sends them again.
         self.merging: dict[int, Iterator] = {}
+        self.merge_time = TimeShare(self.MERGE_BURST_S)  # not snapshotted either: a monotonic clock is per process
 
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
     # credit, which comes back at this share of wall-clock time: a 3.6 s merge is spread over some 12 s, and the
@@ -158,12 +179,11 @@ class Clock:
     MERGE_SHARE = 0.3
     MERGE_SHARE_BEHIND = 0.05
     MERGE_BURST_S = 0.05
-    merge_credit_s = 0.0
-    merge_credited_at = 0.0
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("merging", None)  # generators do not pickle; see `merging`
+        state.pop("merge_time", None)
         return state
 
     # ---- input --------------------------------------------------------------------------------------------
@@ -282,11 +302,8 @@ class Clock:
     _last_stats = 0.0
 
     def _merge_credit(self) -> float:
-        now = time.monotonic()
         share = self.MERGE_SHARE if on_time_or_history(time.time() - self.watermark) else self.MERGE_SHARE_BEHIND
-        self.merge_credit_s = min(self.MERGE_BURST_S, self.merge_credit_s + (now - self.merge_credited_at) * share)
-        self.merge_credited_at = now
-        return self.merge_credit_s
+        return self.merge_time.refill(share)
 
     def _merge_some(self, until_done: bool) -> list[RollupBucket]:
         """Advance the blocks being merged while the credit lasts; `until_done` (end of input, forced flushes):
@@ -299,17 +316,17 @@ class Clock:
             steps = self.merging[block]
             while True:
                 if credit <= 0 and not until_done:
-                    self.merge_credit_s = credit
                     return done
                 t = time.perf_counter()
                 rows = next(steps)
-                credit -= time.perf_counter() - t
+                took = time.perf_counter() - t
+                credit -= took
+                self.merge_time.spend(took)
                 if rows is not None:
                     break
             del self.merging[block]
             done.append(RollupBucket(block, rows, span=self.block_s))
             _return_freed_memory()  # the merge's intermediate arrays
-        self.merge_credit_s = credit
         return done
 
     def stats(self, now: float) -> PipelineStats:
@@ -333,6 +350,7 @@ class Clock:
     def restore(data: bytes) -> "Clock":
         clock = pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
+        clock.merge_time = TimeShare(clock.MERGE_BURST_S)
         if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed
             clock.dirty_minutes = set(clock.rollups)
         if not hasattr(clock, "block_s"):  # taken while minutes were sealed one by one: keep doing so

@@ -9,7 +9,7 @@ import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from pypi_pulse.dataflow.clock import Flush, _return_freed_memory, on_time_or_history
+from pypi_pulse.dataflow.clock import Flush, TimeShare, _return_freed_memory, on_time_or_history
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.summaries import summarize
@@ -27,8 +27,7 @@ class _StorePartition(StatelessSinkPartition):
         self.detail_min_daily_downloads = detail_min_daily_downloads
         self.last_prune = time.monotonic()
         self.applying: deque = deque()  # (bucket, slice iterator or None) of sealed blocks to apply
-        self.slice_credit_s = self.SLICE_BURST_S
-        self.credited_at = time.monotonic()
+        self.slice_time = TimeShare(self.SLICE_BURST_S)
         self.window_lag_s = 0.0  # how far behind real time the newest window reached the sink
 
     # Sealed rollup blocks are applied a slice at a time (`Sink.apply_in_slices`) between window writes, taking at
@@ -85,10 +84,8 @@ class _StorePartition(StatelessSinkPartition):
     def _apply_blocks(self, until_done: bool) -> None:
         """Apply queued blocks a slice at a time while the time credit lasts; `until_done` (end of input, no window
         waits any more): all of them, and a block not started yet goes in whole, in one transaction (faster)."""
-        now = time.monotonic()
-        self.slice_credit_s = min(self.SLICE_BURST_S, self.slice_credit_s + (now - self.credited_at) * self._slice_share())
-        self.credited_at = now
-        while self.applying and (until_done or self.slice_credit_s > 0):
+        self.slice_time.refill(self._slice_share())
+        while self.applying and (until_done or self.slice_time.credit_s > 0):
             bucket, slices = self.applying[0]
             t0 = time.monotonic()
             try:
@@ -107,8 +104,7 @@ class _StorePartition(StatelessSinkPartition):
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise
             finally:
-                self.slice_credit_s -= time.monotonic() - t0
-                self.credited_at = time.monotonic()
+                self.slice_time.spend(time.monotonic() - t0)
         dataflow_metrics.ROLLUP_PENDING.set(len(self.applying))
 
     def close(self) -> None:

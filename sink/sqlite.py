@@ -28,7 +28,8 @@ def _path_of(url: str) -> Path:
 
 
 class SQLiteSink(Sink):
-    WAL_CHECKPOINT_PAGES = 10_000
+    WAL_CHECKPOINT_PAGES = 10_000  # see __init__
+
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self.path = _path_of(url)

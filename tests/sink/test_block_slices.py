@@ -96,7 +96,7 @@ def test_a_day_backfilled_between_two_slices_holds_exactly_the_backfill(sqlite_u
 def test_windows_reach_the_sink_while_a_big_block_is_still_going_in(sqlite_url):
     partition = _StorePartition(sqlite_url, 48 * 3600, 400)
     partition.sink.SLICE_ROWS = 10
-    partition.SLICE_SHARE, partition.slice_credit_s = 0.0, 0.01  # time for a few slices, then none
+    partition.SLICE_SHARE, partition.slice_time.credit_s = 0.0, 0.01  # time for a few slices, then none
     b = block()
     window = WindowRow(T0 + 900, 5, 1, {"US": 5}, [("numpy", 5)])
     partition.write_batch([Flush([window], [b], stats())])
@@ -115,7 +115,7 @@ def test_windows_reach_the_sink_while_a_big_block_is_still_going_in(sqlite_url):
 
 def test_at_the_end_of_input_a_block_not_started_goes_in_whole(sqlite_url):
     partition = _StorePartition(sqlite_url, 48 * 3600, 400)
-    partition.SLICE_SHARE, partition.slice_credit_s = 0.0, 0.0  # no time for slices during the run
+    partition.SLICE_SHARE, partition.slice_time.credit_s = 0.0, 0.0  # no time for slices during the run
     b = block()
     partition.write_batch([Flush([], [b], stats())])
     partition.close()
