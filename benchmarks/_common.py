@@ -234,6 +234,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
+        self.started_wall = time.time()  # series times + this = wall clock (block periods are wall-clock aligned)
 
     def watch(self, name: str, pid: int) -> None:
         self.procs[name] = self.psutil.Process(pid)

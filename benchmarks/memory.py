@@ -7,9 +7,9 @@
 
 The steady run is the live setup of benchmark 2 (real producer and dataflow processes, embedded broker, SQLite
 sink), sampled every second with psutil. "Growth" compares the median RSS of the last minute with that of the
-minute after the warm-up (the first two minutes hold the lateness horizon filling up: windows and rollup minutes
-are kept for 10 minutes of event time, so the state only reaches its steady size after that; runs shorter than
-the horizon show that filling, not a leak).
+minute after the warm-up; that includes the rollup block filling up (a block gathers every key of its 10 minutes
+until it is sealed), so the run also reports each whole 10-minute block period, aligned on the dataflow's blocks:
+a state that does not grow has the same peak in every period. Whole periods need a run of 21 minutes or more.
 """
 
 from __future__ import annotations
@@ -73,10 +73,34 @@ def main() -> int:
         print(f"{name}: peak {C.mib(max(v for _, v in series))}, minute 2 median {C.mib(median(first))}, "
               f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
               f"per-minute peaks MiB: {' '.join(per_min)}")
+    _block_periods(sampler)
     dataflow = [v for _, v in sampler.series.get("dataflow", [])]
     if dataflow:
         print(f"target: dataflow under 1 GiB: {'met' if max(dataflow) < 2**30 else 'NOT met'}")
     return 0
+
+
+def _block_periods(sampler) -> None:
+    """The dataflow's state has a 10-minute period: a rollup block gathers every key of its 10 minutes, then is
+    sealed, merged, written and freed. Growth is judged between whole periods (aligned on the blocks, so the same
+    phase), not between minutes of one block filling up."""
+    from datetime import datetime, timezone
+
+    from pypi_pulse.dataflow.clock import BLOCK_S
+
+    for name, series in sampler.series.items():
+        periods: dict[int, list[int]] = {}
+        for t, v in series:
+            periods.setdefault(int((sampler.started_wall + t) // BLOCK_S), []).append(v)
+        whole = sorted(periods)[1:-1]  # the first and last are cut by the run's start and end
+        if not whole:
+            print(f"{name}: no whole {BLOCK_S // 60}-minute block period in the run (run longer than {2 * BLOCK_S // 60} min)")
+            continue
+        cells = [f"{datetime.fromtimestamp(k * BLOCK_S, timezone.utc):%H:%M} peak {C.mib(max(periods[k]))} "
+                 f"low {C.mib(min(periods[k]))}" for k in whole]
+        growth = (max(periods[whole[-1]]) - max(periods[whole[0]])) / 2**20
+        print(f"{name}: whole block periods: {'; '.join(cells)}"
+              + (f" (peak growth, last against first: {growth:+,.0f} MiB)" if len(whole) > 1 else ""))
 
 
 if __name__ == "__main__":
