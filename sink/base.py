@@ -83,6 +83,22 @@ class Sink(abc.ABC):
     def daily(self, project: Optional[str], dimension: str, start_day: str, end_day: str) -> list[tuple[str, str, Optional[str], int]]:
         """(day, project, category, downloads) rows of one dimension, optionally for one project."""
 
+    def project_days(self, start_day: str, end_day: str) -> tuple[str, tuple]:
+        """("day IN (?, ...)", days): the SQL condition, and its parameters, selecting the calendar days of
+        [start_day, end_day] that can hold rollups (clamped to the oldest and newest stored day).
+
+        One project's rows are read through it: SQLite's `daily` is clustered by day first with no project index
+        (sink/schema.py, migration 7), so the query seeks (day, project, dimension) once per day instead of
+        scanning every project's rows of the period."""
+        import datetime as dt
+
+        (lo, hi), = self.query("SELECT MIN(day), MAX(day) FROM daily_totals")
+        days: list[str] = []
+        if lo is not None:
+            first, last = dt.date.fromisoformat(max(start_day, lo)), dt.date.fromisoformat(min(end_day, hi))
+            days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        return f"day IN ({', '.join('?' for _ in days) or 'NULL'})", tuple(days)
+
     @abc.abstractmethod
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run a read query written once for both backends: `?` placeholders, portable SQL."""

@@ -28,7 +28,7 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
                                      daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement)
-from pypi_pulse.sink.schema import MIGRATIONS, from_db_category
+from pypi_pulse.sink.schema import MIGRATIONS, from_db_category, migration_script
 
 log = structlog.get_logger(__name__)
 
@@ -184,7 +184,8 @@ class PostgresSink(Sink):
             current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version > current:
-                    conn.execute(script)
+                    if sql := migration_script(script, "postgresql"):
+                        conn.execute(sql)
                     conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                     log.info("sink.migrated", backend="postgresql", version=version)
 

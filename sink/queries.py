@@ -82,7 +82,7 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
 def known_package(sink: Sink, name: str) -> Optional[str]:
     """The stored (normalised) name if the project has any rollup, else None."""
     project = normalize(name)
-    rows = sink.query("SELECT project FROM daily WHERE project = ? LIMIT 1", (project,))
+    rows = sink.query("SELECT project FROM daily WHERE project = ? AND dimension = 'with_mirrors' LIMIT 1", (project,))
     return rows[0][0] if rows else None
 
 
@@ -91,8 +91,9 @@ def _sum(sink: Sink, project: Optional[str], dimension: str, start: str, end: st
         r = sink.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ?",
                        (dimension, start, end))
     else:
-        r = sink.query("SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ?",
-                       (project, dimension, start, end))
+        days, params = sink.project_days(start, end)
+        r = sink.query(f"SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND {days}",
+                       (project, dimension, *params))
     return int(r[0][0] or 0) if r else 0
 
 
@@ -123,8 +124,10 @@ def daily_by_category(sink: Sink, project: Optional[str], dimension: str, start:
         rows = sink.query(f"SELECT day, category, downloads FROM daily_totals WHERE {where} ORDER BY day, category",
                           tuple(params))
     else:
+        days, day_params = sink.project_days(s, e)
+        where = where.replace("day >= ? AND day <= ?", days)
         rows = sink.query(f"SELECT day, category, downloads FROM daily WHERE project = ? AND {where} ORDER BY day, category",
-                          (normalize(project), *params))
+                          (normalize(project), dim, *day_params, *params[3:]))
     return [(d, from_db_category(c), int(n)) for d, c, n in rows]
 
 
@@ -139,9 +142,10 @@ def category_totals(sink: Sink, project: Optional[str], dimension: str, start: D
             "SELECT category, SUM(downloads) AS n FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? "
             f"GROUP BY category ORDER BY n DESC, category{lim}", (dim, s, e))
     else:
+        days, params = sink.project_days(s, e)
         rows = sink.query(
-            "SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ? "
-            f"GROUP BY category ORDER BY n DESC, category{lim}", (normalize(project), dim, s, e))
+            f"SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND {days} "
+            f"GROUP BY category ORDER BY n DESC, category{lim}", (normalize(project), dim, *params))
     return [(from_db_category(c), int(n)) for c, n in rows]
 
 
@@ -154,9 +158,10 @@ def compare(sink: Sink, projects: Iterable[str], start: Day, end: Day,
     if not names:
         return out
     marks = ", ".join("?" for _ in names)
+    days, params = sink.project_days(iso_day(start), iso_day(end))
     rows = sink.query(
-        f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND day >= ? "
-        "AND day <= ? GROUP BY project, day ORDER BY project, day", (*names, dim, iso_day(start), iso_day(end)))
+        f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND {days} "
+        "GROUP BY project, day ORDER BY project, day", (*names, dim, *params))
     for p, d, n in rows:
         out[p].append((d, int(n)))
     return out

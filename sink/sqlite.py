@@ -17,7 +17,7 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
                                     prune_backfilled_statement, prune_buckets_statement)
-from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_category
+from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_category, migration_script
 
 
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
@@ -75,7 +75,7 @@ class SQLiteSink(Sink):
             self.db.execute("BEGIN IMMEDIATE")
             try:  # the version is read under the write lock: another connection may have migrated meanwhile
                 if version > (self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0):
-                    for stmt in filter(str.strip, script.split(";")):
+                    for stmt in filter(str.strip, migration_script(script, "sqlite").split(";")):
                         self.db.execute(stmt)
                     self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 self.db.execute("COMMIT")
@@ -278,10 +278,11 @@ class SQLiteSink(Sink):
                 (dimension, start_day, end_day),
             ).fetchall()
         else:
+            days, params = self.project_days(start_day, end_day)
             rows = self.db.execute(
-                "SELECT day, project, category, downloads FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ? "
+                f"SELECT day, project, category, downloads FROM daily WHERE project = ? AND dimension = ? AND {days} "
                 "ORDER BY day, category",
-                (project, dimension, start_day, end_day),
+                (project, dimension, *params),
             ).fetchall()
         return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
 

@@ -173,10 +173,11 @@ def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[st
     cmap = category_map()
     projects = sorted(cmap)
     for a, b in _segments(start, end, summarised):
+        days, day_params = sink.project_days(a, b)
         for chunk in _chunks(projects):
             for p, d, n in sink.query(
                     f"SELECT project, day, downloads FROM daily WHERE project IN ({_marks(chunk)}) "
-                    "AND dimension = 'overall' AND day >= ? AND day <= ?", (*chunk, a, b)):
+                    f"AND dimension = 'overall' AND {days}", (*chunk, *day_params)):
                 c = cmap[p]
                 out[c][d] = out[c].get(d, 0) + int(n)
     return dict(out)
