@@ -652,6 +652,25 @@ class BlockRows(Mapping):
                         map(self.dims.__getitem__, self.dim_of[rows].tolist()), map(NULL_AS_DB_CATEGORY.get, cats, cats),
                         self.counts[rows].tolist()))
 
+    def totals(self, lo: int = 0, hi: Optional[int] = None) -> list[tuple]:
+        """(day, dimension, category, downloads) of rows lo..hi summed over projects, sorted, category None as '':
+        a slice's share of `daily_totals`, grouped in numpy (a Python loop over the rows took ~1 s a million)."""
+        rows = slice(lo, hi)
+        n_c = len(self.c_table)
+        keys = self.dim_of[rows] * n_c + self.categories[rows] % n_c  # category -1 (None) is the table's last entry
+        if not len(keys):
+            return []
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        sums = np.add.reduceat(self.counts[rows][order], starts)
+        out = []
+        for k, n in zip(keys[starts].tolist(), sums.tolist()):
+            cat = self.c_table[k % n_c]
+            out.append((self.day, self.dims[k // n_c], NULL_AS_DB_CATEGORY.get(cat, cat), n))
+        out.sort()
+        return out
+
     def as_dict(self) -> dict:
         if self._dict is None:
             self._dict = dict(zip(zip(repeat(self.day), self.p_table[self.projects].tolist(),

@@ -139,7 +139,11 @@ class SQLiteSink(Sink):
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
         stored as '', days a backfill owns skipped, see sink/rollup.py)."""
-        SQLiteSink._upsert_rows(cur, SQLiteSink._rollup_rows(buckets))
+        if len(buckets) == 1 and hasattr(buckets[0].counts, "totals"):  # a dataflow block: totals grouped in numpy
+            c = buckets[0].counts
+            SQLiteSink._upsert_rows(cur, c.rows(), c.totals(), c.days)
+        else:
+            SQLiteSink._upsert_rows(cur, SQLiteSink._rollup_rows(buckets))
 
     @staticmethod
     def _rollup_rows(buckets: list[RollupBucket]) -> list[tuple]:
@@ -159,24 +163,30 @@ class SQLiteSink(Sink):
         return rows
 
     @staticmethod
-    def _upsert_rows(cur: sqlite3.Cursor, rows: list[tuple]) -> None:
-        """Upsert sorted rows and their all-project totals, leaving out days a backfill owns (looked up in this
-        transaction, so a backfill between two slices of a block is respected)."""
-        owned = {d for (d,) in cur.execute(*backfilled_among(sorted({r[0] for r in rows}))).fetchall()} if rows else ()
+    def _upsert_rows(cur: sqlite3.Cursor, rows: list[tuple], totals: Optional[list[tuple]] = None,
+                     days: Optional[set[str]] = None) -> None:
+        """Upsert sorted rows and their all-project totals (computed here unless given, with the `days` the rows
+        cover), leaving out days a backfill owns (looked up in this transaction, so a backfill between two slices
+        of a block is respected)."""
+        if days is None:
+            days = {r[0] for r in rows}
+        owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()} if rows else ()
         if owned:
             rows = [r for r in rows if r[0] not in owned]
-        totals: dict = {}
-        get = totals.get
-        for day, _project, dim, cat, n in rows:
-            k = (day, dim, cat)
-            totals[k] = get(k, 0) + n
+            totals = None if totals is None else [t for t in totals if t[0] not in owned]
+        if totals is None:
+            sums: dict = {}
+            get = sums.get
+            for day, _project, dim, cat, n in rows:
+                k = (day, dim, cat)
+                sums[k] = get(k, 0) + n
+            totals = [(*k, n) for k, n in sorted(sums.items())]
         cur.executemany(
             "INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads", rows)
         cur.executemany(
             "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
-            [(*k, n) for k, n in sorted(totals.items())])
+            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads", totals)
 
     SLICE_ROWS = 20_000  # ~0.2 s of upserts: the longest a window write waits for a block being applied
 
@@ -191,17 +201,24 @@ class SQLiteSink(Sink):
             return
         if applied:
             raise partly_applied(bucket, applied)
-        if hasattr(bucket.counts, "rows"):  # the dataflow's blocks: each slice's rows built when it is applied
-            n, rows_between = len(bucket.counts), bucket.counts.rows
+        counts = bucket.counts
+        if hasattr(counts, "rows"):  # the dataflow's blocks: each slice's rows and totals built when it is applied
+            n = len(counts)
+
+            def upsert(cur, lo, hi):
+                self._upsert_rows(cur, counts.rows(lo, hi), counts.totals(lo, hi), counts.days)
         else:
             rows = self._rollup_rows([bucket])
-            n, rows_between = len(rows), lambda lo, hi: rows[lo:hi]
+            n = len(rows)
+
+            def upsert(cur, lo, hi):
+                self._upsert_rows(cur, rows[lo:hi])
         done = {s for (s,) in self.db.execute("SELECT slice FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))}
         for i, lo in enumerate(range(0, n, self.SLICE_ROWS)):
             if i in done:
                 continue
             with self._transaction() as cur:
-                self._upsert_rows(cur, rows_between(lo, lo + self.SLICE_ROWS))
+                upsert(cur, lo, lo + self.SLICE_ROWS)
                 cur.execute("INSERT INTO rollup_slices (bucket, slice, applied_at) VALUES (?, ?, ?)",
                             (bucket.bucket, i, time.time()))
             yield

@@ -140,3 +140,29 @@ def test_while_live_windows_run_late_slices_get_only_a_trickle(sqlite_url):
     assert share_after_window(3600) == partition.SLICE_SHARE  # replaying history
     assert share_after_window(0) == partition.SLICE_SHARE  # caught up again
     partition.close()
+
+
+def test_a_dataflow_blocks_totals_match_its_rows_after_every_slice(sqlite_url):
+    """The dataflow's blocks hand the sink each slice's all-project totals grouped in numpy (`BlockRows.totals`):
+    after every slice `daily_totals` is exactly the sum of the `daily` rows stored so far, None categories too."""
+    from pypi_pulse.dataflow.clock import MinuteRollup
+    from pypi_pulse.dataflow.parse import parse_batch
+    from pypi_pulse.dataflow.source import RawBatch
+    from pypi_pulse.producer.synthetic import SyntheticSource
+
+    events = [v for v, _ in SyntheticSource(seed=3).encoded([T0 + i / 100 for i in range(6000)])]
+    minutes: dict = {}
+    for minute, cols in parse_batch(RawBatch(0, 1, events, 0, True)).minutes.items():
+        minutes.setdefault(minute, MinuteRollup()).add(cols)
+    counts = MinuteRollup.merged_final([minutes[m] for m in sorted(minutes)], DAY)
+    assert hasattr(counts, "totals") and len(counts) > 2000
+    assert any(cat is None for (_d, _p, _dim, cat) in counts)
+    with open_sink(sqlite_url) as sink:
+        sink.SLICE_ROWS = 700
+        slices = 0
+        for _ in sink.apply_in_slices(RollupBucket(T0, counts, span=600)):
+            slices += 1
+            assert stored_totals(sink) == totals_of(stored_daily(sink))
+        assert slices == len(counts) // 700 + 2  # every slice, then the block's record
+        assert stored_daily(sink) == Counter(dict(counts))
+        assert stored_totals(sink) == totals_of(dict(counts))
