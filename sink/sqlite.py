@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import orjson
+import structlog
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
@@ -21,6 +22,7 @@ from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_cate
 
 
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+log = structlog.get_logger(__name__)
 
 
 def _path_of(url: str) -> Path:
@@ -75,9 +77,17 @@ class SQLiteSink(Sink):
             self.db.execute("BEGIN IMMEDIATE")
             try:  # the version is read under the write lock: another connection may have migrated meanwhile
                 if version > (self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0):
+                    started = time.monotonic()
+                    if self.path.stat().st_size > 100 * 2**20:
+                        log.warning("sink.migrating", backend="sqlite", path=str(self.path), version=version,
+                                    size_mib=self.path.stat().st_size // 2**20,
+                                    note="a one-time upgrade of the schema; a large sink takes minutes")
                     for stmt in filter(str.strip, migration_script(script, "sqlite").split(";")):
                         self.db.execute(stmt)
                     self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    if time.monotonic() - started > 1.0:  # e.g. migration 7 rebuilding a large `daily`
+                        log.warning("sink.migrated", backend="sqlite", path=str(self.path), version=version,
+                                    seconds=round(time.monotonic() - started, 1))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
