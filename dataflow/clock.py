@@ -10,7 +10,6 @@ in aligned 10-minute blocks (`BLOCK_S`), summed in C, each applied exactly once 
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import math
 import pickle
@@ -26,25 +25,12 @@ import numpy as np
 
 from pypi_pulse.dataflow.columns import Coded, Codes
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
+from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.schema import NULL_AS_DB_CATEGORY
 
 TOP_N = 10
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap freed by a minute's counters (hundreds of MB at 20,000 events/s) back to the system: glibc
-    keeps freed blocks of large dicts otherwise, and the process's RSS only ever grows. A no-op off glibc."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-try:
-    _LIBC = ctypes.CDLL("libc.so.6")
-    _LIBC.malloc_trim  # noqa: B018 - only glibc has it
-except (OSError, AttributeError):
-    _LIBC = None
 
 
 def _pack_bytes(obj, compress: bool = True) -> bytes:
@@ -268,7 +254,7 @@ class Clock:
             if minute in self.rollups:
                 self.rollups[minute].pack()
         if completed:
-            _return_freed_memory()
+            return_freed_memory()
         buckets = []
         horizon = wm - self.lateness_s
         seal_before = horizon - horizon % BUCKET_S if math.isfinite(horizon) else horizon
@@ -326,7 +312,7 @@ class Clock:
                     break
             del self.merging[block]
             done.append(RollupBucket(block, rows, span=self.block_s))
-            _return_freed_memory()  # the merge's intermediate arrays
+            return_freed_memory()  # the merge's intermediate arrays
         return done
 
     def stats(self, now: float) -> PipelineStats:

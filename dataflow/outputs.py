@@ -9,7 +9,8 @@ import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from pypi_pulse.dataflow.clock import Flush, TimeShare, _return_freed_memory, on_time_or_history
+from pypi_pulse.dataflow.clock import Flush, TimeShare, on_time_or_history
+from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.summaries import summarize
@@ -99,7 +100,7 @@ class _StorePartition(StatelessSinkPartition):
                     done = next(slices, StopIteration) is StopIteration
                 if done:
                     self.applying.popleft()
-                    _return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
+                    return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
             except Exception:
                 dataflow_metrics.SINK_ERRORS.inc()
                 raise

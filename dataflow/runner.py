@@ -12,6 +12,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from pypi_pulse.dataflow.flow import FlowConfig, build_flow
+from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
 from pypi_pulse.dataflow.source import StopOffsets
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,7 @@ def prepare_recovery(recovery_dir: Path, fresh: bool) -> RecoveryConfig:
 
 def run_dataflow(cfg: FlowConfig, *, workers: int = 1, epoch_s: float = 2.0, recovery_dir: Optional[Path] = None,
                  fresh_recovery: bool = False, stop_offsets: Optional[StopOffsets] = None) -> None:
+    keep_large_blocks_mapped()
     flow = build_flow(cfg, stop_offsets, snapshots=recovery_dir is not None)
     recovery = prepare_recovery(recovery_dir, fresh_recovery) if recovery_dir else None
     log.info("dataflow.start", topic=cfg.topic, partitions=cfg.n_partitions, sink=cfg.sink_url, workers=workers,
