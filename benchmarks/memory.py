@@ -8,8 +8,9 @@
 The steady run is the live setup of benchmark 2 (real producer and dataflow processes, embedded broker, SQLite
 sink), sampled every second with psutil. "Growth" compares the median RSS of the last minute with that of the
 minute after the warm-up; that includes the rollup block filling up (a block gathers every key of its 10 minutes
-until it is sealed), so the run also reports each whole 10-minute block period, aligned on the dataflow's blocks:
-a state that does not grow has the same peak in every period. Whole periods need a run of 21 minutes or more.
+until it is sealed), so the run also reports the RSS just before each seal, when the block is whole: a state that
+does not grow has the same figure before every seal. Two whole blocks need a run from just before a 10-minute
+boundary to 20 minutes and the lateness horizon after it (e.g. `--lateness 60 --minutes 21.5` started at hh:m9:30).
 """
 
 from __future__ import annotations
@@ -73,34 +74,43 @@ def main() -> int:
         print(f"{name}: peak {C.mib(max(v for _, v in series))}, minute 2 median {C.mib(median(first))}, "
               f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
               f"per-minute peaks MiB: {' '.join(per_min)}")
-    _block_periods(sampler)
+    _before_each_seal(sampler, args.lateness)
     dataflow = [v for _, v in sampler.series.get("dataflow", [])]
     if dataflow:
         print(f"target: dataflow under 1 GiB: {'met' if max(dataflow) < 2**30 else 'NOT met'}")
     return 0
 
 
-def _block_periods(sampler) -> None:
-    """The dataflow's state has a 10-minute period: a rollup block gathers every key of its 10 minutes, then is
-    sealed, merged, written and freed. Growth is judged between whole periods (aligned on the blocks, so the same
-    phase), not between minutes of one block filling up."""
+def _before_each_seal(sampler, lateness_s: float) -> None:
+    """The dataflow's state has a 10-minute period: a rollup block gathers every key of its 10 minutes, is sealed
+    once the watermark passes its end by the lateness horizon, then merged, written and freed. Growth is judged at
+    the same phase of every block: the RSS in the 30 s before each seal, when the block is whole (a block the run
+    started inside of is marked partial); a state that does not grow has the same figure before every seal."""
     from datetime import datetime, timezone
 
     from pypi_pulse.dataflow.clock import BLOCK_S
 
     for name, series in sampler.series.items():
-        periods: dict[int, list[int]] = {}
-        for t, v in series:
-            periods.setdefault(int((sampler.started_wall + t) // BLOCK_S), []).append(v)
-        whole = sorted(periods)[1:-1]  # the first and last are cut by the run's start and end
-        if not whole:
-            print(f"{name}: no whole {BLOCK_S // 60}-minute block period in the run (run longer than {2 * BLOCK_S // 60} min)")
+        if not series:
             continue
-        cells = [f"{datetime.fromtimestamp(k * BLOCK_S, timezone.utc):%H:%M} peak {C.mib(max(periods[k]))} "
-                 f"low {C.mib(min(periods[k]))}" for k in whole]
-        growth = (max(periods[whole[-1]]) - max(periods[whole[0]])) / 2**20
-        print(f"{name}: whole block periods: {'; '.join(cells)}"
-              + (f" (peak growth, last against first: {growth:+,.0f} MiB)" if len(whole) > 1 else ""))
+        wall = [(sampler.started_wall + t, v) for t, v in series]
+        first, last = wall[0][0], wall[-1][0]
+        cells, whole = [], []
+        for end in range(int((first // BLOCK_S + 1) * BLOCK_S), int(last), BLOCK_S):
+            seal = end + lateness_s
+            vals = [v for t, v in wall if seal - 30 <= t < seal]
+            if not vals or seal > last:
+                continue
+            full = first <= end - BLOCK_S
+            cells.append(f"{datetime.fromtimestamp(end, timezone.utc):%H:%M} {C.mib(median(vals))}"
+                         + ("" if full else " (partial block)"))
+            if full:
+                whole.append(median(vals))
+        if not cells:
+            print(f"{name}: no block sealed within the run")
+            continue
+        print(f"{name}: before each seal (block ending at): {'; '.join(cells)}"
+              + (f"; growth between whole blocks {(whole[-1] - whole[0]) / 2**20:+,.0f} MiB" if len(whole) > 1 else ""))
 
 
 if __name__ == "__main__":
