@@ -233,8 +233,8 @@ class SQLiteSink(Sink):
                             (bucket.bucket, i, time.time()))
             yield
         with self._transaction() as cur:
-            cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)",
-                            [(m, time.time()) for m in minutes])
+            now = time.time()  # one time for the block's minutes, as `write` records them
+            cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(m, now) for m in minutes])
             cur.execute("DELETE FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))
         yield
 
