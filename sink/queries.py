@@ -116,18 +116,14 @@ def daily_by_category(sink: Sink, project: Optional[str], dimension: str, start:
     """
     dim = _dimension(dimension)
     s, e = iso_day(start), iso_day(end)
-    where, params = "dimension = ? AND day >= ? AND day <= ?", [dim, s, e]
-    if match_category:
-        where += " AND category = ?"
-        params.append(to_db_category(category))
+    of_category, category_params = (" AND category = ?", (to_db_category(category),)) if match_category else ("", ())
     if project is None:
-        rows = sink.query(f"SELECT day, category, downloads FROM daily_totals WHERE {where} ORDER BY day, category",
-                          tuple(params))
+        rows = sink.query(f"SELECT day, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? "
+                          f"AND day <= ?{of_category} ORDER BY day, category", (dim, s, e, *category_params))
     else:
         days, day_params = sink.project_days(s, e)
-        where = where.replace("day >= ? AND day <= ?", days)
-        rows = sink.query(f"SELECT day, category, downloads FROM daily WHERE project = ? AND {where} ORDER BY day, category",
-                          (normalize(project), dim, *day_params, *params[3:]))
+        rows = sink.query(f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND {days}"
+                          f"{of_category} ORDER BY day, category", (normalize(project), dim, *day_params, *category_params))
     return [(d, from_db_category(c), int(n)) for d, c, n in rows]
 
 

@@ -77,10 +77,10 @@ class SQLiteSink(Sink):
             self.db.execute("BEGIN IMMEDIATE")
             try:  # the version is read under the write lock: another connection may have migrated meanwhile
                 if version > (self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0):
-                    started = time.monotonic()
-                    if self.path.stat().st_size > 100 * 2**20:
+                    started, size = time.monotonic(), self.path.stat().st_size
+                    if size > 100 * 2**20:
                         log.warning("sink.migrating", backend="sqlite", path=str(self.path), version=version,
-                                    size_mib=self.path.stat().st_size // 2**20,
+                                    size_mib=size // 2**20,
                                     note="a one-time upgrade of the schema; a large sink takes minutes")
                     for stmt in filter(str.strip, migration_script(script, "sqlite").split(";")):
                         self.db.execute(stmt)
@@ -149,7 +149,8 @@ class SQLiteSink(Sink):
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
         stored as '', days a backfill owns skipped, see sink/rollup.py)."""
-        if len(buckets) == 1 and hasattr(buckets[0].counts, "totals"):  # a dataflow block: totals grouped in numpy
+        if len(buckets) == 1 and hasattr(buckets[0].counts, "rows"):  # a dataflow block: rows in key order, totals
+            # grouped in numpy
             c = buckets[0].counts
             SQLiteSink._upsert_rows(cur, c.rows(), c.totals(), c.days)
         else:
@@ -158,12 +159,10 @@ class SQLiteSink(Sink):
     @staticmethod
     def _rollup_rows(buckets: list[RollupBucket]) -> list[tuple]:
         """(day, project, dimension, category, n) rows of the buckets, sorted by primary key, so that SQLite walks
-        its B-trees in order; built by C-level `map`/`zip` (the dataflow hands them over already in key order,
-        so the sort only checks). Rows of several buckets with the same key are added up by the upsert. Staging
+        its B-trees in order; built by C-level `map`/`zip` (a dataflow block, `BlockRows`, builds its own rows in
+        key order and does not come here). Rows of several buckets with the same key are added up by the upsert. Staging
         every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower
         (docs/performance.md); so did summing the buckets in Python first."""
-        if len(buckets) == 1 and hasattr(buckets[0].counts, "rows"):  # the dataflow's blocks: built in key order
-            return buckets[0].counts.rows()
         rows: list = []
         for b in buckets:
             keys = b.counts.keys()
