@@ -70,7 +70,8 @@ class Coded:
         if not len(self.codes):
             return {}
         present, n = np.unique(self.codes, return_counts=True)
-        return dict(zip(object_array(self.table)[present].tolist(), n.tolist()))
+        # per present value, not per table entry: a second's events touch a small part of a batch's table
+        return dict(zip(map(self.table.__getitem__, present.tolist()), n.tolist()))
 
     def __len__(self) -> int:
         return len(self.codes)

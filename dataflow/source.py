@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from pypi_pulse.events import PACK_HEADER, unpack
 from pypi_pulse.metrics import dataflow_metrics
 
 StopOffsets = Callable[[], Optional[dict[int, int]]]
@@ -29,11 +30,29 @@ STOP = threading.Event()
 class RawBatch:
     partition: int
     n_partitions: int
-    values: list[bytes]
+    values: list[bytes]  # message values: one event each, unless packed (PACK_HEADER)
     next_offset: int  # offset after the last message in `values`
     caught_up: bool  # the partition had nothing more to give at read time
     final: bool = False  # the partition reached its stop offset (batch mode)
     wall: float = field(default_factory=time.time)
+    pack_sizes: Optional[list[int]] = None  # events in each message, when some message is packed
+
+    @property
+    def n_events(self) -> int:
+        return len(self.values) if self.pack_sizes is None else sum(self.pack_sizes)
+
+    def event_values(self) -> list[bytes]:
+        """One value per event. Packed messages stay whole until a tier needs their events one by one: the usual
+        batch is read by Arrow as one NDJSON buffer, packed or not."""
+        if self.pack_sizes is None:
+            return self.values
+        out: list[bytes] = []
+        for value, n in zip(self.values, self.pack_sizes):
+            if n == 1:
+                out.append(value)
+            else:
+                out += unpack(value)
+        return out
 
 
 class _Partition(StatefulSourcePartition[RawBatch, int]):
@@ -46,6 +65,7 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         self.n_partitions = n_partitions
         self.next_offset = max(start, 0)
         self.batch_size = batch_size
+        self.events_per_message = 1
         self.stop_offsets = stop_offsets
         self.heartbeat_s = heartbeat_s
         self.drain_idle_s = drain_idle_s
@@ -64,8 +84,10 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
     def next_batch(self) -> list[RawBatch]:
         if self.done or STOP.is_set():
             raise StopIteration
-        msgs = self.consumer.consume(self.batch_size, 0)
+        # batch_size counts events: with packed messages, ask for as many messages as make that many events
+        msgs = self.consumer.consume(max(1, self.batch_size // self.events_per_message), 0)
         values: list[bytes] = []
+        sizes: Optional[list[int]] = None
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -75,10 +97,21 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
                 if err.fatal():
                     raise RuntimeError(f"Kafka consumer error on partition {self.partition}: {err}")
                 continue
-            values.append(m.value())
+            value = m.value()
+            headers = m.headers()
+            if headers and PACK_HEADER in headers:
+                if sizes is None:
+                    sizes = [1] * len(values)
+                sizes.append(value.count(b"\n") + 1)
+            elif sizes is not None:
+                sizes.append(1)
+            values.append(value)
             self.next_offset = m.offset() + 1
             self.at_eof = False
-        dataflow_metrics.consumed(self, len(values))
+        events = len(values) if sizes is None else sum(sizes)
+        dataflow_metrics.consumed(self, events)
+        if values:
+            self.events_per_message = max(1, events // len(values))
         caught_up = self.at_eof
         stop = self._stop_at()
         final = stop is not None and self.next_offset >= stop
@@ -94,7 +127,8 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
             self.done = True
         if values or final:
             self.awake = None
-            return [RawBatch(self.partition, self.n_partitions, values, self.next_offset, caught_up, final)]
+            return [RawBatch(self.partition, self.n_partitions, values, self.next_offset, caught_up, final,
+                             pack_sizes=sizes)]
         # Nothing new: a heartbeat tells the clock this partition is caught up, at a gentle pace.
         self.awake = datetime.now(timezone.utc) + timedelta(seconds=self.heartbeat_s)
         return [RawBatch(self.partition, self.n_partitions, [], self.next_offset, caught_up)]
@@ -117,6 +151,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self.topic = topic
         self.n_partitions = n_partitions
         self.batch_size = batch_size
+        self.events_per_message = 1
         self.stop_offsets = stop_offsets
         self.heartbeat_s = heartbeat_s
         self.group_id = group_id

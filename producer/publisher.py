@@ -13,6 +13,7 @@ from typing import Optional
 from confluent_kafka import KafkaError, Producer
 
 from pypi_pulse.errors import UserError
+from pypi_pulse.events import PACK_HEADER, PACK_MAX_BYTES
 from pypi_pulse.metrics import producer_metrics
 
 
@@ -36,6 +37,8 @@ class Publisher:
         self.summary = Summary()
         self.end_offsets: dict[int, int] = {}  # partition -> last acknowledged offset + 1 (data topic)
         self._lock = threading.Lock()
+        self._partitions: Optional[int] = None
+        self._next_partition = 0
         self.producer = Producer({
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -59,6 +62,51 @@ class Publisher:
         p, o = msg.partition(), msg.offset()
         if o + 1 > self.end_offsets.get(p, 0):
             self.end_offsets[p] = o + 1
+
+    def _on_pack_delivery(self, err: Optional[KafkaError], msg) -> None:
+        n = msg.value().count(b"\n") + 1
+        if err is not None:
+            self.summary.failed += n
+            self.summary.last_error = str(err)
+            return
+        self.summary.sent += n
+        p, o = msg.partition(), msg.offset()
+        if o + 1 > self.end_offsets.get(p, 0):
+            self.end_offsets[p] = o + 1
+
+    def send_packed(self, values: list[bytes], max_events: int) -> None:
+        """Queue events as packed messages of up to `max_events` lines (PACK_HEADER), each to the next partition
+        in turn: a pack has no single project to key it by, and spreading packs evenly keeps every partition's
+        watermark moving. A value holding a newline cannot share a message and goes alone, unpacked."""
+        if self._partitions is None:
+            meta = self.producer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            self._partitions = max(1, len(meta.partitions) if meta is not None else 1)
+        pack: list[bytes] = []
+        size = 0
+        for value in values:
+            if b"\n" in value:
+                self.send(value, None)
+                continue
+            if pack and (len(pack) >= max_events or size + len(value) > PACK_MAX_BYTES):
+                self._produce_pack(pack)
+                pack, size = [], 0
+            pack.append(value)
+            size += len(value) + 1
+        if pack:
+            self._produce_pack(pack)
+
+    def _produce_pack(self, pack: list[bytes]) -> None:
+        partition = self._next_partition
+        self._next_partition = (partition + 1) % self._partitions
+        value = b"\n".join(pack) if len(pack) > 1 else pack[0]
+        headers = [PACK_HEADER] if len(pack) > 1 else None
+        while True:
+            try:
+                self.producer.produce(self.topic, value, partition=partition, headers=headers,
+                                      on_delivery=self._on_pack_delivery if headers else self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
 
     def send(self, value: bytes, key: Optional[bytes], timestamp_ms: Optional[int] = None) -> None:
         """Queue one event; when the local queue is full, wait for deliveries instead of growing (backpressure)."""

@@ -34,6 +34,8 @@ SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.d
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
 LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
+PackOpt = Annotated[Optional[int], typer.Option(
+    "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect).")]
 MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
 
 
@@ -111,11 +113,11 @@ def produce(
     credentials: Annotated[Optional[Path], typer.Option("--credentials", help="BigQuery: service-account key file (default: ADC).")] = None,
     bigquery_endpoint: Annotated[Optional[str], typer.Option("--bigquery-endpoint", help="BigQuery API URL (emulators, tests).")] = None,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, partitions: PartitionsOpt = None,
-    metrics_port: MetricsPortOpt = None,
+    pack_events: PackOpt = None, metrics_port: MetricsPortOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Publish download events to Kafka from a synthetic, file or BigQuery source."""
-    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp,
+    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
                  log_level=log_level, producer_metrics_port=metrics_port, max_bytes_per_query=max_bytes_per_query,
                  daily_budget=daily_budget, projects=projects, sample=sample, start=start, end=end, delay=delay,
@@ -144,10 +146,10 @@ def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, 
     ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
     pub = Publisher(bootstrap, s.topic, s.dlq_topic)
     if s.source == "synthetic":
-        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration)
+        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=s.pack_events or 1)
     elif s.source.startswith("file:"):
         summary = replay_file(pub, Path(s.source[5:]), parse_speed(s.speed), s.restamp, stop,
-                              show_progress=progress and sys.stderr.isatty())
+                              show_progress=progress and sys.stderr.isatty(), pack=s.pack_events or 1)
     else:
         from pypi_pulse.producer.bigquery_source import run_bigquery_source
 
@@ -206,10 +208,11 @@ def run(
     restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
+    pack_events: PackOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Batch mode: push a source through broker, dataflow and sink; with --until-drained, exit when all is stored."""
-    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp,
+    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, partitions=partitions,
                  data_dir=data_dir, log_level=log_level)
     if not until_drained and s.source == "synthetic" and count is None:

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pypi_pulse.errors import UserError
 
 DEFAULT_DATA_DIR = Path("pypi-pulse-data")
+RUN_PACK_EVENTS = 1000  # `run` reads a topic no one else does: Kafka's per-message cost is worth sharing
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
     speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
+    pack_events: Optional[int] = Field(
+        None, ge=1, le=10_000, description="Events per Kafka message (NDJSON lines, marked by a content-type header). "
+        "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce`, "
+        f"{RUN_PACK_EVENTS} for `run`, whose topic is its own.")
 
     # BigQuery source (producer/bigquery.py): cost guards first, then filters
     bigquery_table: str = Field("bigquery-public-data.pypi.file_downloads", description="Table of PyPI downloads.")

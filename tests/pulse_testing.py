@@ -10,11 +10,16 @@ from typing import Iterable, Optional, Union
 import orjson
 
 
-def publish(bootstrap: str, topic: str, events: Iterable[Union[dict, bytes]]) -> dict[int, int]:
-    """Send events through the real Publisher; returns the acknowledged end offset of each partition."""
+def publish(bootstrap: str, topic: str, events: Iterable[Union[dict, bytes]], pack: int = 1) -> dict[int, int]:
+    """Send events through the real Publisher (`pack` > 1: packed messages of that many events); returns the
+    acknowledged end offset of each partition."""
     from pypi_pulse.producer.publisher import Publisher
 
     pub = Publisher(bootstrap, topic, topic + "-dlq")
+    if pack > 1:
+        pub.send_packed([e if isinstance(e, bytes) else orjson.dumps(e) for e in events], pack)
+        pub.flush()
+        return dict(pub.end_offsets)
     for e in events:
         if isinstance(e, dict):
             project = e.get("project") or (e.get("file") or {}).get("project") or ""

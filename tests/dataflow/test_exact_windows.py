@@ -89,7 +89,8 @@ def test_windows_command_prints_the_shared_json_shape(tmp_path, broker, topic):
         assert [[t["project"], t["downloads"]] for t in w["top"]] == expected[sec]["top"]
 
 
-def test_malformed_events_go_to_the_dead_letter_topic_with_reasons(tmp_path, broker, topic):
+@pytest.mark.parametrize("pack", [1, 250], ids=["one event per message", "packed messages"])
+def test_malformed_events_go_to_the_dead_letter_topic_with_reasons(tmp_path, broker, topic, pack):
     good = _events(2_000, seed=11)
     bad = [
         (b"{not json at all", "invalid event"),
@@ -103,7 +104,8 @@ def test_malformed_events_go_to_the_dead_letter_topic_with_reasons(tmp_path, bro
     for i, (raw, _) in enumerate(bad):
         mixed.insert(i * 300, raw)
     sink = f"sqlite:///{tmp_path / 'dlq.db'}"
-    run_flow(broker.bootstrap, topic, sink, end_offsets=publish(broker.bootstrap, topic, mixed))
+    ends = publish(broker.bootstrap, topic, mixed, pack=pack)
+    run_flow(broker.bootstrap, topic, sink, end_offsets=ends)
 
     assert stored_windows(sink) == expected_windows(good)  # bad input never disturbs the counts
     from pypi_pulse.sink.base import open_sink
@@ -113,6 +115,8 @@ def test_malformed_events_go_to_the_dead_letter_topic_with_reasons(tmp_path, bro
     assert counters["consumed"] == len(mixed)
     assert counters["counted"] == len(good)
     assert counters["dead_lettered"] == len(bad)
+    if pack > 1:  # the events really travelled packed: far fewer messages than events
+        assert sum(ends.values()) < len(mixed) // 100
 
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-check", "enable.partition.eof": True})
     consumer.assign([TopicPartition(topic + "-dlq", 0, 0)])

@@ -114,3 +114,40 @@ def test_values_ending_in_a_newline_still_take_the_arrow_tier():
     partial = P._columnar(raw)
     assert partial is not None
     assert summary(partial)[2] == dict(expected_daily(evs))
+
+
+def packed(values: list[bytes], size: int) -> RawBatch:
+    """The batch the source hands over for messages of `size` events each (PACK_HEADER)."""
+    msgs = [b"\n".join(values[i:i + size]) for i in range(0, len(values), size)]
+    return RawBatch(0, 1, msgs, len(msgs), False, wall=1.0, pack_sizes=[m.count(b"\n") + 1 for m in msgs])
+
+
+def test_packed_messages_count_as_the_same_events_sent_one_per_message():
+    values = as_bytes(events(1000, shuffle=True))
+    one_each = summary(P.parse_batch(RawBatch(0, 1, values, 1000, False, wall=1.0)))
+    raw = packed(values, 300)
+    assert P._columnar(raw) is not None  # the Arrow tier reads packs as they come
+    assert summary(P.parse_batch(raw)) == one_each
+    assert raw.n_events == 1000 and raw.event_values() == values
+
+
+@pytest.mark.parametrize("odd, reason", [(b"{not json", "invalid event"), (b"", "invalid event"),
+                                         (b'{"timestamp": "2026-11-21 00:00:01 UTC"}', "missing project")],
+                         ids=["not json", "blank line", "no project"])
+def test_a_bad_line_inside_a_packed_message_is_dead_lettered_alone(odd, reason):
+    values = as_bytes(events(400))
+    raw = packed(values[:150] + [odd] + values[150:], 100)
+    p = P.parse_batch(raw)
+    assert [(v, r.split(":")[0]) for v, r in p.dead] == [(odd, reason)]
+    assert sum(p.country_counts.values()) == 400 and p.consumed == 401
+
+
+def test_shuffled_timestamps_with_mixed_separators_are_read_per_distinct_prefix():
+    evs = events(2000, shuffle=True)
+    values = as_bytes(evs)
+    values = [v.replace(b'-21 ', b'-21T', 1) if i % 3 == 0 else v for i, v in enumerate(values)]  # ISO 'T' on some
+    assert sum(b'-21T' in v for v in values) == 667
+    raw = RawBatch(0, 1, values, 2000, False, wall=1.0)
+    tiers = by_tier(raw)
+    assert tiers["arrow"] == tiers["msgspec"] == tiers["per event"]
+    assert tiers["arrow"][2] == dict(expected_daily(evs))

@@ -86,7 +86,8 @@ def test_parquet_nested_and_flat_replay_the_same_events(tmp_path):
         assert [DECODER.decode(r.value).timestamp for r in recs] == [r["timestamp"] for r in data]
 
 
-def test_replayed_csv_with_a_broken_row_is_exact_and_dead_letters_the_row(tmp_path, broker, topic):
+@pytest.mark.parametrize("pack", [1, 100], ids=["one event per message", "packed messages"])
+def test_replayed_csv_with_a_broken_row_is_exact_and_dead_letters_the_row(tmp_path, broker, topic, pack):
     data = rows(800)
     path = tmp_path / "export.csv"
     with open(path, "w", newline="") as f:
@@ -98,22 +99,25 @@ def test_replayed_csv_with_a_broken_row_is_exact_and_dead_letters_the_row(tmp_pa
                 w.writerow(["2026-11-20 23:59:51 UTC", "US", "/x", "numpy", "extra", "cells", "beyond", "the",
                             "header", "a", "b", "c", "d", "e", "f", "g"])
     pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
-    summary = replay_file(pub, path, None, False, threading.Event(), show_progress=False)
+    summary = replay_file(pub, path, None, False, threading.Event(), show_progress=False, pack=pack)
     assert summary.read == len(data) + 1 and summary.sent == len(data) and summary.dead_lettered == 1
+    assert sum(pub.end_offsets.values()) == (len(data) if pack == 1 else 8)  # 800 events in messages of 100
     sink = f"sqlite:///{tmp_path / 'csv.db'}"
     run_flow(broker.bootstrap, topic, sink, end_offsets=pub.end_offsets)
     assert stored_windows(sink) == expected_windows(data)
 
 
-def test_realtime_pacing_follows_event_time_and_restamp_shifts_to_now(tmp_path, broker, topic):
+@pytest.mark.parametrize("pack", [1, 50], ids=["one event per message", "packed messages"])
+def test_realtime_pacing_follows_event_time_and_restamp_shifts_to_now(tmp_path, broker, topic, pack):
     path = tmp_path / "paced.ndjson"
     events = [{"timestamp": f"2026-11-20 23:59:5{i}.000000 UTC", "project": "numpy", "country_code": "US"}
               for i in range(3)]  # 2 s of event time
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events))
     pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
     started = time.monotonic()
-    replay_file(pub, path, 4.0, True, threading.Event(), show_progress=False)  # 4x: at least 0.5 s
+    replay_file(pub, path, 4.0, True, threading.Event(), show_progress=False, pack=pack)  # 4x: at least 0.5 s
     assert time.monotonic() - started >= 0.5
+    assert sum(pub.end_offsets.values()) == 3  # a paced replay sends what it holds before each wait
     sink = f"sqlite:///{tmp_path / 'paced.db'}"
     run_flow(broker.bootstrap, topic, sink, end_offsets=pub.end_offsets)
     stored = stored_windows(sink)
