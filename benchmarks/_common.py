@@ -311,7 +311,7 @@ if __name__ == "__main__":
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
              poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
-             lateness_s: float = 600.0) -> dict:
+             lateness_s: float = 600.0, pack_events: int = 1) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -343,7 +343,7 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         producer = subprocess.Popen(
             [sys.executable, "-m", "pypi_pulse.cli", "produce", "--source", "synthetic", "--rate", str(rate / rhythm(started)),
              "--duration", str(seconds), "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--seed", "1",
-             "--data-dir", str(work / "producer")],
+             "--data-dir", str(work / "producer"), "--pack-events", str(pack_events)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         sampler.watch("producer", producer.pid)
         db = None

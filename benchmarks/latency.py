@@ -35,6 +35,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--epoch", type=float, default=10.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
     ap.add_argument("--recovery", action="store_true", help="run the dataflow with a recovery store (as `up` does)")
+    ap.add_argument("--pack-events", type=int, default=1000,
+                    help="events per Kafka message, as `up` on the embedded broker (1: one per message, as before "
+                         "the sixth session)")
     ap.add_argument("--lateness", type=float, default=600.0,
                     help="lateness horizon in seconds (as `--lateness-seconds`); a shorter one seals rollup blocks sooner")
     args = ap.parse_args()
@@ -44,7 +47,7 @@ def main() -> int:
     sampler = C.RssSampler(every_s=1.0).start()
     try:
         r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch, recovery=args.recovery,
-                       lateness_s=args.lateness)
+                       lateness_s=args.lateness, pack_events=args.pack_events)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)

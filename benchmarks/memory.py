@@ -34,6 +34,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=2_000_000, help="events of the benchmark 1 run")
     ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
     ap.add_argument("--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does")
+    ap.add_argument("--pack-events", type=int, default=1000,
+                    help="events per Kafka message, as `up` on the embedded broker (1: one per message, as before "
+                         "the sixth session)")
     ap.add_argument("--lateness", type=float, default=600.0,
                     help="lateness horizon in seconds: the window state it holds fills for this long")
     args = ap.parse_args()
@@ -51,7 +54,7 @@ def main() -> int:
     sampler = C.RssSampler(every_s=1.0).start()
     try:
         r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60, recovery=args.recovery,
-                       lateness_s=args.lateness)
+                       lateness_s=args.lateness, pack_events=args.pack_events)
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)

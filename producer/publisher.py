@@ -81,19 +81,23 @@ class Publisher:
         if self._partitions is None:
             meta = self.producer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             self._partitions = max(1, len(meta.partitions) if meta is not None else 1)
+        # a small batch (a live tick) is shared by every partition, so that no partition waits a turn and holds
+        # the watermark back
+        per_pack = max(1, min(max_events, -(-len(values) // self._partitions)))
         pack: list[bytes] = []
         size = 0
         for value in values:
             if b"\n" in value:
                 self.send(value, None)
                 continue
-            if pack and (len(pack) >= max_events or size + len(value) > PACK_MAX_BYTES):
+            if pack and (len(pack) >= per_pack or size + len(value) > PACK_MAX_BYTES):
                 self._produce_pack(pack)
                 pack, size = [], 0
             pack.append(value)
             size += len(value) + 1
         if pack:
             self._produce_pack(pack)
+        self.producer.poll(0)  # serve delivery reports: until then librdkafka keeps every delivered message
 
     def _produce_pack(self, pack: list[bytes]) -> None:
         partition = self._next_partition

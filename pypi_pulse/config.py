@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pypi_pulse.errors import UserError
 
 DEFAULT_DATA_DIR = Path("pypi-pulse-data")
-RUN_PACK_EVENTS = 1000  # `run` reads a topic no one else does: Kafka's per-message cost is worth sharing
+OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-message cost is worth sharing
 
 
 class Settings(BaseSettings):
@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
     pack_events: Optional[int] = Field(
         None, ge=1, le=10_000, description="Events per Kafka message (NDJSON lines, marked by a content-type header). "
-        "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce`, "
-        f"{RUN_PACK_EVENTS} for `run`, whose topic is its own.")
+        "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce` and for `up` "
+        f"on your Kafka; {OWN_TOPIC_PACK_EVENTS} for `run` and for `up` on the embedded broker, whose topics are pypi-pulse's own.")
 
     # BigQuery source (producer/bigquery.py): cost guards first, then filters
     bigquery_table: str = Field("bigquery-public-data.pypi.file_downloads", description="Table of PyPI downloads.")

@@ -43,6 +43,9 @@ def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
         assert sum(r.downloads for r in rows) > 300  # ~300 events/s over 5 windows, with the daily rhythm
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert len(family) >= 3  # up + broker + producer + dataflow (+ dashboard, metrics)
+        producer, = [c for c in psutil.Process(proc.pid).children() if "produce" in c.cmdline()]
+        args = producer.cmdline()
+        assert args[args.index("--pack-events") + 1] == "1000"  # the embedded broker's topic is up's own: packed
     finally:
         proc.send_signal(signal.SIGINT)
         try:
