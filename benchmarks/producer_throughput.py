@@ -8,6 +8,8 @@ Measured, each with a fresh topic (4 partitions) on one embedded broker, every e
   loop `run_synthetic` adds only pacing to this);
 - file replay: `replay_file(..., speed=None)` of an NDJSON export, the path `pypi-pulse run --source file:...
   --speed max` takes (lines are forwarded without being parsed; the Kafka key is found with a regex);
+- both again with packed messages (`--pack-events`, default 1,000 events a message, as `run` and `up` on the
+  embedded broker send them);
 - and, for scale, the generator alone and the file reader alone (no Kafka).
 """
 
@@ -39,14 +41,17 @@ def synthetic_generate(n: int) -> float:
     return made / (time.perf_counter() - t)
 
 
-def synthetic_publish(bootstrap: str, topic: str, n: int) -> float:
+def synthetic_publish(bootstrap: str, topic: str, n: int, pack: int = 1) -> float:
     src = SyntheticSource(1)
     pub = Publisher(bootstrap, topic, topic + "-dlq")
     t, sec = time.perf_counter(), float(C.T0)
     while pub.summary.read < n:
         batch = src.encoded(src.timestamps(sec, sec + 0.05, 20_000 * 20))[: n - pub.summary.read]
         pub.summary.read += len(batch)
-        pub.send_many(batch)
+        if pack == 1:
+            pub.send_many(batch)
+        else:
+            pub.send_packed([value for value, _key in batch], pack)
         sec += 0.05
     pub.flush(300)
     if pub.summary.sent != n:
@@ -60,10 +65,10 @@ def file_read(path: Path) -> float:
     return n / (time.perf_counter() - t)
 
 
-def file_replay(bootstrap: str, topic: str, path: Path, n: int) -> float:
+def file_replay(bootstrap: str, topic: str, path: Path, n: int, pack: int = 1) -> float:
     pub = Publisher(bootstrap, topic, topic + "-dlq")
     t = time.perf_counter()
-    s = replay_file(pub, path, None, False, threading.Event(), show_progress=False)
+    s = replay_file(pub, path, None, False, threading.Event(), show_progress=False, pack=pack)
     el = time.perf_counter() - t
     if s.sent != n:
         raise SystemExit(f"file replay: {s.sent} of {n} acknowledged")
@@ -74,23 +79,32 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pack-events", type=int, default=1000, help="events per message in the packed runs")
     ap.add_argument("--cache-dir", type=Path, default=C.DEFAULT_CACHE)
     args = ap.parse_args()
     C.print_machine()
     export = C.synthetic_export(args.events, 66_000, 1, args.cache_dir)
     work = Path(tempfile.mkdtemp(prefix="bench-producer-"))
     broker = C.start_broker(work)
-    results: dict[str, list[float]] = {"generator alone (no Kafka)": [], "synthetic -> Kafka": [],
-                                       "file reader alone (no Kafka)": [], "file replay -> Kafka": []}
+    pack = args.pack_events
+    runs = {
+        "generator alone (no Kafka)": lambda run: synthetic_generate(args.events),
+        "synthetic -> Kafka": lambda run: synthetic_publish(broker.bootstrap, f"syn{run}", args.events),
+        f"synthetic -> Kafka, packed by {pack}": lambda run: synthetic_publish(broker.bootstrap, f"synp{run}", args.events, pack),
+        "file reader alone (no Kafka)": lambda run: file_read(export),
+        "file replay -> Kafka": lambda run: file_replay(broker.bootstrap, f"file{run}", export, args.events),
+        f"file replay -> Kafka, packed by {pack}": lambda run: file_replay(broker.bootstrap, f"filep{run}", export,
+                                                                           args.events, pack),
+    }
+    topics = {"synthetic -> Kafka": "syn", f"synthetic -> Kafka, packed by {pack}": "synp",
+              "file replay -> Kafka": "file", f"file replay -> Kafka, packed by {pack}": "filep"}
+    results: dict[str, list[float]] = {name: [] for name in runs}
     try:
         for run in range(1, args.runs + 1):
-            for name, fn in (("generator alone (no Kafka)", lambda: synthetic_generate(args.events)),
-                             ("synthetic -> Kafka", lambda: synthetic_publish(broker.bootstrap, f"syn{run}", args.events)),
-                             ("file reader alone (no Kafka)", lambda: file_read(export)),
-                             ("file replay -> Kafka", lambda: file_replay(broker.bootstrap, f"file{run}", export, args.events))):
-                if "Kafka" in name and "no Kafka" not in name:
-                    C.create_topic(broker.bootstrap, f"syn{run}" if name.startswith("synthetic") else f"file{run}")
-                rate = fn()
+            for name, fn in runs.items():
+                if name in topics:
+                    C.create_topic(broker.bootstrap, f"{topics[name]}{run}")
+                rate = fn(run)
                 results[name].append(rate)
                 print(f"run {run}: {name} {rate:,.0f} events/s", flush=True)
     finally:
