@@ -151,7 +151,6 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self.topic = topic
         self.n_partitions = n_partitions
         self.batch_size = batch_size
-        self.events_per_message = 1
         self.stop_offsets = stop_offsets
         self.heartbeat_s = heartbeat_s
         self.group_id = group_id
