@@ -87,24 +87,25 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-producer-"))
     broker = C.start_broker(work)
     pack = args.pack_events
+    # name -> (prefix of a fresh topic per run, or None without Kafka; what to measure, given that topic)
     runs = {
-        "generator alone (no Kafka)": lambda run: synthetic_generate(args.events),
-        "synthetic -> Kafka": lambda run: synthetic_publish(broker.bootstrap, f"syn{run}", args.events),
-        f"synthetic -> Kafka, packed by {pack}": lambda run: synthetic_publish(broker.bootstrap, f"synp{run}", args.events, pack),
-        "file reader alone (no Kafka)": lambda run: file_read(export),
-        "file replay -> Kafka": lambda run: file_replay(broker.bootstrap, f"file{run}", export, args.events),
-        f"file replay -> Kafka, packed by {pack}": lambda run: file_replay(broker.bootstrap, f"filep{run}", export,
-                                                                           args.events, pack),
+        "generator alone (no Kafka)": (None, lambda topic: synthetic_generate(args.events)),
+        "synthetic -> Kafka": ("syn", lambda topic: synthetic_publish(broker.bootstrap, topic, args.events)),
+        f"synthetic -> Kafka, packed by {pack}": ("synp", lambda topic: synthetic_publish(broker.bootstrap, topic,
+                                                                                          args.events, pack)),
+        "file reader alone (no Kafka)": (None, lambda topic: file_read(export)),
+        "file replay -> Kafka": ("file", lambda topic: file_replay(broker.bootstrap, topic, export, args.events)),
+        f"file replay -> Kafka, packed by {pack}": ("filep", lambda topic: file_replay(broker.bootstrap, topic, export,
+                                                                                       args.events, pack)),
     }
-    topics = {"synthetic -> Kafka": "syn", f"synthetic -> Kafka, packed by {pack}": "synp",
-              "file replay -> Kafka": "file", f"file replay -> Kafka, packed by {pack}": "filep"}
     results: dict[str, list[float]] = {name: [] for name in runs}
     try:
         for run in range(1, args.runs + 1):
-            for name, fn in runs.items():
-                if name in topics:
-                    C.create_topic(broker.bootstrap, f"{topics[name]}{run}")
-                rate = fn(run)
+            for name, (prefix, fn) in runs.items():
+                topic = None if prefix is None else f"{prefix}{run}"
+                if topic is not None:
+                    C.create_topic(broker.bootstrap, topic)
+                rate = fn(topic)
                 results[name].append(rate)
                 print(f"run {run}: {name} {rate:,.0f} events/s", flush=True)
     finally:

@@ -54,22 +54,17 @@ class Publisher:
         producer_metrics.track_publisher(self)
 
     def _on_delivery(self, err: Optional[KafkaError], msg) -> None:
-        if err is not None:
-            self.summary.failed += 1
-            self.summary.last_error = str(err)
-            return
-        self.summary.sent += 1
-        p, o = msg.partition(), msg.offset()
-        if o + 1 > self.end_offsets.get(p, 0):
-            self.end_offsets[p] = o + 1
+        self._delivered(err, msg, 1)
 
     def _on_pack_delivery(self, err: Optional[KafkaError], msg) -> None:
-        n = msg.value().count(b"\n") + 1
+        self._delivered(err, msg, msg.value().count(b"\n") + 1)
+
+    def _delivered(self, err: Optional[KafkaError], msg, events: int) -> None:
         if err is not None:
-            self.summary.failed += n
+            self.summary.failed += events
             self.summary.last_error = str(err)
             return
-        self.summary.sent += n
+        self.summary.sent += events
         p, o = msg.partition(), msg.offset()
         if o + 1 > self.end_offsets.get(p, 0):
             self.end_offsets[p] = o + 1
@@ -102,24 +97,22 @@ class Publisher:
     def _produce_pack(self, pack: list[bytes]) -> None:
         partition = self._next_partition
         self._next_partition = (partition + 1) % self._partitions
-        value = b"\n".join(pack) if len(pack) > 1 else pack[0]
-        headers = [PACK_HEADER] if len(pack) > 1 else None
-        while True:
-            try:
-                self.producer.produce(self.topic, value, partition=partition, headers=headers,
-                                      on_delivery=self._on_pack_delivery if headers else self._on_delivery)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        packed = len(pack) > 1
+        self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if packed else None,
+                      on_delivery=self._on_pack_delivery if packed else self._on_delivery)
 
     def send(self, value: bytes, key: Optional[bytes], timestamp_ms: Optional[int] = None) -> None:
-        """Queue one event; when the local queue is full, wait for deliveries instead of growing (backpressure)."""
+        """Queue one event."""
+        if timestamp_ms is None:
+            self._produce(self.topic, value, key, on_delivery=self._on_delivery)
+        else:
+            self._produce(self.topic, value, key, on_delivery=self._on_delivery, timestamp=timestamp_ms)
+
+    def _produce(self, topic: str, value: bytes, *args, **kwargs) -> None:
+        """When the local queue is full, wait for deliveries instead of growing (backpressure)."""
         while True:
             try:
-                if timestamp_ms is None:
-                    self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
-                else:
-                    self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery, timestamp=timestamp_ms)
+                self.producer.produce(topic, value, *args, **kwargs)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -138,12 +131,7 @@ class Publisher:
     def dead_letter(self, original: bytes, reason: str) -> None:
         self.summary.dead_lettered += 1
         producer_metrics.dead_lettered(reason)
-        while True:
-            try:
-                self.producer.produce(self.dlq_topic, original, headers=[("reason", reason.encode()), ("stage", b"producer")])
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        self._produce(self.dlq_topic, original, headers=[("reason", reason.encode()), ("stage", b"producer")])
 
     def poll(self) -> None:
         self.producer.poll(0)

@@ -146,10 +146,10 @@ def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, 
     ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
     pub = Publisher(bootstrap, s.topic, s.dlq_topic)
     if s.source == "synthetic":
-        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=s.pack_events or 1)
+        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=s.pack_events_for(own_topic=False))
     elif s.source.startswith("file:"):
         summary = replay_file(pub, Path(s.source[5:]), parse_speed(s.speed), s.restamp, stop,
-                              show_progress=progress and sys.stderr.isatty(), pack=s.pack_events or 1)
+                              show_progress=progress and sys.stderr.isatty(), pack=s.pack_events_for(own_topic=False))
     else:
         from pypi_pulse.producer.bigquery_source import run_bigquery_source
 

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg))
         return tuple(sources)
 
+    def pack_events_for(self, own_topic: bool) -> int:
+        """Events per Kafka message: as set, else packed only on a topic that pypi-pulse alone reads."""
+        return self.pack_events or (OWN_TOPIC_PACK_EVENTS if own_topic else 1)
+
     @property
     def sink_url(self) -> str:
         return self.sink or f"sqlite:///{self.data_dir / 'pypi-pulse.db'}"

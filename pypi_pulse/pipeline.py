@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Optional
 
-from pypi_pulse.config import OWN_TOPIC_PACK_EVENTS, Settings
+from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 
 
@@ -37,8 +37,8 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
     from pypi_pulse.sink.base import open_sink
 
     started = time.monotonic()
-    if s.pack_events is None:  # the run's topic is its own (fresh broker, or a topic named for the run)
-        s = s.model_copy(update={"pack_events": OWN_TOPIC_PACK_EVENTS})
+    # the run's topic is its own (a fresh broker, or a topic named for the run)
+    s = s.model_copy(update={"pack_events": s.pack_events_for(own_topic=True)})
     if s.source.startswith("file:"):
         from pathlib import Path
 

@@ -22,7 +22,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from pypi_pulse.config import OWN_TOPIC_PACK_EVENTS, Settings
+from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 
 console = Console(stderr=True)
@@ -116,8 +116,7 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         produce_args = ["produce", "--source", s.source, "--rate", str(s.rate), "--no-progress"]
         if s.seed is not None:
             produce_args += ["--seed", str(s.seed)]
-        pack = s.pack_events or (OWN_TOPIC_PACK_EVENTS if broker is not None else 1)
-        produce_args += ["--pack-events", str(pack)]
+        produce_args += ["--pack-events", str(s.pack_events_for(own_topic=broker is not None))]
         dataflow_args = ["dataflow"]
         producer_where, dataflow_where = f"{s.source} → {s.topic} @ {s.rate:g} ev/s", f"{s.topic} → {s.sink_url}"
         if _has("pypi_pulse.metrics.commands"):  # each component's own health metrics, next to the exporter's port

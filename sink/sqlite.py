@@ -149,9 +149,8 @@ class SQLiteSink(Sink):
     def _add_rollups(cur: sqlite3.Cursor, buckets: list[RollupBucket]) -> None:
         """Add sealed buckets to `daily` and `daily_totals`: the same rows as `rollup.daily_rows` (NULL category
         stored as '', days a backfill owns skipped, see sink/rollup.py)."""
-        if len(buckets) == 1 and hasattr(buckets[0].counts, "rows"):  # a dataflow block: rows in key order, totals
-            # grouped in numpy
-            c = buckets[0].counts
+        if len(buckets) == 1 and hasattr(buckets[0].counts, "rows"):
+            c = buckets[0].counts  # a dataflow block: its rows in key order, its totals grouped in numpy
             SQLiteSink._upsert_rows(cur, c.rows(), c.totals(), c.days)
         else:
             SQLiteSink._upsert_rows(cur, SQLiteSink._rollup_rows(buckets))
