@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import os
 import platform
 import re
@@ -221,7 +222,9 @@ def preload(bootstrap: str, topic: str, path: Path) -> tuple[dict[int, int], flo
 
 
 class RssSampler:
-    """Peak and time series of the resident set size of named processes (children included when asked)."""
+    """Peak and time series of the resident set size of named processes, and the CPU time each has used: on two
+    cores the broker, the producer and the dataflow share the machine, and where the CPU went explains a latency
+    result (the embedded broker's share grows with what it holds)."""
 
     def __init__(self, every_s: float = 0.2):
         import psutil
@@ -231,6 +234,7 @@ class RssSampler:
         self.procs: dict[str, object] = {}
         self.peak: dict[str, int] = defaultdict(int)
         self.series: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self.cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (time, CPU seconds used so far)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
@@ -248,10 +252,21 @@ class RssSampler:
         for name, p in list(self.procs.items()):
             try:
                 rss = p.memory_info().rss
+                times = p.cpu_times()
             except self.psutil.Error:
                 continue
             self.peak[name] = max(self.peak[name], rss)
             self.series[name].append((now, rss))
+            self.cpu[name].append((now, times.user + times.system))
+
+    def cores(self, since_wall: float = 0.0, until_wall: float = math.inf) -> dict[str, float]:
+        """Cores each process used on average between two wall-clock times (the samples closest inside them)."""
+        out = {}
+        for name, series in self.cpu.items():
+            inside = [(t, c) for t, c in series if since_wall <= self.started_wall + t <= until_wall]
+            if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+                out[name] = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        return out
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -367,7 +382,8 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             if time.monotonic() - last_report >= report_every_s:
                 last_report = time.monotonic()
                 rss = {k: mib(v[-1][1]) for k, v in sampler.series.items() if v}
-                print(f"  {time.time() - started:,.0f} s: {len(written)} windows, RSS {rss}", flush=True)
+                cores = {k: round(v, 2) for k, v in sampler.cores(time.time() - report_every_s).items()}
+                print(f"  {time.time() - started:,.0f} s: {len(written)} windows, RSS {rss}, cores {cores}", flush=True)
             time.sleep(poll_s)
         if producer.returncode != 0:
             raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")

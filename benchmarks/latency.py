@@ -62,16 +62,22 @@ def main() -> int:
         during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1 <= applied_at)
         print(f"block of {(end - first) // 60} minute(s) sealed at ~{end + args.lateness - r['started']:.0f} s, "
               f"applied {applied_at - end - args.lateness:.0f} s later; the {len(during)} windows meanwhile: "
-              f"{spread(during)}")
+              f"{spread(during)}; cores meanwhile {cores(sampler, end + args.lateness, applied_at)}, "
+              f"in the minute before {cores(sampler, end + args.lateness - 60, end + args.lateness)}")
     for first, n_slices, last_at in r["blocks_in_progress"]:
         end = first + BLOCK_S  # a block being applied in slices is a whole block
         during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1)
         print(f"block from {first - r['started']:.0f} s still going in at the end: {n_slices} slices applied, the last "
               f"{last_at - end - args.lateness:.0f} s after it could seal; the {len(during)} windows since it could seal: "
               f"{spread(during)}")
+    print(f"cores used over the run: {cores(sampler)}")
     ok = bool(r["seen_delay"]) and C.percentile(r["seen_delay"], .99) < 1.5
     print(f"target p99 < 1.5 s: {'met' if ok else 'NOT met'}")
     return 0
+
+
+def cores(sampler, since: float = 0.0, until: float = float("inf")) -> str:
+    return ", ".join(f"{name} {n:.2f}" for name, n in sampler.cores(since, until).items()) or "not sampled"
 
 
 if __name__ == "__main__":
