@@ -76,8 +76,9 @@ def main() -> int:
     return 0
 
 
-def cores(sampler, since: float = 0.0, until: float = float("inf")) -> str:
-    return ", ".join(f"{name} {n:.2f}" for name, n in sampler.cores(since, until).items()) or "not sampled"
+def cores(sampler, *window: float) -> str:
+    """`RssSampler.cores` over the run, or over a (since, until) wall-clock window, as one line."""
+    return ", ".join(f"{name} {n:.2f}" for name, n in sampler.cores(*window).items()) or "not sampled"
 
 
 if __name__ == "__main__":
