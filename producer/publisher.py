@@ -12,6 +12,7 @@ from typing import Optional
 
 from confluent_kafka import KafkaError, Producer
 
+from pypi_pulse.config import DEFAULT_LINGER_MS
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import PACK_HEADER, PACK_MAX_BYTES
 from pypi_pulse.metrics import producer_metrics
@@ -31,7 +32,8 @@ class Summary:
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000, linger_ms: int = 20):
+    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000,
+                 linger_ms: int = DEFAULT_LINGER_MS):
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.summary = Summary()

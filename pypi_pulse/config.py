@@ -17,6 +17,11 @@ from pypi_pulse.errors import UserError
 
 DEFAULT_DATA_DIR = Path("pypi-pulse-data")
 OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-message cost is worth sharing
+# A live producer sends a message to every partition each 50 ms tick; waiting 100 ms lets the client put two ticks
+# in one record batch per partition. The embedded broker's cost per batch appended grows with the batches it holds:
+# at 20 ms, its CPU at 20,000 events/s went 0.38 -> 0.79 of a core in three minutes; at 100 ms it stayed at
+# 0.29-0.33, and end-to-end p99 fell (docs/performance.md, change 25).
+DEFAULT_LINGER_MS = 100
 
 
 class Settings(BaseSettings):
@@ -52,6 +57,10 @@ class Settings(BaseSettings):
     seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
     speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
+    linger_ms: int = Field(
+        DEFAULT_LINGER_MS, ge=0, le=5000, description="How long the producer waits to fill a record batch (Kafka's "
+        "linger.ms). Larger: fewer, larger batches, which the embedded broker needs on long runs; each ms adds to "
+        "end-to-end latency.")
     pack_events: Optional[int] = Field(
         None, ge=1, le=10_000, description="Events per Kafka message (NDJSON lines, marked by a content-type header). "
         "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce` and for `up` "

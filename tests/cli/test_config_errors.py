@@ -29,6 +29,7 @@ def one_line_error(proc) -> str:
     (["produce", "--bootstrap-servers", "127.0.0.1:1", "--source", "ftp://x"], {}, "file:PATH"),
     (["produce", "--bootstrap-servers", "127.0.0.1:1", "--speed", "fast"], {}, "max"),
     (["dataflow", "--bootstrap-servers", "127.0.0.1:1"], {"PYPI_PULSE_PARTITIONS": "lots"}, "PYPI_PULSE_PARTITIONS"),
+    (["produce", "--bootstrap-servers", "127.0.0.1:1"], {"PYPI_PULSE_LINGER_MS": "-1"}, "PYPI_PULSE_LINGER_MS"),
     (["windows", "--sink", "mysql://x", "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-02T00:00:00Z"], {}, "sqlite:///"),
     (["produce", "--config", "/nonexistent/pulse.toml"], {}, "does not exist"),
 ])
