@@ -63,6 +63,38 @@ class Child:
 
 
 BROKER_WARN_BYTES = 2 * 2**30
+BROKER_WARN_CORES = 0.75
+
+
+class BrokerWatch:
+    """Says when the memory-only embedded broker starts to hurt, before the live windows do. It keeps every event
+    (memory), and its cost per record batch grows with the batches it holds (CPU: at 40 batches a second, about
+    0.03 of a core more each minute, docs/performance.md change 25), so a long `up` slows down until restarted.
+    Each warning is given once per level; memory levels double, CPU levels rise by a quarter of a core."""
+
+    def __init__(self, pid: int, warn_bytes: int = BROKER_WARN_BYTES, warn_cores: float = BROKER_WARN_CORES,
+                 every_s: float = 60.0):
+        self.pid, self.warn_bytes, self.warn_cores, self.every_s = pid, warn_bytes, warn_cores, every_s
+        self._since, self._cpu_then = time.monotonic(), _cpu_seconds(pid)
+
+    def check(self) -> list[str]:
+        out = []
+        rss = _rss(self.pid)
+        if rss >= self.warn_bytes:
+            out.append(f"the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
+                       "for long runs use --bootstrap-servers with a Kafka that has retention")
+            self.warn_bytes *= 2
+        now = time.monotonic()
+        if now - self._since >= self.every_s:
+            cpu = _cpu_seconds(self.pid)
+            cores = (cpu - self._cpu_then) / (now - self._since)
+            self._since, self._cpu_then = now, cpu
+            if cores >= self.warn_cores:
+                out.append(f"the embedded broker used {cores:.2f} of a core over the last {self.every_s:g} s (its work "
+                           "grows with the record batches it holds) and the live windows will fall behind: restart "
+                           "`up`, raise PYPI_PULSE_LINGER_MS, or use --bootstrap-servers with a Kafka that has retention")
+                self.warn_cores += 0.25
+        return out
 
 
 def _rss(pid: int) -> int:
@@ -72,6 +104,16 @@ def _rss(pid: int) -> int:
         return psutil.Process(pid).memory_info().rss
     except Exception:  # gone, or not ours to read
         return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:
+        return 0.0
 
 
 def _has(module: str) -> bool:
@@ -147,14 +189,10 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
             table.add_row(c.name, c.where, str(c.proc.pid))
         table.add_row("logs", str(log_dir), "")
         console.print(table)
-        warned_at = BROKER_WARN_BYTES
+        watch = BrokerWatch(broker.proc.pid) if broker is not None and broker.proc is not None else None
         while not stop.wait(0.5):
-            if broker is not None and broker.proc is not None:
-                rss = _rss(broker.proc.pid)
-                if rss >= warned_at:  # memory-only Tansu keeps every event: say so before it hurts
-                    console.print(f"[yellow]the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
-                                  "for long runs use --bootstrap-servers with a Kafka that has retention[/]")
-                    warned_at *= 2
+            for message in watch.check() if watch is not None else ():
+                console.print(f"[yellow]{message}[/]")
             for c in children:
                 if not c.alive():
                     code = c.proc.returncode
