@@ -326,12 +326,17 @@ if __name__ == "__main__":
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
              poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
-             lateness_s: float = 600.0, pack_events: int = 1) -> dict:
+             lateness_s: float = 600.0, pack_events: int = 1, linger_ms: Optional[int] = None) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
     import signal
 
+    from pypi_pulse.config import Settings
+
+    # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS or the caller says otherwise
+    linger_ms = linger_ms if linger_ms is not None else Settings().linger_ms_for(embedded_broker=True)
+    print(f"producer linger: {linger_ms} ms", flush=True)
     broker = start_broker(work)
     topic = "bench-live"
     sink = work / "live.db"
@@ -359,7 +364,8 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             [sys.executable, "-m", "pypi_pulse.cli", "produce", "--source", "synthetic", "--rate", str(rate / rhythm(started)),
              "--duration", str(seconds), "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--seed", "1",
              "--data-dir", str(work / "producer"), "--pack-events", str(pack_events)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYPI_PULSE_LINGER_MS=str(linger_ms)))
         sampler.watch("producer", producer.pid)
         db = None
         written: dict[int, float] = {}

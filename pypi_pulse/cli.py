@@ -144,7 +144,7 @@ def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, 
     from pypi_pulse.producer.replay import replay_file, run_synthetic
 
     ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
-    pub = Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms)
+    pub = Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False))
     if s.source == "synthetic":
         summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=s.pack_events_for(own_topic=False))
     elif s.source.startswith("file:"):

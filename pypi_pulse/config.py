@@ -17,11 +17,12 @@ from pypi_pulse.errors import UserError
 
 DEFAULT_DATA_DIR = Path("pypi-pulse-data")
 OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-message cost is worth sharing
-# A live producer sends a message to every partition each 50 ms tick; waiting 100 ms lets the client put two ticks
-# in one record batch per partition. The embedded broker's cost per batch appended grows with the batches it holds:
-# at 20 ms, its CPU at 20,000 events/s went 0.38 -> 0.79 of a core in three minutes; at 100 ms it stayed at
-# 0.29-0.33, and end-to-end p99 fell (docs/performance.md, change 25).
+# A live producer sends a message to every partition each 50 ms tick; waiting lets the client put several ticks in one
+# record batch per partition. The embedded broker's cost per batch appended grows with the batches it holds: at
+# 20,000 events/s and 20 ms its CPU went 0.38 -> 0.79 of a core in three minutes; at 100 ms it grows about 0.03 of a
+# core a minute, at 200 ms about 0.007, for 0.1 s more at the median (docs/performance.md, change 25).
 DEFAULT_LINGER_MS = 100
+EMBEDDED_LINGER_MS = 200
 
 
 class Settings(BaseSettings):
@@ -57,10 +58,10 @@ class Settings(BaseSettings):
     seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
     speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
-    linger_ms: int = Field(
-        DEFAULT_LINGER_MS, ge=0, le=5000, description="How long the producer waits to fill a record batch (Kafka's "
-        "linger.ms). Larger: fewer, larger batches, which the embedded broker needs on long runs; each ms adds to "
-        "end-to-end latency.")
+    linger_ms: Optional[int] = Field(
+        None, ge=0, le=5000, description="How long the producer waits to fill a record batch (Kafka's linger.ms). "
+        f"Larger: fewer, larger batches, which the embedded broker needs on long runs; each ms adds to end-to-end "
+        f"latency. Unset: {EMBEDDED_LINGER_MS} for `up` and `run` on the embedded broker, {DEFAULT_LINGER_MS} otherwise.")
     pack_events: Optional[int] = Field(
         None, ge=1, le=10_000, description="Events per Kafka message (NDJSON lines, marked by a content-type header). "
         "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce` and for `up` "
@@ -139,6 +140,12 @@ class Settings(BaseSettings):
         if cfg:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg))
         return tuple(sources)
+
+    def linger_ms_for(self, embedded_broker: bool) -> int:
+        """The producer's linger: as set, else longer on the embedded broker, whose cost grows with its batches."""
+        if self.linger_ms is not None:
+            return self.linger_ms
+        return EMBEDDED_LINGER_MS if embedded_broker else DEFAULT_LINGER_MS
 
     def pack_events_for(self, own_topic: bool) -> int:
         """Events per Kafka message: as set, else packed only on a topic that pypi-pulse alone reads."""

@@ -59,6 +59,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         s.data_dir.mkdir(parents=True, exist_ok=True)
         broker = EmbeddedBroker(port=0, log_path=s.data_dir / "broker.log").start()
         bootstrap = broker.bootstrap
+        s = s.model_copy(update={"linger_ms": s.linger_ms_for(embedded_broker=True)})
     try:
         n = ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})[s.topic]
         ctx = multiprocessing.get_context("fork")

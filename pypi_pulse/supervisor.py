@@ -150,6 +150,8 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         })
         if config:
             env["PYPI_PULSE_CONFIG"] = str(config)
+        if broker is not None:  # the children cannot tell the embedded broker from any other: say which linger it needs
+            env["PYPI_PULSE_LINGER_MS"] = str(s.linger_ms_for(embedded_broker=True))
         if broker is not None:
             # the embedded broker is memory-only: recovery state of an earlier run points at offsets that are gone
             import shutil
