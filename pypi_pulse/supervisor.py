@@ -68,8 +68,9 @@ BROKER_WARN_CORES = 0.75
 
 class BrokerWatch:
     """Says when the memory-only embedded broker starts to hurt, before the live windows do. It keeps every event
-    (memory), and its cost per record batch grows with the batches it holds (CPU: at 40 batches a second, about
-    0.03 of a core more each minute, docs/performance.md change 25), so a long `up` slows down until restarted.
+    (memory), and its cost per record batch grows with the batches it holds (CPU: about 0.007 of a core more each
+    minute with `up`'s 200 ms batches, 0.03 with 100 ms; docs/performance.md change 25), so a long `up` slows down
+    until restarted.
     Each warning is given once per level; memory levels double, CPU levels rise by a quarter of a core."""
 
     def __init__(self, pid: int, warn_bytes: int = BROKER_WARN_BYTES, warn_cores: float = BROKER_WARN_CORES,
@@ -150,9 +151,9 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         })
         if config:
             env["PYPI_PULSE_CONFIG"] = str(config)
-        if broker is not None:  # the children cannot tell the embedded broker from any other: say which linger it needs
-            env["PYPI_PULSE_LINGER_MS"] = str(s.linger_ms_for(embedded_broker=True))
         if broker is not None:
+            # the children cannot tell the embedded broker from any other: say which producer linger it needs
+            env["PYPI_PULSE_LINGER_MS"] = str(s.linger_ms_for(embedded_broker=True))
             # the embedded broker is memory-only: recovery state of an earlier run points at offsets that are gone
             import shutil
 

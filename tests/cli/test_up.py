@@ -46,6 +46,8 @@ def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
         producer, = [c for c in psutil.Process(proc.pid).children() if "produce" in c.cmdline()]
         args = producer.cmdline()
         assert args[args.index("--pack-events") + 1] == "1000"  # the embedded broker's topic is up's own: packed
+        # the embedded broker's cost grows with the record batches it holds: fewer, larger ones
+        assert producer.environ().get("PYPI_PULSE_LINGER_MS") == "200"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
