@@ -326,7 +326,7 @@ if __name__ == "__main__":
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
              poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
-             lateness_s: float = 600.0, pack_events: int = 1, linger_ms: Optional[int] = None) -> dict:
+             lateness_s: float = 600.0, pack_events: int = 1) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -334,8 +334,8 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
 
     from pypi_pulse.config import Settings
 
-    # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS or the caller says otherwise
-    linger_ms = linger_ms if linger_ms is not None else Settings().linger_ms_for(embedded_broker=True)
+    # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS says otherwise
+    linger_ms = Settings().linger_ms_for(embedded_broker=True)
     print(f"producer linger: {linger_ms} ms", flush=True)
     broker = start_broker(work)
     topic = "bench-live"

@@ -75,19 +75,36 @@ class BrokerWatch:
 
     def __init__(self, pid: int, warn_bytes: int = BROKER_WARN_BYTES, warn_cores: float = BROKER_WARN_CORES,
                  every_s: float = 60.0):
-        self.pid, self.warn_bytes, self.warn_cores, self.every_s = pid, warn_bytes, warn_cores, every_s
-        self._since, self._cpu_then = time.monotonic(), _cpu_seconds(pid)
+        import psutil
+
+        self._errors = psutil.Error
+        try:
+            self._proc: Optional[psutil.Process] = psutil.Process(pid)
+        except psutil.Error:  # already gone: nothing to watch, and `up` reports its children's exits itself
+            self._proc = None
+        self.warn_bytes, self.warn_cores, self.every_s = warn_bytes, warn_cores, every_s
+        self._since, self._cpu_then = time.monotonic(), self._usage()[1]
+
+    def _usage(self) -> tuple[int, float]:
+        """(resident bytes, CPU seconds used so far); zeros once the broker is gone (`up` is stopping)."""
+        if self._proc is None:
+            return 0, 0.0
+        try:
+            with self._proc.oneshot():
+                times = self._proc.cpu_times()
+                return self._proc.memory_info().rss, times.user + times.system
+        except self._errors:
+            return 0, 0.0
 
     def check(self) -> list[str]:
         out = []
-        rss = _rss(self.pid)
+        rss, cpu = self._usage()
         if rss >= self.warn_bytes:
             out.append(f"the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
                        "for long runs use --bootstrap-servers with a Kafka that has retention")
             self.warn_bytes *= 2
         now = time.monotonic()
         if now - self._since >= self.every_s:
-            cpu = _cpu_seconds(self.pid)
             cores = (cpu - self._cpu_then) / (now - self._since)
             self._since, self._cpu_then = now, cpu
             if cores >= self.warn_cores:
@@ -96,25 +113,6 @@ class BrokerWatch:
                            "`up`, raise PYPI_PULSE_LINGER_MS, or use --bootstrap-servers with a Kafka that has retention")
                 self.warn_cores += 0.25
         return out
-
-
-def _rss(pid: int) -> int:
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss
-    except Exception:  # gone, or not ours to read
-        return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        import psutil
-
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
-    except Exception:
-        return 0.0
 
 
 def _has(module: str) -> bool:
