@@ -240,8 +240,24 @@ class RssSampler:
         self.started = time.monotonic()
         self.started_wall = time.time()  # series times + this = wall clock (block periods are wall-clock aligned)
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, pid: int, block_writer: bool = False) -> None:
+        """`block_writer`: also watch, as "block writer", the process the dataflow applies sealed blocks in
+        (dataflow/block_writer.py), once it has started it."""
         self.procs[name] = self.psutil.Process(pid)
+        if block_writer:
+            self.writer_parent = self.procs[name]
+
+    writer_parent = None
+
+    def _find_block_writer(self) -> None:
+        try:
+            for child in self.writer_parent.children():
+                if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
+                    self.procs["block writer"] = child
+                    self.writer_parent = None
+                    return
+        except self.psutil.Error:
+            pass
 
     def start(self) -> "RssSampler":
         self._thread.start()
@@ -249,6 +265,8 @@ class RssSampler:
 
     def sample(self) -> None:
         now = time.monotonic() - self.started
+        if self.writer_parent is not None:
+            self._find_block_writer()
         for name, p in list(self.procs.items()):
             try:
                 rss = p.memory_info().rss
@@ -303,7 +321,7 @@ def run_flow_child(config: dict) -> None:
     end = {int(k): v for k, v in config["end_offsets"].items()} if config.get("end_offsets") else None
     cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
                      config["sink_url"], lateness_s=config.get("lateness_s", 600.0),
-                     batch_size=config.get("batch_size", 20_000))
+                     batch_size=config.get("batch_size", 20_000), block_writer=config.get("block_writer", False))
     t, started_at = time.perf_counter(), time.time()
     try:
         run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 10.0),
@@ -336,7 +354,9 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
 
     # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS says otherwise
     linger_ms = Settings().linger_ms_for(embedded_broker=True)
-    print(f"producer linger: {linger_ms} ms", flush=True)
+    block_writer = Settings().block_writer  # as `up` runs the dataflow, unless PYPI_PULSE_BLOCK_WRITER says otherwise
+    print(f"producer linger: {linger_ms} ms; sealed blocks applied {'by a writer process' if block_writer else 'inline'}",
+          flush=True)
     broker = start_broker(work)
     topic = "bench-live"
     sink = work / "live.db"
@@ -347,9 +367,9 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         flow_log = open(work / "dataflow.log", "w")
         flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
                            "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None,
-                           "lateness_s": lateness_s},
+                           "lateness_s": lateness_s, "block_writer": block_writer},
                           stderr=flow_log)
-        sampler.watch("dataflow", flow.pid)
+        sampler.watch("dataflow", flow.pid, block_writer=block_writer)
         deadline = time.monotonic() + 60
         while not sink.exists():  # the sink file appears once the dataflow has opened it
             if time.monotonic() > deadline or flow.poll() is not None:

@@ -38,6 +38,7 @@ class FlowConfig:
     detail_min_daily_downloads: int = 0  # the CLI passes the setting (default 1000); 0 keeps every row
     batch_size: int = 20_000
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
+    block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
 
 
 class AppliedBlocks:
@@ -116,5 +117,5 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
-                                          cfg.detail_min_daily_downloads))
+                                          cfg.detail_min_daily_downloads, cfg.block_writer))
     return flow

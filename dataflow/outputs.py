@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
+from typing import Optional
 
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from pypi_pulse.dataflow.block_writer import BlockWriter
 from pypi_pulse.dataflow.clock import Flush, TimeShare, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
@@ -20,8 +23,11 @@ log = structlog.get_logger(__name__)
 
 class _StorePartition(StatelessSinkPartition):
     def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0,
-                 detail_min_daily_downloads: int = 0):
+                 detail_min_daily_downloads: int = 0, block_writer: bool = False):
+        self.url = url
         self.sink = open_sink(url)
+        self.use_block_writer = block_writer
+        self.writer: Optional[BlockWriter] = None  # started with the first write: only the worker that writes has one
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
         self.prune_every_s = prune_every_s
@@ -56,9 +62,12 @@ class _StorePartition(StatelessSinkPartition):
                 windows[w.start] = w  # the newest version of a window wins
             buckets.extend(flush.buckets)
             stats = flush.stats
+        if self.use_block_writer and self.writer is None:
+            self.writer = BlockWriter(self.url, shared_lock=not self.sink.concurrent_writers)
         t0 = time.perf_counter()
         try:
-            self.sink.write(list(windows.values()), [], stats)
+            with self._turn():
+                self.sink.write(list(windows.values()), [], stats)
         except Exception:
             dataflow_metrics.SINK_ERRORS.inc()
             raise
@@ -67,20 +76,42 @@ class _StorePartition(StatelessSinkPartition):
             self.window_lag_s = time.time() - (max(windows) + 1)
         dataflow_metrics.sink_written(took, windows.keys(), time.time())
         log.debug("sink.write", windows=len(windows), buckets=len(buckets), seconds=round(took, 4))
-        queued = {b.bucket for b, _ in self.applying}
-        for b in buckets:
-            if b.bucket not in queued:  # the clock re-sends a block until it sees it applied
-                self.applying.append((b, None))
-                queued.add(b.bucket)
-        self._apply_blocks(until_done=False)
+        if self.writer is not None:
+            self.writer.set_lag(self.window_lag_s)
+            self._hand_over(buckets)
+        else:
+            queued = {b.bucket for b, _ in self.applying}
+            for b in buckets:
+                if b.bucket not in queued:  # the clock re-sends a block until it sees it applied
+                    self.applying.append((b, None))
+                    queued.add(b.bucket)
+            self._apply_blocks(until_done=False)
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
-            removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
-            removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
-            # one complete day per pass (a real PyPI day takes seconds to summarise), after its fold
-            removed["days_summarised"] = summarize(self.sink, max_days=1)
+            with self._turn():
+                removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
+                removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
+                # one complete day per pass (a real PyPI day takes seconds to summarise), after its fold
+                removed["days_summarised"] = summarize(self.sink, max_days=1)
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
+
+    def _turn(self):
+        return self.writer.sink_turn() if self.writer is not None else nullcontext()
+
+    def _hand_over(self, buckets: list) -> None:
+        """Sealed blocks go to the block writer process; the ones it has applied are reported."""
+        try:
+            for b in buckets:
+                if not self.writer.knows(b.bucket):  # the clock re-sends a block until it sees it applied
+                    took = self.writer.submit(b)
+                    log.info("rollup.handed_over", bucket=b.bucket, rows=len(b.counts), seconds=round(took, 3))
+            for bucket, seconds in self.writer.poll():
+                log.info("rollup.applied", bucket=bucket, seconds=round(seconds, 1))
+        except Exception:
+            dataflow_metrics.SINK_ERRORS.inc()
+            raise
+        dataflow_metrics.ROLLUP_PENDING.set(len(self.writer.pending))
 
     def _apply_blocks(self, until_done: bool) -> None:
         """Apply queued blocks a slice at a time while the time credit lasts; `until_done` (end of input, no window
@@ -109,21 +140,26 @@ class _StorePartition(StatelessSinkPartition):
         dataflow_metrics.ROLLUP_PENDING.set(len(self.applying))
 
     def close(self) -> None:
-        self._apply_blocks(until_done=True)  # end of input (batch runs): every sealed block is in before the run ends
+        # end of input (batch runs): every sealed block is in before the run ends
+        if self.writer is not None:
+            self.writer.close()
+        self._apply_blocks(until_done=True)
         self.sink.close()
 
 
 class StoreSink(DynamicSink):
     def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400,
-                 detail_min_daily_downloads: int = 0):
+                 detail_min_daily_downloads: int = 0, block_writer: bool = False):
         self.url = url
+        self.block_writer = block_writer
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
         self.detail_min_daily_downloads = detail_min_daily_downloads
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days,
-                               detail_min_daily_downloads=self.detail_min_daily_downloads)
+                               detail_min_daily_downloads=self.detail_min_daily_downloads,
+                               block_writer=self.block_writer)
 
 
 class _DeadLetterPartition(StatelessSinkPartition):

@@ -60,7 +60,8 @@ def _kafka(s: Settings, stack: list):
     return broker.bootstrap, True
 
 
-def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None):
+def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None,
+                 live: bool = False):
     from pypi_pulse.dataflow.flow import FlowConfig
 
     return FlowConfig(
@@ -69,6 +70,8 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
         detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
+        # batch runs write what is sealed at their end in one go, faster inline; a live stream hands blocks over
+        block_writer=s.block_writer and live,
     )
 
 
@@ -184,7 +187,8 @@ def dataflow(
     wait_for_kafka(s.bootstrap_servers)
     n = partition_count(s.bootstrap_servers, s.topic)
     _check_sink(s.sink_url)
-    cfg = _flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None)
+    cfg = _flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None,
+                       live=not until_drained)
     from pypi_pulse.dataflow.source import STOP
 
     _stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0

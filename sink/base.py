@@ -14,6 +14,9 @@ from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
 class Sink(abc.ABC):
     url: str
+    # Whether two connections can write at once (PostgreSQL), or take turns at one lock (SQLite): a second writer
+    # (dataflow/block_writer.py) then shares a lock with the dataflow so that a window write waits one slice at most.
+    concurrent_writers = False
 
     # writes (one writer: the dataflow)
     @abc.abstractmethod

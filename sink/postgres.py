@@ -150,6 +150,7 @@ def _warn_on_collation(conn: psycopg.Connection) -> None:
 
 
 class PostgresSink(Sink):
+    concurrent_writers = True
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self.readonly = readonly

@@ -1,0 +1,192 @@
+"""A process of its own that applies sealed rollup blocks, so that a live worker never spends a block's CPU.
+
+Why a process: a full 10-minute block at 20,000 events/s is about 4 million rows, some 50 s of upserts. Applied
+in slices between window writes (the inline way), every second of it comes out of the one Bytewax worker that
+also parses and counts the stream, and the windows fall behind while it goes in (docs/performance.md). A thread
+does not help: SQLite releases the GIL at every row, and a thread that hands it back that often is starved by a
+busy one. A process has its own interpreter, so the worker only pickles the block's numpy columns once.
+
+Exactly once is unchanged: the writer applies a block through the same `Sink.apply_in_slices` (each slice in its
+own transaction, with its record), and the clock keeps re-sending a block until the sink says it is applied.
+
+With SQLite the two processes take turns at the database's one write lock (`turn`): a window write waits for at
+most the slice in progress (`SLICE_ROWS`, tens of milliseconds), and the writer steps aside between slices while a
+window write is waiting (`want`). It also takes at most `SHARE` of a core, less while windows reach the sink late
+(`lag`), so that on a small machine the stream keeps the CPU it needs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import structlog
+
+from pypi_pulse.dataflow.clock import HISTORY_LAG_S, on_time_or_history
+from pypi_pulse.dataflow.heap import return_freed_memory
+from pypi_pulse.sink.model import RollupBucket
+
+log = structlog.get_logger(__name__)
+
+SLICE_ROWS = 5_000  # ~60 ms of upserts: the longest a window write waits for the writer
+SHARE = 0.5  # of a core, while windows reach the sink on time
+SHARE_BEHIND = 0.1  # while they are late: the stream catches up first
+
+
+class BlockWriterDied(RuntimeError):
+    pass
+
+
+class BlockWriter:
+    """The dataflow's side: hand over blocks, hear which are applied, take turns at the sink's write lock."""
+
+    def __init__(self, url: str, *, shared_lock: bool):
+        ctx = multiprocessing.get_context("spawn")  # the dataflow runs Bytewax's threads: a fork would copy them
+        self.turn = ctx.Lock() if shared_lock else None
+        self.want = ctx.Event()
+        self.lag = ctx.Value("d", 0.0, lock=False)  # how late the newest window reached the sink, seconds
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(url, child, self.turn, self.want, self.lag, os.getpid()),
+                                name="pypi-pulse-block-writer", daemon=True)
+        self.proc.start()
+        child.close()
+        self.pending: dict[int, float] = {}  # bucket -> when it was handed over
+        self.finished_ids: set[int] = set()  # applied by the writer: a block the clock re-sends is not sent again
+
+    @contextmanager
+    def sink_turn(self) -> Iterator[None]:
+        """Hold the sink's write lock for a window write (a no-op for a sink with concurrent writers)."""
+        if self.turn is None:
+            yield
+            return
+        self.want.set()
+        self.turn.acquire()
+        try:
+            self.want.clear()
+            yield
+        finally:
+            self.turn.release()
+
+    def knows(self, bucket: int) -> bool:
+        return bucket in self.pending or bucket in self.finished_ids
+
+    def submit(self, bucket: RollupBucket) -> float:
+        """Hand a sealed block over (its columns pickled through a pipe); the seconds it took the worker."""
+        self._check_alive()
+        t = time.perf_counter()
+        self.conn.send(bucket)
+        self.pending[bucket.bucket] = time.monotonic()
+        return time.perf_counter() - t
+
+    def set_lag(self, seconds: float) -> None:
+        self.lag.value = seconds
+
+    def poll(self) -> list[tuple[int, float]]:
+        """Blocks applied since the last call, with the seconds each took; raises if the writer failed or died."""
+        done = []
+        while self.conn.poll():
+            try:
+                msg = self.conn.recv()
+            except EOFError:
+                break
+            if msg[0] == "error":
+                raise BlockWriterDied(f"the block writer failed applying block {msg[1]}:\n{msg[2]}")
+            _, bucket, seconds = msg
+            self.pending.pop(bucket, None)
+            self.finished_ids.add(bucket)
+            done.append((bucket, seconds))
+        self._check_alive()
+        if len(self.finished_ids) > 1_000:  # a week of blocks: the clock stopped re-sending these long ago
+            self.finished_ids = set(sorted(self.finished_ids)[-500:])
+        return done
+
+    def _check_alive(self) -> None:
+        if not self.proc.is_alive():
+            raise BlockWriterDied(f"the block writer exited with code {self.proc.exitcode}; "
+                                  f"{len(self.pending)} block(s) not applied (they are re-sent after a restart)")
+
+    def close(self, timeout_s: float = 3600.0) -> None:
+        """Wait for every block handed over to be applied, then stop the writer."""
+        deadline = time.monotonic() + timeout_s
+        self.lag.value = -1.0  # the end of input: full speed
+        while self.pending and time.monotonic() < deadline:
+            if self.conn.poll(0.2):
+                self.poll()
+            else:
+                self._check_alive()
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+        if self.pending:
+            raise BlockWriterDied(f"{len(self.pending)} block(s) not applied within {timeout_s:.0f} s")
+
+
+def _share(lag_s: float) -> float:
+    if lag_s >= HISTORY_LAG_S or lag_s < 0:  # history being replayed, or the end of input: no one waits
+        return 1.0
+    return SHARE if on_time_or_history(lag_s) else SHARE_BEHIND
+
+
+def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
+    """The writer process: apply blocks in the order they came, a slice at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the dataflow, which then closes this writer
+    from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
+    from pypi_pulse.sink.base import open_sink
+
+    keep_large_blocks_mapped()
+
+    sink = open_sink(url)
+    if hasattr(sink, "SLICE_ROWS"):
+        sink.SLICE_ROWS = SLICE_ROWS
+    inbox: queue.Queue = queue.Queue()
+
+    def receive() -> None:  # a block is read while another is applied, so the worker never waits on a send
+        while True:
+            try:
+                inbox.put(conn.recv())
+            except (EOFError, OSError):
+                inbox.put(None)
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    while True:
+        bucket: Optional[RollupBucket] = inbox.get()
+        if bucket is None:
+            break
+        t0 = time.monotonic()
+        try:
+            slices = sink.apply_in_slices(bucket)
+            while True:
+                while want.is_set():  # a window write is waiting for the lock
+                    time.sleep(0.001)
+                if os.getppid() != parent_pid:
+                    return  # the dataflow is gone: a restarted one re-sends the block and resumes its slices
+                t = time.perf_counter()
+                if turn is not None:
+                    with turn:
+                        done = next(slices, StopIteration) is StopIteration
+                else:
+                    done = next(slices, StopIteration) is StopIteration
+                if done:
+                    break
+                took = time.perf_counter() - t
+                time.sleep(took * (1.0 / _share(lag.value) - 1.0))
+        except Exception:
+            conn.send(("error", bucket.bucket, traceback.format_exc()))
+            return
+        bid = bucket.bucket
+        del slices, bucket
+        return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
+        conn.send(("applied", bid, time.monotonic() - t0))
+    sink.close()
