@@ -317,7 +317,7 @@ def run_flow_child(config: dict) -> None:
     from pypi_pulse.dataflow.flow import FlowConfig
     from pypi_pulse.dataflow.runner import run_dataflow
 
-    logs.setup("WARNING", "console")
+    logs.setup(config.get("log_level", "WARNING"), "console")
     end = {int(k): v for k, v in config["end_offsets"].items()} if config.get("end_offsets") else None
     cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
                      config["sink_url"], lateness_s=config.get("lateness_s", 600.0),
@@ -344,7 +344,7 @@ if __name__ == "__main__":
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
 def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
              poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
-             lateness_s: float = 600.0, pack_events: int = 1) -> dict:
+             lateness_s: float = 600.0, pack_events: int = 1, flow_log_level: str = "WARNING") -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -367,7 +367,7 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         flow_log = open(work / "dataflow.log", "w")
         flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
                            "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None,
-                           "lateness_s": lateness_s, "block_writer": block_writer},
+                           "lateness_s": lateness_s, "block_writer": block_writer, "log_level": flow_log_level},
                           stderr=flow_log)
         sampler.watch("dataflow", flow.pid, block_writer=block_writer)
         deadline = time.monotonic() + 60

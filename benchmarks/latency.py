@@ -13,6 +13,7 @@ read it. The first 10 s (warm-up) and the last 2 s (the producer stopping) are l
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,8 @@ def main() -> int:
                          "the sixth session)")
     ap.add_argument("--lateness", type=float, default=600.0,
                     help="lateness horizon in seconds (as `--lateness-seconds`); a shorter one seals rollup blocks sooner")
+    ap.add_argument("--keep-dataflow-log", type=Path, metavar="FILE",
+                    help="copy the dataflow's log, at INFO (blocks handed over and applied, merges), to FILE")
     args = ap.parse_args()
     C.print_machine()
     from pypi_pulse.dataflow.clock import BLOCK_S
@@ -47,9 +50,12 @@ def main() -> int:
     sampler = C.RssSampler(every_s=1.0).start()
     try:
         r = C.live_run(args.rate, args.seconds, work, sampler, epoch_s=args.epoch, recovery=args.recovery,
-                       lateness_s=args.lateness, pack_events=args.pack_events)
+                       lateness_s=args.lateness, pack_events=args.pack_events,
+                       flow_log_level="INFO" if args.keep_dataflow_log else "WARNING")
     finally:
         sampler.stop()
+        if args.keep_dataflow_log and (work / "dataflow.log").exists():
+            shutil.copyfile(work / "dataflow.log", args.keep_dataflow_log)
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
     print(f"rate {args.rate:,.0f} events/s for {r['seconds']:.0f} s; {r['windows']} steady windows, "
@@ -64,16 +70,25 @@ def main() -> int:
               f"applied {applied_at - end - args.lateness:.0f} s later; the {len(during)} windows meanwhile: "
               f"{spread(during)}; cores meanwhile {cores(sampler, end + args.lateness, applied_at)}, "
               f"in the minute before {cores(sampler, end + args.lateness - 60, end + args.lateness)}")
+        print(late_windows(r["seen_by_window"], end + args.lateness, applied_at))
     for first, n_slices, last_at in r["blocks_in_progress"]:
         end = first + BLOCK_S  # a block being applied in slices is a whole block
         during = sorted(d for w, d in r["seen_by_window"].items() if end + args.lateness <= w + 1)
         print(f"block from {first - r['started']:.0f} s still going in at the end: {n_slices} slices applied, the last "
               f"{last_at - end - args.lateness:.0f} s after it could seal; the {len(during)} windows since it could seal: "
               f"{spread(during)}")
+        print(late_windows(r["seen_by_window"], end + args.lateness, math.inf))
     print(f"cores used over the run: {cores(sampler)}")
     ok = bool(r["seen_delay"]) and C.percentile(r["seen_delay"], .99) < 1.5
     print(f"target p99 < 1.5 s: {'met' if ok else 'NOT met'}")
     return 0
+
+
+def late_windows(seen_by_window: dict, seal: float, until: float, over_s: float = 1.0) -> str:
+    """When, after a block could seal, the windows over `over_s` were (which part of its application they met)."""
+    late = [(w + 1 - seal, d) for w, d in sorted(seen_by_window.items()) if seal <= w + 1 <= until and d > over_s]
+    cells = ", ".join(f"+{t:.0f} s: {d:.2f} s" for t, d in late[:20]) + (" ..." if len(late) > 20 else "")
+    return f"  windows over {over_s:.1f} s after the seal: {len(late)}" + (f" ({cells})" if late else "")
 
 
 def cores(sampler, *window: float) -> str:

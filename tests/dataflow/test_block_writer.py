@@ -114,3 +114,28 @@ def test_only_a_live_dataflow_hands_blocks_to_a_writer_process(tmp_path, monkeyp
     assert not _flow_config(s, "localhost:9092", 4).block_writer
     monkeypatch.setenv("PYPI_PULSE_BLOCK_WRITER", "false")
     assert not _flow_config(Settings(data_dir=tmp_path), "localhost:9092", 4, live=True).block_writer
+
+
+def test_a_dataflow_block_reaches_the_writer_through_a_file_and_goes_in_exactly(sqlite_url):
+    """The clock's blocks (numpy columns, `BlockRows`) are handed over as a file of narrowed columns: every row and
+    total arrives, None categories too, and the file is gone once the writer has read it."""
+    from pypi_pulse.dataflow.clock import MinuteRollup
+    from pypi_pulse.dataflow.parse import parse_batch
+    from pypi_pulse.dataflow.source import RawBatch
+    from pypi_pulse.producer.synthetic import SyntheticSource
+
+    events = [v for v, _ in SyntheticSource(seed=5).encoded([T0 + i / 100 for i in range(6000)])]
+    minutes: dict = {}
+    for minute, cols in parse_batch(RawBatch(0, 1, events, 0, True)).minutes.items():
+        minutes.setdefault(minute, MinuteRollup()).add(cols)
+    counts = MinuteRollup.merged_final([minutes[m] for m in sorted(minutes)], DAY)
+    assert hasattr(counts, "totals") and any(cat is None for (_d, _p, _dim, cat) in counts)
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400, block_writer=True)
+    partition.write_batch([Flush([window(T0 + 900)], [RollupBucket(T0, counts, span=600)], stats())])
+    spool = partition.writer.spool
+    partition.close()
+    with open_sink(sqlite_url, readonly=True) as reader:
+        assert stored_daily(reader) == Counter(dict(counts))
+        assert stored_totals(reader) == totals_of(dict(counts))
+        assert reader.applied_buckets([T0]) == {T0}
+    assert not spool.exists()
