@@ -31,13 +31,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
-import structlog
 
 from pypi_pulse.dataflow.clock import HISTORY_LAG_S, BlockRows, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.sink.model import RollupBucket
-
-log = structlog.get_logger(__name__)
 
 SLICE_ROWS = 5_000  # ~60 ms of upserts: the longest a window write waits for the writer
 SHARE = 0.5  # of a core, while windows reach the sink on time

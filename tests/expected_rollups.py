@@ -73,6 +73,14 @@ def stored_totals(sink) -> Counter:
     return Counter({(d, dim, None if c == "" else c): int(n) for d, dim, c, n in rows})
 
 
+def totals_of(counts: dict) -> Counter:
+    """The all-project `daily_totals` that (day, project, dimension, category) counts add up to."""
+    out: Counter = Counter()
+    for (day, _p, dim, cat), n in counts.items():
+        out[(day, dim, cat)] += n
+    return out
+
+
 PROJECTS = ["Zope.Interface", "zope_interface", "zope-interface", "requests", "Django", "numpy", "pulse-tail-000042"]
 INSTALLERS = ["pip", "pip", "pip", "uv", "poetry", None, "bandersnatch", "devpi", "Artifactory", "z3c.pypimirror"]
 PYTHONS = ["3.12.1", "3.11.9", "3.10rc1", "2.7.18", None, "3.13"]

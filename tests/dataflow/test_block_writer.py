@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from expected_rollups import stored_daily, stored_totals
+from expected_rollups import stored_daily, stored_totals, totals_of
 from pypi_pulse.dataflow import block_writer
 from pypi_pulse.dataflow.block_writer import BlockWriterDied
 from pypi_pulse.dataflow.clock import Flush
@@ -28,13 +28,6 @@ def block(n_projects: int, start: int = T0) -> RollupBucket:
         counts[(DAY, p, "country", "US")] = i + 2
         counts[(DAY, p, "installer", None if i % 3 else "pip")] = 1
     return RollupBucket(start, counts, span=600)
-
-
-def totals_of(counts: dict) -> Counter:
-    out: Counter = Counter()
-    for (day, _p, dim, cat), n in counts.items():
-        out[(day, dim, cat)] += n
-    return out
 
 
 def stats() -> PipelineStats:

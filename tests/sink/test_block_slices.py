@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from expected_rollups import stored_daily, stored_totals
+from expected_rollups import stored_daily, stored_totals, totals_of
 from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.dataflow.outputs import _StorePartition
 from pypi_pulse.metrics import dataflow_metrics
@@ -27,13 +27,6 @@ def block(n_projects: int = 900, start: int = T0) -> RollupBucket:
         counts[(DAY, p, "country", "US")] = i
         counts[(DAY, p, "country", None if i % 3 else "DE")] = counts.get((DAY, p, "country", "DE"), 0) + 1
     return RollupBucket(start, counts, span=600)
-
-
-def totals_of(counts: dict) -> Counter:
-    out: Counter = Counter()
-    for (day, _p, dim, cat), n in counts.items():
-        out[(day, dim, cat)] += n
-    return out
 
 
 def stats() -> PipelineStats:
