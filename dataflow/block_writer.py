@@ -4,7 +4,7 @@ Why a process: a full 10-minute block at 20,000 events/s is about 4 million rows
 in slices between window writes (the inline way), every second of it comes out of the one Bytewax worker that
 also parses and counts the stream, and the windows fall behind while it goes in (docs/performance.md). A thread
 does not help: SQLite releases the GIL at every row, and a thread that hands it back that often is starved by a
-busy one. A process has its own interpreter, so the worker only pickles the block's numpy columns once.
+busy one. A process has its own interpreter; the worker only writes the block's numpy columns to a file once.
 
 Exactly once is unchanged: the writer applies a block through the same `Sink.apply_in_slices` (each slice in its
 own transaction, with its record), and the clock keeps re-sending a block until the sink says it is applied.
@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -59,7 +59,7 @@ class BlockWriter:
         self.proc.start()
         child.close()
         self.spool = Path(tempfile.mkdtemp(prefix="pypi-pulse-blocks-"))
-        self.pending: dict[int, float] = {}  # bucket -> when it was handed over
+        self.pending: set[int] = set()  # blocks handed over, not yet applied
         self.finished_ids: set[int] = set()  # applied by the writer: a block the clock re-sends is not sent again
 
     @contextmanager
@@ -85,7 +85,7 @@ class BlockWriter:
         self._check_alive()
         t = time.perf_counter()
         self.conn.send(_spooled(bucket, self.spool) if isinstance(bucket.counts, BlockRows) else bucket)
-        self.pending[bucket.bucket] = time.monotonic()
+        self.pending.add(bucket.bucket)
         return time.perf_counter() - t
 
     def set_lag(self, seconds: float) -> None:
@@ -102,7 +102,7 @@ class BlockWriter:
             if msg[0] == "error":
                 raise BlockWriterDied(f"the block writer failed applying block {msg[1]}:\n{msg[2]}")
             _, bucket, seconds = msg
-            self.pending.pop(bucket, None)
+            self.pending.discard(bucket)
             self.finished_ids.add(bucket)
             done.append((bucket, seconds))
         self._check_alive()
@@ -214,10 +214,7 @@ def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
                 if os.getppid() != parent_pid:
                     return  # the dataflow is gone: a restarted one re-sends the block and resumes its slices
                 t = time.perf_counter()
-                if turn is not None:
-                    with turn:
-                        done = next(slices, StopIteration) is StopIteration
-                else:
+                with turn if turn is not None else nullcontext():
                     done = next(slices, StopIteration) is StopIteration
                 if done:
                     break
