@@ -26,6 +26,7 @@ import numpy as np
 from pypi_pulse.dataflow.columns import Coded, Codes
 from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.heap import return_freed_memory
+from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.schema import NULL_AS_DB_CATEGORY
@@ -329,12 +330,14 @@ class Clock:
             self.unapplied.pop(block, None)
 
     # ---- recovery -----------------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+    def snapshot(self, spill: Optional["SpillStore"] = None) -> bytes:
+        """With a `spill` store (live runs with recovery), packed state goes to its files once and the snapshot
+        refers to it (dataflow/spill.py)."""
+        return spill.dumps(self) if spill is not None else pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(data: bytes) -> "Clock":
-        clock = pickle.loads(data)
+    def restore(data: bytes, spill: Optional["SpillStore"] = None) -> "Clock":
+        clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)
         if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed

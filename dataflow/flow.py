@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import bytewax.operators as op
@@ -21,6 +22,7 @@ from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
+from pypi_pulse.dataflow.spill import SpillStore
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,11 @@ class AppliedBlocks:
 
 
 class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
-    def __init__(self, clock: Clock, snapshots: bool = True, applied: Optional[Callable[[list[int]], set[int]]] = None):
+    def __init__(self, clock: Clock, snapshots: bool = True, applied: Optional[Callable[[list[int]], set[int]]] = None,
+                 spill: Optional[SpillStore] = None):
         self.clock = clock
         self.snapshots = snapshots
+        self.spill = spill
         self.applied = applied  # with recovery: which of the clock's sealed blocks the sink has applied
         self.last_check = 0.0
 
@@ -93,11 +97,13 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
 
     def snapshot(self) -> Optional[bytes]:
         # Bytewax asks every epoch even without recovery; pickling the whole clock then buys nothing
-        return self.clock.snapshot() if self.snapshots else None
+        return self.clock.snapshot(self.spill) if self.snapshots else None
 
 
-def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snapshots: bool = True) -> Dataflow:
-    """`snapshots=False` when the run has no recovery store (batch runs, tests): the clock is then never pickled."""
+def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snapshots: bool = True,
+               spill_dir: Optional[Path] = None) -> Dataflow:
+    """`snapshots=False` when the run has no recovery store (batch runs, tests): the clock is then never pickled.
+    `spill_dir`, beside the recovery store: where snapshots leave the clock's packed state (dataflow/spill.py)."""
     flow = Dataflow("pypi_pulse")
     raw = op.input("kafka_in", flow, KafkaBatchSource(cfg.bootstrap, cfg.topic, cfg.n_partitions,
                                                       batch_size=cfg.batch_size, stop_offsets=stop_offsets,
@@ -110,10 +116,11 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     applied = AppliedBlocks(cfg.sink_url) if snapshots else None
 
     def builder(resume: Optional[bytes]) -> ClockLogic:
+        spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
-            return ClockLogic(Clock.restore(resume), snapshots, applied)
+            return ClockLogic(Clock.restore(resume, spill), snapshots, applied, spill)
         return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots), snapshots,
-                          applied)
+                          applied, spill)
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,

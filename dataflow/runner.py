@@ -16,6 +16,7 @@ from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
 from pypi_pulse.dataflow.source import StopOffsets
 
 log = structlog.get_logger(__name__)
+SPILL_DIR = "spill"  # inside the recovery directory: deleted with it (dataflow/spill.py)
 
 
 def prepare_recovery(recovery_dir: Path, fresh: bool) -> RecoveryConfig:
@@ -32,8 +33,9 @@ def prepare_recovery(recovery_dir: Path, fresh: bool) -> RecoveryConfig:
 def run_dataflow(cfg: FlowConfig, *, workers: int = 1, epoch_s: float = 2.0, recovery_dir: Optional[Path] = None,
                  fresh_recovery: bool = False, stop_offsets: Optional[StopOffsets] = None) -> None:
     keep_large_blocks_mapped()
-    flow = build_flow(cfg, stop_offsets, snapshots=recovery_dir is not None)
     recovery = prepare_recovery(recovery_dir, fresh_recovery) if recovery_dir else None
+    flow = build_flow(cfg, stop_offsets, snapshots=recovery_dir is not None,
+                      spill_dir=recovery_dir / SPILL_DIR if recovery_dir else None)
     log.info("dataflow.start", topic=cfg.topic, partitions=cfg.n_partitions, sink=cfg.sink_url, workers=workers,
              recovery=str(recovery_dir) if recovery_dir else None)
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s), recovery_config=recovery)

@@ -9,6 +9,7 @@ import sys
 import time
 
 from pulse_testing import expected_windows, publish, stored_windows
+from pypi_pulse.dataflow.runner import SPILL_DIR
 from pypi_pulse.producer.synthetic import SyntheticSource
 from pypi_pulse.sink.base import open_sink
 
@@ -34,14 +35,16 @@ def _dataflow(broker, topic, sink_url, data_dir, *extra):
 
 def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
     src = SyntheticSource(seed=21)
-    n = 120_000
+    n = 240_000
     rows = src.events([T0 + i * (300 / n) for i in range(n)])  # 5 minutes of event time
     publish(broker.bootstrap, topic, rows)
     sink = f"sqlite:///{tmp_path / 'rec.db'}"
 
     first = _dataflow(broker, topic, sink, tmp_path / "data")
     deadline = time.monotonic() + 300
-    while _consumed(sink) < n // 4:
+    spill = tmp_path / "data" / "recovery" / SPILL_DIR
+    # killed once snapshots refer to packed rollup minutes written beside the recovery store (dataflow/spill.py)
+    while _consumed(sink) < n // 4 or not list(spill.glob("*.seg")):
         assert first.poll() is None, first.stdout.read().decode()
         assert time.monotonic() < deadline, "dataflow made no progress"
         time.sleep(0.05)
