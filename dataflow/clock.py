@@ -88,6 +88,7 @@ class Flush:
     buckets: list[RollupBucket]
     stats: PipelineStats
     dead: int = 0
+    final: bool = False  # the flush at end of input: the sink writes its blocks whole, nothing waits for a slice
 
 
 @dataclass

@@ -56,12 +56,14 @@ class _StorePartition(StatelessSinkPartition):
         windows: dict = {}
         buckets = []
         stats = None
+        final = False
         for item in items:
             flush: Flush = item[1] if isinstance(item, tuple) else item
             for w in flush.windows:
                 windows[w.start] = w  # the newest version of a window wins
             buckets.extend(flush.buckets)
             stats = flush.stats
+            final = final or flush.final
         if self.use_block_writer and self.writer is None:
             self.writer = BlockWriter(self.url, shared_lock=not self.sink.concurrent_writers)
         t0 = time.perf_counter()
@@ -85,7 +87,7 @@ class _StorePartition(StatelessSinkPartition):
                 if b.bucket not in queued:  # the clock re-sends a block until it sees it applied
                     self.applying.append((b, None))
                     queued.add(b.bucket)
-            self._apply_blocks(until_done=False)
+            self._apply_blocks(until_done=final)  # at end of input, blocks not started go in whole (faster)
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             with self._turn():

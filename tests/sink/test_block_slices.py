@@ -159,3 +159,17 @@ def test_a_dataflow_blocks_totals_match_its_rows_after_every_slice(sqlite_url):
         assert slices == len(counts) // 700 + 2  # every slice, then the block's record
         assert stored_daily(sink) == Counter(dict(counts))
         assert stored_totals(sink) == totals_of(dict(counts))
+
+
+def test_at_end_of_input_a_block_goes_in_whole_before_the_write_returns(sqlite_url):
+    """Nothing waits for a window any more: the block is written in one transaction, not slice by slice."""
+    b = block()
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400)
+    partition.slice_time.credit_s = -10.0  # the live share is spent: a block sealed now waits for credit
+    partition.write_batch([Flush([], [b], stats())])
+    with open_sink(sqlite_url, readonly=True) as reader:
+        assert reader.applied_buckets([T0]) == set()
+        partition.write_batch([Flush([], [b], stats(), final=True)])  # the clock's flush at end of input
+        assert reader.applied_buckets([T0]) == {T0}
+        assert stored_daily(reader) == Counter(b.counts)
+    partition.close()
