@@ -23,6 +23,7 @@ from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
+from pypi_pulse.metrics import dataflow_metrics
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,13 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
 
     def snapshot(self) -> Optional[bytes]:
         # Bytewax asks every epoch even without recovery; pickling the whole clock then buys nothing
-        return self.clock.snapshot(self.spill) if self.snapshots else None
+        if not self.snapshots:
+            return None
+        blob = self.clock.snapshot(self.spill)
+        dataflow_metrics.SNAPSHOT_BYTES.set(len(blob))
+        if self.spill is not None:
+            dataflow_metrics.SPILLED_BYTES.set(self.spill.bytes_on_disk)
+        return blob
 
 
 def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snapshots: bool = True,

@@ -47,7 +47,12 @@ class SpillStore:
         # is held so that its id cannot be reused by another object while it is listed.
         self.known: dict[int, tuple[bytes, Ref]] = {}
         self.recent: deque[set[str]] = deque(maxlen=self.KEEP_SNAPSHOTS)
+        self.sizes: dict[str, int] = {}  # segment name -> bytes, for `bytes_on_disk`
         self._seq = 0
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(self.sizes.values())
 
     # ---- snapshots ----------------------------------------------------------------------------------------
     def dumps(self, obj: Any) -> bytes:
@@ -69,6 +74,8 @@ class SpillStore:
 
         Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
         segment.close()  # on disk before Bytewax can commit a snapshot that refers to it
+        if segment.written:
+            self.sizes[segment.path.name] = segment.written
         self.known = used
         self._forget_unreferenced({ref[0] for _, ref in used.values()})
         if segment.written:
@@ -79,6 +86,7 @@ class SpillStore:
         files: dict[str, Any] = {}
         known = self.known
         directory = self.dir
+        sizes = self.sizes
 
         class Unpickler(pickle.Unpickler):
             def persistent_load(self, ref):
@@ -87,6 +95,7 @@ class SpillStore:
                 if f is None:
                     try:
                         f = files[name] = open(directory / name, "rb")
+                        sizes[name] = os.fstat(f.fileno()).st_size
                     except FileNotFoundError:
                         raise UserError(
                             f"the recovery snapshot refers to {directory / name}, which is gone: the recovery store "
@@ -110,6 +119,7 @@ class SpillStore:
         for path in self.dir.glob(f"*{self.SUFFIX}"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+                self.sizes.pop(path.name, None)
         for path in self.dir.glob("*.tmp"):  # a segment whose snapshot never finished
             path.unlink(missing_ok=True)
 

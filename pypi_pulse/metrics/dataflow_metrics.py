@@ -34,6 +34,12 @@ LAST_CLOSED = Gauge("pypi_pulse_dataflow_last_window_closed_timestamp_seconds",
                     "Wall-clock time the newest window was first written.")
 LAST_DELAY = Gauge("pypi_pulse_dataflow_last_window_close_delay_seconds",
                    "Close delay of the newest window first written.")
+SNAPSHOT_BYTES = Gauge("pypi_pulse_dataflow_snapshot_bytes",
+                       "Size of the last recovery snapshot handed to Bytewax: its worker stands still while storing "
+                       "it, about 10 ms per MiB (benchmarks/snapshot_stall.py).")
+SPILLED_BYTES = Gauge("pypi_pulse_dataflow_spilled_state_bytes",
+                      "Closed state (packed windows and rollup minutes) written once beside the recovery store, "
+                      "which snapshots refer to instead of copying it (dataflow/spill.py).")
 ROLLUP_PENDING = Gauge("pypi_pulse_dataflow_rollup_blocks_pending",
                        "Sealed 10-minute rollup blocks queued for the sink or being applied to it, slice by slice.")
 

@@ -42,6 +42,7 @@ def test_packed_state_is_written_once_and_later_snapshots_only_refer_to_it(tmp_p
     first = clock.snapshot(store)
     written = segments(store)
     assert len(written) == 1 and sum((tmp_path / s).stat().st_size for s in written) >= packed
+    assert store.bytes_on_disk == sum((tmp_path / s).stat().st_size for s in written)  # the dataflow's gauge
     again = clock.snapshot(store)
     assert segments(store) == written  # nothing new to write: the same references
     assert len(again) == len(first) < len(clock.snapshot()) - packed + 1000  # a reference is a few dozen bytes
@@ -80,6 +81,7 @@ def test_a_segment_is_deleted_once_no_recent_snapshot_refers_to_it(tmp_path):
         assert old in segments(store)  # a restore may still start from a snapshot that refers to it
     clock.snapshot(store)
     assert old not in segments(store)
+    assert store.bytes_on_disk == sum((tmp_path / s).stat().st_size for s in segments(store))
 
 
 def test_a_snapshot_whose_segment_is_gone_fails_with_how_to_start_over(tmp_path):
