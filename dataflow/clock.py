@@ -331,13 +331,13 @@ class Clock:
             self.unapplied.pop(block, None)
 
     # ---- recovery -----------------------------------------------------------------------------------------
-    def snapshot(self, spill: Optional["SpillStore"] = None) -> bytes:
+    def snapshot(self, spill: Optional[SpillStore] = None) -> bytes:
         """With a `spill` store (live runs with recovery), packed state goes to its files once and the snapshot
         refers to it (dataflow/spill.py)."""
         return spill.dumps(self) if spill is not None else pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(data: bytes, spill: Optional["SpillStore"] = None) -> "Clock":
+    def restore(data: bytes, spill: Optional[SpillStore] = None) -> "Clock":
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)

@@ -46,6 +46,9 @@ def test_packed_state_is_written_once_and_later_snapshots_only_refer_to_it(tmp_p
     again = clock.snapshot(store)
     assert segments(store) == written  # nothing new to write: the same references
     assert len(again) == len(first) < len(clock.snapshot()) - packed + 1000  # a reference is a few dozen bytes
+    store = SpillStore(tmp_path)  # a restarted process: what it read back is not written again
+    Clock.restore(first, store).snapshot(store)
+    assert segments(store) == written
 
 
 def test_a_restart_from_spilled_snapshots_counts_exactly_as_an_uninterrupted_run(tmp_path):
