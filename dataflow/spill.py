@@ -2,11 +2,11 @@
 to it instead of a copy.
 
 Bytewax stores each epoch's snapshot in its recovery database from the worker's thread, and the worker stands
-still meanwhile: about 15 ms per MiB of snapshot on the 2-core machine (a 40 MiB state stalled it 0.5-0.7 s every
-epoch, an 80 MiB one 1.0-1.35 s; docs/performance.md, change 28). Most of the clock's state is closed and never
-changes once packed: every complete rollup minute (2.4 MiB at 20,000 events/s), the sealed blocks kept until the
-sink has them, every emitted window. At the end of a 10-minute block at 20,000 events/s that was some 30 MiB of
-an epoch's 45.
+still meanwhile: about 10 ms per MiB of snapshot on the 2-core machine (`benchmarks/snapshot_stall.py`: a median
+of 396 ms an epoch for 40 MiB, 822 ms for 80 MiB; docs/performance.md, change 28). Most of the clock's state is
+closed and never changes once packed: every complete rollup minute (2.4 MiB at 20,000 events/s), the sealed
+blocks kept until the sink has them, every emitted window. At the end of a 10-minute block at 20,000 events/s
+that was about 27 of an epoch's 40 MiB.
 
 So a snapshot is pickled with a `persistent_id` hook: a packed blob (a `bytes` object of `MIN_BYTES` or more) is
 appended to a segment file the first time a snapshot meets it, and from then on pickled as (segment, offset,
