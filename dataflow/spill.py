@@ -76,10 +76,9 @@ class SpillStore:
         segment.close()  # on disk before Bytewax can commit a snapshot that refers to it
         if segment.written:
             self.sizes[segment.path.name] = segment.written
+            log.debug("spill.segment", bytes=segment.written, blobs=segment.blobs, snapshot_bytes=buf.tell())
         self.known = used
         self._forget_unreferenced({ref[0] for _, ref in used.values()})
-        if segment.written:
-            log.debug("spill.segment", bytes=segment.written, blobs=segment.blobs, snapshot_bytes=buf.tell())
         return buf.getvalue()
 
     def loads(self, data: bytes) -> Any:
