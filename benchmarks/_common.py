@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import sqlite3
 import subprocess
@@ -74,24 +75,31 @@ def stats_line(name: str, values: list[float], unit: str) -> str:
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
-def synthetic_export(n: int, rate: float, seed: int, cache_dir: Path = DEFAULT_CACHE) -> Path:
-    """An NDJSON export of `n` synthetic events at `rate` events per second of event time, generated once."""
+def synthetic_export(n: int, rate: float, seed: int, cache_dir: Path = DEFAULT_CACHE, shuffle: bool = False) -> Path:
+    """An NDJSON export of `n` synthetic events at `rate` events per second of event time, generated once.
+    `shuffle`: lines in a seeded random order, as a BigQuery extract comes (its rows are in no time order)."""
     from pypi_pulse.producer.synthetic import SyntheticSource
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"synthetic-{n}-r{int(rate)}-s{seed}.ndjson"
+    path = cache_dir / f"synthetic-{n}-r{int(rate)}-s{seed}{'-shuffled' if shuffle else ''}.ndjson"
     if path.exists():
         return path
     t = time.perf_counter()
     src = SyntheticSource(seed)
     tmp = path.with_suffix(".partial")
-    written, sec = 0, T0
+    written, sec, lines = 0, T0, []
     with open(tmp, "wb") as f:
         while written < n:
             pairs = src.encoded(src.timestamps(sec, sec + 1, rate))[: n - written]
-            f.write(b"".join(v + b"\n" for v, _ in pairs))
+            if shuffle:
+                lines += (v for v, _ in pairs)
+            else:
+                f.write(b"".join(v + b"\n" for v, _ in pairs))
             written += len(pairs)
             sec += 1
+        if shuffle:
+            random.Random(seed).shuffle(lines)
+            f.write(b"".join(v + b"\n" for v in lines))
     tmp.rename(path)
     print(f"generated {n:,} events ({sec - T0} s of event time) in {time.perf_counter() - t:.1f} s: {path}", flush=True)
     return path

@@ -1,8 +1,12 @@
 """The batch target: `pypi-pulse run --source file:EXPORT --speed max --until-drained` on a 400,000-event NDJSON
 export, end to end (broker start, producer, dataflow, sink), with the sink checked against an independent count.
 
-    python3 benchmarks/batch_run.py                          # synthetic 400,000-event export, 3 runs
-    python3 benchmarks/batch_run.py --export /tmp/export400k.ndjson --runs 1
+    python3 benchmarks/batch_run.py                          # the default export below, 3 runs
+    python3 benchmarks/batch_run.py --export FILE.ndjson --runs 1
+
+The default export is generated once (and cached): 400,000 synthetic events in the full BigQuery shape (about 690
+bytes a line), 400 events per second of event time (16.7 minutes, so that its rollup minutes span two 10-minute
+blocks) and shuffled, as a BigQuery extract comes in no time order.
 
 Events/s = events / wall time of the whole `pypi-pulse run` process (interpreter start included), and as the
 command reports it itself (from the broker's start).
@@ -27,11 +31,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", type=Path, help="an NDJSON export (default: a synthetic one, generated once)")
     ap.add_argument("--events", type=int, default=400_000, help="size of the synthetic export")
+    ap.add_argument("--rate", type=float, default=400, help="events per second of event time in the synthetic export")
+    ap.add_argument("--in-order", action="store_true", help="the synthetic export in time order (default: shuffled)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cache-dir", type=Path, default=C.DEFAULT_CACHE)
     args = ap.parse_args()
     C.print_machine()
-    export = args.export or C.synthetic_export(args.events, 66_000, 1, args.cache_dir)
+    export = args.export or C.synthetic_export(args.events, args.rate, 1, args.cache_dir,
+                                                  shuffle=not args.in_order)
     expected = C.reference(export)
     wall, reported, failed = [], [], False
     for run in range(1, args.runs + 1):

@@ -177,7 +177,9 @@ class Clock:
     # ---- input --------------------------------------------------------------------------------------------
     def add(self, p: BatchPartial) -> None:
         self.n_partitions = max(self.n_partitions, p.n_partitions)
-        part = self.parts.setdefault(p.partition, Part())
+        part = self.parts.get(p.partition)
+        if part is None:  # silent since now: a partition that never had data holds the watermark idle_s, not 0 s
+            part = self.parts[p.partition] = Part(last_data_wall=p.wall)
         part.next_offset = p.next_offset
         part.caught_up = p.caught_up
         part.final = part.final or p.final

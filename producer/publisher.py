@@ -12,7 +12,7 @@ from typing import Optional
 
 from confluent_kafka import KafkaError, Producer
 
-from pypi_pulse.config import DEFAULT_LINGER_MS
+from pypi_pulse.config import DEFAULT_COMPRESSION, DEFAULT_LINGER_MS
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import PACK_HEADER, PACK_MAX_BYTES
 from pypi_pulse.metrics import producer_metrics
@@ -33,7 +33,7 @@ class Summary:
 
 class Publisher:
     def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000,
-                 linger_ms: int = DEFAULT_LINGER_MS):
+                 linger_ms: int = DEFAULT_LINGER_MS, compression: str = DEFAULT_COMPRESSION):
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.summary = Summary()
@@ -50,7 +50,7 @@ class Publisher:
             "batch.size": 4 * 1024 * 1024,
             "queue.buffering.max.messages": max_queued,
             "queue.buffering.max.kbytes": 512 * 1024,
-            "compression.type": "none",
+            "compression.type": compression,
             "log_level": 3,
         })
         producer_metrics.track_publisher(self)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pypi_pulse.producer.files import count_lines, event_time, read_records, restamp
+from pypi_pulse.producer.files import Record, count_lines, event_time, key_of, read_records, restamp
+from pypi_pulse.producer.ordering import time_ordered_lines
 from pypi_pulse.producer.publisher import Publisher, Summary
 from pypi_pulse.producer.synthetic import SyntheticSource, stream
 
@@ -39,10 +40,44 @@ class Pacer:
             stop.wait(delay)
 
 
-def replay_file(pub: Publisher, path: Path, speed: Optional[float], do_restamp: bool, stop: threading.Event,
-                show_progress: bool = True, pack: int = 1) -> Summary:
-    """Replay an export into Kafka. With `pack` > 1 up to that many events share a message (PACK_HEADER); a paced
-    replay sends what it holds before it sleeps, so packing never delays an event past its time."""
+class Export:
+    """An export opened for replay, in the lists of (values, keys) it will be sent in. In time order the whole
+    file is read and sorted before its first event can go; `prime` does that now, so that batch mode sorts while
+    the broker starts. Rows that cannot be rebuilt wait in `bad` until there is a publisher to dead-letter them."""
+
+    def __init__(self, path: Path, *, order: str = "time", keys: bool = True, sort_budget: int = 1 << 30,
+                 spill_dir: Optional[Path] = None):
+        self.path = path
+        self.bad: list[Record] = []
+        if order == "file":
+            self._chunks = _file_order_chunks(path, keys, self.bad.append)
+        else:
+            self._chunks = ((lines, None) for lines in time_ordered_lines(path, sort_budget, spill_dir,
+                                                                          on_bad=self.bad.append))
+        self._first: Optional[tuple] = None
+
+    def prime(self) -> "Export":
+        if self._first is None:
+            t = time.perf_counter()
+            self._first = next(self._chunks, ([], None))
+            log.info("replay.ready", file=self.path.name, seconds=round(time.perf_counter() - t, 3))
+        return self
+
+    def __iter__(self):
+        self.prime()
+        yield self._first
+        yield from self._chunks
+
+
+def replay_file(pub: Publisher, source: Union[Path, Export], speed: Optional[float], do_restamp: bool,
+                stop: threading.Event, show_progress: bool = True, pack: int = 1, order: str = "time",
+                sort_budget: int = 1 << 30, spill_dir: Optional[Path] = None) -> Summary:
+    """Replay an export into Kafka, in event-time order unless `order="file"` (producer/ordering.py says why).
+    With `pack` > 1 up to that many events share a message (PACK_HEADER); a paced replay sends what it holds
+    before it sleeps, so packing never delays an event past its time."""
+    export = source if isinstance(source, Export) else Export(source, order=order, keys=pack == 1,
+                                                              sort_budget=sort_budget, spill_dir=spill_dir)
+    path = export.path
     pacer = Pacer(speed)
     need_time = speed is not None or do_restamp
     shift: Optional[float] = None
@@ -58,39 +93,73 @@ def replay_file(pub: Publisher, path: Path, speed: Optional[float], do_restamp: 
             pub.send_packed(held, pack)
             held.clear()
 
+    def dead_letters() -> None:
+        for rec in export.bad:
+            s.read += 1
+            pub.dead_letter(rec.value, rec.error)
+        export.bad.clear()
+
     started = time.monotonic()
     with progress:
         task = progress.add_task(path.name, total=total, rate="-")
-        for i, rec in enumerate(read_records(path, keys=pack == 1)):
+        for values, keys in export:
+            dead_letters()
             if stop.is_set():
                 break
-            s.read += 1
-            if rec.error is not None:
-                pub.dead_letter(rec.value, rec.error)
-                continue
-            value = rec.value
-            if need_time:
-                ts = event_time(value)
-                if do_restamp and ts is not None:
-                    if shift is None:
-                        shift = time.time() - ts
-                    value = restamp(value, shift)
-                    ts += shift
-                pacer.wait(ts, stop, before_sleep=send_held)
-            if pack == 1:
-                pub.send(value, rec.key)
+            if pack > 1 and not need_time:  # a replay at full speed: whole lists, no per-event work here
+                s.read += len(values)
+                pub.send_packed(values, pack)
             else:
-                held.append(value)
-                if len(held) >= 50 * pack:
-                    send_held()
-            if i % 5000 == 0:
-                pub.poll()
-                el = time.monotonic() - started
-                progress.update(task, completed=s.read, rate=f"{s.read / el:,.0f}" if el > 0 else "-")
+                for i, value in enumerate(values):
+                    if stop.is_set():
+                        break
+                    s.read += 1
+                    if need_time:
+                        ts = event_time(value)
+                        if do_restamp and ts is not None:
+                            if shift is None:
+                                shift = time.time() - ts
+                            value = restamp(value, shift)
+                            ts += shift
+                        pacer.wait(ts, stop, before_sleep=send_held)
+                    if pack == 1:
+                        pub.send(value, keys[i] if keys is not None else key_of(value))
+                    else:
+                        held.append(value)
+                        if len(held) >= 50 * pack:
+                            send_held()
+                    if s.read % 5000 == 0:
+                        pub.poll()
+                        _show(progress, task, s.read, started)
+            pub.poll()
+            _show(progress, task, s.read, started)
+        dead_letters()
         send_held()
         pub.flush()
         progress.update(task, completed=s.read)
     return s
+
+
+def _show(progress: Progress, task, done: int, started: float) -> None:
+    el = time.monotonic() - started
+    progress.update(task, completed=done, rate=f"{done / el:,.0f}" if el > 0 else "-")
+
+
+def _file_order_chunks(path: Path, keys: bool, on_bad: Callable[[Record], None], size: int = 5000):
+    """The export as it is, in lists of (values, keys): what `--order file` replays."""
+    values: list[bytes] = []
+    kept: list[Optional[bytes]] = []
+    for rec in read_records(path, keys=keys):
+        if rec.error is not None:
+            on_bad(rec)
+            continue
+        values.append(rec.value)
+        kept.append(rec.key)
+        if len(values) >= size:
+            yield values, kept
+            values, kept = [], []
+    if values:
+        yield values, kept
 
 
 def run_synthetic(pub: Publisher, rate: float, seed: Optional[int], stop: threading.Event,

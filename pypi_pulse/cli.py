@@ -36,6 +36,8 @@ LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
 PackOpt = Annotated[Optional[int], typer.Option(
     "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect).")]
+OrderOpt = Annotated[Optional[str], typer.Option(
+    "--order", help="File replay order: time (sorted by event second first, the default) | file (as it is).")]
 MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
 
 
@@ -100,6 +102,7 @@ def produce(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for a reproducible synthetic stream.")] = None,
     speed: Annotated[Optional[str], typer.Option("--speed", help="File replay pace: realtime | Nx | max.")] = None,
     restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp", help="Shift replayed timestamps to now.")] = None,
+    order: OrderOpt = None,
     count: Annotated[Optional[int], typer.Option("--count", help="Stop after this many synthetic events.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar for file replays.")] = True,
@@ -120,7 +123,7 @@ def produce(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Publish download events to Kafka from a synthetic, file or BigQuery source."""
-    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp, pack_events=pack_events,
+    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp, order=order, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
                  log_level=log_level, producer_metrics_port=metrics_port, max_bytes_per_query=max_bytes_per_query,
                  daily_budget=daily_budget, projects=projects, sample=sample, start=start, end=end, delay=delay,
@@ -139,7 +142,17 @@ def produce(
     _print_summary("producer", summary.as_dict())
 
 
-def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True):
+def file_export(s: Settings, keys: bool):
+    """The settings' file source opened for replay (producer/replay.Export)."""
+    from pypi_pulse.producer.replay import Export
+
+    return Export(Path(s.source[5:]), order=s.order, keys=keys, sort_budget=int(s.sort_memory),
+                  spill_dir=s.data_dir / "replay-sort")
+
+
+def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True,
+             export=None):
+    """`export`: the file source already opened (and perhaps sorted) by the caller."""
     from pypi_pulse.broker import ensure_topics, wait_for_kafka
     from pypi_pulse.producer.publisher import Publisher
 
@@ -147,12 +160,14 @@ def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, 
     from pypi_pulse.producer.replay import replay_file, run_synthetic
 
     ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
-    pub = Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False))
+    pub = Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
+                    compression=s.compression)
+    pack = s.pack_events_for(own_topic=False)
     if s.source == "synthetic":
-        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=s.pack_events_for(own_topic=False))
+        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=pack)
     elif s.source.startswith("file:"):
-        summary = replay_file(pub, Path(s.source[5:]), parse_speed(s.speed), s.restamp, stop,
-                              show_progress=progress and sys.stderr.isatty(), pack=s.pack_events_for(own_topic=False))
+        summary = replay_file(pub, export or file_export(s, keys=pack == 1), parse_speed(s.speed), s.restamp, stop,
+                              show_progress=progress and sys.stderr.isatty(), pack=pack)
     else:
         from pypi_pulse.producer.bigquery_source import run_bigquery_source
 
@@ -210,13 +225,14 @@ def run(
     rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp")] = None,
+    order: OrderOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
     pack_events: PackOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Batch mode: push a source through broker, dataflow and sink; with --until-drained, exit when all is stored."""
-    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp, pack_events=pack_events,
+    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp, order=order, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, partitions=partitions,
                  data_dir=data_dir, log_level=log_level)
     if not until_drained and s.source == "synthetic" and count is None:

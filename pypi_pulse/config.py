@@ -23,6 +23,7 @@ OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-me
 # core a minute, at 200 ms about 0.007, for 0.1 s more at the median (docs/performance.md, change 25).
 DEFAULT_LINGER_MS = 100
 EMBEDDED_LINGER_MS = 200
+DEFAULT_COMPRESSION = "zstd"  # of record batches (setting `compression`)
 
 
 class Settings(BaseSettings):
@@ -58,10 +59,20 @@ class Settings(BaseSettings):
     seed: Optional[int] = Field(None, description="Seed for a reproducible synthetic stream.")
     speed: str = Field("realtime", description="File replay pace: realtime | Nx (e.g. 10x) | max.")
     restamp: bool = Field(False, description="Shift replayed timestamps so the first event is now.")
+    order: Literal["time", "file"] = Field(
+        "time", description="File replay order. time: sorted by event second first (a BigQuery extract comes in no "
+        "time order, and in file order events beyond the lateness horizon would be dropped); file: as the file is.")
+    sort_memory: ByteSize = Field(
+        "1GiB", description="File replay in time order: bytes of the export sorted in memory at once; a larger "
+        "export is sorted in runs of this size spilled under DATA_DIR/replay-sort and merged.")
     linger_ms: Optional[int] = Field(
         None, ge=0, le=5000, description="How long the producer waits to fill a record batch (Kafka's linger.ms). "
         f"Larger: fewer, larger batches, which the embedded broker needs on long runs; each ms adds to end-to-end "
         f"latency. Unset: {EMBEDDED_LINGER_MS} for `up` and `run` on the embedded broker, {DEFAULT_LINGER_MS} otherwise.")
+    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+        DEFAULT_COMPRESSION, description="Compression of the producer's record batches. zstd: download events are "
+        "repetitive JSON, so the broker handles and holds (the embedded one in memory) several times fewer bytes, for "
+        "a little producer CPU; every Kafka client reads it.")
     pack_events: Optional[int] = Field(
         None, ge=1, le=10_000, description="Events per Kafka message (NDJSON lines, marked by a content-type header). "
         "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce` and for `up` "

@@ -7,6 +7,8 @@ end offsets are not trusted for this (Tansu reports them too low).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import multiprocessing
 import threading
 import time
@@ -16,13 +18,21 @@ from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 
 
-def _producer_child(s: Settings, bootstrap: str, count: Optional[int], show_progress: bool, conn) -> None:
+def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot, conn) -> None:
+    """Opens (and sorts) a file source first, while the parent starts the broker, then waits for its address."""
     from pypi_pulse import logs
-    from pypi_pulse.cli import _produce
+    from pypi_pulse.cli import _produce, file_export
 
     logs.setup(s.log_level, s.log_format)
     try:
-        summary = _produce(s, bootstrap, threading.Event(), count=count, progress=show_progress)
+        export = None
+        if s.source.startswith("file:"):
+            export = file_export(s, keys=s.pack_events_for(own_topic=False) == 1).prime()
+        try:
+            bootstrap = boot.recv()
+        except EOFError:  # the parent failed before it had a broker
+            return
+        summary = _produce(s, bootstrap, threading.Event(), count=count, progress=show_progress, export=export)
         conn.send({"ok": True, "summary": summary.as_dict(), "end_offsets": summary.end_offsets})
     except UserError as exc:
         conn.send({"ok": False, "error": str(exc)})
@@ -33,7 +43,6 @@ def _producer_child(s: Settings, bootstrap: str, count: Optional[int], show_prog
 def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = False) -> dict:
     from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
     from pypi_pulse.cli import _check_sink, _flow_config
-    from pypi_pulse.dataflow.runner import run_dataflow
     from pypi_pulse.sink.base import open_sink
 
     started = time.monotonic()
@@ -49,23 +58,30 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
             raise UserError(f"input file {path} does not exist: check the path after file:")
         detect_format(path)
     _check_sink(s.sink_url)
-    broker = None
     if s.bootstrap_servers:
         wait_for_kafka(s.bootstrap_servers)
-        bootstrap = s.bootstrap_servers
         # a shared cluster may already hold events in the default topic: a run reads only its own
         s = s.model_copy(update={"topic": f"{s.topic}-run-{int(time.time() * 1000)}"})
     else:
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        broker = EmbeddedBroker(port=0, log_path=s.data_dir / "broker.log").start()
-        bootstrap = broker.bootstrap
         s = s.model_copy(update={"linger_ms": s.linger_ms_for(embedded_broker=True)})
+    # The producer starts first, before this process imports the dataflow: it reads and sorts a file source on
+    # the other core while the broker starts.
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    boot_in, boot_out = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_producer_child, args=(s, count, show_progress, boot_in, child), daemon=True)
+    proc.start()
+    broker = None
     try:
+        if s.bootstrap_servers:
+            bootstrap = s.bootstrap_servers
+        else:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(port=0, log_path=s.data_dir / "broker.log").start()
+            bootstrap = broker.bootstrap
         n = ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})[s.topic]
-        ctx = multiprocessing.get_context("fork")
-        parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_producer_child, args=(s, bootstrap, count, show_progress, child), daemon=True)
-        proc.start()
+        boot_out.send(bootstrap)
+        from pypi_pulse.dataflow.runner import run_dataflow
         report: dict = {}
 
         from pypi_pulse.dataflow.source import STOP
@@ -81,11 +97,16 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
                 STOP.set()
             return report.get("end_offsets") if report else None
 
-        run_dataflow(_flow_config(s, bootstrap, n), workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
+        # Every partition holds the watermark until it reaches its stop offset: a partition waiting for the
+        # producer (still sorting a large export, say) is not idle, and letting the others run ahead would make
+        # its events late.
+        cfg = dataclasses.replace(_flow_config(s, bootstrap, n), idle_s=math.inf)
+        run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
         proc.join(10)
         if not report.get("ok"):
             raise UserError(f"producer failed: {report.get('error')}")
     finally:
+        boot_out.close()
         if broker:
             broker.stop()
     elapsed = time.monotonic() - started
