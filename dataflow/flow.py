@@ -42,6 +42,7 @@ class FlowConfig:
     batch_size: int = 20_000
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
     block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
+    lazy_block_writer: bool = False  # start it with the first block sealed before the end (batch runs), not at once
 
 
 class AppliedBlocks:
@@ -133,5 +134,6 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
-                                          cfg.detail_min_daily_downloads, cfg.block_writer))
+                                          cfg.detail_min_daily_downloads, cfg.block_writer,
+                                          lazy_block_writer=cfg.lazy_block_writer))
     return flow

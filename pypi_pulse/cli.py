@@ -72,8 +72,9 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
         detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
-        # batch runs write what is sealed at their end in one go, faster inline; a live stream hands blocks over
-        block_writer=s.block_writer and live,
+        # a live stream hands every block over; a batch run hands over the blocks sealed while it streams (a long
+        # export's), and writes those sealed at its end in one go, inline, once the writer has finished
+        block_writer=s.block_writer, lazy_block_writer=not live,
     )
 
 

@@ -97,16 +97,41 @@ def test_the_writer_steps_back_while_live_windows_are_late():
     assert block_writer._share(-1.0) == 1.0  # the end of input
 
 
-def test_only_a_live_dataflow_hands_blocks_to_a_writer_process(tmp_path, monkeypatch):
-    """A batch run writes what is sealed at its end in one transaction, which is faster than slices."""
+def test_a_live_dataflow_starts_its_writer_at_once_and_a_batch_run_with_its_first_block(tmp_path, monkeypatch):
+    """A batch run of a short export seals everything at its end and never needs the process."""
     from pypi_pulse.cli import _flow_config
     from pypi_pulse.config import Settings
 
     s = Settings(data_dir=tmp_path)
-    assert _flow_config(s, "localhost:9092", 4, live=True).block_writer
-    assert not _flow_config(s, "localhost:9092", 4).block_writer
+    live = _flow_config(s, "localhost:9092", 4, live=True)
+    assert live.block_writer and not live.lazy_block_writer
+    batch = _flow_config(s, "localhost:9092", 4)
+    assert batch.block_writer and batch.lazy_block_writer
     monkeypatch.setenv("PYPI_PULSE_BLOCK_WRITER", "false")
     assert not _flow_config(Settings(data_dir=tmp_path), "localhost:9092", 4, live=True).block_writer
+
+
+def test_a_batch_run_hands_over_blocks_sealed_while_it_streams_and_writes_the_last_ones_whole(sqlite_url):
+    early, last = block(3_000), block(2_000, T0 + 600)
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400, block_writer=True, lazy_block_writer=True)
+    try:
+        partition.write_batch([Flush([window(T0 + 1)], [], stats())])
+        assert partition.writer is None  # nothing sealed yet: no process
+        partition.write_batch([Flush([window(T0 + 2)], [early], stats())])
+        writer = partition.writer
+        assert writer is not None and writer.knows(T0)
+        end = Flush([window(T0 + 3)], [early, last], stats())  # the clock may send a block again
+        end.final = True
+        partition.write_batch([end])  # the writer finishes its block; the last one goes in here, in one go
+        assert partition.writer is None and not writer.proc.is_alive()
+        partition.close()
+        with open_sink(sqlite_url, readonly=True) as reader:
+            assert stored_daily(reader) == Counter(early.counts) + Counter(last.counts)  # each exactly once
+            assert reader.applied_buckets([T0, T0 + 600]) == {T0, T0 + 600}
+            assert len(reader.latest_windows(5)) == 3
+    finally:
+        if partition.writer is not None and partition.writer.proc.is_alive():
+            partition.writer.proc.kill()
 
 
 def test_a_dataflow_block_reaches_the_writer_through_a_file_and_goes_in_exactly(sqlite_url):
