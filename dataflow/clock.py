@@ -158,6 +158,7 @@ class Clock:
         # merging a 10-minute block at 20,000 events/s in one go held the windows up for 3.6 s. Never snapshotted:
         # with recovery the block's minutes are in `unapplied`, and a restored clock merges and sends them again.
         self.merging: dict[int, Iterator] = {}
+        self.spans: dict[int, int] = {}  # of the buckets being merged, where not one block (`_buckets_of`)
         self.merge_time = TimeShare(self.MERGE_BURST_S)  # not snapshotted either: a monotonic clock is per process
 
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
@@ -171,6 +172,7 @@ class Clock:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("merging", None)  # generators do not pickle; see `merging`
+        state.pop("spans", None)
         state.pop("merge_time", None)
         return state
 
@@ -271,13 +273,15 @@ class Clock:
             # whatever batches a replay after recovery brings, so the sink can apply it exactly once
             block_s = self.block_s
             ready = sorted({m - m % block_s for m in self.rollups if m - m % block_s + block_s <= seal_before})
-            for block in ready:
-                minutes = [self.rollups.pop(m) for m in sorted(self.rollups) if block <= m < block + block_s]
+            for block, span in self._buckets_of(ready, whole_days=not math.isfinite(seal_before)):
+                minutes = [self.rollups.pop(m) for m in sorted(self.rollups) if block <= m < block + span]
                 if self.log_open_minutes:
                     for m in minutes:
                         m.pack()
                     self.unapplied[block] = minutes
                 self.merging[block] = MinuteRollup.merge_steps(minutes, day_of(block))
+                if span != self.block_s:
+                    self.spans[block] = span
         buckets += self._merge_some(until_done=force)
         for block in sorted(self.resend & self.unapplied.keys()):
             buckets.append(RollupBucket(block, MinuteRollup.merged_final(self.unapplied[block], day_of(block)),
@@ -290,6 +294,21 @@ class Clock:
         return Flush(rows, buckets, self.stats(now))
 
     _last_stats = 0.0
+
+    def _buckets_of(self, blocks: list[int], whole_days: bool) -> list[tuple[int, int]]:
+        """(start, span) of the buckets the sealed `blocks` leave in: one per block, so that a block is the same
+        whatever a replay after recovery brings. At the end of input without recovery (a batch run) nothing is
+        replayed, and a day's remaining blocks leave as one bucket: one merge, and each of the day's rows written
+        once instead of once per block (a 16-minute export: 373,000 rows instead of 440,000 upserts)."""
+        if not whole_days or self.log_open_minutes:
+            return [(b, self.block_s) for b in blocks]
+        out: list[tuple[int, int]] = []
+        for b in blocks:
+            if out and day_of(out[-1][0]) == day_of(b):
+                out[-1] = (out[-1][0], b + self.block_s - out[-1][0])
+            else:
+                out.append((b, self.block_s))
+        return out
 
     def _merge_credit(self) -> float:
         share = self.MERGE_SHARE if on_time_or_history(time.time() - self.watermark) else self.MERGE_SHARE_BEHIND
@@ -315,7 +334,7 @@ class Clock:
                 if rows is not None:
                     break
             del self.merging[block]
-            done.append(RollupBucket(block, rows, span=self.block_s))
+            done.append(RollupBucket(block, rows, span=self.spans.pop(block, self.block_s)))
             return_freed_memory()  # the merge's intermediate arrays
         return done
 
@@ -342,6 +361,7 @@ class Clock:
     def restore(data: bytes, spill: Optional[SpillStore] = None) -> "Clock":
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
+        clock.spans = {}
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)
         if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed
             clock.dirty_minutes = set(clock.rollups)

@@ -247,3 +247,24 @@ def test_a_sealed_block_is_merged_a_step_per_flush_and_comes_out_the_same():
     restored = Clock.restore(clock.snapshot())
     (again,) = restored.flush(2.0, force=True).buckets
     assert (again.bucket, dict(again.counts)) == (whole.bucket, dict(whole.counts))
+
+
+def test_at_the_end_of_a_batch_run_a_days_remaining_blocks_leave_as_one_bucket():
+    """Without recovery nothing is replayed, so the blocks sealed by the end of input need not stay apart: one
+    bucket per day, its rows written once. With recovery they leave block by block, as always."""
+    rows = zope_rows(range(-300, 1500))  # from 23:55 across midnight to 00:25
+
+    def sealed(recovery: bool):
+        clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2, log_open_minutes=recovery)
+        clock.add(parse_batch(RawBatch(0, 1, rows, len(rows), False, final=True, wall=1.0)))
+        return clock.flush(1.0, force=True).buckets
+
+    per_block = sealed(recovery=True)
+    assert [(b.bucket, b.span) for b in per_block] == [(T0 - 600, 600), (T0, 600), (T0 + 600, 600), (T0 + 1200, 600)]
+    whole = sealed(recovery=False)
+    assert [(b.bucket, b.span) for b in whole] == [(T0 - 600, 600), (T0, 1800)]
+    assert dict(whole[0].counts) == dict(per_block[0].counts)
+    summed = sum((Counter(dict(b.counts)) for b in per_block[1:]), Counter())
+    assert Counter(dict(whole[1].counts)) == summed
+    assert len(whole[1].counts) == len(summed)  # one row per key, not one per key and block
+    assert list(whole[1].minutes()) == list(range(T0, T0 + 1800, 60))
