@@ -111,12 +111,19 @@ def _fill_forward(keys: np.ndarray) -> np.ndarray:
     return keys[idx]
 
 
+def _order(keys: np.ndarray) -> Optional[np.ndarray]:
+    """The stable sort of `keys`, or None if they are in order already (a file written by a live stream)."""
+    if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
+        return None
+    return np.argsort(keys, kind="stable")
+
+
 def _sorted_chunk(lines: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
     keys, lines = line_seconds(lines)
     keys = _fill_forward(keys)
-    if len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()):
-        return keys, lines  # already in order: the usual case for a file written by a live stream
-    order = np.argsort(keys, kind="stable")
+    order = _order(keys)
+    if order is None:
+        return keys, lines
     return keys[order], [lines[i] for i in order.tolist()]
 
 
@@ -173,10 +180,11 @@ def _merged(chunks: Iterator[list[bytes]], spill_dir: Optional[Path], out_size: 
     if first is None:
         return
     second = next(chunks, None)
-    if second is None:
-        lines = _sorted_chunk(first)[1]
+    if second is None:  # in memory: each list is gathered as it is asked for, so the first goes out sooner
+        keys, lines = line_seconds(first)
+        order = _order(_fill_forward(keys))
         for i in range(0, len(lines), out_size):
-            yield lines[i:i + out_size]
+            yield lines[i:i + out_size] if order is None else [lines[j] for j in order[i:i + out_size].tolist()]
         return
     directory = spill_dir or Path(tempfile.gettempdir())
     runs = [_Run(directory, *_sorted_chunk(chunk)) for chunk in itertools.chain((first, second), chunks)]
