@@ -6,6 +6,8 @@ exact offsets to know when the dataflow has read everything (the broker's report
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Optional
@@ -58,9 +60,6 @@ class Publisher:
     def _on_delivery(self, err: Optional[KafkaError], msg) -> None:
         self._delivered(err, msg, 1)
 
-    def _on_pack_delivery(self, err: Optional[KafkaError], msg) -> None:
-        self._delivered(err, msg, msg.value().count(b"\n") + 1)
-
     def _delivered(self, err: Optional[KafkaError], msg, events: int) -> None:
         if err is not None:
             self.summary.failed += events
@@ -81,27 +80,41 @@ class Publisher:
         # a small batch (a live tick) is shared by every partition, so that no partition waits a turn and holds
         # the watermark back
         per_pack = max(1, min(max_events, -(-len(values) // self._partitions)))
-        pack: list[bytes] = []
-        size = 0
-        for value in values:
-            if b"\n" in value:
-                self.send(value, None)
-                continue
-            if pack and (len(pack) >= per_pack or size + len(value) > PACK_MAX_BYTES):
+        if not any(b"\n" in value for value in values):
+            self._cut_into_packs(values, per_pack)
+        else:
+            pack: list[bytes] = []
+            size = 0
+            for value in values:
+                if b"\n" in value:
+                    self.send(value, None)
+                    continue
+                if pack and (len(pack) >= per_pack or size + len(value) > PACK_MAX_BYTES):
+                    self._produce_pack(pack)
+                    pack, size = [], 0
+                pack.append(value)
+                size += len(value) + 1
+            if pack:
                 self._produce_pack(pack)
-                pack, size = [], 0
-            pack.append(value)
-            size += len(value) + 1
-        if pack:
-            self._produce_pack(pack)
         self.producer.poll(0)  # serve delivery reports: until then librdkafka keeps every delivered message
+
+    def _cut_into_packs(self, values: list[bytes], per_pack: int) -> None:
+        """The same packs as the loop in `send_packed` builds, found with C-level sums and bisection instead of a
+        Python step per event (a file replay sends hundreds of thousands of events a second)."""
+        ends = list(itertools.accumulate(map(len, values), lambda total, n: total + n + 1, initial=0))
+        i, n = 0, len(values)
+        while i < n:
+            j = min(i + per_pack, bisect.bisect_right(ends, ends[i] + PACK_MAX_BYTES + 1, i + 1) - 1)
+            j = max(j, i + 1)  # an event larger than a pack still goes, alone
+            self._produce_pack(values[i:j])
+            i = j
 
     def _produce_pack(self, pack: list[bytes]) -> None:
         partition = self._next_partition
         self._next_partition = (partition + 1) % self._partitions
-        packed = len(pack) > 1
-        self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if packed else None,
-                      on_delivery=self._on_pack_delivery if packed else self._on_delivery)
+        n = len(pack)
+        self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if n > 1 else None,
+                      on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery)
 
     def send(self, value: bytes, key: Optional[bytes], timestamp_ms: Optional[int] = None) -> None:
         """Queue one event."""
