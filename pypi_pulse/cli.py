@@ -38,6 +38,10 @@ PackOpt = Annotated[Optional[int], typer.Option(
     "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect).")]
 OrderOpt = Annotated[Optional[str], typer.Option(
     "--order", help="File replay order: time (sorted by event second first, the default) | file (as it is).")]
+SortMemoryOpt = Annotated[Optional[str], typer.Option(
+    "--sort-memory", help="File replay in time order: sorted in memory up to this size (default 1GiB), in spilled runs beyond.")]
+CompressionOpt = Annotated[Optional[str], typer.Option(
+    "--compression", help="Record batch compression: zstd (default) | lz4 | snappy | gzip | none.")]
 MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
 
 
@@ -103,7 +107,7 @@ def produce(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for a reproducible synthetic stream.")] = None,
     speed: Annotated[Optional[str], typer.Option("--speed", help="File replay pace: realtime | Nx | max.")] = None,
     restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp", help="Shift replayed timestamps to now.")] = None,
-    order: OrderOpt = None,
+    order: OrderOpt = None, sort_memory: SortMemoryOpt = None, compression: CompressionOpt = None,
     count: Annotated[Optional[int], typer.Option("--count", help="Stop after this many synthetic events.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar for file replays.")] = True,
@@ -124,7 +128,8 @@ def produce(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Publish download events to Kafka from a synthetic, file or BigQuery source."""
-    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp, order=order, pack_events=pack_events,
+    s = settings(config, source=source, rate=rate, seed=seed, speed=speed, restamp=restamp, order=order,
+                 sort_memory=sort_memory, compression=compression, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, partitions=partitions, data_dir=data_dir,
                  log_level=log_level, producer_metrics_port=metrics_port, max_bytes_per_query=max_bytes_per_query,
                  daily_budget=daily_budget, projects=projects, sample=sample, start=start, end=end, delay=delay,
@@ -226,14 +231,15 @@ def run(
     rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     restamp: Annotated[Optional[bool], typer.Option("--restamp/--no-restamp")] = None,
-    order: OrderOpt = None,
+    order: OrderOpt = None, sort_memory: SortMemoryOpt = None, compression: CompressionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     bootstrap_servers: BootstrapOpt = None, topic: TopicOpt = None, sink: SinkOpt = None, partitions: PartitionsOpt = None,
     pack_events: PackOpt = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Batch mode: push a source through broker, dataflow and sink; with --until-drained, exit when all is stored."""
-    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp, order=order, pack_events=pack_events,
+    s = settings(config, source=source, speed=speed, rate=rate, seed=seed, restamp=restamp, order=order,
+                 sort_memory=sort_memory, compression=compression, pack_events=pack_events,
                  bootstrap_servers=bootstrap_servers, topic=topic, sink=sink, partitions=partitions,
                  data_dir=data_dir, log_level=log_level)
     if not until_drained and s.source == "synthetic" and count is None:
