@@ -143,3 +143,17 @@ def test_a_long_batch_run_counts_every_rollup_once_whether_its_blocks_go_to_the_
     with open_sink(sink, readonly=True) as db:
         assert stored_daily(db) == expected_daily(timed)
         assert stored_totals(db) == expected_totals(expected_daily(timed))
+
+
+def test_order_file_replays_the_export_as_it_is_with_keys(tmp_path):
+    from pypi_pulse.producer.replay import Export
+
+    rows = _rows(2_000, 60, seed=6)
+    lines = [orjson.dumps(r) for r in rows]
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    chunks = list(Export(path, order="file", keys=True))
+    assert [v for values, _ in chunks for v in values] == lines
+    assert [k for _, keys in chunks for k in keys] == [r["project"].encode() for r in rows]
+    in_time = [v for values, _ in Export(path) for v in values]
+    assert in_time != lines and sorted(in_time) == sorted(lines)
