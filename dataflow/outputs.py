@@ -28,7 +28,7 @@ class _StorePartition(StatelessSinkPartition):
         self.sink = open_sink(url)
         self.use_block_writer = block_writer
         self.lazy_block_writer = lazy_block_writer
-        self.writer: Optional[BlockWriter] = None  # started with the first write: only the worker that writes has one
+        self.writer: Optional[BlockWriter] = None  # started with the first write (lazy: the first block); only the worker that writes has one
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
         self.prune_every_s = prune_every_s

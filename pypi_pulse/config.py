@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     epoch_seconds: float = Field(10.0, gt=0, description="Bytewax epoch (and recovery snapshot) interval: a crash replays at most this much input, and each snapshot copies the state still open (up to about 15 MB at 20,000 events/s, the minute being counted; closed state is written once, dataflow/spill.py), so shorter costs throughput.")
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")
-    block_writer: bool = Field(True, description="A live dataflow applies sealed rollup blocks (millions of rows every 10 minutes at full PyPI rate) in a process of its own, so that the worker keeps its core for the stream; false: between window writes, in the worker.")
+    block_writer: bool = Field(True, description="A live dataflow applies sealed rollup blocks (millions of rows every 10 minutes at full PyPI rate) in a process of its own, so that the worker keeps its core for the stream; a batch run does so for the blocks sealed before its end (started with the first); false: between window writes, in the worker.")
 
     # Serving
     host: str = Field("127.0.0.1", description="Dashboard/API bind address.")
