@@ -157,3 +157,16 @@ def test_order_file_replays_the_export_as_it_is_with_keys(tmp_path):
     assert [k for _, keys in chunks for k in keys] == [r["project"].encode() for r in rows]
     in_time = [v for values, _ in Export(path) for v in values]
     assert in_time != lines and sorted(in_time) == sorted(lines)
+
+
+def test_a_gzipped_export_comes_out_as_its_plain_twin(tmp_path):
+    import gzip
+
+    rows = _rows(3_000, 90, seed=7)
+    data = b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
+    plain, packed = tmp_path / "e.ndjson", tmp_path / "e.ndjson.gz"
+    plain.write_bytes(data)
+    with gzip.open(packed, "wb") as f:
+        f.write(data)
+    assert _all(packed) == _all(plain)
+    assert _all(packed, budget_bytes=300_000, spill_dir=tmp_path / "spill") == _all(plain)
