@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import pickle
 import tempfile
 from operator import itemgetter
@@ -27,8 +28,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from pypi_pulse.events import BadTimestamp, epoch_second
-from pypi_pulse.producer.files import _TIMESTAMP, Record, _open_binary, detect_format, read_records
+from pypi_pulse.producer.files import Record, _open_binary, detect_format, event_time, read_records
 
 # The fast layout: `{"timestamp":"`, the second's 19 bytes (`YYYY-MM-DD HH:MM:SS`, or a `T`), `.`, 6 digits and
 # ` UTC"` (BigQuery's export) or `Z"` (ISO).
@@ -44,15 +44,9 @@ _SPILL_CHUNK = 20_000  # records per pickle in a spilled run
 
 
 def _line_second(line: bytes) -> int:
-    """The event second of one line, or _NO_TIME."""
-    m = _TIMESTAMP.search(line)
-    if m is None:
-        return _NO_TIME
-    raw = m.group(1)
-    try:
-        return epoch_second(raw[1:-1].decode() if raw.startswith(b'"') else float(raw))
-    except (BadTimestamp, ValueError, UnicodeDecodeError, OverflowError):
-        return _NO_TIME
+    """The event second of one line (`files.event_time`, the producer's one timestamp reader), or _NO_TIME."""
+    ts = event_time(line)
+    return int(ts // 1) if ts is not None and math.isfinite(ts) else _NO_TIME
 
 
 def _civil_seconds(d: np.ndarray) -> np.ndarray:
@@ -119,10 +113,15 @@ def _order(keys: np.ndarray) -> Optional[np.ndarray]:
     return np.argsort(keys, kind="stable")
 
 
-def _sorted_chunk(lines: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
+def _keyed(lines: list[bytes]) -> tuple[np.ndarray, list[bytes], Optional[np.ndarray]]:
+    """The chunk's event lines, their seconds (filled forward) and the order that sorts them (None: in order)."""
     keys, lines = line_seconds(lines)
     keys = _fill_forward(keys)
-    order = _order(keys)
+    return keys, lines, _order(keys)
+
+
+def _sorted_chunk(lines: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
+    keys, lines, order = _keyed(lines)
     if order is None:
         return keys, lines
     return keys[order], [lines[i] for i in order.tolist()]
@@ -182,8 +181,7 @@ def _merged(chunks: Iterator[list[bytes]], spill_dir: Optional[Path], out_size: 
         return
     second = next(chunks, None)
     if second is None:  # in memory: each list is gathered as it is asked for, so the first goes out sooner
-        keys, lines = line_seconds(first)
-        order = _order(_fill_forward(keys))
+        _keys, lines, order = _keyed(first)
         for i in range(0, len(lines), out_size):
             yield lines[i:i + out_size] if order is None else [lines[j] for j in order[i:i + out_size].tolist()]
         return
