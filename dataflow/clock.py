@@ -157,8 +157,7 @@ class Clock:
         # Sealed blocks being merged a step at a time (`MinuteRollup.merge_steps`), a few milliseconds per flush:
         # merging a 10-minute block at 20,000 events/s in one go held the windows up for 3.6 s. Never snapshotted:
         # with recovery the block's minutes are in `unapplied`, and a restored clock merges and sends them again.
-        self.merging: dict[int, Iterator] = {}
-        self.spans: dict[int, int] = {}  # of the buckets being merged, where not one block (`_buckets_of`)
+        self.merging: dict[int, tuple[Iterator, int]] = {}  # bucket -> (merge steps, span: `_buckets_of`)
         self.merge_time = TimeShare(self.MERGE_BURST_S)  # not snapshotted either: a monotonic clock is per process
 
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
@@ -172,7 +171,6 @@ class Clock:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("merging", None)  # generators do not pickle; see `merging`
-        state.pop("spans", None)
         state.pop("merge_time", None)
         return state
 
@@ -279,9 +277,7 @@ class Clock:
                     for m in minutes:
                         m.pack()
                     self.unapplied[block] = minutes
-                self.merging[block] = MinuteRollup.merge_steps(minutes, day_of(block))
-                if span != self.block_s:
-                    self.spans[block] = span
+                self.merging[block] = (MinuteRollup.merge_steps(minutes, day_of(block)), span)
         buckets += self._merge_some(until_done=force)
         for block in sorted(self.resend & self.unapplied.keys()):
             buckets.append(RollupBucket(block, MinuteRollup.merged_final(self.unapplied[block], day_of(block)),
@@ -322,7 +318,7 @@ class Clock:
             return done
         credit = self._merge_credit()
         for block in sorted(self.merging):
-            steps = self.merging[block]
+            steps, span = self.merging[block]
             while True:
                 if credit <= 0 and not until_done:
                     return done
@@ -334,7 +330,7 @@ class Clock:
                 if rows is not None:
                     break
             del self.merging[block]
-            done.append(RollupBucket(block, rows, span=self.spans.pop(block, self.block_s)))
+            done.append(RollupBucket(block, rows, span=span))
             return_freed_memory()  # the merge's intermediate arrays
         return done
 
@@ -361,7 +357,6 @@ class Clock:
     def restore(data: bytes, spill: Optional[SpillStore] = None) -> "Clock":
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
-        clock.spans = {}
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)
         if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed
             clock.dirty_minutes = set(clock.rollups)
