@@ -80,27 +80,18 @@ class Publisher:
         # a small batch (a live tick) is shared by every partition, so that no partition waits a turn and holds
         # the watermark back
         per_pack = max(1, min(max_events, -(-len(values) // self._partitions)))
-        if not any(b"\n" in value for value in values):
-            self._cut_into_packs(values, per_pack)
-        else:
-            pack: list[bytes] = []
-            size = 0
-            for value in values:
-                if b"\n" in value:
-                    self.send(value, None)
-                    continue
-                if pack and (len(pack) >= per_pack or size + len(value) > PACK_MAX_BYTES):
-                    self._produce_pack(pack)
-                    pack, size = [], 0
-                pack.append(value)
-                size += len(value) + 1
-            if pack:
-                self._produce_pack(pack)
+        start = 0
+        for alone in [i for i, value in enumerate(values) if b"\n" in value] + [len(values)]:
+            self._cut_into_packs(values[start:alone], per_pack)  # the events between two that go alone
+            if alone < len(values):
+                self.send(values[alone], None)
+            start = alone + 1
         self.producer.poll(0)  # serve delivery reports: until then librdkafka keeps every delivered message
 
     def _cut_into_packs(self, values: list[bytes], per_pack: int) -> None:
-        """The same packs as the loop in `send_packed` builds, found with C-level sums and bisection instead of a
-        Python step per event (a file replay sends hundreds of thousands of events a second)."""
+        """Packs of one-line events: each takes events while it holds fewer than `per_pack` and stays within
+        PACK_MAX_BYTES joined (an event larger than that goes alone), found with C-level sums and bisection instead
+        of a Python step per event (a file replay sends hundreds of thousands of events a second)."""
         ends = list(itertools.accumulate(map(len, values), lambda total, n: total + n + 1, initial=0))
         i, n = 0, len(values)
         while i < n:

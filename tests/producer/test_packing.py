@@ -28,9 +28,14 @@ def _reference_packs(values: list[bytes], per_pack: int) -> list[list[bytes]]:
 class _Recorder(Publisher):
     def __init__(self):  # no Kafka: only the cutting is under test
         self.packs: list[list[bytes]] = []
+        self._partitions = 1
+        self.producer = type("NoKafka", (), {"poll": lambda self, timeout: 0})()
 
     def _produce_pack(self, pack: list[bytes]) -> None:
         self.packs.append(list(pack))
+
+    def send(self, value: bytes, key) -> None:
+        self.packs.append(["alone", value])
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -43,3 +48,10 @@ def test_the_fast_cut_makes_the_same_packs_as_the_rule(seed):
     recorder = _Recorder()
     recorder._cut_into_packs(values, per_pack)
     assert recorder.packs == _reference_packs(values, per_pack)
+
+
+def test_an_event_spanning_lines_goes_alone_in_its_place_and_the_rest_are_packed_around_it():
+    values = [b"a", b"b", b'{"x":\n1}', b"c", b"d", b"e", b"f\ng"]
+    recorder = _Recorder()
+    recorder.send_packed(values, 2)
+    assert recorder.packs == [[b"a", b"b"], ["alone", b'{"x":\n1}'], [b"c", b"d"], [b"e"], ["alone", b"f\ng"]]
