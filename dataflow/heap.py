@@ -12,8 +12,10 @@ try:
 except (OSError, AttributeError):
     _LIBC = None
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters, from glibc's malloc.h
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest glibc accepts on 64-bit
+_trim = True
 
 
 def keep_large_blocks_mapped() -> None:
@@ -22,12 +24,26 @@ def keep_large_blocks_mapped() -> None:
     come from the heap and leave it fragmented: a 10-minute run at 20,000 events/s grew the dataflow from about 200
     to 440 MiB with a flat count of Python objects, and stayed near 200 MiB with the threshold fixed
     (benchmarks/memory.py, docs/performance.md). Setting it explicitly turns the raising off."""
-    if _LIBC is not None:
+    if _LIBC is not None and _trim:
         _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def keep_freed_memory_for_reuse() -> None:
+    """For a run that ends (`pypi-pulse run`), the opposite policy: freed memory stays in the process and the next
+    batch's buffers reuse it, instead of each one being mapped afresh and paying a page fault every 4 KiB (joining
+    a batch's messages, splitting an export into lines). What a batch run holds is given back when it exits.
+    Measured with `benchmarks/batch_run.py` (docs/performance.md). Called before the producer is forked, which
+    inherits it."""
+    global _trim
+    _trim = False
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        _LIBC.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        _LIBC.mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
 
 
 def return_freed_memory() -> None:
     """Hand the heap freed by a minute's counters (hundreds of MB at 20,000 events/s) back to the system: glibc
     keeps freed blocks of large dicts otherwise, and the process's RSS only ever grows."""
-    if _LIBC is not None:
+    if _LIBC is not None and _trim:
         _LIBC.malloc_trim(0)

@@ -66,6 +66,9 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         s = s.model_copy(update={"linger_ms": s.linger_ms_for(embedded_broker=True)})
     # The producer starts first, before this process imports the dataflow: it reads and sorts a file source on
     # the other core while the broker starts.
+    from pypi_pulse.dataflow.heap import keep_freed_memory_for_reuse
+
+    keep_freed_memory_for_reuse()
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     boot_in, boot_out = ctx.Pipe(duplex=False)
