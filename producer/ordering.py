@@ -24,7 +24,7 @@ import pickle
 import tempfile
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -33,14 +33,14 @@ from pypi_pulse.producer.files import Record, _open_binary, detect_format, event
 # The fast layout: `{"timestamp":"`, the second's 19 bytes (`YYYY-MM-DD HH:MM:SS`, or a `T`), `.`, 6 digits and
 # ` UTC"` (BigQuery's export) or `Z"` (ISO).
 _FAST_LEN = 45
-_HEAD_BYTES = np.frombuffer(b'{"timestamp":"', np.uint8)
+_FIXED_AT = np.array([*range(14), 18, 21, 27, 30, 33])  # in the line: the head, the dashes, colons and the dot
+_FIXED = np.frombuffer(b'{"timestamp":"--::.', np.uint8)
+_DIGITS_AT = np.array([14 + i for i in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)])
 _UTC_TAIL = np.frombuffer(b' UTC"', np.uint8)
 _Z_TAIL = np.frombuffer(b'Z"', np.uint8)
-_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]  # within the 19 bytes of the second
-_SEPS = [18, 21, 27, 30]  # in the line: the dashes and colons
-_SEP_BYTES = np.frombuffer(b"--::", np.uint8)
 _NO_TIME = np.iinfo(np.int64).min
 _SPILL_CHUNK = 20_000  # records per pickle in a spilled run
+_SCAN = 1 << 22  # bytes per step when finding line ends: a small temporary, reused
 
 
 def _line_second(line: bytes) -> int:
@@ -49,49 +49,125 @@ def _line_second(line: bytes) -> int:
     return int(ts // 1) if ts is not None and math.isfinite(ts) else _NO_TIME
 
 
-def _civil_seconds(d: np.ndarray) -> np.ndarray:
-    """Epoch seconds of `YYYY-MM-DD?HH:MM:SS` digit rows (n, 19), in integer arithmetic (days from civil)."""
+_DAYS_IN_MONTH = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])  # February: checked below
+
+
+def _fast_seconds(heads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The event second of every line whose first `_FAST_LEN` bytes (rows of `heads`, zero past a line's end) are
+    in the fast layout with a real date and time, and the indices of the lines that are not (read one by one,
+    like any other line). Byte arithmetic on a few columns, in integer arithmetic (days from civil): 0.04 s for
+    400,000 lines."""
+    ok = (heads[:, _FIXED_AT] == _FIXED).all(axis=1)
+    ok &= (heads[:, 24] == ord(" ")) | (heads[:, 24] == ord("T"))
+    ok &= (heads[:, 40:45] == _UTC_TAIL).all(axis=1) | (heads[:, 40:42] == _Z_TAIL).all(axis=1)
+    d = heads[:, _DIGITS_AT] - np.uint8(ord("0"))  # a byte below '0' wraps past 9
+    ok &= (d <= 9).all(axis=1)
+    d = d.astype(np.int64)
     year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-    month = d[:, 5] * 10 + d[:, 6]
-    day = d[:, 8] * 10 + d[:, 9]
+    month = d[:, 4] * 10 + d[:, 5]
+    day = d[:, 6] * 10 + d[:, 7]
+    hour, minute, second = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11], d[:, 12] * 10 + d[:, 13]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (hour < 24) & (minute < 60) & (second < 60)
+    ok &= day <= np.where((month == 2) & ~leap, 28, _DAYS_IN_MONTH[np.where(ok, month, 0)])
     y = year - (month <= 2)
     era = y // 400
     yoe = y - era * 400
     doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
     days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    return (days * 86400 + (d[:, 11] * 10 + d[:, 12]) * 3600 + (d[:, 14] * 10 + d[:, 15]) * 60
-            + d[:, 17] * 10 + d[:, 18])
+    return np.where(ok, days * 86400 + hour * 3600 + minute * 60 + second, _NO_TIME), np.flatnonzero(~ok)
 
 
-def _fast_seconds(lines: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The event second of every line in the fast layout, and the indices of the lines that are not in it."""
-    n = len(lines)
-    heads = np.array([line[:_FAST_LEN] for line in lines], f"S{_FAST_LEN}").view(np.uint8).reshape(n, _FAST_LEN)
-    digits = heads[:, 14:33].astype(np.int64) - 48
-    utc = (heads[:, 40:45] == _UTC_TAIL).all(axis=1) | (heads[:, 40:42] == _Z_TAIL).all(axis=1)
-    fast = ((heads[:, :14] == _HEAD_BYTES).all(axis=1) & (heads[:, 33] == ord(".")) & utc
-            & ((digits[:, _DIGITS] >= 0) & (digits[:, _DIGITS] <= 9)).all(axis=1)
-            & (heads[:, _SEPS] == _SEP_BYTES).all(axis=1) & ((heads[:, 24] == ord(" ")) | (heads[:, 24] == ord("T"))))
-    return np.where(fast, _civil_seconds(digits), _NO_TIME), np.flatnonzero(~fast)
+class _Lines:
+    """The event lines of one chunk of an export and their seconds. An NDJSON block is kept as it was read, its
+    lines found and their heads gathered by numpy, and a line becomes a bytes object only when it is taken to be
+    sent: the sort's first list is ready sooner, and making the lines is spread over the sending
+    (`benchmarks/batch_run.py`, docs/performance.md). Rows rebuilt from CSV or Parquet, and CRLF lines, come as a
+    list. A line in the fast layout is kept as it is (JSON allows the whitespace it may end with); any other is
+    stripped, and dropped if blank, as a line-by-line read does."""
 
-
-def line_seconds(lines: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
-    """The event second of every event line (int64; _NO_TIME where none can be read), and the lines. A line in
-    the fast layout is kept as it is (JSON allows the whitespace it may end with); any other is stripped, and
-    dropped if blank, as a line-by-line read does."""
-    keys, slow = _fast_seconds(lines)
-    blank = []
-    for i in slow.tolist():
-        line = lines[i] = lines[i].strip()
-        if line:
-            keys[i] = _line_second(line)
+    def __init__(self, chunk: Union[bytes, list[bytes]]):
+        self._data: Optional[bytes] = None
+        self._lines: list[bytes] = []
+        if isinstance(chunk, bytes) and b"\r" not in chunk:
+            self._data = chunk
+            self._starts, self._ends = _line_bounds(chunk)
+            keys, slow = _fast_seconds(self._heads())
         else:
-            blank.append(i)
-    if blank:
-        keys = np.delete(keys, blank)
-        gone = set(blank)
-        lines = [line for i, line in enumerate(lines) if i not in gone]
-    return keys, lines
+            # a CRLF block's lines are stripped here, as a line-by-line read does
+            self._lines = list(map(bytes.strip, chunk.split(b"\n"))) if isinstance(chunk, bytes) else chunk
+            keys, slow = _fast_seconds(np.array([line[:_FAST_LEN] for line in self._lines], f"S{_FAST_LEN}")
+                                       .view(np.uint8).reshape(len(self._lines), _FAST_LEN))
+        blank = []
+        for i in slow.tolist():
+            line = self._strip(i)
+            if line:
+                keys[i] = _line_second(line)
+            else:
+                blank.append(i)
+        if blank:
+            keys = np.delete(keys, blank)
+            if self._data is not None:
+                self._starts, self._ends = np.delete(self._starts, blank), np.delete(self._ends, blank)
+            else:
+                gone = set(blank)
+                self._lines = [line for i, line in enumerate(self._lines) if i not in gone]
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _heads(self) -> np.ndarray:
+        """Every line's first `_FAST_LEN` bytes, zero past its end: one gather of fixed-width windows."""
+        data, starts, ends = np.frombuffer(self._data, np.uint8), self._starts, self._ends
+        n = len(starts)
+        whole = int(np.searchsorted(starts, len(data) - _FAST_LEN, side="right"))  # _FAST_LEN bytes from the start
+        heads = np.zeros((n, _FAST_LEN), np.uint8)
+        if whole:
+            windows = np.lib.stride_tricks.as_strided(data, shape=(len(data) - _FAST_LEN + 1, _FAST_LEN),
+                                                      strides=(1, 1), writeable=False)
+            heads[:whole] = windows[starts[:whole]]
+        for i in range(whole, n):
+            line = self._data[starts[i]:min(ends[i], starts[i] + _FAST_LEN)]
+            heads[i, :len(line)] = np.frombuffer(line, np.uint8)
+        short = np.flatnonzero(ends[:whole] - starts[:whole] < _FAST_LEN)
+        if len(short):  # what the window took from the lines after a short line: zeros, as a slice would give
+            heads[short] = np.where(np.arange(_FAST_LEN) < (ends - starts)[short, None], heads[short], 0)
+        return heads
+
+    def _strip(self, i: int) -> bytes:
+        """Line `i` stripped of surrounding whitespace, and kept so."""
+        if self._data is None:
+            line = self._lines[i] = self._lines[i].strip()
+            return line
+        s, e = int(self._starts[i]), int(self._ends[i])
+        raw = self._data[s:e]
+        line = raw.strip()
+        if line:
+            self._starts[i] = s + len(raw) - len(raw.lstrip())
+            self._ends[i] = self._starts[i] + len(line)
+        return line
+
+    def take(self, order: Optional[np.ndarray], lo: int, hi: int) -> list[bytes]:
+        """The lines at `order[lo:hi]` (at `lo:hi` when `order` is None), as bytes."""
+        if self._data is None:
+            return self._lines[lo:hi] if order is None else [self._lines[i] for i in order[lo:hi].tolist()]
+        picked = slice(lo, hi) if order is None else order[lo:hi]
+        data = self._data
+        return [data[s:e] for s, e in zip(self._starts[picked].tolist(), self._ends[picked].tolist())]
+
+
+def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets of the lines of a block cut at a line end (nothing after its last newline is a
+    line)."""
+    arr = np.frombuffer(data, np.uint8)
+    found = [np.flatnonzero(arr[at:at + _SCAN] == ord("\n")) + at for at in range(0, len(arr), _SCAN)]
+    ends = np.concatenate(found).astype(np.int64) if found else np.zeros(0, np.int64)
+    if len(arr) and arr[-1] != ord("\n"):
+        ends = np.append(ends, len(arr))
+    starts = np.zeros(len(ends), np.int64)
+    starts[1:] = ends[:-1] + 1
+    return starts, ends
 
 
 def _fill_forward(keys: np.ndarray) -> np.ndarray:
@@ -113,40 +189,37 @@ def _order(keys: np.ndarray) -> Optional[np.ndarray]:
     return np.argsort(keys, kind="stable")
 
 
-def _keyed(lines: list[bytes]) -> tuple[np.ndarray, list[bytes], Optional[np.ndarray]]:
-    """The chunk's event lines, their seconds (filled forward) and the order that sorts them (None: in order)."""
-    keys, lines = line_seconds(lines)
-    keys = _fill_forward(keys)
-    return keys, lines, _order(keys)
+def _keyed(chunk: Union[bytes, list[bytes]]) -> tuple[_Lines, Optional[np.ndarray], np.ndarray]:
+    """The chunk's event lines, the order that sorts them (None: in order already) and their seconds, filled
+    forward, in that order."""
+    lines = _Lines(chunk)
+    keys = _fill_forward(lines.keys)
+    order = _order(keys)
+    return lines, order, (keys if order is None else keys[order])
 
 
-def _sorted_chunk(lines: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
-    keys, lines, order = _keyed(lines)
-    if order is None:
-        return keys, lines
-    return keys[order], [lines[i] for i in order.tolist()]
+def _sorted_chunk(chunk: Union[bytes, list[bytes]]) -> tuple[np.ndarray, list[bytes]]:
+    lines, order, keys = _keyed(chunk)
+    return keys, lines.take(order, 0, len(lines))
 
 
-def _ndjson_chunks(path: Path, budget: int) -> Iterator[list[bytes]]:
-    """The export's lines, in chunks of about `budget` bytes cut at line ends."""
+def _ndjson_chunks(path: Path, budget: int) -> Iterator[bytes]:
+    """The export in blocks of about `budget` bytes cut at line ends; the last block is the rest of the file, so
+    that a last line without a newline stays with the lines before it."""
+    size = max(budget, 1 << 20)
     with _open_binary(path) as f:
         tail = b""
         while True:
-            block = f.read(max(budget, 1 << 20))
-            if not block:
-                break
-            if tail:
-                block = tail + block
+            read = f.read(size)  # shorter than asked only at the end of the file
+            block = tail + read if tail else read
+            if len(read) < size:
+                if block:
+                    yield block
+                return
             cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                tail = block
-                continue
             tail = block[cut:]
-            lines = (block if cut == len(block) else block[:cut]).split(b"\n")
-            # blank lines are dropped and others stripped by line_seconds; a CRLF export is stripped here
-            yield list(map(bytes.strip, lines)) if b"\r" in block else lines
-        if tail:
-            yield [tail]
+            if cut:
+                yield block if cut == len(block) else block[:cut]
 
 
 class _Run:
@@ -173,17 +246,18 @@ class _Run:
             self.file.close()
 
 
-def _merged(chunks: Iterator[list[bytes]], spill_dir: Optional[Path], out_size: int) -> Iterator[list[bytes]]:
-    """Lines of every chunk in time order, in lists of up to `out_size`: one chunk is sorted in memory; more are
-    sorted as runs, spilled and merged."""
+def _merged(chunks: Iterator[Union[bytes, list[bytes]]], spill_dir: Optional[Path],
+            out_size: int) -> Iterator[list[bytes]]:
+    """Lines of every chunk (an NDJSON block, or rebuilt rows) in time order, in lists of up to `out_size`: one
+    chunk is sorted in memory; more are sorted as runs, spilled and merged."""
     first = next(chunks, None)
     if first is None:
         return
     second = next(chunks, None)
-    if second is None:  # in memory: each list is gathered as it is asked for, so the first goes out sooner
-        _keys, lines, order = _keyed(first)
-        for i in range(0, len(lines), out_size):
-            yield lines[i:i + out_size] if order is None else [lines[j] for j in order[i:i + out_size].tolist()]
+    if second is None:  # in memory: each list is made as it is asked for, so the first goes out sooner
+        lines, order, _keys = _keyed(first)
+        for lo in range(0, len(lines), out_size):
+            yield lines.take(order, lo, lo + out_size)
         return
     directory = spill_dir or Path(tempfile.gettempdir())
     runs = [_Run(directory, *_sorted_chunk(chunk)) for chunk in itertools.chain((first, second), chunks)]

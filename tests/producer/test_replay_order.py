@@ -15,6 +15,7 @@ import pytest
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
 from pulse_testing import expected_windows, stored_windows
 from pypi_pulse.events import epoch_second, epoch_seconds, format_bigquery_ts
+from pypi_pulse.producer.files import event_time
 from pypi_pulse.producer.ordering import time_ordered_lines
 from pypi_pulse.producer.synthetic import SyntheticSource
 
@@ -67,6 +68,39 @@ def test_every_timestamp_layout_is_ordered_and_lines_without_one_travel_with_the
     out = _all(path)
     projects = [orjson.loads(line)["project"] if line != garbage else "?" for line in out]
     assert projects == ["d", "b", "e", "c", "f", "a", "?"]
+
+
+def _line_by_line(data: bytes) -> list[bytes]:
+    """What the ordered replay must give, by the plainest means: each line stripped unless it is in BigQuery's
+    layout, blank ones dropped, a line without a time given the second of the line before it, a stable sort."""
+    out, second = [], None
+    for raw in data.split(b"\n"):
+        line = raw if raw.startswith(b'{"timestamp":"') and raw[33:34] == b"." else raw.strip()
+        if not line:
+            continue
+        ts = event_time(line)
+        second = int(ts // 1) if ts is not None else second
+        out.append((second, line))
+    first = next((s for s, _ in out if s is not None), 0)
+    return [line for _, line in sorted(out, key=lambda sl: first if sl[0] is None else sl[0])]
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 300])
+def test_lines_of_every_shape_come_out_as_a_line_by_line_read_would_give_them(tmp_path, budget):
+    rng = random.Random(5)
+    shapes = [
+        lambda: orjson.dumps({"timestamp": format_bigquery_ts(T0 + rng.random() * 90), "project": "p"}),
+        lambda: orjson.dumps({"timestamp": format_bigquery_ts(T0 + rng.random() * 90)}) + b" \t",  # kept as it is
+        lambda: b"  " + orjson.dumps({"timestamp": T0 + rng.random() * 90, "project": "q"}) + b" ",
+        lambda: b"", lambda: b"   ", lambda: b"{not json", lambda: b'{"timestamp":"2026-11-20 23:59:3',  # short
+        lambda: b'{"timestamp":"2026-13-20 23:59:30.123456 UTC","project":"r"}',  # fast-looking, not a date
+    ]
+    for trial in range(40):
+        lines = [rng.choice(shapes)() for _ in range(rng.randint(1, 60))]
+        data = b"\n".join(lines) + (b"\n" if trial % 2 else b"")  # with and without a newline at the end
+        path = tmp_path / f"e{trial}.ndjson"
+        path.write_bytes(data)
+        assert _all(path, budget_bytes=budget, spill_dir=tmp_path / "spill", out_size=7) == _line_by_line(data)
 
 
 def test_an_export_larger_than_the_memory_budget_is_sorted_in_spilled_runs_with_the_same_result(tmp_path):
