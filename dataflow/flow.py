@@ -43,6 +43,7 @@ class FlowConfig:
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
     block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
     lazy_block_writer: bool = False  # start it with the first block sealed before the end (batch runs), not at once
+    hold_blocks_events: int = 0  # batch runs without recovery: a day's sealed blocks wait for each other (Clock)
 
 
 class AppliedBlocks:
@@ -129,7 +130,8 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
         spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
             return ClockLogic(Clock.restore(resume, spill), snapshots, applied, spill)
-        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots), snapshots,
+        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots,
+                                    hold_blocks_events=0 if snapshots else cfg.hold_blocks_events), snapshots,
                           applied, spill)
 
     flushes = op.stateful("clock", keyed, builder)

@@ -132,6 +132,8 @@ class _StorePartition(StatelessSinkPartition):
             try:
                 if slices is None and until_done:
                     self.sink.write([], [bucket], None)
+                    log.info("rollup.applied", bucket=bucket.bucket, rows=len(bucket.counts),
+                             seconds=round(time.monotonic() - t0, 3))
                     done = True
                 else:
                     if slices is None:

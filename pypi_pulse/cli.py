@@ -68,6 +68,7 @@ def _kafka(s: Settings, stack: list):
 
 def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None,
                  live: bool = False):
+    from pypi_pulse.dataflow.clock import BATCH_HOLD_EVENTS
     from pypi_pulse.dataflow.flow import FlowConfig
 
     return FlowConfig(
@@ -79,6 +80,7 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         # a live stream hands every block over; a batch run hands over the blocks sealed while it streams (a long
         # export's), and writes those sealed at its end in one go, inline, once the writer has finished
         block_writer=s.block_writer, lazy_block_writer=not live,
+        hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
     )
 
 
