@@ -61,6 +61,9 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
                  batch_size: int, stop_offsets: Optional[StopOffsets], heartbeat_s: float,
                  drain_idle_s: Optional[float]):
         self.consumer = Consumer(config)
+        # The partition's leader is looked up first: assigned before librdkafka knows it, a partition waits for a
+        # fixed 500 ms timer before its start offset is queried, and a batch run's first events waited with it.
+        self.consumer.list_topics(topic, timeout=10)
         self.consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
         self.partition = partition
         self.n_partitions = n_partitions
