@@ -158,18 +158,26 @@ def file_export(s: Settings, keys: bool):
                   spill_dir=s.data_dir / "replay-sort")
 
 
-def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True,
-             export=None):
-    """`export`: the file source already opened (and perhaps sorted) by the caller."""
-    from pypi_pulse.broker import ensure_topics, wait_for_kafka
+def publisher_for(s: Settings, bootstrap: str):
+    """The settings' publisher, on a broker whose topics exist."""
     from pypi_pulse.producer.publisher import Publisher
 
-    wait_for_kafka(bootstrap)
+    return Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
+                     compression=s.compression)
+
+
+def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True,
+             export=None, publisher=None):
+    """`export`: the file source already opened (and perhaps sorted) by the caller; `publisher`: one made by
+    the caller (`publisher_for`), on a broker whose topics it has created."""
+    from pypi_pulse.broker import ensure_topics, wait_for_kafka
+
+    if publisher is None:
+        wait_for_kafka(bootstrap)
+        ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
     from pypi_pulse.producer.replay import replay_file, run_synthetic
 
-    ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
-    pub = Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
-                    compression=s.compression)
+    pub = publisher or publisher_for(s, bootstrap)
     pack = s.pack_events_for(own_topic=False)
     if s.source == "synthetic":
         summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=pack)

@@ -19,20 +19,38 @@ from pypi_pulse.errors import UserError
 
 
 def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot, conn) -> None:
-    """Opens (and sorts) a file source first, while the parent starts the broker, then waits for its address."""
+    """Opens (and sorts) a file source first, while the parent starts the broker; its publisher is made as soon as
+    the broker's address comes, meanwhile: librdkafka's idempotent producer asks for its producer id on a 500 ms
+    timer, and a publisher made after the sort held the first events back for up to half a second."""
     from pypi_pulse import logs
-    from pypi_pulse.cli import _produce, file_export
+    from pypi_pulse.cli import _produce, file_export, publisher_for
 
     logs.setup(s.log_level, s.log_format)
     try:
+        connected: dict = {}
+
+        def connect() -> None:
+            try:
+                connected["bootstrap"] = boot.recv()
+            except EOFError:  # the parent failed before it had a broker
+                return
+            try:
+                connected["publisher"] = publisher_for(s, connected["bootstrap"])
+            except BaseException as exc:  # raised below, in the child's main thread
+                connected["error"] = exc
+
+        connecting = threading.Thread(target=connect, name="connect", daemon=True)
+        connecting.start()
         export = None
         if s.source.startswith("file:"):
             export = file_export(s, keys=s.pack_events_for(own_topic=False) == 1).prime()
-        try:
-            bootstrap = boot.recv()
-        except EOFError:  # the parent failed before it had a broker
+        connecting.join()
+        if "error" in connected:
+            raise connected["error"]
+        if "bootstrap" not in connected:
             return
-        summary = _produce(s, bootstrap, threading.Event(), count=count, progress=show_progress, export=export)
+        summary = _produce(s, connected["bootstrap"], threading.Event(), count=count, progress=show_progress,
+                           export=export, publisher=connected["publisher"])
         conn.send({"ok": True, "summary": summary.as_dict(), "end_offsets": summary.end_offsets})
     except UserError as exc:
         conn.send({"ok": False, "error": str(exc)})
