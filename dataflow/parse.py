@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional, Union
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - used through Arrow arrays; imported here, not on the first batch
 import pyarrow.json as pa_json
 
 from pypi_pulse.countries import ALPHA2, UNKNOWN
