@@ -15,12 +15,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 import numpy as np
+import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from pypi_pulse.events import PACK_HEADER, unpack
 from pypi_pulse.metrics import dataflow_metrics
 
+log = structlog.get_logger(__name__)
 StopOffsets = Callable[[], Optional[dict[int, int]]]
 
 # Set on Ctrl-C/SIGTERM: partitions end their input, so Bytewax finishes its epoch and exits cleanly.
@@ -63,7 +65,10 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         self.consumer = Consumer(config)
         # The partition's leader is looked up first: assigned before librdkafka knows it, a partition waits for a
         # fixed 500 ms timer before its start offset is queried, and a batch run's first events waited with it.
-        self.consumer.list_topics(topic, timeout=10)
+        try:
+            self.consumer.list_topics(topic, timeout=10)
+        except KafkaException:  # only a head start: without it the partition starts on librdkafka's timer
+            log.warning("source.metadata_unavailable", topic=topic, partition=partition)
         self.consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
         self.partition = partition
         self.n_partitions = n_partitions
