@@ -5,8 +5,9 @@ export, end to end (broker start, producer, dataflow, sink), with the sink check
     python3 benchmarks/batch_run.py --export FILE.ndjson --runs 1
 
 The default export is generated once (and cached): 400,000 synthetic events in the full BigQuery shape (about 690
-bytes a line), 400 events per second of event time (16.7 minutes, so that its rollup minutes span two 10-minute
-blocks) and shuffled, as a BigQuery extract comes in no time order.
+bytes a line), a mean of 400 events per second of event time (the synthetic rate follows the day's rhythm, which is
+low at this hour: the events span 25 minutes, three 10-minute rollup blocks) and shuffled, as a BigQuery extract
+comes in no time order.
 
 Events/s = events / wall time of the whole `pypi-pulse run` process (interpreter start included), and as the
 command reports it itself (from the broker's start).

@@ -306,7 +306,7 @@ class Clock:
         """(start, span) of the buckets the sealed `blocks` leave in: one per block, so that a block is the same
         whatever a replay after recovery brings. At the end of input without recovery (a batch run) nothing is
         replayed, and a day's remaining blocks leave as one bucket: one merge, and each of the day's rows written
-        once instead of once per block (a 16-minute export: 373,000 rows instead of 440,000 upserts)."""
+        once instead of once per block (the batch benchmark's export: 373,000 rows instead of 440,000 upserts)."""
         if not whole_days or self.log_open_minutes:
             return [(b, self.block_s) for b in blocks]
         out: list[tuple[int, int]] = []
