@@ -85,7 +85,7 @@ def _line_by_line(data: bytes) -> list[bytes]:
     return [line for _, line in sorted(out, key=lambda sl: first if sl[0] is None else sl[0])]
 
 
-@pytest.mark.parametrize("budget", [1 << 30, 300])
+@pytest.mark.parametrize("budget", [1 << 30, 300], ids=["mapped", "read"])  # within the sort budget, or not
 def test_lines_of_every_shape_come_out_as_a_line_by_line_read_would_give_them(tmp_path, budget):
     rng = random.Random(5)
     shapes = [
