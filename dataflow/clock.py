@@ -392,7 +392,7 @@ class Clock:
             clock.log_open_minutes = True
         if not hasattr(clock, "unapplied"):  # taken before sealed blocks were kept until applied
             clock.unapplied = {}
-        if not hasattr(clock, "hold_blocks_events"):  # taken before batch runs held a day's blocks (never with recovery)
+        if not hasattr(clock, "hold_blocks_events"):  # taken before batch runs held blocks (they have no recovery)
             clock.hold_blocks_events, clock.minute_events = 0, Counter()
         clock.resend = set(clock.unapplied)  # the sink may not have them all: send them again
         return clock
