@@ -4,7 +4,9 @@ Why a process: a full 10-minute block at 20,000 events/s is about 4 million rows
 in slices between window writes (the inline way), every second of it comes out of the one Bytewax worker that
 also parses and counts the stream, and the windows fall behind while it goes in (docs/performance.md). A thread
 does not help: SQLite releases the GIL at every row, and a thread that hands it back that often is starved by a
-busy one. A process has its own interpreter; the worker only writes the block's numpy columns to a file once.
+busy one. A process has its own interpreter; the worker only writes the block to a file once. A live dataflow
+hands its blocks over unmerged, as their minutes' packed bytes, and the writer merges them too (`SealedBlock`): the
+worker then spends nothing on a block but that file, and its memory no longer swells and fragments at each seal.
 
 Exactly once is unchanged: the writer applies a block through the same `Sink.apply_in_slices` (each slice in its
 own transaction, with its record), and the clock keeps re-sending a block until the sink says it is applied.
@@ -32,7 +34,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from pypi_pulse.dataflow.clock import HISTORY_LAG_S, BlockRows, on_time_or_history
+from pypi_pulse.dataflow.clock import HISTORY_LAG_S, BlockRows, SealedBlock, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.sink.model import RollupBucket
 
@@ -80,11 +82,19 @@ class BlockWriter:
         return bucket in self.pending or bucket in self.finished_ids
 
     def submit(self, bucket: RollupBucket) -> float:
-        """Hand a sealed block over; the seconds it took the worker. A dataflow block's columns go through a file
-        (`_spooled`): pickled through the pipe, a full block at 20,000 events/s held the worker for 0.6 s."""
+        """Hand a sealed block over; the seconds it took the worker. A dataflow block goes through a file, as
+        numpy columns (`_spooled`) or, unmerged, as its minutes' packed bytes (`_spooled_minutes`): pickled through
+        the pipe, a full block at 20,000 events/s held the worker for 0.6 s."""
         self._check_alive()
         t = time.perf_counter()
-        self.conn.send(_spooled(bucket, self.spool) if isinstance(bucket.counts, BlockRows) else bucket)
+        counts = bucket.counts
+        if isinstance(counts, BlockRows):
+            msg = _spooled(bucket, self.spool)
+        elif isinstance(counts, SealedBlock):
+            msg = _spooled_minutes(bucket, self.spool)
+        else:
+            msg = bucket
+        self.conn.send(msg)
         self.pending.add(bucket.bucket)
         return time.perf_counter() - t
 
@@ -150,7 +160,24 @@ def _spooled(bucket: RollupBucket, spool: Path) -> tuple:
 _SPOOL_DTYPES = (np.int64, np.int32, np.int32, np.int8)  # counts, projects, categories (-1: None), dimension
 
 
+def _spooled_minutes(bucket: RollupBucket, spool: Path) -> tuple:
+    """An unmerged block (`SealedBlock`): its minutes' packed bytes, one after the other in one file."""
+    blobs = bucket.counts.blobs()
+    path = spool / f"{bucket.bucket}.minutes"
+    with open(path, "wb") as f:
+        for blob in blobs:
+            f.write(blob)
+    return ("minutes", bucket.bucket, bucket.span, str(path), [len(b) for b in blobs], bucket.counts.day)
+
+
 def _unspooled(msg: tuple) -> RollupBucket:
+    if msg[0] == "minutes":
+        _, bucket, span, path, lengths, day = msg
+        data = Path(path).read_bytes()
+        os.unlink(path)
+        ends = np.cumsum(lengths).tolist()
+        blobs = [data[end - n:end] for n, end in zip(lengths, ends)]
+        return RollupBucket(bucket, SealedBlock.of_blobs(blobs, day), span=span)
     _, bucket, span, path, n, day, p_table, dims, c_table = msg
     data = Path(path).read_bytes()
     os.unlink(path)
@@ -168,8 +195,21 @@ def _share(lag_s: float) -> float:
     return SHARE if on_time_or_history(lag_s) else SHARE_BEHIND
 
 
+def _merged(block: SealedBlock, lag) -> BlockRows:
+    """Merge an unmerged block a step at a time (a minute, a dimension), at the writer's share of a core: the same
+    pacing as its slices, so that on a small machine the stream keeps the CPU it needs."""
+    steps = block.merge_steps()
+    while True:
+        t = time.perf_counter()
+        rows = next(steps)
+        if rows is not None:
+            return rows
+        time.sleep((time.perf_counter() - t) * (1.0 / _share(lag.value) - 1.0))
+
+
 def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
-    """The writer process: apply blocks in the order they came, a slice at a time."""
+    """The writer process: apply blocks in the order they came (merging an unmerged one first), a slice at a
+    time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the dataflow, which then closes this writer
     from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
     from pypi_pulse.sink.base import open_sink
@@ -194,7 +234,7 @@ def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
                 inbox.put(None)
                 return
             try:
-                inbox.put(_unspooled(msg) if isinstance(msg, tuple) and msg[0] == "spooled" else msg)
+                inbox.put(_unspooled(msg) if isinstance(msg, tuple) and msg[0] in ("spooled", "minutes") else msg)
             except Exception:
                 reply(("error", msg[1], traceback.format_exc()))
                 inbox.put(None)
@@ -207,6 +247,8 @@ def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
             break
         t0 = time.monotonic()
         try:
+            if isinstance(bucket.counts, SealedBlock):
+                bucket = RollupBucket(bucket.bucket, _merged(bucket.counts, lag), span=bucket.span)
             slices = sink.apply_in_slices(bucket)
             while True:
                 while want.is_set():  # a window write is waiting for the lock

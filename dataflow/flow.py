@@ -126,13 +126,17 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
 
     applied = AppliedBlocks(cfg.sink_url) if snapshots else None
 
+    # a live dataflow's block writer merges the sealed blocks too (clock.SealedBlock); a batch run merges them in
+    # the clock, which writes its last ones inline
+    merge_elsewhere = cfg.block_writer and not cfg.lazy_block_writer
+
     def builder(resume: Optional[bytes]) -> ClockLogic:
         spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
-            return ClockLogic(Clock.restore(resume, spill), snapshots, applied, spill)
+            return ClockLogic(Clock.restore(resume, spill, merge_elsewhere), snapshots, applied, spill)
         return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots,
-                                    hold_blocks_events=0 if snapshots else cfg.hold_blocks_events), snapshots,
-                          applied, spill)
+                                hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
+                                merge_elsewhere=merge_elsewhere), snapshots, applied, spill)
 
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,

@@ -12,10 +12,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
 from pypi_pulse.dataflow.block_writer import BlockWriter
-from pypi_pulse.dataflow.clock import Flush, TimeShare, on_time_or_history
+from pypi_pulse.dataflow.clock import Flush, SealedBlock, TimeShare, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.summaries import summarize
 
 log = structlog.get_logger(__name__)
@@ -114,7 +115,8 @@ class _StorePartition(StatelessSinkPartition):
             for b in buckets:
                 if not self.writer.knows(b.bucket):  # the clock re-sends a block until it sees it applied
                     took = self.writer.submit(b)
-                    log.info("rollup.handed_over", bucket=b.bucket, rows=len(b.counts), seconds=round(took, 3))
+                    size = {"bytes": b.counts.nbytes} if isinstance(b.counts, SealedBlock) else {"rows": len(b.counts)}
+                    log.info("rollup.handed_over", bucket=b.bucket, **size, seconds=round(took, 3))
             for bucket, seconds in self.writer.poll():
                 log.info("rollup.applied", bucket=bucket, seconds=round(seconds, 1))
         except Exception:
@@ -130,6 +132,9 @@ class _StorePartition(StatelessSinkPartition):
             bucket, slices = self.applying[0]
             t0 = time.monotonic()
             try:
+                if isinstance(bucket.counts, SealedBlock):  # left to a writer that has ended (end of input)
+                    bucket = RollupBucket(bucket.bucket, bucket.counts.merged(), span=bucket.span)
+                    self.applying[0] = (bucket, slices)
                 if slices is None and until_done:
                     self.sink.write([], [bucket], None)
                     log.info("rollup.applied", bucket=bucket.bucket, rows=len(bucket.counts),

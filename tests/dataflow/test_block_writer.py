@@ -134,26 +134,38 @@ def test_a_batch_run_hands_over_blocks_sealed_while_it_streams_and_writes_the_la
             partition.writer.proc.kill()
 
 
-def test_a_dataflow_block_reaches_the_writer_through_a_file_and_goes_in_exactly(sqlite_url):
-    """The clock's blocks (numpy columns, `BlockRows`) are handed over as a file of narrowed columns: every row and
-    total arrives, None categories too, and the file is gone once the writer has read it."""
-    from pypi_pulse.dataflow.clock import MinuteRollup
+@pytest.mark.parametrize("merged_by", ["clock", "writer"])
+def test_a_dataflow_block_reaches_the_writer_through_a_file_and_goes_in_exactly(sqlite_url, merged_by):
+    """The clock's blocks are handed over through a file: merged (`BlockRows`, narrowed numpy columns), or, live,
+    unmerged (`SealedBlock`, the minutes' packed bytes, merged by the writer). Every row and total arrives, None
+    categories too, and the file is gone once the writer has read it. An unmerged block still in the dataflow at
+    the end of input is merged there and written inline."""
+    from pypi_pulse.dataflow.clock import MinuteRollup, SealedBlock
     from pypi_pulse.dataflow.parse import parse_batch
     from pypi_pulse.dataflow.source import RawBatch
     from pypi_pulse.producer.synthetic import SyntheticSource
 
-    events = [v for v, _ in SyntheticSource(seed=5).encoded([T0 + i / 100 for i in range(6000)])]
-    minutes: dict = {}
-    for minute, cols in parse_batch(RawBatch(0, 1, events, 0, True)).minutes.items():
-        minutes.setdefault(minute, MinuteRollup()).add(cols)
-    counts = MinuteRollup.merged_final([minutes[m] for m in sorted(minutes)], DAY)
+    def minutes_of(start: int) -> list:
+        events = [v for v, _ in SyntheticSource(seed=5).encoded([start + i / 10 for i in range(6000)])]
+        minutes: dict = {}
+        for minute, cols in parse_batch(RawBatch(0, 1, events, 0, True)).minutes.items():
+            minutes.setdefault(minute, MinuteRollup()).add(cols)
+        return [minutes[m] for m in sorted(minutes)]
+
+    first, last = minutes_of(T0), minutes_of(T0 + 600)
+    counts = MinuteRollup.merged_final(first, DAY)
+    expected = Counter(dict(counts)) + Counter(dict(MinuteRollup.merged_final(last, DAY)))
     assert hasattr(counts, "totals") and any(cat is None for (_d, _p, _dim, cat) in counts)
+    handed = counts if merged_by == "clock" else SealedBlock(first, DAY)
     partition = _StorePartition(sqlite_url, 48 * 3600, 400, block_writer=True)
-    partition.write_batch([Flush([window(T0 + 900)], [RollupBucket(T0, counts, span=600)], stats())])
+    partition.write_batch([Flush([window(T0 + 900)], [RollupBucket(T0, handed, span=600)], stats())])
     spool = partition.writer.spool
+    assert [p.suffix for p in spool.iterdir()] in ([], [".columns" if merged_by == "clock" else ".minutes"])
+    partition.write_batch([Flush([window(T0 + 1300)], [RollupBucket(T0 + 600, SealedBlock(last, DAY), span=600)],
+                                 stats(), final=True)])
     partition.close()
     with open_sink(sqlite_url, readonly=True) as reader:
-        assert stored_daily(reader) == Counter(dict(counts))
-        assert stored_totals(reader) == totals_of(dict(counts))
-        assert reader.applied_buckets([T0]) == {T0}
+        assert stored_daily(reader) == expected
+        assert stored_totals(reader) == totals_of(expected)
+        assert reader.applied_buckets([T0, T0 + 600]) == {T0, T0 + 600}
     assert not spool.exists()
