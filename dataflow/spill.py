@@ -60,19 +60,7 @@ class SpillStore:
         segment = _Segment(self.dir / f"{time.time_ns()}-{os.getpid()}-{self._seq}{self.SUFFIX}")
         self._seq += 1
         used: dict[int, tuple[bytes, Ref]] = {}
-        known = self.known
-        min_bytes = self.MIN_BYTES
-
-        class Pickler(pickle.Pickler):
-            def persistent_id(self, o):
-                if type(o) is not bytes or len(o) < min_bytes:
-                    return None
-                hit = known.get(id(o))
-                ref = hit[1] if hit is not None and hit[0] is o else segment.append(o)
-                used[id(o)] = (o, ref)
-                return ref
-
-        Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        _SpillingPickler(buf, self.known, used, segment, self.MIN_BYTES).dump(obj)
         segment.close()  # on disk before Bytewax can commit a snapshot that refers to it
         if segment.written:
             self.sizes[segment.path.name] = segment.written
@@ -83,34 +71,12 @@ class SpillStore:
 
     def loads(self, data: bytes) -> Any:
         files: dict[str, Any] = {}
-        known = self.known
-        directory = self.dir
-        sizes = self.sizes
-
-        class Unpickler(pickle.Unpickler):
-            def persistent_load(self, ref):
-                name, offset, length = ref
-                f = files.get(name)
-                if f is None:
-                    try:
-                        f = files[name] = open(directory / name, "rb")
-                        sizes[name] = os.fstat(f.fileno()).st_size
-                    except FileNotFoundError:
-                        raise UserError(
-                            f"the recovery snapshot refers to {directory / name}, which is gone: the recovery store "
-                            "is incomplete; start again from the topic with --fresh-recovery (pypi-pulse dataflow) or "
-                            "delete the recovery directory") from None
-                f.seek(offset)
-                blob = f.read(length)
-                known[id(blob)] = (blob, ref)
-                return blob
-
         try:
-            return Unpickler(io.BytesIO(data)).load()
+            return _SpillingUnpickler(io.BytesIO(data), self, files).load()
         finally:
             for f in files.values():
                 f.close()
-            self._forget_unreferenced({ref[0] for _, ref in known.values()})
+            self._forget_unreferenced({ref[0] for _, ref in self.known.values()})
 
     def _forget_unreferenced(self, segments: set[str]) -> None:
         self.recent.append(segments)
@@ -121,6 +87,48 @@ class SpillStore:
                 self.sizes.pop(path.name, None)
         for path in self.dir.glob("*.tmp"):  # a segment whose snapshot never finished
             path.unlink(missing_ok=True)
+
+
+# The (un)picklers are classes of the module, not defined in `dumps`/`loads`: a class made per call is a reference
+# cycle, and its closure kept that snapshot's blobs alive until a full garbage collection, minutes later. A live
+# dataflow then held sealed blocks it had already released, 20-70 MiB at 20,000 events/s (docs/performance.md,
+# change 45).
+class _SpillingPickler(pickle.Pickler):
+    def __init__(self, buf, known: dict, used: dict, segment: "_Segment", min_bytes: int):
+        super().__init__(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        self.known, self.used, self.segment, self.min_bytes = known, used, segment, min_bytes
+
+    def persistent_id(self, o):
+        if type(o) is not bytes or len(o) < self.min_bytes:
+            return None
+        hit = self.known.get(id(o))
+        ref = hit[1] if hit is not None and hit[0] is o else self.segment.append(o)
+        self.used[id(o)] = (o, ref)
+        return ref
+
+
+class _SpillingUnpickler(pickle.Unpickler):
+    def __init__(self, data, store: SpillStore, files: dict):
+        super().__init__(data)
+        self.store, self.files = store, files
+
+    def persistent_load(self, ref):
+        name, offset, length = ref
+        f = self.files.get(name)
+        directory = self.store.dir
+        if f is None:
+            try:
+                f = self.files[name] = open(directory / name, "rb")
+                self.store.sizes[name] = os.fstat(f.fileno()).st_size
+            except FileNotFoundError:
+                raise UserError(
+                    f"the recovery snapshot refers to {directory / name}, which is gone: the recovery store "
+                    "is incomplete; start again from the topic with --fresh-recovery (pypi-pulse dataflow) or "
+                    "delete the recovery directory") from None
+        f.seek(offset)
+        blob = f.read(length)
+        self.store.known[id(blob)] = (blob, ref)
+        return blob
 
 
 class _Segment:
