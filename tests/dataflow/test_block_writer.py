@@ -90,6 +90,21 @@ def test_a_writer_that_died_stops_the_dataflow_with_a_clear_error(sqlite_url):
         assert reader.applied_buckets([T0]) == set()  # not applied, and not marked: re-sent after a restart
 
 
+def test_a_block_that_cannot_be_applied_stops_the_dataflow_with_the_reason_from_the_process_that_tried(sqlite_url):
+    """Each block is merged and applied in a process forked for it (its memory leaves with it): what goes wrong
+    there still reaches the dataflow, with the traceback, and nothing of the block is counted."""
+    b = block(10)
+    with open_sink(sqlite_url) as db:
+        db.write([], [RollupBucket(T0 + 60, {(DAY, "numpy", "overall", None): 1})], None)  # one of its minutes
+    partition = _StorePartition(sqlite_url, 48 * 3600, 400, block_writer=True)
+    partition.write_batch([Flush([window(T0 + 900)], [b], stats())])
+    with pytest.raises(BlockWriterDied, match="(?s)failed applying block 1795219200.*refusing to count them twice"):
+        partition.writer.close(timeout_s=30)
+    with open_sink(sqlite_url, readonly=True) as reader:
+        assert reader.applied_buckets([T0]) == set()
+        assert stored_daily(reader) == Counter({(DAY, "numpy", "overall", None): 1})
+
+
 def test_the_writer_steps_back_while_live_windows_are_late():
     assert block_writer._share(0.3) == block_writer.SHARE < 1  # live and on time: leaves the stream its core
     assert block_writer._share(5.0) == block_writer.SHARE_BEHIND < block_writer.SHARE  # live and late
