@@ -7,6 +7,8 @@ does not help: SQLite releases the GIL at every row, and a thread that hands it 
 busy one. A process has its own interpreter; the worker only writes the block to a file once. A live dataflow
 hands its blocks over unmerged, as their minutes' packed bytes, and the writer merges them too (`SealedBlock`): the
 worker then spends nothing on a block but that file, and its memory no longer swells and fragments at each seal.
+The writer in turn merges and applies each block in a child it forks for that block (`_apply_forked`), so that
+neither process keeps what a block's millions of short-lived objects leave behind.
 
 Exactly once is unchanged: the writer applies a block through the same `Sink.apply_in_slices` (each slice in its
 own transaction, with its record), and the clock keeps re-sending a block until the sink says it is applied.
