@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from flask import Blueprint, jsonify, request
 
-from pypi_pulse.countries import ALPHA2
+from pypi_pulse.countries import ALPHA2, EXTRA
 from pypi_pulse.events import BadTimestamp, parse_iso
 from pypi_pulse.names import normalize
 from pypi_pulse.sink import queries
@@ -199,7 +199,7 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
     @with_sink
     def country_top(sink: Sink, cc: str):
         code = cc.upper()
-        if code not in ALPHA2:
+        if code not in ALPHA2 and code not in EXTRA:
             raise _bad(f"unknown country code {cc!r}: use an ISO 3166-1 alpha-2 code such as US or DE (ZZ: unknown)")
         start, end = _date_range(sink)
         limit = _int_param("limit", 10, 1, MAX_LIMIT)

@@ -7,17 +7,16 @@ import datetime as dt
 from typing import Optional
 
 import dash_bootstrap_components as dbc
-import pycountry
 from dash import Input, Output, State, ctx as callback_ctx, dcc, html, no_update
 
-from pypi_pulse.countries import UNKNOWN, name
+from pypi_pulse.countries import ALPHA2_OF_ALPHA3, UNKNOWN, name
 from pypi_pulse.dashboard import figures
 from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
 from pypi_pulse.dashboard.live import COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.sink import queries
 
-ALPHA2_OF = {c.alpha_3: c.alpha_2 for c in pycountry.countries}
+ALPHA2_OF = ALPHA2_OF_ALPHA3  # the map's ISO-3 locations back to the codes events carry (XKX: XK)
 DEFAULT_DAYS = 30
 
 

@@ -196,6 +196,8 @@ class Clock:
         part.final = part.final or p.final
         c = self.counters
         c["consumed"] += p.consumed
+        if p.unknown_countries:
+            c["country_unknown"] += p.unknown_countries
         if p.dead:
             c["dead_lettered"] += len(p.dead)
             for _, reason in p.dead:

@@ -9,21 +9,27 @@ cross to the single `clock` step, so its cost follows the number of distinct (se
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import bytewax.operators as op
+import structlog
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
+from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NAME, latest_second
 from pypi_pulse.dataflow.clock import Clock, Flush
+from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class FlowConfig:
     block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
     lazy_block_writer: bool = False  # start it with the first block sealed before the end (batch runs), not at once
     hold_blocks_events: int = 0  # batch runs without recovery: a day's sealed blocks wait for each other (Clock)
+    future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S  # pypi_pulse/bounds.py
+    max_project_chars: int = DEFAULT_MAX_PROJECT_NAME
 
 
 class AppliedBlocks:
@@ -119,7 +127,8 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     raw = op.input("kafka_in", flow, KafkaBatchSource(cfg.bootstrap, cfg.topic, cfg.n_partitions,
                                                       batch_size=cfg.batch_size, stop_offsets=stop_offsets,
                                                       drain_idle_s=cfg.drain_idle_s))
-    partials = op.map("parse", raw, parse_batch)
+    limits = ParseLimits(cfg.future_tolerance_s, cfg.max_project_chars)
+    partials = op.map("parse", raw, functools.partial(parse_batch, limits=limits))
     dead = op.flat_map("dead_letters", partials, lambda p: p.dead)
     op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
     keyed = op.key_on("one_clock", partials, lambda _: "all")
@@ -133,7 +142,11 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     def builder(resume: Optional[bytes]) -> ClockLogic:
         spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
-            return ClockLogic(Clock.restore(resume, spill, merge_elsewhere), snapshots, applied, spill)
+            clock = Clock.restore(resume, spill, merge_elsewhere)
+            if discard_future(clock, latest_second(time.time(), cfg.future_tolerance_s)):
+                log.warning("dataflow.future_state_discarded", watermark=clock.watermark,
+                            sealed_before=clock.sealed_before)
+            return ClockLogic(clock, snapshots, applied, spill)
         return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots,
                                 hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
                                 merge_elsewhere=merge_elsewhere), snapshots, applied, spill)

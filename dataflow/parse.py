@@ -18,6 +18,7 @@ which gives every such event its dead-letter reason. Every event is accounted fo
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -29,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - used through Arrow arrays; imported here, not on the first batch
 import pyarrow.json as pa_json
 
-from pypi_pulse.countries import ALPHA2, UNKNOWN
+from pypi_pulse.countries import country_or_unknown
 from pypi_pulse.dataflow.columns import Coded
+from pypi_pulse.dataflow.limits import DEFAULT_LIMITS, ParseLimits, countries_mapped, folded_count
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import MIRROR_INSTALLERS, BadTimestamp, epoch_second
 from pypi_pulse.names import normalize
@@ -67,6 +69,7 @@ class BatchPartial:
     second_projects: dict  # second -> Coded (normalised) project of each event
     minutes: dict  # minute -> MinuteColumns
     dead: list = field(default_factory=list)  # (original bytes, reason)
+    unknown_countries: int = 0  # events whose null, empty or malformed country code was counted as `ZZ`
 
     @property
     def project_counts(self) -> Counter:
@@ -186,7 +189,7 @@ def _seconds(ts: list) -> Optional[np.ndarray]:
     try:
         secs = _seconds_by_prefix(ts)
         return secs if secs is not None else np.fromiter(map(epoch_second, ts), np.int64, len(ts))
-    except BadTimestamp:
+    except (BadTimestamp, OverflowError):  # a second beyond int64 (1e300) is out of bounds: the per-event path says so
         return None
 
 
@@ -278,20 +281,20 @@ def _details_view(d) -> tuple:
 
 
 # ---- reduction ---------------------------------------------------------------------------------------------------
-def parse_batch(raw: RawBatch) -> BatchPartial:
+def parse_batch(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
     """Three tiers, each exact: Arrow columns for the usual batch; msgspec structs for a batch Arrow will not
     take whole (numeric timestamps, mixed timestamp layouts); one event at a time for a batch holding a bad event,
-    so that each gets its own dead-letter reason."""
+    so that each gets its own dead-letter reason. An event outside `limits` (dataflow/limits.py) is a bad event."""
     if raw.values:
-        partial = _columnar(raw)
+        partial = _columnar(raw, limits)
         if partial is not None:
             return partial
     events, dead = _decode(raw.event_values())
     if not dead and events:
-        partial = _whole_batch(raw, events)
+        partial = _whole_batch(raw, events, limits)
         if partial is not None:
             return partial
-    return _each_event(raw, events, dead)
+    return _each_event(raw, events, dead, limits)
 
 
 # The fields pypi-pulse reads, as Arrow types. A value of another JSON type fails the whole batch, which then takes
@@ -306,7 +309,7 @@ _ARROW_SCHEMA = pa.schema([
 _ARROW_PARSE = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore")
 
 
-def _columnar(raw: RawBatch) -> Optional[BatchPartial]:
+def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[BatchPartial]:
     """The batch parsed by Arrow's JSON reader (C++, two threads) straight into columns: no Python object per
     event. Measured 2.4 times faster than decoding to msgspec structs and pulling columns out of them. None when
     the batch needs another tier."""
@@ -331,20 +334,23 @@ def _columnar(raw: RawBatch) -> Optional[BatchPartial]:
     if project.null_count or not len(project):
         return None
     secs = _arrow_seconds(table.column("timestamp").combine_chunks())
-    if secs is None:
+    if secs is None or not limits.seconds_within(secs):
         return None
     project = project.dictionary_encode()
     names = project.dictionary.to_pylist()
-    if "" in names:
+    if "" in names or not limits.names_within(names):
         return None
     projects = Coded.mapped(_indices(project), [normalize(p) for p in names])
     country = table.column("country_code").combine_chunks().dictionary_encode(null_encoding="encode")
-    countries = Coded.mapped(_indices(country), [c if c in ALPHA2 else UNKNOWN for c in country.dictionary.to_pylist()])
+    mapped, folded = countries_mapped(country.dictionary.to_pylist())
+    country_codes = _indices(country)
+    countries = Coded.mapped(country_codes, mapped)
     details = table.column("details").combine_chunks().flatten()  # parent nulls pushed into the children
     installer, python, system, cpu, ci = details
     views = _views([installer.flatten()[0], python, system.flatten()[0], cpu, ci])
     file_version, file_type = table.column("file").combine_chunks().flatten()
-    return _partial(raw, secs, projects, countries, views, _coded_arrow(file_type), _coded_arrow(file_version), [])
+    return _partial(raw, secs, projects, countries, views, _coded_arrow(file_type), _coded_arrow(file_version), [],
+                    folded_count(country_codes, folded))
 
 
 def _newlines(data: bytes) -> int:
@@ -406,19 +412,27 @@ def _arrow_seconds(ts: pa.Array) -> Optional[np.ndarray]:
         return None  # the per-event tier says which event
 
 
-def _whole_batch(raw: RawBatch, events: list) -> Optional[BatchPartial]:
+def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[BatchPartial]:
     """Columns by C-level maps over the batch; None when some event needs the per-event path."""
     projects = list(map(_PROJECT, events))
     if None in projects or "" in projects:
         return None
     secs = _seconds(list(map(_TS, events)))
-    if secs is None:
+    if secs is None or not limits.seconds_within(secs):
         return None
-    norm = {p: normalize(p) for p in set(projects)}
+    distinct = set(projects)
+    if not limits.names_within(distinct):
+        return None
+    norm = {p: normalize(p) for p in distinct}
     projects = list(map(norm.__getitem__, projects))
     ccs = list(map(_CC, events))
-    cc_of = {c: (c if c in ALPHA2 else UNKNOWN) for c in set(ccs)}
-    if any(k != v for k, v in cc_of.items()):
+    distinct_ccs = list(set(ccs))
+    mapped, folded = countries_mapped(distinct_ccs)
+    unknown = 0
+    if folded:
+        unknown = sum(map(Counter(ccs).__getitem__, (distinct_ccs[i] for i in folded)))
+    if any(k != v for k, v in zip(distinct_ccs, mapped)):
+        cc_of = dict(zip(distinct_ccs, mapped))
         ccs = list(map(cc_of.__getitem__, ccs))
     details = list(map(_DETAILS, events))
     view_of = {d: _details_view(d) for d in set(details)}
@@ -426,13 +440,15 @@ def _whole_batch(raw: RawBatch, events: list) -> Optional[BatchPartial]:
     if None in files:
         files = [_NO_FILE if f is None else f for f in files]
     return _partial(raw, secs, Coded.of(projects), Coded.of(ccs), Coded.of(list(map(view_of.__getitem__, details))),
-                    Coded.of(list(map(_FILE_TYPE, files))), Coded.of(list(map(_VERSION, files))), [])
+                    Coded.of(list(map(_FILE_TYPE, files))), Coded.of(list(map(_VERSION, files))), [], unknown)
 
 
-def _each_event(raw: RawBatch, events: list, dead: list) -> BatchPartial:
+def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
     """One event at a time: for batches holding bad events, each dead-lettered with its own reason."""
     values = raw.event_values()
     secs, projects, ccs, views, ftypes, versions = [], [], [], [], [], []
+    unknown = 0
+    now = time.time()  # the wall clock the event times are bounded by (`RawBatch.wall` is when it was read)
     for i, e in enumerate(events):
         if e is None:
             continue
@@ -441,23 +457,33 @@ def _each_event(raw: RawBatch, events: list, dead: list) -> BatchPartial:
         except BadTimestamp as exc:
             dead.append((values[i], str(exc)))
             continue
+        reason = limits.time_reason(sec, now)
+        if reason is not None:
+            dead.append((values[i], reason))
+            continue
         f = e.file
         project = e.project or (f.project if f is not None else None)
         if not project:
             dead.append((values[i], "missing project"))
             continue
+        reason = limits.project_reason(project)
+        if reason is not None:
+            dead.append((values[i], reason))
+            continue
         cc = e.country_code
+        counted_as = country_or_unknown(cc)
+        unknown += counted_as != cc
         secs.append(sec)
         projects.append(normalize(project))
-        ccs.append(cc if cc in ALPHA2 else UNKNOWN)
+        ccs.append(counted_as)
         views.append(_details_view(e.details))
         ftypes.append(f.type if f is not None else None)
         versions.append(f.version if f is not None else None)
-    return _partial(raw, secs, *map(Coded.of, (projects, ccs, views, ftypes, versions)), dead)
+    return _partial(raw, secs, *map(Coded.of, (projects, ccs, views, ftypes, versions)), dead, unknown)
 
 
 def _partial(raw: RawBatch, secs, projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded,
-             dead: list) -> BatchPartial:
+             dead: list, unknown_countries: int = 0) -> BatchPartial:
     """Split the columns by second (windows) and by minute (rollups); sorted by second first unless (as usual)
     they already are."""
     country_counts: Counter = Counter()
@@ -484,7 +510,7 @@ def _partial(raw: RawBatch, secs, projects: Coded, ccs: Coded, views: Coded, fty
             minutes[minute] = _minute_columns(*(c.take(rows) for c in (projects, ccs, views, ftypes, versions)))
     return BatchPartial(raw.partition, raw.n_partitions, raw.next_offset, raw.caught_up, raw.final, raw.wall,
                         raw.n_events, int(secs[-1]) if len(secs) else None, country_counts, second_projects, minutes,
-                        dead)
+                        dead, unknown_countries)
 
 
 def _minute_columns(projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded) -> MinuteColumns:

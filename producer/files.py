@@ -3,6 +3,11 @@
 NDJSON lines are forwarded as they are (the dataflow validates them); the producer only finds the project for the
 Kafka key, and the timestamp when it must pace or restamp. CSV and Parquet rows are rebuilt into the nested row
 shape; a row that cannot be rebuilt goes to the dead-letter topic with the reason.
+
+One bad row never ends a replay: a CSV row that is not UTF-8 or holds a field too large to read is dead-lettered
+(its bytes kept as they were), a line too large for Kafka is dead-lettered by the publisher, and a gzip export
+damaged part-way (truncated, corrupt) is replayed up to the damage, which is reported (`input_damage`). A UTF-8
+byte-order mark at the start of a file is not part of its first row.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +24,9 @@ from typing import Iterator, Optional
 
 import orjson
 
+import structlog
+
+from pypi_pulse.bounds import accepted_time
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import BadTimestamp, epoch_seconds, format_bigquery_ts
 
@@ -52,8 +61,68 @@ def detect_format(path: Path) -> str:
     raise UserError(f"cannot tell the format of {path}: name it .ndjson/.jsonl/.json, .csv or .parquet (optionally .gz)")
 
 
+log = structlog.get_logger(__name__)
+BOM = b"\xef\xbb\xbf"
+# Python's csv reader refuses fields over 128 KiB by default, and raising it without a bound would let one unclosed
+# quote read the rest of a file into one field: a field up to this size is read (its row is then judged like any
+# other, and one larger than max_event_bytes dead-lettered by the publisher), a larger one dead-letters its row.
+CSV_FIELD_LIMIT = 16 << 20
+_damage: dict[Path, str] = {}
+
+
+class _UpToDamage(io.RawIOBase):
+    """A gzip export read up to where its compressed data is damaged, as if the file ended there. `read1` returns
+    each decompressed piece as it comes, so nothing before the damage is lost with the exception."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._gz = gzip.open(path, "rb")
+        self._done = False
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._done:
+            return 0
+        try:
+            data = self._gz.read1(len(buffer))
+        except (EOFError, OSError, zlib.error) as exc:  # truncated, or not gzip past this point
+            self._done = True
+            _report_damage(self.path, f"{self.path.name}: compressed data ends or breaks after {self.pos:,} bytes "
+                                      f"({exc}); the events before it are replayed, none after it")
+            return 0
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._gz.close()
+        super().close()
+
+
+def _report_damage(path: Path, message: str) -> None:
+    if path not in _damage:
+        log.warning("replay.input_damaged", file=str(path), error=message)
+    _damage[path] = message
+
+
+def input_damage(path: Path) -> Optional[str]:
+    """What ended the read of `path` early, if anything did (a replay's summary reports it)."""
+    return _damage.get(path)
+
+
 def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    f = io.BufferedReader(_UpToDamage(path), 1 << 20) if path.name.lower().endswith(".gz") else open(path, "rb")
+    if f.peek(len(BOM))[:len(BOM)] == BOM:
+        f.read(len(BOM))
+    return f
+
+
+def starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(BOM)) == BOM
 
 
 def event_time(value: bytes) -> Optional[float]:
@@ -64,8 +133,8 @@ def event_time(value: bytes) -> Optional[float]:
     raw = m.group(1)
     try:
         ts = raw[1:-1].decode() if raw.startswith(b'"') else float(raw)
-        return epoch_seconds(ts)
-    except (BadTimestamp, ValueError, UnicodeDecodeError):
+        return accepted_time(epoch_seconds(ts))  # out of bounds: no time to pace or sort by (the dataflow says why)
+    except (BadTimestamp, ValueError, UnicodeDecodeError, OverflowError):
         return None
 
 
@@ -128,7 +197,7 @@ def _csv_line(cells: list[str]) -> bytes:
     """The row as CSV text again: what the dead-letter topic keeps of a row that could not be used."""
     buf = io.StringIO()
     csv.writer(buf).writerow(cells)
-    return buf.getvalue().rstrip("\r\n").encode()
+    return buf.getvalue().rstrip("\r\n").encode("utf-8", "surrogateescape")  # bytes that were not UTF-8 as they were
 
 
 def read_records(path: Path, keys: bool = True) -> Iterator[Record]:
@@ -144,19 +213,7 @@ def read_records(path: Path, keys: bool = True) -> Iterator[Record]:
                 if line:
                     yield Record(line, key_of(line) if keys else None)
     elif fmt == "csv":
-        with _open_binary(path) as fb:
-            text = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-            reader = csv.reader(text)
-            header = next(reader, None)
-            if not header or "timestamp" not in [c.strip().lower() for c in header]:
-                raise UserError(f"{path} has no 'timestamp' column: export with a header row of BigQuery column names")
-            for cells in reader:
-                if not cells:
-                    continue
-                if len(cells) != len(header):
-                    yield Record(_csv_line(cells), None, f"CSV row has {len(cells)} cells, the header {len(header)}")
-                    continue
-                yield _from_row(dict(zip(header, cells)), _csv_line(cells))
+        yield from _csv_records(path)
     else:
         import pyarrow.parquet as pq
 
@@ -167,6 +224,39 @@ def read_records(path: Path, keys: bool = True) -> Iterator[Record]:
         for batch in pf.iter_batches(batch_size=65_536):
             for row in batch.to_pylist():
                 yield _from_row(row, orjson.dumps(row, default=str))
+
+
+def _csv_records(path: Path) -> Iterator[Record]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    with _open_binary(path) as fb:
+        # bytes that are not UTF-8 become lone surrogates, found per row below: the row is dead-lettered, the rest read
+        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if not header or "timestamp" not in [c.strip().lower() for c in header]:
+            raise UserError(f"{path} has no 'timestamp' column: export with a header row of BigQuery column names")
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield Record(f"line {reader.line_num}".encode(), None, f"CSV row at line {reader.line_num}: {exc}")
+                continue
+            if not cells:
+                continue
+            try:
+                "".join(cells).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                byte = exc.object[exc.start].encode("utf-8", "surrogateescape")
+                yield Record(_csv_line(cells), None,
+                             f"unreadable row at line {reader.line_num}: byte 0x{byte.hex()} is not UTF-8")
+                continue
+            if len(cells) != len(header):
+                yield Record(_csv_line(cells), None, f"CSV row has {len(cells)} cells, the header {len(header)}")
+                continue
+            yield _from_row(dict(zip(header, cells)), _csv_line(cells))
 
 
 def count_lines(path: Path) -> Optional[int]:

@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from pypi_pulse.producer.files import Record, _open_binary, detect_format, event_time, read_records
+from pypi_pulse.producer.files import Record, _open_binary, detect_format, event_time, read_records, starts_with_bom
 
 # The fast layout: `{"timestamp":"`, the second's 19 bytes (`YYYY-MM-DD HH:MM:SS`, or a `T`), `.`, 6 digits and
 # ` UTC"` (BigQuery's export) or `Z"` (ISO).
@@ -210,7 +210,7 @@ def _ndjson_chunks(path: Path, budget: int) -> Iterator[Union[bytes, mmap.mmap]]
     that a last line without a newline stays with the lines before it. A plain file within the budget is mapped
     whole instead of read: its first events can go 0.13 s sooner for 274 MB (no copy, and the page cache's
     pages are shared rather than faulted in anew)."""
-    if not path.name.lower().endswith(".gz") and 0 < path.stat().st_size <= budget:
+    if not path.name.lower().endswith(".gz") and 0 < path.stat().st_size <= budget and not starts_with_bom(path):
         with open(path, "rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         yield mapped  # unmapped when the last line has been taken and nothing refers to it

@@ -14,6 +14,7 @@ from typing import Optional
 
 from confluent_kafka import KafkaError, Producer
 
+from pypi_pulse.bounds import DEFAULT_MAX_EVENT_BYTES, event_size_reason
 from pypi_pulse.config import DEFAULT_COMPRESSION, DEFAULT_LINGER_MS
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import PACK_HEADER, PACK_MAX_BYTES
@@ -28,14 +29,20 @@ class Summary:
     dead_lettered: int = 0
     last_error: Optional[str] = None
     end_offsets: dict = field(default_factory=dict)  # partition -> last acknowledged offset + 1
+    input_error: Optional[str] = None  # the input ended early (a truncated gzip): what was read before is sent
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered}
+        out = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered}
+        if self.input_error is not None:
+            out["input_error"] = self.input_error
+        return out
 
 
 class Publisher:
     def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000,
-                 linger_ms: int = DEFAULT_LINGER_MS, compression: str = DEFAULT_COMPRESSION):
+                 linger_ms: int = DEFAULT_LINGER_MS, compression: str = DEFAULT_COMPRESSION,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self.max_event_bytes = max_event_bytes  # larger events are dead-lettered, never refused by Kafka
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.summary = Summary()
@@ -74,6 +81,7 @@ class Publisher:
         """Queue events as packed messages of up to `max_events` lines (PACK_HEADER), each to the next partition
         in turn: a pack has no single project to key it by, and spreading packs evenly keeps every partition's
         watermark moving. A value holding a newline cannot share a message and goes alone, unpacked."""
+        values = self._within_size(values)
         if self._partitions is None:
             meta = self.producer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             self._partitions = max(1, len(meta.partitions) if meta is not None else 1)
@@ -107,8 +115,24 @@ class Publisher:
         self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if n > 1 else None,
                       on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery)
 
+    def _within_size(self, values: list[bytes]) -> list[bytes]:
+        """The events of a list that fit `max_event_bytes`; the others are dead-lettered. One C-level pass."""
+        limit = self.max_event_bytes
+        if not values or max(map(len, values)) <= limit:
+            return values
+        kept = []
+        for value in values:
+            if len(value) > limit:
+                self.dead_letter(value, event_size_reason(len(value), limit))
+            else:
+                kept.append(value)
+        return kept
+
     def send(self, value: bytes, key: Optional[bytes], timestamp_ms: Optional[int] = None) -> None:
         """Queue one event."""
+        if len(value) > self.max_event_bytes:
+            self.dead_letter(value, event_size_reason(len(value), self.max_event_bytes))
+            return
         if timestamp_ms is None:
             self._produce(self.topic, value, key, on_delivery=self._on_delivery)
         else:
@@ -127,6 +151,9 @@ class Publisher:
         produce = self.producer.produce
         topic, cb = self.topic, self._on_delivery
         for value, key in items:
+            if len(value) > self.max_event_bytes:
+                self.dead_letter(value, event_size_reason(len(value), self.max_event_bytes))
+                continue
             try:
                 produce(topic, value, key, on_delivery=cb)
             except BufferError:
@@ -135,9 +162,15 @@ class Publisher:
         self.producer.poll(0)
 
     def dead_letter(self, original: bytes, reason: str) -> None:
+        """An event larger than `max_event_bytes` keeps its first `max_event_bytes` bytes, marked by an
+        `original-bytes` header: whole, it could exceed what Kafka accepts on the dead-letter topic too."""
         self.summary.dead_lettered += 1
         producer_metrics.dead_lettered(reason)
-        self._produce(self.dlq_topic, original, headers=[("reason", reason.encode()), ("stage", b"producer")])
+        headers = [("reason", reason.encode()), ("stage", b"producer")]
+        if len(original) > self.max_event_bytes:
+            headers.append(("original-bytes", str(len(original)).encode()))
+            original = original[:self.max_event_bytes]
+        self._produce(self.dlq_topic, original, headers=headers)
 
     def poll(self) -> None:
         self.producer.poll(0)

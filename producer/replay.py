@@ -10,7 +10,7 @@ from typing import Callable, Optional, Union
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pypi_pulse.producer.files import Record, count_lines, event_time, key_of, read_records, restamp
+from pypi_pulse.producer.files import Record, count_lines, event_time, input_damage, key_of, read_records, restamp
 from pypi_pulse.producer.ordering import time_ordered_lines
 from pypi_pulse.producer.publisher import Publisher, Summary
 from pypi_pulse.producer.synthetic import SyntheticSource, stream
@@ -137,6 +137,7 @@ def replay_file(pub: Publisher, source: Union[Path, Export], speed: Optional[flo
         send_held()
         pub.flush()
         progress.update(task, completed=s.read)
+    s.input_error = input_damage(path)
     return s
 
 

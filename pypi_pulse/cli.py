@@ -81,6 +81,7 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         # export's), and writes those sealed at its end in one go, inline, once the writer has finished
         block_writer=s.block_writer, lazy_block_writer=not live,
         hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
+        future_tolerance_s=s.future_tolerance_seconds, max_project_chars=s.max_project_name_chars,
     )
 
 
@@ -148,6 +149,8 @@ def produce(
     _stop_on_signals(stop)
     summary = _produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
     _print_summary("producer", summary.as_dict())
+    if summary.input_error:
+        raise UserError(f"input damaged: {summary.input_error}")
 
 
 def file_export(s: Settings, keys: bool):
@@ -163,7 +166,7 @@ def publisher_for(s: Settings, bootstrap: str):
     from pypi_pulse.producer.publisher import Publisher
 
     return Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
-                     compression=s.compression)
+                     compression=s.compression, max_event_bytes=int(s.max_event_bytes))
 
 
 def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True,
@@ -261,6 +264,8 @@ def run(
         print(json.dumps(result))
     else:
         _print_summary("run", result)
+    if "input_error" in result:  # every event read is stored; those past the damage were never read
+        raise UserError(f"input damaged: {result['input_error']}")
 
 
 @app.command()

@@ -13,7 +13,9 @@ from typing import Any, Literal, Optional
 from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_PROJECT_NAME
 from pypi_pulse.errors import UserError
+from pypi_pulse.events import PACK_MAX_BYTES
 
 DEFAULT_DATA_DIR = Path("pypi-pulse-data")
 OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-message cost is worth sharing
@@ -78,6 +80,12 @@ class Settings(BaseSettings):
         "1: one event per message, what other consumers of a shared topic expect. Unset: 1 for `produce` and for `up` "
         f"on your Kafka; {OWN_TOPIC_PACK_EVENTS} for `run` and for `up` on the embedded broker, whose topics are pypi-pulse's own.")
 
+    max_event_bytes: ByteSize = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=1024, le=PACK_MAX_BYTES, description="A line or rebuilt row larger than this is "
+        "dead-lettered by the producer (event_too_large; the dead letter keeps its first max_event_bytes bytes): a "
+        "real event is about 700 bytes, and Kafka refuses a message over message.max.bytes (1 MB), which would "
+        "otherwise abort a replay.")
+
     # BigQuery source (producer/bigquery.py): cost guards first, then filters
     bigquery_table: str = Field("bigquery-public-data.pypi.file_downloads", description="Table of PyPI downloads.")
     billing_project: Optional[str] = Field(None, description="Google Cloud project billed for queries (default: the credentials' project).")
@@ -99,6 +107,14 @@ class Settings(BaseSettings):
     lateness_seconds: float = Field(600.0, ge=0, description="Events later than this behind the watermark are dropped (and counted).")
     out_of_order_seconds: float = Field(0.0, ge=0, description="Extra event-time seconds every partition must pass a window's end by before its early result.")
     idle_seconds: float = Field(2.0, gt=0, description="A caught-up partition silent this long stops holding the watermark back.")
+    future_tolerance_seconds: float = Field(
+        DEFAULT_FUTURE_TOLERANCE_S, ge=0, le=31 * 86400, description="An event time more than this ahead of the wall "
+        "clock is dead-lettered (timestamp_in_future), as is one before 2016 (timestamp_before_2016): the watermark, "
+        "retention and 'today' follow the newest event, so one far-future event would otherwise drop every later "
+        "event and delete every real window. Allows for clocks a little ahead, and stays below the lateness horizon.")
+    max_project_name_chars: int = Field(
+        DEFAULT_MAX_PROJECT_NAME, ge=1, le=100_000, description="Longer project names are dead-lettered "
+        "(project_name_too_long): a name is stored in every window, rollup row and index it reaches.")
     epoch_seconds: float = Field(10.0, gt=0, description="Bytewax epoch (and recovery snapshot) interval: a crash replays at most this much input, and each snapshot copies the state still open (up to about 15 MB at 20,000 events/s, the minute being counted; closed state is written once, dataflow/spill.py), so shorter costs throughput.")
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")

@@ -7,6 +7,7 @@ in one C call, and fields we do not model are skipped without building Python ob
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Optional, Union
 
@@ -105,6 +106,12 @@ _UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
 _second_cache: dict[str, int] = {}
 
 
+def _shown(ts: object) -> str:
+    """A timestamp as a dead-letter reason quotes it: bounded, since the reason travels in a Kafka header."""
+    text = repr(ts)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _parse_str(ts: str) -> float:
     s = ts.strip()
     if s.endswith(" UTC"):
@@ -114,7 +121,7 @@ def _parse_str(ts: str) -> float:
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise BadTimestamp(f"unparseable timestamp {ts!r}") from None
+        raise BadTimestamp(f"unparseable timestamp {_shown(ts)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return (dt - _EPOCH).total_seconds()
@@ -131,7 +138,12 @@ def epoch_seconds(ts: Timestamp) -> float:
     if isinstance(ts, bool):
         raise BadTimestamp(f"timestamp must be a string or number, got {ts!r}")
     if isinstance(ts, (int, float)):
-        v = float(ts)
+        try:
+            v = float(ts)
+        except OverflowError:  # an integer beyond any float
+            raise BadTimestamp(f"epoch timestamp {_shown(ts)} out of range") from None
+        if not math.isfinite(v):
+            raise BadTimestamp(f"epoch timestamp {ts!r} is not a finite number")
         if v > 1e14:
             return v / 1e6
         if v > 1e11:

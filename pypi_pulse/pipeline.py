@@ -147,6 +147,8 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         "seconds": round(elapsed, 3),
         "events_per_second": round(produced["read"] / elapsed) if elapsed else 0,
     }
+    if produced.get("input_error"):
+        result["input_error"] = produced["input_error"]  # the CLI prints the summary, then fails with it (exit 2)
     consumed = c.get("consumed", 0)
     if consumed != produced["sent"] or counted + c.get("dropped", 0) + c.get("dead_lettered", 0) != consumed:
         raise UserError(f"accounting mismatch: sent {produced['sent']}, consumed {consumed}, counted {counted}: {result}")

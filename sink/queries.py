@@ -66,11 +66,15 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
     """
     if today is not None:
         return iso_day(today)
-    wall = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    now = dt.datetime.now(dt.timezone.utc)
+    wall = now.date().isoformat()
     stats = sink.stats()
     candidates = [wall]
     if stats is not None and stats.watermark is not None:
-        candidates.append(dt.datetime.fromtimestamp(stats.watermark, dt.timezone.utc).date().isoformat())
+        # a watermark beyond the wall clock (stored by a version that accepted far-future events, up to year 9999
+        # and past what datetime can hold) cannot make the day later than the wall clock's: it is not read
+        if 0 <= stats.watermark <= now.timestamp():
+            candidates.append(dt.datetime.fromtimestamp(stats.watermark, dt.timezone.utc).date().isoformat())
     else:
         rng = day_range(sink)
         if rng is not None:

@@ -103,8 +103,12 @@ class SQLiteSink(Sink):
             yield cur
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite rolls some failures back by itself (e.g. a full disk)
+                cur.execute("ROLLBACK")
             raise
+
+    def set_lock_wait(self, seconds: float) -> None:
+        self.db.execute(f"PRAGMA busy_timeout={max(int(seconds * 1000), 1)}")
 
     def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
         now = time.time()
