@@ -17,6 +17,10 @@ With SQLite the two processes take turns at the database's one write lock (`turn
 most the slice in progress (`SLICE_ROWS`, tens of milliseconds), and the writer steps aside between slices while a
 window write is waiting (`want`). It also takes at most `SHARE` of a core, less while windows reach the sink late
 (`lag`), so that on a small machine the stream keeps the CPU it needs.
+
+A locked or unreachable sink is waited out here as in the worker (sink/retry.py): a failed slice is retried with
+backoff, and the restarted slices skip those recorded. The writer logs nothing about it; it shares its failed
+attempts and since when it fails (`health`), and the dataflow counts and logs them with its own.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 from pypi_pulse.dataflow.clock import HISTORY_LAG_S, BlockRows, SealedBlock, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.sink.model import RollupBucket
+from pypi_pulse.sink.retry import Outage, RetryPolicy, SinkUnavailable, one_line, patiently
 
 SLICE_ROWS = 5_000  # ~60 ms of upserts: the longest a window write waits for the writer
 SHARE = 0.5  # of a core, while windows reach the sink on time
@@ -49,16 +54,38 @@ class BlockWriterDied(RuntimeError):
     pass
 
 
+class _DataflowGone(Exception):
+    pass
+
+
+class _Health:
+    """The writer's outage, in shared memory: failed attempts, since when it fails (0.0: it does not), the error."""
+
+    def __init__(self, ctx):
+        self.attempts = ctx.Value("q", 0, lock=False)
+        self.since = ctx.Value("d", 0.0, lock=False)
+        self.error = ctx.Array("c", 240, lock=False)
+
+    def failed(self, exc: BaseException) -> None:
+        self.error.value = one_line(exc).encode(errors="replace")[:239]
+        self.attempts.value += 1
+
+    def read(self) -> tuple[int, float, str]:
+        return self.attempts.value, self.since.value, self.error.value.decode(errors="replace")
+
+
 class BlockWriter:
     """The dataflow's side: hand over blocks, hear which are applied, take turns at the sink's write lock."""
 
-    def __init__(self, url: str, *, shared_lock: bool):
+    def __init__(self, url: str, *, shared_lock: bool, retry: RetryPolicy = RetryPolicy(), lock_wait_s: float = 10.0):
         ctx = multiprocessing.get_context("spawn")  # the dataflow runs Bytewax's threads: a fork would copy them
         self.turn = ctx.Lock() if shared_lock else None
         self.want = ctx.Event()
         self.lag = ctx.Value("d", 0.0, lock=False)  # how late the newest window reached the sink, seconds
+        self._health = _Health(ctx)
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(url, child, self.turn, self.want, self.lag, os.getpid()),
+        self.proc = ctx.Process(target=_serve, args=(url, child, self.turn, self.want, self.lag, os.getpid(),
+                                                     self._health, retry, lock_wait_s),
                                 name="pypi-pulse-block-writer", daemon=True)
         self.proc.start()
         child.close()
@@ -99,6 +126,10 @@ class BlockWriter:
         self.conn.send(msg)
         self.pending.add(bucket.bucket)
         return time.perf_counter() - t
+
+    def health(self) -> tuple[int, float, str]:
+        """(failed attempts so far, wall time since which the sink fails the writer or 0.0, the last error)."""
+        return self._health.read()
 
     def set_lag(self, seconds: float) -> None:
         self.lag.value = seconds
@@ -209,7 +240,8 @@ def _merged(block: SealedBlock, lag) -> BlockRows:
         time.sleep((time.perf_counter() - t) * (1.0 / _share(lag.value) - 1.0))
 
 
-def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
+def _serve(url: str, conn, turn, want, lag, parent_pid: int, health: _Health, retry: RetryPolicy,
+           lock_wait_s: float) -> None:
     """The writer process: apply blocks in the order they came, each in a child process of its own (`_apply_forked`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the dataflow, which then closes this writer
     from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
@@ -242,7 +274,7 @@ def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
         if bucket is None:
             break
         t0 = time.monotonic()
-        failure = _apply_forked(url, bucket, turn, want, lag, parent_pid)
+        failure = _apply_forked(url, bucket, turn, want, lag, parent_pid, (health, retry, lock_wait_s))
         if failure == _DATAFLOW_GONE:
             return  # a restarted dataflow re-sends the block and resumes its slices
         if failure is not None:
@@ -257,7 +289,7 @@ def _serve(url: str, conn, turn, want, lag, parent_pid: int) -> None:
 _DATAFLOW_GONE = "the dataflow is gone"
 
 
-def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: int) -> Optional[str]:
+def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: int, patience: tuple) -> Optional[str]:
     """Merge (if unmerged) and apply one block in a child process forked for it; None once it is applied, else why
     not. Why a child: a block's merge and rows are millions of short-lived Python objects, and the arenas they
     leave half-used stay with a process for good. Merged in the writer itself, its memory rose by 19, 1 and 10 MiB
@@ -269,7 +301,7 @@ def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: i
         os.close(read_end)
         code = 0
         try:
-            if not _apply(url, bucket, turn, want, lag, parent_pid, writer_pid):
+            if not _apply(url, bucket, turn, want, lag, parent_pid, writer_pid, *patience):
                 os.write(write_end, _DATAFLOW_GONE.encode())
                 code = 3
         except BaseException:
@@ -286,29 +318,65 @@ def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: i
     return said or f"the process applying block {bucket.bucket} exited with code {code}"
 
 
-def _apply(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: int, writer_pid: int) -> bool:
+def _apply(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: int, writer_pid: int, health: _Health,
+           retry: RetryPolicy, lock_wait_s: float) -> bool:
     """Merge and apply a block a slice at a time; False if the dataflow (or the writer) went away meanwhile."""
+    from pypi_pulse.errors import UserError
     from pypi_pulse.sink.base import open_sink
+
+    def gone() -> bool:
+        return os.getppid() != writer_pid or not _alive(parent_pid)
+
+    def check() -> None:
+        if gone():
+            raise _DataflowGone()
+
+    def opened():
+        try:
+            return open_sink(url)
+        except UserError as exc:  # the dataflow checked the URL at its start: now the server is down
+            raise SinkUnavailable(str(exc)) from None
+
+    outage = Outage(retry.log_every_s, on_change=lambda since: setattr(health.since, "value", since), quiet=True)
+
+    def patient(fn):
+        return patiently(fn, retry, outage, source="block_writer", on_failure=health.failed, between=check)
 
     if isinstance(bucket.counts, SealedBlock):
         bucket = RollupBucket(bucket.bucket, _merged(bucket.counts, lag), span=bucket.span)
-    sink = open_sink(url)
+    try:
+        sink = patient(opened)
+    except _DataflowGone:
+        return False
+    sink.set_lock_wait(lock_wait_s)
     if hasattr(sink, "SLICE_ROWS"):
         sink.SLICE_ROWS = SLICE_ROWS
+    slices = sink.apply_in_slices(bucket)
+    took = 0.0
+
+    def step() -> bool:
+        nonlocal slices, took
+        t = time.perf_counter()
+        with turn if turn is not None else nullcontext():
+            try:
+                done = next(slices, StopIteration) is StopIteration
+            except Exception:
+                slices = sink.apply_in_slices(bucket)  # afresh: the slices recorded as applied are skipped
+                raise
+        took = time.perf_counter() - t
+        return done
+
     try:
-        slices = sink.apply_in_slices(bucket)
         while True:
             while want.is_set():  # a window write is waiting for the lock
                 time.sleep(0.001)
-            if os.getppid() != writer_pid or not _alive(parent_pid):
+            if gone():
                 return False
-            t = time.perf_counter()
-            with turn if turn is not None else nullcontext():
-                done = next(slices, StopIteration) is StopIteration
-            if done:
+            if patient(step):
                 return True
-            took = time.perf_counter() - t
             time.sleep(took * (1.0 / _share(lag.value) - 1.0))
+    except _DataflowGone:
+        return False
     finally:
         sink.close()
 

@@ -17,6 +17,7 @@ from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket
+from pypi_pulse.sink.retry import Outage, RetryPolicy, patiently
 from pypi_pulse.sink.summaries import summarize
 
 log = structlog.get_logger(__name__)
@@ -24,9 +25,16 @@ log = structlog.get_logger(__name__)
 
 class _StorePartition(StatelessSinkPartition):
     def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0,
-                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False):
+                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False,
+                 retry: RetryPolicy = RetryPolicy(), lock_wait_s: float = 10.0):
         self.url = url
         self.sink = open_sink(url)
+        # a locked or unreachable sink is waited out (sink/retry.py): the backlog stays in Kafka meanwhile
+        self.retry = retry
+        self.lock_wait_s = lock_wait_s
+        self.sink.set_lock_wait(lock_wait_s)
+        self.outage = Outage(retry.log_every_s, on_change=dataflow_metrics.SINK_UNAVAILABLE_SINCE.set)
+        self.writer_attempts = 0  # the block writer's failed attempts already counted
         self.use_block_writer = block_writer
         self.lazy_block_writer = lazy_block_writer
         self.writer: Optional[BlockWriter] = None  # started with the first write (lazy: the first block); only the worker that writes has one
@@ -67,15 +75,19 @@ class _StorePartition(StatelessSinkPartition):
             stats = flush.stats
             final = final or flush.final
         if self.use_block_writer and self.writer is None and not final and (buckets or not self.lazy_block_writer):
-            self.writer = BlockWriter(self.url, shared_lock=not self.sink.concurrent_writers)
-        t0 = time.perf_counter()
-        try:
+            self.writer = BlockWriter(self.url, shared_lock=not self.sink.concurrent_writers, retry=self.retry,
+                                      lock_wait_s=self.lock_wait_s)
+        self._sync_writer()
+        took = 0.0
+
+        def write_windows() -> None:
+            nonlocal took
+            t0 = time.perf_counter()
             with self._turn():
                 self.sink.write(list(windows.values()), [], stats)
-        except Exception:
-            dataflow_metrics.SINK_ERRORS.inc()
-            raise
-        took = time.perf_counter() - t0
+            took = time.perf_counter() - t0
+
+        self._patiently(write_windows)
         if windows:
             self.window_lag_s = time.time() - (max(windows) + 1)
         dataflow_metrics.sink_written(took, windows.keys(), time.time())
@@ -98,13 +110,43 @@ class _StorePartition(StatelessSinkPartition):
             self._apply_blocks(until_done=final)  # at end of input, blocks not started go in whole (faster)
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
-            with self._turn():
-                removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
-                removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
-                # one complete day per pass (a real PyPI day takes seconds to summarise), after its fold
-                removed["days_summarised"] = summarize(self.sink, max_days=1)
+            removed = self._patiently(self._upkeep)  # each step is idempotent: a retry redoes what is left
             if any(removed.values()):
                 log.info("sink.pruned", **removed)
+
+    def _upkeep(self) -> dict:
+        with self._turn():
+            removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
+            removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
+            # one complete day per pass (a real PyPI day takes seconds to summarise), after its fold
+            removed["days_summarised"] = summarize(self.sink, max_days=1)
+        return removed
+
+    def _patiently(self, fn):
+        """fn() until the sink takes it: transient errors are waited out (each failed attempt counted), others
+        counted and raised."""
+        try:
+            return patiently(fn, self.retry, self.outage, on_failure=lambda _exc: dataflow_metrics.SINK_ERRORS.inc(),
+                             between=self._sync_writer)
+        except Exception:
+            dataflow_metrics.SINK_ERRORS.inc()
+            raise
+
+    def _sync_writer(self) -> None:
+        """Take in the block writer's own outage (it retries in its process): counted and logged here, once."""
+        w = self.writer
+        if w is None:
+            self.outage.ok("block_writer")
+            return
+        attempts, since, error = w.health()
+        if attempts > self.writer_attempts:
+            dataflow_metrics.SINK_ERRORS.inc(attempts - self.writer_attempts)
+        if since:
+            if attempts > self.writer_attempts:
+                self.outage.failed(error, since, "block_writer", attempts - self.writer_attempts)
+        else:
+            self.outage.ok("block_writer")
+        self.writer_attempts = attempts
 
     def _turn(self):
         return self.writer.sink_turn() if self.writer is not None else nullcontext()
@@ -129,31 +171,37 @@ class _StorePartition(StatelessSinkPartition):
         waits any more): all of them, and a block not started yet goes in whole, in one transaction (faster)."""
         self.slice_time.refill(self._slice_share())
         while self.applying and (until_done or self.slice_time.credit_s > 0):
-            bucket, slices = self.applying[0]
             t0 = time.monotonic()
             try:
-                if isinstance(bucket.counts, SealedBlock):  # left to a writer that has ended (end of input)
-                    bucket = RollupBucket(bucket.bucket, bucket.counts.merged(), span=bucket.span)
-                    self.applying[0] = (bucket, slices)
-                if slices is None and until_done:
-                    self.sink.write([], [bucket], None)
-                    log.info("rollup.applied", bucket=bucket.bucket, rows=len(bucket.counts),
-                             seconds=round(time.monotonic() - t0, 3))
-                    done = True
-                else:
-                    if slices is None:
-                        slices = self.sink.apply_in_slices(bucket)
-                        self.applying[0] = (bucket, slices)
-                    done = next(slices, StopIteration) is StopIteration
+                done = self._patiently(lambda: self._apply_step(until_done, t0))
                 if done:
                     self.applying.popleft()
                     return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system
-            except Exception:
-                dataflow_metrics.SINK_ERRORS.inc()
-                raise
             finally:
                 self.slice_time.spend(time.monotonic() - t0)
         dataflow_metrics.ROLLUP_PENDING.set(len(self.applying))
+
+    def _apply_step(self, until_done: bool, t0: float) -> bool:
+        """One slice of the first queued block (or all of it); True once the block is applied."""
+        bucket, slices = self.applying[0]
+        if isinstance(bucket.counts, SealedBlock):  # left to a writer that has ended (end of input)
+            bucket = RollupBucket(bucket.bucket, bucket.counts.merged(), span=bucket.span)
+            self.applying[0] = (bucket, slices)
+        try:
+            if slices is None and until_done:
+                self.sink.write([], [bucket], None)
+                log.info("rollup.applied", bucket=bucket.bucket, rows=len(bucket.counts),
+                         seconds=round(time.monotonic() - t0, 3))
+                return True
+            if slices is None:
+                slices = self.sink.apply_in_slices(bucket)
+                self.applying[0] = (bucket, slices)
+            return next(slices, StopIteration) is StopIteration
+        except Exception:
+            # a failed slice ends its generator: a retry starts the block's slices afresh, and the sink skips the
+            # slices already recorded, so the block still counts once (a block begun in slices is never written whole)
+            self.applying[0] = (bucket, None if slices is None else self.sink.apply_in_slices(bucket))
+            raise
 
     def close(self) -> None:
         # end of input (batch runs): every sealed block is in before the run ends
@@ -165,8 +213,11 @@ class _StorePartition(StatelessSinkPartition):
 
 class StoreSink(DynamicSink):
     def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400,
-                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False):
+                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False,
+                 retry: RetryPolicy = RetryPolicy(), lock_wait_s: float = 10.0):
         self.url = url
+        self.retry = retry
+        self.lock_wait_s = lock_wait_s
         self.block_writer = block_writer
         self.lazy_block_writer = lazy_block_writer
         self.window_retention_s = window_retention_s
@@ -176,7 +227,8 @@ class StoreSink(DynamicSink):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days,
                                detail_min_daily_downloads=self.detail_min_daily_downloads,
-                               block_writer=self.block_writer, lazy_block_writer=self.lazy_block_writer)
+                               block_writer=self.block_writer, lazy_block_writer=self.lazy_block_writer,
+                               retry=self.retry, lock_wait_s=self.lock_wait_s)
 
 
 class _DeadLetterPartition(StatelessSinkPartition):

@@ -29,6 +29,10 @@ class Sink(abc.ABC):
         self.write([], [bucket], None)
         yield
 
+    def set_lock_wait(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock before it fails (and is retried: sink/retry.py);
+        only SQLite has one lock for all writers."""
+
     def applied_buckets(self, buckets: list[int]) -> set[int]:
         """Which of these bucket starts are applied (a bucket's minutes are recorded together, once it is whole)."""
         if not buckets:

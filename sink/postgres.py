@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.retry import SinkUnavailable
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
                                      daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement)
@@ -201,9 +202,12 @@ class PostgresSink(Sink):
                 raise
             with self._reconnect_lock:
                 if self.conn is conn:
-                    log.warning("sink.reconnect", backend="postgresql")
+                    log.info("sink.reconnect", backend="postgresql")
                     conn.close()
-                    self.conn = self._open()
+                    try:
+                        self.conn = self._open()
+                    except UserError as exc:  # e.g. refused while the server restarts: the caller may retry
+                        raise SinkUnavailable(str(exc)) from None
             return fn(self.conn)
 
     # ---- writes -------------------------------------------------------------------------------------------

@@ -23,7 +23,12 @@ SINK_WRITE = Histogram(
     "pypi_pulse_sink_write_duration_seconds", "Time of one sink transaction (windows, rollups and counters).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-SINK_ERRORS = Counter("pypi_pulse_sink_write_errors", "Sink transactions that failed (the dataflow then restarts).")
+SINK_ERRORS = Counter("pypi_pulse_sink_write_errors",
+                      "Sink write attempts that failed, each retry counted (a locked or unreachable sink is retried "
+                      "with backoff until it takes the write; any other error stops the dataflow).")
+SINK_UNAVAILABLE_SINCE = Gauge("pypi_pulse_sink_unavailable_since_seconds",
+                               "Wall-clock time since which the dataflow's sink writes fail (locked, down, "
+                               "restarting) and are being retried; 0 while the sink takes them.")
 WINDOWS_CLOSED = Counter("pypi_pulse_dataflow_windows_closed", "1-second windows written for the first time.")
 CLOSE_DELAY = Histogram(
     "pypi_pulse_dataflow_window_close_delay_seconds",
