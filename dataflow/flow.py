@@ -28,6 +28,7 @@ from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
+from pypi_pulse.sink.retry import RetryPolicy, transient
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,8 @@ class FlowConfig:
     block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
     lazy_block_writer: bool = False  # start it with the first block sealed before the end (batch runs), not at once
     hold_blocks_events: int = 0  # batch runs without recovery: a day's sealed blocks wait for each other (Clock)
+    sink_retry: RetryPolicy = RetryPolicy()  # how a locked or unreachable sink is waited out (sink/retry.py)
+    sink_lock_wait_s: float = 10.0  # SQLite: how long one write waits for another's lock before it is retried
     future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S  # pypi_pulse/bounds.py
     max_project_chars: int = DEFAULT_MAX_PROJECT_NAME
 
@@ -71,7 +74,14 @@ class AppliedBlocks:
                 self.sink = open_sink(self.url, readonly=True)
             except UserError:
                 return set()  # not created yet
-        return self.sink.applied_buckets(blocks)
+        try:
+            return self.sink.applied_buckets(blocks)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            self.sink.close()  # reopened next time; meanwhile the clock keeps its blocks and asks again
+            self.sink = None
+            return set()
 
 
 class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
@@ -154,5 +164,6 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     flushes = op.stateful("clock", keyed, builder)
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
                                           cfg.detail_min_daily_downloads, cfg.block_writer,
-                                          lazy_block_writer=cfg.lazy_block_writer))
+                                          lazy_block_writer=cfg.lazy_block_writer, retry=cfg.sink_retry,
+                                          lock_wait_s=cfg.sink_lock_wait_s))
     return flow

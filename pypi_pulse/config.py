@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")
     block_writer: bool = Field(True, description="A live dataflow applies sealed rollup blocks (millions of rows every 10 minutes at full PyPI rate) in a process of its own, so that the worker keeps its core for the stream; a batch run does so for the blocks sealed before its end (started with the first); false: between window writes, in the worker.")
+    sink_retry_initial_seconds: float = Field(0.5, gt=0, le=60, description="A sink write that fails on a lock or a lost connection (SQLite locked, PostgreSQL restarting) is retried after this long, then twice as long each time up to sink_retry_max_seconds, until it succeeds; every write is idempotent, so nothing is lost or counted twice.")
+    sink_retry_max_seconds: float = Field(30.0, gt=0, le=600, description="Longest wait between two attempts of a failing sink write: the longest the dataflow may take to notice that the sink is back.")
+    sink_lock_wait_seconds: float = Field(10.0, gt=0, le=600, description="SQLite: how long one write waits for another connection's write lock before it counts as failed (and is retried).")
+    sink_outage_log_seconds: float = Field(30.0, gt=0, description="While the sink is unavailable, the dataflow repeats its `sink.unavailable` log line this often.")
 
     # Serving
     host: str = Field("127.0.0.1", description="Dashboard/API bind address.")
@@ -128,6 +132,7 @@ class Settings(BaseSettings):
     metrics_span_seconds: int = Field(10, ge=1, le=3600, description="Exporter per-second rates: mean over this many newest seconds.")
     producer_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`produce --metrics-port`: serve its /metrics here (up: metrics_port + 1).")
     dataflow_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`dataflow --metrics-port`: serve its /metrics here (up: metrics_port + 2).")
+    live_delayed_after_seconds: float = Field(5.0, gt=0, description="The JSON API's live summary and the Live tab say the data is delayed once the newest stored window ended longer ago than this, or the sink cannot be read.")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log verbosity.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")
