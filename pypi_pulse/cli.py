@@ -70,6 +70,7 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
                  live: bool = False):
     from pypi_pulse.dataflow.clock import BATCH_HOLD_EVENTS
     from pypi_pulse.dataflow.flow import FlowConfig
+    from pypi_pulse.sink.retry import RetryPolicy
 
     return FlowConfig(
         bootstrap=bootstrap, topic=s.topic, dlq_topic=s.dlq_topic, n_partitions=n_partitions, sink_url=s.sink_url,
@@ -82,6 +83,8 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         block_writer=s.block_writer, lazy_block_writer=not live,
         hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
         future_tolerance_s=s.future_tolerance_seconds, max_project_chars=s.max_project_name_chars,
+        sink_retry=RetryPolicy(s.sink_retry_initial_seconds, s.sink_retry_max_seconds, s.sink_outage_log_seconds),
+        sink_lock_wait_s=s.sink_lock_wait_seconds,
     )
 
 
