@@ -91,3 +91,13 @@ def discard_future(clock, latest: int) -> bool:
         clock.dirty_minutes.discard(minute)
         changed = True
     return changed
+
+
+def objects_only(data: bytes, breaks: np.ndarray) -> bool:
+    """Every line of a batch starts with `{`, as every event does: only then is it handed to Arrow's JSON reader.
+    pyarrow 26 crashes the process (a segmentation fault, not an exception) when a block of its input starts with a
+    bare `null` line, so one message `null` would kill the dataflow; the msgspec tiers dead-letter such lines. The
+    line starts are gathered at the newlines already found (about 1.5 ms more for 20,000 events)."""
+    if data[:1] != b"{" or (len(breaks) and int(breaks[-1]) == len(data) - 1):
+        return False
+    return bool((np.frombuffer(data, np.uint8)[breaks + 1] == ord("{")).all())
