@@ -71,6 +71,7 @@ def register(app: typer.Typer) -> None:
         """Serve the dashboard and the JSON API (sign-in required) until Ctrl-C."""
         from werkzeug.serving import make_server
 
+        from pypi_pulse.dashboard import freshness
         from pypi_pulse.dashboard.app import create_app
         from pypi_pulse.dashboard.users import UserStore
 
@@ -80,6 +81,7 @@ def register(app: typer.Typer) -> None:
         if not UserStore(s.data_dir).names():
             err.print(f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
                       "`pypi-pulse users add NAME --password-stdin`", highlight=False)
+        freshness.configure(s.live_delayed_after_seconds)
         dash_app = create_app(s.sink_url, s.data_dir, public_api=public_api, secure_cookies=secure_cookies)
         _check_port_free(s.host, s.port)
         server = make_server(s.host, s.port, dash_app.server, threaded=True)

@@ -10,13 +10,13 @@ from dash import Input, Output, State, dcc, html
 from pypi_pulse.countries import ALPHA2, name
 from pypi_pulse.dashboard import figures
 from pypi_pulse.dashboard.context import NO_DATA, DashContext
+from pypi_pulse.dashboard.freshness import delayed_after_s
 from pypi_pulse.dashboard.live_feed import SMOOTH_S
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.events import iso_second
 
 RANGES = {"5 min": 300, "15 min": 900, "60 min": 3600}
 RATE_WINDOW_S = 60
-PAUSED_AFTER_S = 5
 GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 # world maps are drawn from the TopoJSON shipped in assets/ (plotly.js would fetch it from its CDN otherwise)
 MAP_CONFIG = {**GRAPH_CONFIG, "topojsonURL": "/assets/topojson/"}
@@ -84,11 +84,16 @@ def _build_view(ctx: DashContext, seconds: int, countries: tuple[str, ...], them
         badge = dbc.Badge("no data yet", color="secondary", id="live-state")
         return ("–", "–", "–", "–", badge, e, e, e, e)
     age = time.time() - (counters.newest + 1)
-    if age <= PAUSED_AFTER_S:
+    newest = f"newest window {iso_second(counters.newest)}, {_ago(age)} ago"
+    down = ctx.live.unavailable_since  # this server cannot read the sink: the last data read stays on screen
+    if down is not None:
+        badge = dbc.Badge(f"data delayed · sink unavailable since {iso_second(int(down))} · {newest}",
+                          color="danger", id="live-state")
+    elif age <= delayed_after_s():
         badge = dbc.Badge(f"live · {iso_second(counters.newest)}", color="success", id="live-state")
     else:
-        badge = dbc.Badge(f"stream paused · newest window {iso_second(counters.newest)}, {_ago(age)} ago",
-                          color="warning", text_color="dark", id="live-state")
+        badge = dbc.Badge(f"data delayed since {iso_second(counters.newest + 1)} (stream paused or sink behind) · "
+                          f"{newest}", color="warning", text_color="dark", id="live-state")
     label = _range_label(seconds)
     by_country = ctx.live.countries(seconds)
     rate = {c: n / RATE_WINDOW_S for c, n in ctx.live.countries(RATE_WINDOW_S).items()}

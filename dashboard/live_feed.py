@@ -17,9 +17,10 @@ from typing import Optional
 import numpy as np
 
 from pypi_pulse.dashboard.cache import PeriodCache
-from pypi_pulse.dashboard.reader import SinkReader
+from pypi_pulse.dashboard.reader import NoData, SinkReader
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.model import WindowRow
+from pypi_pulse.sink.retry import one_line
 
 HORIZON_S = 3600
 REREAD_S = 120
@@ -53,16 +54,30 @@ class LiveFeed:
         self._last_full = 0.0
         self._minutes: dict[int, Counter] = {}  # minute start -> country totals of settled minutes
         self._minutes_lock = threading.Lock()
+        self.unavailable_since: Optional[float] = None  # wall time of the first failed read of the current outage
         self.queries = 0  # sink queries run, and refreshes done (for tests and benchmarks)
         self.refreshes = 0
 
     # ---- refresh (at most once per period, whoever asks) -----------------------------------------------------
     def current(self) -> LiveState:
-        """The state for this period; raises reader.NoData when the sink cannot be read yet."""
+        """The state for this period; raises reader.NoData when the sink cannot be read yet. Once it has been read,
+        a failed read (sink locked, database restarting) keeps the last state and sets `unavailable_since`."""
         return self.cache.get("state", self._refresh)
 
     def _refresh(self) -> LiveState:
         self.refreshes += 1
+        try:
+            state = self._read()
+        except Exception as exc:
+            if self.unavailable_since is None:
+                self.unavailable_since = time.time()
+            if self.state.newest is None:
+                raise exc if isinstance(exc, NoData) else NoData(f"the sink cannot be read: {one_line(exc)}") from None
+            return self.state
+        self.unavailable_since = None
+        return state
+
+    def _read(self) -> LiveState:
         with self._lock, self.reader.use() as db:
             st = self.state
             full = not st.windows or time.monotonic() - self._last_full > FULL_RELOAD_S

@@ -15,6 +15,7 @@ import structlog
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink, open_sink
+from pypi_pulse.sink.retry import one_line
 
 log = structlog.get_logger("pypi_pulse.dashboard.reader")
 
@@ -43,9 +44,9 @@ class SinkReader:
                 yield self._sink
             except NoData:
                 raise
-            except Exception:
+            except Exception as exc:
                 # a broken connection (database restarted, file replaced): reopen on the next request
-                log.warning("sink read failed; reopening", url=self.url, exc_info=True)
+                log.warning("sink read failed; reopening", url=self.url, error=one_line(exc))
                 self.close()
                 raise
 

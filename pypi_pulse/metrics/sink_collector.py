@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from pypi_pulse import countries
 from pypi_pulse.metrics.reasons import REASONS, reason_label
 from pypi_pulse.sink.base import Sink, open_sink
+from pypi_pulse.sink.retry import one_line
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,7 @@ class SinkCollector(Collector):
         self._lock = threading.Lock()
         self._cached: list = []
         self._cached_at = -float("inf")
+        self._unavailable_since = 0.0  # wall time of the first failed read of the current outage
 
     def collect(self):
         with self._lock:
@@ -56,14 +58,19 @@ class SinkCollector(Collector):
     def _read(self) -> list:
         t0 = time.perf_counter()
         up = GaugeMetricFamily("pypi_pulse_sink_up", "1 if the last read of the sink succeeded.")
+        down = GaugeMetricFamily("pypi_pulse_sink_unavailable_since_seconds",
+                                 "Wall-clock time since which the exporter's reads of the sink fail; 0 while they succeed.")
         took = GaugeMetricFamily("pypi_pulse_sink_read_duration_seconds", "Time the exporter took to read the sink.")
         try:
             if self._db is None:
                 self._db = open_sink(self.sink_url, readonly=True)
             families = self._families(self._db)
             up.add_metric([], 1)
+            self._unavailable_since = 0.0
         except Exception as exc:  # report the failure as a metric, and reconnect next time
-            log.warning("metrics.sink_read_failed", sink=self.sink_url, error=str(exc))
+            if not self._unavailable_since:
+                self._unavailable_since = time.time()
+                log.warning("metrics.sink_read_failed", sink=self.sink_url, error=one_line(exc))
             families = []
             up.add_metric([], 0)
             if self._db is not None:
@@ -73,7 +80,8 @@ class SinkCollector(Collector):
                     pass
                 self._db = None
         took.add_metric([], time.perf_counter() - t0)
-        return [up, took, *families]
+        down.add_metric([], self._unavailable_since)
+        return [up, down, took, *families]
 
     def _families(self, db: Sink) -> list:
         out = []

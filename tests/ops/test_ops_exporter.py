@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from prometheus_client import generate_latest
 
@@ -48,5 +49,8 @@ def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, 
 def test_an_unreadable_sink_is_reported_not_raised(tmp_path):
     registry, collector = build_registry(f"sqlite:///{tmp_path / 'missing.db'}", cache_s=0)
     assert registry.get_sample_value("pypi_pulse_sink_up") == 0.0
+    since = registry.get_sample_value("pypi_pulse_sink_unavailable_since_seconds")
+    assert 0 < since <= time.time()
+    assert registry.get_sample_value("pypi_pulse_sink_unavailable_since_seconds") == since  # since the first failure
     assert registry.get_sample_value("pypi_pulse_downloads_per_second") is None
     collector.close()
