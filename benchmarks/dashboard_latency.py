@@ -25,6 +25,7 @@ import datetime as dt
 import os
 import platform
 import random
+import re
 import signal
 import sqlite3
 import statistics
@@ -170,7 +171,9 @@ class Client:
     def __init__(self, base: str):
         self.base = base
         self.http = requests.Session()
-        r = self.http.post(base + "/login", data={"username": USER, "password": PASSWORD}, allow_redirects=False)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', self.http.get(base + "/login").text).group(1)
+        r = self.http.post(base + "/login", data={"username": USER, "password": PASSWORD, "csrf_token": token},
+                           allow_redirects=False)
         assert r.status_code == 302, f"sign-in failed: {r.status_code}"
         self.deps = {d["output"]: d for d in self.http.get(base + "/_dash-dependencies").json()}
         self.server_s: list[float] = []  # time spent in the server app (its Server-Timing header), per callback

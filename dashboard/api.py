@@ -16,10 +16,12 @@ import functools
 import time
 from typing import Callable, Optional
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from pypi_pulse.countries import ALPHA2, EXTRA
 from pypi_pulse.dashboard.freshness import SUMMARY_SCHEMA, SummaryHealth
+from pypi_pulse.dashboard.inputs import project_name_problem
+from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.events import BadTimestamp, parse_iso
 from pypi_pulse.names import normalize
 from pypi_pulse.sink import queries
@@ -56,10 +58,18 @@ def _day_param(name: str) -> Optional[str]:
 
 def _date_range(sink: Sink) -> tuple[str, str]:
     end = _day_param("end_date") or queries.current_day(sink)
-    start = _day_param("start_date") or (dt.date.fromisoformat(end) - dt.timedelta(days=DEFAULT_DAYS)).isoformat()
+    start = _day_param("start_date") or _days_before(end, DEFAULT_DAYS)
     if start > end:
         raise _bad(f"start_date {start} is after end_date {end}")
     return start, end
+
+
+def _days_before(day: str, n: int) -> str:
+    """`n` days before `day`, or the first day of the calendar when that is earlier (end_date=0001-01-05)."""
+    try:
+        return (dt.date.fromisoformat(day) - dt.timedelta(days=n)).isoformat()
+    except OverflowError:
+        return dt.date.min.isoformat()
 
 
 def _int_param(name: str, default: int, lo: int, hi: int) -> int:
@@ -76,6 +86,10 @@ def _int_param(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _package(sink: Sink, package: str) -> str:
+    limits = current_app.config.get("PYPI_PULSE_LIMITS") or WebLimits.defaults()
+    problem = project_name_problem(package, limits.max_name_chars)
+    if problem:
+        raise _bad(problem)
     project = queries.known_package(sink, package)
     if project is None:
         raise ApiError(404, f"package {package!r} not found (no downloads recorded for {normalize(package)!r})")

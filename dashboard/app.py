@@ -19,8 +19,10 @@ from dash import Input, Output, dcc, html
 from flask import g
 
 from pypi_pulse.dashboard import countries_tab, live, trends_tab
-from pypi_pulse.dashboard.auth import install_auth
+from pypi_pulse.dashboard.auth import CSRF_FIELD, csrf_token, install_auth
 from pypi_pulse.dashboard.context import DashContext
+from pypi_pulse.dashboard.hardening import install_hardening
+from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.dashboard.users import UserStore
 
 log = structlog.get_logger("pypi_pulse.dashboard")
@@ -35,7 +37,9 @@ def _layout() -> html.Div:
         html.Div(id="live-status", className="me-auto ms-2"),
         dbc.Switch(id="theme-dark", label="Dark", value=False, persistence=True, className="mb-0 me-3"),
         html.Span(user, id="signed-in-user", className="text-body-secondary me-3 small"),
-        html.A("Sign out", id="logout", href="/logout", className="btn btn-outline-secondary btn-sm"),
+        html.Form([dcc.Input(type="hidden", name=CSRF_FIELD, value=csrf_token(), id="logout-csrf"),
+                   html.Button("Sign out", id="logout", type="submit", className="btn btn-outline-secondary btn-sm")],
+                  method="POST", action="/logout", className="mb-0"),
     ], fluid=True), className="border-bottom mb-3 bg-body-tertiary")
     return html.Div([
         dcc.Store(id="theme", data="light"),
@@ -47,16 +51,20 @@ def _layout() -> html.Div:
     ])
 
 
-def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secure_cookies: bool = False) -> dash.Dash:
+def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secure_cookies: bool = False,
+               limits: WebLimits | None = None) -> dash.Dash:
+    limits = limits or WebLimits.defaults()
     app = dash.Dash(
         __name__, title="pypi-pulse", update_title=None, suppress_callback_exceptions=True,
         assets_folder=str(Path(__file__).parent / "assets"), serve_locally=True,
     )
     server = app.server
+    server.config["PYPI_PULSE_LIMITS"] = limits
     store = UserStore(data_dir)
     app.server.config["PYPI_PULSE_USERS"] = store
-    install_auth(server, store, data_dir, public_api=public_api, secure_cookies=secure_cookies)
-    ctx = DashContext.for_sink(sink_url)
+    install_hardening(server, limits)
+    install_auth(server, store, data_dir, public_api=public_api, secure_cookies=secure_cookies, limits=limits)
+    ctx = DashContext.for_sink(sink_url, limits)
     app.server.config["PYPI_PULSE_CONTEXT"] = ctx
     _mount_api(server, sink_url)
     _add_server_timing(server)

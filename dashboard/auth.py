@@ -1,5 +1,10 @@
 """Sign-in for the whole server: a form (never a basic-auth pop-up), a signed session cookie, sign-out.
 
+The cookie carries a session id that must be live in the server-side session store (dashboard/sessions.py), so
+signing out ends the session even for a copy of the cookie. The sign-in and sign-out forms carry a CSRF token kept
+in the session, so another site cannot post them. Password checks go through the sign-in throttle (one in flight
+per address and per user name) and a bounded pool of argon2 checks (dashboard/password_checks.py).
+
 One `before_request` guard covers everything the Flask app serves — dashboard pages, Dash's layout, dependency and
 callback endpoints, and the JSON API — so a route added later is protected by default. Only the sign-in page and
 static assets (CSS, the Dash component bundles) are reachable anonymously; scripts authenticate with an API token
@@ -8,6 +13,7 @@ static assets (CSS, the Dash component bundles) are reachable anonymously; scrip
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from datetime import timedelta
@@ -17,6 +23,9 @@ from urllib.parse import quote, urlsplit
 import structlog
 from flask import Flask, g, jsonify, redirect, render_template_string, request, session
 
+from pypi_pulse.dashboard.limits import WebLimits
+from pypi_pulse.dashboard.password_checks import Busy, PasswordChecks
+from pypi_pulse.dashboard.sessions import SessionStore
 from pypi_pulse.dashboard.throttle import SignInThrottle
 from pypi_pulse.dashboard.users import UserStore
 from pypi_pulse.errors import UserError
@@ -26,6 +35,8 @@ log = structlog.get_logger("pypi_pulse.dashboard.auth")
 SECRET_FILE = "session-secret"
 ANONYMOUS_PREFIXES = ("/assets/", "/_dash-component-suites/")
 ANONYMOUS_PATHS = frozenset({"/login", "/logout", "/_favicon.ico", "/favicon.ico"})
+SESSION_LIFETIME = timedelta(hours=12)
+CSRF_FIELD = "csrf_token"
 
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en" data-bs-theme="light"><head><meta charset="utf-8">
@@ -38,6 +49,7 @@ _LOGIN_PAGE = """<!doctype html>
   {% if message %}<div id="login-error" class="alert alert-{{ level }}" role="alert">{{ message }}</div>{% endif %}
   <form method="post" action="/login" id="login-form">
     <input type="hidden" name="next" value="{{ next }}">
+    <input type="hidden" name="csrf_token" value="{{ csrf }}">
     <div class="mb-3"><label class="form-label" for="username">User name</label>
       <input class="form-control" id="username" name="username" autocomplete="username" required autofocus
              value="{{ username }}"></div>
@@ -47,6 +59,19 @@ _LOGIN_PAGE = """<!doctype html>
   </form>
   <p class="small text-body-secondary mt-4">No account? An administrator adds one with
     <code>pypi-pulse users add NAME --password-stdin</code>.</p>
+</main></body></html>"""
+
+
+_LOGOUT_PAGE = """<!doctype html>
+<html lang="en" data-bs-theme="light"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign out · pypi-pulse</title><link rel="stylesheet" href="/assets/bootstrap.min.css"></head>
+<body class="bg-body-tertiary"><main class="container" style="max-width: 24rem; margin-top: 12vh">
+  <form method="post" action="/logout" id="logout-form">
+    <input type="hidden" name="csrf_token" value="{{ csrf }}">
+    <button class="btn btn-primary w-100" id="logout-submit" type="submit">Sign out of pypi-pulse</button>
+  </form>
+  <p class="mt-3"><a href="/">Back to the dashboard</a></p>
 </main></body></html>"""
 
 
@@ -80,21 +105,45 @@ def _client() -> str:
     return request.remote_addr or "unknown"
 
 
+def csrf_token() -> str:
+    """This browser session's CSRF token (made on first use), for the sign-in and sign-out forms."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def _csrf_ok() -> bool:
+    sent, kept = request.form.get(CSRF_FIELD, ""), session.get("csrf")
+    return isinstance(kept, str) and len(kept) >= 32 and hmac.compare_digest(sent.encode(), kept.encode())
+
+
 def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api: bool = False,
-                 secure_cookies: bool = False, throttle: SignInThrottle | None = None) -> SignInThrottle:
+                 secure_cookies: bool = False, throttle: SignInThrottle | None = None,
+                 limits: WebLimits | None = None) -> SignInThrottle:
     throttle = throttle or SignInThrottle()
+    limits = limits or WebLimits.defaults()
+    checks = PasswordChecks(store.verify_password, limits.signin_checks, limits.signin_wait_seconds)
+    sessions = SessionStore(data_dir, SESSION_LIFETIME.total_seconds())
+    server.config["PYPI_PULSE_PASSWORD_CHECKS"] = checks
     server.secret_key = load_or_create_secret(data_dir)
     server.config.update(
         SESSION_COOKIE_NAME="pypi_pulse_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=secure_cookies,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
     )
 
-    def page(message: str = "", level: str = "danger", status: int = 200, username: str = "", nxt: str = "/"):
-        html = render_template_string(_LOGIN_PAGE, message=message, level=level, username=username, next=nxt)
-        return html, status, {"Cache-Control": "no-store"}
+    def page(message: str = "", level: str = "danger", status: int = 200, username: str = "", nxt: str = "/",
+             retry_after: float = 0.0):
+        html = render_template_string(_LOGIN_PAGE, message=message, level=level, username=username, next=nxt,
+                                      csrf=csrf_token())
+        headers = {"Cache-Control": "no-store"}
+        if retry_after > 0:
+            headers["Retry-After"] = str(int(retry_after) + 1)
+        return html, status, headers
 
     @server.route("/login", methods=["GET", "POST"])
     def login():
@@ -103,24 +152,46 @@ def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api:
         name = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         nxt = _safe_next(request.form.get("next", "/"))
-        keys = (f"ip:{_client()}", f"user:{name.lower()}")
-        wait = throttle.wait_seconds(*keys)
+        if not _csrf_ok():
+            log.warning("sign-in without a valid CSRF token", client=_client())
+            return page("The sign-in form expired or did not come from this site: sign in again.", status=400,
+                        username=name, nxt=nxt)
+        wait = throttle.begin(_client(), name)
         if wait > 0:
             log.warning("sign-in throttled", user=name, client=_client(), wait_s=round(wait, 1))
-            return page(f"Too many failed sign-ins. Try again in {int(wait) + 1} s.", status=429, username=name, nxt=nxt)
-        if not store.verify_password(name, password):
-            throttle.failed(*keys)
+            return page(f"Too many sign-in attempts. Try again in {int(wait) + 1} s.", status=429, username=name,
+                        nxt=nxt, retry_after=wait)
+        ok = None
+        try:
+            ok = checks.check(name, password, _client())
+        except Busy as exc:
+            log.warning("sign-in refused: server busy", user=name, client=_client(), reason=str(exc))
+            return page("The server is busy checking other sign-ins. Try again in a few seconds.", status=503,
+                        username=name, nxt=nxt, retry_after=checks.wait_s)
+        finally:
+            throttle.end(_client(), name, ok)
+        if not ok:
             log.warning("sign-in failed", user=name, client=_client())
             return page("Wrong user name or password.", status=401, username=name, nxt=nxt)
-        throttle.succeeded(*keys)
+        sessions.revoke(session.get("sid"))
         session.clear()
         session["user"] = name
+        session["sid"] = sessions.create(name)
         session.permanent = True
+        csrf_token()
         log.info("signed in", user=name, client=_client())
         return redirect(nxt)
 
     @server.route("/logout", methods=["GET", "POST"])
     def logout():
+        if request.method == "GET":  # a link or an image must not sign anyone out: only the form with the token
+            if session.get("user"):
+                return render_template_string(_LOGOUT_PAGE, csrf=csrf_token()), 200, {"Cache-Control": "no-store"}
+            return redirect("/login")
+        if not _csrf_ok():
+            return redirect("/")
+        sessions.revoke(session.get("sid"))
+        log.info("signed out", user=session.get("user"), client=_client())
         session.clear()
         return redirect("/login")
 
@@ -130,7 +201,7 @@ def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api:
         if path in ANONYMOUS_PATHS or path.startswith(ANONYMOUS_PREFIXES):
             return None
         user = session.get("user")
-        if user and store.exists(user):
+        if user and sessions.user_of(session.get("sid")) == user and store.exists(user):
             g.user = user
             return None
         auth = request.headers.get("Authorization", "")

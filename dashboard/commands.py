@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
 
         from pypi_pulse.dashboard import freshness
         from pypi_pulse.dashboard.app import create_app
+        from pypi_pulse.dashboard.limits import WebLimits
         from pypi_pulse.dashboard.users import UserStore
 
         s = settings(config, host=host, port=port, sink=sink, data_dir=data_dir, log_level=log_level)
@@ -82,7 +83,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
                       "`pypi-pulse users add NAME --password-stdin`", highlight=False)
         freshness.configure(s.live_delayed_after_seconds)
-        dash_app = create_app(s.sink_url, s.data_dir, public_api=public_api, secure_cookies=secure_cookies)
+        dash_app = create_app(s.sink_url, s.data_dir, public_api=public_api, secure_cookies=secure_cookies,
+                              limits=WebLimits.from_settings(s))
         _check_port_free(s.host, s.port)
         server = make_server(s.host, s.port, dash_app.server, threaded=True)
         err.print(f"dashboard: http://{s.host}:{server.port} (sink {s.sink_url}; Ctrl-C stops it)", highlight=False)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from pypi_pulse.dashboard.cache import PeriodCache
+from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.dashboard.live_feed import LiveFeed
 from pypi_pulse.dashboard.packages import PackageIndex
 from pypi_pulse.dashboard.reader import SinkReader
@@ -22,13 +23,14 @@ class DashContext:
     reader: SinkReader
     live: LiveFeed
     packages: PackageIndex
+    limits: WebLimits
     history_cache: PeriodCache = field(default_factory=lambda: PeriodCache(30.0))
 
     @classmethod
-    def for_sink(cls, url: str) -> "DashContext":
+    def for_sink(cls, url: str, limits: WebLimits) -> "DashContext":
         # two connections: a slow history query never holds up the once-per-second Live refresh
         reader = SinkReader(url)
-        ctx = cls(reader, LiveFeed(SinkReader(url)), PackageIndex(lambda: ctx.query(queries.package_names)))
+        ctx = cls(reader, LiveFeed(SinkReader(url)), PackageIndex(lambda: ctx.query(queries.package_names)), limits)
         return ctx
 
     def default_packages(self, n: int = 2) -> list[str]:

@@ -10,9 +10,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx as callback_ctx, dcc, html, no_update
 
 from pypi_pulse.countries import ALPHA2_OF_ALPHA3, UNKNOWN, name
-from pypi_pulse.dashboard import figures
+from pypi_pulse.dashboard import figures, inputs
 from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
-from pypi_pulse.dashboard.live import COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
+from pypi_pulse.dashboard.live import COUNTRY_CODES, COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.sink import queries
 
@@ -122,37 +122,61 @@ def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: 
             "frames": []}
 
 
-def search_options(ctx: DashContext, search: Optional[str], current) -> list[dict]:
+def search_options(ctx: DashContext, search: object, current: object) -> list[dict]:
     """Dropdown options for a search: the matches plus the current value(s), so a selection never disappears."""
-    values = [v for v in (current if isinstance(current, list) else [current]) if v]
-    found = ctx.packages.search(search or "", 20) if search else []
+    lim = ctx.limits
+    values = inputs.packages(current, lim.max_chart_series, lim.max_name_chars)
+    query = inputs.text(search)
+    found = ctx.packages.search(query, 20) if query and len(query) <= lim.max_name_chars else []
     return [{"label": v, "value": v} for v in dict.fromkeys([*values, *found])]
 
 
+def _period(start: object, end: object, theme: str) -> tuple[Optional[tuple[str, str]], Optional[dict]]:
+    """((start, end), None) for a usable period, else (None, the empty figure saying what to pick)."""
+    s, e = inputs.day(start), inputs.day(end)
+    if s is None or e is None:
+        return None, figures.empty("Pick the start and the end of the period.", theme)
+    if s > e:
+        return None, figures.empty(f"The period starts ({s}) after it ends ({e}): pick the dates again.", theme)
+    return (s, e), None
+
+
 def register(app, ctx: DashContext) -> None:
+    known = COUNTRY_CODES | frozenset(ALPHA2_OF.values())
+
+    def package(value: object) -> Optional[str]:
+        return next(iter(inputs.packages(value, 1, ctx.limits.max_name_chars)), None)
+
+    def country_at(event: object) -> Optional[str]:
+        loc = inputs.first_point(event).get("location")
+        return ALPHA2_OF.get(loc) if isinstance(loc, str) else None
+
     for cid in ("countries-package", "scatter-a", "scatter-b"):
         app.callback(Output(cid, "options"), Input(cid, "search_value"), State(cid, "value"),
                      prevent_initial_call=True)(lambda search, value: search_options(ctx, search, value) if search else no_update)
 
     @app.callback(Output("countries-map", "figure"), Input("countries-dates", "start_date"),
                   Input("countries-dates", "end_date"), Input("countries-package", "value"), Input("theme", "data"))
-    def update_map(start, end, package, theme):
-        return map_figure(ctx, start, end, package, theme or "light")
+    def update_map(start, end, chosen, theme):
+        period, empty = _period(start, end, inputs.theme(theme))
+        return empty or map_figure(ctx, *period, package(chosen), inputs.theme(theme))
 
     @app.callback(Output("countries-country", "value"), Input("countries-map", "clickData"), prevent_initial_call=True)
     def pick_country(click):
-        loc = ((click or {}).get("points") or [{}])[0].get("location")
-        return ALPHA2_OF.get(loc, no_update)
+        return country_at(click) or no_update
 
     @app.callback(Output("countries-top5", "figure"), Input("countries-country", "value"),
                   Input("countries-map", "hoverData"), Input("countries-dates", "start_date"),
                   Input("countries-dates", "end_date"), Input("theme", "data"))
     def update_top5(country, hover, start, end, theme):
-        if callback_ctx.triggered_id == "countries-map" and hover:
-            country = ALPHA2_OF.get((hover.get("points") or [{}])[0].get("location"), country)
-        return top5_figure(ctx, country, start, end, theme or "light")
+        country = inputs.choice(country, known)
+        if callback_ctx.triggered_id == "countries-map":
+            country = country_at(hover) or country
+        period, empty = _period(start, end, inputs.theme(theme))
+        return empty or top5_figure(ctx, country, *period, inputs.theme(theme))
 
     @app.callback(Output("countries-scatter", "figure"), Input("scatter-a", "value"), Input("scatter-b", "value"),
                   Input("countries-dates", "start_date"), Input("countries-dates", "end_date"), Input("theme", "data"))
     def update_scatter(a, b, start, end, theme):
-        return scatter_figure(ctx, a, b, start, end, theme or "light")
+        period, empty = _period(start, end, inputs.theme(theme))
+        return empty or scatter_figure(ctx, package(a), package(b), *period, inputs.theme(theme))

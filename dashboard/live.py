@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from pypi_pulse.countries import ALPHA2, name
-from pypi_pulse.dashboard import figures
+from pypi_pulse.dashboard import figures, inputs
 from pypi_pulse.dashboard.context import NO_DATA, DashContext
 from pypi_pulse.dashboard.freshness import delayed_after_s
 from pypi_pulse.dashboard.live_feed import SMOOTH_S
@@ -21,6 +21,7 @@ GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 # world maps are drawn from the TopoJSON shipped in assets/ (plotly.js would fetch it from its CDN otherwise)
 MAP_CONFIG = {**GRAPH_CONFIG, "topojsonURL": "/assets/topojson/"}
 COUNTRY_OPTIONS = sorted(({"label": f"{name(c)} ({c})", "value": c} for c in ALPHA2), key=lambda o: o["label"])
+COUNTRY_CODES = frozenset(o["value"] for o in COUNTRY_OPTIONS)
 
 
 def _counter(title: str, cid: str, note: str) -> dbc.Col:
@@ -134,4 +135,5 @@ def register(app, ctx: DashContext) -> None:
         State("theme", "data"),
     )
     def refresh(_n, seconds, countries, theme):
-        return live_view(ctx, seconds, tuple(sorted(countries or ())), theme or "light")
+        chosen = inputs.choices(countries, COUNTRY_CODES, ctx.limits.max_chart_series)
+        return live_view(ctx, inputs.choice(seconds, RANGES.values()) or 300, tuple(sorted(chosen)), inputs.theme(theme))

@@ -1,9 +1,14 @@
-"""Slowing down password guessing: after a few failed sign-ins, a client (and a user name) must wait before trying
-again, doubling each time.
+"""Slowing down password guessing without letting an attacker lock the real user out.
 
-Keyed by both the client address and the user name, so that one address cannot guess many names quickly and many
-addresses cannot guess one name quickly. The server never sleeps (a sleeping worker would let an attacker tie up
-threads); it refuses early attempts with the number of seconds to wait.
+After a few failed sign-ins from one address, that address must wait before trying again, doubling each time. A
+user name under attack gets the same doubling delay, but it only holds back addresses that have themselves failed
+recently: a correct password from a clean address always goes through, so guessing from elsewhere cannot lock the
+account's owner out.
+
+At most one password check is in flight per address and per user name: `begin` claims both atomically and refuses
+further concurrent attempts at once, before any hashing, so a burst of parallel requests costs one argon2 check,
+not one each. The server never sleeps (a sleeping worker would let an attacker tie up threads); it refuses early
+attempts with the number of seconds to wait.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Optional
+
+IN_FLIGHT_RETRY_S = 1.0  # what a refused concurrent attempt is told to wait: about one argon2 check
 
 
 @dataclass
@@ -29,7 +37,41 @@ class SignInThrottle:
         self.forget_after_s = forget_after_s
         self.clock = clock
         self._records: dict[str, _Record] = {}
+        self._in_flight: set[str] = set()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def keys(client: str, user: str) -> tuple[str, str]:
+        return f"ip:{client}", f"user:{user.casefold()}"
+
+    def begin(self, client: str, user: str) -> float:
+        """Claim the one check allowed in flight for this address and this user name: 0.0 when claimed (call
+        `end` afterwards), else the seconds to wait before trying again."""
+        address, account = self.keys(client, user)
+        now = self.clock()
+        with self._lock:
+            if address in self._in_flight or account in self._in_flight:
+                return IN_FLIGHT_RETRY_S
+            waits = [0.0]
+            if (a := self._records.get(address)) is not None:
+                waits.append(a.blocked_until - now)
+                if (u := self._records.get(account)) is not None:  # only an address that has failed is held back
+                    waits.append(u.blocked_until - now)
+            wait = max(waits)
+            if wait > 0:
+                return wait
+            self._in_flight.update((address, account))
+            return 0.0
+
+    def end(self, client: str, user: str, ok: Optional[bool]) -> None:
+        """Release the claim of `begin` and record the outcome (None: no check ran, nothing to record)."""
+        keys = self.keys(client, user)
+        if ok is True:
+            self.succeeded(*keys)
+        elif ok is False:
+            self.failed(*keys)
+        with self._lock:
+            self._in_flight.difference_update(keys)
 
     def wait_seconds(self, *keys: str) -> float:
         """How long the caller must still wait before an attempt for these keys is considered (0: go ahead)."""

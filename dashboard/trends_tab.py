@@ -11,7 +11,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, no_update
 
 from pypi_pulse.countries import name as country_name
-from pypi_pulse.dashboard import figures
+from pypi_pulse.dashboard import figures, inputs
 from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
 from pypi_pulse.dashboard.countries_tab import search_options
 from pypi_pulse.dashboard.live import GRAPH_CONFIG
@@ -174,13 +174,17 @@ def register(app, ctx: DashContext) -> None:
     @app.callback(Output("trends-daily", "figure"), Input("trends-packages", "value"), Input("trends-ma", "value"),
                   Input("theme", "data"))
     def update_daily(packages, mas, theme):
-        return daily_figure(ctx, list(packages or ()), list(mas or ()), theme or "light")
+        lim = ctx.limits
+        return daily_figure(ctx, inputs.packages(packages, lim.max_chart_series, lim.max_name_chars),
+                            inputs.choices(mas, MOVING_AVERAGES, len(MOVING_AVERAGES)), inputs.theme(theme))
 
     @app.callback(Output("trends-breakdown", "figure"), Input("trends-packages", "value"),
                   Input("trends-metric", "value"), Input("theme", "data"))
     def update_breakdown(packages, metric, theme):
-        return breakdown_figure(ctx, (packages or [None])[0], metric, theme or "light")
+        first = inputs.packages(packages, 1, ctx.limits.max_name_chars)
+        metric = inputs.choice(metric, METRICS) or "python_minor"
+        return breakdown_figure(ctx, first[0] if first else None, metric, inputs.theme(theme))
 
     @app.callback(Output("trends-categories", "figure"), Input("theme", "data"))
     def update_categories(theme):
-        return categories_figure(ctx, theme or "light")
+        return categories_figure(ctx, inputs.theme(theme))

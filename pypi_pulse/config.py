@@ -132,6 +132,23 @@ class Settings(BaseSettings):
     metrics_span_seconds: int = Field(10, ge=1, le=3600, description="Exporter per-second rates: mean over this many newest seconds.")
     producer_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`produce --metrics-port`: serve its /metrics here (up: metrics_port + 1).")
     dataflow_metrics_port: Optional[int] = Field(None, ge=1, le=65535, description="`dataflow --metrics-port`: serve its /metrics here (up: metrics_port + 2).")
+    signin_checks: int = Field(
+        1, ge=1, le=8, description="Dashboard password checks (argon2, about 64 MiB each) running at once in the "
+        "server process; further sign-ins wait for a slot, so memory stays bounded whatever the concurrency.")
+    signin_wait_seconds: float = Field(
+        10.0, gt=0, le=120, description="How long a sign-in waits for a free password-check slot before it is "
+        "refused with 503 and Retry-After.")
+    max_request_bytes: ByteSize = Field(
+        "256KiB", description="Largest request body the dashboard accepts (Dash callbacks, sign-in); larger: 413.")
+    max_response_bytes: ByteSize = Field(
+        "8MiB", description="Largest Dash callback response; a callback whose output would be larger answers 400 "
+        "asking for a narrower request instead.")
+    max_chart_series: int = Field(
+        10, ge=1, le=100, description="Packages on the trends chart and countries on the live rate chart, at most; "
+        "extra ones in a request are ignored.")
+    max_name_chars: int = Field(
+        200, ge=16, le=10_000, description="Longest package name (or package search text) the dashboard and the API "
+        "accept: the API answers 400 beyond it, a search finds nothing.")
     live_delayed_after_seconds: float = Field(5.0, gt=0, description="The JSON API's live summary and the Live tab say the data is delayed once the newest stored window ended longer ago than this, or the sink cannot be read.")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log verbosity.")

@@ -4,6 +4,7 @@ free port in a thread, a signed-up user, and a real headless Chromium."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from pathlib import Path
 
@@ -126,6 +127,29 @@ def browser():
     with Browser("chrome", headless=True, percy_run=False, wait_timeout=20) as b:
         b.driver.set_window_size(1440, 1500)
         yield b
+
+
+def login_form(http, base: str, user: str = USER, password: str = PASSWORD, next_path: str = "/") -> dict:
+    """The sign-in form's fields as a browser posts them, with the CSRF token the sign-in page gave `http`."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', http.get(base + "/login").text)
+    return {"username": user, "password": password, "next": next_path, "csrf_token": found.group(1) if found else ""}
+
+
+def signed_in(base: str, user: str = USER, password: str = PASSWORD):
+    """A requests session signed in through the form, as a browser would be."""
+    import requests
+
+    http = requests.Session()
+    r = http.post(base + "/login", data=login_form(http, base, user, password), allow_redirects=False)
+    assert r.status_code == 302, r.text[:500]
+    return http
+
+
+def sign_out(http, base: str):
+    """Sign out as the dashboard's button does: POST /logout with the session's CSRF token."""
+    page = http.get(base + "/logout")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return http.post(base + "/logout", data={"csrf_token": token}, allow_redirects=False)
 
 
 def fire_callback(http, base: str, output_contains: str, values: dict) -> dict:

@@ -10,7 +10,7 @@ import stat
 import pytest
 import requests
 
-from dashboard_testing import PASSWORD, USER, Server
+from dashboard_testing import PASSWORD, USER, Server, login_form, sign_out
 from pypi_pulse.dashboard.throttle import SignInThrottle
 from pypi_pulse.dashboard.users import UserStore
 
@@ -20,7 +20,7 @@ DASH_CALLBACK = {"output": "live-today.children", "outputs": {"id": "live-today"
 
 def sign_in(url: str, user: str = USER, password: str = PASSWORD) -> requests.Session:
     s = requests.Session()
-    r = s.post(url + "/login", data={"username": user, "password": password, "next": "/"}, allow_redirects=False)
+    r = s.post(url + "/login", data=login_form(s, url, user, password), allow_redirects=False)
     assert r.status_code == 302, r.text
     return s
 
@@ -41,20 +41,21 @@ def test_session_cookie_signed_in_and_signed_out(server):
     s = sign_in(server.url)
     cookie = next(c for c in s.cookies if c.name == "pypi_pulse_session")
     assert cookie.has_nonstandard_attr("HttpOnly")
-    raw = requests.post(server.url + "/login", data={"username": USER, "password": PASSWORD}, allow_redirects=False)
+    fresh = requests.Session()
+    raw = fresh.post(server.url + "/login", data=login_form(fresh, server.url), allow_redirects=False)
     assert "SameSite=Lax" in raw.headers["Set-Cookie"]
     assert s.get(server.url + "/").status_code == 200
     assert s.get(server.url + "/_dash-layout").status_code == 200
     r = s.post(server.url + "/_dash-update-component", json=DASH_CALLBACK)
     assert r.status_code != 401
-    s.get(server.url + "/logout")
+    assert sign_out(s, server.url).headers["Location"].endswith("/login")
     assert s.get(server.url + "/_dash-layout").status_code == 401
     assert s.get(server.url + "/", allow_redirects=False).status_code == 302
 
 
 def test_next_parameter_cannot_redirect_off_site(server):
     s = requests.Session()
-    r = s.post(server.url + "/login", data={"username": USER, "password": PASSWORD, "next": "https://evil.example/"},
+    r = s.post(server.url + "/login", data=login_form(s, server.url, next_path="https://evil.example/"),
                allow_redirects=False)
     assert r.headers["Location"] == "/"
 
@@ -79,12 +80,13 @@ def test_removed_user_loses_session(server, data_dir):
 def test_failed_sign_ins_are_slowed_down(filled_sink, data_dir):
     srv = Server(filled_sink, data_dir)
     try:
+        s = requests.Session()
         for _ in range(3):
-            r = requests.post(srv.url + "/login", data={"username": USER, "password": "nope"})
+            r = s.post(srv.url + "/login", data=login_form(s, srv.url, password="nope"))
             assert r.status_code == 401 and "Wrong user name or password" in r.text
-        # now even the right password is refused until the delay has passed
-        r = requests.post(srv.url + "/login", data={"username": USER, "password": PASSWORD}, allow_redirects=False)
-        assert r.status_code == 429 and "Try again in" in r.text
+        # now even the right password is refused from this address until the delay has passed
+        r = s.post(srv.url + "/login", data=login_form(s, srv.url), allow_redirects=False)
+        assert r.status_code == 429 and "Try again in" in r.text and int(r.headers["Retry-After"]) >= 1
     finally:
         srv.stop()
 

@@ -110,11 +110,10 @@ def test_many_live_viewers_cost_one_refresh_per_second(server):
     import requests
     from concurrent.futures import ThreadPoolExecutor
 
-    from dashboard_testing import PASSWORD, USER, fire_callback
+    from dashboard_testing import fire_callback, signed_in
 
     feed = server.app.server.config["PYPI_PULSE_CONTEXT"].live
-    first = requests.Session()
-    first.post(server.url + "/login", data={"username": USER, "password": PASSWORD})
+    first = signed_in(server.url)
     sessions = []
     for _ in range(20):  # 20 viewers of the same account, each with its own connection
         s = requests.Session()

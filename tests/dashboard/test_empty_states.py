@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import requests
-
-from dashboard_testing import PASSWORD, USER, Server, fire_callback
+from dashboard_testing import PASSWORD, USER, Server, fire_callback, signed_in
 from pypi_pulse.dashboard.users import UserStore
-
-
-def signed_in(url: str) -> requests.Session:
-    s = requests.Session()
-    assert s.post(url + "/login", data={"username": USER, "password": PASSWORD}, allow_redirects=False).status_code == 302
-    return s
 
 
 def annotations(figure: dict) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import requests
 
-from dashboard_testing import PASSWORD, USER, Server, daily_count, fill, fire_callback, window
+from dashboard_testing import PASSWORD, USER, Server, daily_count, fill, fire_callback, signed_in, window
 from pulse_testing import postgres_schema
 from pypi_pulse.countries import alpha3
 from pypi_pulse.dashboard.users import UserStore
@@ -27,8 +26,7 @@ def test_live_and_history_from_postgres(pg_sink, tmp_path):
     UserStore(tmp_path).add(USER, PASSWORD)
     srv = Server(pg_sink, tmp_path)
     try:
-        http = requests.Session()
-        http.post(srv.url + "/login", data={"username": USER, "password": PASSWORD})
+        http = signed_in(srv.url)
         live = fire_callback(http, srv.url, "live-treemap.figure", {"live-range.value": 300, "live-countries.value": []})
         assert live["live-last-minute"]["children"] == f"{sum(window(i).downloads for i in range(60)):,}"
         total = Counter()

@@ -1,0 +1,31 @@
+"""The web server's limits, taken from the settings (pypi_pulse/config.py defines them and their defaults).
+
+The dashboard's modules receive one `WebLimits` instead of the whole `Settings`, so that an app built in a test
+without a config file gets exactly the defaults that `pypi-pulse serve` would use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pypi_pulse.config import Settings
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    signin_checks: int
+    signin_wait_seconds: float
+    max_request_bytes: int
+    max_response_bytes: int
+    max_chart_series: int
+    max_name_chars: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "WebLimits":
+        return cls(s.signin_checks, s.signin_wait_seconds, int(s.max_request_bytes), int(s.max_response_bytes),
+                   s.max_chart_series, s.max_name_chars)
+
+    @classmethod
+    def defaults(cls) -> "WebLimits":
+        """Defaults overridden by `PYPI_PULSE_*` variables, as `serve` without flags or config file would have them."""
+        return cls.from_settings(Settings.model_validate({}))
