@@ -19,6 +19,7 @@ from pypi_pulse.config import DEFAULT_COMPRESSION, DEFAULT_LINGER_MS
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import PACK_HEADER, PACK_MAX_BYTES
 from pypi_pulse.metrics import producer_metrics
+from pypi_pulse.producer.delivery import Delivery, DeliveryOptions
 
 
 @dataclass
@@ -29,10 +30,12 @@ class Summary:
     dead_lettered: int = 0
     last_error: Optional[str] = None
     end_offsets: dict = field(default_factory=dict)  # partition -> last acknowledged offset + 1
+    undelivered: int = 0  # events given up on when stopped (Ctrl-C) before Kafka acknowledged them
     input_error: Optional[str] = None  # the input ended early (a truncated gzip): what was read before is sent
 
     def as_dict(self) -> dict:
-        out = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered}
+        out = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered,
+               **({"undelivered": self.undelivered} if self.undelivered else {})}
         if self.input_error is not None:
             out["input_error"] = self.input_error
         return out
@@ -41,6 +44,7 @@ class Summary:
 class Publisher:
     def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000,
                  linger_ms: int = DEFAULT_LINGER_MS, compression: str = DEFAULT_COMPRESSION,
+                 delivery: Optional[DeliveryOptions] = None,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
         self.max_event_bytes = max_event_bytes  # larger events are dead-lettered, never refused by Kafka
         self.topic = topic
@@ -50,7 +54,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._partitions: Optional[int] = None
         self._next_partition = 0
-        self.producer = Producer({
+        self.delivery = Delivery({
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "acks": "all",
@@ -60,9 +64,17 @@ class Publisher:
             "queue.buffering.max.messages": max_queued,
             "queue.buffering.max.kbytes": 512 * 1024,
             "compression.type": compression,
-            "log_level": 3,
-        })
+        }, delivery or DeliveryOptions(), topics=(topic, dlq_topic))
         producer_metrics.track_publisher(self)
+
+    @property
+    def producer(self) -> Producer:
+        """The current Kafka client (Delivery replaces it when it cannot recover)."""
+        return self.delivery.producer
+
+    def stop_on(self, stop: threading.Event) -> None:
+        """Once `stop` is set (Ctrl-C), no wait for Kafka outlasts producer_stop_seconds (Delivery)."""
+        self.delivery.stop = stop
 
     def _on_delivery(self, err: Optional[KafkaError], msg) -> None:
         self._delivered(err, msg, 1)
@@ -94,7 +106,7 @@ class Publisher:
             if alone < len(values):
                 self.send(values[alone], None)
             start = alone + 1
-        self.producer.poll(0)  # serve delivery reports: until then librdkafka keeps every delivered message
+        self.delivery.poll(0)  # serve delivery reports: until then librdkafka keeps every delivered message
 
     def _cut_into_packs(self, values: list[bytes], per_pack: int) -> None:
         """Packs of one-line events: each takes events while it holds fewer than `per_pack` and stays within
@@ -113,7 +125,7 @@ class Publisher:
         self._next_partition = (partition + 1) % self._partitions
         n = len(pack)
         self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if n > 1 else None,
-                      on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery)
+                      on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery, events=n)
 
     def _within_size(self, values: list[bytes]) -> list[bytes]:
         """The events of a list that fit `max_event_bytes`; the others are dead-lettered. One C-level pass."""
@@ -139,27 +151,19 @@ class Publisher:
             self._produce(self.topic, value, key, on_delivery=self._on_delivery, timestamp=timestamp_ms)
 
     def _produce(self, topic: str, value: bytes, *args, **kwargs) -> None:
-        """When the local queue is full, wait for deliveries instead of growing (backpressure)."""
-        while True:
-            try:
-                self.producer.produce(topic, value, *args, **kwargs)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        """When the local queue is full, wait for deliveries instead of growing (backpressure); kept until Kafka
+        acknowledges it, to be sent again by a new client if need be (Delivery)."""
+        self.delivery.produce(topic, value, *args, **kwargs)
 
     def send_many(self, items: list[tuple[bytes, Optional[bytes]]]) -> None:
-        produce = self.producer.produce
+        produce = self.delivery.produce  # waits while the queue is full
         topic, cb = self.topic, self._on_delivery
         for value, key in items:
             if len(value) > self.max_event_bytes:
                 self.dead_letter(value, event_size_reason(len(value), self.max_event_bytes))
                 continue
-            try:
-                produce(topic, value, key, on_delivery=cb)
-            except BufferError:
-                self.producer.poll(0.05)
-                self.send(value, key)
-        self.producer.poll(0)
+            produce(topic, value, key, on_delivery=cb)
+        self.delivery.poll(0)
 
     def dead_letter(self, original: bytes, reason: str) -> None:
         """An event larger than `max_event_bytes` keeps its first `max_event_bytes` bytes, marked by an
@@ -173,9 +177,10 @@ class Publisher:
         self._produce(self.dlq_topic, original, headers=headers)
 
     def poll(self) -> None:
-        self.producer.poll(0)
+        self.delivery.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:
-        remaining = self.producer.flush(timeout)
-        if remaining:
+        remaining = self.delivery.flush(timeout)
+        self.summary.undelivered = self.delivery.undelivered
+        if remaining and not self.delivery.stop.is_set():
             raise UserError(f"{remaining} events were not acknowledged by Kafka within {timeout:.0f}s; is the broker up?")

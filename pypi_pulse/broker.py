@@ -7,6 +7,7 @@ real cluster pass `--bootstrap-servers` and this module only checks that it answ
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,6 +20,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pypi_pulse.errors import UserError
+from pypi_pulse.lifetime import dying_with
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,7 @@ class EmbeddedBroker:
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+            preexec_fn=dying_with(signal.SIGTERM),  # even a SIGKILLed wrapper leaves no broker serving
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -100,7 +103,10 @@ class EmbeddedBroker:
 
 
 def _port_free(port: int) -> bool:
+    """True when nothing listens on the port. SO_REUSEADDR, as the broker binds, so that connections of a broker
+    just stopped (or killed), still in TIME_WAIT for a minute, do not count as in use."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -166,9 +166,12 @@ def file_export(s: Settings, keys: bool):
 
 def publisher_for(s: Settings, bootstrap: str):
     """The settings' publisher, on a broker whose topics exist."""
+    from pypi_pulse.producer.delivery import DeliveryOptions
     from pypi_pulse.producer.publisher import Publisher
 
     return Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
+                     delivery=DeliveryOptions(s.broker_outage_log_seconds, s.producer_stall_seconds,
+                                              s.producer_stop_seconds),
                      compression=s.compression, max_event_bytes=int(s.max_event_bytes))
 
 
@@ -184,6 +187,7 @@ def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, 
     from pypi_pulse.producer.replay import replay_file, run_synthetic
 
     pub = publisher or publisher_for(s, bootstrap)
+    pub.stop_on(stop)
     pack = s.pack_events_for(own_topic=False)
     if s.source == "synthetic":
         summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=pack)

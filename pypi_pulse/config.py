@@ -26,6 +26,9 @@ OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-me
 DEFAULT_LINGER_MS = 100
 EMBEDDED_LINGER_MS = 200
 DEFAULT_COMPRESSION = "zstd"  # of record batches (setting `compression`)
+DEFAULT_BROKER_OUTAGE_LOG_S = 30.0
+DEFAULT_PRODUCER_STALL_S = 5.0
+DEFAULT_PRODUCER_STOP_S = 3.0
 
 
 class Settings(BaseSettings):
@@ -40,6 +43,21 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024, description="Partitions when pypi-pulse creates the topic.")
     broker_port: int = Field(9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port).")
     consumer_group: str = Field("pypi-pulse-dataflow", description="Consumer group id used for lag reporting.")
+    broker_outage_log_seconds: float = Field(
+        DEFAULT_BROKER_OUTAGE_LOG_S, gt=0, description="While the broker is unavailable, the producer and the dataflow "
+        "each log one `kafka.broker_unavailable` line this often (librdkafka's own reconnection lines are kept at debug).")
+    producer_stall_seconds: float = Field(
+        DEFAULT_PRODUCER_STALL_S, gt=0, le=600, description="A producer whose broker answers but acknowledges nothing "
+        "for this long (a restarted memory-only broker refuses its idempotent producer id forever) is replaced, and "
+        "what it had not got acknowledged is sent again; longer: slower recovery, shorter: a slow broker may be "
+        "taken for a stuck one.")
+    producer_stop_seconds: float = Field(
+        DEFAULT_PRODUCER_STOP_S, gt=0, le=60, description="On Ctrl-C the producer waits this long for Kafka to "
+        "acknowledge what it holds, then stops and reports how many events were not delivered.")
+    offset_reset_confirm_seconds: float = Field(
+        1.0, gt=0, le=60, description="The dataflow takes a partition whose log ends before its resume offset (a "
+        "restarted memory-only broker) for recreated once the broker has said so for this long; it then resumes at "
+        "the log's start and logs and counts the reset.")
 
     # Storage
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where embedded state lives (SQLite, recovery).")

@@ -7,7 +7,6 @@ killed `up` leaves no orphan behind.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import signal
@@ -24,15 +23,9 @@ from rich.table import Table
 
 from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
+from pypi_pulse.lifetime import dying_with
 
 console = Console(stderr=True)
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -46,7 +39,7 @@ class Child:
     def start(self, env: dict, log_dir: Path) -> None:
         log = open(log_dir / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", *self.args], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=dying_with(signal.SIGTERM))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

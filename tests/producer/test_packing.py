@@ -29,7 +29,7 @@ class _Recorder(Publisher):
     def __init__(self):  # no Kafka: only the cutting is under test
         self.packs: list[list[bytes]] = []
         self._partitions = 1
-        self.producer = type("NoKafka", (), {"poll": lambda self, timeout: 0})()
+        self.delivery = type("NoKafka", (), {"poll": lambda self, timeout: 0})()
 
     def _produce_pack(self, pack: list[bytes]) -> None:
         self.packs.append(list(pack))
