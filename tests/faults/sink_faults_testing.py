@@ -1,0 +1,96 @@
+"""Helpers of the sink fault tests: the real CLI as subprocesses (a live producer, the dataflow, the dashboard
+server), reading their HTTP endpoints, and truth computed from what the topic holds (read back with a plain
+consumer), never from the pipeline's own aggregation."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Optional
+
+import orjson
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from expected_rollups import expected_daily, expected_totals  # noqa: E402
+from pulse_testing import expected_second, expected_windows  # noqa: E402
+
+CLI = [sys.executable, "-m", "pypi_pulse.cli"]
+
+
+def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """A `pypi-pulse` command with its output in `log` (read by the test afterwards)."""
+    return subprocess.Popen([*CLI, *args], env=dict(os.environ, **env), stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tuple = ()) -> object:
+    """The first truthy check(), polled until `timeout`; fails early if one of the `alive` processes exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc, log in alive:
+            assert proc.poll() is None, f"{proc.args[3]} exited ({proc.returncode}) while waiting for {what}:\n" \
+                                        f"{Path(log).read_text()[-4000:]}"
+        try:
+            value = check()
+        except (requests.RequestException, OSError, ValueError):
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def metric(port: int, name: str) -> Optional[float]:
+    """A sample's value on a /metrics page (the first line for `name` without labels)."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def summary(port: int) -> dict:
+    r = requests.get(f"http://127.0.0.1:{port}/api/live/summary", timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def topic_events(bootstrap: str, topic: str) -> list[dict]:
+    """Every event the topic holds, read to end-of-partition on each partition (the broker's reported end offsets
+    are too low to be trusted)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from pypi_pulse.broker import partition_count
+
+    n = partition_count(bootstrap, topic)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"truth-{topic}", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(n)])
+    events, ended, deadline = [], set(), time.monotonic() + 120
+    while len(ended) < n and time.monotonic() < deadline:
+        msg = c.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                ended.add(msg.partition())
+                continue
+            raise AssertionError(msg.error())
+        for line in msg.value().splitlines():
+            if line.strip():
+                events.append(orjson.loads(line))
+    c.close()
+    assert len(ended) == n, "the topic could not be read to its end"
+    return events
+
+
+def truth(events: list[dict]) -> tuple[dict, Counter, Counter]:
+    """Expected windows, daily rows and daily totals, from the raw events."""
+    numeric = [dict(e, timestamp=expected_second(e["timestamp"])) for e in events]
+    daily = expected_daily(numeric)
+    return expected_windows(events), daily, expected_totals(daily)

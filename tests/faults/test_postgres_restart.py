@@ -1,0 +1,147 @@
+"""A live dataflow writing to PostgreSQL survives the server going down and coming back (a restart with some
+downtime): it reports the sink unavailable meanwhile, reconnects, and every window and daily rollup is exact.
+
+The server is a private instance started for this test (initdb + pg_ctl into a temporary directory, on a free
+port): the shared CI cluster serves other tests and is never restarted."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sink_faults_testing import CLI, metric, start, topic_events, truth, wait_for
+
+from expected_rollups import stored_daily, stored_totals
+from pulse_testing import stored_windows
+from pypi_pulse.broker import free_port
+from pypi_pulse.errors import UserError
+from pypi_pulse.sink.base import open_sink
+
+pytestmark = pytest.mark.postgres
+
+DOWN_S = 15  # long enough for several failed attempts and a reconnect that is refused
+
+
+def _bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.skip(f"no PostgreSQL server binaries ({name}) under /usr/lib/postgresql/*/bin: install postgresql")
+    return found[-1]
+
+
+class PrivatePostgres:
+    """initdb + pg_ctl in a directory of its own (as the `postgres` user when the tests run as root)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pulse-pg-", dir="/tmp"))  # /tmp: traversable by `postgres`
+        self.data = self.dir / "data"
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        self._run(_bin("initdb"), "-D", str(self.data), "-U", "pulse", "--auth=trust", "-E", "UTF8",
+                  "--locale=C.UTF-8")
+        self.url = f"postgresql://pulse@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        r = subprocess.run(args, user=self.user, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"{args[0]} failed: {r.stdout}{r.stderr}"
+
+    def start(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"], user=self.user,
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _rolled_up(sink_url: str) -> int:
+    with open_sink(sink_url, readonly=True) as db:
+        return db.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
+
+
+def _consumed(sink_url: str) -> int:
+    try:
+        with open_sink(sink_url, readonly=True) as db:
+            stats = db.stats()
+    except UserError:  # not created yet
+        return 0
+    return stats.counters.get("consumed", 0) if stats else 0
+
+
+def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, broker, topic):
+    _bin("initdb")
+    pg = PrivatePostgres()
+    flow = producer = None
+    try:
+        pg.start()
+        sink = pg.url
+        flow_port = free_port()
+        env = {"PYPI_PULSE_IDLE_SECONDS": "1", "PYPI_PULSE_EPOCH_SECONDS": "1",
+               "PYPI_PULSE_SINK_RETRY_MAX_SECONDS": "2", "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
+               "PYPI_PULSE_LOG_FORMAT": "json"}
+        common = ["--bootstrap-servers", broker.bootstrap, "--topic", topic]
+        flow_log, prod_log = tmp_path / "dataflow.log", tmp_path / "produce.log"
+        flow = start(["dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
+                      "--metrics-port", str(flow_port)], flow_log, **env)
+        producer = start(["produce", *common, "--source", "synthetic", "--rate", "200", "--seed", "11",
+                          "--no-progress"], prod_log, **env)
+        alive = ((flow, flow_log), (producer, prod_log))
+        wait_for("the first windows", lambda: _consumed(sink) > 0, 60, alive)
+        assert metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0
+
+        stopped_at = time.time()
+        pg.stop()
+        since = wait_for("the dataflow to report the sink unavailable",
+                         lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds"), 30, alive)
+        assert stopped_at - 1 <= since <= time.time()
+        while time.time() - stopped_at < DOWN_S:
+            assert flow.poll() is None, flow_log.read_text()[-4000:]
+            time.sleep(0.5)
+        assert metric(flow_port, "pypi_pulse_sink_write_errors_total") >= 2
+        pg.start()
+        wait_for("the dataflow to reconnect",
+                 lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0, 60, alive)
+
+        producer.send_signal(signal.SIGINT)
+        assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
+        events = topic_events(broker.bootstrap, topic)
+        wait_for("the backlog to be consumed", lambda: _consumed(sink) == len(events), 120, alive[:1])
+        flow.send_signal(signal.SIGTERM)
+        assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
+        # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
+        # and run to the end of the topic, the dataflow seals and applies them all
+        drained = subprocess.run([*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
+                                  "--until-drained"], env=dict(os.environ, **env), capture_output=True, timeout=300)
+        assert drained.returncode == 0, drained.stderr.decode()[-4000:]
+        assert _rolled_up(sink) == len(events)
+
+        windows, daily, totals = truth(events)
+        with open_sink(sink, readonly=True) as db:
+            counters = db.stats().counters
+            assert (stored_daily(db), stored_totals(db)) == (daily, totals)
+        assert counters["consumed"] == counters["counted"] == len(events)
+        assert counters.get("dropped", 0) == 0 and counters.get("dead_lettered", 0) == 0
+        assert stored_windows(sink) == windows
+        log = flow_log.read_text()
+        assert "Traceback" not in log
+        assert sum("sink.available" in line for line in log.splitlines()) == 1
+        assert any("sink.unavailable" in line for line in log.splitlines())
+    finally:
+        for proc in (producer, flow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        pg.remove()
