@@ -25,6 +25,7 @@ from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
+from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
@@ -53,6 +54,8 @@ class FlowConfig:
     hold_blocks_events: int = 0  # batch runs without recovery: a day's sealed blocks wait for each other (Clock)
     sink_retry: RetryPolicy = RetryPolicy()  # how a locked or unreachable sink is waited out (sink/retry.py)
     sink_lock_wait_s: float = 10.0  # SQLite: how long one write waits for another's lock before it is retried
+    broker_outage_log_s: float = DEFAULT_BROKER_OUTAGE_LOG_S  # kafka.broker_unavailable repeated this often
+    offset_reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S  # dataflow/source.py
     future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S  # pypi_pulse/bounds.py
     max_project_chars: int = DEFAULT_MAX_PROJECT_NAME
 
@@ -136,7 +139,9 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
     flow = Dataflow("pypi_pulse")
     raw = op.input("kafka_in", flow, KafkaBatchSource(cfg.bootstrap, cfg.topic, cfg.n_partitions,
                                                       batch_size=cfg.batch_size, stop_offsets=stop_offsets,
-                                                      drain_idle_s=cfg.drain_idle_s))
+                                                      drain_idle_s=cfg.drain_idle_s,
+                                                      outage_log_s=cfg.broker_outage_log_s,
+                                                      reset_confirm_s=cfg.offset_reset_confirm_s))
     limits = ParseLimits(cfg.future_tolerance_s, cfg.max_project_chars)
     partials = op.map("parse", raw, functools.partial(parse_batch, limits=limits))
     dead = op.flat_map("dead_letters", partials, lambda p: p.dead)

@@ -4,6 +4,16 @@ Why not Bytewax's per-message KafkaSource: the dataflow's speed comes from parsi
 one call, and its exactness from knowing each partition's own progress (the watermark is the minimum over
 partitions, not one clock shared by partitions read at different speeds). Offsets are the recovery state, so a
 resumed dataflow re-reads exactly what its last snapshot had not yet covered.
+
+The memory-only embedded broker forgets every topic when it restarts: a resumed (or running) dataflow's offset may
+then lie beyond the end of a new, shorter log, where Kafka clients wait silently for messages that will never come
+while the new events go unread. Tansu does not answer such a fetch with OFFSET_OUT_OF_RANGE, and the end offset it
+lists is too low to compare with (known-facts.md); the high watermark its fetch responses carry is right, and
+librdkafka keeps it. A partition whose fetches keep saying the log ends before our offset is resumed at the log's
+start, logged (`source.offset_reset`, error) and counted (pypi_pulse_dataflow_offset_resets). A Kafka that does
+answer OFFSET_OUT_OF_RANGE is handled the same way (`auto.offset.reset=error`, so that librdkafka never resets in
+silence). A new log already longer than our offset cannot be told from the old one by offsets: its first events
+are then missed (the producer's acknowledged offsets, on its metrics, show it).
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ import structlog
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
 from pypi_pulse.events import PACK_HEADER, unpack
+from pypi_pulse.kafka_health import BrokerHealth
 from pypi_pulse.metrics import dataflow_metrics
 
 log = structlog.get_logger(__name__)
@@ -61,8 +73,14 @@ class RawBatch:
 class _Partition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, config: dict, topic: str, partition: int, n_partitions: int, start: int,
                  batch_size: int, stop_offsets: Optional[StopOffsets], heartbeat_s: float,
-                 drain_idle_s: Optional[float]):
-        self.consumer = Consumer(config)
+                 drain_idle_s: Optional[float], health: Optional[BrokerHealth] = None,
+                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S):
+        self.health = health or BrokerHealth("dataflow", config["bootstrap.servers"])
+        self.consumer = Consumer({**config, **self.health.client_config()})
+        self.topic = topic
+        self.reset_confirm_s = reset_confirm_s
+        self.beyond_end_since: Optional[float] = None
+        self.next_end_check = 0.0
         # The partition's leader is looked up first: assigned before librdkafka knows it, a partition waits for a
         # fixed 500 ms timer before its start offset is queried, and a batch run's first events waited with it.
         try:
@@ -102,7 +120,13 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self.at_eof = True
+                    self.health.back()
                     continue
+                if err.code() == KafkaError._AUTO_OFFSET_RESET:  # a Kafka that says OFFSET_OUT_OF_RANGE
+                    lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=5)
+                    self._reset_to_start(lo, hi, err.str())
+                    values, sizes = [], None  # anything before it was at offsets that are gone
+                    break
                 if err.fatal():
                     raise RuntimeError(f"Kafka consumer error on partition {self.partition}: {err}")
                 continue
@@ -119,6 +143,12 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
             self.at_eof = False
         events = len(values) if sizes is None else sum(sizes)
         dataflow_metrics.consumed(self, events)
+        if values:
+            self.beyond_end_since = None
+            self.health.back()
+        else:
+            self.health.tick()
+            self._check_log_end()
         if values:
             self.events_per_message = max(1, events // len(values))
         caught_up = self.at_eof
@@ -142,6 +172,37 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         self.awake = datetime.now(timezone.utc) + timedelta(seconds=self.heartbeat_s)
         return [RawBatch(self.partition, self.n_partitions, [], self.next_offset, caught_up)]
 
+    def _check_log_end(self) -> None:
+        """Reset when the log has ended before our offset for `reset_confirm_s`, by the high watermark of the
+        broker's fetch responses (cached by librdkafka; never the listed end offset, which Tansu reports too low)."""
+        now = time.monotonic()
+        if now < self.next_end_check:
+            return
+        self.next_end_check = now + 0.2
+        try:
+            lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        except KafkaException:
+            return
+        if hi is None or hi < 0 or hi >= self.next_offset:
+            self.beyond_end_since = None
+        elif self.beyond_end_since is None:
+            self.beyond_end_since = now
+        elif now - self.beyond_end_since >= self.reset_confirm_s:
+            self._reset_to_start(lo, hi, "the log ends before the resume offset")
+
+    def _reset_to_start(self, lo: int, hi: int, why: str) -> None:
+        start = lo if lo is not None and lo >= 0 else 0
+        log.error("source.offset_reset", topic=self.topic, partition=self.partition, resume_offset=self.next_offset,
+                  log_start=lo, log_end=hi, offsets_skipped_back=self.next_offset - start, reason=why,
+                  meaning="the topic was recreated (a restarted memory-only broker?): resuming at the log's start; "
+                          "events the old log held beyond the resume offset are lost")
+        dataflow_metrics.offset_reset(self, self.next_offset - start)
+        self.consumer.assign([TopicPartition(self.topic, self.partition, start if lo is not None and lo >= 0
+                                             else OFFSET_BEGINNING)])
+        self.next_offset = start
+        self.beyond_end_since = None
+        self.at_eof = False
+
     def next_awake(self) -> Optional[datetime]:
         return self.awake
 
@@ -155,7 +216,8 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
     def __init__(self, bootstrap: str, topic: str, n_partitions: int, *, batch_size: int = 20_000,
                  stop_offsets: Optional[StopOffsets] = None, heartbeat_s: float = 0.05, group_id: str = "pypi-pulse-dataflow",
-                 drain_idle_s: Optional[float] = None):
+                 drain_idle_s: Optional[float] = None, outage_log_s: float = DEFAULT_BROKER_OUTAGE_LOG_S,
+                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S):
         self.bootstrap = bootstrap
         self.topic = topic
         self.n_partitions = n_partitions
@@ -164,6 +226,9 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self.heartbeat_s = heartbeat_s
         self.group_id = group_id
         self.drain_idle_s = drain_idle_s
+        self.outage_log_s = outage_log_s
+        self.reset_confirm_s = reset_confirm_s
+        self.health: Optional[BrokerHealth] = None  # one for all partitions: one line per outage, not one each
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.n_partitions)]
@@ -174,13 +239,15 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": "error",  # never reset in silence (source.offset_reset)
+            "reconnect.backoff.max.ms": 1000,  # notice a returning broker within a second
             "queued.min.messages": 200_000,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "fetch.wait.max.ms": 20,
-            "log_level": 3,
         }
         start = resume_state if resume_state is not None else -1
+        if self.health is None:
+            self.health = BrokerHealth("dataflow", self.bootstrap, self.outage_log_s)
         return _Partition(config, self.topic, int(for_part), self.n_partitions, start, self.batch_size,
-                          self.stop_offsets, self.heartbeat_s, self.drain_idle_s)
+                          self.stop_offsets, self.heartbeat_s, self.drain_idle_s, self.health, self.reset_confirm_s)

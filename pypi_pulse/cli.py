@@ -85,6 +85,7 @@ def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: O
         future_tolerance_s=s.future_tolerance_seconds, max_project_chars=s.max_project_name_chars,
         sink_retry=RetryPolicy(s.sink_retry_initial_seconds, s.sink_retry_max_seconds, s.sink_outage_log_seconds),
         sink_lock_wait_s=s.sink_lock_wait_seconds,
+        broker_outage_log_s=s.broker_outage_log_seconds, offset_reset_confirm_s=s.offset_reset_confirm_seconds,
     )
 
 

@@ -29,6 +29,7 @@ DEFAULT_COMPRESSION = "zstd"  # of record batches (setting `compression`)
 DEFAULT_BROKER_OUTAGE_LOG_S = 30.0
 DEFAULT_PRODUCER_STALL_S = 5.0
 DEFAULT_PRODUCER_STOP_S = 3.0
+DEFAULT_OFFSET_RESET_CONFIRM_S = 1.0
 
 
 class Settings(BaseSettings):
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
         DEFAULT_PRODUCER_STOP_S, gt=0, le=60, description="On Ctrl-C the producer waits this long for Kafka to "
         "acknowledge what it holds, then stops and reports how many events were not delivered.")
     offset_reset_confirm_seconds: float = Field(
-        1.0, gt=0, le=60, description="The dataflow takes a partition whose log ends before its resume offset (a "
+        DEFAULT_OFFSET_RESET_CONFIRM_S, gt=0, le=60, description="The dataflow takes a partition whose log ends before its resume offset (a "
         "restarted memory-only broker) for recreated once the broker has said so for this long; it then resumes at "
         "the log's start and logs and counts the reset.")
 

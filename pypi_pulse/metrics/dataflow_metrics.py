@@ -48,6 +48,15 @@ SPILLED_BYTES = Gauge("pypi_pulse_dataflow_spilled_state_bytes",
 ROLLUP_PENDING = Gauge("pypi_pulse_dataflow_rollup_blocks_pending",
                        "Sealed 10-minute rollup blocks queued for the sink or being applied to it, slice by slice.")
 
+OFFSET_RESETS = Counter(
+    "pypi_pulse_dataflow_offset_resets",
+    "Partitions found to end before the dataflow's resume offset (the topic was recreated, e.g. by a restart of the "
+    "memory-only broker) and resumed at the log's start; what the old log held beyond what was read is lost.",
+    ["topic", "partition"])
+OFFSETS_SKIPPED_BACK = Counter(
+    "pypi_pulse_dataflow_offsets_skipped_back",
+    "Offsets the dataflow went back by at those resets (resume offset minus the new log's start).", ["topic", "partition"])
+
 _partitions: weakref.WeakSet = weakref.WeakSet()
 _lock = threading.Lock()
 _newest_written = [float("-inf")]
@@ -58,6 +67,14 @@ def track_partition(part, topic: str) -> None:
     part._metrics_topic = topic
     part._metrics_consumed = CONSUMED.labels(topic, str(part.partition))
     _partitions.add(part)
+    OFFSET_RESETS.labels(topic, str(part.partition))  # present from 0, so that increase() sees the first
+    OFFSETS_SKIPPED_BACK.labels(topic, str(part.partition))
+
+
+def offset_reset(part, skipped_back: int) -> None:
+    labels = (part._metrics_topic, str(part.partition))
+    OFFSET_RESETS.labels(*labels).inc()
+    OFFSETS_SKIPPED_BACK.labels(*labels).inc(max(skipped_back, 0))
 
 
 def consumed(part, n: int) -> None:
