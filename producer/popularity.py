@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import pycountry
-
 
 @dataclass(frozen=True)
 class Weighted:
@@ -35,15 +33,26 @@ def packages() -> Weighted:
 
 
 @lru_cache(maxsize=None)
-def countries() -> Weighted:
-    """Measured shares of the top 10 countries; the rest of the world shares what remains, evenly."""
+def measured_country_shares() -> tuple[tuple[str, float], ...]:
+    """The measured top countries and their share of all downloads, in percent (`country-share-2026-08.csv`)."""
     with _data("country-share-2026-08.csv").open() as f:
-        top = [(r["country_code"], float(r["share_pct"])) for r in csv.DictReader(f)]
-    rest = 100.0 - sum(s for _, s in top)
-    named = {c for c, _ in top}
-    others = [c.alpha_2 for c in pycountry.countries if c.alpha_2 not in named]
-    # a few unknown origins too: BigQuery's country_code is null for some rows
-    pairs = top + [(c, rest * 0.97 / len(others)) for c in others] + [(None, rest * 0.03)]
+        return tuple((r["country_code"], float(r["share_pct"])) for r in csv.DictReader(f))
+
+
+def measured_countries() -> list[str]:
+    return [c for c, _ in measured_country_shares()]
+
+
+@lru_cache(maxsize=None)
+def countries() -> Weighted:
+    """Every country's share of downloads, for the synthetic stream and its history alike: the measured top 10
+    (`country-share-2026-08.csv`), the rest of the world in proportion to its internet users, and a few downloads
+    of unknown origin (None: BigQuery's country_code is null for some rows). How the rest was derived, and from
+    what: `producer/country_mix.py`."""
+    pairs = list(measured_country_shares())
+    with _data("country-share-rest.csv").open() as f:
+        pairs += [(r["country_code"], float(r["share_pct"])) for r in csv.DictReader(f)]
+    pairs.append((None, 100.0 - sum(s for _, s in pairs)))
     return _weighted(pairs)
 
 
