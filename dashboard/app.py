@@ -1,4 +1,4 @@
-"""The dashboard server: one Flask app (Dash's) serving the three tabs, the JSON API and the sign-in pages.
+"""The dashboard server: one Flask app (Dash's) serving the tabs, the JSON API and the sign-in pages.
 
 Bootstrap's CSS is served from assets/ (no CDN: the dashboard must work on a machine without internet access).
 Tab contents are rendered when a tab is opened, so that charts are sized for a visible container and the Live
@@ -18,7 +18,7 @@ import structlog
 from dash import Input, Output, dcc, html
 from flask import g
 
-from pypi_pulse.dashboard import countries_tab, live, trends_tab
+from pypi_pulse.dashboard import countries_tab, live, trending_tab, trends_tab
 from pypi_pulse.dashboard.auth import CSRF_FIELD, csrf_token, install_auth
 from pypi_pulse.dashboard.context import DashContext
 from pypi_pulse.dashboard.hardening import install_hardening
@@ -27,7 +27,7 @@ from pypi_pulse.dashboard.users import UserStore
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
-TABS = {"live": "Live", "countries": "Countries", "trends": "Package trends"}
+TABS = {"live": "Live", "countries": "Countries", "trends": "Package trends", "trending": "Trending"}
 
 
 def _layout() -> html.Div:
@@ -78,6 +78,8 @@ def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secur
             return countries_tab.layout(ctx)
         if tab == "trends":
             return trends_tab.layout(ctx)
+        if tab == "trending":
+            return trending_tab.layout(ctx)
         return live.layout()
 
     app.clientside_callback(
@@ -91,6 +93,7 @@ def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secur
     live.register(app, ctx)
     countries_tab.register(app, ctx)
     trends_tab.register(app, ctx)
+    trending_tab.register(app, ctx)
     return app
 
 
@@ -126,6 +129,8 @@ def _mount_api(server, sink_url: str) -> None:
             log.info("no JSON API module; serving the dashboard only")
             return
         raise
+    from pypi_pulse.dashboard import trending
     from pypi_pulse.sink.base import open_sink
 
     server.register_blueprint(api.create_api_blueprint(lambda: open_sink(sink_url, readonly=True)), url_prefix="/api")
+    server.register_blueprint(trending.create_trending_blueprint(lambda: open_sink(sink_url, readonly=True)), url_prefix="/api")

@@ -24,6 +24,7 @@ from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NA
 from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
+from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
 from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
@@ -167,6 +168,8 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
                                 merge_elsewhere=merge_elsewhere), snapshots, applied, spill)
 
     flushes = op.stateful("clock", keyed, builder)
+    flushes = op.map("recent_downloads", flushes, RecentDownloads(cfg.sink_url, cfg.window_retention_s,
+                                                                  cfg.rollup_retention_days, cfg.sink_retry))
     op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
                                           cfg.detail_min_daily_downloads, cfg.block_writer,
                                           lazy_block_writer=cfg.lazy_block_writer, retry=cfg.sink_retry,

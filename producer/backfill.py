@@ -29,6 +29,7 @@ from pypi_pulse.errors import UserError
 from pypi_pulse.names import normalize
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.queries import backfilled_days
+from pypi_pulse.sink.recent import record_day_profile
 
 log = structlog.get_logger(__name__)
 
@@ -90,16 +91,25 @@ class SyntheticHistory:
     live synthetic stream (popularity, countries, Pythons, installers, systems, CPUs, file types, CI share).
 
     Scale: `daily_downloads` is the volume of the whole of PyPI on an average day (the default of `up` matches
-    the live stream's rate, so that today's live figures continue the history); only the `projects` most
-    popular projects get a history (the top 1,000 carry ~88% of downloads), each with its share of that volume.
+    the live stream's rate, so that today's live figures continue the history). Per-project rows go to the
+    `projects` most popular projects and to those named in `include` (the category map), each with its share of
+    that volume; everything else (the rest of the top 15,000 and the synthetic long tail beyond it) is drawn as
+    one block that counts in the all-project totals (downloads a day, countries, Pythons...) but has no rows of
+    its own: some 600,000 projects at 26 rows or more a day each would not be a demo any more.
+    Projects under `detail_min_downloads` on a day keep one `other` row per fine dimension, by the sink's folding
+    rule (sink/rollup.py), while the totals keep their full detail, as a folded streamed day does.
     Shape: the weekly dip of `rhythm` (weekends ~0.67 of weekdays), a per-project trend (from -0.1% to +0.3% a
     day, anchored so that today's level is the live one), releases every 10-60 days that spike a project for a
     few days (and its mirror downloads more), a new version taking over after each release, and Poisson noise.
     Deterministic: a day depends only on (seed, day), so resumed or partial runs agree.
     """
 
+    # countries drawn each with its own probability: the measured ones, unknown, and this many of the largest
+    # others; the remaining small countries are drawn as one block spread over `other_countries` of them
+    EXPLICIT_OTHER_COUNTRIES = 10
+
     def __init__(self, daily_downloads: float, projects: int = 1000, seed: int = 0, anchor: Optional[dt.date] = None,
-                 other_countries: int = 20):
+                 other_countries: int = 20, include: Iterable[str] = (), detail_min_downloads: int = 0):
         import numpy as np
 
         from pypi_pulse.producer import popularity as pop
@@ -111,16 +121,21 @@ class SyntheticHistory:
         self._rhythm = rhythm
         pk = pop.packages()
         total = pk.cum_weights[-1]
-        n = min(projects, len(pk.values))
-        weights = np.diff(np.array((0.0,) + pk.cum_weights[:n]))
-        self.names = [normalize(v) for v in pk.values[:n]]
-        self.share = weights / total * (1 - TAIL_SHARE)
+        weights = np.diff(np.array((0.0,) + pk.cum_weights))
+        wanted = {normalize(p) for p in include}
+        keep = [i for i, v in enumerate(pk.values) if i < projects or normalize(v) in wanted]
+        self.names: list[Optional[str]] = [normalize(pk.values[i]) for i in keep]
+        share = weights[keep] / total * (1 - TAIL_SHARE)
+        self.share = np.append(share, 1.0 - share.sum())  # the last entry: everyone else, totals only
+        self.names.append(None)
+        self.detail_min_downloads = detail_min_downloads
         self.daily_downloads = float(daily_downloads)
-        h = np.array([zlib.crc32(p.encode()) for p in self.names], dtype=np.int64)
+        h = np.array([zlib.crc32((p or "").encode()) for p in self.names], dtype=np.int64)
         self.trend = -0.001 + 0.004 * ((h % 1000) / 1000.0)  # per day
         self.release_every = 10 + (h >> 10) % 51
         self.release_phase = (h >> 16) % self.release_every
         self.spike = 0.3 + 1.2 * (((h >> 20) % 100) / 100.0)
+        self.trend[-1], self.spike[-1] = 0.0, 0.0  # the long tail as a whole neither trends nor is released
         self.vmajor, self.vminor = (h >> 3) % 5, (h >> 7) % 30
 
         mirror_names = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
@@ -141,19 +156,34 @@ class SyntheticHistory:
         self.ci = _mix(pop.CI, lambda v: "true" if v else None)
         self.file_types = _mix(pop.FILE_TYPES)
         cc_cats, cc_p = _mix(pop.countries(), lambda v: "ZZ" if v is None else v)
-        # the measured top countries and unknown origins are drawn as they are; the rest of the world (even
-        # shares) is drawn as one block, then spread over `other_countries` of them picked per project and day
-        top = [i for i, c in enumerate(cc_cats) if c == "ZZ" or cc_p[i] >= 2 * float(np.median(cc_p))]
-        rest = [i for i in range(len(cc_cats)) if i not in set(top)]
+        measured = set(pop.measured_countries())
+        others = sorted((i for i, c in enumerate(cc_cats) if c not in measured and c != "ZZ"), key=lambda i: -cc_p[i])
+        top = [i for i, c in enumerate(cc_cats) if c in measured or c == "ZZ"] + others[:self.EXPLICIT_OTHER_COUNTRIES]
+        rest = others[self.EXPLICIT_OTHER_COUNTRIES:]
         self.countries = ([cc_cats[i] for i in top] + [None], np.append(cc_p[top], cc_p[rest].sum()))
         self.rest_countries = [cc_cats[i] for i in rest]
+        self.rest_p = cc_p[rest] / cc_p[rest].sum()
         self.other_countries = min(other_countries, len(rest))
+
+    def block_totals(self, day: dt.date, downloads: int) -> list[tuple[int, int]]:
+        """The day's downloads over its 10-minute blocks by the rhythm's hours, as (block end, downloads): the
+        hour-of-day profile the live stream leaves in `block_totals` (sink/recent.py), which trending reads."""
+        from pypi_pulse.dataflow.clock import BLOCK_S
+
+        np = self.np
+        midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+        starts = [midnight + i * BLOCK_S for i in range(86400 // BLOCK_S)]
+        p = np.array([self._rhythm(t + BLOCK_S / 2) for t in starts])
+        counts = np.random.default_rng([self.seed, day.toordinal(), 1]).multinomial(downloads, p / p.sum())
+        return [(t + BLOCK_S, int(n)) for t, n in zip(starts, counts.tolist())]
 
     def _day_factor(self, day: dt.date) -> float:
         midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
         return sum(self._rhythm(midnight + h * 3600 + 1800) for h in range(24)) / 24
 
-    def rows(self, day: dt.date) -> list[Row]:
+    def rows(self, day: dt.date) -> list[tuple]:
+        """The day's rows: (project, dimension, category, downloads), and 5-tuples whose last field says whether
+        the row counts in the all-project totals (see `sink.rollup.backfill_statements`)."""
         np = self.np
         o = day.toordinal()
         rng = np.random.default_rng([self.seed, o])
@@ -197,8 +227,9 @@ class SyntheticHistory:
         rest = self.rest_countries
         for i, n in enumerate(cc[:, -1].tolist()):
             if n:
-                picks = rng.choice(len(rest), self.other_countries, replace=False)
-                for j, k in zip(picks.tolist(), rng.multinomial(n, [1 / len(picks)] * len(picks)).tolist()):
+                picks = rng.choice(len(rest), self.other_countries, replace=False, p=self.rest_p)
+                p = self.rest_p[picks]
+                for j, k in zip(picks.tolist(), rng.multinomial(n, p / p.sum()).tolist()):
                     if k:
                         out.append((names[i], "country", rest[j], k))
         emit("file_type", self.file_types[0], rng.multinomial(overall, self.file_types[1]))
@@ -213,6 +244,26 @@ class SyntheticHistory:
                          (f"{maj}.{max(mnr - 1, 0)}.0", older[i])):
                 if n:
                     out.append((name, "version", v, int(n)))
+        return self._folded(out, overall)
+
+    def _folded(self, rows: list[tuple], overall) -> list[tuple]:
+        """The long tail's rows count in the totals only; a project under `detail_min_downloads` keeps one `other`
+        row per fine dimension in `daily` while its full detail still counts in the totals."""
+        from pypi_pulse.sink.rollup import FOLDED_CATEGORY, FOLDED_DIMENSIONS
+
+        small = {name for name, n in zip(self.names, overall.tolist()) if n < self.detail_min_downloads}
+        out: list[tuple] = []
+        folded: dict = defaultdict(int)
+        for row in rows:
+            project, dim = row[0], row[1]
+            if project is None:
+                out.append((None, dim, row[2], row[3], True))
+            elif project in small and dim in FOLDED_DIMENSIONS:
+                out.append((None, dim, row[2], row[3], True))
+                folded[(project, dim)] += row[3]
+            else:
+                out.append(row)
+        out += [(p, dim, FOLDED_CATEGORY, n, False) for (p, dim), n in folded.items()]
         return out
 
 
@@ -260,8 +311,9 @@ def file_days(path: Path, batch: int = 20_000) -> tuple[dict[str, list[Row]], in
 def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=None, force: bool = False,
              seed: int = 0, daily_downloads: float = 86_400_000, projects: int = 1000, other_countries: int = 20,
              on_day: Optional[Callable[[str, int], None]] = None, stop: Optional[threading.Event] = None,
-             today: Optional[dt.date] = None) -> BackfillSummary:
-    """Fill [start, end] from `source`; days already backfilled are skipped unless `force`."""
+             today: Optional[dt.date] = None, include: Iterable[str] = (), detail_min_downloads: int = 0) -> BackfillSummary:
+    """Fill [start, end] from `source`; days already backfilled are skipped unless `force`. Synthetic: the
+    `projects` most popular projects and those in `include` get rows of their own (see `SyntheticHistory`)."""
     check_range(start, end, today)
     t0 = time.monotonic()
     summary = BackfillSummary()
@@ -275,9 +327,12 @@ def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=
 
     def day_rows() -> Iterator[tuple[dt.date, Iterable[Row]]]:
         if source == "synthetic":
-            hist = SyntheticHistory(daily_downloads, projects, seed, anchor=today, other_countries=other_countries)
+            hist = SyntheticHistory(daily_downloads, projects, seed, anchor=today, other_countries=other_countries,
+                                    include=include, detail_min_downloads=detail_min_downloads)
             for d in todo:
-                yield d, hist.rows(d)
+                rows = hist.rows(d)
+                yield d, rows
+                record_day_profile(sink, hist.block_totals(d, sum(r[3] for r in rows if r[1] == "overall" and r[-1] is not False)))
         elif source.startswith("file:"):
             per_day, summary.events_read, summary.events_rejected = file_days(Path(source[5:]))
             for d in todo:
@@ -309,32 +364,5 @@ def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=
     return summary
 
 
-def first_history(settings, days: Optional[int] = None, stop: Optional[threading.Event] = None) -> Optional[BackfillSummary]:
-    """What `pypi-pulse up` runs on an empty sink: `days` of synthetic history ending yesterday, sized like the
-    live stream (`settings.rate` events per second), so the history tabs have something to show at once.
-
-    Kept small to take well under a minute on a slow machine: the 60 most popular projects (about a third of
-    all downloads) and 10 of the smaller countries per project and day; `pypi-pulse backfill` does more.
-    """
-    from pypi_pulse.sink.base import open_sink
-    from pypi_pulse.sink.queries import has_history
-
-    days = settings.backfill_days if days is None else days
-    if days <= 0:
-        return None
-    with open_sink(settings.sink_url) as sink:
-        if has_history(sink):
-            return None
-        today = dt.datetime.now(dt.timezone.utc).date()
-        return backfill(sink, "synthetic", today - dt.timedelta(days=days), today - dt.timedelta(days=1),
-                        seed=settings.seed or 0, daily_downloads=settings.rate * 86400, projects=60, other_countries=10,
-                        stop=stop,
-                        today=today)
-
-
-def first_history_background(settings, stop: Optional[threading.Event] = None) -> None:
-    """`first_history` for a background thread of `up`: a failure is logged, never kills the supervisor."""
-    try:
-        first_history(settings, stop=stop)
-    except Exception as exc:  # noqa: BLE001 - the live pipeline must keep running without a history
-        log.warning("backfill.first_history_failed", error=f"{type(exc).__name__}: {exc}")
+# `up`'s first history lives in producer/demo_history.py; imported here for the callers that know it by this name
+from pypi_pulse.producer.demo_history import first_history, first_history_background  # noqa: E402,F401

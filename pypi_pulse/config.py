@@ -73,6 +73,21 @@ class Settings(BaseSettings):
     backfill_days: int = Field(
         180, ge=0, le=400, description="`up` with the synthetic source on an empty sink: days of synthetic history to backfill (0: none)."
     )
+    backfill_detail_min_downloads: int = Field(
+        100_000, ge=0, description="`up`'s synthetic history: projects below this many downloads a day keep one 'other' "
+        "row per fine dimension (the sink's folding rule), so that 180 days stay a demo-sized sink; 0 keeps every row.")
+    trending_min_downloads: int = Field(
+        100, ge=1, description="Trending: a project needs at least this many downloads per hour of the window to be "
+        "listed (a jump from 2 to 20 downloads is noise, not a surge).")
+    trending_baseline_weeks: int = Field(
+        4, ge=1, le=52, description="Trending: the usual level of an hour is the mean of the same hour of the week "
+        "over this many past weeks.")
+    trending_max_window_hours: int = Field(
+        24, ge=1, le=48, description="Trending: the longest window asked for (`?window=Nh`); per-block counts are kept "
+        "as long as the per-second windows (window_retention_hours), which must cover it.")
+    trending_metric_top: int = Field(
+        10, ge=1, le=100, description="Prometheus exporter: how many trending projects get a pypi_pulse_trending_ratio series.")
+
 
     # Producer
     source: str = Field("synthetic", description="synthetic | file:PATH | bigquery")

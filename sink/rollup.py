@@ -69,16 +69,21 @@ def backfill_statements(day: str, rows: Iterable[tuple[str, str, Optional[str], 
     """The statements that make `day` hold exactly `rows`, as (sql, [params, ...]) to run in ONE transaction.
 
     `rows` are (project, dimension, category, downloads); names are normalised and duplicates summed, so a source
-    may yield the same key more than once.
+    may yield the same key more than once. A row may carry a fifth field, whether it counts in the all-project
+    totals: a synthetic history writes the detail it folds (as `compact_day_statements` folds a streamed day) with
+    project None, counted in the totals only, and the `other` rows that replace it in `daily` with False.
     """
     per_project: dict[tuple, int] = defaultdict(int)
     totals: dict[tuple, int] = defaultdict(int)
-    for project, dim, cat, n in rows:
+    for row in rows:
+        project, dim, cat, n = row[:4]
         if not n:
             continue
         c = to_db_category(cat)
-        per_project[(day, normalize(project), dim, c)] += int(n)
-        totals[(day, dim, c)] += int(n)
+        if project is not None:
+            per_project[(day, normalize(project), dim, c)] += int(n)
+        if len(row) < 5 or row[4]:
+            totals[(day, dim, c)] += int(n)
     return [
         ("DELETE FROM daily WHERE day = ?", [(day,)]),
         ("DELETE FROM daily_totals WHERE day = ?", [(day,)]),

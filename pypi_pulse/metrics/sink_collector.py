@@ -20,8 +20,10 @@ from prometheus_client.registry import Collector
 
 from pypi_pulse import countries
 from pypi_pulse.metrics.reasons import REASONS, reason_label
+from pypi_pulse.sink import recent
 from pypi_pulse.sink.base import Sink, open_sink
 from pypi_pulse.sink.retry import one_line
+from pypi_pulse.sink.trending import TrendingOptions
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,9 @@ class SinkCollector(Collector):
         self._cached: list = []
         self._cached_at = -float("inf")
         self._unavailable_since = 0.0  # wall time of the first failed read of the current outage
+        self.trending_options = TrendingOptions.current()
+        self._trending_at: Optional[int] = None  # newest block end the cached trending rows were computed at
+        self._trending_rows = None
 
     def collect(self):
         with self._lock:
@@ -130,7 +135,31 @@ class SinkCollector(Collector):
             delay.add_metric([], written_at - (last + 1))
         out += [rate, unique, by_country, top, today, newest, written, delay]
         out += self._pipeline(db)
+        out += self._trending(db)
         return out
+
+    def _trending(self, db: Sink) -> list:
+        """The top trending projects of the last hour (sink/trending.py), recomputed when a new block is sealed."""
+        newest = recent.newest_block_end(db)
+        if newest is None:
+            return []
+        if self._trending_at != newest:
+            self._trending_rows = self.trending_options.compute(db, 1, self.trending_options.metric_top)
+            self._trending_at = newest
+        t = self._trending_rows
+        ratio = GaugeMetricFamily("pypi_pulse_trending_ratio",
+                                  "Downloads over the last whole hour the sealed rollups reach, divided by the "
+                                  "project's usual level for that hour of the week (top trending projects).",
+                                  labels=["project"])
+        downloads = GaugeMetricFamily("pypi_pulse_trending_downloads",
+                                      "Downloads of the top trending projects over that hour.", labels=["project"])
+        end = GaugeMetricFamily("pypi_pulse_trending_window_end_timestamp_seconds",
+                                "End of the hour the trending figures measure.")
+        for r in t.rows:
+            ratio.add_metric([r["project"]], r["ratio"])
+            downloads.add_metric([r["project"]], r["downloads"])
+        end.add_metric([], t.end)
+        return [ratio, downloads, end]
 
     def _pipeline(self, db: Sink) -> list:
         stats = db.stats()
