@@ -244,14 +244,15 @@ class SyntheticHistory:
                          (f"{maj}.{max(mnr - 1, 0)}.0", older[i])):
                 if n:
                     out.append((name, "version", v, int(n)))
-        return self._folded(out, overall)
+        return self._folded(out, overall + mirrors)
 
-    def _folded(self, rows: list[tuple], overall) -> list[tuple]:
-        """The long tail's rows count in the totals only; a project under `detail_min_downloads` keeps one `other`
-        row per fine dimension in `daily` while its full detail still counts in the totals."""
+    def _folded(self, rows: list[tuple], with_mirrors) -> list[tuple]:
+        """The long tail's rows count in the totals only; a project under `detail_min_downloads` downloads a day
+        with mirrors (the sink's measure) keeps one `other` row per fine dimension in `daily` while its full detail
+        still counts in the totals."""
         from pypi_pulse.sink.rollup import FOLDED_CATEGORY, FOLDED_DIMENSIONS
 
-        small = {name for name, n in zip(self.names, overall.tolist()) if n < self.detail_min_downloads}
+        small = {name for name, n in zip(self.names, with_mirrors.tolist()) if n < self.detail_min_downloads}
         out: list[tuple] = []
         folded: dict = defaultdict(int)
         for row in rows:

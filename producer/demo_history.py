@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import structlog
 from rich.console import Console
@@ -25,9 +25,11 @@ DEMO_PROJECTS = 1000
 DEMO_OTHER_COUNTRIES = 10
 
 
-def first_history(settings, days: Optional[int] = None, stop: Optional[threading.Event] = None):
+def first_history(settings, days: Optional[int] = None, stop: Optional[threading.Event] = None,
+                  on_start: Optional[Callable[[int], None]] = None):
     """`days` of synthetic history ending yesterday, sized like the live stream (`settings.rate` events per
-    second); None when the sink already has history or no days are asked for."""
+    second); None when the sink already has history or no days are asked for. `on_start(days)` hears when it
+    begins."""
     from pypi_pulse.categories import category_map
     from pypi_pulse.producer.backfill import backfill
     from pypi_pulse.sink.base import open_sink
@@ -40,6 +42,8 @@ def first_history(settings, days: Optional[int] = None, stop: Optional[threading
         if has_history(sink):
             return None
         today = dt.datetime.now(dt.timezone.utc).date()
+        if on_start is not None:
+            on_start(days)
         return backfill(sink, "synthetic", today - dt.timedelta(days=days), today - dt.timedelta(days=1),
                         seed=settings.seed or 0, daily_downloads=settings.rate * 86400, projects=DEMO_PROJECTS,
                         other_countries=DEMO_OTHER_COUNTRIES, include=category_map(),
@@ -50,17 +54,19 @@ def first_history_background(settings, stop: Optional[threading.Event] = None, c
     """`first_history` for a background thread of `up`, which says on its console when it starts and ends; a
     failure is reported, never kills the supervisor."""
     console = console or Console(stderr=True)
-    days = settings.backfill_days
-    console.print(f"backfilling {days} days of synthetic history in the background (the history tabs fill from the "
-                  "newest day back)")
+
+    def started(days: int) -> None:
+        log.info("backfill.first_history_started", days=days)
+        console.print(f"history backfill started: {days} days of synthetic history, in the background (the history "
+                      "tabs fill from the newest day back)")
+
     try:
-        summary = first_history(settings, stop=stop)
+        summary = first_history(settings, stop=stop, on_start=started)
     except Exception as exc:  # noqa: BLE001 - the live pipeline must keep running without a history
         log.warning("backfill.first_history_failed", error=f"{type(exc).__name__}: {exc}")
         console.print(f"[yellow]history backfill failed: {type(exc).__name__}: {exc}[/]")
         return
-    if summary is None:
-        console.print("history backfill skipped: the sink already has history")
-    else:
+    if summary is not None:
+        log.info("backfill.first_history_done", days=summary.days_written, rows=summary.rows, seconds=round(summary.seconds, 1))
         console.print(f"history backfill done: {summary.days_written} days, {summary.rows:,} rows in "
                       f"{summary.seconds:.0f} s")

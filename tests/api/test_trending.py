@@ -102,13 +102,13 @@ def served(broker, tmp_path_factory):
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "serve did not start listening in 60 s"
             time.sleep(0.1)  # polling interval while the server starts
-    yield base, events
+    yield base, events, url
     proc.terminate()
     proc.wait(10)
 
 
 def test_a_known_surge_tops_trending_with_exact_downloads_baseline_and_ratio(served):
-    base, events = served
+    base, events, _url = served
     r = requests.get(base + "/api/trending?window=1h", timeout=10)
     assert r.status_code == 200, r.text
     got = r.json()
@@ -120,7 +120,7 @@ def test_a_known_surge_tops_trending_with_exact_downloads_baseline_and_ratio(ser
 
 
 def test_a_longer_window_sums_its_hours(served):
-    base, events = served
+    base, events, _url = served
     got = requests.get(base + "/api/trending?window=3h", timeout=10).json()
     assert (got["window"], got["start"], got["end"]) == ("3h", "2026-03-25T12:00:00Z", "2026-03-25T15:00:00Z")
     mirrors = {"bandersnatch"}
@@ -132,11 +132,27 @@ def test_a_longer_window_sums_its_hours(served):
 @pytest.mark.parametrize("query", ["window=0h", "window=25h", "window=1d", "window=", "window=h", "window=1h&limit=0",
                                    "window=1h&limit=abc", "window=-1h"])
 def test_a_bad_window_or_limit_is_a_400_with_a_json_error(served, query):
-    base, _ = served
+    base, _, _url = served
     r = requests.get(f"{base}/api/trending?{query}", timeout=10)
     assert r.status_code == 400, (query, r.text)
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]
+
+
+def test_the_exporter_publishes_the_top_ratios_of_the_last_hour(served):
+    from pypi_pulse.metrics.sink_collector import build_registry
+
+    _base, events, url = served
+    want = _expected(events)["data"][:10]
+    registry, collector = build_registry(url, cache_s=0)
+    try:
+        got = {s.labels["project"]: s.value for m in registry.collect() if m.name == "pypi_pulse_trending_ratio"
+               for s in m.samples}
+        assert got == {r["project"]: r["ratio"] for r in want}
+        assert registry.get_sample_value("pypi_pulse_trending_downloads", {"project": "surger"}) == 400
+        assert registry.get_sample_value("pypi_pulse_trending_window_end_timestamp_seconds") == SURGE + HOUR
+    finally:
+        collector.close()
 
 
 def test_trending_on_an_empty_sink_says_so(tmp_path):

@@ -174,9 +174,10 @@ def test_up_backfills_a_first_history_beside_the_live_stream(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=30)
+            out = proc.communicate(timeout=30)[0].decode()
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
     with open_sink(sink, readonly=True) as db:
         assert queries.top_packages(db, min(want), max(want), limit=1)[0][1] > 0  # the history tabs have data
+    assert "history backfill started: 5 days" in out and "history backfill done: 5 days" in out, out

@@ -1,0 +1,69 @@
+"""The per-block downloads trending reads (dataflow/recent.py, sink/recent.py): the same per-project counts from a
+block in every form the clock hands over, written idempotently, and nothing for a bucket that spans hours."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import orjson
+
+from expected_rollups import MIRRORS, make_event, norm
+from pypi_pulse.dataflow.clock import Flush, MinuteRollup, SealedBlock
+from pypi_pulse.dataflow.parse import parse_batch
+from pypi_pulse.dataflow.recent import RecentDownloads
+from pypi_pulse.dataflow.source import RawBatch
+from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.model import RollupBucket
+from pypi_pulse.sink.recent import overall_by_project
+
+BLOCK = 1772323200 + 14 * 3600  # 2026-03-01T14:00:00Z
+
+
+def _block_minutes(events):
+    part = parse_batch(RawBatch(0, 1, [orjson.dumps(e) for e in events], 0, True))
+    assert not part.dead
+    minutes = []
+    for _minute, cols in sorted(part.minutes.items()):
+        m = MinuteRollup()
+        m.add(cols)
+        minutes.append(m)
+    return minutes
+
+
+def _truth(events) -> dict:
+    """Overall downloads per project: every event but mirror downloads, names PEP 503 normalised."""
+    inst = lambda e: ((e.get("details") or {}).get("installer") or {}).get("name")  # noqa: E731
+    return dict(Counter(norm(e["project"]) for e in events if inst(e) not in MIRRORS))
+
+
+def test_every_form_of_a_block_gives_the_same_exact_counts():
+    rng = random.Random(5)
+    events = [make_event(rng, BLOCK + rng.random() * 599) for _ in range(3000)]
+    minutes = _block_minutes(events)
+    sealed = SealedBlock(minutes, "2026-03-01")
+    merged = MinuteRollup.merged_final(minutes, "2026-03-01")
+    truth = _truth(events)
+    assert overall_by_project(sealed) == truth
+    assert overall_by_project(merged) == truth
+    assert overall_by_project(merged.as_dict()) == truth
+    packed = SealedBlock.of_blobs(sealed.blobs(), "2026-03-01")  # as the block writer receives it
+    assert overall_by_project(packed) == truth
+
+
+def test_a_resent_block_writes_the_same_rows_and_a_multi_hour_bucket_none(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    rng = random.Random(6)
+    events = [make_event(rng, BLOCK + rng.random() * 599) for _ in range(500)]
+    block = RollupBucket(BLOCK, SealedBlock(_block_minutes(events), "2026-03-01"), span=600)
+    day_bucket = RollupBucket(BLOCK + 600, {("2026-03-01", "numpy", "overall", None): 7}, span=7200)
+    step = RecentDownloads(url, recent_keep_s=48 * 3600, totals_keep_days=400)
+    item = ("all", Flush([], [block, day_bucket], None))
+    assert step(item) is item
+    fresh = RecentDownloads(url, recent_keep_s=48 * 3600, totals_keep_days=400)  # a restarted dataflow
+    fresh(item)
+    with open_sink(url, readonly=True) as db:
+        rows = dict(db.query("SELECT project, downloads FROM recent_downloads WHERE block_end = ?", (BLOCK + 600,)))
+        assert rows == _truth(events)
+        assert db.query("SELECT block_end, downloads FROM block_totals") == [(BLOCK + 600, sum(rows.values()))]
+        assert db.query("SELECT COUNT(*) FROM recent_downloads WHERE block_end <> ?", (BLOCK + 600,)) == [(0,)]
