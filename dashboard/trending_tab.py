@@ -13,7 +13,7 @@ from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.events import iso_second
 from pypi_pulse.sink.trending import Trending, TrendingOptions
 
-WINDOWS = (1, 3, 6, 24)
+WINDOWS = (1, 3, 6, 12, 24)  # those up to the setting trending_max_window_hours are offered
 SHOWN = 20
 REFRESH_MS = 60_000
 NO_TRENDING = ("Nothing to compare yet: trending needs the stream's sealed blocks (the lateness horizon plus a "
@@ -21,7 +21,8 @@ NO_TRENDING = ("Nothing to compare yet: trending needs the stream's sealed block
 
 
 def layout(ctx: DashContext) -> html.Div:
-    options = [{"label": f"last {h} hour{'s' if h > 1 else ''}", "value": h} for h in WINDOWS]
+    hours = [h for h in WINDOWS if h <= TrendingOptions.current().max_window_hours]
+    options = [{"label": f"last {h} hour{'s' if h > 1 else ''}", "value": h} for h in hours]
     return html.Div([
         dbc.Row([
             dbc.Col([html.Label("Window", className="form-label small"),
@@ -81,7 +82,7 @@ def register(app, ctx: DashContext, options: TrendingOptions | None = None) -> N
                   Input("trending-refresh", "n_intervals"), Input("theme", "data"))
     def update(hours, _tick, theme):
         theme = inputs.theme(theme)
-        hours = hours if hours in WINDOWS else 1
+        hours = hours if hours in WINDOWS and hours <= options.max_window_hours else 1
         try:
             t = compute(ctx, hours, options)
         except NoData:

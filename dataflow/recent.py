@@ -29,8 +29,12 @@ class RecentDownloads:
 
     def __init__(self, sink_url: str, recent_keep_s: float, totals_keep_days: int,
                  retry: RetryPolicy = RetryPolicy()):
+        from pypi_pulse.sink.trending import TrendingOptions
+
         self.sink_url = sink_url
-        self.recent_keep_s = recent_keep_s
+        # as long as the longest trending window needs (it ends up to an hour behind the newest block), within the
+        # retention of the per-second windows: a block adds a row for every project downloaded in it
+        self.recent_keep_s = min(recent_keep_s, (TrendingOptions.current().max_window_hours + 1) * 3600)
         self.totals_keep_s = totals_keep_days * DAY_S
         self.retry = retry
         self.outage = Outage(retry.log_every_s, step="recent_downloads")

@@ -83,8 +83,9 @@ class Settings(BaseSettings):
         4, ge=1, le=52, description="Trending: the usual level of an hour is the mean of the same hour of the week "
         "over this many past weeks.")
     trending_max_window_hours: int = Field(
-        24, ge=1, le=48, description="Trending: the longest window asked for (`?window=Nh`); per-block counts are kept "
-        "as long as the per-second windows (window_retention_hours), which must cover it.")
+        6, ge=1, le=48, description="Trending: the longest window asked for (`?window=Nh`); the dataflow keeps each "
+        "block's per-project counts this long plus an hour (at most window_retention_hours): at 1,000 synthetic "
+        "events/s a 10-minute block holds about 27,000 projects, so each hour kept is some 160,000 rows.")
     trending_metric_top: int = Field(
         10, ge=1, le=100, description="Prometheus exporter: how many trending projects get a pypi_pulse_trending_ratio series.")
 

@@ -139,20 +139,35 @@ MIGRATIONS: list[str | dict[str, str]] = [
         """,
         "postgresql": "",
     },
-    # 8 (trending, sink/recent.py): each sealed block's downloads per project, kept a day or two, and of all
-    # projects, kept with the rollups: the last hours' exact counts and the hour-of-day profile of past days
-    """
-    CREATE TABLE IF NOT EXISTS recent_downloads (
-        block_end BIGINT NOT NULL,
-        project TEXT NOT NULL,
-        downloads BIGINT NOT NULL,
-        PRIMARY KEY (block_end, project)
-    );
-    CREATE TABLE IF NOT EXISTS block_totals (
-        block_end BIGINT PRIMARY KEY,
-        downloads BIGINT NOT NULL
-    );
-    """,
+    # 8 (trending, sink/recent.py): each sealed block's downloads per project, kept for the last hours, and of all
+    # projects, kept with the rollups: the last hours' exact counts and the hour-of-day profile of past days. In
+    # SQLite the per-project table is clustered on its key (a rowid table would store every row twice).
+    {
+        "sqlite": """
+        CREATE TABLE IF NOT EXISTS recent_downloads (
+            block_end BIGINT NOT NULL,
+            project TEXT NOT NULL,
+            downloads BIGINT NOT NULL,
+            PRIMARY KEY (block_end, project)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS block_totals (
+            block_end BIGINT PRIMARY KEY,
+            downloads BIGINT NOT NULL
+        );
+        """,
+        "postgresql": """
+        CREATE TABLE IF NOT EXISTS recent_downloads (
+            block_end BIGINT NOT NULL,
+            project TEXT NOT NULL,
+            downloads BIGINT NOT NULL,
+            PRIMARY KEY (block_end, project)
+        );
+        CREATE TABLE IF NOT EXISTS block_totals (
+            block_end BIGINT PRIMARY KEY,
+            downloads BIGINT NOT NULL
+        );
+        """,
+    },
 ]
 
 

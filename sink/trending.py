@@ -39,7 +39,7 @@ class TrendingOptions:
 
     min_downloads: int = 100
     baseline_weeks: int = 4
-    max_window_hours: int = 24
+    max_window_hours: int = 6
     metric_top: int = 10
 
     @classmethod

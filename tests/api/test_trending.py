@@ -129,7 +129,7 @@ def test_a_longer_window_sums_its_hours(served):
     assert {r["project"]: r["downloads"] for r in got["data"]} == {p: n for p, n in truth.items() if n >= 3 * MIN_DOWNLOADS}
 
 
-@pytest.mark.parametrize("query", ["window=0h", "window=25h", "window=1d", "window=", "window=h", "window=1h&limit=0",
+@pytest.mark.parametrize("query", ["window=0h", "window=7h", "window=25h", "window=1d", "window=", "window=h", "window=1h&limit=0",
                                    "window=1h&limit=abc", "window=-1h"])
 def test_a_bad_window_or_limit_is_a_400_with_a_json_error(served, query):
     base, _, _url = served
