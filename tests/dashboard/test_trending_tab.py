@@ -31,9 +31,7 @@ def _profile(day: int) -> list[tuple[int, int]]:
 NINE_SHARE = 600 / (600 + 138 * 50)  # of each past day's downloads, the share made between 09:00 and 10:00
 
 
-@pytest.fixture(scope="module")
-def trending_server(data_dir, tmp_path_factory):  # noqa: F811
-    url = f"sqlite:///{tmp_path_factory.mktemp('trending-tab') / 's.db'}"
+def _fill(url: str) -> None:
     with open_sink(url) as db:
         for day in WEEKS:
             rows = [(p, d, None, n) for p, n in USUAL.items() for d in ("overall", "with_mirrors")]
@@ -43,9 +41,34 @@ def trending_server(data_dir, tmp_path_factory):  # noqa: F811
         record_blocks(db, [(NOW_HOUR - 600 * k, {"numpy": 5}) for k in range(6)])
         record_blocks(db, [(NOW_HOUR + 600 * (k + 1), {p: n // 6 + (n % 6 if k == 5 else 0) for p, n in NOW.items()})
                            for k in range(6)])
+
+
+def _want() -> list[tuple[str, int, float, float]]:
+    """(project, downloads, usual level, ratio), best first: each past Wednesday's downloads times its 09:00 share."""
+    usual = {p: sum(USUAL[p] * NINE_SHARE for _ in WEEKS) / len(WEEKS) for p in USUAL}
+    rows = [(p, n, usual.get(p, 0.0), n / max(usual.get(p, 0.0), 1.0)) for p, n in NOW.items() if n >= 100]
+    return sorted(rows, key=lambda r: (-r[3], -r[1], r[0]))
+
+
+@pytest.fixture(scope="module")
+def trending_server(data_dir, tmp_path_factory):  # noqa: F811
+    url = f"sqlite:///{tmp_path_factory.mktemp('trending-tab') / 's.db'}"
+    _fill(url)
     s = Server(url, data_dir)
     yield s
     s.stop()
+
+
+def test_both_backends_give_the_same_trending_figures(sink_url):
+    from pypi_pulse.sink.trending import TrendingOptions
+
+    _fill(sink_url)
+    with open_sink(sink_url, readonly=True) as db:
+        t = TrendingOptions().compute(db, 1)
+    assert (t.start, t.end) == (NOW_HOUR, NOW_HOUR + HOUR)
+    assert [(r["project"], r["downloads"]) for r in t.rows] == [(p, n) for p, n, _, _ in _want()]
+    assert [r["baseline"] for r in t.rows] == pytest.approx([b for _, _, b, _ in _want()], abs=0.01)
+    assert [r["ratio"] for r in t.rows] == pytest.approx([r for _, _, _, r in _want()], abs=0.01)
 
 
 def test_the_tab_ranks_the_surge_with_its_figures(trending_server):
@@ -53,13 +76,11 @@ def test_the_tab_ranks_the_surge_with_its_figures(trending_server):
     http = signed_in(base)
     out = fire_callback(http, base, "trending-chart", {"trending-window.value": 1, "theme.data": "light",
                                                        "trending-refresh.n_intervals": 0})
-    usual_now = {p: sum(USUAL[p] * NINE_SHARE for _ in WEEKS) / len(WEEKS) for p in USUAL}
-    want = sorted(((p, n, n / max(usual_now.get(p, 0.0), 1.0)) for p, n in NOW.items() if n >= 100),
-                  key=lambda r: (-r[2], -r[1], r[0]))
+    want = _want()
     bars = out["trending-chart"]["figure"]["data"][0]
-    assert list(reversed(bars["y"])) == [p for p, _, _ in want] == ["fresh", "numpy", "requests"]
-    assert list(reversed(bars["x"])) == pytest.approx([r for _, _, r in want], abs=0.01)
-    assert list(reversed(bars["customdata"])) == [[n, pytest.approx(usual_now.get(p, 0.0), abs=0.01)] for p, n, _ in want]
+    assert list(reversed(bars["y"])) == [p for p, _, _, _ in want] == ["fresh", "numpy", "requests"]
+    assert list(reversed(bars["x"])) == pytest.approx([r for _, _, _, r in want], abs=0.01)
+    assert list(reversed(bars["customdata"])) == [[n, pytest.approx(u, abs=0.01)] for _, n, u, _ in want]
     caption = out["trending-caption"]["children"]
     assert "2026-11-18T09:00:00Z → 2026-11-18T10:00:00Z" in caption and "4 weeks" in caption
     table = str(out["trending-table"]["children"])
