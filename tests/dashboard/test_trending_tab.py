@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from dashboard_testing import Server, data_dir, fire_callback, signed_in  # noqa: F401  (data_dir: a fixture)
+from dashboard_testing import SCREENSHOTS, Server, browser, data_dir, fire_callback, signed_in  # noqa: F401  (fixtures)
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.recent import record_blocks, record_day_profile
 
@@ -98,3 +98,19 @@ def test_the_tab_says_what_it_waits_for_on_a_sink_without_blocks(data_dir, tmp_p
         assert out["trending-chart"]["figure"]["data"] == [] or "annotations" in out["trending-chart"]["figure"]["layout"]
     finally:
         s.stop()
+
+
+@pytest.mark.browser
+def test_the_tab_in_a_browser_shows_the_surge_first(trending_server, browser):  # noqa: F811
+    from test_browser import open_tab, sign_in, wait_figure
+
+    sign_in(browser, trending_server.url)
+    open_tab(browser, "trending")
+    fig = wait_figure(browser, "trending-chart", lambda f: bool(f["data"]) and f["data"][0]["type"] == "bar")
+    want = _want()
+    assert fig["data"][0]["y"][::-1] == [p for p, _, _, _ in want]
+    assert fig["data"][0]["x"][::-1] == pytest.approx([r for _, _, _, r in want], abs=0.01)
+    rows = browser.driver.find_elements("css selector", "#trending-rows tbody tr")
+    assert [r.text.split()[0] for r in rows] == [p for p, _, _, _ in want]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.driver.save_screenshot(str(SCREENSHOTS / "trending.png"))
