@@ -108,3 +108,18 @@ def test_each_day_leaves_its_hour_profile_for_trending(demo):
         for end, n in blocks:
             by_hour[(end - 1 - start) // 3600] += n
         assert by_hour[17] > 1.4 * by_hour[5]  # the daily wave: US afternoon above the early morning
+
+
+def test_the_packages_that_answered_404_now_have_a_history(demo):
+    import flask
+
+    from pypi_pulse.dashboard.api import create_api_blueprint
+
+    s, _db = demo
+    app = flask.Flask("demo-api")
+    app.register_blueprint(create_api_blueprint(lambda: open_sink(s.sink_url, readonly=True)))
+    client = app.test_client()
+    for package in ("flask", "django", "matplotlib", "scikit-learn", "torch", "nltk"):
+        r = client.get(f"/api/packages/{package}/overall?mirrors=false")
+        assert r.status_code == 200, (package, r.get_data(as_text=True))
+        assert len(r.get_json()["data"]) == 2 and all(d["downloads"] > 0 for d in r.get_json()["data"])
