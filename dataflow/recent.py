@@ -8,7 +8,8 @@ the clock are left as they are, and the rollups' exactly-once bookkeeping is not
 derived view, idempotent by their key.
 
 Its cost is a block's `overall` tallies summed per project every 10 minutes (the rest of a block is never merged
-here), and two small upserts.
+here) and two upserts; a live block comes packed, so each of its minutes is unpacked first, on the worker's time:
+51 ms a minute at 20,000 events/s (docs/trending.md).
 """
 
 from __future__ import annotations
