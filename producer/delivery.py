@@ -28,6 +28,8 @@ from pypi_pulse.kafka_health import BrokerHealth
 
 log = structlog.get_logger(__name__)
 PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+# failures of a broker that came back without our topics: kept and sent again once the topics exist
+RESEND = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Delivery:
         self.pending: dict[int, tuple] = {}  # seq -> (topic, value, key, partition, on_delivery, timestamp, headers, events)
         self._seq = 0
         self.undelivered = 0  # events given up on at a stop
+        self.resend: list[int] = []  # refused for a missing topic: sent again once it exists
         self.replacements = 0
         self.last_progress = time.monotonic()
         self.answering_since: Optional[float] = None
@@ -73,6 +76,11 @@ class Delivery:
             try:
                 self._send(seq)
                 return True
+            except KafkaException as exc:  # the client knows the topic is missing: sent once it is recreated
+                if exc.args[0].code() not in RESEND:
+                    raise
+                self.resend.append(seq)
+                return True
             except BufferError:
                 if self.stop.is_set():
                     self.pending.pop(seq)
@@ -87,6 +95,9 @@ class Delivery:
 
     def _done(self, seq: int, err: Optional[KafkaError], msg) -> None:
         if err is not None and err.code() in PURGED:
+            return
+        if err is not None and err.code() in RESEND and seq in self.pending:
+            self.resend.append(seq)
             return  # still pending: sent again by the replacement client, or counted as undelivered at a stop
         record = self.pending.pop(seq, None)
         if record is None:
@@ -113,7 +124,7 @@ class Delivery:
         if self.health.fatal is not None:
             self._replace(f"fatal error: {self.health.fatal.str()}")
             return
-        if not self.pending or time.monotonic() - self.last_progress < min(1.0, self.options.stall_s):
+        if not self.resend and (not self.pending or time.monotonic() - self.last_progress < min(1.0, self.options.stall_s)):
             self.answering_since = None
             return
         try:  # metadata goes through even when produce requests are refused
@@ -125,6 +136,16 @@ class Delivery:
         if self._recreate_topics(topics):
             # the broker came back without our topics, so without anything we sent: nothing can be duplicated
             self._replace("the broker came back empty (restarted)")
+            return
+        if self.resend:
+            again, self.resend = sorted(self.resend), []
+            for i, seq in enumerate(again):
+                try:
+                    if seq in self.pending:
+                        self._send(seq)
+                except (KafkaException, BufferError):  # not yet: the rest waits for the next watch, in order
+                    self.resend = again[i:]
+                    break
             return
         now = time.monotonic()
         if self.answering_since is None:
@@ -161,6 +182,7 @@ class Delivery:
         old.poll(0)  # acknowledgements that arrived before the purge count; purged messages stay pending
         self.producer = Producer(self.config)
         self.health.fatal = None
+        self.resend = []  # everything pending is sent again below
         self.replacements += 1
         events = sum(r[7] for r in self.pending.values())
         log.warning("producer.replaced", reason=why, replacements=self.replacements, resent_messages=len(self.pending), resent_events=events)
@@ -171,6 +193,9 @@ class Delivery:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
+                except KafkaException:  # the topic is not known yet: sent again by the next watch
+                    self.resend.append(seq)
+                    break
         self.last_progress = time.monotonic()
         self.answering_since = None
 
