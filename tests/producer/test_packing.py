@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from pypi_pulse.bounds import DEFAULT_MAX_EVENT_BYTES
 from pypi_pulse.events import PACK_MAX_BYTES
 from pypi_pulse.producer.publisher import Publisher
 
@@ -29,6 +30,7 @@ class _Recorder(Publisher):
     def __init__(self):  # no Kafka: only the cutting is under test
         self.packs: list[list[bytes]] = []
         self._partitions = 1
+        self.max_event_bytes = DEFAULT_MAX_EVENT_BYTES
         self.delivery = type("NoKafka", (), {"poll": lambda self, timeout: 0})()
 
     def _produce_pack(self, pack: list[bytes]) -> None:
