@@ -28,7 +28,8 @@ def before_up(settings) -> None:
     password = generate_password()
     store.add(FIRST_USER, password)
     err.print(f"dashboard: created user [bold]{FIRST_USER}[/] with password [bold]{password}[/] "
-              f"(shown only now; manage users with `pypi-pulse users`)", highlight=False)
+              f"(shown only now; manage users with `pypi-pulse users`)", highlight=False,
+              soft_wrap=True)  # off a terminal rich would wrap at 80 columns, mid-sentence in a log file
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (also PYPI_PULSE_CONFIG).")]
@@ -76,14 +77,18 @@ def register(app: typer.Typer) -> None:
         from pypi_pulse.dashboard.limits import WebLimits
         from pypi_pulse.dashboard.users import UserStore
 
-        s = settings(config, host=host, port=port, sink=sink, data_dir=data_dir, log_level=log_level)
+        s = settings(config, host=host, port=port, sink=sink, data_dir=data_dir, log_level=log_level,
+                     public_api=public_api or None)
+        from pypi_pulse.preflight import check_sink_for_reading
+
+        check_sink_for_reading(s.sink_url)  # else it would start, and answer every request with a 500
         if s.log_level not in ("debug", "info"):  # werkzeug logs every request at INFO: quiet by default
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
         if not UserStore(s.data_dir).names():
             err.print(f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
                       "`pypi-pulse users add NAME --password-stdin`", highlight=False)
         freshness.configure(s.live_delayed_after_seconds)
-        dash_app = create_app(s.sink_url, s.data_dir, public_api=public_api, secure_cookies=secure_cookies,
+        dash_app = create_app(s.sink_url, s.data_dir, public_api=s.public_api, secure_cookies=secure_cookies,
                               limits=WebLimits.from_settings(s))
         _check_port_free(s.host, s.port)
         server = make_server(s.host, s.port, dash_app.server, threaded=True)

@@ -22,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: typer's rich panels print `<bool>` beside every flag, and wrap at 80 columns off a terminal
+    rich_markup_mode=None,
 )
 out = Console()
 err = Console(stderr=True)
@@ -307,14 +309,25 @@ def up(
     port: Annotated[Optional[int], typer.Option("--port", help="Dashboard port (default 8050).")] = None,
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Prometheus exporter port (default 9108).")] = None,
     broker_port: Annotated[Optional[int], typer.Option("--broker-port", help="Embedded broker port (default 9092; 0: any free port).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Dashboard bind address (default 127.0.0.1).")] = None,
+    public_api: Annotated[bool, typer.Option("--public-api", help="Let anyone read GET /api/... without signing in.")] = False,
+    no_backfill: Annotated[bool, typer.Option("--no-backfill", help="Do not fill an empty sink with synthetic history.")] = False,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
 ) -> None:
     """Start everything on the embedded defaults: broker, producer, dataflow, sink, dashboard, metrics."""
+    from pypi_pulse.preflight import check_listeners, up_listeners
     from pypi_pulse.supervisor import run_all
 
     s = settings(config, rate=rate, source=source, seed=seed, bootstrap_servers=bootstrap_servers, sink=sink,
                  partitions=partitions, port=port, metrics_port=metrics_port, broker_port=broker_port,
+                 host=host, public_api=public_api or None, backfill_days=0 if no_backfill else None,
                  data_dir=data_dir, log_level=log_level)
+    check_listeners(up_listeners(s))  # before anything starts: children on someone else's port die and restart
+    if s.bootstrap_servers:
+        from pypi_pulse.broker import wait_for_kafka
+
+        wait_for_kafka(s.bootstrap_servers, timeout=10)
+    _check_sink(s.sink_url)
     run_all(s, config)
 
 
@@ -368,13 +381,23 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and friends: one line, exit 2
-        import click
+    except _click_exceptions() as exc:  # usage errors: click's usage line and message; a bare command: its help
+        exc.show()
+        sys.exit(2)  # as click >= 8.2 does for both
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Typer >= 0.29 raises the exceptions of the click it bundles (typer._click), which are not click's own;
+    older typer raised click's. Both are caught, so that neither escapes as a traceback."""
+    import importlib
+
+    found = []
+    for name in ("typer._click", "click"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
 
 
 if __name__ == "__main__":

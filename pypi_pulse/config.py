@@ -161,6 +161,7 @@ class Settings(BaseSettings):
 
     # Serving
     host: str = Field("127.0.0.1", description="Dashboard/API bind address.")
+    public_api: bool = Field(False, description="Let anyone read GET /api/... without signing in (`serve --public-api`, `up --public-api`).")
     port: int = Field(8050, ge=1, le=65535, description="Dashboard/API port.")
     metrics_host: str = Field("127.0.0.1", description="Prometheus exporter bind address.")
     metrics_port: int = Field(9108, ge=1, le=65535, description="Prometheus exporter port.")
@@ -194,7 +195,14 @@ class Settings(BaseSettings):
     @field_validator("source")
     @classmethod
     def _check_source(cls, v: str) -> str:
-        if v in ("synthetic", "bigquery") or v.startswith("file:"):
+        if v in ("synthetic", "bigquery"):
+            return v
+        if v.startswith("file:"):
+            from pypi_pulse.preflight import unreadable_file
+
+            problem = unreadable_file(Path(v[5:]))
+            if problem:
+                raise ValueError(f"input file {problem}: pass file:PATH of an export (NDJSON, CSV or Parquet)")
             return v
         raise ValueError("must be 'synthetic', 'bigquery' or 'file:PATH'")
 
@@ -232,6 +240,10 @@ class Settings(BaseSettings):
             return self.linger_ms
         return EMBEDDED_LINGER_MS if embedded_broker else DEFAULT_LINGER_MS
 
+    def up_component_metrics_ports(self) -> tuple[int, int]:
+        """The producer's and the dataflow's /metrics ports under `up`: as set, else beside the exporter's."""
+        return (self.producer_metrics_port or self.metrics_port + 1, self.dataflow_metrics_port or self.metrics_port + 2)
+
     def pack_events_for(self, own_topic: bool) -> int:
         """Events per Kafka message: as set, else packed only on a topic that pypi-pulse alone reads."""
         return self.pack_events or (OWN_TOPIC_PACK_EVENTS if own_topic else 1)
@@ -264,9 +276,9 @@ def parse_speed(v: str) -> Optional[float]:
 def load_settings(config_file: Optional[Path] = None, **overrides: Any) -> Settings:
     """Build settings from flags (overrides), environment and an optional TOML file; fail with a fixable message."""
     config_file = config_file or (Path(os.environ["PYPI_PULSE_CONFIG"]) if os.environ.get("PYPI_PULSE_CONFIG") else None)
+    in_file: dict = {}
     if config_file is not None:
-        if not config_file.is_file():
-            raise UserError(f"config file {config_file} does not exist: pass an existing TOML file to --config")
+        in_file = _read_config_file(config_file)
         os.environ["PYPI_PULSE_CONFIG_FILE_RESOLVED"] = str(config_file)
     else:
         os.environ.pop("PYPI_PULSE_CONFIG_FILE_RESOLVED", None)
@@ -279,4 +291,28 @@ def load_settings(config_file: Optional[Path] = None, **overrides: Any) -> Setti
         flag = "--" + field.replace("_", "-")
         env = "PYPI_PULSE_" + field.upper()
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and field in in_file:
+            raise UserError(f"config file {config_file}: unknown setting {field!r}: its keys are setting names, "
+                            "like the flags without -- and with _ (rate, sink, lateness_seconds)") from None
+        if field in in_file and field not in clean and env not in os.environ:
+            flag += f" / {field} in {config_file}"
         raise UserError(f"invalid {field} ({flag} / {env}): {msg}") from None
+
+
+def _read_config_file(path: Path) -> dict:
+    """The TOML file's settings, read once here so that a broken file is one line naming it, the line and the
+    problem (pydantic-settings reads it again, with the other sources)."""
+    import tomllib
+
+    from pypi_pulse.preflight import unreadable_file
+
+    problem = unreadable_file(path)
+    if problem:
+        raise UserError(f"config file {problem}: pass an existing TOML file to --config (or PYPI_PULSE_CONFIG)")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8 TOML") from None

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Something the user can fix (bad flag, missing file, unreachable broker); the message says how."""
+
+
+class EmptySink(UserError):
+    """The sink is a database, but pypi-pulse has not created its tables there yet (the dataflow does)."""

@@ -156,7 +156,7 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         dataflow_args = ["dataflow"]
         producer_where, dataflow_where = f"{s.source} → {s.topic} @ {s.rate:g} ev/s", f"{s.topic} → {s.sink_url}"
         if _has("pypi_pulse.metrics.commands"):  # each component's own health metrics, next to the exporter's port
-            pm, dm = s.producer_metrics_port or s.metrics_port + 1, s.dataflow_metrics_port or s.metrics_port + 2
+            pm, dm = s.up_component_metrics_ports()
             produce_args += ["--metrics-port", str(pm)]
             dataflow_args += ["--metrics-port", str(dm)]
             producer_where += f" (metrics http://{s.metrics_host}:{pm}/metrics)"
@@ -164,7 +164,8 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         children.append(Child("producer", produce_args, producer_where))
         children.append(Child("dataflow", dataflow_args, dataflow_where))
         if _has("pypi_pulse.dashboard.commands"):
-            children.append(Child("dashboard", ["serve", "--host", s.host, "--port", str(s.port)],
+            children.append(Child("dashboard", ["serve", "--host", s.host, "--port", str(s.port)]
+                                  + (["--public-api"] if s.public_api else []),
                                   f"http://{s.host}:{s.port}"))
         if _has("pypi_pulse.metrics.commands"):
             children.append(Child("metrics", ["metrics", "--host", s.metrics_host, "--port", str(s.metrics_port)],

@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import orjson
 import structlog
 
-from pypi_pulse.errors import UserError
+from pypi_pulse.errors import EmptySink, UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
@@ -23,6 +23,11 @@ from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_cate
 
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 log = structlog.get_logger(__name__)
+
+
+# SQLite's primary result codes that mean "this file cannot be the sink" rather than a passing condition (busy,
+# locked): not a database, corrupt, cannot open, no permission, read-only, I/O error, not authorised.
+_UNUSABLE_FILE = {26, 11, 14, 3, 8, 10, 23}
 
 
 def _path_of(url: str) -> Path:
@@ -35,10 +40,30 @@ class SQLiteSink(Sink):
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self.path = _path_of(url)
+        if self.path.is_dir():
+            raise UserError(f"sink {self.path} is a directory: pass --sink sqlite:///PATH.db of a file")
+        try:
+            self._connect(readonly)
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _UNUSABLE_FILE:
+                raise
+            raise UserError(f"sink {self.path}: {exc} (SQLite): point --sink at a pypi-pulse SQLite file, or at a new "
+                            "path to create one") from None
+
+    def _connect(self, readonly: bool) -> None:
         if readonly:
             if not self.path.exists():
                 raise UserError(f"no sink at {self.path}: run `pypi-pulse up` or `pypi-pulse run` first, or fix --sink")
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            try:  # the connection opens lazily: read the schema now, so that a file which is no database fails here
+                tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'").fetchone()[0]
+            except BaseException:
+                self.db.close()
+                raise
+            if not tables:
+                self.db.close()
+                raise EmptySink(f"no pypi-pulse data in {self.path} yet: run `pypi-pulse up` or `pypi-pulse run` "
+                                "first, or fix --sink")
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,64 @@ def postgres_schema(base_url: str, prefix: str = "pulse_t"):
     finally:
         with psycopg.connect(base_url, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+# ---- the installed command, black-box -----------------------------------------------------------------------------
+def pulse_command() -> str:
+    """The installed `pypi-pulse` entry point (what a user runs), beside this interpreter."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("pypi-pulse")
+    return str(beside) if beside.exists() else shutil.which("pypi-pulse") or "pypi-pulse"
+
+
+def run_pulse(*args: str, env: Optional[dict] = None, timeout: float = 60):
+    """Run `pypi-pulse ARGS` to its end; returns (CompletedProcess, mark). Every process it starts inherits the
+    environment variable PULSE_TEST_MARK=mark (see `marked_processes`). A command still running at `timeout`
+    (a server that should have refused to start) is killed with its process group and fails the test."""
+    import os
+    import signal
+    import subprocess
+    import uuid
+
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen([pulse_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {}), "PULSE_TEST_MARK": mark})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for p in marked_processes(mark):
+            p.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"`pypi-pulse {' '.join(args)}` was still running after {timeout} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), mark
+
+
+def marked_processes(mark: str) -> list:
+    """Live processes (not zombies) started by a `run_pulse` call: they carry its mark in their environment."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get("PULSE_TEST_MARK") == mark:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on (host, port): binding it as a server does (SO_REUSEADDR) succeeds."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False

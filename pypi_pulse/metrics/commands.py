@@ -25,10 +25,12 @@ def register(app: typer.Typer) -> None:
         from pypi_pulse.cli import _wait_forever, settings
         from pypi_pulse.metrics.endpoint import serve
         from pypi_pulse.metrics.sink_collector import build_registry
+        from pypi_pulse.preflight import check_sink_for_reading
         from pypi_pulse.sink.base import open_sink
 
         s = settings(config, sink=sink, metrics_host=host, metrics_port=port, metrics_span_seconds=span_seconds,
                      data_dir=data_dir, log_level=log_level)
+        check_sink_for_reading(s.sink_url)  # a sink in no existing directory, or no database: refused, not created
         open_sink(s.sink_url).close()  # creates the schema if the dataflow has not yet, and fails fast on a bad URL
         registry, collector = build_registry(s.sink_url, span_s=s.metrics_span_seconds)
         server, _ = serve(s.metrics_host, s.metrics_port, registry, flag="--port")
