@@ -16,9 +16,10 @@ import functools
 import time
 from typing import Callable, Optional
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, has_app_context, jsonify, request
 
 from pypi_pulse.countries import ALPHA2, EXTRA
+from pypi_pulse.dashboard import live_api, trending
 from pypi_pulse.dashboard.freshness import SUMMARY_SCHEMA, SummaryHealth
 from pypi_pulse.dashboard.inputs import project_name_problem
 from pypi_pulse.dashboard.limits import WebLimits
@@ -250,6 +251,8 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
 
     summaries = SummaryHealth()
 
+    live_api.register(bp, open_sink_fn, _bad)
+
     @bp.get("/live/summary")
     def live_summary():
         out = summaries.summary(open_sink_fn)  # answers while the sink cannot be read: marked delayed
@@ -281,6 +284,17 @@ def _get(summary: str, params: list, ok: str) -> dict:
 
 def openapi_document() -> dict:
     """OpenAPI 3.0 description of every /api route (served at /api/openapi.json)."""
+    doc = _openapi_core()
+    limits = (current_app.config.get("PYPI_PULSE_LIMITS") if has_app_context() else None) or WebLimits.defaults()
+    from pypi_pulse.sink.trending import TrendingOptions
+
+    doc["paths"].update(live_api.openapi_paths(limits.live_top_max_window_seconds))
+    doc["paths"].update(trending.openapi_paths(TrendingOptions.current().max_window_hours))
+    doc["components"]["schemas"].update({**live_api.OPENAPI_SCHEMAS, **trending.OPENAPI_SCHEMAS})
+    return doc
+
+
+def _openapi_core() -> dict:
     series = lambda kind, extra: _get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
     return {
         "openapi": "3.0.3",
@@ -308,7 +322,7 @@ def openapi_document() -> dict:
                                _param("last", schema={"type": "integer", "minimum": 1, "maximum": MAX_LAST_WINDOWS})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
                     "type": "array", "items": {"$ref": "#/components/schemas/Window"}}}}}, "400": _ERR}}},
-            "/api/live/summary": {"get": {"summary": "The newest window and stored totals",
+            "/api/live/summary": {"get": {"summary": "The newest window, stored totals and the UTC day so far (`today`)",
                                           "responses": {"200": _json("Summary")}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
         },
@@ -341,6 +355,7 @@ def openapi_document() -> dict:
                 "latest": {"$ref": "#/components/schemas/Window"}, "windows": {"type": "integer"},
                 "downloads": {"type": "integer"}, "first": {"type": "string", "nullable": True},
                 "last": {"type": "string", "nullable": True}, "watermark": {"type": "number", "nullable": True},
-                "counters": {"type": "object", "additionalProperties": {"type": "integer"}}, **SUMMARY_SCHEMA}},
+                "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "today": {"$ref": "#/components/schemas/Today"}, **SUMMARY_SCHEMA}},
         }},
     }

@@ -34,21 +34,9 @@ class DashContext:
         return ctx
 
     def default_packages(self, n: int = 2) -> list[str]:
-        """The packages to show before the user picks any: the top of the newest live window (cheap and current),
-        else the top of the last week of rollups."""
-        try:
-            latest = self.live.latest()
-        except Exception:
-            latest = None
-        if latest is not None and latest.top:
-            return [p for p, _ in latest.top[:n]]
-        rng = self.history("day_range", queries.day_range)
-        if rng is None:
-            return []
-        import datetime as dt
-
-        start = (dt.date.fromisoformat(rng[1]) - dt.timedelta(days=6)).isoformat()
-        return [p for p, _ in self.history("top_packages", queries.top_packages, start, rng[1], None, n)]
+        """The packages to show before the user picks any: the most downloaded of the last 7 days the rollups hold
+        whole: the same on every visit, where the newest second's top changes each second."""
+        return [p for p, _ in self.history("week_top", queries.week_top_packages, n)]
 
     def query(self, fn: Callable[..., Any], *args) -> Any:
         """Run one `sink.queries` function on the shared connection."""

@@ -22,7 +22,7 @@ from pypi_pulse.sink.retry import iso, one_line
 log = structlog.get_logger("pypi_pulse.dashboard")
 
 _EMPTY_SUMMARY = {"latest": None, "windows": 0, "downloads": 0, "first": None, "last": None, "watermark": None,
-                  "counters": {}}
+                  "counters": {}, "today": None}
 
 
 def _default_delayed_after_s() -> float:

@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from pypi_pulse.countries import ALPHA2, name
-from pypi_pulse.dashboard import figures, inputs
+from pypi_pulse.dashboard import figures, inputs, live_top_view
 from pypi_pulse.dashboard.context import NO_DATA, DashContext
 from pypi_pulse.dashboard.freshness import delayed_after_s
 from pypi_pulse.dashboard.live_feed import SMOOTH_S
@@ -37,7 +37,7 @@ def layout() -> html.Div:
         dcc.Interval(id="live-tick", interval=1000),
         dbc.Row([
             _counter("Downloads, last minute", "live-last-minute", "sum of the last 60 one-second windows"),
-            _counter("Downloads today", "live-today", "since 00:00 UTC of the newest window"),
+            _counter("Downloads today", "live-today", "since 00:00 UTC of the newest window, mirrors included"),
             _counter("Rate", "live-rate", f"downloads/s, mean of the last {SMOOTH_S} s"),
             _counter("Distinct packages", "live-distinct", "in the newest 1-second window"),
         ]),
@@ -52,8 +52,11 @@ def layout() -> html.Div:
             dbc.Col(dcc.Graph(id="live-map-rate", config=MAP_CONFIG, style={"height": "360px"}), lg=6),
         ]),
         dbc.Row([
-            dbc.Col(dcc.Graph(id="live-rate-chart", config=GRAPH_CONFIG, style={"height": "360px"}), lg=7),
-            dbc.Col(dcc.Graph(id="live-treemap", config=GRAPH_CONFIG, style={"height": "360px"}), lg=5),
+            dbc.Col(dcc.Graph(id="live-rate-chart", config=GRAPH_CONFIG, style={"height": "360px"}), lg=12),
+        ]),
+        dbc.Row([
+            dbc.Col(dcc.Graph(id="live-treemap", config=GRAPH_CONFIG, style={"height": "360px"}), lg=6),
+            dbc.Col(dcc.Graph(id="live-treemap-minute", config=GRAPH_CONFIG, style={"height": "360px"}), lg=6),
         ]),
     ])
 
@@ -102,11 +105,12 @@ def _build_view(ctx: DashContext, seconds: int, countries: tuple[str, ...], them
                                        uirevision="downloads")
     map_rate = figures.choropleth(rate, theme, f"Rate by country, last {RATE_WINDOW_S} s", "downloads/s", fmt=",.2f",
                                   colorscale="Plasma", uirevision="rate")
-    xs, total, per_country = ctx.live.series(seconds, countries)
+    xs, total, per_country = ctx.live.series(seconds, countries, ctx.limits.live_gap_seconds)
     x = xs * 1000  # epoch milliseconds: plotly reads them as dates on a date axis
-    series = [("all countries", total, {"line": {"width": 1.5}})]
-    series += [(name(c), per_country[c], {"line": {"width": 1.2}}) for c in countries]
-    rate_chart = figures.lines(x, series, theme, f"Downloads per second, last {label}", "downloads/s",
+    # NaN (JSON null) where no window says anything: drawn as a gap (live_feed.gaps), not as 0/s
+    series = [("all countries", total, {"line": {"width": 1.5}, "connectgaps": False})]
+    series += [(name(c), per_country[c], {"line": {"width": 1.2}, "connectgaps": False}) for c in countries]
+    rate_chart = figures.lines(x, series, theme, f"Downloads per second, last {label} (gaps: no data)", "downloads/s",
                                uirevision=f"rate-{seconds}", xaxis={"type": "date"})
     latest = ctx.live.latest()
     tree = figures.treemap(latest.top, latest.downloads, theme, f"Top 10 packages, window {iso_second(latest.start)}")
@@ -137,3 +141,7 @@ def register(app, ctx: DashContext) -> None:
     def refresh(_n, seconds, countries, theme):
         chosen = inputs.choices(countries, COUNTRY_CODES, ctx.limits.max_chart_series)
         return live_view(ctx, inputs.choice(seconds, RANGES.values()) or 300, tuple(sorted(chosen)), inputs.theme(theme))
+
+    @app.callback(Output("live-treemap-minute", "figure"), Input("live-tick", "n_intervals"), State("theme", "data"))
+    def refresh_minute(_n, theme):
+        return live_top_view.minute_treemap(ctx, inputs.theme(theme))

@@ -20,6 +20,7 @@ from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.reader import NoData, SinkReader
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.model import WindowRow
+from pypi_pulse.sink.today import Today
 from pypi_pulse.sink.retry import one_line
 
 HORIZON_S = 3600
@@ -41,8 +42,7 @@ class Counters:
 class LiveState:
     windows: dict[int, WindowRow] = field(default_factory=dict)
     newest: Optional[int] = None
-    day_start: Optional[int] = None
-    before_memory: int = 0  # downloads of the current UTC day older than the windows held in memory
+    today: Optional[Today] = None  # the UTC day of the newest window so far (queries.downloads_today)
 
 
 class LiveFeed:
@@ -98,16 +98,12 @@ class LiveFeed:
                 return self.state
             newest = max(windows)
             cutoff = newest - HORIZON_S
-            day_start = newest - newest % 86400
-            dropped = [w for s, w in windows.items() if s <= cutoff]
             windows = {s: w for s, w in windows.items() if s > cutoff}
-            oldest = min(windows)
-            if full or st.day_start != day_start:
-                before = queries.live_downloads_between(db, day_start, oldest) if day_start < oldest else 0
+            today = st.today
+            if full or newest != st.newest or today is None:  # a paused stream's day does not change
+                today = queries.downloads_today(db)
                 self.queries += 1
-            else:  # windows leaving memory move into the day's running total
-                before = st.before_memory + sum(w.downloads for w in dropped if w.start >= day_start)
-            self.state = LiveState(windows, newest, day_start, before)
+            self.state = LiveState(windows, newest, today)
             return self.state
 
     # ---- views (cached per period and arguments) ------------------------------------------------------------
@@ -121,7 +117,7 @@ class LiveFeed:
             n = st.newest
             last_minute = sum(w.downloads for s, w in ws.items() if s > n - 60)
             smooth = sum(w.downloads for s, w in ws.items() if s > n - SMOOTH_S)
-            today = st.before_memory + sum(w.downloads for s, w in ws.items() if s >= st.day_start)
+            today = st.today.downloads if st.today is not None else 0
             return Counters(n, last_minute, today, smooth / SMOOTH_S, ws[n].unique_packages)
 
         return self.cache.get(("counters", st.newest), compute)
@@ -170,9 +166,9 @@ class LiveFeed:
                 self._minutes[start] = total
         return total
 
-    def series(self, seconds: int, countries: tuple[str, ...] = ()):
-        """(second starts, downloads, {country: downloads}) as numpy arrays over every second of the range; missing
-        seconds are 0."""
+    def series(self, seconds: int, countries: tuple[str, ...] = (), gap_s: int = 10):
+        """(second starts, downloads, {country: downloads}) as float arrays over every second of the range, NaN
+        where nothing is known (`gaps`): drawn as a gap, not as 0/s."""
         st = self.current()
         if st.newest is None:
             return [], [], {}
@@ -181,13 +177,37 @@ class LiveFeed:
             xs = np.arange(st.newest - seconds + 1, st.newest + 1, dtype=np.int64)
             get = st.windows.get
             rows = [get(s) for s in xs.tolist()]
-            total = np.fromiter((w.downloads if w else 0 for w in rows), dtype=np.int64, count=len(rows))
-            per = {c: np.fromiter((w.countries.get(c, 0) if w else 0 for w in rows), dtype=np.int64, count=len(rows))
-                   for c in countries}
+            unknown = gaps(np.fromiter((w is not None for w in rows), dtype=bool, count=len(rows)), gap_s)
+            total = np.fromiter((w.downloads if w else 0 for w in rows), dtype=np.float64, count=len(rows))
+            total[unknown] = np.nan
+            per = {}
+            for c in countries:
+                per[c] = np.fromiter((w.countries.get(c, 0) if w else 0 for w in rows), dtype=np.float64, count=len(rows))
+                per[c][unknown] = np.nan
             return xs, total, per
 
-        return self.cache.get(("series", st.newest, seconds, countries), compute)
+        return self.cache.get(("series", st.newest, seconds, countries, gap_s), compute)
 
     def latest(self) -> Optional[WindowRow]:
         st = self.current()
         return st.windows[st.newest] if st.newest is not None else None
+
+
+def gaps(present: np.ndarray, gap_s: int) -> np.ndarray:
+    """Which seconds of a range nothing is known about, given which have a window (the newest second has one).
+
+    The dataflow writes a window for every second with a download, so a second without one inside a running
+    stream had none: a real 0. But the windows cannot tell a quiet second from a stopped producer or pipeline, so
+    a run of more than `gap_s` seconds without a window (setting `live_gap_seconds`) is taken for a time nothing
+    was measured, and so is every second before the first window of the range: both are gaps, not 0/s.
+    """
+    unknown = np.zeros(len(present), dtype=bool)
+    idx = np.flatnonzero(present)
+    if not len(idx):
+        unknown[:] = True
+        return unknown
+    unknown[:idx[0]] = True
+    for a, b in zip(idx[:-1].tolist(), idx[1:].tolist()):
+        if b - a - 1 > gap_s:
+            unknown[a + 1:b] = True
+    return unknown

@@ -76,3 +76,30 @@ def create_trending_blueprint(open_sink_fn: Callable[[], Sink], options: Optiona
             sink.close()
 
     return bp
+
+
+def openapi_paths(max_window_hours: int) -> dict:
+    """This route's OpenAPI description (merged into /api/openapi.json by dashboard/api.py)."""
+    return {"/api/trending": {"get": {
+        "summary": "Projects downloaded most above their usual level for the same hours of the week",
+        "description": "Whole hours the sealed rollup blocks reach (docs/trending.md); `start`/`end` are null before "
+                       "the first sealed block.",
+        "parameters": [
+            {"name": "window", "in": "query", "required": False, "description": "Whole hours, e.g. 1h.",
+             "schema": {"type": "string", "pattern": "^[0-9]{1,3}h$", "default": "1h"},
+             "x-maximum-hours": max_window_hours},
+            {"name": "limit", "in": "query", "required": False, "description": "Projects listed.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Trending"}}}},
+            "400": {"description": "Bad parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}}
+
+
+OPENAPI_SCHEMAS = {
+    "Trending": {"type": "object", "properties": {
+        "window": {"type": "string"}, "start": {"type": "string", "format": "date-time", "nullable": True},
+        "end": {"type": "string", "format": "date-time", "nullable": True},
+        "data": {"type": "array", "items": {"type": "object", "properties": {
+            "project": {"type": "string"}, "downloads": {"type": "integer"}, "baseline": {"type": "number"},
+            "ratio": {"type": "number"}}}}}},
+}

@@ -31,6 +31,22 @@ def _days(first: str, last: str) -> list[str]:
     return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
 
 
+def partial_tail(ctx: DashContext, days: list[str]) -> int:
+    """How many of the last days of a chart the rollups do not hold whole yet (the day in progress, and the day
+    before it for the first minutes after midnight): drawn apart as "so far", or left out of stacked charts."""
+    tail = tuple(days[-2:])
+    partial = set(ctx.history("partial_days", queries.partial_days, tail))
+    n = 0
+    for d in reversed(days):
+        if d not in partial:
+            break
+        n += 1
+    return n
+
+
+PARTIAL_NOTE = " · today so far left out (its day is not complete)"
+
+
 def moving_average(values: Sequence[float], n: int) -> list[Optional[float]]:
     """Trailing mean over n days; None until n days are available."""
     out: list[Optional[float]] = []
@@ -84,7 +100,9 @@ def daily_figure(ctx: DashContext, packages: Sequence[str], mas: Sequence[int], 
         data = ctx.history("compare", queries.compare, tuple(sorted(packages)), rng[0], rng[1])
     except NoData:
         return figures.empty(NO_DATA, theme, title)
-    days = _days(*rng)
+    all_days = _days(*rng)
+    n_partial = partial_tail(ctx, all_days)
+    days = all_days[:len(all_days) - n_partial]
     series = []
     missing = []
     for i, p in enumerate(packages):
@@ -94,17 +112,24 @@ def daily_figure(ctx: DashContext, packages: Sequence[str], mas: Sequence[int], 
             continue
         color = figures.COLORWAY[i % len(figures.COLORWAY)]
         ys = [rows.get(d, 0) for d in days]
-        series.append((p, ys, {"line": {"color": color, "width": 1.4}, "legendgroup": p}))
+        series.append((p, ys + [None] * n_partial, {"line": {"color": color, "width": 1.4}, "legendgroup": p}))
+        if n_partial:  # a dashed segment from the last complete day to the day(s) in progress
+            tail = [None] * (len(days) - 1) + ([ys[-1]] if days else []) + [rows.get(d, 0) for d in all_days[len(days):]]
+            series.append((f"{p} · today so far", tail, {
+                "line": {"color": color, "width": 1.4, "dash": "dash"}, "legendgroup": p, "mode": "lines+markers",
+                "marker": {"symbol": "circle-open", "size": 7}, "hovertemplate": "%{y:,} so far<extra>" + p + "</extra>"}))
         for n, dash in zip(MOVING_AVERAGES, ("dot", "dash", "longdash")):
-            if n in (mas or ()):
-                series.append((f"{p} · {n}-day average", moving_average(ys, n),
+            if n in (mas or ()):  # over complete days only
+                series.append((f"{p} · {n}-day average", moving_average(ys, n) + [None] * n_partial,
                                {"line": {"color": color, "width": 1, "dash": dash}, "legendgroup": p, "opacity": 0.8}))
     if not series:
         return figures.empty(f"No downloads recorded for {', '.join(missing)}: check the name, or pick a package "
                              "from the search list.", theme, title)
     if missing:
         title += f" — no data for {', '.join(missing)}"
-    return figures.lines(days, series, theme, title, "downloads/day", rangeslider=True, uirevision="daily",
+    if n_partial:
+        title += " · dashed: today so far (day not complete)"
+    return figures.lines(all_days, series, theme, title, "downloads/day", rangeslider=True, uirevision="daily",
                          margin={"b": 20})
 
 
@@ -125,6 +150,10 @@ def breakdown_figure(ctx: DashContext, package: Optional[str], metric: str, them
     if not rows and not overall:
         return figures.empty(f"No breakdown recorded for {package}: pick another package.", theme, title)
     days = _days(*rng)
+    n_partial = partial_tail(ctx, days)
+    if n_partial and len(days) > n_partial:
+        days = days[:-n_partial]
+        title += PARTIAL_NOTE
     if metric == "ci":
         ci = {d: n for d, c, n in rows if c == "true"}
         tot = {d: n for d, _, n in overall}
@@ -160,6 +189,10 @@ def categories_figure(ctx: DashContext, theme: str) -> dict:
     if not per:
         return figures.empty("None of the categorised packages has downloads yet.", theme, title)
     days = _days(*rng)
+    n_partial = partial_tail(ctx, days)
+    if n_partial and len(days) > n_partial:
+        days = days[:-n_partial]
+        title += PARTIAL_NOTE
     order = sorted(per, key=lambda c: -sum(per[c].values()))
     series = [(c, [per[c].get(d, 0) for d in days], {"stackgroup": "one", "line": {"width": 0.5}}) for c in order]
     return figures.lines(days, series, theme, title, "downloads/day", uirevision="categories")

@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         200, ge=16, le=10_000, description="Longest package name (or package search text) the dashboard and the API "
         "accept: the API answers 400 beyond it, a search finds nothing.")
     live_delayed_after_seconds: float = Field(5.0, gt=0, description="The JSON API's live summary and the Live tab say the data is delayed once the newest stored window ended longer ago than this, or the sink cannot be read.")
+    live_gap_seconds: int = Field(
+        10, ge=1, le=3600, description="Live rate chart: a run of more than this many seconds without a stored window "
+        "is drawn as a gap (producer or pipeline stopped), a shorter one as 0 downloads/s (the dataflow writes a window "
+        "for every second with a download); seconds before the first window are always a gap.")
+    live_top_max_window_seconds: int = Field(
+        3600, ge=60, le=48 * 3600, description="`GET /api/live/top?window=N`: the longest span of newest seconds asked for.")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log verbosity.")
     log_format: Literal["console", "json"] = Field("console", description="Log rendering.")

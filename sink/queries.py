@@ -237,12 +237,55 @@ def live_latest(sink: Sink, n: int) -> list[WindowRow]:
     return sink.latest_windows(n)
 
 
+def downloads_today(sink: Sink):
+    """The UTC day of the newest window so far, every download counted once (`sink.today.Today`, None before any
+    window): the day's applied rollups plus the windows of the minutes they do not cover yet (sink/today.py)."""
+    from pypi_pulse.sink import today
+
+    return today.downloads_today(sink)
+
+
+def partial_days(sink: Sink, days: list[str]) -> list[str]:
+    """Which of `days` the daily rollups do not hold whole yet (the day in progress, and the day before it until its
+    last minutes are applied): charts of daily totals mark them (sink/today.py)."""
+    from pypi_pulse.sink import today
+
+    return today.partial_days(sink, [iso_day(d) for d in days])
+
+
+def week_top_packages(sink: Sink, n: int = 10) -> list[tuple[str, int]]:
+    """The most downloaded projects (without mirrors) of the last 7 days the rollups hold whole: a stable choice
+    of default packages, where the newest second's top changes on every visit."""
+    rng = day_range(sink)
+    if rng is None:
+        return []
+    last = rng[1]
+    while last >= rng[0] and partial_days(sink, [last]):
+        last = _day_plus(last, -1)
+    if last < rng[0]:
+        last = rng[1]  # only days in progress: their figures so far are the best there is
+    return top_packages(sink, _day_plus(last, -6), last, None, n)
+
+
+def live_top(sink: Sink, seconds: int, n: int = 10):
+    """The top `n` projects of the newest `seconds` of windows, each with its proven range (sink/live_top.py)."""
+    from pypi_pulse.sink import live_top as lt
+
+    latest = sink.latest_windows(1)
+    if not latest:
+        return None
+    end = latest[0].start + 1
+    return lt.top_of(sink.windows(end - seconds, end), end - seconds, end, n)
+
+
 def live_summary(sink: Sink) -> dict:
-    """The newest window and what is stored: windows held, downloads in them, and the pipeline counters."""
+    """The newest window and what is stored: windows held, downloads in them, the pipeline counters, and the UTC
+    day so far (`today`, `downloads_today`)."""
     latest = sink.latest_windows(1)
     r = sink.query("SELECT COUNT(*), SUM(downloads), MIN(start), MAX(start) FROM windows")
     n, total, first, last = r[0] if r else (0, 0, None, None)
     stats = sink.stats()
+    today = downloads_today(sink)
     from pypi_pulse.events import iso_second
 
     return {
@@ -253,16 +296,11 @@ def live_summary(sink: Sink) -> dict:
         "last": iso_second(int(last)) if last is not None else None,
         "watermark": stats.watermark if stats else None,
         "counters": dict(stats.counters) if stats else {},
+        "today": None if today is None else today.to_json(),
     }
 
 
 # ---- dashboard (added by the dashboard engineer) ----------------------------------------------------------
-def live_downloads_between(sink: Sink, start: int, end: int) -> int:
-    """Downloads summed over the 1-second windows with start <= t < end (e.g. since the start of the UTC day)."""
-    r = sink.query("SELECT SUM(downloads) FROM windows WHERE start >= ? AND start < ?", (int(start), int(end)))
-    return int(r[0][0] or 0) if r else 0
-
-
 def package_names(sink: Sink) -> list[str]:
     """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
     return [r[0] for r in sink.query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project")]

@@ -207,7 +207,7 @@ class SQLiteSink(Sink):
         of a block is respected)."""
         if days is None:
             days = {r[0] for r in rows}
-        owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()} if rows else ()
+        owned = {d for (d,) in cur.execute(*backfilled_among(sorted(days))).fetchall()} if rows or totals else ()
         if owned:
             rows = [r for r in rows if r[0] not in owned]
             totals = None if totals is None else [t for t in totals if t[0] not in owned]
@@ -231,7 +231,12 @@ class SQLiteSink(Sink):
         """A block's rows, in key order, cut into slices of `SLICE_ROWS`; each slice is upserted in its own
         transaction together with a `rollup_slices` record, and the slices a previous attempt applied are
         skipped. The block's minutes are recorded (and its slice records dropped) in the last transaction. The
-        rows and their order depend only on the block's counts, which are the same whenever it is re-sent."""
+        rows and their order depend only on the block's counts, which are the same whenever it is re-sent.
+
+        The block's all-project totals (`daily_totals`) go in with its minutes, in that last transaction, not
+        slice by slice: a reader then never sees a day's totals holding part of a block whose minutes are not yet
+        recorded as applied, so the totals plus the windows of the minutes not applied count every download once
+        ("downloads today", `queries.downloads_today`)."""
         minutes = bucket.minutes()
         applied = self._applied_minutes(self.db, bucket)
         if applied == len(minutes):
@@ -243,13 +248,23 @@ class SQLiteSink(Sink):
             n = len(counts)
 
             def upsert(cur, lo, hi):
-                self._upsert_rows(cur, counts.rows(lo, hi), counts.totals(lo, hi), counts.days)
+                self._upsert_rows(cur, counts.rows(lo, hi), [], counts.days)
+
+            def totals(cur):
+                self._upsert_rows(cur, [], counts.totals(0, n), counts.days)
         else:
             rows = self._rollup_rows([bucket])
             n = len(rows)
+            days = {r[0] for r in rows}
 
             def upsert(cur, lo, hi):
-                self._upsert_rows(cur, rows[lo:hi])
+                self._upsert_rows(cur, rows[lo:hi], [], days)
+
+            def totals(cur):
+                sums: dict = {}
+                for day, _project, dim, cat, k in rows:
+                    sums[(day, dim, cat)] = sums.get((day, dim, cat), 0) + k
+                self._upsert_rows(cur, [], [(*key, k) for key, k in sorted(sums.items())], days)
         done = {s for (s,) in self.db.execute("SELECT slice FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))}
         for i, lo in enumerate(range(0, n, self.SLICE_ROWS)):
             if i in done:
@@ -260,6 +275,7 @@ class SQLiteSink(Sink):
                             (bucket.bucket, i, time.time()))
             yield
         with self._transaction() as cur:
+            totals(cur)
             now = time.time()  # one time for the block's minutes, as `write` records them
             cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(m, now) for m in minutes])
             cur.execute("DELETE FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))

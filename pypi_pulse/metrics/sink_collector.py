@@ -3,14 +3,16 @@
 Per-second figures are the mean over the newest `span_s` seconds of closed windows (a second without a window
 counts as zero downloads), so a Grafana panel sampled every 15 s is not at the mercy of one noisy second. The top
 packages are those of the newest closed window: the sink keeps each window's top 10, so that set is exact and
-its labels are bounded by 10 at any time. Reads are cached for `cache_s` so that several scrapers cost one read.
+its labels are bounded by 10 at any time. Beside them, the top 10 of the newest 60 seconds (sink/live_top.py): the
+downloads the per-second top 10s prove, with the most each can be and whether the ranking is exact. Downloads
+today is `queries.downloads_today`, the one definition the dashboard and the API use. Reads are cached for
+`cache_s` so that several scrapers cost one read.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Optional
 
 import structlog
@@ -20,7 +22,8 @@ from prometheus_client.registry import Collector
 
 from pypi_pulse import countries
 from pypi_pulse.metrics.reasons import REASONS, reason_label
-from pypi_pulse.sink import recent
+from pypi_pulse.sink import queries, recent
+from pypi_pulse.sink.live_top import top_of
 from pypi_pulse.sink.base import Sink, open_sink
 from pypi_pulse.sink.retry import one_line
 from pypi_pulse.sink.trending import TrendingOptions
@@ -104,9 +107,19 @@ class SinkCollector(Collector):
                                 labels=["rank", "project"])
         today = GaugeMetricFamily(
             "pypi_pulse_downloads_today",
-            "Downloads (without mirrors) on the UTC day of the newest window, from sealed daily rollups "
-            "(they trail live data by the lateness horizon).",
+            "Downloads (mirrors included) on the UTC day of the newest window so far: the day's applied daily "
+            "rollups plus the windows of the minutes they do not cover yet, each download counted once.",
         )
+        minute = GaugeMetricFamily(
+            "pypi_pulse_top_package_downloads_last_minute",
+            "Top 10 packages of the newest 60 s of closed windows: downloads proven by the per-second top 10s "
+            "(a lower bound where pypi_pulse_top_package_downloads_last_minute_max is higher).", labels=["project"])
+        minute_max = GaugeMetricFamily(
+            "pypi_pulse_top_package_downloads_last_minute_max",
+            "The most each of those packages can have had in those 60 s.", labels=["project"])
+        minute_exact = GaugeMetricFamily(
+            "pypi_pulse_top_packages_last_minute_exact",
+            "1 if the last-minute top 10 and its figures are exact, 0 if some figure is only a lower bound.")
         newest = GaugeMetricFamily("pypi_pulse_window_last_start_timestamp_seconds",
                                    "Event-time start of the newest closed window.")
         written = GaugeMetricFamily("pypi_pulse_window_last_written_timestamp_seconds",
@@ -128,12 +141,17 @@ class SinkCollector(Collector):
                 by_country.add_metric([cc, countries.alpha3(cc) or "", countries.name(cc)], n / self.span_s)
             for rank, (project, n) in enumerate(rows[-1].top if rows and rows[-1].start == last else [], start=1):
                 top.add_metric([str(rank), project], n)
-            day = datetime.fromtimestamp(last, timezone.utc).date().isoformat()
-            today.add_metric([], sum(n for _, _, _, n in db.daily(None, "overall", day, day)))
+            t = top_of(db.windows(last - 59, last + 1), last - 59, last + 1)
+            for e in t.entries:
+                minute.add_metric([e.project], e.downloads)
+                minute_max.add_metric([e.project], e.downloads_max)
+            minute_exact.add_metric([], 1 if t.exact else 0)
+            so_far = queries.downloads_today(db)
+            today.add_metric([], so_far.downloads if so_far is not None else 0)
             newest.add_metric([], last)
             written.add_metric([], written_at)
             delay.add_metric([], written_at - (last + 1))
-        out += [rate, unique, by_country, top, today, newest, written, delay]
+        out += [rate, unique, by_country, top, today, minute, minute_max, minute_exact, newest, written, delay]
         out += self._pipeline(db)
         out += self._trending(db)
         return out

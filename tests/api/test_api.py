@@ -41,9 +41,17 @@ def expected(produced):
 
 @pytest.fixture
 def client(produced):
+    return _api_app(produced[0]).test_client()
+
+
+def _api_app(url: str) -> flask.Flask:
+    """The /api routes as `serve` mounts them (dashboard/app.py): the history and live API, and trending."""
+    from pypi_pulse.dashboard.trending import create_trending_blueprint
+
     app = flask.Flask("api-test")
-    app.register_blueprint(create_api_blueprint(lambda: open_sink(produced[0], readonly=True)))
-    return app.test_client()
+    app.register_blueprint(create_api_blueprint(lambda: open_sink(url, readonly=True)))
+    app.register_blueprint(create_trending_blueprint(lambda: open_sink(url, readonly=True)), url_prefix="/api")
+    return app
 
 
 def _series(expected: Counter, project: str, dim: str) -> list[dict]:
@@ -163,12 +171,13 @@ def test_openapi_describes_every_route(client, produced):
                       ("/api/packages/numpy/system", "/api/packages/{package}/system"),
                       ("/api/countries", "/api/countries"), ("/api/countries/US/top", "/api/countries/{cc}/top"),
                       ("/api/live/windows?last=2", "/api/live/windows"), ("/api/live/summary", "/api/live/summary"),
+                      ("/api/live/top?window=60", "/api/live/top"), ("/api/live/top?window=0", "/api/live/top"),
+                      ("/api/trending?window=1h", "/api/trending"), ("/api/trending?window=x", "/api/trending"),
                       ("/api/packages/nope/recent", "/api/packages/{package}/recent")):
         r = client.get(url)
         schema = doc["paths"][path]["get"]["responses"][str(r.status_code)]["content"]["application/json"]["schema"]
         OAS30Validator({**schema, "components": doc["components"]}).validate(r.get_json())
-    app = flask.Flask("routes")
-    app.register_blueprint(create_api_blueprint(lambda: open_sink(produced[0], readonly=True)))
+    app = _api_app(produced[0])
     routes = {r.rule.replace("<", "{").replace(">", "}") for r in app.url_map.iter_rules() if r.rule.startswith("/api")}
     assert routes == set(doc["paths"])
 

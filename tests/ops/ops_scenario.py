@@ -6,11 +6,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Optional
 
 import orjson
-
-from pypi_pulse.dataflow.clock import BLOCK_S
 
 # 200 s ending a minute after a 10-minute boundary: with a 60 s lateness the first rollup block (09:50–10:00)
 # is sealed while the stream runs, the rest is not
@@ -42,7 +39,7 @@ def make_events(rng: random.Random):
     return good, lines, {k: len(v) for k, v in bad.items()}
 
 
-def expected(good, sealed_before: Optional[int] = None):
+def expected(good):
     last = max(sec for sec, _ in good)
     span = [(s, e) for s, e in good if s > last - SPAN_S]
     countries = Counter()
@@ -54,12 +51,8 @@ def expected(good, sealed_before: Optional[int] = None):
         per_sec_projects.setdefault(s, set()).add(e["project"])
     newest = Counter(e["project"] for s, e in good if s == last)
     top = sorted(newest.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    if sealed_before is None:  # live: minutes are sealed once the horizon passes them; watermark = last + 1
-        horizon = last + 1 - LATENESS_S
-        sealed_before = horizon - horizon % 60
-    # and rollups reach the sink in whole aligned blocks of BLOCK_S seconds (dataflow/clock.py)
-    today = sum(1 for s, e in good
-                if s - s % BLOCK_S + BLOCK_S <= sealed_before and e["details"]["installer"]["name"] == "pip")
+    # the UTC day of the newest window so far, mirrors included: sealed or not, every event counts once
+    today = sum(1 for s, _ in good if s // 86400 == last // 86400)
     return {
         "last": last,
         "rate": len(span) / SPAN_S,

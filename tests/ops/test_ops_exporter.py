@@ -17,7 +17,7 @@ def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, 
     end_offsets = flow_helpers.publish(broker.bootstrap, topic, lines)
     flow_helpers.run_flow(broker.bootstrap, topic, any_sink_url, end_offsets=end_offsets, lateness_s=LATENESS_S,
                           out_of_order_s=0.0)
-    want = expected(good, sealed_before=float("inf"))  # batch mode: every partition final, every minute sealed
+    want = expected(good)
 
     registry, collector = build_registry(any_sink_url, span_s=SPAN_S, cache_s=0)
     try:
