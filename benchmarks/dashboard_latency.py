@@ -46,6 +46,7 @@ from pypi_pulse.sink.summaries import summarize
 
 END = int(dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.timezone.utc).timestamp())
 USER, PASSWORD = "bench", "benchmark-password"
+CATEGORIES = ["NLP", "deep learning", "web", "cloud", "machine learning"]
 
 
 # ---- building the sink ---------------------------------------------------------------------------------------------
@@ -239,7 +240,9 @@ def measure(base: str, days: int, packages: list[str]) -> None:
 
     print("\nHistory callbacks (fresh arguments each time, so every request misses the 30 s cache)")
     hist: dict[str, list[float]] = {k: [] for k in ("countries map", "country top 5", "scatter 2 packages",
-                                                    "daily + moving averages", "breakdown by metric", "package search")}
+                                                    "daily + moving averages", "breakdown by metric", "package search",
+                                                    "category shares by day", "category mix of a country",
+                                                    "top of a category", "hour and weekday profile")}
     metrics = ["python_minor", "system", "installer", "country", "cpu", "file_type", "version", "ci"]
     countries = ["US", "DE", "GB", "FR", "JP", "IN", "CN", "CA", "BR", "NL"]
     hist_server: dict[str, list[float]] = {k: [] for k in hist}
@@ -266,6 +269,16 @@ def measure(base: str, days: int, packages: list[str]) -> None:
             "trends-packages.value": [pk[2]], "trends-metric.value": metrics[i % len(metrics)], "theme.data": "light"})
         timed("package search", "trends-packages.options", {
             "trends-packages.search_value": pk[2][:3 + i % 3], "trends-packages.value": []})
+        timed("category shares by day", "categories-share.figure", {
+            "categories-dates.start_date": s, "categories-dates.end_date": e, "theme.data": "light"})
+        timed("category mix of a country", "categories-country-mix.figure", {
+            "categories-country.value": countries[i % len(countries)], "categories-dates.start_date": s,
+            "categories-dates.end_date": e, "theme.data": "light"})
+        timed("top of a category", "categories-top.figure", {
+            "categories-category.value": CATEGORIES[i % len(CATEGORIES)], "categories-dates.start_date": s,
+            "categories-dates.end_date": e, "theme.data": "light"})
+        timed("hour and weekday profile", "daily-weekdays.figure", {
+            "daily-weeks.value": [1, 4, 8, 13, 26][i % 5], "theme.data": ["light", "dark"][i // 5 % 2]})
     # the longest periods: the whole history, for the country with most downloads (US) and a few others
     hist["country top 5, whole history"] = []
     hist_server["country top 5, whole history"] = []
@@ -274,9 +287,12 @@ def measure(base: str, days: int, packages: list[str]) -> None:
             "countries-country.value": ["US", "US", "DE", "IN"][i % 4], "countries-dates.start_date": first.isoformat(),
             "countries-dates.end_date": (last - dt.timedelta(days=i // 4)).isoformat(), "theme.data": "light"})
     t0 = c.callback("trends-categories.figure", {"theme.data": "dark"})
+    t_heat = [c.callback("daily-heatmap.figure", {"theme.data": theme}) for theme in ("dark", "light")]
     for name, samples in hist.items():
         print(f"  {name:<28} {summary(samples, hist_server[name])}")
     print(f"  {'categories view (once)':<28} {t0 * 1000:7.1f} ms")
+    print(f"  {'country x hour heatmap':<28} {t_heat[0] * 1000:7.1f} ms first (sums 24 h of windows), "
+          f"{t_heat[1] * 1000:.1f} ms next (30 s cache)")
 
     print("\nEndpoints")
     token = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "users", "token", USER, "--data-dir",

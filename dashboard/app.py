@@ -18,7 +18,7 @@ import structlog
 from dash import Input, Output, dcc, html
 from flask import g
 
-from pypi_pulse.dashboard import countries_tab, live, trending_tab, trends_tab
+from pypi_pulse.dashboard import categories_tab, countries_tab, daily_tab, live, trending_tab, trends_tab
 from pypi_pulse.dashboard.auth import CSRF_FIELD, csrf_token, install_auth
 from pypi_pulse.dashboard.context import DashContext
 from pypi_pulse.dashboard.hardening import install_hardening
@@ -27,7 +27,8 @@ from pypi_pulse.dashboard.users import UserStore
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
-TABS = {"live": "Live", "countries": "Countries", "trends": "Package trends", "trending": "Trending"}
+TABS = {"live": "Live", "countries": "Countries", "daily": "Daily pattern", "trends": "Package trends",
+        "categories": "Categories", "trending": "Trending"}
 
 
 def _layout() -> html.Div:
@@ -80,6 +81,10 @@ def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secur
             return trends_tab.layout(ctx)
         if tab == "trending":
             return trending_tab.layout(ctx)
+        if tab == "categories":
+            return categories_tab.layout(ctx)
+        if tab == "daily":
+            return daily_tab.layout(ctx)
         return live.layout()
 
     app.clientside_callback(
@@ -94,6 +99,8 @@ def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secur
     countries_tab.register(app, ctx)
     trends_tab.register(app, ctx)
     trending_tab.register(app, ctx)
+    categories_tab.register(app, ctx)
+    daily_tab.register(app, ctx)
     return app
 
 

@@ -15,9 +15,11 @@ from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
 from pypi_pulse.dashboard.live import COUNTRY_CODES, COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.sink import queries
+from pypi_pulse.sink.country_tops import CountryTop, all_country_tops
 
 ALPHA2_OF = ALPHA2_OF_ALPHA3  # the map's ISO-3 locations back to the codes events carry (XKX: XK)
 DEFAULT_DAYS = 30
+HOVER_TOP = 5
 
 
 def default_period(ctx: DashContext) -> Optional[tuple[str, str, str, str]]:
@@ -79,7 +81,19 @@ def map_figure(ctx: DashContext, start: str, end: str, package: Optional[str], t
         return figures.empty(NO_DATA, theme, title)
     if not rows:
         return figures.empty(f"No downloads of {what} in this period: pick a wider period or another package.", theme, title)
-    return figures.choropleth(dict(rows), theme, title, "downloads", uirevision="countries")
+    hover = None
+    if package is None:
+        tops = ctx.history("all_country_tops", all_country_tops, start, end, HOVER_TOP)
+        hover = {cc: hover_text(top) for cc, top in tops.items()}
+    return figures.choropleth(dict(rows), theme, title, "downloads", uirevision="countries", hover=hover)
+
+
+def hover_text(top: CountryTop) -> str:
+    """A country's top packages as lines of its map hover label; marked when the summaries cannot vouch for them."""
+    lines = [f"{i}. {p}: {n:,}" for i, (p, n) in enumerate(top.rows, 1)]
+    if not top.exact:
+        lines.append("<i>approximate (from daily top lists): click for exact figures</i>")
+    return "<br>".join(lines)
 
 
 def top5_figure(ctx: DashContext, country: Optional[str], start: str, end: str, theme: str) -> dict:
@@ -117,8 +131,8 @@ def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: 
              "marker": {"size": 9, "color": figures.COLORWAY[1], "opacity": 0.8},
              "hovertemplate": "%{text}<br>" + a + ": %{x:,}<br>" + b + ": %{y:,}<extra></extra>"}
     return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title},
-                                                          xaxis={"type": "log", "title": {"text": f"{a} downloads"}},
-                                                          yaxis={"type": "log", "title": {"text": f"{b} downloads"}}),
+                                                          xaxis=figures.log_axis(theme, f"{a} downloads"),
+                                                          yaxis=figures.log_axis(theme, f"{b} downloads")),
             "frames": []}
 
 

@@ -30,7 +30,8 @@ def base_layout(theme: str, **extra) -> dict:
         "margin": {"l": 50, "r": 20, "t": 60, "b": 40},
         "xaxis": {"gridcolor": t["grid"], "zerolinecolor": t["grid"]},
         "yaxis": {"gridcolor": t["grid"], "zerolinecolor": t["grid"]},
-        "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        # right of the plot, from its top down: the mode bar (on hover) and the title share the band above it
+        "legend": {"orientation": "v", "y": 1.0, "yanchor": "top", "x": 1.02, "xanchor": "left"},
         "hoverlabel": {"namelength": -1},
         "title": {"x": 0.01, "xanchor": "left", "font": {"size": 15}},  # left, clear of the mode bar on the right
     }
@@ -40,6 +41,14 @@ def base_layout(theme: str, **extra) -> dict:
         else:
             layout[k] = v
     return layout
+
+
+def log_axis(theme: str, title: str) -> dict:
+    """A log axis labelled at powers of ten only (plotly labels 2 and 5 in between too, which crowds the axis),
+    with unlabelled minor grid lines between them."""
+    t = THEMES.get(theme, THEMES["light"])
+    return {"type": "log", "title": {"text": title}, "dtick": 1, "tickformat": ",~g",
+            "minor": {"showgrid": True, "gridcolor": t["grid"], "griddash": "dot", "ticks": ""}}
 
 
 def empty(message: str, theme: str = "light", title: str = "") -> dict:
@@ -59,8 +68,9 @@ def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
 
 
 def choropleth(values: dict[str, float], theme: str, title: str, unit: str, fmt: str = ",.0f",
-               colorscale: str = "Viridis", uirevision: str = "map") -> dict:
-    """World map of alpha-2 keyed values on a log colour scale (the US alone is most of PyPI)."""
+               colorscale: str = "Viridis", uirevision: str = "map", hover: Optional[dict[str, str]] = None) -> dict:
+    """World map of alpha-2 keyed values on a log colour scale (the US alone is most of PyPI). `hover` adds a line
+    or more of text to a country's hover label (the Countries tab's top 5)."""
     t = THEMES.get(theme, THEMES["light"])
     rows = sorted(((alpha3(c), c, v) for c, v in values.items() if c != UNKNOWN and v > 0 and alpha3(c)),
                   key=lambda r: -r[2])
@@ -74,12 +84,15 @@ def choropleth(values: dict[str, float], theme: str, title: str, unit: str, fmt:
         "z": z,
         "customdata": [v for _, _, v in rows],
         "text": [name(c) for _, c, _ in rows],
-        "hovertemplate": "%{text}: %{customdata:" + fmt + "} " + unit + "<extra></extra>",
+        "hovertemplate": "<b>%{text}</b>: %{customdata:" + fmt + "} " + unit
+                         + ("<br>%{hovertext}" if hover is not None else "") + "<extra></extra>",
         "colorscale": colorscale,
         "zmin": tickvals[0], "zmax": tickvals[-1],
         "marker": {"line": {"color": t["line"], "width": 0.3}},
         "colorbar": {"tickvals": tickvals, "ticktext": ticktext, "title": {"text": unit}, "thickness": 12, "len": 0.8},
     }
+    if hover is not None:
+        trace["hovertext"] = [hover.get(c, "") for _, c, _ in rows]
     geo = {"showframe": False, "showcoastlines": False, "projection": {"type": "natural earth"},
            "bgcolor": "rgba(0,0,0,0)", "showland": True, "landcolor": t["land"], "showocean": True,
            "oceancolor": t["ocean"], "showcountries": True, "countrycolor": t["line"], "lataxis": {"range": [-58, 85]}}

@@ -19,13 +19,14 @@ class WebLimits:
     max_response_bytes: int
     max_chart_series: int
     max_name_chars: int
+    lateness_seconds: float = 600.0  # after this, a closed window is final (the daily pattern caches such hours)
     live_gap_seconds: int = 10  # the Live rate chart draws a longer run of seconds without a window as a gap
     live_top_max_window_seconds: int = 3600  # GET /api/live/top?window=N
 
     @classmethod
     def from_settings(cls, s: Settings) -> "WebLimits":
         return cls(s.signin_checks, s.signin_wait_seconds, int(s.max_request_bytes), int(s.max_response_bytes),
-                   s.max_chart_series, s.max_name_chars, live_gap_seconds=s.live_gap_seconds,
+                   s.max_chart_series, s.max_name_chars, s.lateness_seconds, live_gap_seconds=s.live_gap_seconds,
                    live_top_max_window_seconds=s.live_top_max_window_seconds)
 
     @classmethod

@@ -60,7 +60,7 @@ def chart(t: Trending, theme: str) -> dict:
                               "<extra></extra>",
              "marker": {"color": figures.COLORWAY[3]}}
     return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title},
-                                                          xaxis={"type": "log", "title": {"text": "× usual level (log)"}},
+                                                          xaxis=figures.log_axis(theme, "× usual level (log)"),
                                                           margin={"l": 160, "r": 20, "t": 50, "b": 50}),
             "frames": []}
 

@@ -168,6 +168,23 @@ MIGRATIONS: list[str | dict[str, str]] = [
         );
         """,
     },
+    # 9 (Categories tab, sink/summaries.py): each summarised day's downloads per (country, package category), so that
+    # "a country's category mix against the world's" over months reads one row per country and category a day
+    # instead of every categorised project's country rows. Summaries made before it are redone (their digest,
+    # `summaries.summary_digest`, changed).
+    """
+    CREATE TABLE IF NOT EXISTS category_country_daily (
+        day TEXT NOT NULL,
+        country TEXT NOT NULL,
+        category TEXT NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (day, country, category)
+    );
+    -- every country's top packages of a period at once (the Countries map's hover, sink/country_tops.py): one pass
+    -- over covering indexes in (country, project) order, with no lookups into the tables and no sort
+    CREATE INDEX IF NOT EXISTS country_day_top_by_project ON country_day_top (country, project, day, downloads);
+    CREATE INDEX IF NOT EXISTS country_day_bound_cover ON country_day_bound (country, day, bound);
+    """,
 ]
 
 

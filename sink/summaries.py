@@ -3,7 +3,8 @@
 "A country's top packages over 180 days" sums one row per (project, day) for every project downloaded there:
 about 2.7 million rows for the US at PyPI's mix. Once a day is complete, `summarize` stores for it, per country,
 the top `TOP_K` projects and a *bound*: the downloads of the next one, which no project outside the top can
-exceed. It also stores the day's downloads per package category (the dashboard's Categories view).
+exceed. It also stores the day's downloads per package category, and per country and package category (the
+dashboard's Categories tab: each category's share of the world's and of one country's downloads).
 
 Reads stay exact. `country_top` sums the candidates (every project in a summarised day's top, plus the leaders of
 the days that are not summarised yet) exactly, from `daily`, and accepts the result only if its last entry beats
@@ -22,10 +23,13 @@ from typing import Optional
 
 from pypi_pulse.categories import category_map, map_digest
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.rollup import FOLDED_CATEGORY
 
 TOP_K = 25  # projects kept per country and day; `country_top` answers up to this many from summaries
 _CHUNK = 400  # bound on `IN (...)` lists, well under every backend's parameter limit
 _MAX_SEEKS = 250_000  # candidates x days beyond which the scan is cheaper than the exact candidate sums
+
+SUMMARY_LAYOUT = "2"  # what a summary holds: bumped when a table is added, so that older summaries are redone
 
 _STATE = ("SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END, s.overall, s.compacted, s.categories "
           "FROM daily_totals t LEFT JOIN day_summaries s ON s.day = t.day LEFT JOIN compacted_days c ON c.day = t.day "
@@ -61,6 +65,28 @@ def _marks(items) -> str:
     return ", ".join("?" for _ in items)
 
 
+def summary_digest() -> str:
+    """What a current summary was made with: the category map's version and the summary layout. Stored in
+    `day_summaries.categories`; a day summarised with anything else is redone by `summarize`, and its category
+    figures are not read (its country tops stay valid: they depend on neither)."""
+    return f"{map_digest()}/{SUMMARY_LAYOUT}"
+
+
+def categorised_country_rows(sink: Sink, days_sql: str, day_params: tuple) -> Counter:
+    """{(country, category): downloads} of the category map's projects over the days `days_sql` selects, from
+    their per-country rows. A project whose country detail was folded (its `other` row) has no country to count
+    in, so it is left out here and in every share computed from these figures."""
+    cmap = category_map()
+    out: Counter = Counter()
+    for chunk in _chunks(sorted(cmap)):
+        for p, cc, n in sink.query(
+                f"SELECT project, category, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
+                f"AND dimension = 'country' AND {days_sql} GROUP BY project, category", (*chunk, *day_params)):
+            if cc != FOLDED_CATEGORY:
+                out[(cc, cmap[p])] += int(n)
+    return out
+
+
 # ---- writing ----------------------------------------------------------------------------------------------------
 def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[int] = None) -> int:
     """Summarise the complete days (before `before_day`, by default the day in progress) that have no current
@@ -68,7 +94,7 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
     from pypi_pulse.sink.queries import current_day
 
     before = before_day or current_day(sink)
-    digest = map_digest()
+    digest = summary_digest()
     todo = [(day, overall, compacted) for day, overall, compacted, s_overall, s_compacted, s_digest
             in sink.query(_STATE, ("0000-00-00", "9999-99-99"))
             if day < before and (s_overall != overall or s_compacted != compacted or s_digest != digest)]
@@ -93,15 +119,19 @@ def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: s
         c = cmap.get(project)
         if c is not None:
             per_category[c] += int(n)
+    per_country = categorised_country_rows(sink, "day = ?", (day,))
     sink._execute_many_in_transaction([
         ("DELETE FROM country_day_top WHERE day = ?", [(day,)]),
         ("DELETE FROM country_day_bound WHERE day = ?", [(day,)]),
         ("DELETE FROM category_daily WHERE day = ?", [(day,)]),
+        ("DELETE FROM category_country_daily WHERE day = ?", [(day,)]),
         ("DELETE FROM day_summaries WHERE day = ?", [(day,)]),
         ("INSERT INTO country_day_top (country, day, project, downloads) VALUES (?, ?, ?, ?)", tops),
         ("INSERT INTO country_day_bound (country, day, bound) VALUES (?, ?, ?)", bounds),
         ("INSERT INTO category_daily (day, category, downloads) VALUES (?, ?, ?)",
          [(day, c, n) for c, n in sorted(per_category.items())]),
+        ("INSERT INTO category_country_daily (day, country, category, downloads) VALUES (?, ?, ?, ?)",
+         [(day, cc, c, n) for (cc, c), n in sorted(per_country.items()) if n]),
         ("INSERT INTO day_summaries (day, overall, compacted, categories, computed_at) VALUES (?, ?, ?, ?, ?)",
          [(day, overall, compacted, digest, time.time())]),
     ])
@@ -162,7 +192,7 @@ def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[t
 
 def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[str, int]]:
     """{category: {day: downloads}} of the packages in the shipped category map (without mirrors)."""
-    digest = map_digest()
+    digest = summary_digest()
     summarised = {d for d, dg in current_summaries(sink, start, end).items() if dg == digest}
     out: dict[str, dict[str, int]] = defaultdict(dict)
     if summarised:
