@@ -212,6 +212,24 @@ class Settings(BaseSettings):
             return v
         raise ValueError("must be 'synthetic', 'bigquery' or 'file:PATH'")
 
+    @field_validator("credentials")
+    @classmethod
+    def _check_credentials(cls, v: Optional[Path]) -> Optional[Path]:
+        from pypi_pulse.preflight import unreadable_file
+
+        problem = v is not None and unreadable_file(v.expanduser())
+        if problem:
+            raise ValueError(f"credentials file {problem}: pass a service-account JSON key, or drop it to use "
+                             "Application Default Credentials")
+        return v
+
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir(cls, v: Path) -> Path:
+        if v.exists() and not v.is_dir():
+            raise ValueError(f"{v} is not a directory: pass a directory (it is created if missing)")
+        return v
+
     @field_validator("speed")
     @classmethod
     def _check_speed(cls, v: str) -> str:

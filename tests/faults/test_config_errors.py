@@ -82,6 +82,18 @@ def test_directory_given_as_input_file_says_it_is_a_directory(command, tmp_path)
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "data").exists()
 
 
+def test_missing_credentials_file_and_a_data_dir_that_is_a_file_are_one_line(tmp_path):
+    key = tmp_path / "key.json"
+    line = refused(["produce", "--source", "bigquery", "--credentials", str(key), "--billing-project", "p",
+                    "--bootstrap-servers", f"127.0.0.1:{free_port()}"])  # told before any broker is tried
+    assert f"{key} does not exist" in line and "--credentials" in line, line
+    a_file = tmp_path / "state"
+    a_file.write_text("not a directory")
+    for args in (["broker", "--port", "0"], ["run", "--count", "10"]):
+        line = refused([*args, "--data-dir", str(a_file)])
+        assert f"{a_file} is not a directory" in line and "--data-dir" in line, line
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file: no permission error to provoke")
 def test_unreadable_input_file_is_one_line(tmp_path):
     export = tmp_path / "export.ndjson"
