@@ -45,8 +45,6 @@ def register(app: typer.Typer) -> None:
 
         s = settings(config, sink=sink, data_dir=data_dir, log_level=log_level, rate=rate, source=source,
                      billing_project=billing_project, credentials=credentials)
-        if source.startswith("file:") and not Path(source[5:]).is_file():
-            raise UserError(f"no file at {source[5:]}: pass an existing export with --source file:PATH")
         if projects < 1:
             raise UserError("--projects must be at least 1")
         d0, d1 = _date("--start", start), _date("--end", end)

@@ -121,7 +121,7 @@ def test_only_complete_days_and_clear_errors(tmp_path, sqlite_url):
     cases = [(["--start", "2026-02-30", "--end", "2026-03-01"], "is not a date"),
              (["--start", "2026-03-02", "--end", "2026-03-01"], "is after"),
              (["--start", "2026-03-01", "--end", "2999-01-01"], "not a complete UTC day"),
-             (["--source", f"file:{tmp_path / 'missing.ndjson'}", "--start", "2026-03-01", "--end", "2026-03-01"], "no file at"),
+             (["--source", f"file:{tmp_path / 'missing.ndjson'}", "--start", "2026-03-01", "--end", "2026-03-01"], "does not exist"),
              (["--source", "ftp", "--start", "2026-03-01", "--end", "2026-03-01"], "source")]
     for args, message in cases:
         out = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "backfill", *args, "--sink", sqlite_url],
