@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -9,12 +10,12 @@ from typing import Optional
 
 import structlog
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
 
 from pypi_pulse.dataflow.block_writer import BlockWriter
 from pypi_pulse.dataflow.clock import Flush, SealedBlock, TimeShare, on_time_or_history
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.metrics import dataflow_metrics
+from pypi_pulse.producer.delivery import Delivery, DeliveryOptions
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.retry import Outage, RetryPolicy, patiently
@@ -232,32 +233,53 @@ class StoreSink(DynamicSink):
 
 
 class _DeadLetterPartition(StatelessSinkPartition):
-    def __init__(self, bootstrap: str, topic: str):
+    """Dead letters go through the producer's Delivery: kept until acknowledged, sent again by a new client after
+    a broker restart (into the topic recreated with its partitions), and one log line while the broker is away.
+    A batch does not wait for its acknowledgements (a broker away would stall the whole dataflow): a thread of its
+    own serves the client meanwhile, so that a stalled client is replaced even when no dead letter follows. The end
+    of input waits for them, unless stopped (Ctrl-C), when what is left is counted as undelivered."""
+
+    SERVE_S = 0.2
+    FLUSH_S = 10.0  # at the end of input: how long the broker may make no progress before we give up
+
+    def __init__(self, bootstrap: str, topic: str, options: Optional[DeliveryOptions] = None):
+        from pypi_pulse.dataflow.source import STOP
+
         self.topic = topic
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, "log_level": 3})
+        self.delivery = Delivery({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 20}, options or DeliveryOptions(), topics=(topic,),
+                                 component="dataflow_dead_letters")
+        self.delivery.stop = STOP
+        self._lock = threading.Lock()  # Delivery is not thread-safe: the worker and the serving thread take turns
+        self._closed = threading.Event()
+        threading.Thread(target=self._serve, name="dead-letters", daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._closed.wait(self.SERVE_S):
+            with self._lock:
+                self.delivery.poll(0)
 
     def write_batch(self, items: list) -> None:
-        for original, reason in items:
-            headers = [("reason", reason.encode()), ("stage", b"dataflow")]
-            while True:
-                try:
-                    self.producer.produce(self.topic, value=original, headers=headers)
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-            self.producer.poll(0)
-        self.producer.flush(10)
+        with self._lock:
+            for original, reason in items:
+                self.delivery.produce(self.topic, original, headers=[("reason", reason.encode()), ("stage", b"dataflow")])
+            self.delivery.poll(0)
 
     def close(self) -> None:
-        self.producer.flush(10)
+        self._closed.set()
+        with self._lock:
+            left = self.delivery.flush(self.FLUSH_S)
+        if left:
+            log.error("dead_letters.unacknowledged", topic=self.topic, events=left)
 
 
 class DeadLetterSink(DynamicSink):
     """Malformed events, byte for byte, with the reason in a `reason` header."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, options: Optional[DeliveryOptions] = None):
         self.bootstrap = bootstrap
         self.topic = topic
+        self.options = options
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self.bootstrap, self.topic)
+        return _DeadLetterPartition(self.bootstrap, self.topic, self.options)

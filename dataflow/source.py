@@ -12,8 +12,12 @@ lists is too low to compare with (known-facts.md); the high watermark its fetch 
 librdkafka keeps it. A partition whose fetches keep saying the log ends before our offset is resumed at the log's
 start, logged (`source.offset_reset`, error) and counted (pypi_pulse_dataflow_offset_resets). A Kafka that does
 answer OFFSET_OUT_OF_RANGE is handled the same way (`auto.offset.reset=error`, so that librdkafka never resets in
-silence). A new log already longer than our offset cannot be told from the old one by offsets: its first events
-are then missed (the producer's acknowledged offsets, on its metrics, show it).
+silence). A new log already longer than our offset cannot be told from the old one by offsets; a running dataflow
+tells it by the topic's id, read again after every outage before it consumes again (dataflow/log_identity.py), and
+then also reports what the old log held beyond its offset, lost with the broker (`lost_messages`, metric
+pypi_pulse_dataflow_messages_lost_with_broker). A dataflow resumed from a snapshot does not know the old id: if the
+new log is already longer than its offset, the new log's first events are missed (the producer's acknowledged
+offsets, on its metrics, show it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
+from pypi_pulse.dataflow.log_identity import TopicIdentity
 from pypi_pulse.events import PACK_HEADER, unpack
 from pypi_pulse.kafka_health import BrokerHealth
 from pypi_pulse.metrics import dataflow_metrics
@@ -74,8 +79,12 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, config: dict, topic: str, partition: int, n_partitions: int, start: int,
                  batch_size: int, stop_offsets: Optional[StopOffsets], heartbeat_s: float,
                  drain_idle_s: Optional[float], health: Optional[BrokerHealth] = None,
-                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S):
+                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S, identity: Optional[TopicIdentity] = None):
         self.health = health or BrokerHealth("dataflow", config["bootstrap.servers"])
+        self.identity = identity or TopicIdentity(config["bootstrap.servers"], topic)
+        self.outages_seen = self.health.outages
+        self.topic_id = self.identity.current(self.outages_seen)  # None: adopted at the first answer
+        self.log_end = 0  # the log's end by the broker's fetch responses: what it held that we had not read yet
         self.consumer = Consumer({**config, **self.health.client_config()})
         self.topic = topic
         self.reset_confirm_s = reset_confirm_s
@@ -111,8 +120,13 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
     def next_batch(self) -> list[RawBatch]:
         if self.done or STOP.is_set():
             raise StopIteration
-        # batch_size counts events: with packed messages, ask for as many messages as make that many events
+        # batch_size counts events: with packed messages, ask for as many messages as make that many events.
+        # After an outage nothing is taken until the topic is known to be the log we were reading (then read again
+        # from our offset) or a new one (read from its start); the client is still served, for its logs.
+        same_log = self.outages_seen == self.health.outages or self._same_log()
         msgs = self.consumer.consume(max(1, self.batch_size // self.events_per_message), 0)
+        if not same_log:
+            msgs = []
         values: list[bytes] = []
         sizes: Optional[list[int]] = None
         for m in msgs:
@@ -146,9 +160,11 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         if values:
             self.beyond_end_since = None
             self.health.back()
+            self._note_log_end()
         else:
             self.health.tick()
-            self._check_log_end()
+            if same_log:
+                self._check_log_end()
         if values:
             self.events_per_message = max(1, events // len(values))
         caught_up = self.at_eof
@@ -190,13 +206,49 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         elif now - self.beyond_end_since >= self.reset_confirm_s:
             self._reset_to_start(lo, hi, "the log ends before the resume offset")
 
-    def _reset_to_start(self, lo: int, hi: int, why: str) -> None:
+    def _note_log_end(self) -> None:
+        try:
+            _lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), cached=True)
+        except KafkaException:
+            return
+        if hi is not None and hi > self.log_end:
+            self.log_end = hi
+
+    def _same_log(self) -> bool:
+        """After an outage: False until the broker names the topic's id; a new id means a new log, read from its
+        start, and what the old log held beyond our offset reported as lost."""
+        outages = self.health.outages
+        topic_id = self.identity.current(outages)
+        if topic_id is None:
+            return False
+        if self.topic_id is not None and topic_id != self.topic_id:
+            lost = max(0, self.log_end - self.next_offset)
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=1)
+            except KafkaException:
+                lo, hi = 0, None
+            if self.next_offset or lost:
+                self._reset_to_start(lo, hi, "the topic was recreated while the broker was away (its id changed)", lost)
+            else:  # nothing read, nothing lost: only the new log to read from its start
+                self.consumer.assign([TopicPartition(self.topic, self.partition, OFFSET_BEGINNING)])
+            self.log_end = 0
+        else:  # the same log: from our offset, past whatever was fetched and set aside meanwhile
+            self.consumer.assign([TopicPartition(self.topic, self.partition, self.next_offset
+                                                 if self.next_offset > 0 else OFFSET_BEGINNING)])
+        self.topic_id = topic_id
+        self.outages_seen = outages
+        return True
+
+    def _reset_to_start(self, lo: int, hi: int, why: str, lost: Optional[int] = None) -> None:
         start = lo if lo is not None and lo >= 0 else 0
+        known = {} if lost is None else {
+            "lost_messages": lost, "old_log_end": self.log_end,
+            "lost_meaning": "messages the broker had acknowledged that the dataflow had not read when it went"}
         log.error("source.offset_reset", topic=self.topic, partition=self.partition, resume_offset=self.next_offset,
-                  log_start=lo, log_end=hi, offsets_skipped_back=self.next_offset - start, reason=why,
+                  log_start=lo, log_end=hi, offsets_skipped_back=self.next_offset - start, reason=why, **known,
                   meaning="the topic was recreated (a restarted memory-only broker?): resuming at the log's start; "
                           "events the old log held beyond the resume offset are lost")
-        dataflow_metrics.offset_reset(self, self.next_offset - start)
+        dataflow_metrics.offset_reset(self, self.next_offset - start, lost)
         self.consumer.assign([TopicPartition(self.topic, self.partition, start if lo is not None and lo >= 0
                                              else OFFSET_BEGINNING)])
         self.next_offset = start
@@ -229,6 +281,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self.outage_log_s = outage_log_s
         self.reset_confirm_s = reset_confirm_s
         self.health: Optional[BrokerHealth] = None  # one for all partitions: one line per outage, not one each
+        self.identity: Optional[TopicIdentity] = None  # one for all partitions: one round trip after an outage
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.n_partitions)]
@@ -249,5 +302,8 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         start = resume_state if resume_state is not None else -1
         if self.health is None:
             self.health = BrokerHealth("dataflow", self.bootstrap, self.outage_log_s)
+        if self.identity is None:
+            self.identity = TopicIdentity(self.bootstrap, self.topic)
         return _Partition(config, self.topic, int(for_part), self.n_partitions, start, self.batch_size,
-                          self.stop_offsets, self.heartbeat_s, self.drain_idle_s, self.health, self.reset_confirm_s)
+                          self.stop_offsets, self.heartbeat_s, self.drain_idle_s, self.health, self.reset_confirm_s,
+                          self.identity)

@@ -9,7 +9,8 @@ error), the client is purged and replaced and what it held is sent again, in ord
 never sent twice; a message in flight when the client is replaced may be, on a broker that kept it (a real Kafka,
 a stall of `stall_s` while it answered), which the memory-only broker cannot.
 
-The queue is bounded (librdkafka's queue.buffering.max.*): when full, the source waits. A set `stop` (Ctrl-C)
+The queue is bounded (librdkafka's queue.buffering.max.*, and as many messages kept here, including those waiting
+for their topic to be recreated): when full, the source waits. A set `stop` (Ctrl-C)
 ends every wait: what is still unacknowledged after `stop_s` is purged and counted as undelivered.
 """
 
@@ -40,9 +41,11 @@ class DeliveryOptions:
 
 
 class Delivery:
-    def __init__(self, config: dict, options: DeliveryOptions = DeliveryOptions(), topics: tuple[str, ...] = ()):
+    def __init__(self, config: dict, options: DeliveryOptions = DeliveryOptions(), topics: tuple[str, ...] = (),
+                 component: str = "producer"):
         self.options = options
-        self.health = BrokerHealth("producer", config.get("bootstrap.servers", ""), options.outage_log_s)
+        self.health = BrokerHealth(component, config.get("bootstrap.servers", ""), options.outage_log_s)
+        self.max_pending = int(config.get("queue.buffering.max.messages", 100_000))
         self.config = {
             **config, **self.health.client_config(),
             "message.timeout.ms": 0,  # wait out any outage; a stop gives up instead
@@ -68,6 +71,11 @@ class Delivery:
     def produce(self, topic: str, value: bytes, key: Optional[bytes] = None, *, partition: int = -1,
                 on_delivery=None, timestamp: int = 0, headers=None, events: int = 1) -> bool:
         """Queue one message; while the queue is full, wait (serving deliveries). False if stopped meanwhile."""
+        while len(self.pending) >= self.max_pending:  # messages refused for a missing topic wait here, not in librdkafka
+            if self.stop.is_set():
+                self.undelivered += events
+                return False
+            self.poll(0.05)
         seq = self._seq = self._seq + 1
         if not self.pending:
             self.last_progress = time.monotonic()  # a stall is measured from the first message waiting
@@ -170,7 +178,7 @@ class Delivery:
 
             try:
                 ensure_topics(self.config["bootstrap.servers"], missing, timeout=5)
-                log.warning("producer.topics_recreated", topics=sorted(missing))
+                log.warning("producer.topics_recreated", component=self.health.component, topics=sorted(missing))
                 return True
             except Exception as exc:  # the next watch tries again
                 log.warning("producer.topics_not_recreated", topics=sorted(missing), error=str(exc))
@@ -185,7 +193,7 @@ class Delivery:
         self.resend = []  # everything pending is sent again below
         self.replacements += 1
         events = sum(r[7] for r in self.pending.values())
-        log.warning("producer.replaced", reason=why, replacements=self.replacements, resent_messages=len(self.pending), resent_events=events)
+        log.warning("producer.replaced", component=self.health.component, reason=why, replacements=self.replacements, resent_messages=len(self.pending), resent_events=events)
         for seq in list(self.pending):
             while True:
                 try:

@@ -179,6 +179,10 @@ class Publisher:
     def poll(self) -> None:
         self.delivery.poll(0)
 
+    def wait(self, timeout: float) -> None:
+        """Idle for up to `timeout` s while serving delivery reports (a paced source between events)."""
+        self.delivery.poll(timeout)
+
     def flush(self, timeout: float = 60.0) -> None:
         remaining = self.delivery.flush(timeout)
         self.summary.undelivered = self.delivery.undelivered

@@ -19,7 +19,13 @@ log = structlog.get_logger(__name__)
 
 
 class Pacer:
-    """Sleeps so that events leave at their own pace divided by `speed` (None: as fast as possible)."""
+    """Sleeps so that events leave at their own pace divided by `speed` (None: as fast as possible).
+
+    A paced replay spends most of its time here, so the wait serves the publisher (`serve(timeout)`: delivery
+    reports, and Delivery's watch that notices a broker gone or back): otherwise acknowledgements would be counted
+    only every few thousand events, and a restarted broker noticed only at the end of the file."""
+
+    SERVE_SLICE_S = 0.1
 
     def __init__(self, speed: Optional[float]):
         self.speed = speed
@@ -27,17 +33,25 @@ class Pacer:
         self.first_wall = 0.0
 
     def wait(self, event_ts: Optional[float], stop: threading.Event,
-             before_sleep: Optional[Callable[[], None]] = None) -> None:
+             before_sleep: Optional[Callable[[], None]] = None,
+             serve: Optional[Callable[[float], None]] = None) -> None:
         if self.speed is None or event_ts is None:
             return
         if self.first_event is None:
             self.first_event, self.first_wall = event_ts, time.monotonic()
             return
-        delay = self.first_wall + (event_ts - self.first_event) / self.speed - time.monotonic()
-        if delay > 0.002:
+        due = self.first_wall + (event_ts - self.first_event) / self.speed
+        if due - time.monotonic() > 0.002:
             if before_sleep is not None:
                 before_sleep()
-            stop.wait(delay)
+            while not stop.is_set():
+                left = due - time.monotonic()
+                if left <= 0:
+                    break
+                if serve is None:
+                    stop.wait(left)
+                else:
+                    serve(min(left, self.SERVE_SLICE_S))
 
 
 class Export:
@@ -121,7 +135,7 @@ def replay_file(pub: Publisher, source: Union[Path, Export], speed: Optional[flo
                                 shift = time.time() - ts
                             value = restamp(value, shift)
                             ts += shift
-                        pacer.wait(ts, stop, before_sleep=send_held)
+                        pacer.wait(ts, stop, before_sleep=send_held, serve=pub.wait)
                     if pack == 1:
                         pub.send(value, keys[i] if keys is not None else key_of(value))
                     else:

@@ -31,6 +31,7 @@ class BrokerHealth:
         self.last_said = 0.0
         self.reason = ""
         self.fatal: Optional[KafkaError] = None
+        self.outages = 0  # how many times the broker went away: a client that must re-check the broker after an outage compares it with its own
         self._lock = threading.Lock()
 
     # --- librdkafka's callbacks -------------------------------------------------------------------------------
@@ -61,6 +62,7 @@ class BrokerHealth:
             self.reason = reason
             if self.away_since is None:
                 self.away_since = now
+                self.outages += 1
                 self._say(now)
 
     def tick(self) -> None:

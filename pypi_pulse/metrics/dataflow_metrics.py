@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Iterable
+from typing import Iterable, Optional
 
 from confluent_kafka import TopicPartition
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -57,6 +57,10 @@ OFFSETS_SKIPPED_BACK = Counter(
     "pypi_pulse_dataflow_offsets_skipped_back",
     "Offsets the dataflow went back by at those resets (resume offset minus the new log's start).", ["topic", "partition"])
 
+LOST_WITH_BROKER = Counter(
+    "pypi_pulse_dataflow_messages_lost_with_broker",
+    "Messages a broker had acknowledged that the dataflow had not read yet when the topic was recreated (a restarted "
+    "memory-only broker): lost with it.", ["topic", "partition"])
 _partitions: weakref.WeakSet = weakref.WeakSet()
 _lock = threading.Lock()
 _newest_written = [float("-inf")]
@@ -69,12 +73,15 @@ def track_partition(part, topic: str) -> None:
     _partitions.add(part)
     OFFSET_RESETS.labels(topic, str(part.partition))  # present from 0, so that increase() sees the first
     OFFSETS_SKIPPED_BACK.labels(topic, str(part.partition))
+    LOST_WITH_BROKER.labels(topic, str(part.partition))
 
 
-def offset_reset(part, skipped_back: int) -> None:
+def offset_reset(part, skipped_back: int, lost: Optional[int] = None) -> None:
     labels = (part._metrics_topic, str(part.partition))
     OFFSET_RESETS.labels(*labels).inc()
     OFFSETS_SKIPPED_BACK.labels(*labels).inc(max(skipped_back, 0))
+    if lost:
+        LOST_WITH_BROKER.labels(*labels).inc(lost)
 
 
 def consumed(part, n: int) -> None:

@@ -109,3 +109,14 @@ def log_events(path: Path, event: str) -> list[dict]:
             if rec.get("event") == event:
                 out.append(rec)
     return out
+
+
+def summary_table(log: Path, title: str) -> dict[str, int]:
+    """The numbers of the summary table a command printed last (`pypi-pulse produce`: read, sent, failed...)."""
+    text = log.read_text(errors="replace")
+    rows: dict[str, int] = {}
+    for line in text[text.rindex(title):].splitlines()[1:]:
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 2 and cells[1].replace(",", "").isdigit():
+            rows[cells[0]] = int(cells[1].replace(",", ""))
+    return rows

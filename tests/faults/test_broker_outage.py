@@ -1,12 +1,21 @@
 """A producer whose broker goes away says so in one line of its own (not librdkafka's thousands), and Ctrl-C stops
-it within 5 s with the count of events Kafka never acknowledged."""
+it within 5 s with the count of events Kafka never acknowledged. A broker stopped for 30 s mid-stream and restarted
+empty (the memory-only embedded broker), with a paced producer and a live dataflow running, ends exact: every
+event the dataflow had read before it went, plus every event sent (or sent again) after it came back, is counted
+once; what the broker had acknowledged and the dataflow not yet read is reported as lost. Truth: the events of the
+file the test wrote, and the producer's and the dataflow's own counters at the moment the broker went."""
 
 from __future__ import annotations
 
 import signal
 import time
+from datetime import datetime, timezone
 
-from broker_faults_testing import cli, log_events, start_broker, stop, wait_for, write_events
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from broker_faults_testing import (PROJECTS, cli, log_events, metric, start_broker, start_dataflow, stop,
+                                   stored_downloads, summary_table, wait_for, write_events)
 from pypi_pulse.broker import free_port
 
 
@@ -34,4 +43,118 @@ def test_ctrl_c_of_a_producer_whose_broker_is_gone_stops_within_5_s_and_reports_
     finally:
         if producer.poll() is None:
             producer.kill()
+        stop(broker)
+
+
+A, B, BAD = 600, 2400, 5  # events before the outage; after it (sent while the broker is away and once it is back)
+A_S, GAP_S, B_S = 3.0, 8.0, 36.0  # replayed at 1x: B starts in the gap's end and outlasts the 30 s outage
+OUTAGE_S = 30.0
+
+
+def _paced_export(path, start: float) -> None:
+    """A events over A_S seconds, nothing for GAP_S (the test stops the broker in that silence, once the dataflow
+    has read all of A), then B events over B_S seconds, BAD of them with a project name the dataflow dead-letters."""
+    bad_at = {A + (i + 1) * B // (BAD + 1) for i in range(BAD)}
+    with open(path, "wb") as f:
+        for i in range(A + B):
+            t = start + A_S * i / A if i < A else start + A_S + GAP_S + B_S * (i - A) / B
+            ts = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            project = "x" * 200 if i in bad_at else PROJECTS[i % len(PROJECTS)]
+            f.write(orjson.dumps({"timestamp": ts, "country_code": "US", "project": project,
+                                  "details": {"installer": {"name": "pip"}, "python": "3.12.1"}}) + b"\n")
+
+
+def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
+    """Every message of the dead-letter topic, read to the end of each partition (not to the listed end offset,
+    which the embedded broker reports too low)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-dead-letters", "enable.partition.eof": True,
+                  "auto.offset.reset": "earliest", "log_level": 0})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out, ended, deadline = [], set(), time.monotonic() + 30
+    while len(ended) < len(parts) and time.monotonic() < deadline:
+        for m in c.consume(100, 0.5):
+            if m.error() is None:
+                out.append((m.value(), {k: v.decode() for k, v in m.headers() or []}))
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                ended.add(m.partition())
+    c.close()
+    return out
+
+
+def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path):
+    port, flow_port, producer_port = free_port(), free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    export = tmp_path / "paced.ndjson"
+    _paced_export(export, time.time() - 300)
+    sink = f"sqlite:///{tmp_path / 'pulse.db'}"
+    broker = start_broker(port, tmp_path)
+    plog, flog = tmp_path / "producer.log", tmp_path / "dataflow.log"
+    flow = producer = None
+    try:
+        # the topics first (a producer with nothing to send creates them), then the dataflow, then the stream
+        empty = cli("produce", "--bootstrap-servers", bootstrap, "--source", "synthetic", "--count", "0",
+                    "--partitions", "4", "--data-dir", str(tmp_path / "p0"), log=tmp_path / "topics.log")
+        assert empty.wait(60) == 0, (tmp_path / "topics.log").read_text()
+        flow = start_dataflow(bootstrap, sink, tmp_path / "flow", flow_port, flog)
+        wait_for(lambda: metric(flow_port, "pypi_pulse_dataflow_partition_at_end") == 4, 90, "the dataflow reading")
+        producer = cli("produce", "--bootstrap-servers", bootstrap, "--source", f"file:{export}", "--speed", "1x",
+                       "--no-progress", "--data-dir", str(tmp_path / "p"), "--metrics-port", str(producer_port),
+                       log=plog)
+
+        def acked() -> float:
+            return metric(producer_port, "pypi_pulse_producer_events_sent_total")
+
+        def consumed() -> float:
+            return metric(flow_port, "pypi_pulse_dataflow_events_consumed_total")
+
+        # truth before the outage: the broker is stopped only once the dataflow has read all it acknowledged
+        wait_for(lambda: acked() == A and consumed() == A, 20, "the dataflow reading all of A")
+        assert stop(broker) == 0
+        gone = time.monotonic()
+        wait_for(lambda: log_events(plog, "kafka.broker_unavailable"), 10, "the producer saying the broker is away")
+        acked_by_the_broker_that_went = acked()
+        wait_for(lambda: metric(producer_port, "pypi_pulse_producer_events_read_total") > A, 20,
+                 "the producer reading on while the broker is away")
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - gone)))  # the outage itself: the scenario, not a wait
+        consumed_before = consumed()  # nothing can be read while the broker is away
+        assert log_events(plog, "producer.undelivered") == []
+        broker = start_broker(port, tmp_path, "broker-again")  # same port, empty
+        back = time.monotonic()
+        wait_for(lambda: acked() > acked_by_the_broker_that_went, 30, "the producer's first acknowledgement")
+        recovered_s = time.monotonic() - back
+        assert producer.wait(B_S + 60) == 0, plog.read_text()[-3000:]
+        finished_s = time.monotonic() - back
+        truth = consumed_before + (A + B - acked_by_the_broker_that_went) - BAD  # read before + sent again after
+        wait_for(lambda: stored_downloads(sink) >= truth, 90, f"{truth} downloads stored")
+        counted_s = time.monotonic() - back
+        lost = metric(flow_port, "pypi_pulse_dataflow_messages_lost_with_broker_total")
+        dead = _dead_letters(bootstrap, "pypi-downloads-dlq")
+        assert stop(flow) == 0, flog.read_text()[-3000:]
+        flow = None
+        print(f"\nrecovered {recovered_s:.1f} s after the broker returned; producer done after {finished_s:.1f} s; "
+              f"all counted after {counted_s:.1f} s; lost with the broker {lost:g}; "
+              f"acknowledged by it {acked_by_the_broker_that_went:g}, read by the dataflow {consumed_before:g}")
+
+        assert stored_downloads(sink) == truth == A + B - BAD
+        # what the broker acknowledged that the dataflow had not read is reported, and only that
+        resets = log_events(flog, "source.offset_reset")
+        assert resets and all(r["reason"].startswith("the topic was recreated") for r in resets)
+        assert sum(r["lost_messages"] for r in resets) == lost == acked_by_the_broker_that_went - consumed_before
+        # the producer accounts for every event: each acknowledged (by one broker or the other), none undelivered
+        summary = summary_table(plog, "producer")
+        assert summary["read"] == A + B and summary["sent"] == A + B and summary["failed"] == 0, summary
+        assert "undelivered" not in summary
+        # one line of ours when the broker went, one again 30 s on, not librdkafka's
+        assert 1 <= len(log_events(plog, "kafka.broker_unavailable")) <= 2
+        for component in ("dataflow", "dataflow_dead_letters"):  # its consumers, and its dead-letter producer
+            assert 1 <= len([r for r in log_events(flog, "kafka.broker_unavailable") if r["component"] == component]) <= 2
+        assert "%3|" not in plog.read_text() and "%3|" not in flog.read_text()
+        # the dataflow's dead letters made it to the restarted broker
+        from_flow = [h for _v, h in dead if h.get("stage") == "dataflow"]
+        assert len(from_flow) == BAD and all(h["reason"].startswith("project_name_too_long") for h in from_flow)
+    finally:
+        for proc in (producer, flow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         stop(broker)
