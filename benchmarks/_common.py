@@ -78,10 +78,11 @@ def stats_line(name: str, values: list[float], unit: str) -> str:
 def synthetic_export(n: int, rate: float, seed: int, cache_dir: Path = DEFAULT_CACHE, shuffle: bool = False) -> Path:
     """An NDJSON export of `n` synthetic events at `rate` events per second of event time, generated once.
     `shuffle`: lines in a seeded random order, as a BigQuery extract comes (its rows are in no time order)."""
-    from pypi_pulse.producer.synthetic import SyntheticSource
+    from pypi_pulse.producer.synthetic import TAIL_SHARE, SyntheticSource
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"synthetic-{n}-r{int(rate)}-s{seed}{'-shuffled' if shuffle else ''}.ndjson"
+    tail = f"-tail{round(TAIL_SHARE * 100)}"  # an export made with another long tail is another export
+    path = cache_dir / f"synthetic-{n}-r{int(rate)}-s{seed}{tail}{'-shuffled' if shuffle else ''}.ndjson"
     if path.exists():
         return path
     t = time.perf_counter()

@@ -61,7 +61,7 @@ def measured(n_events: int) -> dict:
 
 def _marginals():
     """(dimension, probabilities of its categories) for one non-mirror download, as the synthetic generator draws."""
-    from pypi_pulse.dataflow.parse import python_minor
+    from pypi_pulse import rules
     from pypi_pulse.producer import popularity as pop
 
     def mix(w, key=lambda v: v):
@@ -73,9 +73,8 @@ def _marginals():
         return {k: v / tot for k, v in acc.items()}
 
     inst = mix(pop.INSTALLERS, lambda v: None if v is None else v[0])
-    mirrors = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
-    m = sum(v for k, v in inst.items() if k in mirrors)
-    inst = {k: v / (1 - m) for k, v in inst.items() if k not in mirrors}
+    m = sum(v for k, v in inst.items() if rules.is_mirror(k))
+    inst = {k: v / (1 - m) for k, v in inst.items() if not rules.is_mirror(k)}
     p0 = inst[None]  # no user agent: details is null, so every details dimension is null
 
     def with_null_details(d):
@@ -83,16 +82,14 @@ def _marginals():
         out[None] = out.get(None, 0.0) + p0
         return out
 
-    minor = mix(pop.PYTHONS, python_minor)
-    major: dict = {}
-    for k, v in minor.items():
-        major[None if k is None else k.split(".")[0]] = major.get(None if k is None else k.split(".")[0], 0) + v
-    system = mix(pop.SYSTEMS, lambda v: None if v is None else (v[0] if v[0] in ("Linux", "Windows", "Darwin") else "other"))
+    minor = mix(pop.PYTHONS, rules.python_minor)
+    major = mix(pop.PYTHONS, rules.python_major)
+    system = mix(pop.SYSTEMS, lambda v: rules.system_category(None if v is None else v[0]))
     dims = {
         "installer": inst,
         "python_minor": with_null_details(minor), "python_major": with_null_details(major),
         "system": with_null_details(system), "cpu": with_null_details(mix(pop.CPUS)),
-        "ci": with_null_details(mix(pop.CI, lambda v: "true" if v else None)),
+        "ci": with_null_details(mix(pop.CI, rules.ci_category)),
         "country": mix(pop.countries(), lambda v: "ZZ" if v is None else v),
         "file_type": mix(pop.FILE_TYPES), "version": {"newest": 0.6, "previous": 0.25, "older": 0.15},
         "overall": {None: 1.0},
@@ -103,13 +100,11 @@ def _marginals():
 def project_rates():
     """Each project's share of all downloads: the top 15,000 by their real 30-day counts, then the tail."""
     from pypi_pulse.producer import popularity as pop
-    from pypi_pulse.producer.synthetic import TAIL_PROJECTS, TAIL_SHARE
 
     cw = np.array(pop.packages().cum_weights, dtype=float)
-    top = np.diff(np.concatenate([[0.0], cw])) / cw[-1] * (1 - TAIL_SHARE)
-    k = np.arange(TAIL_PROJECTS + 1, dtype=float)
-    tail = np.diff((k / TAIL_PROJECTS) ** (1 / 3)) * TAIL_SHARE  # index = floor(N * u**3)
-    real_daily = cw[-1] / 30 / (1 - TAIL_SHARE)
+    top = np.diff(np.concatenate([[0.0], cw])) / cw[-1] * (1 - pop.TAIL_SHARE)
+    tail = pop.tail_weights() * pop.TAIL_SHARE
+    real_daily = cw[-1] / 30 / (1 - pop.TAIL_SHARE)
     return np.concatenate([top, tail]), real_daily
 
 

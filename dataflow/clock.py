@@ -24,10 +24,11 @@ from typing import Iterator, Optional
 import numpy as np
 
 from pypi_pulse.dataflow.columns import Coded, Codes
-from pypi_pulse.dataflow.parse import BUCKET_S, FILE_DIMS, VIEW_DIMS, BatchPartial, MinuteColumns, day_of
+from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
+from pypi_pulse.rules import FILE_DIMS, PER_PROJECT, VIEW_DIMS
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.schema import NULL_AS_DB_CATEGORY
 
@@ -408,6 +409,15 @@ class Clock:
         if not hasattr(clock, "hold_blocks_events"):  # taken before batch runs held blocks (they have no recovery)
             clock.hold_blocks_events, clock.minute_events = 0, Counter()
         clock.resend = set(clock.unapplied)  # the sink may not have them all: send them again
+        # What the snapshot says about each partition's reading is stale: while the dataflow was down, a partition
+        # caught up then may have gained a backlog. Taken as caught up and silent since before the crash, every
+        # partition but the first to deliver counted as idle, the watermark followed that one partition's backlog,
+        # and the others' backlogs were dropped as too late. Each partition holds the watermark again until it has
+        # been read up to its end and then been silent for `idle_s`, as at the start of a run.
+        now = time.time()
+        for part in clock.parts.values():
+            part.caught_up = False
+            part.last_data_wall = now
         return clock
 
 
@@ -459,7 +469,7 @@ def _summed(*pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys[starts], np.add.reduceat(counts, starts)
 
 
-PER_PROJECT_DIMS = ("with_mirrors", "overall")
+PER_PROJECT_DIMS = PER_PROJECT
 PER_CATEGORY_DIMS = ("country", *VIEW_DIMS, *FILE_DIMS)
 
 

@@ -34,14 +34,14 @@ from pypi_pulse.countries import country_or_unknown
 from pypi_pulse.dataflow.columns import Coded
 from pypi_pulse.dataflow.limits import DEFAULT_LIMITS, ParseLimits, countries_mapped, folded_count, objects_only
 from pypi_pulse.dataflow.source import RawBatch
-from pypi_pulse.events import MIRROR_INSTALLERS, BadTimestamp, epoch_second
+from pypi_pulse.event_fields import arrow_schema, reader_struct
+from pypi_pulse.events import UTC_SUFFIXES, BadTimestamp, epoch_second
 from pypi_pulse.names import normalize
+from pypi_pulse.rules import BY_NAME, FILE_DIMS, READ_FIELDS, VIEW_DIMS, VIEW_FIELDS, is_mirror, python_minor, view as _view
 
 BUCKET_S = 60  # rollups are sealed per minute of event time
 
-# Rollup dimensions read from `details`, in the order of a details view tuple.
-VIEW_DIMS = ("installer", "python_minor", "python_major", "system", "cpu", "ci")
-FILE_DIMS = ("file_type", "version")
+__all__ = ["FILE_DIMS", "VIEW_DIMS", "python_minor"]  # the rules' names, where the dataflow's callers look
 
 
 class MinuteColumns(NamedTuple):
@@ -90,9 +90,6 @@ class BatchPartial:
 
 
 _day_cache: dict[int, str] = {}
-_minor_cache: dict[str, Optional[str]] = {}
-_SYSTEMS = {"Darwin", "Linux", "Windows"}
-_LEADING_DIGITS = re.compile(r"\d+")
 
 
 def day_of(second: int) -> str:
@@ -105,51 +102,12 @@ def day_of(second: int) -> str:
     return s
 
 
-def python_minor(v: Optional[str]) -> Optional[str]:
-    """First two numeric components of `details.python` (`3.12.1` → `3.12`), None if there are not two."""
-    if v is None:
-        return None
-    m = _minor_cache.get(v)
-    if m is None and v not in _minor_cache:
-        parts = v.split(".", 2)
-        digits = _LEADING_DIGITS.match(parts[1]) if len(parts) >= 2 and parts[0].isdigit() else None
-        m = f"{parts[0]}.{digits.group()}" if digits else None
-        if len(_minor_cache) < 100_000:
-            _minor_cache[v] = m
-    return m
-
-
 # ---- decoding --------------------------------------------------------------------------------------------------
-# The fields of pypi_pulse.events.Download that pypi-pulse reads, with the same types (a wrong type is an invalid
-# event); other fields are skipped unread. Frozen with a cached hash: distinct records are looked up in dicts.
-
-
-class _Named(msgspec.Struct, frozen=True, gc=False):
-    name: Optional[str] = None
-
-
-class _Details(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
-    installer: Optional[_Named] = None
-    python: Optional[str] = None
-    system: Optional[_Named] = None
-    cpu: Optional[str] = None
-    ci: Optional[bool] = None
-
-
-class _File(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
-    project: Optional[str] = None
-    version: Optional[str] = None
-    type: Optional[str] = None
-
-
-class _Download(msgspec.Struct, frozen=True, gc=False):
-    timestamp: Union[str, int, float, None] = None
-    country_code: Optional[str] = None
-    project: Optional[str] = None
-    file: Optional[_File] = None
-    details: Optional[_Details] = None
-
-
+# The fields of pypi_pulse.events.Download that the rules read (pypi_pulse.rules.READ_FIELDS), with the same types
+# (a wrong type is an invalid event); other fields are skipped unread. Frozen, untracked by the GC, records with a
+# cached hash: distinct records are looked up in dicts.
+_Download = reader_struct(READ_FIELDS, "_Download")
+_File = next(f.type for f in msgspec.structs.fields(_Download) if f.name == "file").__args__[0]
 _DECODER = msgspec.json.Decoder(_Download)
 _BATCH_DECODER = msgspec.json.Decoder(list[_Download])
 
@@ -158,9 +116,8 @@ _CC = attrgetter("country_code")
 _PROJECT = attrgetter("project")
 _DETAILS = attrgetter("details")
 _FILE = attrgetter("file")
-_FILE_TYPE = attrgetter("type")
-_VERSION = attrgetter("version")
-_UTC_TAILS = (" UTC", "Z", "+00:00", "")
+_FILE_TYPE, _VERSION = (attrgetter(BY_NAME[d].field.split(".", 1)[1]) for d in FILE_DIMS)
+_UTC_TAILS = (*UTC_SUFFIXES, "")  # a prefix decides the second of a UTC timestamp, or of one with no offset
 
 
 def _decode(values: list[bytes]) -> tuple[list, list]:
@@ -262,20 +219,33 @@ def _utc_layout(chars: np.ndarray, tail: str) -> bool:
     return end > 20 and bool((chars[:, 19] == _DOT).all()) and bool(((fraction >= _ZERO) & (fraction <= _NINE)).all())
 
 
-def _system_category(system: Optional[str]) -> Optional[str]:
-    return system if system in _SYSTEMS else (None if system is None else "other")
-
-
 _NO_DETAILS = (None,) * len(VIEW_DIMS)
 _NO_FILE = _File()
+
+
+def _record_getter(path: str):
+    """A field of a decoded `details`/`file` record by its dotted path below the record (None under a null)."""
+    names = path.split(".")[1:]
+
+    def get(record):
+        for name in names:
+            record = getattr(record, name)
+            if record is None:
+                return None
+        return record
+
+    return get
+
+
+_VIEW_GETTERS = tuple(map(_record_getter, VIEW_FIELDS))
+_INSTALLER = VIEW_DIMS.index("installer")  # a view's installer says whether it is a mirror's
 
 
 def _details_view(d) -> tuple:
     """The rollup categories of a details record, in VIEW_DIMS order."""
     if d is None:
         return _NO_DETAILS
-    return _view(d.installer.name if d.installer is not None else None, d.python,
-                 d.system.name if d.system is not None else None, d.cpu, d.ci)
+    return _view(*(getter(d) for getter in _VIEW_GETTERS))
 
 
 
@@ -297,15 +267,10 @@ def parse_batch(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPar
     return _each_event(raw, events, dead, limits)
 
 
-# The fields pypi-pulse reads, as Arrow types. A value of another JSON type fails the whole batch, which then takes
-# the msgspec tiers: Arrow never accepts an event msgspec would reject.
-_STR = pa.string()
-_ARROW_SCHEMA = pa.schema([
-    ("timestamp", _STR), ("country_code", _STR), ("project", _STR),
-    ("file", pa.struct([("version", _STR), ("type", _STR)])),
-    ("details", pa.struct([("installer", pa.struct([("name", _STR)])), ("python", _STR),
-                           ("system", pa.struct([("name", _STR)])), ("cpu", _STR), ("ci", pa.bool_())])),
-])
+# The fields the columnar tier reads, as Arrow types (the project from the top-level column only: a batch without
+# it takes the msgspec tiers). A value of another JSON type fails the whole batch, which then takes the msgspec
+# tiers: Arrow never accepts an event msgspec would reject.
+_ARROW_SCHEMA = arrow_schema(f for f in READ_FIELDS if f != "file.project")
 _ARROW_PARSE = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore")
 
 
@@ -350,12 +315,28 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
     mapped, folded = countries_mapped(country.dictionary.to_pylist())
     country_codes = _indices(country)
     countries = Coded.mapped(country_codes, mapped)
-    details = table.column("details").combine_chunks().flatten()  # parent nulls pushed into the children
-    installer, python, system, cpu, ci = details
-    views = _views([installer.flatten()[0], python, system.flatten()[0], cpu, ci])
-    file_version, file_type = table.column("file").combine_chunks().flatten()
-    return _partial(raw, secs, projects, countries, views, _coded_arrow(file_type), _coded_arrow(file_version), [],
+    fields = _arrow_fields(table, ("details", "file"))
+    views = _views([fields[f] for f in VIEW_FIELDS])
+    file_type, file_version = (_coded_arrow(fields[BY_NAME[d].field]) for d in FILE_DIMS)
+    return _partial(raw, secs, projects, countries, views, file_type, file_version, [],
                     folded_count(country_codes, folded))
+
+
+def _arrow_fields(table: pa.Table, records: tuple) -> dict:
+    """{dotted path: column} of every value inside the named record columns, each record's nulls pushed into its
+    fields (a null `details` makes its python null)."""
+    out = {}
+
+    def walk(column: pa.Array, path: str) -> None:
+        if pa.types.is_struct(column.type):
+            for f, child in zip(column.type, column.flatten()):
+                walk(child, f"{path}.{f.name}")
+        else:
+            out[path] = column
+
+    for name in records:
+        walk(table.column(name).combine_chunks(), name)
+    return out
 
 
 def _line_breaks(data: bytes) -> np.ndarray:
@@ -391,14 +372,6 @@ def _views(fields: list) -> Coded:
     indices = [_indices(e)[first].tolist() for e in encoded]
     table = [_view(*(col[i] for col, i in zip(columns, row))) for row in zip(*indices)]
     return Coded.mapped(inverse.reshape(-1), table)
-
-
-def _view(installer: Optional[str], python: Optional[str], system: Optional[str], cpu: Optional[str],
-          ci: Optional[bool]) -> tuple:
-    """The rollup categories of a details record's fields, in VIEW_DIMS order (both decoding tiers use it)."""
-    minor = python_minor(python)
-    return (installer, minor, None if minor is None else minor.split(".", 1)[0], _system_category(system), cpu,
-            "true" if ci else None)
 
 
 def _arrow_seconds(ts: pa.Array) -> Optional[np.ndarray]:
@@ -482,8 +455,8 @@ def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = D
         projects.append(normalize(project))
         ccs.append(counted_as)
         views.append(_details_view(e.details))
-        ftypes.append(f.type if f is not None else None)
-        versions.append(f.version if f is not None else None)
+        ftypes.append(_FILE_TYPE(f) if f is not None else None)
+        versions.append(_VERSION(f) if f is not None else None)
     return _partial(raw, secs, *map(Coded.of, (projects, ccs, views, ftypes, versions)), dead, unknown)
 
 
@@ -519,7 +492,7 @@ def _partial(raw: RawBatch, secs, projects: Coded, ccs: Coded, views: Coded, fty
 
 
 def _minute_columns(projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded) -> MinuteColumns:
-    mirror_views = np.fromiter((v[0] in MIRROR_INSTALLERS for v in views.table), bool, len(views.table))
+    mirror_views = np.fromiter((is_mirror(v[_INSTALLER]) for v in views.table), bool, len(views.table))
     if not mirror_views.any():
         return MinuteColumns(projects, projects, ccs, views, ftypes, versions)
     keep = ~mirror_views[views.codes]

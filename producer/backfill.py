@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import structlog
 
+from pypi_pulse import rules
 from pypi_pulse.errors import UserError
 from pypi_pulse.names import normalize
 from pypi_pulse.sink.base import Sink
@@ -81,9 +82,8 @@ def _mix(weighted, key=lambda v: v) -> tuple[list, "object"]:
 
 
 def _system_category(v) -> Optional[str]:
-    if v is None:
-        return None
-    return v[0] if v[0] in ("Darwin", "Linux", "Windows") else "other"
+    """The category of a popularity mix's (name, release) system."""
+    return rules.system_category(None if v is None else v[0])
 
 
 class SyntheticHistory:
@@ -113,7 +113,7 @@ class SyntheticHistory:
         import numpy as np
 
         from pypi_pulse.producer import popularity as pop
-        from pypi_pulse.producer.synthetic import TAIL_SHARE, rhythm
+        from pypi_pulse.producer.synthetic import rhythm
 
         self.np = np
         self.seed = seed
@@ -125,7 +125,7 @@ class SyntheticHistory:
         wanted = {normalize(p) for p in include}
         keep = [i for i, v in enumerate(pk.values) if i < projects or normalize(v) in wanted]
         self.names: list[Optional[str]] = [normalize(pk.values[i]) for i in keep]
-        share = weights[keep] / total * (1 - TAIL_SHARE)
+        share = weights[keep] / total * (1 - pop.TAIL_SHARE)
         self.share = np.append(share, 1.0 - share.sum())  # the last entry: everyone else, totals only
         self.names.append(None)
         self.detail_min_downloads = detail_min_downloads
@@ -138,9 +138,8 @@ class SyntheticHistory:
         self.trend[-1], self.spike[-1] = 0.0, 0.0  # the long tail as a whole neither trends nor is released
         self.vmajor, self.vminor = (h >> 3) % 5, (h >> 7) % 30
 
-        mirror_names = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
         inst_cats, inst_p = _mix(pop.INSTALLERS, lambda v: None if v is None else v[0])
-        is_mirror = np.array([c in mirror_names for c in inst_cats])
+        is_mirror = np.array([rules.is_mirror(c) for c in inst_cats])
         self.mirror_share = float(inst_p[is_mirror].sum())
         keep = ~is_mirror
         self.installers = ([c for c, k in zip(inst_cats, keep) if k], inst_p[keep] / inst_p[keep].sum())
@@ -148,12 +147,10 @@ class SyntheticHistory:
         self.null_details = float(self.installers[1][none_i])  # no user agent: every details field is null
         self.known_installers = ([c for c in self.installers[0] if c is not None],
                                  np.delete(self.installers[1], none_i) / (1 - self.null_details))
-        from pypi_pulse.dataflow.parse import python_minor
-
-        self.pythons = _mix(pop.PYTHONS, python_minor)
+        self.pythons = _mix(pop.PYTHONS, rules.python_minor)
         self.systems = _mix(pop.SYSTEMS, _system_category)
         self.cpus = _mix(pop.CPUS)
-        self.ci = _mix(pop.CI, lambda v: "true" if v else None)
+        self.ci = _mix(pop.CI, rules.ci_category)
         self.file_types = _mix(pop.FILE_TYPES)
         cc_cats, cc_p = _mix(pop.countries(), lambda v: "ZZ" if v is None else v)
         measured = set(pop.measured_countries())
@@ -219,7 +216,7 @@ class SyntheticHistory:
             if dim == "python_minor":
                 major: dict = defaultdict(lambda: np.zeros(len(names), dtype=np.int64))
                 for j, c in enumerate(cats):
-                    major[None if c is None else c.split(".", 1)[0]] += counts[:, j]
+                    major[None if c is None else rules.major_of_minor(c)] += counts[:, j]
                 mcats = list(major)
                 emit("python_major", mcats, np.stack([major[c] for c in mcats], axis=1))
         cc = rng.multinomial(overall, self.countries[1])

@@ -29,9 +29,10 @@ import orjson
 import structlog
 from prometheus_client import Counter as PromCounter, Gauge
 
-from pypi_pulse.countries import ALPHA2
+from pypi_pulse import rules
 from pypi_pulse.errors import UserError
-from pypi_pulse.events import MIRROR_INSTALLERS, BadTimestamp, format_bigquery_ts, parse_iso
+from pypi_pulse.event_fields import flat_name, nester
+from pypi_pulse.events import BadTimestamp, format_bigquery_ts, parse_iso
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -51,19 +52,11 @@ BUDGET_REMAINING = Gauge("pypi_pulse_bigquery_budget_remaining_bytes", "Bytes le
 ROWS_READ = PromCounter("pypi_pulse_bigquery_rows_read", "Rows returned by BigQuery (before de-duplication).")
 ROWS_NEW = PromCounter("pypi_pulse_bigquery_rows_new", "Rows kept after removing overlap re-reads.")
 
-# The columns the pipeline uses, flat, named as files.py reads flat exports (so --export replays as file:PATH).
-COLUMNS = {
-    "timestamp": "timestamp",
-    "country_code": "country_code",
-    "file_project": "file.project",
-    "file_version": "file.version",
-    "file_type": "file.type",
-    "details_installer_name": "details.installer.name",
-    "details_python": "details.python",
-    "details_system_name": "details.system.name",
-    "details_cpu": "details.cpu",
-    "details_ci": "details.ci",
-}
+# The columns the pipeline uses (the fields its rules read), flat, named as files.py reads flat exports (so --export
+# replays as file:PATH). The project is read from `file.project` only: the table's top-level `project` holds the
+# same name, and each column read is billed for the whole day.
+_READ = [f for f in rules.READ_FIELDS if f != "project"]
+COLUMNS = {flat_name(f): f for f in _READ}
 SAMPLE_SCALE = 1_000_000
 API_RETRY_S = 30.0  # transient API errors are retried this long (the client's default, 10 minutes, looks like a hang)
 
@@ -354,7 +347,7 @@ def _table_ref(settings: "Settings") -> str:
     return f"`{t}`"
 
 
-_NORMALISED = "LOWER(REGEXP_REPLACE(file.project, r'[-_.]+', '-'))"
+_NORMALISED = rules.sql_project("file.project")
 
 
 def _filters(settings: "Settings", sample: bool = True) -> tuple[list[str], list]:
@@ -383,29 +376,9 @@ def rows_query(settings: "Settings") -> tuple[str, list]:
 
 
 # ---- rows → events ------------------------------------------------------------------------------------------------
-def event_dict(ts: str, cc, project, version, ftype, installer, python, system, cpu, ci) -> dict:
-    """One flat result row as the nested BigQuery row (only the columns read); nulls inside records are omitted."""
-    file = {}
-    if project is not None:
-        file["project"] = project
-    if version is not None:
-        file["version"] = version
-    if ftype is not None:
-        file["type"] = ftype
-    details: Optional[dict] = None
-    if installer is not None or python is not None or system is not None or cpu is not None or ci is not None:
-        details = {}
-        if installer is not None:
-            details["installer"] = {"name": installer}
-        if python is not None:
-            details["python"] = python
-        if system is not None:
-            details["system"] = {"name": system}
-        if cpu is not None:
-            details["cpu"] = cpu
-        if ci is not None:
-            details["ci"] = bool(ci)
-    return {"timestamp": ts, "country_code": cc, "file": file or None, "details": details}
+# One flat result row (COLUMNS order) as the nested BigQuery row (only the columns read); nulls inside records are
+# omitted, a record with nothing set is null.
+event_dict = nester(_READ)
 
 
 def table_columns(table) -> tuple[list[int], list[str], list[list]]:
@@ -559,39 +532,27 @@ def merge_pending(pending: list[Event], new: Iterable[Event]) -> None:
 
 
 # ---- per-day aggregates for backfill ------------------------------------------------------------------------------
-_DIMENSIONS = ("overall", "with_mirrors", "python_major", "python_minor", "system", "country", "installer", "cpu",
-               "file_type", "version", "ci")
-
-
 def aggregates_query(settings: "Settings") -> tuple[str, list]:
-    """One scan of one day: every (project, dimension, category) count, with the dataflow's category rules."""
+    """One scan of one day: every (project, dimension, category) count, with the dataflow's category rules (the
+    dimensions and their SQL come from pypi_pulse.rules)."""
     from google.cloud import bigquery
 
     where, params = _filters(settings, sample=False)  # daily totals must be whole, never a sample
-    params += [bigquery.ArrayQueryParameter("alpha2", "STRING", sorted(ALPHA2)),
-               bigquery.ArrayQueryParameter("mirrors", "STRING", sorted(MIRROR_INSTALLERS))]
-    dims = ", ".join(f"'{d}'" for d in _DIMENSIONS)
+    params += [bigquery.ArrayQueryParameter("mirrors", "STRING", sorted(rules.MIRROR_INSTALLERS))]
+    every = ", ".join(f"'{d}'" for d in rules.NAMES)
+    with_mirrors = ", ".join(f"'{d.name}'" for d in rules.DIMENSIONS if d.mirrors)
+    categories = ",\n    ".join(rules.sql_category_columns())
     sql = f"""
 WITH base AS (
   SELECT {_NORMALISED} AS project,
-    IFNULL(details.installer.name IN UNNEST(@mirrors), FALSE) AS mirror,
-    IF(country_code IN UNNEST(@alpha2), country_code, 'ZZ') AS country,
-    details.installer.name AS installer,
-    REGEXP_EXTRACT(details.python, r'^([0-9]+[.][0-9]+)') AS python_minor,
-    REGEXP_EXTRACT(details.python, r'^([0-9]+)[.][0-9]+') AS python_major,
-    CASE WHEN details.system.name IN ('Darwin', 'Linux', 'Windows') THEN details.system.name
-         WHEN details.system.name IS NULL THEN NULL ELSE 'other' END AS system,
-    details.cpu AS cpu, file.type AS file_type, file.version AS version,
-    IF(details.ci, 'true', NULL) AS ci
+    {rules.sql_is_mirror("mirrors")} AS mirror,
+    {categories}
   FROM {_table_ref(settings)}
   WHERE {' AND '.join(where)} AND file.project IS NOT NULL AND file.project != ''
 )
-SELECT project, dimension,
-  CASE dimension WHEN 'country' THEN country WHEN 'installer' THEN installer WHEN 'python_minor' THEN python_minor
-    WHEN 'python_major' THEN python_major WHEN 'system' THEN system WHEN 'cpu' THEN cpu
-    WHEN 'file_type' THEN file_type WHEN 'version' THEN version WHEN 'ci' THEN ci END AS category,
+SELECT project, dimension, {rules.sql_category_case("dimension")} AS category,
   COUNT(*) AS downloads
-FROM base, UNNEST(IF(mirror, ['with_mirrors'], [{dims}])) AS dimension
+FROM base, UNNEST(IF(mirror, [{with_mirrors}], [{every}])) AS dimension
 GROUP BY project, dimension, category"""
     return sql, params
 

@@ -28,6 +28,7 @@ import structlog
 
 from pypi_pulse.bounds import accepted_time
 from pypi_pulse.errors import UserError
+from pypi_pulse.event_fields import field_tree
 from pypi_pulse.events import BadTimestamp, epoch_seconds, format_bigquery_ts
 
 
@@ -41,15 +42,10 @@ class Record:
 _PROJECT = re.compile(rb'"project"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*("(?:[^"\\]|\\.)*"|[0-9.eE+-]+)')
 
-# Flattened column names (CSV, flat Parquet) → path in the nested row. Both `file.project` and `file_project` work.
-_NESTED = {
-    "file": ["filename", "project", "version", "type"],
-    "details": ["installer", "python", "implementation", "distro", "system", "cpu", "openssl_version",
-                "setuptools_version", "rustc_version", "ci"],
-}
-_SUB = {"installer": ["name", "version"], "implementation": ["name", "version"], "system": ["name", "release"],
-        "distro": ["name", "version", "id", "libc"], "libc": ["lib", "version"]}
-_TOP = ["timestamp", "country_code", "url", "project", "file", "details", "tls_protocol", "tls_cipher"]
+# Flattened column names (CSV, flat Parquet) → path in the nested row (the event's fields, pypi_pulse.events).
+# Both `file.project` and `file_project` work.
+_FIELDS = field_tree()
+_NESTED = {k: sub for k, sub in _FIELDS.items() if sub is not None}
 
 
 def detect_format(path: Path) -> str:
@@ -154,19 +150,15 @@ def _unflatten(flat: dict) -> dict:
     """Rebuild the nested row from `a.b.c` or `a_b_c` columns; empty strings are nulls (as BigQuery's CSV)."""
     norm = {k.strip().replace(".", "_").lower(): (None if v == "" else v) for k, v in flat.items()}
 
-    def build(prefix: str, fields: list[str]):
+    def build(prefix: str, fields: dict):
         out, any_set = {}, False
-        for f in fields:
+        for f, sub in fields.items():
             key = f"{prefix}_{f}"
-            if f in _SUB:
-                out[f] = build(key, _SUB[f])
-                any_set = any_set or out[f] is not None
-            else:
-                out[f] = norm.get(key)
-                any_set = any_set or out[f] is not None
+            out[f] = norm.get(key) if sub is None else build(key, sub)
+            any_set = any_set or out[f] is not None
         return out if any_set else None
 
-    row = {k: norm.get(k) for k in _TOP if k not in _NESTED}
+    row = {k: norm.get(k) for k in _FIELDS if k not in _NESTED}
     for k, fields in _NESTED.items():
         if isinstance(norm.get(k), str):  # a JSON-encoded record in one column
             row[k] = orjson.loads(norm[k])

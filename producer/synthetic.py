@@ -17,9 +17,8 @@ import orjson
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer import popularity as pop
 
-# Share of downloads in a synthetic long tail beyond the 15,000 named projects (PyPI has ~869,000 a month).
-TAIL_SHARE = 0.04
-TAIL_PROJECTS = 800_000
+# The long tail beyond the 15,000 named projects: its share and shape are popularity's (PyPI's real ones).
+TAIL_SHARE = pop.TAIL_SHARE
 
 
 def rhythm(epoch: float) -> float:
@@ -111,10 +110,10 @@ class SyntheticSource:
         ch = rng.choices
         projects = ch(self.pkgs.values, cum_weights=self.pkgs.cum_weights, k=n)
         if self.tail_share:
-            rand = rng.random
+            rand, tail_name, tail_index = rng.random, pop.tail_name, pop.tail_index
             for i in range(n):
                 if rand() < self.tail_share:
-                    projects[i] = f"pulse-tail-{int(TAIL_PROJECTS * rand() ** 3):06d}"  # a heavy tail
+                    projects[i] = tail_name(tail_index(rand()))
         countries = ch(self._country_json, cum_weights=self.countries.cum_weights, k=n)
         ftypes = ch(pop.FILE_TYPES.values, cum_weights=pop.FILE_TYPES.cum_weights, k=n)
         details = ch(self._details, k=n)

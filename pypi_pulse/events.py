@@ -8,6 +8,7 @@ in one C call, and fields we do not model are skipped without building Python ob
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Optional, Union
 
@@ -94,15 +95,16 @@ def unpack(value: bytes) -> list[bytes]:
     return value.split(b"\n")
 
 
-MIRROR_INSTALLERS = frozenset({"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"})
-
-
 class BadTimestamp(ValueError):
     pass
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
+# Endings that mark a timestamp as UTC (BigQuery's export writes ` UTC`); with none, a timestamp is taken as UTC.
+UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
+# What may follow a UTC timestamp's first 19 characters for them alone to decide its second: a fraction, then a UTC
+# ending or nothing. The same text `_parse_str` accepts, so the cached reading and the full one agree.
+_SECOND_TAIL = re.compile(r"(?:\.[0-9]*)?(?:%s)?\Z" % "|".join(map(re.escape, UTC_SUFFIXES)))
 _second_cache: dict[str, int] = {}
 
 
@@ -161,7 +163,7 @@ def epoch_second(ts: Timestamp) -> int:
     prefix and costs one dict lookup per event.
     """
     if type(ts) is str and len(ts) >= 19:
-        if ts.endswith(_UTC_SUFFIXES) or len(ts) == 19 or ts[19:].replace(".", "").isdigit():
+        if len(ts) == 19 or _SECOND_TAIL.match(ts, 19):
             key = ts[:19]
             sec = _second_cache.get(key)
             if sec is None:

@@ -7,6 +7,7 @@ from typing import Optional
 import msgspec
 
 from pypi_pulse.events import iso_second
+from pypi_pulse.rules import DERIVED, STORED
 
 
 class WindowRow(msgspec.Struct, frozen=True):
@@ -57,5 +58,4 @@ class PipelineStats(msgspec.Struct, frozen=True):
 
 
 # Dimensions stored in the daily rollups; python_major and the two overall figures are derived at seal time.
-DIMENSIONS = ("country", "installer", "python_minor", "system", "cpu", "file_type", "version", "ci")
-DERIVED = ("overall", "with_mirrors", "python_major")
+DIMENSIONS = STORED

@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import Iterable, Optional
 
 from pypi_pulse.names import normalize
+from pypi_pulse.rules import FOLDED
 from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.schema import to_db_category
 
@@ -115,7 +116,7 @@ def prune_buckets_statement(cutoff_day: str) -> tuple[str, tuple]:
 # version, ci) of every project would cost tens of millions of rows a day. Once a day is complete, projects below
 # `min_daily_downloads` (with mirrors) keep only one `other` row per fine dimension; the pypistats dimensions
 # (overall, with_mirrors, python_major, python_minor, system) and the all-project totals stay exact for everyone.
-FOLDED_DIMENSIONS = ("country", "installer", "cpu", "file_type", "version", "ci")
+FOLDED_DIMENSIONS = FOLDED
 FOLDED_CATEGORY = "other"
 _IN_FOLDED = "(" + ", ".join(f"'{d}'" for d in FOLDED_DIMENSIONS) + ")"
 

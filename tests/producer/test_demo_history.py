@@ -59,11 +59,14 @@ def test_the_rest_of_pypi_counts_in_the_totals_only(demo):
         weights = {_norm(r["project"]): int(r["download_count"]) for r in csv.DictReader(f)}
     with open(DATA / "categories.csv") as f:
         named = set(list(weights)[:1000]) | {_norm(r["project"]) for r in csv.DictReader(f)}
-    synthetic_tail = 0.04  # the live source's share beyond the 15,000 named projects (producer/synthetic.py)
+    synthetic_tail = 0.23  # PyPI's share beyond the top 15,000 (shared/known-facts.md), as the live source draws it
     want = (1 - synthetic_tail) * sum(weights[p] for p in named) / sum(weights.values())
     for day, total in db.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"):
         (own,), = db.query("SELECT SUM(downloads) FROM daily WHERE day = ? AND dimension = 'overall'", (day,))
-        assert abs(own / total - want) < 0.02, (day, own / total, want)
+        # the named projects against the rest, relative to their weights: their release spikes (up to +150% for a
+        # few days each) lift them a little (by ~1.16 on the busiest day seen); the rest, drawn as one block, has none
+        lift = (own / (total - own)) / (want / (1 - want))
+        assert 0.97 < lift < 1.3, (day, own / total, want, lift)
 
 
 def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):

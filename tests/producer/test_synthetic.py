@@ -42,3 +42,34 @@ def test_weekends_are_quieter_than_weekdays():
     assert rhythm(saturday) < 0.8 * rhythm(tuesday)
     src = SyntheticSource(seed=2)
     assert len(src.timestamps(saturday, saturday + 10, 1000)) < len(src.timestamps(tuesday, tuesday + 10, 1000))
+
+
+def test_long_tail_holds_pypis_share_and_distinct_projects_per_second():
+    """PyPI's shape: ~23% of downloads beyond the top 15,000 projects, ~19,000 distinct projects in a second of
+    66,000 events (shared/known-facts.md)."""
+    from pypi_pulse.producer import popularity as pop
+
+    keys = [k.decode() for _, k in SyntheticSource(seed=3).encoded([T0 + i / 66_000 for i in range(66_000)])]
+    top = set(pop.packages().values)
+    outside = [k for k in keys if k not in top]
+    assert 0.22 < len(outside) / len(keys) < 0.24
+    assert all(k.startswith("pulse-tail-") for k in outside)
+    assert 18_000 < len(set(keys)) < 20_000
+    ranked = Counter(keys).most_common(3)
+    assert ranked[0][0] == "boto3"  # the named top keeps its real weights: its leader stays first
+
+
+def test_tail_draws_follow_the_tail_weights():
+    import random
+
+    import numpy as np
+
+    from pypi_pulse.producer import popularity as pop
+
+    rng = random.Random(4)
+    draws = np.bincount([pop.tail_index(rng.random()) for _ in range(200_000)], minlength=pop.TAIL_PROJECTS)
+    w = pop.tail_weights()
+    assert abs(w.sum() - 1) < 1e-9 and len(w) == pop.TAIL_PROJECTS
+    for lo, hi in ((0, 1000), (1000, 50_000), (50_000, 300_000), (300_000, pop.TAIL_PROJECTS)):
+        assert abs(draws[lo:hi].sum() / 200_000 - w[lo:hi].sum()) < 0.005
+    assert pop.tail_name(41) == "pulse-tail-000041"
