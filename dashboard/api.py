@@ -25,6 +25,7 @@ from pypi_pulse.dashboard.inputs import project_name_problem
 from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.events import BadTimestamp, parse_iso
 from pypi_pulse.names import normalize
+from pypi_pulse.rules import NAMED_SYSTEMS, OTHER_SYSTEM
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.base import Sink
 
@@ -33,7 +34,7 @@ MAX_LAST_WINDOWS = 48 * 3600
 MAX_RANGE_SECONDS = 48 * 3600
 MAX_LIMIT = 1000
 _PERIODS = {"day": "last_day", "week": "last_week", "month": "last_month"}
-_SYSTEMS = ("Darwin", "Linux", "Windows", "other", "null")
+_SYSTEMS = (*NAMED_SYSTEMS, OTHER_SYSTEM, "null")  # the system rule's categories (pypi_pulse.rules)
 
 
 class ApiError(Exception):
