@@ -21,6 +21,7 @@ from urllib.parse import quote
 import psycopg
 
 from pypi_pulse.sink.base import open_sink
+from pypi_pulse.rules import NAMES
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
 T0 = 1_795_824_000
@@ -32,8 +33,7 @@ def _window(start: int, rnd: random.Random) -> WindowRow:
 
 
 def _bucket(minute: int, keys: int, rnd: random.Random) -> RollupBucket:
-    dims = ("overall", "with_mirrors", "country", "installer", "python_minor", "python_major", "system", "cpu",
-            "file_type", "version", "ci")
+    dims = NAMES
     counts = {}
     while len(counts) < keys:
         counts[("2026-11-28", f"project-{rnd.randrange(keys // 4)}", rnd.choice(dims), f"c{rnd.randrange(8)}")] = rnd.randrange(1, 20)
