@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pypi_pulse.config import Settings, load_settings, parse_speed
-from pypi_pulse.errors import UserError
+from pypi_pulse.errors import UserError, usage_error_types
 
 app = typer.Typer(
     name="pypi-pulse",
@@ -381,23 +381,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except _click_exceptions() as exc:  # usage errors: click's usage line and message; a bare command: its help
+    except usage_error_types() as exc:  # usage errors: click's usage line and message; a bare command: its help
         exc.show()
         sys.exit(2)  # as click >= 8.2 does for both
-
-
-def _click_exceptions() -> tuple[type[Exception], ...]:
-    """Typer >= 0.29 raises the exceptions of the click it bundles (typer._click), which are not click's own;
-    older typer raised click's. Both are caught, so that neither escapes as a traceback."""
-    import importlib
-
-    found = []
-    for name in ("typer._click", "click"):
-        try:
-            found.append(importlib.import_module(name).ClickException)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,18 @@ class UserError(Exception):
 
 class EmptySink(UserError):
     """The sink is a database, but pypi-pulse has not created its tables there yet (the dataflow does)."""
+
+
+def usage_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions of a command-line usage error. Typer >= 0.29 raises those of the click it bundles
+    (typer._click), which are not click's own; older typer raised click's. The CLI catches both, so that neither
+    escapes as a traceback."""
+    import importlib
+
+    found = []
+    for name in ("typer._click", "click"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
