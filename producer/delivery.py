@@ -127,6 +127,8 @@ class Delivery:
     def _watch(self) -> None:
         """Say that the broker is away; replace a client that cannot recover on its own."""
         self.health.tick()
+        if self.stop.is_set():  # giving up: no probe of the broker (each can wait a second) delays the stop
+            return
         if len(self.partition_counts) < len(self.topics) and not self.health.is_away:
             self._learn_topics()
         if self.health.fatal is not None:
