@@ -67,11 +67,21 @@ def rollup_counts(i: int) -> dict:
     return counts
 
 
+def day_blocks(i: int) -> list[tuple[int, int]]:
+    """Day i's all-project downloads per 10-minute block (block end, downloads): busiest in the afternoon UTC."""
+    start = int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.timezone.utc).timestamp())
+    return [(start + 600 * (k + 1), 20 + 2 * min(k // 6, 23 - k // 6) + i % 3) for k in range(144)]
+
+
 def fill(url: str) -> None:
+    from pypi_pulse.sink.recent import record_day_profile
+
     with open_sink(url) as db:
         db.write([window(i) for i in range(N_WINDOWS)],
                  [RollupBucket(int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.timezone.utc).timestamp()),
                                rollup_counts(i)) for i in range(N_DAYS)], None)
+        for i in range(N_DAYS):
+            record_day_profile(db, day_blocks(i))
 
 
 @pytest.fixture(scope="module")

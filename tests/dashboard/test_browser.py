@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard_testing import (COUNTRY_SPLIT, N_DAYS, PACKAGES, PASSWORD, SCREENSHOTS, USER, day, daily_count,
-                      rollup_counts, window)
+                      day_blocks, rollup_counts, window)
 from pypi_pulse.countries import alpha3
 from pypi_pulse.categories import category_map
 
@@ -209,7 +210,93 @@ def test_trends_tab(server, browser):
     assert next(t for t in fig["data"] if t["name"] == "matplotlib")["y"] == [daily_count("matplotlib", i) for i in range(N_DAYS)]
 
 
-def test_dark_mode_switches_page_and_charts(server, browser):
+def pick_option(browser, dropdown_id: str, typed: str, label: str) -> None:
+    """Open a dropdown, type into its search box and click the option (retried while the list is redrawn)."""
+    browser.find_element(f"#{dropdown_id}").click()
+
+    def search_box():
+        try:
+            shown = [e for e in browser.driver.find_elements(By.CSS_SELECTOR, "input.dash-dropdown-search")
+                     if e.is_displayed()]
+        except StaleElementReferenceException:
+            return False
+        return shown[-1] if shown else False
+
+    wait_until(browser, search_box, message=f"{dropdown_id} did not open")
+    search_box().send_keys(typed)
+    option = f"//label[contains(@class, 'dash-dropdown-option')][normalize-space()='{label}']"
+
+    def pick():
+        try:
+            browser.driver.find_element(By.XPATH, option).click()
+            return True
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    wait_until(browser, pick, message=f"no option {label} in {dropdown_id}")
+    browser.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+
+
+def test_categories_tab(server, browser):
+    open_tab(browser, "categories")
+    cmap = category_map()
+    first = N_DAYS - 30  # the default period: the last 30 days with rollups
+    fig = wait_figure(browser, "categories-share", lambda f: len(f["data"]) == len({cmap[p] for p in PACKAGES}))
+    for t in fig["data"]:
+        members = [p for p in PACKAGES if cmap[p] == t["name"]]
+        want = [100 * sum(daily_count(p, i) for p in members) / sum(daily_count(p, i) for p in PACKAGES)
+                for i in range(first, N_DAYS)]
+        assert t["y"] == pytest.approx(want)
+    # the default country (GB) has no downloads here: pick Germany
+    pick_option(browser, "categories-country", "Germany", "Germany (DE)")
+    fig = wait_figure(browser, "categories-country-mix", lambda f: "Germany" in f["title"] and len(f["data"]) == 2)
+    de, rest = Counter(), Counter()
+    for i in range(first, N_DAYS):
+        for (_d, p, dim, cc), n in rollup_counts(i).items():
+            if dim == "country":
+                (de if cc == "DE" else rest)[cmap[p]] += n
+    got = dict(zip(fig["data"][0]["x"], zip(fig["data"][0]["y"], fig["data"][1]["y"])))
+    assert got == {c: pytest.approx((100 * de[c] / sum(de.values()), 100 * rest[c] / sum(rest.values()))) for c in de}
+    wait_figure(browser, "categories-top", lambda f: "No downloads of NLP" in str(f["annotations"]))  # none here
+    pick_option(browser, "categories-category", "deep", "deep learning")
+    fig = wait_figure(browser, "categories-top", lambda f: "deep learning" in f["title"] and bool(f["data"]))
+    assert list(zip(fig["data"][0]["y"], fig["data"][0]["x"])) == [
+        ("torch", sum(daily_count("torch", i) for i in range(first, N_DAYS)))]
+    screenshot(browser, "categories.png")
+
+
+def test_daily_pattern_tab(server, browser):
+    open_tab(browser, "daily")
+    fig = wait_figure(browser, "daily-heatmap", lambda f: bool(f["data"]) and f["data"][0]["type"] == "heatmap")
+    t = fig["data"][0]
+    per = Counter()
+    for i in range(900):
+        w = window(i)
+        for cc, n in w.countries.items():
+            per[(cc, (w.start // 3600) % 24)] += n
+    assert t["y"] == ["France", "Germany", "United States"]  # most downloads at the top; ZZ is not a country row
+    us = t["customdata"][-1]
+    assert [cell[0] for cell in us] == [per[("US", h)] for h in range(24)]
+    fig = wait_figure(browser, "daily-hours", lambda f: bool(f["data"]))
+    last = N_DAYS - 1  # the fixture's last day with rollups is complete (no watermark): the 4 weeks end there
+    hours = Counter()
+    for i in range(last - 27, last + 1):
+        for end, n in day_blocks(i):
+            hours[((end - 1) % 86400) // 3600] += n
+    assert fig["data"][0]["customdata"] == [hours[h] for h in range(24)]
+    fig = wait_figure(browser, "daily-weekdays", lambda f: bool(f["data"]))
+    import datetime as dt
+    by_weekday = Counter()
+    for i in range(last - 27, last + 1):
+        by_weekday[dt.date.fromisoformat(day(i)).weekday()] += sum(daily_count(p, i) for p in PACKAGES)
+    assert fig["data"][0]["y"] == pytest.approx([by_weekday[k] / 4 for k in range(7)])
+    screenshot(browser, "daily.png")
+
+
+TABS = ("live", "countries", "daily", "trends", "categories", "trending")
+
+
+def test_dark_mode_switches_page_charts_and_controls(server, browser):
     from pypi_pulse.dashboard.figures import THEMES
 
     sign_in(browser, server.url)
@@ -221,7 +308,28 @@ def test_dark_mode_switches_page_and_charts(server, browser):
     font = "return document.querySelector('#trends-daily .js-plotly-plot').layout.font.color"
     wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["dark"]["font"],
                message="chart did not follow the dark theme")
+    # every control is readable: dark background, light text (the luminance of the computed colours)
+    lum = """const c = getComputedStyle(arguments[0])[arguments[1]].match(/[0-9.]+/g).map(Number);
+             return (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255;"""
+    control = browser.driver.find_element(By.CSS_SELECTOR, "#trends-packages .dash-dropdown, #trends-packages")
+    assert browser.driver.execute_script(lum, control, "backgroundColor") < 0.3 or \
+        browser.driver.execute_script("return getComputedStyle(arguments[0]).backgroundColor", control) == "rgba(0, 0, 0, 0)"
+    assert browser.driver.execute_script(lum, control, "color") > 0.6
     screenshot(browser, "trends-dark.png")
+    for tab in TABS:
+        if tab == "trends":
+            continue
+        open_tab(browser, tab)
+        graph = {"live": "live-map-downloads", "countries": "countries-map", "daily": "daily-heatmap",
+                 "categories": "categories-share", "trending": "trending-chart"}[tab]
+        wait_until(browser, lambda: browser.driver.execute_script(
+            f"const g = document.querySelector('#{graph} .js-plotly-plot'); return g && g.layout && g.layout.font && g.layout.font.color")
+            == THEMES["dark"]["font"], message=f"{tab} did not turn dark")
+        if tab in ("countries", "categories"):
+            picker = browser.driver.find_element(By.CSS_SELECTOR, f"input#{tab}-dates")  # the start date's box
+            assert browser.driver.execute_script(lum, picker, "color") > 0.6, f"{tab} date picker text is dark"
+        screenshot(browser, f"{tab}-dark.png")
+    open_tab(browser, "trends")
     browser.driver.find_element(By.XPATH, "//label[normalize-space()='Dark']").click()
     wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["light"]["font"],
                message="chart did not return to the light theme")
