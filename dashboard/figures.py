@@ -93,9 +93,12 @@ def choropleth(values: dict[str, float], theme: str, title: str, unit: str, fmt:
     }
     if hover is not None:
         trace["hovertext"] = [hover.get(c, "") for _, c, _ in rows]
+    # cropped to where people live (no Antarctica); no ocean fill, whose outline the crop would cut flat at the
+    # bottom and top; the map is centred in its box with a little room below Cape Horn
     geo = {"showframe": False, "showcoastlines": False, "projection": {"type": "natural earth"},
-           "bgcolor": "rgba(0,0,0,0)", "showland": True, "landcolor": t["land"], "showocean": True,
-           "oceancolor": t["ocean"], "showcountries": True, "countrycolor": t["line"], "lataxis": {"range": [-58, 85]}}
+           "bgcolor": "rgba(0,0,0,0)", "showland": True, "landcolor": t["land"], "showocean": False,
+           "showlakes": False, "showcountries": True, "countrycolor": t["line"], "lataxis": {"range": [-60, 85]},
+           "domain": {"x": [0, 1], "y": [0.02, 1]}}
     return {"data": [trace], "layout": base_layout(theme, title={"text": title}, geo=geo, uirevision=uirevision,
                                                    margin={"l": 0, "r": 0, "t": 40, "b": 0}), "frames": []}
 
