@@ -27,6 +27,7 @@ import structlog
 
 from pypi_pulse import rules
 from pypi_pulse.errors import UserError
+from pypi_pulse.extras import require_for
 from pypi_pulse.names import normalize
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.queries import backfilled_days
@@ -313,6 +314,7 @@ def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=
     """Fill [start, end] from `source`; days already backfilled are skipped unless `force`. Synthetic: the
     `projects` most popular projects and those in `include` get rows of their own (see `SyntheticHistory`)."""
     check_range(start, end, today)
+    require_for(source=source)
     t0 = time.monotonic()
     summary = BackfillSummary()
     done = set() if force else set(backfilled_days(sink, start, end))

@@ -18,6 +18,7 @@ import structlog
 from rich.console import Console
 
 from pypi_pulse.errors import UserError
+from pypi_pulse.extras import require
 from pypi_pulse.producer.bigquery import (BigQuerySession, IncrementalReader, ParquetExport, human_bytes,
                                           merge_pending, parse_bound, rows_query)
 from pypi_pulse.producer.publisher import Publisher, Summary
@@ -49,7 +50,9 @@ def run_bigquery_source(pub: Publisher, settings: "Settings", stop: threading.Ev
     console = console or Console(stderr=True)
     now = clock()
     start, end = _plan(settings, now)
-    session = session or BigQuerySession(settings)
+    if session is None:
+        require("bigquery")
+        session = BigQuerySession(settings)
     exporter = ParquetExport(settings.export) if settings.export else None
     reader = IncrementalReader(session, start, end, settings.overlap_minutes * 60, exporter)
     delay_s = settings.delay * 60 if settings.delay is not None else None

@@ -61,6 +61,9 @@ def check_sink_for_reading(url: str) -> None:
         except EmptySink:  # being created by the dataflow: the empty state again
             pass
     elif url.startswith(("postgresql://", "postgres://")):
+        from pypi_pulse.extras import require
+
+        require("postgres")
         from pypi_pulse.sink.postgres import connect
 
         connect(url, readonly=True).close()

@@ -130,6 +130,9 @@ def open_sink(url: str, *, readonly: bool = False) -> Sink:
 
         return SQLiteSink(url, readonly=readonly)
     if url.startswith(("postgresql://", "postgres://")):
+        from pypi_pulse.extras import require
+
+        require("postgres")
         from pypi_pulse.sink.postgres import PostgresSink
 
         return PostgresSink(url, readonly=readonly)
