@@ -18,7 +18,7 @@ def _date(name: str, value: str) -> dt.date:
 
 
 def register(app: typer.Typer) -> None:
-    from pypi_pulse.cli import ConfigOpt, DataDirOpt, LogOpt, SinkOpt, _print_summary, err, settings
+    from pypi_pulse.cli_support import ConfigOpt, DataDirOpt, LogOpt, SinkOpt, err, print_summary, settings
 
     @app.command()
     def backfill(
@@ -62,4 +62,4 @@ def register(app: typer.Typer) -> None:
             summary = run(db, source, d0, d1, settings=s, force=force, seed=seed, projects=projects,
                           daily_downloads=daily_downloads or s.rate * 86400, on_day=on_day)
             bar.update(task, completed=total)
-        _print_summary("backfill", summary.as_dict())
+        print_summary("backfill", summary.as_dict())

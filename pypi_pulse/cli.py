@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pypi_pulse.config import Settings, load_settings, parse_speed
+from pypi_pulse import assembly
+from pypi_pulse.cli_support import (
+    BootstrapOpt, CompressionOpt, ConfigOpt, DataDirOpt, LogOpt, MetricsPortOpt, OrderOpt, PackOpt, PartitionsOpt,
+    SinkOpt, SortMemoryOpt, TopicOpt, out, print_summary, settings, stop_on_signals, wait_forever)
 from pypi_pulse.errors import UserError, usage_error_types
 
 app = typer.Typer(
@@ -25,71 +25,6 @@ app = typer.Typer(
     # click's plain help: typer's rich panels print `<bool>` beside every flag, and wrap at 80 columns off a terminal
     rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
-
-# Options shared by several commands (flags override PYPI_PULSE_* environment, which overrides --config).
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (also PYPI_PULSE_CONFIG).")]
-BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help="Kafka to use instead of the embedded broker.")]
-TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Topic of download events.")]
-SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
-LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
-PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
-PackOpt = Annotated[Optional[int], typer.Option(
-    "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect).")]
-OrderOpt = Annotated[Optional[str], typer.Option(
-    "--order", help="File replay order: time (sorted by event second first, the default) | file (as it is).")]
-SortMemoryOpt = Annotated[Optional[str], typer.Option(
-    "--sort-memory", help="File replay in time order: sorted in memory up to this size (default 1GiB), in spilled runs beyond.")]
-CompressionOpt = Annotated[Optional[str], typer.Option(
-    "--compression", help="Record batch compression: zstd (default) | lz4 | snappy | gzip | none.")]
-MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
-
-
-def settings(config: Optional[Path] = None, **flags) -> Settings:
-    s = load_settings(config, **flags)
-    from pypi_pulse import logs
-
-    logs.setup(s.log_level, s.log_format)
-    return s
-
-
-def _kafka(s: Settings, stack: list):
-    """The bootstrap servers to use: the user's cluster (checked), or an embedded broker we start."""
-    from pypi_pulse.broker import EmbeddedBroker, wait_for_kafka
-
-    if s.bootstrap_servers:
-        wait_for_kafka(s.bootstrap_servers, timeout=10)
-        return s.bootstrap_servers, False
-    s.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=s.broker_port, log_path=s.data_dir / "broker.log").start()
-    stack.append(broker)
-    return broker.bootstrap, True
-
-
-def _flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None,
-                 live: bool = False):
-    from pypi_pulse.dataflow.clock import BATCH_HOLD_EVENTS
-    from pypi_pulse.dataflow.flow import FlowConfig
-    from pypi_pulse.sink.retry import RetryPolicy
-
-    return FlowConfig(
-        bootstrap=bootstrap, topic=s.topic, dlq_topic=s.dlq_topic, n_partitions=n_partitions, sink_url=s.sink_url,
-        lateness_s=s.lateness_seconds, out_of_order_s=s.out_of_order_seconds, idle_s=s.idle_seconds,
-        window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
-        detail_min_daily_downloads=s.rollup_detail_min_downloads,
-        drain_idle_s=drain_idle_s,
-        # a live stream hands every block over; a batch run hands over the blocks sealed while it streams (a long
-        # export's), and writes those sealed at its end in one go, inline, once the writer has finished
-        block_writer=s.block_writer, lazy_block_writer=not live,
-        hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
-        future_tolerance_s=s.future_tolerance_seconds, max_project_chars=s.max_project_name_chars,
-        sink_retry=RetryPolicy(s.sink_retry_initial_seconds, s.sink_retry_max_seconds, s.sink_outage_log_seconds),
-        sink_lock_wait_s=s.sink_lock_wait_seconds,
-        broker_outage_log_s=s.broker_outage_log_seconds, offset_reset_confirm_s=s.offset_reset_confirm_seconds,
-    )
-
 
 # ---------------------------------------------------------------------------------------------------------------
 @app.command()
@@ -104,7 +39,7 @@ def broker(
     s.data_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(port=s.broker_port, log_path=s.data_dir / "broker.log") as b:
         out.print(f"broker: Kafka protocol on [bold]{b.bootstrap}[/] (memory-only; Ctrl-C stops it)")
-        _wait_forever(lambda: b.proc is not None and b.proc.poll() is None)
+        wait_forever(lambda: b.proc is not None and b.proc.poll() is None)
         if b.proc is not None and b.proc.poll() is not None:
             raise UserError(f"the embedded broker exited with code {b.proc.returncode}; see {s.data_dir / 'broker.log'}")
 
@@ -152,57 +87,11 @@ def produce(
 
         serve(s.metrics_host, s.producer_metrics_port)
     stop = threading.Event()
-    _stop_on_signals(stop)
-    summary = _produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
-    _print_summary("producer", summary.as_dict())
+    stop_on_signals(stop)
+    summary = assembly.produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
+    print_summary("producer", summary.as_dict())
     if summary.input_error:
         raise UserError(f"input damaged: {summary.input_error}")
-
-
-def file_export(s: Settings, keys: bool):
-    """The settings' file source opened for replay (producer/replay.Export)."""
-    from pypi_pulse.producer.replay import Export
-
-    return Export(Path(s.source[5:]), order=s.order, keys=keys, sort_budget=int(s.sort_memory),
-                  spill_dir=s.data_dir / "replay-sort")
-
-
-def publisher_for(s: Settings, bootstrap: str):
-    """The settings' publisher, on a broker whose topics exist."""
-    from pypi_pulse.producer.delivery import DeliveryOptions
-    from pypi_pulse.producer.publisher import Publisher
-
-    return Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
-                     delivery=DeliveryOptions(s.broker_outage_log_seconds, s.producer_stall_seconds,
-                                              s.producer_stop_seconds),
-                     compression=s.compression, max_event_bytes=int(s.max_event_bytes))
-
-
-def _produce(s: Settings, bootstrap: str, stop: threading.Event, *, count=None, duration=None, progress=True,
-             export=None, publisher=None):
-    """`export`: the file source already opened (and perhaps sorted) by the caller; `publisher`: one made by
-    the caller (`publisher_for`), on a broker whose topics it has created."""
-    from pypi_pulse.broker import ensure_topics, wait_for_kafka
-
-    if publisher is None:
-        wait_for_kafka(bootstrap)
-        ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
-    from pypi_pulse.producer.replay import replay_file, run_synthetic
-
-    pub = publisher or publisher_for(s, bootstrap)
-    pub.stop_on(stop)
-    pack = s.pack_events_for(own_topic=False)
-    if s.source == "synthetic":
-        summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=pack)
-    elif s.source.startswith("file:"):
-        summary = replay_file(pub, export or file_export(s, keys=pack == 1), parse_speed(s.speed), s.restamp, stop,
-                              show_progress=progress and sys.stderr.isatty(), pack=pack)
-    else:
-        from pypi_pulse.producer.bigquery_source import run_bigquery_source
-
-        summary = run_bigquery_source(pub, s, stop)
-    summary.end_offsets = dict(pub.end_offsets)
-    return summary
 
 
 @app.command()
@@ -230,19 +119,13 @@ def dataflow(
         serve(s.metrics_host, s.dataflow_metrics_port)
     wait_for_kafka(s.bootstrap_servers)
     n = partition_count(s.bootstrap_servers, s.topic)
-    _check_sink(s.sink_url)
-    cfg = _flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None,
-                       live=not until_drained)
+    assembly.check_sink(s.sink_url)
+    cfg = assembly.flow_config(s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None,
+                               live=not until_drained)
     from pypi_pulse.dataflow.source import STOP
 
-    _stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0
+    stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0
     run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, recovery_dir=s.recovery_dir if s.recovery else None)
-
-
-def _check_sink(url: str) -> None:
-    from pypi_pulse.sink.base import open_sink
-
-    open_sink(url).close()  # creates/migrates the schema now, so a bad URL fails before the dataflow starts
 
 
 @app.command()
@@ -273,7 +156,7 @@ def run(
     if as_json:
         print(json.dumps(result))
     else:
-        _print_summary("run", result)
+        print_summary("run", result)
     if "input_error" in result:  # every event read is stored; those past the damage were never read
         raise UserError(f"input damaged: {result['input_error']}")
 
@@ -327,31 +210,8 @@ def up(
         from pypi_pulse.broker import wait_for_kafka
 
         wait_for_kafka(s.bootstrap_servers, timeout=10)
-    _check_sink(s.sink_url)
+    assembly.check_sink(s.sink_url)
     run_all(s, config)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-def _print_summary(title: str, summary: dict) -> None:
-    table = Table(title=title, show_header=False)
-    for k, v in summary.items():
-        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
-    err.print(table)
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _wait_forever(alive) -> None:
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    while not stop.is_set() and alive():
-        stop.wait(0.2)
 
 
 def _register_plugins() -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Optional
 
+from pypi_pulse.assembly import check_sink, file_export, flow_config, produce, publisher_for
 from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 
@@ -23,7 +24,6 @@ def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot
     the broker's address comes, meanwhile: librdkafka's idempotent producer asks for its producer id on a 500 ms
     timer, and a publisher made after the sort held the first events back for up to half a second."""
     from pypi_pulse import logs
-    from pypi_pulse.cli import _produce, file_export, publisher_for
 
     logs.setup(s.log_level, s.log_format)
     try:
@@ -49,8 +49,8 @@ def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot
             raise connected["error"]
         if "bootstrap" not in connected:
             return
-        summary = _produce(s, connected["bootstrap"], threading.Event(), count=count, progress=show_progress,
-                           export=export, publisher=connected["publisher"])
+        summary = produce(s, connected["bootstrap"], threading.Event(), count=count, progress=show_progress,
+                          export=export, publisher=connected["publisher"])
         conn.send({"ok": True, "summary": summary.as_dict(), "end_offsets": summary.end_offsets})
     except UserError as exc:
         conn.send({"ok": False, "error": str(exc)})
@@ -60,7 +60,6 @@ def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot
 
 def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = False) -> dict:
     from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
-    from pypi_pulse.cli import _check_sink, _flow_config
     from pypi_pulse.sink.base import open_sink
 
     started = time.monotonic()
@@ -75,7 +74,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         if not path.is_file():
             raise UserError(f"input file {path} does not exist: check the path after file:")
         detect_format(path)
-    _check_sink(s.sink_url)
+    check_sink(s.sink_url)
     if s.bootstrap_servers:
         wait_for_kafka(s.bootstrap_servers)
         # a shared cluster may already hold events in the default topic: a run reads only its own
@@ -121,7 +120,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         # Every partition holds the watermark until it reaches its stop offset: a partition waiting for the
         # producer (still sorting a large export, say) is not idle, and letting the others run ahead would make
         # its events late.
-        cfg = dataclasses.replace(_flow_config(s, bootstrap, n), idle_s=math.inf)
+        cfg = dataclasses.replace(flow_config(s, bootstrap, n), idle_s=math.inf)
         run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
         proc.join(10)
         if not report.get("ok"):

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Serve Prometheus metrics read from the sink: download rates, countries, top packages, pipeline counters."""
         from rich.console import Console
 
-        from pypi_pulse.cli import _wait_forever, settings
+        from pypi_pulse.cli_support import settings, wait_forever
         from pypi_pulse.metrics.endpoint import serve
         from pypi_pulse.metrics.sink_collector import build_registry
         from pypi_pulse.preflight import check_sink_for_reading
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         server, _ = serve(s.metrics_host, s.metrics_port, registry, flag="--port")
         Console(stderr=True).print(f"metrics: http://{s.metrics_host}:{s.metrics_port}/metrics (sink {s.sink_url})")
         try:
-            _wait_forever(lambda: True)
+            wait_forever(lambda: True)
         finally:
             server.shutdown()
             collector.close()

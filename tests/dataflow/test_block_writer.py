@@ -114,16 +114,16 @@ def test_the_writer_steps_back_while_live_windows_are_late():
 
 def test_a_live_dataflow_starts_its_writer_at_once_and_a_batch_run_with_its_first_block(tmp_path, monkeypatch):
     """A batch run of a short export seals everything at its end and never needs the process."""
-    from pypi_pulse.cli import _flow_config
+    from pypi_pulse.assembly import flow_config
     from pypi_pulse.config import Settings
 
     s = Settings(data_dir=tmp_path)
-    live = _flow_config(s, "localhost:9092", 4, live=True)
+    live = flow_config(s, "localhost:9092", 4, live=True)
     assert live.block_writer and not live.lazy_block_writer
-    batch = _flow_config(s, "localhost:9092", 4)
+    batch = flow_config(s, "localhost:9092", 4)
     assert batch.block_writer and batch.lazy_block_writer
     monkeypatch.setenv("PYPI_PULSE_BLOCK_WRITER", "false")
-    assert not _flow_config(Settings(data_dir=tmp_path), "localhost:9092", 4, live=True).block_writer
+    assert not flow_config(Settings(data_dir=tmp_path), "localhost:9092", 4, live=True).block_writer
 
 
 def test_a_batch_run_hands_over_blocks_sealed_while_it_streams_and_writes_the_last_ones_whole(sqlite_url):

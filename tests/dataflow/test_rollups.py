@@ -108,7 +108,7 @@ def _iso(t: int) -> str:
 
 def test_retention_settings_reach_the_store_sink(monkeypatch, tmp_path):
     """PYPI_PULSE_* retention settings → FlowConfig → the StoreSink the dataflow writes (and prunes) through."""
-    from pypi_pulse.cli import _flow_config
+    from pypi_pulse.assembly import flow_config
     from pypi_pulse.config import load_settings
     from pypi_pulse.dataflow.flow import build_flow
     from pypi_pulse.dataflow.outputs import StoreSink
@@ -116,7 +116,7 @@ def test_retention_settings_reach_the_store_sink(monkeypatch, tmp_path):
     monkeypatch.setenv("PYPI_PULSE_WINDOW_RETENTION_HOURS", "3")
     monkeypatch.setenv("PYPI_PULSE_ROLLUP_RETENTION_DAYS", "30")
     s = load_settings(data_dir=tmp_path)
-    cfg = _flow_config(s, "127.0.0.1:9", 4)
+    cfg = flow_config(s, "127.0.0.1:9", 4)
     flow = build_flow(cfg, None)
     sinks = [st.sink for st in _steps(flow) if isinstance(getattr(st, "sink", None), StoreSink)]
     assert len(sinks) == 1
