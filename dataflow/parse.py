@@ -17,12 +17,11 @@ which gives every such event its dead-letter reason. Every event is accounted fo
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional
 
 import msgspec
 import numpy as np
