@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("pypi-downloads-dlq", description="Dead-letter topic: malformed events with the reason.")
     partitions: int = Field(4, ge=1, le=1024, description="Partitions when pypi-pulse creates the topic.")
     broker_port: int = Field(9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port).")
-    consumer_group: str = Field("pypi-pulse-dataflow", description="Consumer group id used for lag reporting.")
     broker_outage_log_seconds: float = Field(
         DEFAULT_BROKER_OUTAGE_LOG_S, gt=0, description="While the broker is unavailable, the producer and the dataflow "
         "each log one `kafka.broker_unavailable` line this often (librdkafka's own reconnection lines are kept at debug).")

@@ -1,8 +1,9 @@
 """The download event, defined once: the shape of a `bigquery-public-data.pypi.file_downloads` row.
 
 Every part of pypi-pulse (producers, dataflow, tests, benchmarks) imports these types and helpers, so
-that the wire format has exactly one definition. Decoding uses msgspec: a whole Kafka batch is decoded
-in one C call, and fields we do not model are skipped without building Python objects.
+that the wire format has exactly one definition. Decoding uses msgspec: the dataflow decodes a whole Kafka batch
+in one C call (with structs derived from these in pypi_pulse/event_fields.py), and fields we do not model are
+skipped without building Python objects.
 """
 
 from __future__ import annotations
@@ -79,8 +80,6 @@ class Download(msgspec.Struct):
 
 
 DECODER = msgspec.json.Decoder(Download)
-BATCH_DECODER = msgspec.json.Decoder(list[Download])
-ENCODER = msgspec.json.Encoder()
 
 # A Kafka message may carry several events, one JSON object per line, marked by this header. Kafka's cost is per
 # message (the client's produce call and delivery report, the broker's record handling), not per byte: a replay at

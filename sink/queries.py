@@ -199,14 +199,6 @@ def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -
     return [(c if c is not None else "ZZ", n) for c, n in rows]
 
 
-def totals_by_day(sink: Sink, start: Day, end: Day, dimension: str = "overall") -> list[tuple[str, int]]:
-    """All projects' downloads per day (without mirrors by default)."""
-    rows = sink.query(
-        "SELECT day, SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? GROUP BY day ORDER BY day",
-        (_dimension(dimension), iso_day(start), iso_day(end)))
-    return [(d, int(n)) for d, n in rows]
-
-
 def search_packages(sink: Sink, prefix: str, limit: int = 20) -> list[str]:
     """Projects whose normalised name starts with the prefix, most downloaded first (for autocompletion)."""
     p = normalize(prefix.strip())
