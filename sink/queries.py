@@ -199,18 +199,6 @@ def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -
     return [(c if c is not None else "ZZ", n) for c, n in rows]
 
 
-def search_packages(sink: Sink, prefix: str, limit: int = 20) -> list[str]:
-    """Projects whose normalised name starts with the prefix, most downloaded first (for autocompletion)."""
-    p = normalize(prefix.strip())
-    if not p:
-        return []
-    # a range on the index instead of LIKE: portable, and `_`/`%` in names are not wildcards
-    rows = sink.query(
-        "SELECT project, SUM(downloads) AS n FROM daily WHERE project >= ? AND project < ? AND dimension = 'with_mirrors' "
-        "GROUP BY project ORDER BY n DESC, project LIMIT ?", (p, p + "\uffff", int(limit)))
-    return [r[0] for r in rows]
-
-
 # ---- backfill bookkeeping ---------------------------------------------------------------------------------
 def backfilled_days(sink: Sink, start: Optional[Day] = None, end: Optional[Day] = None) -> dict[str, str]:
     """{day: source} of the days a backfill completed (the stream does not add to those days)."""

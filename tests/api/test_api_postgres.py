@@ -48,7 +48,6 @@ def test_api_and_backfill_on_postgres(broker, pg_url):
         assert stored_totals(db) == expected_totals(want)
         assert queries.backfilled_days(db) == {DAYS[0]: "test"}
         assert queries.day_range(db) == (DAYS[0], DAYS[2])
-        assert queries.search_packages(db, "zope") == ["zope-interface"]
         assert queries.known_package(db, "Zope_Interface") == "zope-interface"
         cmp = queries.compare(db, ["numpy", "Django"], DAYS[0], DAYS[2])
         assert cmp["numpy"] == [(d, want[(d, "numpy", "overall", None)]) for d in DAYS]

@@ -49,7 +49,6 @@ def _answers(sink) -> dict:
         "compare": queries.compare(sink, ["numpy", "pip"], "2026-11-02", "2026-11-05"),
         "recent": queries.recent(sink, "numpy", today="2026-11-05"),
         "known": (queries.known_package(sink, "Zope_Interface"), queries.known_package(sink, "nope")),
-        "search": queries.search_packages(sink, "p"),
         "names": queries.package_names(sink),
     }
 
