@@ -61,3 +61,20 @@ def test_the_replays_line_head_reading_agrees_or_steps_aside(ts):
     if len(slow):  # not its layout: the line is read by `files.event_time`, the full reading
         return
     assert int(secs[0]) == _reference(ts)
+
+
+def test_the_bigquery_readers_vectorised_text_is_format_bigquery_ts():
+    """The BigQuery reader writes a result's timestamps with Arrow in one call; the text must be the one
+    `format_bigquery_ts` (and so every reader above) gives."""
+    import pyarrow as pa
+
+    from pypi_pulse.events import format_bigquery_ts
+    from pypi_pulse.producer.bigquery import COLUMNS, table_columns
+
+    micros = [1795219190_123456, 1795219190_000000, 1795219199_999999, 951782400_000001, 0]
+    columns = {name: pa.array([None] * len(micros), pa.string()) for name in COLUMNS if name != "timestamp"}
+    table = pa.table({"timestamp": pa.array(micros, pa.timestamp("us", tz="UTC")), **columns})
+    got_micros, text, _others = table_columns(table)
+    assert got_micros == micros
+    assert text == [format_bigquery_ts(us / 1e6) for us in micros]
+    assert [epoch_second(t) for t in text] == [us // 1_000_000 for us in micros]
