@@ -18,12 +18,15 @@ import structlog
 from dash import Input, Output, dcc, html
 from flask import g
 
-from pypi_pulse.dashboard import categories_tab, countries_tab, daily_tab, live, trending_tab, trends_tab
+from pypi_pulse.config import Settings
+from pypi_pulse.dashboard import categories_tab, countries_tab, daily_tab, freshness, live, trending_tab, trends_tab
 from pypi_pulse.dashboard.auth import CSRF_FIELD, csrf_token, install_auth
 from pypi_pulse.dashboard.context import DashContext
 from pypi_pulse.dashboard.hardening import install_hardening
 from pypi_pulse.dashboard.limits import WebLimits
+from pypi_pulse.dashboard.probes import install_probes
 from pypi_pulse.dashboard.users import UserStore
+from pypi_pulse.sink.read_pool import ReadPool
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
@@ -52,9 +55,14 @@ def _layout() -> html.Div:
     ])
 
 
-def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secure_cookies: bool = False,
-               limits: WebLimits | None = None) -> dash.Dash:
-    limits = limits or WebLimits.defaults()
+def create_app(settings: Settings) -> dash.Dash:
+    """The whole server for these settings; each server worker process calls it once, after the fork, so that its
+    sink connections and threads are its own."""
+    limits = WebLimits.from_settings(settings)
+    freshness.configure(settings.live_delayed_after_seconds)
+    sink_url, data_dir = settings.sink_url, settings.data_dir
+    pool = ReadPool(sink_url, max_size=settings.sink_read_connections, wait_s=settings.sink_read_wait_seconds,
+                    check_timeout_s=settings.readyz_timeout_seconds)
     app = dash.Dash(
         __name__, title="pypi-pulse", update_title=None, suppress_callback_exceptions=True,
         assets_folder=str(Path(__file__).parent / "assets"), serve_locally=True,
@@ -64,10 +72,13 @@ def create_app(sink_url: str, data_dir: Path, *, public_api: bool = False, secur
     store = UserStore(data_dir)
     app.server.config["PYPI_PULSE_USERS"] = store
     install_hardening(server, limits)
-    install_auth(server, store, data_dir, public_api=public_api, secure_cookies=secure_cookies, limits=limits)
-    ctx = DashContext.for_sink(sink_url, limits)
+    install_probes(server, pool)
+    install_auth(server, store, data_dir, public_api=settings.public_api, secure_cookies=settings.secure_cookies,
+                 limits=limits)
+    ctx = DashContext.for_sink(sink_url, limits, opener=pool.opener)
     app.server.config["PYPI_PULSE_CONTEXT"] = ctx
-    _mount_api(server, sink_url)
+    app.server.config["PYPI_PULSE_READ_POOL"] = pool
+    _mount_api(server, pool)
     _add_server_timing(server)
     app.layout = _layout
     # load the package list for the search box now, not on the first keystroke
@@ -127,7 +138,7 @@ def _add_server_timing(server) -> None:
         return response
 
 
-def _mount_api(server, sink_url: str) -> None:
+def _mount_api(server, pool: ReadPool) -> None:
     """The history API lives in dashboard/api.py (its own engineer); mount it if present."""
     try:
         api = importlib.import_module("pypi_pulse.dashboard.api")
@@ -137,7 +148,6 @@ def _mount_api(server, sink_url: str) -> None:
             return
         raise
     from pypi_pulse.dashboard import trending
-    from pypi_pulse.sink.base import open_sink
 
-    server.register_blueprint(api.create_api_blueprint(lambda: open_sink(sink_url, readonly=True)), url_prefix="/api")
-    server.register_blueprint(trending.create_trending_blueprint(lambda: open_sink(sink_url, readonly=True)), url_prefix="/api")
+    server.register_blueprint(api.create_api_blueprint(pool.lease), url_prefix="/api")
+    server.register_blueprint(trending.create_trending_blueprint(pool.lease), url_prefix="/api")

@@ -26,7 +26,7 @@ from flask import Flask, g, jsonify, redirect, render_template_string, request, 
 from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.dashboard.password_checks import Busy, PasswordChecks
 from pypi_pulse.dashboard.sessions import SessionStore
-from pypi_pulse.dashboard.throttle import SignInThrottle
+from pypi_pulse.dashboard.throttle import THROTTLE_FILE, SignInThrottle
 from pypi_pulse.dashboard.users import UserStore
 from pypi_pulse.errors import UserError
 
@@ -34,7 +34,7 @@ log = structlog.get_logger("pypi_pulse.dashboard.auth")
 
 SECRET_FILE = "session-secret"
 ANONYMOUS_PREFIXES = ("/assets/", "/_dash-component-suites/")
-ANONYMOUS_PATHS = frozenset({"/login", "/logout", "/_favicon.ico", "/favicon.ico"})
+ANONYMOUS_PATHS = frozenset({"/login", "/logout", "/_favicon.ico", "/favicon.ico", "/healthz", "/readyz"})
 SESSION_LIFETIME = timedelta(hours=12)
 CSRF_FIELD = "csrf_token"
 
@@ -83,12 +83,21 @@ def load_or_create_secret(data_dir: Path) -> bytes:
             key = path.read_bytes().strip()
             if len(key) >= 32:
                 return key
+            path.unlink()  # too short to be one of ours: replaced
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # written whole under another name, then linked into place only if no other process did first: server
+        # workers started together all end up with the one key, whichever wrote it
+        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+            f.write(secrets.token_hex(32).encode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_bytes().strip()
     except OSError as exc:
         raise UserError(f"cannot read or create {path} ({exc}): check --data-dir permissions") from None
 
@@ -122,8 +131,8 @@ def _csrf_ok() -> bool:
 def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api: bool = False,
                  secure_cookies: bool = False, throttle: SignInThrottle | None = None,
                  limits: WebLimits | None = None) -> SignInThrottle:
-    throttle = throttle or SignInThrottle()
     limits = limits or WebLimits.defaults()
+    throttle = throttle or SignInThrottle(Path(data_dir) / THROTTLE_FILE, claim_s=limits.signin_claim_seconds)
     checks = PasswordChecks(store.verify_password, limits.signin_checks, limits.signin_wait_seconds)
     sessions = SessionStore(data_dir, SESSION_LIFETIME.total_seconds())
     server.config["PYPI_PULSE_PASSWORD_CHECKS"] = checks

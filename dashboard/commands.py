@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,7 +46,7 @@ def settings(config: Optional[Path] = None, **flags):
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """werkzeug exits with its own multi-line message on a busy port; say it in one line instead."""
+    """The servers exit with their own multi-line messages (gunicorn after retrying) on a busy port: one line."""
     import socket
 
     try:
@@ -67,43 +65,33 @@ def register(app: typer.Typer) -> None:
         port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8050).")] = None,
         public_api: Annotated[bool, typer.Option("--public-api", help="Let anyone read GET /api/... without signing in.")] = False,
         secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Send the session cookie over HTTPS only (behind a TLS proxy).")] = False,
+        workers: Annotated[Optional[int], typer.Option("--workers", help="Server processes (gunicorn; default 2).")] = None,
+        threads: Annotated[Optional[int], typer.Option("--threads", help="Request threads per server process (default 4).")] = None,
         sink: SinkOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
     ) -> None:
         """Serve the dashboard and the JSON API (sign-in required) until Ctrl-C."""
-        from werkzeug.serving import make_server
-
-        from pypi_pulse.dashboard import freshness
-        from pypi_pulse.dashboard.app import create_app
-        from pypi_pulse.dashboard.limits import WebLimits
+        from pypi_pulse.dashboard import server
         from pypi_pulse.dashboard.users import UserStore
 
         s = settings(config, host=host, port=port, sink=sink, data_dir=data_dir, log_level=log_level,
-                     public_api=public_api or None)
+                     public_api=public_api or None, secure_cookies=secure_cookies or None, serve_workers=workers,
+                     serve_threads=threads)
         from pypi_pulse.preflight import check_sink_for_reading
 
         check_sink_for_reading(s.sink_url)  # else it would start, and answer every request with a 500
-        if s.log_level not in ("debug", "info"):  # werkzeug logs every request at INFO: quiet by default
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server.server_name(s)  # neither server installed: said now, in one line
         if not UserStore(s.data_dir).names():
             err.print(f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
-                      "`pypi-pulse users add NAME --password-stdin`", highlight=False)
-        freshness.configure(s.live_delayed_after_seconds)
-        dash_app = create_app(s.sink_url, s.data_dir, public_api=s.public_api, secure_cookies=secure_cookies,
-                              limits=WebLimits.from_settings(s))
+                      "`pypi-pulse users add NAME --password-stdin`", highlight=False, soft_wrap=True)
         _check_port_free(s.host, s.port)
-        server = make_server(s.host, s.port, dash_app.server, threaded=True)
-        err.print(f"dashboard: http://{s.host}:{server.port} (sink {s.sink_url}; Ctrl-C stops it)", highlight=False)
-        def stop(*_):  # also when started with SIGINT ignored (a background job), and on SIGTERM
-            raise KeyboardInterrupt
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        def ready(name: str) -> None:
+            shape = (f"{s.serve_workers} workers x {s.serve_threads} threads" if name == "gunicorn"
+                     else f"{s.serve_threads} threads")
+            err.print(f"dashboard: http://{s.host}:{s.port} (sink {s.sink_url}; {name}, {shape}; Ctrl-C stops it)",
+                      highlight=False, soft_wrap=True)
+
+        server.run(s, ready)
 
     users = typer.Typer(help="Manage dashboard accounts (stored as argon2 hashes in DATA_DIR/users.json).",
                         no_args_is_help=True)

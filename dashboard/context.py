@@ -11,6 +11,7 @@ from pypi_pulse.dashboard.live_feed import LiveFeed
 from pypi_pulse.dashboard.packages import PackageIndex
 from pypi_pulse.dashboard.reader import SinkReader
 from pypi_pulse.sink import queries
+from pypi_pulse.sink.base import Sink, open_sink
 
 NO_DATA = ("No data yet: start the pipeline with `pypi-pulse up` (or load history with "
            "`pypi-pulse run --source file:EXPORT --until-drained`); this page fills in by itself.")
@@ -27,10 +28,11 @@ class DashContext:
     history_cache: PeriodCache = field(default_factory=lambda: PeriodCache(30.0))
 
     @classmethod
-    def for_sink(cls, url: str, limits: WebLimits) -> "DashContext":
+    def for_sink(cls, url: str, limits: WebLimits, opener: Callable[..., Sink] = open_sink) -> "DashContext":
         # two connections: a slow history query never holds up the once-per-second Live refresh
-        reader = SinkReader(url)
-        ctx = cls(reader, LiveFeed(SinkReader(url)), PackageIndex(lambda: ctx.query(queries.package_names)), limits)
+        reader = SinkReader(url, opener)
+        ctx = cls(reader, LiveFeed(SinkReader(url, opener)), PackageIndex(lambda: ctx.query(queries.package_names)),
+                  limits)
         return ctx
 
     def default_packages(self, n: int = 2) -> list[str]:

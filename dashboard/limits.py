@@ -22,12 +22,14 @@ class WebLimits:
     lateness_seconds: float = 600.0  # after this, a closed window is final (the daily pattern caches such hours)
     live_gap_seconds: int = 10  # the Live rate chart draws a longer run of seconds without a window as a gap
     live_top_max_window_seconds: int = 3600  # GET /api/live/top?window=N
+    signin_claim_seconds: float = 30.0  # a sign-in's claim on its address and user name lapses after this
 
     @classmethod
     def from_settings(cls, s: Settings) -> "WebLimits":
         return cls(s.signin_checks, s.signin_wait_seconds, int(s.max_request_bytes), int(s.max_response_bytes),
                    s.max_chart_series, s.max_name_chars, s.lateness_seconds, live_gap_seconds=s.live_gap_seconds,
-                   live_top_max_window_seconds=s.live_top_max_window_seconds)
+                   live_top_max_window_seconds=s.live_top_max_window_seconds,
+                   signin_claim_seconds=s.signin_claim_seconds)
 
     @classmethod
     def defaults(cls) -> "WebLimits":

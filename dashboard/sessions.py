@@ -19,6 +19,25 @@ from pypi_pulse.errors import UserError
 SESSIONS_FILE = "sessions.db"
 
 
+def connect_shared(path: Path, patience_s: float = 10.0) -> sqlite3.Connection:
+    """A connection to a small database that every server process writes (sessions, sign-in throttle), in WAL mode
+    so that readers in other processes go on while one writes. Workers started together all switch a new file to
+    WAL at once, and SQLite refuses that switch with "database is locked" without waiting: retried meanwhile."""
+    db = sqlite3.connect(path, timeout=patience_s, isolation_level=None)
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.01)  # the other process holds the lock for a moment: nothing to poll but the lock itself
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class SessionStore:
     def __init__(self, data_dir: Path, lifetime_s: float, clock=time.time):
         self.path = Path(data_dir) / SESSIONS_FILE
@@ -38,10 +57,7 @@ class SessionStore:
         """One connection per thread (the server is threaded); WAL lets readers and a writer in other processes go on."""
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            db = self._local.db = connect_shared(self.path)
         return db
 
     def create(self, user: str) -> str:

@@ -150,6 +150,14 @@ def _warn_on_collation(conn: psycopg.Connection) -> None:
                     hint="create the database with `createdb --locale=C.UTF-8 --template=template0` to sort as SQLite does")
 
 
+def require_schema(conn: psycopg.Connection, url: str) -> None:
+    """A reader on a database the dataflow has not set up yet gets the empty state's message, not a SQL error."""
+    if not conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+        d = _describe(url)
+        raise UserError(f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
+                        "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first")
+
+
 class PostgresSink(Sink):
     concurrent_writers = True
     def __init__(self, url: str, *, readonly: bool = False):
@@ -162,11 +170,7 @@ class PostgresSink(Sink):
         conn = connect(self.url, readonly=self.readonly)
         try:
             if self.readonly:
-                present = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
-                if not present:
-                    d = _describe(self.url)
-                    raise UserError(f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
-                                    "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first")
+                require_schema(conn, self.url)
             else:
                 self._migrate(conn)
                 conn.execute(_STAGING)

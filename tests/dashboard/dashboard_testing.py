@@ -106,9 +106,10 @@ class Server:
     def __init__(self, sink_url: str, data_dir: Path, **kwargs):
         from werkzeug.serving import make_server
 
+        from pypi_pulse.config import Settings
         from pypi_pulse.dashboard.app import create_app
 
-        self.app = create_app(sink_url, data_dir, **kwargs)
+        self.app = create_app(Settings(sink=sink_url, data_dir=data_dir, **kwargs))
         self.httpd = make_server("127.0.0.1", 0, self.app.server, threaded=True)
         self.url = f"http://127.0.0.1:{self.httpd.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

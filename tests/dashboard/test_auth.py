@@ -91,9 +91,9 @@ def test_failed_sign_ins_are_slowed_down(filled_sink, data_dir):
         srv.stop()
 
 
-def test_throttle_doubles_the_delay_and_forgets_after_success():
+def test_throttle_doubles_the_delay_and_forgets_after_success(tmp_path):
     now = [1000.0]
-    t = SignInThrottle(free_attempts=2, base_delay_s=1.0, max_delay_s=8.0, clock=lambda: now[0])
+    t = SignInThrottle(tmp_path / "signin.db", free_attempts=2, base_delay_s=1.0, max_delay_s=8.0, clock=lambda: now[0])
     t.failed("ip:a")
     assert t.wait_seconds("ip:a") == 0
     delays = []

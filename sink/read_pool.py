@@ -1,0 +1,166 @@
+"""Read connections for long-lived readers (each server worker, the exporter), kept and shared instead of opened
+per request.
+
+PostgreSQL reads borrow a connection from a `psycopg_pool` pool for each query, so a process holds at most
+`max_size` connections however many requests it serves, and a connection that died with a server restart is
+replaced by the pool instead of failing a request. SQLite needs no pool (opening a file is cheap, but a new
+connection starts with a cold page cache): each thread keeps one read-only connection, reopened when the file is
+replaced or removed, since an open connection would go on reading the old file.
+
+The pool is made after a server forks (in each worker), never before: a connection must not be shared by two
+processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from pypi_pulse.errors import UserError
+from pypi_pulse.sink.base import Sink, open_sink
+from pypi_pulse.sink.postgres import CONNECT_TIMEOUT_S, PostgresSink, _describe, _IntegralNumericLoader, require_schema
+from pypi_pulse.sink.retry import SinkUnavailable, one_line
+from pypi_pulse.sink.sqlite import SQLiteSink
+
+T = TypeVar("T")
+
+
+class ReadPool:
+    def __init__(self, url: str, *, max_size: int = 4, wait_s: float = 10.0, check_timeout_s: float = 2.0):
+        self.url = url
+        self.wait_s = wait_s
+        self.check_timeout_s = check_timeout_s
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self._local = threading.local()
+        self._pool = None
+        self._schema_seen = False
+        if self.postgres:
+            self._pool = _postgres_pool(url, max_size)
+
+    def lease(self) -> Sink:
+        """A read-only sink for one request; its `close()` gives it back and keeps the connection."""
+        if self.postgres:
+            if not self._schema_seen:
+                self._borrow(lambda conn: require_schema(conn, self.url))
+                self._schema_seen = True
+            return _PooledPostgres(self)
+        return self._thread_sqlite()
+
+    def opener(self, url: str, *, readonly: bool = True) -> Sink:
+        """An `open_sink`-shaped opener for dashboard.reader.SinkReader: pooled PostgreSQL, or a connection of the
+        reader's own for SQLite (it serves every thread under its lock)."""
+        return self.lease() if self.postgres else open_sink(url, readonly=readonly)
+
+    def check(self) -> Optional[str]:
+        """None when the sink answers a trivial query now, else why not (one line): what /readyz reports."""
+        try:
+            if self.postgres:
+                self._borrow(lambda conn: conn.execute("SELECT 1 FROM schema_version LIMIT 1").fetchall(),
+                             timeout=self.check_timeout_s)
+            else:
+                path = _sqlite_path(self.url)
+                if not path.exists():
+                    return f"no sink at {path}"
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.check_timeout_s)
+                try:
+                    db.execute("SELECT 1 FROM schema_version LIMIT 1").fetchall()
+                finally:
+                    db.close()
+        except Exception as exc:
+            return _reason(exc)
+        return None
+
+    def _borrow(self, fn: Callable, timeout: Optional[float] = None):
+        """Run fn on a pooled connection; once more on a fresh one if it broke under it (a server restart)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        assert self._pool is not None
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection(timeout=timeout or self.wait_s) as conn:
+                    try:
+                        return fn(conn)
+                    except psycopg.OperationalError:
+                        if attempt == 2 or not conn.broken:
+                            raise
+            except PoolTimeout as exc:
+                raise SinkUnavailable(f"no PostgreSQL connection within {timeout or self.wait_s:g} s "
+                                      f"({one_line(exc)})") from None
+        raise AssertionError("unreachable")
+
+    def _thread_sqlite(self) -> Sink:
+        path = _sqlite_path(self.url)
+        held: Optional[_ThreadSQLite] = getattr(self._local, "sink", None)
+        try:
+            ident = os.stat(path).st_ino
+        except OSError:
+            ident = None
+        if held is not None and held.ident != ident:
+            held.really_close()
+            held = self._local.sink = None
+        if held is None:
+            held = _ThreadSQLite(self.url, readonly=True)  # raises the one-line UserError of a missing file
+            held.ident = ident
+            self._local.sink = held
+        return held
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, UserError) else one_line(exc)
+
+
+def _postgres_pool(url: str, max_size: int):
+    from psycopg_pool import ConnectionPool
+
+    _describe(url)  # a malformed URL is a one-line error here, not the pool's retries
+
+    def configure(conn) -> None:
+        conn.adapters.register_loader("numeric", _IntegralNumericLoader)
+        conn.execute("SET default_transaction_read_only = on")
+
+    kwargs = {"autocommit": True, "application_name": "pypi-pulse"}
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=max_size, configure=configure,
+                          check=ConnectionPool.check_connection, open=False, name="pypi-pulse-read")
+    pool.open(wait=False)  # the server starts while the database is still down; reads wait for it
+    return pool
+
+
+class _ThreadSQLite(SQLiteSink):
+    """A read-only SQLite sink whose close() ends the request, not the thread's connection."""
+
+    ident: Optional[int] = None
+
+    def close(self) -> None:
+        pass
+
+    def really_close(self) -> None:
+        SQLiteSink.close(self)
+
+
+class _PooledPostgres(PostgresSink):
+    """PostgresSink's reads, each on a connection borrowed from the pool for that query."""
+
+    def __init__(self, pool: ReadPool):  # no connection of its own
+        self.url = pool.url
+        self.readonly = True
+        self._read_pool = pool
+
+    def _retry_once(self, fn: Callable[..., T]) -> T:
+        return self._read_pool._borrow(fn)
+
+    def close(self) -> None:
+        pass
