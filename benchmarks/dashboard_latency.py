@@ -1,4 +1,4 @@
-"""Benchmark 4 (issue 7): dashboard callback and API endpoint latency on a full-size sink, alone and under 50
+"""Benchmark 4: dashboard callback and API endpoint latency on a full-size sink, alone and under 50
 concurrent Live-tab viewers.
 
     python benchmarks/dashboard_latency.py                  # build (or reuse) the sink, then measure

@@ -37,8 +37,7 @@ def main() -> int:
     ap.add_argument("--epoch", type=float, default=10.0, help="Bytewax epoch (snapshot) interval, as `--epoch-seconds`")
     ap.add_argument("--recovery", action="store_true", help="run the dataflow with a recovery store (as `up` does)")
     ap.add_argument("--pack-events", type=int, default=1000,
-                    help="events per Kafka message, as `up` on the embedded broker (1: one per message, as before "
-                         "the sixth session)")
+                    help="events per Kafka message, as `up` on the embedded broker (1: one per message)")
     ap.add_argument("--lateness", type=float, default=600.0,
                     help="lateness horizon in seconds (as `--lateness-seconds`); a shorter one seals rollup blocks sooner")
     ap.add_argument("--keep-dataflow-log", type=Path, metavar="FILE",

@@ -35,8 +35,7 @@ def main() -> int:
     ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
     ap.add_argument("--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does")
     ap.add_argument("--pack-events", type=int, default=1000,
-                    help="events per Kafka message, as `up` on the embedded broker (1: one per message, as before "
-                         "the sixth session)")
+                    help="events per Kafka message, as `up` on the embedded broker (1: one per message)")
     ap.add_argument("--lateness", type=float, default=600.0,
                     help="lateness horizon in seconds: the window state it holds fills for this long")
     args = ap.parse_args()

@@ -7,8 +7,8 @@ writing packed state once beside the recovery store (`dataflow/spill.py`) leaves
 A one-step dataflow with a recovery store receives an item every 2 ms and holds a state of packed bytes (as the
 clock holds its closed windows and minutes). Every epoch Bytewax asks for a snapshot and stores it from the
 worker's thread; the worker receives nothing meanwhile. Per size, the state is snapshotted as the bytes themselves
-("copied", as the clock's snapshots were before change 28) and through a `SpillStore` ("spilled", as they are
-now: written once, then referred to). Printed: the longest gaps between two items, one per epoch, as median and
+("copied", as a snapshot without a spill store would carry them) and through a `SpillStore` ("spilled", as the
+clock's are: written once, then referred to). Printed: the longest gaps between two items, one per epoch, as median and
 max.
 """
 

@@ -293,7 +293,7 @@ def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: i
     """Merge (if unmerged) and apply one block in a child process forked for it; None once it is applied, else why
     not. Why a child: a block's merge and rows are millions of short-lived Python objects, and the arenas they
     leave half-used stay with a process for good. Merged in the writer itself, its memory rose by 19, 1 and 10 MiB
-    over three blocks at 20,000 events/s (docs/performance.md, change 46); the child takes all of it with it."""
+    over three blocks at 20,000 events/s; the child takes all of it with it."""
     read_end, write_end = os.pipe()
     writer_pid = os.getpid()
     pid = os.fork()

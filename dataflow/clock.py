@@ -693,8 +693,8 @@ class SealedBlock:
     Why: merging a 10-minute block at 20,000 events/s unpickles ten minutes of codes and sorts millions of keys,
     some 3.6 s of CPU spread over ~12 s of the worker's time, and a transient of 300-450 MiB in the dataflow. Its
     hundreds of thousands of short-lived Python objects also left pymalloc's arenas fragmented: in a 52-minute run
-    at 20,000 events/s the dataflow's arenas grew from 44 to 71 MiB at the first seal, for 39 MiB of objects
-    (docs/performance.md, change 44). Handed over packed, the dataflow only writes a block's bytes to a file."""
+    at 20,000 events/s the dataflow's arenas grew from 44 to 71 MiB at the first seal, for 39 MiB of objects.
+    Handed over packed, the dataflow only writes a block's bytes to a file."""
 
     __slots__ = ("minutes", "day")
 

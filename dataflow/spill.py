@@ -3,7 +3,7 @@ to it instead of a copy.
 
 Bytewax stores each epoch's snapshot in its recovery database from the worker's thread, and the worker stands
 still meanwhile: about 10 ms per MiB of snapshot on the 2-core machine (`benchmarks/snapshot_stall.py`: a median
-of 396 ms an epoch for 40 MiB, 822 ms for 80 MiB; docs/performance.md, change 28). Most of the clock's state is
+of 396 ms an epoch for 40 MiB, 822 ms for 80 MiB). Most of the clock's state is
 closed and never changes once packed: every complete rollup minute (2.4 MiB at 20,000 events/s), the sealed
 blocks kept until the sink has them, every emitted window. At the end of a 10-minute block at 20,000 events/s
 that was about 27 of an epoch's 40 MiB.
@@ -91,8 +91,7 @@ class SpillStore:
 
 # The (un)picklers are classes of the module, not defined in `dumps`/`loads`: a class made per call is a reference
 # cycle, and its closure kept that snapshot's blobs alive until a full garbage collection, minutes later. A live
-# dataflow then held sealed blocks it had already released, 20-70 MiB at 20,000 events/s (docs/performance.md,
-# change 45).
+# dataflow then held sealed blocks it had already released, 20-70 MiB at 20,000 events/s.
 class _SpillingPickler(pickle.Pickler):
     def __init__(self, buf, known: dict, used: dict, segment: "_Segment", min_bytes: int):
         super().__init__(buf, protocol=pickle.HIGHEST_PROTOCOL)

@@ -22,7 +22,7 @@ OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-me
 # A live producer sends a message to every partition each 50 ms tick; waiting lets the client put several ticks in one
 # record batch per partition. The embedded broker's cost per batch appended grows with the batches it holds: at
 # 20,000 events/s and 20 ms its CPU went 0.38 -> 0.79 of a core in three minutes; at 100 ms it grows about 0.03 of a
-# core a minute, at 200 ms about 0.007, for 0.1 s more at the median (docs/performance.md, change 25).
+# core a minute, at 200 ms about 0.007, for 0.1 s more at the median (benchmarks/latency.py).
 DEFAULT_LINGER_MS = 100
 EMBEDDED_LINGER_MS = 200
 DEFAULT_COMPRESSION = "zstd"  # of record batches (setting `compression`)

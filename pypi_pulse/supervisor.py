@@ -62,8 +62,8 @@ BROKER_WARN_CORES = 0.75
 class BrokerWatch:
     """Says when the memory-only embedded broker starts to hurt, before the live windows do. It keeps every event
     (memory), and its cost per record batch grows with the batches it holds (CPU: about 0.007 of a core more each
-    minute at first with `up`'s 200 ms batches, 0.03 with 100 ms, and faster as it holds more; docs/performance.md
-    changes 25 and 26), so a long `up` slows down until restarted.
+    minute at first with `up`'s 200 ms batches, 0.03 with 100 ms, and faster as it holds more; measured with
+    benchmarks/latency.py), so a long `up` slows down until restarted.
     Each warning is given once per level; memory levels double, CPU levels rise by a quarter of a core."""
 
     def __init__(self, pid: int, warn_bytes: int = BROKER_WARN_BYTES, warn_cores: float = BROKER_WARN_CORES,
