@@ -84,3 +84,33 @@ def test_a_running_dataflow_reads_the_restarted_brokers_new_log_from_its_start(t
         if flow is not None:
             stop(flow)
         stop(broker)
+
+
+def test_a_resumed_dataflow_tells_a_new_log_already_longer_than_its_offsets_by_the_topics_id(tmp_path):
+    """Offsets alone cannot tell this new log from the old one: the snapshot's topic id does."""
+    port, mport, bootstrap, first, _second, n, _m, sink = _setup(tmp_path)
+    longer = tmp_path / "longer.ndjson"
+    big = write_events(longer, 2 * N, time.time() - 60)  # on every partition the new log passes the old offsets
+    broker = start_broker(port, tmp_path)
+    flow_log = tmp_path / "dataflow.log"
+    try:
+        produce_file(bootstrap, first, tmp_path)
+        flow = start_dataflow(bootstrap, sink, tmp_path / "flow", mport, flow_log)
+        wait_for(lambda: stored_downloads(sink) == n, 120, f"{n} events counted before the restart")
+        assert stop(flow) == 0
+
+        assert stop(broker) == 0
+        broker = start_broker(port, tmp_path, "broker-again")  # same port, empty
+        produce_file(bootstrap, longer, tmp_path)
+        flow = start_dataflow(bootstrap, sink, tmp_path / "flow", mport, flow_log)
+        wait_for(lambda: stored_downloads(sink) >= n + big, 120, f"{n + big} events counted after the restart")
+        resets = metric(mport, "pypi_pulse_dataflow_offset_resets_total")
+        assert stop(flow) == 0
+        assert stored_downloads(sink) == n + big
+        logged = log_events(flow_log, "source.offset_reset")
+        assert logged and resets == len(logged)
+        assert all(r["level"] == "error" and "id changed" in r["reason"] and r["log_end"] > r["resume_offset"]
+                   for r in logged)
+        assert sum(r["resume_offset"] for r in logged) == n
+    finally:
+        stop(broker)
