@@ -28,7 +28,8 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.retry import SinkUnavailable
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
-                                     daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement)
+                                     daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement,
+                                     retention_anchors)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category, migration_script
 
 log = structlog.get_logger(__name__)
@@ -296,11 +297,12 @@ class PostgresSink(Sink):
         def run(conn: psycopg.Connection) -> dict[str, int]:
             removed = {"windows": 0, "daily": 0}
             with conn.transaction(), conn.cursor() as cur:
-                newest = cur.execute("SELECT MAX(start) FROM windows").fetchone()[0]
+                latest, latest_day = retention_anchors()
+                newest = cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)).fetchone()[0]
                 if newest is not None:
                     cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
                     removed["windows"] = cur.rowcount
-                newest_day = cur.execute("SELECT MAX(day) FROM daily").fetchone()[0]
+                newest_day = cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)).fetchone()[0]
                 if newest_day is not None:
                     cutoff = (date.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).isoformat()
                     cur.execute("DELETE FROM daily WHERE day <= %s", (cutoff,))

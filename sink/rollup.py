@@ -98,6 +98,16 @@ def backfill_statements(day: str, rows: Iterable[tuple[str, str, Optional[str], 
     ]
 
 
+def retention_anchors(now: Optional[float] = None) -> tuple[int, str]:
+    """The newest window start and day that retention may count back from: the newest data, but never beyond the
+    wall clock (plus the accepted skew). The dataflow dead-letters such events; a sink written by a version that
+    did not (one window stamped 9999-12-31) must not make retention delete every real row."""
+    from pypi_pulse.bounds import latest_second
+
+    latest = latest_second(time.time() if now is None else now)
+    return latest, time.strftime("%Y-%m-%d", time.gmtime(latest))
+
+
 def prune_backfilled_statement(cutoff_day: str) -> tuple[str, tuple]:
     """Forget backfill marks of pruned days together with their rollups."""
     return "DELETE FROM backfilled_days WHERE day <= ?", (cutoff_day,)

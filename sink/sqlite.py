@@ -17,7 +17,7 @@ from pypi_pulse.errors import EmptySink, UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
-                                    prune_backfilled_statement, prune_buckets_statement)
+                                    prune_backfilled_statement, prune_buckets_statement, retention_anchors)
 from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_category, migration_script
 
 
@@ -287,11 +287,12 @@ class SQLiteSink(Sink):
                            (bucket.bucket, bucket.bucket + bucket.span)).fetchone()[0]
 
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
-        newest = self.db.execute("SELECT MAX(start) FROM windows").fetchone()[0]
+        latest, latest_day = retention_anchors()
+        newest = self.db.execute("SELECT MAX(start) FROM windows WHERE start <= ?", (latest,)).fetchone()[0]
         removed = {"windows": 0, "daily": 0}
         if newest is not None:
             removed["windows"] = self.db.execute("DELETE FROM windows WHERE start < ?", (newest - window_retention_s,)).rowcount
-        newest_day = self.db.execute("SELECT MAX(day) FROM daily").fetchone()[0]
+        newest_day = self.db.execute("SELECT MAX(day) FROM daily WHERE day <= ?", (latest_day,)).fetchone()[0]
         if newest_day is not None:
             cutoff = (datetime.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).date().isoformat()
             removed["daily"] = self.db.execute("DELETE FROM daily WHERE day <= ?", (cutoff,)).rowcount

@@ -176,6 +176,19 @@ def test_prune_keeps_windows_counted_back_from_the_newest_window_and_drops_old_d
         assert db.prune(48 * 3600, 400) == {"windows": 0, "daily": 0}
 
 
+def test_prune_never_counts_back_from_a_window_or_day_beyond_the_wall_clock(sink_url):
+    """A sink poisoned before events were bounded (one window stamped 9999-12-31, its day's rollups) keeps its
+    real rows: retention counts back from the newest data no later than now."""
+    far = 253_402_300_799  # 9999-12-31T23:59:59Z
+    real = [window(T0 + s, 1) for s in range(3)]
+    counts = {(DAY0, "numpy", "overall", None): 3, ("9999-12-31", "numpy", "overall", None): 1}
+    with open_sink(sink_url) as db:
+        db.write(real + [window(far, 1)], [RollupBucket(T0, counts)], None)
+        assert db.prune(window_retention_s=48 * 3600, rollup_retention_days=400) == {"windows": 0, "daily": 0}
+        assert [w.start for w in db.latest_windows(100)] == [T0, T0 + 1, T0 + 2, far]
+        assert [d for d, *_ in db.daily("numpy", "overall", "2000-01-01", "2100-01-01")] == [DAY0]
+
+
 def test_prune_of_an_empty_sink_removes_nothing(sink_url):
     with open_sink(sink_url) as db:
         assert db.prune(48 * 3600, 400) == {"windows": 0, "daily": 0}
