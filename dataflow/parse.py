@@ -70,23 +70,6 @@ class BatchPartial:
     dead: list = field(default_factory=list)  # (original bytes, reason)
     unknown_countries: int = 0  # events whose null, empty or malformed country code was counted as `ZZ`
 
-    @property
-    def project_counts(self) -> Counter:
-        """(second, project) -> n."""
-        return Counter({(s, p): n for s, ps in self.second_projects.items() for p, n in ps.counts().items()})
-
-    @property
-    def rollups(self) -> dict:
-        """minute -> {(day, project, dimension, category): n}, as the clock would seal this batch alone."""
-        from pypi_pulse.dataflow.clock import MinuteRollup
-
-        out = {}
-        for minute, cols in self.minutes.items():
-            r = MinuteRollup()
-            r.add(cols)
-            out[minute] = r.final(day_of(minute))
-        return out
-
 
 _day_cache: dict[int, str] = {}
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from pypi_pulse.dataflow import parse as P
+from pypi_pulse.dataflow.clock import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import format_bigquery_ts
 from expected_rollups import expected_daily, make_event
@@ -30,11 +31,23 @@ def as_bytes(evs: list[dict]) -> list[bytes]:
             for e in evs]
 
 
+def project_counts(p: P.BatchPartial) -> Counter:
+    """(second, project) -> n."""
+    return Counter({(s, proj): n for s, ps in p.second_projects.items() for proj, n in ps.counts().items()})
+
+
+def rollups(p: P.BatchPartial) -> Counter:
+    """{(day, project, dimension, category): n} over the batch's minutes, as the clock would seal this batch alone."""
+    out: Counter = Counter()
+    for minute, cols in p.minutes.items():
+        r = MinuteRollup()
+        r.add(cols)
+        out.update(r.final(P.day_of(minute)))
+    return out
+
+
 def summary(p: P.BatchPartial) -> tuple:
-    rollups = Counter()
-    for counts in p.rollups.values():
-        rollups.update(counts)
-    return (dict(p.country_counts), dict(p.project_counts), dict(rollups), p.max_second, p.consumed,
+    return (dict(p.country_counts), dict(project_counts(p)), dict(rollups(p)), p.max_second, p.consumed,
             sorted(reason for _, reason in p.dead))
 
 
