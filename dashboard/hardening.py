@@ -16,7 +16,7 @@ from __future__ import annotations
 import structlog
 from dash.exceptions import DependencyException
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from pypi_pulse.dashboard.limits import WebLimits
 
@@ -36,6 +36,7 @@ CSP = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'none'",
 ])
+DRAIN_FACTOR = 4  # a refused body up to this many times max_request_bytes is read to its end, a larger one cut off
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -57,6 +58,8 @@ def install_hardening(server: Flask, limits: WebLimits) -> None:
 
     @server.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if isinstance(exc, RequestEntityTooLarge):
+            _drain(limits.max_request_bytes * DRAIN_FACTOR)
         return _error(exc)
 
     @server.after_request
@@ -74,6 +77,18 @@ def install_hardening(server: Flask, limits: WebLimits) -> None:
                 too_big.headers.update(SECURITY_HEADERS)
                 return too_big
         return response
+
+
+def _drain(most: int) -> None:
+    """Read what is left of a refused body (up to `most` bytes) before answering: a server that closes a connection
+    with unread bytes in it makes the kernel reset it, and the client loses the 413 it was about to read."""
+    stream = request.environ.get("wsgi.input")
+    left = min(request.content_length or 0, most)
+    while stream is not None and left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            break
+        left -= len(chunk)
 
 
 def _error(exc: HTTPException):

@@ -3,13 +3,16 @@ starts a thread per connection, so without a bound N parallel sign-ins cost N x 
 lets `slots` checks run at once (the `signin_checks` setting); the others wait up to `wait_s` and are then turned
 away with a retry delay instead of piling up.
 
-Each check is logged (`password checked`, with how many were running), which is how an operator, and the fault
-tests, can see how many argon2 verifications a burst of sign-ins really cost.
+Each check is logged (`password checked`, with how many were running in this process, which process, when it
+started and how long it took), which is how an operator, and the tests, can see how many argon2 verifications a
+burst of sign-ins really cost and that no two overlapped, across all server processes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Callable
 
 import structlog
@@ -39,8 +42,10 @@ class PasswordChecks:
                 self.running += 1
                 self.peak = max(self.peak, self.running)
                 running = self.running
+            started = time.time()
             ok = self._verify(user, password)
-            log.info("password checked", user=user, client=client, ok=ok, running=running)
+            log.info("password checked", user=user, client=client, ok=ok, running=running, pid=os.getpid(),
+                     started=started, seconds=time.time() - started)
             return ok
         finally:
             with self._lock:

@@ -24,14 +24,17 @@ from pypi_pulse.errors import UserError
 
 def server_name(settings: Settings) -> str:
     """Which server `serve` will run: the setting `serve_server`, where `auto` is gunicorn if it can run here."""
+    from pypi_pulse import extras
+
     wanted = settings.serve_server
-    usable = importlib.util.find_spec("gunicorn") is not None and sys.platform != "win32"
-    if wanted == "gunicorn" and not usable:
-        raise UserError("serve_server is gunicorn but gunicorn is not installed here: `pip install gunicorn`, "
-                        "or set serve_server to auto or waitress")
+    if wanted == "gunicorn":
+        if sys.platform == "win32":
+            raise UserError("gunicorn does not run on Windows: set serve_server to auto or waitress")
+        extras.require("server")
+    usable = sys.platform != "win32" and extras.missing_module("server") is None
     if wanted == "waitress" or not usable:
         if importlib.util.find_spec("waitress") is None:
-            raise UserError("neither gunicorn nor waitress is installed: `pip install gunicorn` (or waitress)")
+            raise UserError("serve needs waitress or gunicorn: pip install 'pypi-pulse[server]'")
         return "waitress"
     return "gunicorn"
 
@@ -74,11 +77,13 @@ def _run_gunicorn(settings: Settings, on_ready: Callable[[str], None]) -> None:
         "worker_class": "gthread",
         "graceful_timeout": math.ceil(settings.serve_stop_seconds),  # whole seconds only
         "loglevel": "warning" if quiet else settings.log_level,
-        "accesslog": None if quiet else "-",
+        "accesslog": "-" if settings.log_level == "debug" else None,
         "errorlog": "-",
         "proc_name": "pypi-pulse-serve",
         "preload_app": False,  # each worker builds its own app, after the fork
-        "limit_request_line": 8190,
+        # gunicorn's own cap (1 MiB), not its 8 KiB default: the API answers over-long names and parameters
+        # itself, with a JSON 400 that says which one (tests/faults/test_hostile_requests.py)
+        "limit_request_line": 0,
     }
 
     class Gunicorn(BaseApplication):

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pypi_pulse.config import (DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_PRODUCER_STALL_S, DEFAULT_PRODUCER_STOP_S)
 from pypi_pulse.kafka_health import BrokerHealth
+from pypi_pulse.metrics import liveness
 
 log = structlog.get_logger(__name__)
 PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
@@ -119,6 +120,7 @@ class Delivery:
 
     # --- serving ------------------------------------------------------------------------------------------------
     def poll(self, timeout: float = 0) -> None:
+        liveness.PRODUCER.beat()  # every wait of the producer's loop comes here: its /healthz
         self.producer.poll(timeout)
         if time.monotonic() >= self._next_watch:
             self._next_watch = time.monotonic() + 0.5

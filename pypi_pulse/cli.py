@@ -84,8 +84,9 @@ def produce(
     if s.producer_metrics_port:
         import pypi_pulse.metrics.producer_metrics  # noqa: F401  (registers the producer collector)
         from pypi_pulse.metrics.endpoint import serve
+        from pypi_pulse.metrics.liveness import PRODUCER
 
-        serve(s.metrics_host, s.producer_metrics_port)
+        serve(s.metrics_host, s.producer_metrics_port, liveness=PRODUCER, stale_after_s=s.healthz_stale_seconds)
     stop = threading.Event()
     stop_on_signals(stop)
     summary = assembly.produce(s, s.bootstrap_servers, stop, count=count, duration=duration, progress=progress)
@@ -115,8 +116,9 @@ def dataflow(
         raise UserError("dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)")
     if s.dataflow_metrics_port:
         from pypi_pulse.metrics.endpoint import serve
+        from pypi_pulse.metrics.liveness import DATAFLOW
 
-        serve(s.metrics_host, s.dataflow_metrics_port)
+        serve(s.metrics_host, s.dataflow_metrics_port, liveness=DATAFLOW, stale_after_s=s.healthz_stale_seconds)
     wait_for_kafka(s.bootstrap_servers)
     n = partition_count(s.bootstrap_servers, s.topic)
     assembly.check_sink(s.sink_url)

@@ -13,6 +13,7 @@ processes.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -21,7 +22,6 @@ from typing import Callable, Optional, TypeVar
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink, open_sink
-from pypi_pulse.sink.postgres import CONNECT_TIMEOUT_S, PostgresSink, _describe, _IntegralNumericLoader, require_schema
 from pypi_pulse.sink.retry import SinkUnavailable, one_line
 from pypi_pulse.sink.sqlite import SQLiteSink
 
@@ -44,9 +44,11 @@ class ReadPool:
         """A read-only sink for one request; its `close()` gives it back and keeps the connection."""
         if self.postgres:
             if not self._schema_seen:
+                from pypi_pulse.sink.postgres import require_schema
+
                 self._borrow(lambda conn: require_schema(conn, self.url))
                 self._schema_seen = True
-            return _PooledPostgres(self)
+            return _pooled_postgres_class()(self)
         return self._thread_sqlite()
 
     def opener(self, url: str, *, readonly: bool = True) -> Sink:
@@ -124,6 +126,8 @@ def _reason(exc: BaseException) -> str:
 def _postgres_pool(url: str, max_size: int):
     from psycopg_pool import ConnectionPool
 
+    from pypi_pulse.sink.postgres import CONNECT_TIMEOUT_S, _describe, _IntegralNumericLoader
+
     _describe(url)  # a malformed URL is a one-line error here, not the pool's retries
 
     def configure(conn) -> None:
@@ -151,16 +155,23 @@ class _ThreadSQLite(SQLiteSink):
         SQLiteSink.close(self)
 
 
-class _PooledPostgres(PostgresSink):
-    """PostgresSink's reads, each on a connection borrowed from the pool for that query."""
+@functools.cache
+def _pooled_postgres_class() -> type:
+    """Defined on first use: psycopg is the postgres extra's, and a SQLite-only install has none."""
+    from pypi_pulse.sink.postgres import PostgresSink
 
-    def __init__(self, pool: ReadPool):  # no connection of its own
-        self.url = pool.url
-        self.readonly = True
-        self._read_pool = pool
+    class PooledPostgres(PostgresSink):
+        """PostgresSink's reads, each on a connection borrowed from the pool for that query."""
 
-    def _retry_once(self, fn: Callable[..., T]) -> T:
-        return self._read_pool._borrow(fn)
+        def __init__(self, pool: ReadPool):  # no connection of its own
+            self.url = pool.url
+            self.readonly = True
+            self._read_pool = pool
 
-    def close(self) -> None:
-        pass
+        def _retry_once(self, fn: Callable[..., T]) -> T:
+            return self._read_pool._borrow(fn)
+
+        def close(self) -> None:
+            pass
+
+    return PooledPostgres

@@ -27,16 +27,20 @@ def register(app: typer.Typer) -> None:
         from pypi_pulse.metrics.sink_collector import build_registry
         from pypi_pulse.preflight import check_sink_for_reading
         from pypi_pulse.sink.base import open_sink
+        from pypi_pulse.sink.read_pool import ReadPool
 
         s = settings(config, sink=sink, metrics_host=host, metrics_port=port, metrics_span_seconds=span_seconds,
                      data_dir=data_dir, log_level=log_level)
         check_sink_for_reading(s.sink_url)  # a sink in no existing directory, or no database: refused, not created
         open_sink(s.sink_url).close()  # creates the schema if the dataflow has not yet, and fails fast on a bad URL
-        registry, collector = build_registry(s.sink_url, span_s=s.metrics_span_seconds)
-        server, _ = serve(s.metrics_host, s.metrics_port, registry, flag="--port")
+        pool = ReadPool(s.sink_url, max_size=s.sink_read_connections, wait_s=s.sink_read_wait_seconds,
+                        check_timeout_s=s.readyz_timeout_seconds)
+        registry, collector = build_registry(s.sink_url, span_s=s.metrics_span_seconds, opener=pool.opener)
+        server, _ = serve(s.metrics_host, s.metrics_port, registry, flag="--port", readiness=pool.check)
         Console(stderr=True).print(f"metrics: http://{s.metrics_host}:{s.metrics_port}/metrics (sink {s.sink_url})")
         try:
             wait_forever(lambda: True)
         finally:
             server.shutdown()
             collector.close()
+            pool.close()

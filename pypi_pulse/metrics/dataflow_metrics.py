@@ -18,6 +18,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pypi_pulse.metrics import liveness
+
 CONSUMED = Counter("pypi_pulse_dataflow_events_consumed", "Events read from Kafka by the dataflow.", ["topic", "partition"])
 SINK_WRITE = Histogram(
     "pypi_pulse_sink_write_duration_seconds", "Time of one sink transaction (windows, rollups and counters).",
@@ -85,6 +87,8 @@ def offset_reset(part, skipped_back: int, lost: Optional[int] = None) -> None:
 
 
 def consumed(part, n: int) -> None:
+    """Called each time a partition is polled, with what the poll brought (0 included): the worker loop turned."""
+    liveness.DATAFLOW.beat()
     if n:
         part._metrics_consumed.inc(n)
 

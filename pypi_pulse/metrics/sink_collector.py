@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -39,8 +39,10 @@ PIPELINE_COUNTERS = {
 
 
 class SinkCollector(Collector):
-    def __init__(self, sink_url: str, *, span_s: int = 10, cache_s: float = 1.0):
+    def __init__(self, sink_url: str, *, span_s: int = 10, cache_s: float = 1.0,
+                 opener: Callable[..., Sink] = open_sink):
         self.sink_url = sink_url
+        self._opener = opener  # sink.read_pool.ReadPool.opener: PostgreSQL reads from a pool
         self.span_s = max(int(span_s), 1)
         self.cache_s = cache_s
         self._db: Optional[Sink] = None
@@ -71,7 +73,7 @@ class SinkCollector(Collector):
         took = GaugeMetricFamily("pypi_pulse_sink_read_duration_seconds", "Time the exporter took to read the sink.")
         try:
             if self._db is None:
-                self._db = open_sink(self.sink_url, readonly=True)
+                self._db = self._opener(self.sink_url, readonly=True)
             families = self._families(self._db)
             up.add_metric([], 1)
             self._unavailable_since = 0.0
@@ -224,10 +226,11 @@ class SinkCollector(Collector):
                 self._db = None
 
 
-def build_registry(sink_url: str, *, span_s: int = 10, cache_s: float = 1.0) -> tuple[CollectorRegistry, SinkCollector]:
+def build_registry(sink_url: str, *, span_s: int = 10, cache_s: float = 1.0,
+                   opener: Callable[..., Sink] = open_sink) -> tuple[CollectorRegistry, SinkCollector]:
     """A registry of the sink metrics plus this exporter's own process, Python and GC metrics."""
     registry = CollectorRegistry()
-    collector = SinkCollector(sink_url, span_s=span_s, cache_s=cache_s)
+    collector = SinkCollector(sink_url, span_s=span_s, cache_s=cache_s, opener=opener)
     registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

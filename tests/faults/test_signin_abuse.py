@@ -25,18 +25,27 @@ def serve(tmp_path):
 
 
 class RssSampler(threading.Thread):
-    """The server process's resident memory, sampled every 10 ms until stopped."""
+    """The server's resident memory, its worker processes included, sampled every 10 ms until stopped."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
-        self.peak = self.proc.memory_info().rss
+        self.peak = self.rss()
         self.samples = 0
         self.done = threading.Event()
 
+    def rss(self) -> int:
+        total = 0
+        for p in (self.proc, *self.proc.children(recursive=True)):
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def run(self):
         while not self.done.wait(0.01):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self.peak = max(self.peak, self.rss())
             self.samples += 1
 
 

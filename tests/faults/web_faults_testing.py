@@ -34,14 +34,14 @@ def prepare_data_dir(path: Path) -> str:
 class Serve:
     """`pypi-pulse serve` on 127.0.0.1:<free port>, logging JSON at info level to `log_path`."""
 
-    def __init__(self, data_dir: Path, sink_url: str, env: dict | None = None):
+    def __init__(self, data_dir: Path, sink_url: str, env: dict | None = None, args: tuple = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"serve-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pypi_pulse.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--sink", sink_url, "--data-dir", str(data_dir), "--log-level", "info"],
+             "--sink", sink_url, "--data-dir", str(data_dir), "--log-level", "info", *args],
             stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYPI_PULSE_LOG_FORMAT": "json", **(env or {})})
         deadline = time.monotonic() + 60
