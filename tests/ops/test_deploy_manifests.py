@@ -396,3 +396,12 @@ def test_the_image_healthcheck_command_fails_unless_healthz_answers_200():
         server.shutdown()
         server.server_close()
     assert run(f"{base}/healthz") != 0  # nothing listens any more
+
+
+def test_the_operations_guide_says_what_to_do_about_every_alert():
+    """docs/operations.md's alert table lists exactly the alerts of deploy/prometheus/alerts.yml."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    listed = set(re.findall(r"^\| `(PyPIPulse\w+)` \|", guide, re.M))
+    assert listed == alerts, (alerts - listed, listed - alerts)
