@@ -3,7 +3,9 @@ the sink, controls change the charts, sign out, and an anonymous browser is refu
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -16,7 +18,19 @@ from dashboard_testing import (COUNTRY_SPLIT, N_DAYS, PACKAGES, PASSWORD, SCREEN
 from pypi_pulse.countries import alpha3
 from pypi_pulse.categories import category_map
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+from web_faults_testing import Serve  # noqa: E402
+
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(filled_sink, data_dir):
+    """`pypi-pulse serve` itself, as users run it (gunicorn where installed: several worker processes), rather than
+    the app in a thread of the test."""
+    s = Serve(data_dir, filled_sink)
+    yield s
+    s.stop()
 
 FIGURE_JS = """
 const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');

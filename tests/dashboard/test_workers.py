@@ -1,0 +1,121 @@
+"""`pypi-pulse serve` with two gunicorn worker processes on one port: what one worker learns (a sign-in, a
+sign-out, a password check in flight) holds in the other. Each response names the worker process that answered
+(`X-Pulse-Worker`, sent only when the test sets PULSE_TEST_WORKER_HEADER), so the tests see both answer."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+
+from web_faults_testing import USER, Serve, from_address, login_form, prepare_data_dir  # noqa: E402
+
+from pypi_pulse.dashboard.throttle import IN_FLIGHT_RETRY_S, SignInThrottle  # noqa: E402
+from pypi_pulse.dashboard.probes import WORKER_HEADER_ENV  # noqa: E402
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    d = tmp_path_factory.mktemp("workers")
+    s = Serve(d, prepare_data_dir(d), env={WORKER_HEADER_ENV: "1"}, args=("--workers", str(WORKERS), "--threads", "4"))
+    yield s
+    s.stop()
+
+
+def answers_from_every_worker(url: str, cookies: dict, deadline_s: float = 30.0) -> dict[str, set[int]]:
+    """GET `url` with `cookies`, each request on a new connection and several at once, until both worker
+    processes have answered; returns {worker pid: status codes it answered with}."""
+    seen: dict[str, set[int]] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + deadline_s
+
+    def one():
+        r = requests.get(url, cookies=cookies, headers={"Connection": "close"}, allow_redirects=False, timeout=10)
+        with lock:
+            seen.setdefault(r.headers["X-Pulse-Worker"], set()).add(r.status_code)
+
+    while len(seen) < WORKERS:
+        assert time.monotonic() < deadline, f"only workers {sorted(seen)} answered"
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    return seen
+
+
+def test_a_session_signed_in_on_one_worker_holds_on_every_worker_and_sign_out_ends_it_on_all(served):
+    http = requests.Session()
+    r = http.post(served.url + "/login", data=login_form(http, served.url), allow_redirects=False)
+    assert r.status_code == 302
+    signed_in_by = r.headers["X-Pulse-Worker"]
+    cookies = http.cookies.get_dict()
+
+    answered = answers_from_every_worker(served.url + "/api/openapi.json", cookies)
+    assert signed_in_by in answered and all(codes == {200} for codes in answered.values()), answered
+
+    token = login_form(http, served.url)["csrf_token"]
+    r = http.post(served.url + "/logout", data={"csrf_token": token}, allow_redirects=False)
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login")
+    answered = answers_from_every_worker(served.url + "/api/openapi.json", cookies)
+    assert all(codes == {401} for codes in answered.values()), answered
+
+
+def test_concurrent_wrong_sign_ins_run_one_password_check_at_a_time_across_workers(served):
+    """Bursts of wrong passwords for one user, each from addresses that have not failed yet (so none is held back
+    by an earlier failure): both workers take some, yet the password checks of all processes never overlap in
+    time (one in flight per user name, claimed in signin.db)."""
+    before = len(served.events("password checked"))
+    codes: list[int] = []
+    lock = threading.Lock()
+    fresh = iter(f"127.0.{i}.{j}" for i in range(1, 4) for j in range(2, 250))
+    deadline = time.monotonic() + 60
+
+    def guess(source: str, start: threading.Barrier):
+        http = from_address(source)
+        form = login_form(http, served.url, password="wrong password")
+        start.wait()
+        r = http.post(served.url + "/login", data=form, allow_redirects=False, timeout=60)
+        with lock:
+            codes.append(r.status_code)
+
+    while True:
+        checks = served.events("password checked")[before:]
+        if len({c["pid"] for c in checks}) >= WORKERS:
+            break
+        assert time.monotonic() < deadline, f"password checks only in {({c['pid'] for c in checks})}"
+        addresses = [next(fresh) for _ in range(3)]
+        start = threading.Barrier(len(addresses) * 5)
+        threads = [threading.Thread(target=guess, args=(a, start)) for a in addresses for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+
+    assert codes and set(codes) <= {401, 429}, sorted(set(codes))
+    assert len(checks) == codes.count(401)  # each 401 cost one check; a refused attempt (429) none
+    spans = sorted((c["started"], c["started"] + c["seconds"], c["pid"]) for c in checks)
+    for (_, end, pid), (start_next, _, pid_next) in zip(spans, spans[1:]):
+        assert start_next >= end, f"checks overlapped: worker {pid} until {end}, worker {pid_next} from {start_next}"
+
+
+def test_a_claim_left_by_a_killed_worker_lapses_after_signin_claim_seconds(tmp_path):
+    now = [1000.0]
+    path = tmp_path / "signin.db"
+    crashed = SignInThrottle(path, claim_s=30.0, clock=lambda: now[0])
+    other = SignInThrottle(path, claim_s=30.0, clock=lambda: now[0])  # another process: its own connection
+    assert crashed.begin("10.0.0.1", USER) == 0.0  # then the process dies: no end()
+    assert other.begin("10.0.0.2", USER) == IN_FLIGHT_RETRY_S  # same user name, from anywhere
+    assert other.begin("10.0.0.1", "someone-else") == IN_FLIGHT_RETRY_S  # same address, any user
+    now[0] += 30.5
+    assert other.begin("10.0.0.2", USER) == 0.0
+    other.end("10.0.0.2", USER, ok=True)
+    assert other.in_flight() == 0
