@@ -301,7 +301,7 @@ def measure(base: str, days: int, packages: list[str]) -> None:
     api.headers["Authorization"] = f"Bearer {token}"
     ep: dict[str, list[float]] = {"GET / (page)": [], "GET /_dash-layout": [], "GET /api/packages/P/recent": [],
                                   "GET /api/packages/P/overall": [], "GET /api/packages/P/python_minor": []}
-    for i in range(20):
+    for _ in range(20):
         p = rng.choice(packages[:3000])
         ep["GET / (page)"].append(c.get("/"))
         ep["GET /_dash-layout"].append(c.get("/_dash-layout"))
@@ -397,7 +397,7 @@ def main() -> None:
                     break
                 except requests.ConnectionError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"server did not start: {(Path(d) / 'serve.log').read_text()}")
+                        raise SystemExit(f"server did not start: {(Path(d) / 'serve.log').read_text()}") from None
                     time.sleep(0.1)  # polling interval while the server starts
             measure(base, a.days, [p for p, _ in top_packages(a.packages)])
         finally:

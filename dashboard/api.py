@@ -296,7 +296,9 @@ def openapi_document() -> dict:
 
 
 def _openapi_core() -> dict:
-    series = lambda kind, extra: _get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
+    def series(kind: str, extra: list) -> dict:
+        return _get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
+
     return {
         "openapi": "3.0.3",
         "info": {"title": "pypi-pulse API", "version": "1",

@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> dash.Dash:
     pool = ReadPool(sink_url, max_size=settings.sink_read_connections, wait_s=settings.sink_read_wait_seconds,
                     check_timeout_s=settings.readyz_timeout_seconds)
     app = dash.Dash(
-        __name__, title="pypi-pulse", update_title=None, suppress_callback_exceptions=True,
+        __name__, title="pypi-pulse", update_title=None,  # type: ignore[arg-type]  # None turns the tab-title update off (Dash's docs)
+        suppress_callback_exceptions=True,
         assets_folder=str(Path(__file__).parent / "assets"), serve_locally=True,
     )
     server = app.server

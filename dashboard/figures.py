@@ -10,7 +10,7 @@ browser tests read back.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from pypi_pulse.countries import UNKNOWN, alpha3, name
 
@@ -23,7 +23,7 @@ COLORWAY = ["#0d6efd", "#fd7e14", "#20c997", "#d63384", "#6f42c1", "#ffc107", "#
 
 def base_layout(theme: str, **extra) -> dict:
     t = THEMES.get(theme, THEMES["light"])
-    layout = {
+    layout: dict[str, Any] = {
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"color": t["font"], "family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
         "colorway": COLORWAY,
@@ -63,7 +63,7 @@ def empty(message: str, theme: str = "light", title: str = "") -> dict:
 
 
 def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    vals = list(range(int(math.floor(lo)), int(math.ceil(hi)) + 1)) or [0]
+    vals: list[float] = list(range(int(math.floor(lo)), int(math.ceil(hi)) + 1)) or [0]
     return vals, [f"{10 ** v:,.0f}" if v >= 0 else f"{10 ** v:g}" for v in vals]
 
 

@@ -21,7 +21,7 @@ from pypi_pulse.sink.retry import iso, one_line
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
-_EMPTY_SUMMARY = {"latest": None, "windows": 0, "downloads": 0, "first": None, "last": None, "watermark": None,
+_EMPTY_SUMMARY: dict[str, object] = {"latest": None, "windows": 0, "downloads": 0, "first": None, "last": None, "watermark": None,
                   "counters": {}, "today": None}
 
 
@@ -51,7 +51,10 @@ def delay(newest_start: Optional[int], unavailable_since: Optional[float], now: 
     delayed = unavailable_since is not None or (behind is not None and behind > delayed_after_s())
     since = None
     if delayed:
-        since = iso(newest_start + 1) if newest_start is not None else iso(unavailable_since)
+        if newest_start is not None:
+            since = iso(newest_start + 1)
+        elif unavailable_since is not None:  # delayed with no window: the sink cannot be read
+            since = iso(unavailable_since)
     return {"delayed": delayed, "behind_seconds": behind, "delayed_since": since}
 
 
@@ -64,6 +67,7 @@ class SummaryHealth:
         self._lock = threading.Lock()
 
     def summary(self, open_sink_fn: Callable[[], Sink]) -> dict:
+        since: Optional[float]
         try:
             sink = open_sink_fn()
             try:

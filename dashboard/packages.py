@@ -46,7 +46,7 @@ class NameIndex:
         out: list[str] = []
         seen: set[str] = set()
         i = bisect.bisect_left(self.names, q)
-        prefixed = []
+        prefixed: list[str] = []
         while i < len(self.names) and self.names[i].startswith(q) and len(prefixed) < 200:
             prefixed.append(self.names[i])
             i += 1

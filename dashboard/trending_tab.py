@@ -40,7 +40,7 @@ def compute(ctx: DashContext, hours: int, options: TrendingOptions) -> Trending:
 
 
 def caption(t: Trending, options: TrendingOptions) -> str:
-    if t.start is None:
+    if t.start is None or t.end is None:
         return NO_TRENDING
     return (f"{iso_second(t.start)} → {iso_second(t.end)} (whole hours the sealed rollup blocks reach), against "
             f"the same hours of the week over the last {options.baseline_weeks} weeks; packages with at least "

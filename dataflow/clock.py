@@ -577,7 +577,7 @@ class MinuteRollup:
     def merged_final(minutes: list["MinuteRollup"], day: str) -> "BlockRows":
         """`final` of several minutes of one day: their codes are mapped onto common ones and their counts summed
         with numpy, per dimension, before any row is built."""
-        for rows in MinuteRollup.merge_steps(minutes, day):
+        for rows in MinuteRollup.merge_steps(minutes, day):  # noqa: B007 - the last step's value is the rows
             pass
         return rows
 

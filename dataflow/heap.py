@@ -5,7 +5,9 @@ Both calls are no-ops off glibc."""
 from __future__ import annotations
 
 import ctypes
+from typing import Optional
 
+_LIBC: Optional[ctypes.CDLL]
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
     _LIBC.malloc_trim  # noqa: B018 - only glibc has it

@@ -154,6 +154,7 @@ class _StorePartition(StatelessSinkPartition):
 
     def _hand_over(self, buckets: list) -> None:
         """Sealed blocks go to the block writer process; the ones it has applied are reported."""
+        assert self.writer is not None  # called only with a block writer
         try:
             for b in buckets:
                 if not self.writer.knows(b.bucket):  # the clock re-sends a block until it sees it applied
@@ -174,7 +175,7 @@ class _StorePartition(StatelessSinkPartition):
         while self.applying and (until_done or self.slice_time.credit_s > 0):
             t0 = time.monotonic()
             try:
-                done = self._patiently(lambda: self._apply_step(until_done, t0))
+                done = self._patiently(lambda t0=t0: self._apply_step(until_done, t0))
                 if done:
                     self.applying.popleft()
                     return_freed_memory()  # the block's columns (hundreds of MB at 20,000 events/s) back to the system

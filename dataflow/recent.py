@@ -14,11 +14,16 @@ here) and two upserts; a live block comes packed, so each of its minutes is unpa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import structlog
 
 from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.sink import recent
 from pypi_pulse.sink.retry import Outage, RetryPolicy, patiently
+
+if TYPE_CHECKING:
+    from pypi_pulse.sink.base import Sink
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +44,7 @@ class RecentDownloads:
         self.totals_keep_s = totals_keep_days * DAY_S
         self.retry = retry
         self.outage = Outage(retry.log_every_s, step="recent_downloads")
-        self.sink = None
+        self.sink: Optional[Sink] = None
         self.written: set[int] = set()  # blocks written by this process: a resend writes nothing new
 
     def __call__(self, item):

@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def countries() -> Weighted:
     (`country-share-2026-08.csv`), the rest of the world in proportion to its internet users, and a few downloads
     of unknown origin (None: BigQuery's country_code is null for some rows). How the rest was derived, and from
     what: `producer/country_mix.py`."""
-    pairs = list(measured_country_shares())
+    pairs: list[tuple[Optional[str], float]] = list(measured_country_shares())
     with _data("country-share-rest.csv").open() as f:
         pairs += [(r["country_code"], float(r["share_pct"])) for r in csv.DictReader(f)]
     pairs.append((None, 100.0 - sum(s for _, s in pairs)))

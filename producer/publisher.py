@@ -10,7 +10,7 @@ import bisect
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from confluent_kafka import KafkaError, Producer
 
@@ -34,7 +34,7 @@ class Summary:
     input_error: Optional[str] = None  # the input ended early (a truncated gzip): what was read before is sent
 
     def as_dict(self) -> dict:
-        out = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered,
+        out: dict[str, object] = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered,
                **({"undelivered": self.undelivered} if self.undelivered else {})}
         if self.input_error is not None:
             out["input_error"] = self.input_error
@@ -121,6 +121,7 @@ class Publisher:
             i = j
 
     def _produce_pack(self, pack: list[bytes]) -> None:
+        assert self._partitions is not None  # known once the first pack is cut
         partition = self._next_partition
         self._next_partition = (partition + 1) % self._partitions
         n = len(pack)
@@ -155,7 +156,7 @@ class Publisher:
         acknowledges it, to be sent again by a new client if need be (Delivery)."""
         self.delivery.produce(topic, value, *args, **kwargs)
 
-    def send_many(self, items: list[tuple[bytes, Optional[bytes]]]) -> None:
+    def send_many(self, items: Sequence[tuple[bytes, Optional[bytes]]]) -> None:
         produce = self.delivery.produce  # waits while the queue is full
         topic, cb = self.topic, self._on_delivery
         for value, key in items:

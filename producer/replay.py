@@ -109,6 +109,7 @@ def replay_file(pub: Publisher, source: Union[Path, Export], speed: Optional[flo
 
     def dead_letters() -> None:
         for rec in export.bad:
+            assert rec.error is not None  # what the export sets aside carries its reason
             s.read += 1
             pub.dead_letter(rec.value, rec.error)
         export.bad.clear()

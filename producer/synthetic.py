@@ -147,10 +147,10 @@ def _poisson(rng: random.Random, lam: float) -> int:
         return 0
     if lam > 50:
         return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
-    l, k, p = math.exp(-lam), 0, 1.0
+    limit, k, p = math.exp(-lam), 0, 1.0
     while True:
         p *= rng.random()
-        if p <= l:
+        if p <= limit:
             return k
         k += 1
 

@@ -26,7 +26,7 @@ def well_formed(code: object) -> bool:
 
 def country_or_unknown(code: object) -> str:
     """The code an event is counted under."""
-    return code if well_formed(code) else UNKNOWN
+    return code if isinstance(code, str) and well_formed(code) else UNKNOWN
 
 
 @lru_cache(maxsize=None)

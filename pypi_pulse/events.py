@@ -103,7 +103,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
 # What may follow a UTC timestamp's first 19 characters for them alone to decide its second: a fraction, then a UTC
 # ending or nothing. The same text `_parse_str` accepts, so the cached reading and the full one agree.
-_SECOND_TAIL = re.compile(r"(?:\.[0-9]*)?(?:%s)?\Z" % "|".join(map(re.escape, UTC_SUFFIXES)))
+_SECOND_TAIL = re.compile(r"(?:\.[0-9]*)?(?:" + "|".join(map(re.escape, UTC_SUFFIXES)) + r")?\Z")
 _second_cache: dict[str, int] = {}
 
 

@@ -87,6 +87,7 @@ class BrokerHealth:
         return self.away_since is not None
 
     def _say(self, now: float) -> None:
+        assert self.away_since is not None  # said only while away
         self.last_said = now
         log.warning("kafka.broker_unavailable", component=self.component, bootstrap=self.bootstrap,
                     away_seconds=round(now - self.away_since, 1), reason=self.reason)

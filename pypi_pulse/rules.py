@@ -141,7 +141,7 @@ VIEW_FIELDS = ("details.installer.name", "details.python", "details.system.name"
 FILE_DIMS = ("file_type", "version")
 _VIEW_PLAN = tuple((BY_NAME[d].rule, VIEW_FIELDS.index(BY_NAME[d].field)) for d in VIEW_DIMS)
 assert set(VIEW_DIMS) | set(FILE_DIMS) | set(PER_PROJECT) | {"country"} == set(NAMES)
-assert all(BY_NAME[d].field.startswith("file.") for d in FILE_DIMS)
+assert all((BY_NAME[d].field or "").startswith("file.") for d in FILE_DIMS)
 
 # The event fields the rules read, with the project (top-level, else `file.project`) and the timestamp, in the
 # event's declaration order.

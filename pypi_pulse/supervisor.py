@@ -45,7 +45,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 4.0) -> None:
-        if not self.alive():
+        if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -181,7 +181,7 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         table.add_row("broker", bootstrap + ("" if broker is None else " (embedded, memory-only)"),
                       str(broker.proc.pid) if broker and broker.proc else "-")
         for c in children:
-            table.add_row(c.name, c.where, str(c.proc.pid))
+            table.add_row(c.name, c.where, str(c.proc.pid) if c.proc is not None else "-")
         table.add_row("logs", str(log_dir), "")
         console.print(table)
         watch = BrokerWatch(broker.proc.pid) if broker is not None and broker.proc is not None else None
@@ -190,7 +190,7 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
                 console.print(f"[yellow]{message}[/]")
             for c in children:
                 if not c.alive():
-                    code = c.proc.returncode
+                    code = c.proc.returncode if c.proc is not None else None
                     if c.restarts >= 5:
                         raise UserError(f"{c.name} keeps exiting (code {code}); see {log_dir / (c.name + '.log')}")
                     c.restarts += 1

@@ -29,7 +29,7 @@ class Sink(abc.ABC):
         self.write([], [bucket], None)
         yield
 
-    def set_lock_wait(self, seconds: float) -> None:
+    def set_lock_wait(self, seconds: float) -> None:  # noqa: B027 - a no-op but for SQLite, not abstract
         """How long a write waits for another connection's lock before it fails (and is retried: sink/retry.py);
         only SQLite has one lock for all writers."""
 

@@ -160,7 +160,7 @@ def run_pulse(*args: str, env: Optional[dict] = None, timeout: float = 60):
         for p in marked_processes(mark):
             p.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"`pypi-pulse {' '.join(args)}` was still running after {timeout} s: {err[-2000:]}")
+        raise AssertionError(f"`pypi-pulse {' '.join(args)}` was still running after {timeout} s: {err[-2000:]}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), mark
 
 

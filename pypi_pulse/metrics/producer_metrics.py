@@ -64,8 +64,8 @@ class PublisherCollector(Collector):
                 key = (p.topic, str(part))
                 offsets[key] = max(off, offsets.get(key, 0))
         queued.add_metric([], q)
-        for (topic, part), off in sorted(offsets.items()):
-            end.add_metric([topic, part], off)
+        for (topic, partition), off in sorted(offsets.items()):
+            end.add_metric([topic, partition], off)
         yield from (read, sent, failed, queued, end)
 
 

@@ -69,7 +69,9 @@ def _get(client, url, status=200):
 
 # ---- pypistats-compatible endpoints --------------------------------------------------------------------------
 def test_recent(client, expected):
-    day = lambda d: expected[(d, "zope-interface", "overall", None)]
+    def day(d):
+        return expected[(d, "zope-interface", "overall", None)]
+
     body = _get(client, "/api/packages/Zope.Interface/recent")
     # the newest stored day (03-03) is the last complete one: the stream ended with it
     assert body == {"data": {"last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))},
@@ -121,7 +123,7 @@ def test_errors(client):
 # ---- countries -----------------------------------------------------------------------------------------------
 def test_countries(client, expected):
     want = Counter()
-    for (d, p, dim, c), n in expected.items():
+    for (_d, _p, dim, c), n in expected.items():
         if dim == "country":
             want[c] += n
     body = _get(client, f"/api/countries?start_date={DAYS[0]}&end_date={DAYS[2]}")
@@ -209,13 +211,15 @@ def test_pypistats_client_round_trip(pypistats_server, expected):
     name = "Zope.Interface"  # the client lower-cases it; we match by the normalised form
     p = "zope-interface"
     recent = json.loads(pypistats.recent(name, format="json"))
-    day = lambda d: expected[(d, p, "overall", None)]
+    def day(d):
+        return expected[(d, p, "overall", None)]
+
     assert recent["data"] == {"last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))}
     assert json.loads(pypistats.recent(name, "week", format="json"))["data"] == {"last_week": sum(map(day, DAYS))}
 
     def totals(dim, label=None):
         t = Counter()
-        for (d, pp, dd, c), n in expected.items():
+        for (_d, pp, dd, c), n in expected.items():
             if pp == p and dd == dim:
                 t[label or ("null" if c is None else c)] += n
         return dict(t)

@@ -55,7 +55,9 @@ def test_api_and_backfill_on_postgres(broker, pg_url):
     app = flask.Flask("api-pg")
     app.register_blueprint(create_api_blueprint(lambda: open_sink(pg_url, readonly=True)))
     client = app.test_client()
-    day = lambda d: want[(d, "requests", "overall", None)]
+    def day(d):
+        return want[(d, "requests", "overall", None)]
+
     assert client.get("/api/packages/requests/recent").get_json()["data"] == {
         "last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))}
     body = client.get("/api/packages/requests/python_major").get_json()
@@ -64,7 +66,7 @@ def test_api_and_backfill_on_postgres(broker, pg_url):
                                   key=lambda r: (r["date"], r["category"]))
     top = client.get(f"/api/countries/US/top?start_date={DAYS[0]}&end_date={DAYS[2]}&limit=2").get_json()["data"]
     per = Counter()
-    for (d, p, dim, c), n in want.items():
+    for (_d, p, dim, c), n in want.items():
         if dim == "country" and c == "US":
             per[p] += n
     assert top == [{"project": p, "downloads": n} for p, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]

@@ -336,7 +336,7 @@ def test_dark_mode_switches_page_charts_and_controls(server, browser):
         open_tab(browser, tab)
         graph = {"live": "live-map-downloads", "countries": "countries-map", "daily": "daily-heatmap",
                  "categories": "categories-share", "trending": "trending-chart"}[tab]
-        wait_until(browser, lambda: browser.driver.execute_script(
+        wait_until(browser, lambda graph=graph: browser.driver.execute_script(
             f"const g = document.querySelector('#{graph} .js-plotly-plot'); return g && g.layout && g.layout.font && g.layout.font.color")
             == THEMES["dark"]["font"], message=f"{tab} did not turn dark")
         if tab in ("countries", "categories"):

@@ -4,6 +4,7 @@ query client. (A uniquely named module: `import conftest` is ambiguous with seve
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Optional

@@ -29,7 +29,7 @@ def busy_port():
 
 def _one_line_error(r: subprocess.CompletedProcess, hint: str) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and hint in lines[0], r.stderr
 
 

@@ -291,7 +291,7 @@ def test_dataflow_workers_opening_a_new_sqlite_sink_at_once_all_get_it(tmp_path)
         url = f"sqlite:///{tmp_path}/s{attempt}.db"
         errors: list = []
 
-        def open_and_close():
+        def open_and_close(url=url, errors=errors):
             try:
                 open_sink(url).close()
             except Exception as exc:  # noqa: BLE001 - collected and asserted below

@@ -113,7 +113,7 @@ def test_large_buckets_go_through_copy_and_stay_exact(pg_url):
                for m in range(3)]
     expected = Counter()
     for b in buckets:
-        for (d, _p, dim, cat), n in b.counts.items():
+        for (_d, _p, dim, cat), n in b.counts.items():
             expected[(dim, cat)] += n
     with open_sink(pg_url) as db:
         db.write([], buckets, None)
