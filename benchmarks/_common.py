@@ -38,10 +38,11 @@ MIRRORS = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
 
 # ---- machine ---------------------------------------------------------------------------------------------------
 def machine() -> dict:
+    from importlib.metadata import version
+
     import bytewax  # noqa: F401
     import confluent_kafka
     import msgspec
-    from importlib.metadata import version
 
     cpu = "unknown"
     try:
@@ -56,10 +57,17 @@ def machine() -> dict:
     except OSError:
         load = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
-        "bytewax": version("bytewax"), "confluent_kafka": version("confluent-kafka"),
-        "librdkafka": confluent_kafka.libversion()[0], "msgspec": msgspec.__version__, "orjson": orjson.__version__,
-        "sqlite": sqlite3.sqlite_version, "load_avg_1m_at_start": load,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "bytewax": version("bytewax"),
+        "confluent_kafka": version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "msgspec": msgspec.__version__,
+        "orjson": orjson.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "load_avg_1m_at_start": load,
     }
 
 
@@ -148,18 +156,29 @@ def reference(path: Path) -> dict:
             fl = e.get("file") or {}
             system = (d.get("system") or {}).get("name")
             minor = _minor(d.get("python"))
-            for dim, cat in (("overall", None), ("country", cc), ("installer", installer), ("python_minor", minor),
-                             ("python_major", minor.split(".")[0] if minor else None),
-                             ("system", system if system in (None, "Darwin", "Linux", "Windows") else "other"),
-                             ("cpu", d.get("cpu")), ("file_type", fl.get("type")), ("version", fl.get("version")),
-                             ("ci", "true" if d.get("ci") else None)):
+            for dim, cat in (
+                ("overall", None),
+                ("country", cc),
+                ("installer", installer),
+                ("python_minor", minor),
+                ("python_major", minor.split(".")[0] if minor else None),
+                ("system", system if system in (None, "Darwin", "Linux", "Windows") else "other"),
+                ("cpu", d.get("cpu")),
+                ("file_type", fl.get("type")),
+                ("version", fl.get("version")),
+                ("ci", "true" if d.get("ci") else None),
+            ):
                 daily[(day, project, dim, "" if cat is None else cat)] += 1
     windows = {}
     for sec, cs in countries.items():
         ps = projects[sec]
         top = sorted(ps.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-        windows[str(sec)] = {"downloads": sum(cs.values()), "countries": dict(cs), "unique_packages": len(ps),
-                             "top": [list(x) for x in top]}
+        windows[str(sec)] = {
+            "downloads": sum(cs.values()),
+            "countries": dict(cs),
+            "unique_packages": len(ps),
+            "top": [list(x) for x in top],
+        }
     out = {"events": n, "windows": windows, "daily": [[*k, v] for k, v in daily.items()]}
     cached.write_bytes(orjson.dumps(out))
     print(f"reference counts of {n:,} events computed in {time.perf_counter() - t:.1f} s", flush=True)
@@ -171,25 +190,37 @@ def check_sink(sink_path: Path, expected: dict) -> list[str]:
     problems = []
     db = sqlite3.connect(f"file:{sink_path}?mode=ro", uri=True)
     try:
-        got = {str(s): {"downloads": d, "countries": orjson.loads(c), "unique_packages": u, "top": orjson.loads(t)}
-               for s, d, u, c, t in db.execute("SELECT start, downloads, unique_packages, countries, top FROM windows")}
+        got = {
+            str(s): {"downloads": d, "countries": orjson.loads(c), "unique_packages": u, "top": orjson.loads(t)}
+            for s, d, u, c, t in db.execute("SELECT start, downloads, unique_packages, countries, top FROM windows")
+        }
         want = expected["windows"]
         if got.keys() != want.keys():
-            problems.append(f"windows: {len(got)} stored, {len(want)} expected; missing {sorted(want.keys() - got.keys())[:5]}, "
-                            f"extra {sorted(got.keys() - want.keys())[:5]}")
+            problems.append(
+                f"windows: {len(got)} stored, {len(want)} expected; missing {sorted(want.keys() - got.keys())[:5]}, "
+                f"extra {sorted(got.keys() - want.keys())[:5]}"
+            )
         bad = [s for s in want if s in got and got[s] != want[s]]
         if bad:
             problems.append(f"{len(bad)} windows differ, e.g. {bad[0]}: stored {got[bad[0]]} expected {want[bad[0]]}")
-        daily = {(d, p, dim, c): n for d, p, dim, c, n in db.execute("SELECT day, project, dimension, category, downloads FROM daily")}
+        daily = {
+            (d, p, dim, c): n
+            for d, p, dim, c, n in db.execute("SELECT day, project, dimension, category, downloads FROM daily")
+        }
         want_daily = {tuple(r[:4]): r[4] for r in expected["daily"]}
         diff = [k for k in want_daily.keys() | daily.keys() if daily.get(k) != want_daily.get(k)]
         if diff:
             k = sorted(diff)[0]
-            problems.append(f"{len(diff)} daily rows differ, e.g. {k}: stored {daily.get(k)} expected {want_daily.get(k)}")
+            problems.append(
+                f"{len(diff)} daily rows differ, e.g. {k}: stored {daily.get(k)} expected {want_daily.get(k)}"
+            )
         totals = Counter()
         for (d, _, dim, c), n in want_daily.items():
             totals[(d, dim, c)] += n
-        got_totals = {(d, dim, c): n for d, dim, c, n in db.execute("SELECT day, dimension, category, downloads FROM daily_totals")}
+        got_totals = {
+            (d, dim, c): n
+            for d, dim, c, n in db.execute("SELECT day, dimension, category, downloads FROM daily_totals")
+        }
         tdiff = [k for k in totals.keys() | got_totals.keys() if got_totals.get(k) != totals.get(k)]
         if tdiff:
             problems.append(f"{len(tdiff)} daily_totals rows differ, e.g. {tdiff[0]}")
@@ -268,7 +299,7 @@ class RssSampler:
         except self.psutil.Error:
             pass
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -310,8 +341,12 @@ def mib(n: int) -> str:
 
 def spawn_flow(config: dict, stderr=None) -> subprocess.Popen:
     """The real dataflow (`run_dataflow`) in a child process; see `run_flow_child`."""
-    return subprocess.Popen([sys.executable, str(HERE / "_common.py"), "run-flow", json.dumps(config)],
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_common.py"), "run-flow", json.dumps(config)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def finish_flow(proc: subprocess.Popen, timeout: float) -> dict:
@@ -328,14 +363,25 @@ def run_flow_child(config: dict) -> None:
 
     logs.setup(config.get("log_level", "WARNING"), "console")
     end = {int(k): v for k, v in config["end_offsets"].items()} if config.get("end_offsets") else None
-    cfg = FlowConfig(config["bootstrap"], config["topic"], config["topic"] + "-dlq", config["partitions"],
-                     config["sink_url"], lateness_s=config.get("lateness_s", 600.0),
-                     batch_size=config.get("batch_size", 20_000), block_writer=config.get("block_writer", False))
+    cfg = FlowConfig(
+        config["bootstrap"],
+        config["topic"],
+        config["topic"] + "-dlq",
+        config["partitions"],
+        config["sink_url"],
+        lateness_s=config.get("lateness_s", 600.0),
+        batch_size=config.get("batch_size", 20_000),
+        block_writer=config.get("block_writer", False),
+    )
     t, started_at = time.perf_counter(), time.time()
     try:
-        run_dataflow(cfg, workers=config.get("workers", 1), epoch_s=config.get("epoch_s", 10.0),
-                     stop_offsets=(lambda: end) if end is not None else None,
-                     recovery_dir=Path(config["recovery_dir"]) if config.get("recovery_dir") else None)
+        run_dataflow(
+            cfg,
+            workers=config.get("workers", 1),
+            epoch_s=config.get("epoch_s", 10.0),
+            stop_offsets=(lambda: end) if end is not None else None,
+            recovery_dir=Path(config["recovery_dir"]) if config.get("recovery_dir") else None,
+        )
     except (KeyboardInterrupt, Exception) as exc:
         if end is not None or "signal received" not in str(exc) and not isinstance(exc, KeyboardInterrupt):
             raise
@@ -351,9 +397,20 @@ if __name__ == "__main__":
 
 
 # ---- live runs (latency, memory) ----------------------------------------------------------------------------------
-def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", warmup_s: float = 10.0,
-             poll_s: float = 0.05, report_every_s: float = 60.0, epoch_s: float = 10.0, recovery: bool = False,
-             lateness_s: float = 600.0, pack_events: int = 1, flow_log_level: str = "WARNING") -> dict:
+def live_run(
+    rate: float,
+    seconds: float,
+    work: Path,
+    sampler: RssSampler,
+    warmup_s: float = 10.0,
+    poll_s: float = 0.05,
+    report_every_s: float = 60.0,
+    epoch_s: float = 10.0,
+    recovery: bool = False,
+    lateness_s: float = 600.0,
+    pack_events: int = 1,
+    flow_log_level: str = "WARNING",
+) -> dict:
     """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
     in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
     the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -364,8 +421,10 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
     # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS says otherwise
     linger_ms = Settings().linger_ms_for(embedded_broker=True)
     block_writer = Settings().block_writer  # as `up` runs the dataflow, unless PYPI_PULSE_BLOCK_WRITER says otherwise
-    print(f"producer linger: {linger_ms} ms; sealed blocks applied {'by a writer process' if block_writer else 'inline'}",
-          flush=True)
+    print(
+        f"producer linger: {linger_ms} ms; sealed blocks applied {'by a writer process' if block_writer else 'inline'}",
+        flush=True,
+    )
     broker = start_broker(work)
     topic = "bench-live"
     sink = work / "live.db"
@@ -374,10 +433,20 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         create_topic(broker.bootstrap, topic)
         sampler.watch("broker", broker.proc.pid)
         flow_log = open(work / "dataflow.log", "w")
-        flow = spawn_flow({"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4, "sink_url": f"sqlite:///{sink}",
-                           "epoch_s": epoch_s, "recovery_dir": str(work / "recovery") if recovery else None,
-                           "lateness_s": lateness_s, "block_writer": block_writer, "log_level": flow_log_level},
-                          stderr=flow_log)
+        flow = spawn_flow(
+            {
+                "bootstrap": broker.bootstrap,
+                "topic": topic,
+                "partitions": 4,
+                "sink_url": f"sqlite:///{sink}",
+                "epoch_s": epoch_s,
+                "recovery_dir": str(work / "recovery") if recovery else None,
+                "lateness_s": lateness_s,
+                "block_writer": block_writer,
+                "log_level": flow_log_level,
+            },
+            stderr=flow_log,
+        )
         sampler.watch("dataflow", flow.pid, block_writer=block_writer)
         deadline = time.monotonic() + 60
         while not sink.exists():  # the sink file appears once the dataflow has opened it
@@ -390,11 +459,33 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         # the synthetic source follows PyPI's daily and weekly rhythm around its mean rate: ask for the mean that
         # gives `rate` now (the rhythm moves by a few percent an hour)
         producer = subprocess.Popen(
-            [sys.executable, "-m", "pypi_pulse.cli", "produce", "--source", "synthetic", "--rate", str(rate / rhythm(started)),
-             "--duration", str(seconds), "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--seed", "1",
-             "--data-dir", str(work / "producer"), "--pack-events", str(pack_events)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, PYPI_PULSE_LINGER_MS=str(linger_ms)))
+            [
+                sys.executable,
+                "-m",
+                "pypi_pulse.cli",
+                "produce",
+                "--source",
+                "synthetic",
+                "--rate",
+                str(rate / rhythm(started)),
+                "--duration",
+                str(seconds),
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--seed",
+                "1",
+                "--data-dir",
+                str(work / "producer"),
+                "--pack-events",
+                str(pack_events),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYPI_PULSE_LINGER_MS=str(linger_ms)),
+        )
         sampler.watch("producer", producer.pid)
         db = None
         written: dict[int, float] = {}
@@ -407,7 +498,9 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
             newest = max(written, default=0)
             now = time.time()
             try:
-                rows = db.execute("SELECT start, written_at, downloads FROM windows WHERE start >= ?", (newest - 5,)).fetchall()
+                rows = db.execute(
+                    "SELECT start, written_at, downloads FROM windows WHERE start >= ?", (newest - 5,)
+                ).fetchall()
             except sqlite3.OperationalError:  # the dataflow is still creating the schema
                 rows = []
             for start, at, n in rows:
@@ -425,11 +518,20 @@ def live_run(rate: float, seconds: float, work: Path, sampler: "RssSampler", war
         ended = time.time()
         minutes = db.execute("SELECT COUNT(*) FROM rollup_buckets").fetchone()[0] if db is not None else 0
         # each sealed block: (first minute, end of its last minute, when its last slice was committed)
-        blocks = db.execute("SELECT MIN(bucket), MAX(bucket) + 60, MAX(applied_at) FROM rollup_buckets "
-                            "GROUP BY applied_at ORDER BY 1").fetchall() if db is not None else []
+        blocks = (
+            db.execute(
+                "SELECT MIN(bucket), MAX(bucket) + 60, MAX(applied_at) FROM rollup_buckets "
+                "GROUP BY applied_at ORDER BY 1"
+            ).fetchall()
+            if db is not None
+            else []
+        )
         # blocks still going in when the run ended: (first minute, slices applied, when the last one was)
-        in_progress = db.execute("SELECT bucket, COUNT(*), MAX(applied_at) FROM rollup_slices GROUP BY bucket"
-                                 ).fetchall() if db is not None else []
+        in_progress = (
+            db.execute("SELECT bucket, COUNT(*), MAX(applied_at) FROM rollup_slices GROUP BY bucket").fetchall()
+            if db is not None
+            else []
+        )
         # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
         steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
         return {

@@ -38,8 +38,7 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=C.DEFAULT_CACHE)
     args = ap.parse_args()
     C.print_machine()
-    export = args.export or C.synthetic_export(args.events, args.rate, 1, args.cache_dir,
-                                                  shuffle=not args.in_order)
+    export = args.export or C.synthetic_export(args.events, args.rate, 1, args.cache_dir, shuffle=not args.in_order)
     expected = C.reference(export)
     wall, reported, failed = [], [], False
     for run in range(1, args.runs + 1):
@@ -47,9 +46,26 @@ def main() -> int:
         sink = work / "run.db"
         try:
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "run", "--source", f"file:{export}",
-                                   "--speed", "max", "--until-drained", "--sink", f"sqlite:///{sink}",
-                                   "--data-dir", str(work / "data"), "--json"], capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pypi_pulse.cli",
+                    "run",
+                    "--source",
+                    f"file:{export}",
+                    "--speed",
+                    "max",
+                    "--until-drained",
+                    "--sink",
+                    f"sqlite:///{sink}",
+                    "--data-dir",
+                    str(work / "data"),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+            )
             el = time.perf_counter() - t
             if proc.returncode != 0:
                 print(f"run {run}: FAILED ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -60,8 +76,11 @@ def main() -> int:
             failed = failed or bool(problems)
             wall.append(expected["events"] / el)
             reported.append(summary["events_per_second"])
-            print(f"run {run}: {wall[-1]:,.0f} events/s wall ({el:.1f} s), {summary['events_per_second']:,} reported; "
-                  + ("counts EXACT" if not problems else "counts WRONG: " + "; ".join(problems)), flush=True)
+            print(
+                f"run {run}: {wall[-1]:,.0f} events/s wall ({el:.1f} s), {summary['events_per_second']:,} reported; "
+                + ("counts EXACT" if not problems else "counts WRONG: " + "; ".join(problems)),
+                flush=True,
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n== results ({expected['events']:,} events, {export.name}) ==")

@@ -24,7 +24,7 @@ T0 = 1_795_824_000
 
 
 def result_table(n: int, rng: random.Random) -> pa.Table:
-    base = dt.datetime.fromtimestamp(T0, dt.timezone.utc)
+    base = dt.datetime.fromtimestamp(T0, dt.UTC)
     cols = {
         "timestamp": [base + dt.timedelta(microseconds=rng.randrange(600_000_000)) for _ in range(n)],
         "country_code": [rng.choice(["US", "DE", "CN", None]) for _ in range(n)],
@@ -46,8 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     table = result_table(args.rows, random.Random(1))
     with tempfile.TemporaryDirectory() as d:
-        s = load_settings(None, source="bigquery", bigquery_endpoint="http://127.0.0.1:9", billing_project="bench",
-                          data_dir=d)
+        s = load_settings(
+            None, source="bigquery", bigquery_endpoint="http://127.0.0.1:9", billing_project="bench", data_dir=d
+        )
         reader = IncrementalReader(BigQuerySession(s), start=T0, end=None, overlap_s=900)
         for label in ("new rows", "overlap re-read"):
             t = time.perf_counter()

@@ -33,14 +33,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     C.print_machine()
+    import psutil
+
     from pypi_pulse.dataflow.clock import BLOCK_S, MinuteRollup
     from pypi_pulse.dataflow.parse import BUCKET_S, day_of, parse_batch
     from pypi_pulse.dataflow.source import RawBatch
     from pypi_pulse.producer.synthetic import SyntheticSource
     from pypi_pulse.sink.base import open_sink
     from pypi_pulse.sink.model import RollupBucket
-
-    import psutil
 
     proc = psutil.Process()
     src = SyntheticSource(seed=args.seed)
@@ -74,11 +74,14 @@ def main() -> int:
                 slices.append(time.perf_counter() - s0)
                 s0 = time.perf_counter()
             write_s = time.perf_counter() - t
-            print(f"block {b + 1}: {per_block:,} events ({len(minutes)} minutes of {BUCKET_S} s), {len(counts):,} daily rows; "
-                  f"generated and counted in {counted_s:.1f} s, merged in {merge_s:.2f} s; "
-                  f"applied by the SQLite sink in {write_s:.2f} s ({len(counts) / write_s:,.0f} rows/s) in {len(slices)} "
-                  f"slices: median {median(slices):.3f} s, longest {max(slices):.3f} s; RSS with the block's minutes "
-                  f"counted {C.mib(rss_counted)}, with its rows merged {C.mib(rss_merged)}", flush=True)
+            print(
+                f"block {b + 1}: {per_block:,} events ({len(minutes)} minutes of {BUCKET_S} s), {len(counts):,} daily rows; "
+                f"generated and counted in {counted_s:.1f} s, merged in {merge_s:.2f} s; "
+                f"applied by the SQLite sink in {write_s:.2f} s ({len(counts) / write_s:,.0f} rows/s) in {len(slices)} "
+                f"slices: median {median(slices):.3f} s, longest {max(slices):.3f} s; RSS with the block's minutes "
+                f"counted {C.mib(rss_counted)}, with its rows merged {C.mib(rss_merged)}",
+                flush=True,
+            )
     return 0
 
 

@@ -44,7 +44,7 @@ from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import WindowRow
 from pypi_pulse.sink.summaries import summarize
 
-END = int(dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.timezone.utc).timestamp())
+END = int(dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.UTC).timestamp())
 USER, PASSWORD = "bench", "benchmark-password"
 CATEGORIES = ["NLP", "deep learning", "web", "cloud", "machine learning"]
 
@@ -64,9 +64,42 @@ def country_shares() -> list[tuple[str, float]]:
     if not shares:
         raise SystemExit(f"unexpected country-share header {head}")
     total = sum(s for _, s in shares)
-    rest = [c for c in ("IN", "BR", "CA", "AU", "NL", "KR", "SG", "ES", "IT", "PL", "SE", "CH", "IL", "TW", "RU",
-                        "MX", "ID", "VN", "TR", "UA", "AR", "BE", "AT", "DK", "FI", "NO", "CZ", "PT", "IE", "NZ")
-            if c not in dict(shares)]
+    rest = [
+        c
+        for c in (
+            "IN",
+            "BR",
+            "CA",
+            "AU",
+            "NL",
+            "KR",
+            "SG",
+            "ES",
+            "IT",
+            "PL",
+            "SE",
+            "CH",
+            "IL",
+            "TW",
+            "RU",
+            "MX",
+            "ID",
+            "VN",
+            "TR",
+            "UA",
+            "AR",
+            "BE",
+            "AT",
+            "DK",
+            "FI",
+            "NO",
+            "CZ",
+            "PT",
+            "IE",
+            "NZ",
+        )
+        if c not in dict(shares)
+    ]
     left = max(0.0, (1 - total) if total <= 1 else (100 - total) / 100)
     scale = 1 if total <= 1 else 0.01
     return [(c, s * scale) for c, s in shares] + [(c, left / len(rest)) for c in rest]
@@ -83,8 +116,10 @@ def build_windows(url: str, hours: float, rng: random.Random, packages: list[tup
             total = 60_000 + rng.randint(-6000, 6000)
             cs = {c: max(1, int(total * s * rng.uniform(0.8, 1.2))) for c, s in countries}
             tot = sum(cs.values())
-            top = sorted(((p, int(tot * 0.014 / (k + 1) * rng.uniform(0.8, 1.2))) for k, p in enumerate(names[:12])),
-                         key=lambda t: (-t[1], t[0]))[:10]
+            top = sorted(
+                ((p, int(tot * 0.014 / (k + 1) * rng.uniform(0.8, 1.2))) for k, p in enumerate(names[:12])),
+                key=lambda t: (-t[1], t[0]),
+            )[:10]
             batch.append(WindowRow(start, tot, 9000 + rng.randint(0, 2000), cs, top))
             if len(batch) == 10_000:
                 db.write(batch, [], None)
@@ -94,13 +129,13 @@ def build_windows(url: str, hours: float, rng: random.Random, packages: list[tup
 
 
 BREAKDOWN = {
-    "python_minor": [("3.12", .3), ("3.11", .25), ("3.10", .18), ("3.13", .12), ("3.9", .1), (None, .05)],
-    "system": [("Linux", .85), ("Windows", .08), ("Darwin", .06), (None, .01)],
-    "installer": [("pip", .7), ("uv", .2), ("poetry", .05), ("requests", .05)],
-    "cpu": [("x86_64", .8), ("aarch64", .15), ("AMD64", .05)],
-    "file_type": [("bdist_wheel", .95), ("sdist", .05)],
-    "version": [("2.0.0", .5), ("1.9.0", .3), ("1.8.0", .2)],
-    "ci": [("true", .25), (None, .75)],
+    "python_minor": [("3.12", 0.3), ("3.11", 0.25), ("3.10", 0.18), ("3.13", 0.12), ("3.9", 0.1), (None, 0.05)],
+    "system": [("Linux", 0.85), ("Windows", 0.08), ("Darwin", 0.06), (None, 0.01)],
+    "installer": [("pip", 0.7), ("uv", 0.2), ("poetry", 0.05), ("requests", 0.05)],
+    "cpu": [("x86_64", 0.8), ("aarch64", 0.15), ("AMD64", 0.05)],
+    "file_type": [("bdist_wheel", 0.95), ("sdist", 0.05)],
+    "version": [("2.0.0", 0.5), ("1.9.0", 0.3), ("1.8.0", 0.2)],
+    "ci": [("true", 0.25), (None, 0.75)],
 }
 
 
@@ -113,8 +148,9 @@ def build_rollups(path: Path, days: int, packages: list[tuple[str, int]], rng: r
     db.execute("PRAGMA cache_size=-1048576")
     # the sink's secondary indexes are dropped while loading and rebuilt at the end: several times faster than
     # maintaining them row by row (the schema, and so the indexes, stay the sink's own)
-    indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'daily' "
-                         "AND sql IS NOT NULL").fetchall()
+    indexes = db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'daily' AND sql IS NOT NULL"
+    ).fetchall()
     for name, _sql in indexes:
         db.execute(f"DROP INDEX {name}")
     first = dt.date.fromtimestamp(END - days * 86400)
@@ -138,8 +174,10 @@ def build_rollups(path: Path, days: int, packages: list[tuple[str, int]], rng: r
         rows.sort()
         db.execute("BEGIN")
         db.executemany("INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?)",
-                       [(day, dim, cat, k) for (dim, cat), k in totals.items()])
+        db.executemany(
+            "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?)",
+            [(day, dim, cat, k) for (dim, cat), k in totals.items()],
+        )
         db.execute("COMMIT")
         rows_written += len(rows)
         if d % 20 == 0:
@@ -173,8 +211,9 @@ class Client:
         self.base = base
         self.http = requests.Session()
         token = re.search(r'name="csrf_token" value="([^"]+)"', self.http.get(base + "/login").text).group(1)
-        r = self.http.post(base + "/login", data={"username": USER, "password": PASSWORD, "csrf_token": token},
-                           allow_redirects=False)
+        r = self.http.post(
+            base + "/login", data={"username": USER, "password": PASSWORD, "csrf_token": token}, allow_redirects=False
+        )
         assert r.status_code == 302, f"sign-in failed: {r.status_code}"
         self.deps = {d["output"]: d for d in self.http.get(base + "/_dash-dependencies").json()}
         self.server_s: list[float] = []  # time spent in the server app (its Server-Timing header), per callback
@@ -183,14 +222,20 @@ class Client:
         dep = next(d for o, d in self.deps.items() if output_contains in o)
 
         def props(items):
-            return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
-                    for i in items]
+            return [
+                {"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
+                for i in items
+            ]
 
         outs = [o for o in dep["output"].strip(".").split("...")]
         outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in outs]
-        body = {"output": dep["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
-                "inputs": props(dep["inputs"]), "state": props(dep["state"]),
-                "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]]}
+        body = {
+            "output": dep["output"],
+            "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": props(dep["inputs"]),
+            "state": props(dep["state"]),
+            "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]],
+        }
         t = time.perf_counter()
         r = self.http.post(self.base + "/_dash-update-component", json=body)
         elapsed = time.perf_counter() - t
@@ -232,17 +277,37 @@ def measure(base: str, days: int, packages: list[str]) -> None:
     deadline = time.monotonic() + 15
     k = 0
     while time.monotonic() < deadline:
-        live.append(c.callback("live-treemap.figure", {"live-tick.n_intervals": k, "live-range.value": [300, 900, 3600][k % 3],
-                                                       "live-countries.value": ["DE"] if k % 2 else [], "theme.data": "light"}))
+        live.append(
+            c.callback(
+                "live-treemap.figure",
+                {
+                    "live-tick.n_intervals": k,
+                    "live-range.value": [300, 900, 3600][k % 3],
+                    "live-countries.value": ["DE"] if k % 2 else [],
+                    "theme.data": "light",
+                },
+            )
+        )
         k += 1
         time.sleep(0.25)  # pacing of a simulated viewer, not waiting for a condition
     print(f"  live (counters, 2 maps, rate chart, treemap)  {summary(live, c.server_s)}")
 
     print("\nHistory callbacks (fresh arguments each time, so every request misses the 30 s cache)")
-    hist: dict[str, list[float]] = {k: [] for k in ("countries map", "country top 5", "scatter 2 packages",
-                                                    "daily + moving averages", "breakdown by metric", "package search",
-                                                    "category shares by day", "category mix of a country",
-                                                    "top of a category", "hour and weekday profile")}
+    hist: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "countries map",
+            "country top 5",
+            "scatter 2 packages",
+            "daily + moving averages",
+            "breakdown by metric",
+            "package search",
+            "category shares by day",
+            "category mix of a country",
+            "top of a category",
+            "hour and weekday profile",
+        )
+    }
     metrics = ["python_minor", "system", "installer", "country", "cpu", "file_type", "version", "ci"]
     countries = ["US", "DE", "GB", "FR", "JP", "IN", "CN", "CA", "BR", "NL"]
     hist_server: dict[str, list[float]] = {k: [] for k in hist}
@@ -254,53 +319,122 @@ def measure(base: str, days: int, packages: list[str]) -> None:
     for i in range(20):
         s, e = period()
         pk = rng.sample(packages[:3000], 3)
-        timed("countries map", "countries-map.figure", {
-            "countries-dates.start_date": s, "countries-dates.end_date": e,
-            "countries-package.value": pk[0] if i % 2 else None, "theme.data": "light"})
-        timed("country top 5", "countries-top5.figure", {
-            "countries-country.value": countries[i % len(countries)], "countries-dates.start_date": s,
-            "countries-dates.end_date": e, "theme.data": "light"})
-        timed("scatter 2 packages", "countries-scatter.figure", {
-            "scatter-a.value": pk[0], "scatter-b.value": pk[1], "countries-dates.start_date": s,
-            "countries-dates.end_date": e, "theme.data": "light"})
-        timed("daily + moving averages", "trends-daily.figure", {
-            "trends-packages.value": pk[:2], "trends-ma.value": [10, 20, 30], "theme.data": "light"})
-        timed("breakdown by metric", "trends-breakdown.figure", {
-            "trends-packages.value": [pk[2]], "trends-metric.value": metrics[i % len(metrics)], "theme.data": "light"})
-        timed("package search", "trends-packages.options", {
-            "trends-packages.search_value": pk[2][:3 + i % 3], "trends-packages.value": []})
-        timed("category shares by day", "categories-share.figure", {
-            "categories-dates.start_date": s, "categories-dates.end_date": e, "theme.data": "light"})
-        timed("category mix of a country", "categories-country-mix.figure", {
-            "categories-country.value": countries[i % len(countries)], "categories-dates.start_date": s,
-            "categories-dates.end_date": e, "theme.data": "light"})
-        timed("top of a category", "categories-top.figure", {
-            "categories-category.value": CATEGORIES[i % len(CATEGORIES)], "categories-dates.start_date": s,
-            "categories-dates.end_date": e, "theme.data": "light"})
-        timed("hour and weekday profile", "daily-weekdays.figure", {
-            "daily-weeks.value": [1, 4, 8, 13, 26][i % 5], "theme.data": ["light", "dark"][i // 5 % 2]})
+        timed(
+            "countries map",
+            "countries-map.figure",
+            {
+                "countries-dates.start_date": s,
+                "countries-dates.end_date": e,
+                "countries-package.value": pk[0] if i % 2 else None,
+                "theme.data": "light",
+            },
+        )
+        timed(
+            "country top 5",
+            "countries-top5.figure",
+            {
+                "countries-country.value": countries[i % len(countries)],
+                "countries-dates.start_date": s,
+                "countries-dates.end_date": e,
+                "theme.data": "light",
+            },
+        )
+        timed(
+            "scatter 2 packages",
+            "countries-scatter.figure",
+            {
+                "scatter-a.value": pk[0],
+                "scatter-b.value": pk[1],
+                "countries-dates.start_date": s,
+                "countries-dates.end_date": e,
+                "theme.data": "light",
+            },
+        )
+        timed(
+            "daily + moving averages",
+            "trends-daily.figure",
+            {"trends-packages.value": pk[:2], "trends-ma.value": [10, 20, 30], "theme.data": "light"},
+        )
+        timed(
+            "breakdown by metric",
+            "trends-breakdown.figure",
+            {"trends-packages.value": [pk[2]], "trends-metric.value": metrics[i % len(metrics)], "theme.data": "light"},
+        )
+        timed(
+            "package search",
+            "trends-packages.options",
+            {"trends-packages.search_value": pk[2][: 3 + i % 3], "trends-packages.value": []},
+        )
+        timed(
+            "category shares by day",
+            "categories-share.figure",
+            {"categories-dates.start_date": s, "categories-dates.end_date": e, "theme.data": "light"},
+        )
+        timed(
+            "category mix of a country",
+            "categories-country-mix.figure",
+            {
+                "categories-country.value": countries[i % len(countries)],
+                "categories-dates.start_date": s,
+                "categories-dates.end_date": e,
+                "theme.data": "light",
+            },
+        )
+        timed(
+            "top of a category",
+            "categories-top.figure",
+            {
+                "categories-category.value": CATEGORIES[i % len(CATEGORIES)],
+                "categories-dates.start_date": s,
+                "categories-dates.end_date": e,
+                "theme.data": "light",
+            },
+        )
+        timed(
+            "hour and weekday profile",
+            "daily-weekdays.figure",
+            {"daily-weeks.value": [1, 4, 8, 13, 26][i % 5], "theme.data": ["light", "dark"][i // 5 % 2]},
+        )
     # the longest periods: the whole history, for the country with most downloads (US) and a few others
     hist["country top 5, whole history"] = []
     hist_server["country top 5, whole history"] = []
     for i in range(20):
-        timed("country top 5, whole history", "countries-top5.figure", {
-            "countries-country.value": ["US", "US", "DE", "IN"][i % 4], "countries-dates.start_date": first.isoformat(),
-            "countries-dates.end_date": (last - dt.timedelta(days=i // 4)).isoformat(), "theme.data": "light"})
+        timed(
+            "country top 5, whole history",
+            "countries-top5.figure",
+            {
+                "countries-country.value": ["US", "US", "DE", "IN"][i % 4],
+                "countries-dates.start_date": first.isoformat(),
+                "countries-dates.end_date": (last - dt.timedelta(days=i // 4)).isoformat(),
+                "theme.data": "light",
+            },
+        )
     t0 = c.callback("trends-categories.figure", {"theme.data": "dark"})
     t_heat = [c.callback("daily-heatmap.figure", {"theme.data": theme}) for theme in ("dark", "light")]
     for name, samples in hist.items():
         print(f"  {name:<28} {summary(samples, hist_server[name])}")
     print(f"  {'categories view (once)':<28} {t0 * 1000:7.1f} ms")
-    print(f"  {'country x hour heatmap':<28} {t_heat[0] * 1000:7.1f} ms first (sums 24 h of windows), "
-          f"{t_heat[1] * 1000:.1f} ms next (30 s cache)")
+    print(
+        f"  {'country x hour heatmap':<28} {t_heat[0] * 1000:7.1f} ms first (sums 24 h of windows), "
+        f"{t_heat[1] * 1000:.1f} ms next (30 s cache)"
+    )
 
     print("\nEndpoints")
-    token = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "users", "token", USER, "--data-dir",
-                            str(DATA_DIR)], capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        [sys.executable, "-m", "pypi_pulse.cli", "users", "token", USER, "--data-dir", str(DATA_DIR)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {token}"
-    ep: dict[str, list[float]] = {"GET / (page)": [], "GET /_dash-layout": [], "GET /api/packages/P/recent": [],
-                                  "GET /api/packages/P/overall": [], "GET /api/packages/P/python_minor": []}
+    ep: dict[str, list[float]] = {
+        "GET / (page)": [],
+        "GET /_dash-layout": [],
+        "GET /api/packages/P/recent": [],
+        "GET /api/packages/P/overall": [],
+        "GET /api/packages/P/python_minor": [],
+    }
     for _ in range(20):
         p = rng.choice(packages[:3000])
         ep["GET / (page)"].append(c.get("/"))
@@ -328,8 +462,17 @@ def measure(base: str, days: int, packages: list[str]) -> None:
         while time.monotonic() < stop:
             t = time.monotonic()
             try:
-                lat.append(cl.callback("live-treemap.figure", {"live-tick.n_intervals": n, "live-range.value": 300,
-                                                               "live-countries.value": [], "theme.data": "light"}))
+                lat.append(
+                    cl.callback(
+                        "live-treemap.figure",
+                        {
+                            "live-tick.n_intervals": n,
+                            "live-range.value": 300,
+                            "live-countries.value": [],
+                            "theme.data": "light",
+                        },
+                    )
+                )
             except Exception as exc:  # recorded and reported, not hidden
                 errors.append(repr(exc))
             n += 1
@@ -361,7 +504,9 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=None, help="sink file to build or reuse (default: in the temp dir)")
     a = ap.parse_args()
     db = a.db or Path(tempfile.gettempdir()) / f"pypi-pulse-bench-dash-{a.hours:g}h-{a.days}d-{a.packages}p.db"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+    )
     print(f"sink: {db} ({a.hours:g} h of windows, {a.days} days x {a.packages:,} packages of rollups)")
     if not db.exists():
         print("building the sink (kept for later runs)...", file=sys.stderr)
@@ -386,8 +531,21 @@ def main() -> None:
 
         UserStore(DATA_DIR).add(USER, PASSWORD)
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "serve", "--port", str(port), "--sink",
-                                 f"sqlite:///{db}", "--data-dir", d], stderr=open(Path(d) / "serve.log", "w"))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pypi_pulse.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--sink",
+                f"sqlite:///{db}",
+                "--data-dir",
+                d,
+            ],
+            stderr=open(Path(d) / "serve.log", "w"),
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60

@@ -36,9 +36,17 @@ def floor(bootstrap: str, topic: str, end_offsets: dict[int, int]) -> tuple[floa
     """Events/s of a bare consumer loop that parses every event and counts per (second, country)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-floor", "enable.auto.commit": False,
-                         "queued.min.messages": 200_000, "fetch.max.bytes": 64 * 1024 * 1024,
-                         "max.partition.fetch.bytes": 16 * 1024 * 1024, "log_level": 3})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-floor",
+            "enable.auto.commit": False,
+            "queued.min.messages": 200_000,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "log_level": 3,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in end_offsets])
     total = sum(end_offsets.values())
     counts: Counter = Counter()
@@ -59,13 +67,29 @@ def floor(bootstrap: str, topic: str, end_offsets: dict[int, int]) -> tuple[floa
     return total / elapsed, seen
 
 
-def dataflow_run(bootstrap: str, topic: str, end_offsets: dict, workers: int, work: Path, sampler: C.RssSampler,
-                 expected: dict, run: int) -> tuple[float, float, list[str]]:
+def dataflow_run(
+    bootstrap: str,
+    topic: str,
+    end_offsets: dict,
+    workers: int,
+    work: Path,
+    sampler: C.RssSampler,
+    expected: dict,
+    run: int,
+) -> tuple[float, float, list[str]]:
     """Events/s of the whole run, and the seconds from the run's start until its last window was written: the
     rest of the run is the rollup block, which a run of 46 s of event time can only seal (and write) at the end."""
     sink = work / f"w{workers}-r{run}.db"
-    proc = C.spawn_flow({"bootstrap": bootstrap, "topic": topic, "partitions": len(end_offsets),
-                         "sink_url": f"sqlite:///{sink}", "workers": workers, "end_offsets": end_offsets})
+    proc = C.spawn_flow(
+        {
+            "bootstrap": bootstrap,
+            "topic": topic,
+            "partitions": len(end_offsets),
+            "sink_url": f"sqlite:///{sink}",
+            "workers": workers,
+            "end_offsets": end_offsets,
+        }
+    )
     sampler.watch(f"dataflow ({workers} worker{'s' if workers > 1 else ''})", proc.pid)
     result = C.finish_flow(proc, timeout=3600)
     problems = C.check_sink(sink, expected)
@@ -106,8 +130,11 @@ def main() -> int:
         topic = "bench-downloads"
         C.create_topic(broker.bootstrap, topic)
         end_offsets, secs = C.preload(broker.bootstrap, topic, export)
-        print(f"preloaded {sum(end_offsets.values()):,} events in 4 partitions in {secs:.1f} s "
-              f"({sum(end_offsets.values()) / secs:,.0f} events/s through the Publisher)", flush=True)
+        print(
+            f"preloaded {sum(end_offsets.values()):,} events in 4 partitions in {secs:.1f} s "
+            f"({sum(end_offsets.values()) / secs:,.0f} events/s through the Publisher)",
+            flush=True,
+        )
         if sum(end_offsets.values()) != expected["events"]:
             print(f"MISMATCH: published {sum(end_offsets.values())} of {expected['events']}")
             return 1
@@ -120,15 +147,18 @@ def main() -> int:
                 floors.append(f)
                 print(f"run {run}: floor (confluent-kafka + orjson + Counter) {f:,.0f} events/s", flush=True)
             for w in workers:
-                rate, windows_done, problems = dataflow_run(broker.bootstrap, topic, end_offsets, w, work, sampler,
-                                                            expected, run)
+                rate, windows_done, problems = dataflow_run(
+                    broker.bootstrap, topic, end_offsets, w, work, sampler, expected, run
+                )
                 rates[w].append(rate)
                 stream_rates[w].append(expected["events"] / windows_done)
                 verdict = "counts EXACT" if not problems else "counts WRONG: " + "; ".join(problems)
                 total_s = expected["events"] / rate
-                print(f"run {run}: dataflow {w} worker(s) {rate:,.0f} events/s, {verdict}; every window written "
-                      f"after {windows_done:.1f} s, the rollup block in the remaining {total_s - windows_done:.1f} s",
-                      flush=True)
+                print(
+                    f"run {run}: dataflow {w} worker(s) {rate:,.0f} events/s, {verdict}; every window written "
+                    f"after {windows_done:.1f} s, the rollup block in the remaining {total_s - windows_done:.1f} s",
+                    flush=True,
+                )
                 failed = failed or bool(problems)
         sampler.stop()
         print("\n== results ==")
@@ -141,8 +171,10 @@ def main() -> int:
                 print(f"  ratio to floor: {median(rates[w]) / median(floors):.2f} (target >= 0.8 on 1 worker)")
             print(C.stats_line(f"  until the last window, {w} worker(s)", stream_rates[w], "events/s"))
             if floors:
-                print(f"  ratio to floor until the last window: {median(stream_rates[w]) / median(floors):.2f} "
-                      "(the rest is the rollup block's write at the end)")
+                print(
+                    f"  ratio to floor until the last window: {median(stream_rates[w]) / median(floors):.2f} "
+                    "(the rest is the rollup block's write at the end)"
+                )
         for name, peak in sampler.peak.items():
             print(f"peak RSS {name}: {C.mib(peak)}")
         print("exactness: " + ("FAILED" if failed else "every window, daily row and counter exact in every run"))

@@ -47,10 +47,14 @@ def main() -> int:
         distinct.append(len(set(keys)))
         tail += sum(1 for k in keys if k not in top)
     n = args.seconds * args.rate
-    print(f"seed {args.seed}, {args.seconds} s at {args.rate:,} events/s: distinct projects per second median "
-          f"{median(distinct):,.0f} (min {min(distinct):,}, max {max(distinct):,})")
-    print(f"events outside the top {len(top):,} projects: {tail / n:.1%} (target {pop.TAIL_SHARE:.0%}, over "
-          f"{pop.TAIL_PROJECTS:,} tail projects)")
+    print(
+        f"seed {args.seed}, {args.seconds} s at {args.rate:,} events/s: distinct projects per second median "
+        f"{median(distinct):,.0f} (min {min(distinct):,}, max {max(distinct):,})"
+    )
+    print(
+        f"events outside the top {len(top):,} projects: {tail / n:.1%} (target {pop.TAIL_SHARE:.0%}, over "
+        f"{pop.TAIL_PROJECTS:,} tail projects)"
+    )
     print(f"generated {n:,} events in {took:.1f} s ({n / took:,.0f} events/s on one core)")
     return 0
 

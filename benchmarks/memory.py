@@ -24,6 +24,8 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datetime import UTC
+
 import _common as C  # noqa: E402
 
 
@@ -33,18 +35,40 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--events", type=int, default=2_000_000, help="events of the benchmark 1 run")
     ap.add_argument("--skip-throughput", action="store_true", help="only the steady run")
-    ap.add_argument("--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does")
-    ap.add_argument("--pack-events", type=int, default=1000,
-                    help="events per Kafka message, as `up` on the embedded broker (1: one per message)")
-    ap.add_argument("--lateness", type=float, default=600.0,
-                    help="lateness horizon in seconds: the window state it holds fills for this long")
+    ap.add_argument(
+        "--recovery", action="store_true", help="the steady run's dataflow keeps a recovery store, as `up` does"
+    )
+    ap.add_argument(
+        "--pack-events",
+        type=int,
+        default=1000,
+        help="events per Kafka message, as `up` on the embedded broker (1: one per message)",
+    )
+    ap.add_argument(
+        "--lateness",
+        type=float,
+        default=600.0,
+        help="lateness horizon in seconds: the window state it holds fills for this long",
+    )
     args = ap.parse_args()
     C.print_machine()
     peaks = []
     if not args.skip_throughput:
         print(f"benchmark 1 ({args.events:,} events, 1 worker, 1 run) ...", flush=True)
-        proc = subprocess.run([sys.executable, str(C.HERE / "dataflow_throughput.py"), "--events", str(args.events),
-                               "--workers", "1", "--runs", "1"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(C.HERE / "dataflow_throughput.py"),
+                "--events",
+                str(args.events),
+                "--workers",
+                "1",
+                "--runs",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+        )
         peaks = [line for line in proc.stdout.splitlines() if line.startswith("peak RSS")]
         if proc.returncode != 0 or not peaks:
             print(proc.stdout[-3000:], proc.stderr[-3000:])
@@ -52,16 +76,26 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(args.rate, args.minutes * 60, work, sampler, report_every_s=60, recovery=args.recovery,
-                       lateness_s=args.lateness, pack_events=args.pack_events)
+        r = C.live_run(
+            args.rate,
+            args.minutes * 60,
+            work,
+            sampler,
+            report_every_s=60,
+            recovery=args.recovery,
+            lateness_s=args.lateness,
+            pack_events=args.pack_events,
+        )
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
     for line in peaks:
         print("benchmark 1: " + line)
-    print(f"steady run: {args.rate:,.0f} events/s for {r['seconds'] / 60:.1f} min "
-          f"(median {r['events_per_window']:,.0f} events per 1-s window)")
+    print(
+        f"steady run: {args.rate:,.0f} events/s for {r['seconds'] / 60:.1f} min "
+        f"(median {r['events_per_window']:,.0f} events per 1-s window)"
+    )
     for name, series in sampler.series.items():
         if not series:
             continue
@@ -73,9 +107,11 @@ def main() -> int:
             vals = [v for t, v in series if m * 60 <= t < (m + 1) * 60]
             if vals:
                 per_min.append(C.mib(max(vals)).replace(" MiB", ""))
-        print(f"{name}: peak {C.mib(max(v for _, v in series))}, minute 2 median {C.mib(median(first))}, "
-              f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
-              f"per-minute peaks MiB: {' '.join(per_min)}")
+        print(
+            f"{name}: peak {C.mib(max(v for _, v in series))}, minute 2 median {C.mib(median(first))}, "
+            f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
+            f"per-minute peaks MiB: {' '.join(per_min)}"
+        )
     _before_each_seal(sampler, args.lateness)
     together: dict = {}  # the dataflow and the process it applies sealed blocks in, sample by sample
     for name in ("dataflow", "block writer"):
@@ -93,7 +129,7 @@ def _before_each_seal(sampler, lateness_s: float) -> None:
     once the watermark passes its end by the lateness horizon, then merged, written and freed. Growth is judged at
     the same phase of every block: the RSS in the 30 s before each seal, when the block is whole (a block the run
     started inside of is marked partial); a state that does not grow has the same figure before every seal."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pypi_pulse.dataflow.clock import BLOCK_S
 
@@ -109,15 +145,18 @@ def _before_each_seal(sampler, lateness_s: float) -> None:
             if not vals or seal > last:
                 continue
             full = first <= end - BLOCK_S
-            cells.append(f"{datetime.fromtimestamp(end, timezone.utc):%H:%M} {C.mib(median(vals))}"
-                         + ("" if full else " (partial block)"))
+            cells.append(
+                f"{datetime.fromtimestamp(end, UTC):%H:%M} {C.mib(median(vals))}" + ("" if full else " (partial block)")
+            )
             if full:
                 whole.append(median(vals))
         if not cells:
             print(f"{name}: no block sealed within the run")
             continue
-        print(f"{name}: before each seal (block ending at): {'; '.join(cells)}"
-              + (f"; growth between whole blocks {(whole[-1] - whole[0]) / 2**20:+,.0f} MiB" if len(whole) > 1 else ""))
+        print(
+            f"{name}: before each seal (block ending at): {'; '.join(cells)}"
+            + (f"; growth between whole blocks {(whole[-1] - whole[0]) / 2**20:+,.0f} MiB" if len(whole) > 1 else "")
+        )
 
 
 if __name__ == "__main__":

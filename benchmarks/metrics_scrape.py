@@ -35,12 +35,18 @@ def build(path: Path, n_windows: int, n_countries: int) -> str:
             rows = []
             for s in range(T0 + lo, T0 + min(lo + 600, n_windows)):
                 countries = {c: rnd.randrange(1, 3000) for c in codes}
-                top = sorted(((f"project-{rnd.randrange(15000)}", rnd.randrange(1, 900)) for _ in range(10)),
-                             key=lambda kv: (-kv[1], kv[0]))
+                top = sorted(
+                    ((f"project-{rnd.randrange(15000)}", rnd.randrange(1, 900)) for _ in range(10)),
+                    key=lambda kv: (-kv[1], kv[0]),
+                )
                 rows.append(WindowRow(s, sum(countries.values()), rnd.randrange(5000, 20000), countries, top))
             db.write(rows, [], None)
-        counts = Counter({("2026-11-27", f"project-{i}", "overall", None): rnd.randrange(1, 10**6) for i in range(15000)})
-        db.write([], [RollupBucket(T0, dict(counts))], PipelineStats({"consumed": 1, "counted": 1}, {0: 1, 1: 2}, T0, T0))
+        counts = Counter(
+            {("2026-11-27", f"project-{i}", "overall", None): rnd.randrange(1, 10**6) for i in range(15000)}
+        )
+        db.write(
+            [], [RollupBucket(T0, dict(counts))], PipelineStats({"consumed": 1, "counted": 1}, {0: 1, 1: 2}, T0, T0)
+        )
     return url
 
 

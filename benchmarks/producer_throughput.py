@@ -91,12 +91,16 @@ def main() -> int:
     runs = {
         "generator alone (no Kafka)": (None, lambda topic: synthetic_generate(args.events)),
         "synthetic -> Kafka": ("syn", lambda topic: synthetic_publish(broker.bootstrap, topic, args.events)),
-        f"synthetic -> Kafka, packed by {pack}": ("synp", lambda topic: synthetic_publish(broker.bootstrap, topic,
-                                                                                          args.events, pack)),
+        f"synthetic -> Kafka, packed by {pack}": (
+            "synp",
+            lambda topic: synthetic_publish(broker.bootstrap, topic, args.events, pack),
+        ),
         "file reader alone (no Kafka)": (None, lambda topic: file_read(export)),
         "file replay -> Kafka": ("file", lambda topic: file_replay(broker.bootstrap, topic, export, args.events)),
-        f"file replay -> Kafka, packed by {pack}": ("filep", lambda topic: file_replay(broker.bootstrap, topic, export,
-                                                                                       args.events, pack)),
+        f"file replay -> Kafka, packed by {pack}": (
+            "filep",
+            lambda topic: file_replay(broker.bootstrap, topic, export, args.events, pack),
+        ),
     }
     results: dict[str, list[float]] = {name: [] for name in runs}
     try:

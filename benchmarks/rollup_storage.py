@@ -55,8 +55,16 @@ def measured(n_events: int) -> dict:
             after = db.query("PRAGMA page_count")[0][0] * db.query("PRAGMA page_size")[0][0]
             per_dim = dict(db.query("SELECT dimension, COUNT(*) FROM daily GROUP BY dimension ORDER BY 2 DESC"))
             projects = db.query("SELECT COUNT(DISTINCT project) FROM daily")[0][0]
-    return {"events": n_events, "rows": n, "bytes": after - before, "bytes_per_row": (after - before) / n,
-            "projects": projects, "per_dimension": per_dim, "aggregate_s": gen_s, "write_s": write_s}
+    return {
+        "events": n_events,
+        "rows": n,
+        "bytes": after - before,
+        "bytes_per_row": (after - before) / n,
+        "projects": projects,
+        "per_dimension": per_dim,
+        "aggregate_s": gen_s,
+        "write_s": write_s,
+    }
 
 
 def _marginals():
@@ -87,11 +95,14 @@ def _marginals():
     system = mix(pop.SYSTEMS, lambda v: rules.system_category(None if v is None else v[0]))
     dims = {
         "installer": inst,
-        "python_minor": with_null_details(minor), "python_major": with_null_details(major),
-        "system": with_null_details(system), "cpu": with_null_details(mix(pop.CPUS)),
+        "python_minor": with_null_details(minor),
+        "python_major": with_null_details(major),
+        "system": with_null_details(system),
+        "cpu": with_null_details(mix(pop.CPUS)),
         "ci": with_null_details(mix(pop.CI, rules.ci_category)),
         "country": mix(pop.countries(), lambda v: "ZZ" if v is None else v),
-        "file_type": mix(pop.FILE_TYPES), "version": {"newest": 0.6, "previous": 0.25, "older": 0.15},
+        "file_type": mix(pop.FILE_TYPES),
+        "version": {"newest": 0.6, "previous": 0.25, "older": 0.15},
         "overall": {None: 1.0},
     }
     return m, {k: np.array(list(v.values())) for k, v in dims.items()}
@@ -137,23 +148,33 @@ def model_rows(volume: float, shares, mirror_share: float, dims, detail_min: flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="synthetic events of one day to measure")
-    ap.add_argument("--detail-min", type=float, default=1000,
-                    help="rollup_detail_min_downloads for the compacted estimate (default 1000, the setting's default)")
+    ap.add_argument(
+        "--detail-min",
+        type=float,
+        default=1000,
+        help="rollup_detail_min_downloads for the compacted estimate (default 1000, the setting's default)",
+    )
     args = ap.parse_args()
 
     meas = measured(args.events)
-    print(f"measured: {meas['events']:,} events of one day -> {meas['rows']:,} daily rows, {meas['projects']:,} projects, "
-          f"{meas['bytes'] / 1e6:.1f} MB in SQLite = {meas['bytes_per_row']:.0f} bytes/row "
-          f"(aggregate {meas['aggregate_s']:.1f} s, write {meas['write_s']:.1f} s = {meas['rows'] / meas['write_s']:,.0f} rows/s)")
+    print(
+        f"measured: {meas['events']:,} events of one day -> {meas['rows']:,} daily rows, {meas['projects']:,} projects, "
+        f"{meas['bytes'] / 1e6:.1f} MB in SQLite = {meas['bytes_per_row']:.0f} bytes/row "
+        f"(aggregate {meas['aggregate_s']:.1f} s, write {meas['write_s']:.1f} s = {meas['rows'] / meas['write_s']:,.0f} rows/s)"
+    )
     print("  rows by dimension:", ", ".join(f"{k} {v:,}" for k, v in meas["per_dimension"].items()))
 
     mirror_share, dims = _marginals()
     shares, real_daily = project_rates()
     at_measured = model_rows(args.events, shares, mirror_share, dims)
-    print(f"model at {args.events:,} events/day: {sum(at_measured.values()):,.0f} rows "
-          f"(measured {meas['rows']:,}: {sum(at_measured.values()) / meas['rows'] - 1:+.1%})")
+    print(
+        f"model at {args.events:,} events/day: {sum(at_measured.values()):,.0f} rows "
+        f"(measured {meas['rows']:,}: {sum(at_measured.values()) / meas['rows'] - 1:+.1%})"
+    )
     month = float(np.sum(-np.expm1(-30 * real_daily * shares)))
-    print(f"real PyPI volume: {real_daily / 1e9:.2f} billion downloads/day; projects downloaded in 30 days (model): {month:,.0f}")
+    print(
+        f"real PyPI volume: {real_daily / 1e9:.2f} billion downloads/day; projects downloaded in 30 days (model): {month:,.0f}"
+    )
     print(f"{'downloads/day':>15} {'rows/day':>12} {'projects/day':>13} {'MB/day':>9} {'GB/400 days':>12}")
     for v in (1e6, 1e7, 1e8, 1e9, real_daily):
         r = model_rows(v, shares, mirror_share, dims)
@@ -161,7 +182,10 @@ def main() -> None:
         mb = rows * meas["bytes_per_row"] / 1e6
         print(f"{v:>15,.0f} {rows:>12,.0f} {r['with_mirrors']:>13,.0f} {mb:>9,.0f} {mb * 400 / 1e3:>12,.1f}")
     r = model_rows(real_daily, shares, mirror_share, dims)
-    print("  rows/day at real volume by dimension:", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])))
+    print(
+        "  rows/day at real volume by dimension:",
+        ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])),
+    )
     print(f"after folding the detail of projects under {args.detail_min:g} downloads/day (complete days):")
     print(f"{'downloads/day':>15} {'rows/day':>12} {'MB/day':>9} {'GB/400 days':>12}")
     for v in (1e6, 1e7, 1e8, 1e9, real_daily):
@@ -169,7 +193,10 @@ def main() -> None:
         mb = rows * meas["bytes_per_row"] / 1e6
         print(f"{v:>15,.0f} {rows:>12,.0f} {mb:>9,.0f} {mb * 400 / 1e3:>12,.1f}")
     r = model_rows(real_daily, shares, mirror_share, dims, args.detail_min)
-    print("  folded rows/day at real volume by dimension:", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])))
+    print(
+        "  folded rows/day at real volume by dimension:",
+        ", ".join(f"{k} {v:,.0f}" for k, v in sorted(r.items(), key=lambda kv: -kv[1])),
+    )
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ from urllib.parse import quote
 
 import psycopg
 
-from pypi_pulse.sink.base import open_sink
 from pypi_pulse.rules import NAMES
+from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
 T0 = 1_795_824_000
 
 
 def _window(start: int, rnd: random.Random) -> WindowRow:
-    top = sorted(((f"project-{rnd.randrange(15000)}", rnd.randrange(1, 50)) for _ in range(10)), key=lambda kv: (-kv[1], kv[0]))
+    top = sorted(
+        ((f"project-{rnd.randrange(15000)}", rnd.randrange(1, 50)) for _ in range(10)), key=lambda kv: (-kv[1], kv[0])
+    )
     return WindowRow(start, 1000, 700, {"US": 400, "DE": 100, "CN": 150, "ZZ": 350}, top)
 
 
@@ -36,7 +38,9 @@ def _bucket(minute: int, keys: int, rnd: random.Random) -> RollupBucket:
     dims = NAMES
     counts = {}
     while len(counts) < keys:
-        counts[("2026-11-28", f"project-{rnd.randrange(keys // 4)}", rnd.choice(dims), f"c{rnd.randrange(8)}")] = rnd.randrange(1, 20)
+        counts[("2026-11-28", f"project-{rnd.randrange(keys // 4)}", rnd.choice(dims), f"c{rnd.randrange(8)}")] = (
+            rnd.randrange(1, 20)
+        )
     return RollupBucket(T0 + 60 * minute, counts)
 
 
@@ -80,8 +84,9 @@ def main() -> None:
             admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
             sep = "&" if "?" in args.postgres_url else "?"
-            results["postgresql"] = bench(f"{args.postgres_url}{sep}options={quote(f'-csearch_path={schema}')}",
-                                          args.keys, args.buckets)
+            results["postgresql"] = bench(
+                f"{args.postgres_url}{sep}options={quote(f'-csearch_path={schema}')}", args.keys, args.buckets
+            )
         finally:
             with psycopg.connect(args.postgres_url, autocommit=True) as admin:
                 admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -62,14 +62,19 @@ def stalls(size_mib: int, spilled: bool, seconds: float, epoch_s: float, work: P
             yield 1
 
     flow = Dataflow("snapshot_stall")
-    held = op.stateful("hold", op.key_on("one", op.input("in", flow, TestingSource(items())), lambda _: "k"),
-                       lambda resume: Holder())
+    held = op.stateful(
+        "hold", op.key_on("one", op.input("in", flow, TestingSource(items())), lambda _: "k"), lambda resume: Holder()
+    )
     op.inspect("out", held, lambda *_: None)
     recovery = work / "recovery"
     recovery.mkdir()
     init_db_dir(recovery, 1)
-    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=epoch_s),
-             recovery_config=RecoveryConfig(str(recovery)))
+    cli_main(
+        flow,
+        workers_per_process=1,
+        epoch_interval=timedelta(seconds=epoch_s),
+        recovery_config=RecoveryConfig(str(recovery)),
+    )
     epochs = max(1, int(seconds / epoch_s))
     return sorted(gaps)[-epochs:]
 
@@ -90,8 +95,10 @@ def main() -> int:
         for spilled in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
                 worst = stalls(size, spilled, args.seconds, args.epoch, Path(tmp))
-            line.append(f"{'spilled' if spilled else 'copied'} median {median(worst) * 1000:,.0f} ms, "
-                        f"max {max(worst) * 1000:,.0f} ms")
+            line.append(
+                f"{'spilled' if spilled else 'copied'} median {median(worst) * 1000:,.0f} ms, "
+                f"max {max(worst) * 1000:,.0f} ms"
+            )
             if not size:
                 break  # nothing to spill
         print("  ".join(line), flush=True)

@@ -39,26 +39,34 @@ def main() -> int:
     clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2)
     t = time.perf_counter()
     for i in range(0, len(lines), 20_000):
-        clock.add(parse_batch(RawBatch(0, 1, lines[i:i + 20_000], i, False, wall=1.0)))
+        clock.add(parse_batch(RawBatch(0, 1, lines[i : i + 20_000], i, False, wall=1.0)))
     took = time.perf_counter() - t
-    print(f"counted {len(lines):,} events into the clock in {took:.1f} s ({len(lines) / took:,.0f} events/s, parse included)")
+    print(
+        f"counted {len(lines):,} events into the clock in {took:.1f} s ({len(lines) / took:,.0f} events/s, parse included)"
+    )
     for minute, rollup in sorted(clock.rollups.items()):
         raw = len(pickle.dumps(rollup._state(), protocol=pickle.HIGHEST_PROTOCOL))
         keys = sum(len(t.keys) for t in rollup.tallies.values())
-        print(f"rollup minute {minute}: {keys:,} distinct (project, dimension, category) keys, "
-              f"{sum(t.keys.nbytes + t.counts.nbytes for t in rollup.tallies.values()) / 2**20:.1f} MiB of arrays")
+        print(
+            f"rollup minute {minute}: {keys:,} distinct (project, dimension, category) keys, "
+            f"{sum(t.keys.nbytes + t.counts.nbytes for t in rollup.tallies.values()) / 2**20:.1f} MiB of arrays"
+        )
         rollup.compress = True  # as with recovery on
         t = time.perf_counter()
         rollup.pack()
         pack_s = time.perf_counter() - t
-        print(f"rollup minute {minute}: pickled {raw / 2**20:.1f} MiB, packed (pickled + zlib) "
-              f"{len(rollup.packed) / 2**20:.1f} MiB, packing took {pack_s:.2f} s")
+        print(
+            f"rollup minute {minute}: pickled {raw / 2**20:.1f} MiB, packed (pickled + zlib) "
+            f"{len(rollup.packed) / 2**20:.1f} MiB, packing took {pack_s:.2f} s"
+        )
     windows = list(clock.windows.values())
     raw = sum(len(pickle.dumps(w.projects, protocol=pickle.HIGHEST_PROTOCOL)) for w in windows)
     t = time.perf_counter()
     packed = sum(len(_pack_bytes(w.projects)) for w in windows)
-    print(f"{len(windows)} one-second windows: pickled {raw / len(windows) / 1024:.0f} KiB each, packed "
-          f"{packed / len(windows) / 1024:.0f} KiB each, packing {1000 * (time.perf_counter() - t) / len(windows):.1f} ms each")
+    print(
+        f"{len(windows)} one-second windows: pickled {raw / len(windows) / 1024:.0f} KiB each, packed "
+        f"{packed / len(windows) / 1024:.0f} KiB each, packing {1000 * (time.perf_counter() - t) / len(windows):.1f} ms each"
+    )
     print(f"(a {BUCKET_S} s rollup minute at {args.events:,} events per minute = {args.events / 60:,.0f} events/s)")
     return 0
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from flask import Blueprint, current_app, has_app_context, jsonify, request
 
@@ -177,9 +178,15 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
         start, end = _date_range(sink)
         rows = []
         if mirrors in (None, True):
-            rows += [(d, "with_mirrors", n) for d, _c, n in queries.daily_by_category(sink, project, "with_mirrors", start, end)]
+            rows += [
+                (d, "with_mirrors", n)
+                for d, _c, n in queries.daily_by_category(sink, project, "with_mirrors", start, end)
+            ]
         if mirrors in (None, False):
-            rows += [(d, "without_mirrors", n) for d, _c, n in queries.daily_by_category(sink, project, "overall", start, end)]
+            rows += [
+                (d, "without_mirrors", n)
+                for d, _c, n in queries.daily_by_category(sink, project, "overall", start, end)
+            ]
         rows.sort(key=lambda r: (r[0], r[1]))
         return jsonify(_series(project, "overall", rows))
 
@@ -189,7 +196,9 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
             wanted = request.args.get(param)
             project = _package(sink, package)
             start, end = _date_range(sink)
-            rows = _filter_category(queries.daily_by_category(sink, project, kind, start, end), wanted, casefold=casefold)
+            rows = _filter_category(
+                queries.daily_by_category(sink, project, kind, start, end), wanted, casefold=casefold
+            )
             return jsonify(_series(project, kind, rows))
 
         view.__name__ = kind
@@ -207,10 +216,15 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
         package = request.args.get("package")
         project = _package(sink, package) if package else None
         rows = queries.countries(sink, start, end, project)
-        return jsonify({
-            "data": [{"country": c, "downloads": n} for c, n in rows],
-            "package": project, "start_date": start, "end_date": end, "type": "country_downloads",
-        })
+        return jsonify(
+            {
+                "data": [{"country": c, "downloads": n} for c, n in rows],
+                "package": project,
+                "start_date": start,
+                "end_date": end,
+                "type": "country_downloads",
+            }
+        )
 
     @bp.get("/countries/<cc>/top")
     @with_sink
@@ -221,10 +235,15 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
         start, end = _date_range(sink)
         limit = _int_param("limit", 10, 1, MAX_LIMIT)
         rows = queries.country_top(sink, code, start, end, limit)
-        return jsonify({
-            "data": [{"project": p, "downloads": n} for p, n in rows],
-            "country": code, "start_date": start, "end_date": end, "type": "country_top_packages",
-        })
+        return jsonify(
+            {
+                "data": [{"project": p, "downloads": n} for p, n in rows],
+                "country": code,
+                "start_date": start,
+                "end_date": end,
+                "type": "country_top_packages",
+            }
+        )
 
     # ---- live -----------------------------------------------------------------------------------------
     @bp.get("/live/windows")
@@ -264,15 +283,35 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
 
 
 # ---- OpenAPI -------------------------------------------------------------------------------------------
-def _param(name: str, where: str = "query", desc: str = "", schema: Optional[dict] = None, required: bool = False) -> dict:
-    return {"name": name, "in": where, "required": required or where == "path", "description": desc,
-            "schema": schema or {"type": "string"}}
+def _param(
+    name: str, where: str = "query", desc: str = "", schema: Optional[dict] = None, required: bool = False
+) -> dict:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "description": desc,
+        "schema": schema or {"type": "string"},
+    }
 
 
 _PKG = _param("package", "path", "Project name; matched by its PEP 503 normalised form.")
-_DATES = [_param("start_date", desc="First day (YYYY-MM-DD); default 180 days before end_date.", schema={"type": "string", "format": "date"}),
-          _param("end_date", desc="Last day (YYYY-MM-DD); default the day in progress.", schema={"type": "string", "format": "date"})]
-_ERR = {"description": "Bad parameter or unknown package", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_DATES = [
+    _param(
+        "start_date",
+        desc="First day (YYYY-MM-DD); default 180 days before end_date.",
+        schema={"type": "string", "format": "date"},
+    ),
+    _param(
+        "end_date",
+        desc="Last day (YYYY-MM-DD); default the day in progress.",
+        schema={"type": "string", "format": "date"},
+    ),
+]
+_ERR = {
+    "description": "Bad parameter or unknown package",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 
 
 def _json(ref: str) -> dict:
@@ -280,7 +319,9 @@ def _json(ref: str) -> dict:
 
 
 def _get(summary: str, params: list, ok: str) -> dict:
-    return {"get": {"summary": summary, "parameters": params, "responses": {"200": _json(ok), "400": _ERR, "404": _ERR}}}
+    return {
+        "get": {"summary": summary, "parameters": params, "responses": {"200": _json(ok), "400": _ERR, "404": _ERR}}
+    }
 
 
 def openapi_document() -> dict:
@@ -301,64 +342,163 @@ def _openapi_core() -> dict:
 
     return {
         "openapi": "3.0.3",
-        "info": {"title": "pypi-pulse API", "version": "1",
-                 "description": "pypistats.org-compatible download history plus live 1-second windows."},
+        "info": {
+            "title": "pypi-pulse API",
+            "version": "1",
+            "description": "pypistats.org-compatible download history plus live 1-second windows.",
+        },
         "paths": {
             "/api/packages/{package}/recent": _get(
                 "Downloads without mirrors on the last complete day, 7 and 30 days",
-                [_PKG, _param("period", schema={"type": "string", "enum": list(_PERIODS)})], "Recent"),
+                [_PKG, _param("period", schema={"type": "string", "enum": list(_PERIODS)})],
+                "Recent",
+            ),
             "/api/packages/{package}/overall": series(
-                "with/without mirrors", [_param("mirrors", schema={"type": "string", "enum": ["true", "false"]})]),
-            "/api/packages/{package}/python_major": series("Python major version", [_param("version", desc="e.g. 3, or null")]),
-            "/api/packages/{package}/python_minor": series("Python minor version", [_param("version", desc="e.g. 3.12, or null")]),
+                "with/without mirrors", [_param("mirrors", schema={"type": "string", "enum": ["true", "false"]})]
+            ),
+            "/api/packages/{package}/python_major": series(
+                "Python major version", [_param("version", desc="e.g. 3, or null")]
+            ),
+            "/api/packages/{package}/python_minor": series(
+                "Python minor version", [_param("version", desc="e.g. 3.12, or null")]
+            ),
             "/api/packages/{package}/system": series(
-                "operating system", [_param("os", schema={"type": "string", "enum": list(_SYSTEMS)})]),
+                "operating system", [_param("os", schema={"type": "string", "enum": list(_SYSTEMS)})]
+            ),
             "/api/countries": _get("Downloads by country", [*_DATES, _param("package")], "Countries"),
             "/api/countries/{cc}/top": _get(
                 "A country's top packages",
-                [_param("cc", "path", "ISO 3166-1 alpha-2 code (ZZ: unknown)"), *_DATES,
-                 _param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10})], "CountryTop"),
-            "/api/live/windows": {"get": {
-                "summary": "Closed 1-second windows in [start, end), or the newest `last`",
-                "parameters": [_param("start", schema={"type": "string", "format": "date-time"}),
-                               _param("end", schema={"type": "string", "format": "date-time"}),
-                               _param("last", schema={"type": "integer", "minimum": 1, "maximum": MAX_LAST_WINDOWS})],
-                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
-                    "type": "array", "items": {"$ref": "#/components/schemas/Window"}}}}}, "400": _ERR}}},
-            "/api/live/summary": {"get": {"summary": "The newest window, stored totals and the UTC day so far (`today`)",
-                                          "responses": {"200": _json("Summary")}}},
+                [
+                    _param("cc", "path", "ISO 3166-1 alpha-2 code (ZZ: unknown)"),
+                    *_DATES,
+                    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}),
+                ],
+                "CountryTop",
+            ),
+            "/api/live/windows": {
+                "get": {
+                    "summary": "Closed 1-second windows in [start, end), or the newest `last`",
+                    "parameters": [
+                        _param("start", schema={"type": "string", "format": "date-time"}),
+                        _param("end", schema={"type": "string", "format": "date-time"}),
+                        _param("last", schema={"type": "integer", "minimum": 1, "maximum": MAX_LAST_WINDOWS}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Window"}}
+                                }
+                            },
+                        },
+                        "400": _ERR,
+                    },
+                }
+            },
+            "/api/live/summary": {
+                "get": {
+                    "summary": "The newest window, stored totals and the UTC day so far (`today`)",
+                    "responses": {"200": _json("Summary")},
+                }
+            },
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
         },
-        "components": {"schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
-            "Recent": {"type": "object", "properties": {
-                "data": {"type": "object", "properties": {k: {"type": "integer"} for k in _PERIODS.values()}},
-                "package": {"type": "string"}, "type": {"type": "string", "enum": ["recent_downloads"]}}},
-            "Series": {"type": "object", "properties": {
-                "data": {"type": "array", "items": {"type": "object", "properties": {
-                    "category": {"type": "string"}, "date": {"type": "string", "format": "date"}, "downloads": {"type": "integer"}}}},
-                "package": {"type": "string"}, "type": {"type": "string"}}},
-            "Countries": {"type": "object", "properties": {
-                "data": {"type": "array", "items": {"type": "object", "properties": {
-                    "country": {"type": "string"}, "downloads": {"type": "integer"}}}},
-                "package": {"type": "string", "nullable": True}, "start_date": {"type": "string"}, "end_date": {"type": "string"},
-                "type": {"type": "string"}}},
-            "CountryTop": {"type": "object", "properties": {
-                "data": {"type": "array", "items": {"type": "object", "properties": {
-                    "project": {"type": "string"}, "downloads": {"type": "integer"}}}},
-                "country": {"type": "string"}, "start_date": {"type": "string"}, "end_date": {"type": "string"},
-                "type": {"type": "string"}}},
-            "Window": {"type": "object", "properties": {
-                "start": {"type": "string", "format": "date-time"}, "downloads": {"type": "integer"},
-                "unique_packages": {"type": "integer"},
-                "countries": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "top": {"type": "array", "items": {"type": "object", "properties": {
-                    "project": {"type": "string"}, "downloads": {"type": "integer"}}}}}},
-            "Summary": {"type": "object", "properties": {
-                "latest": {"$ref": "#/components/schemas/Window"}, "windows": {"type": "integer"},
-                "downloads": {"type": "integer"}, "first": {"type": "string", "nullable": True},
-                "last": {"type": "string", "nullable": True}, "watermark": {"type": "number", "nullable": True},
-                "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "today": {"$ref": "#/components/schemas/Today"}, **SUMMARY_SCHEMA}},
-        }},
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+                },
+                "Recent": {
+                    "type": "object",
+                    "properties": {
+                        "data": {"type": "object", "properties": {k: {"type": "integer"} for k in _PERIODS.values()}},
+                        "package": {"type": "string"},
+                        "type": {"type": "string", "enum": ["recent_downloads"]},
+                    },
+                },
+                "Series": {
+                    "type": "object",
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "category": {"type": "string"},
+                                    "date": {"type": "string", "format": "date"},
+                                    "downloads": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "package": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                },
+                "Countries": {
+                    "type": "object",
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"country": {"type": "string"}, "downloads": {"type": "integer"}},
+                            },
+                        },
+                        "package": {"type": "string", "nullable": True},
+                        "start_date": {"type": "string"},
+                        "end_date": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                },
+                "CountryTop": {
+                    "type": "object",
+                    "properties": {
+                        "data": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
+                            },
+                        },
+                        "country": {"type": "string"},
+                        "start_date": {"type": "string"},
+                        "end_date": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                },
+                "Window": {
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "string", "format": "date-time"},
+                        "downloads": {"type": "integer"},
+                        "unique_packages": {"type": "integer"},
+                        "countries": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "top": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
+                            },
+                        },
+                    },
+                },
+                "Summary": {
+                    "type": "object",
+                    "properties": {
+                        "latest": {"$ref": "#/components/schemas/Window"},
+                        "windows": {"type": "integer"},
+                        "downloads": {"type": "integer"},
+                        "first": {"type": "string", "nullable": True},
+                        "last": {"type": "string", "nullable": True},
+                        "watermark": {"type": "number", "nullable": True},
+                        "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "today": {"$ref": "#/components/schemas/Today"},
+                        **SUMMARY_SCHEMA,
+                    },
+                },
+            }
+        },
     }

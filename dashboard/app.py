@@ -30,29 +30,60 @@ from pypi_pulse.sink.read_pool import ReadPool
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
-TABS = {"live": "Live", "countries": "Countries", "daily": "Daily pattern", "trends": "Package trends",
-        "categories": "Categories", "trending": "Trending"}
+TABS = {
+    "live": "Live",
+    "countries": "Countries",
+    "daily": "Daily pattern",
+    "trends": "Package trends",
+    "categories": "Categories",
+    "trending": "Trending",
+}
 
 
 def _layout() -> html.Div:
     user = getattr(g, "user", None) or ""
-    navbar = dbc.Navbar(dbc.Container([
-        dbc.NavbarBrand("pypi-pulse", className="fw-bold text-body"),
-        html.Div(id="live-status", className="me-auto ms-2"),
-        dbc.Switch(id="theme-dark", label="Dark", value=False, persistence=True, className="mb-0 me-3"),
-        html.Span(user, id="signed-in-user", className="text-body-secondary me-3 small"),
-        html.Form([dcc.Input(type="hidden", name=CSRF_FIELD, value=csrf_token(), id="logout-csrf"),
-                   html.Button("Sign out", id="logout", type="submit", className="btn btn-outline-secondary btn-sm")],
-                  method="POST", action="/logout", className="mb-0"),
-    ], fluid=True), className="border-bottom mb-3 bg-body-tertiary")
-    return html.Div([
-        dcc.Store(id="theme", data="light"),
-        navbar,
-        dbc.Container([
-            dbc.Tabs([dbc.Tab(label=v, tab_id=k, id=f"tab-{k}") for k, v in TABS.items()], id="tabs", active_tab="live", className="mb-3"),
-            html.Div(id="tab-content"),
-        ], fluid=True, style={"maxWidth": "1600px"}),
-    ])
+    navbar = dbc.Navbar(
+        dbc.Container(
+            [
+                dbc.NavbarBrand("pypi-pulse", className="fw-bold text-body"),
+                html.Div(id="live-status", className="me-auto ms-2"),
+                dbc.Switch(id="theme-dark", label="Dark", value=False, persistence=True, className="mb-0 me-3"),
+                html.Span(user, id="signed-in-user", className="text-body-secondary me-3 small"),
+                html.Form(
+                    [
+                        dcc.Input(type="hidden", name=CSRF_FIELD, value=csrf_token(), id="logout-csrf"),
+                        html.Button(
+                            "Sign out", id="logout", type="submit", className="btn btn-outline-secondary btn-sm"
+                        ),
+                    ],
+                    method="POST",
+                    action="/logout",
+                    className="mb-0",
+                ),
+            ],
+            fluid=True,
+        ),
+        className="border-bottom mb-3 bg-body-tertiary",
+    )
+    return html.Div(
+        [
+            dcc.Store(id="theme", data="light"),
+            navbar,
+            dbc.Container(
+                [
+                    dbc.Tabs(
+                        [dbc.Tab(label=v, tab_id=k, id=f"tab-{k}") for k, v in TABS.items()],
+                        id="tabs",
+                        active_tab="live",
+                        className="mb-3",
+                    ),
+                    html.Div(id="tab-content"),
+                ],
+                fluid=True,
+                style={"maxWidth": "1600px"},
+            ),
+        ]
+    )
 
 
 def create_app(settings: Settings) -> dash.Dash:
@@ -61,12 +92,19 @@ def create_app(settings: Settings) -> dash.Dash:
     limits = WebLimits.from_settings(settings)
     freshness.configure(settings.live_delayed_after_seconds)
     sink_url, data_dir = settings.sink_url, settings.data_dir
-    pool = ReadPool(sink_url, max_size=settings.sink_read_connections, wait_s=settings.sink_read_wait_seconds,
-                    check_timeout_s=settings.readyz_timeout_seconds)
+    pool = ReadPool(
+        sink_url,
+        max_size=settings.sink_read_connections,
+        wait_s=settings.sink_read_wait_seconds,
+        check_timeout_s=settings.readyz_timeout_seconds,
+    )
     app = dash.Dash(
-        __name__, title="pypi-pulse", update_title=None,  # type: ignore[arg-type]  # None turns the tab-title update off (Dash's docs)
+        __name__,
+        title="pypi-pulse",
+        update_title=None,  # type: ignore[arg-type]  # None turns the tab-title update off (Dash's docs)
         suppress_callback_exceptions=True,
-        assets_folder=str(Path(__file__).parent / "assets"), serve_locally=True,
+        assets_folder=str(Path(__file__).parent / "assets"),
+        serve_locally=True,
     )
     server = app.server
     server.config["PYPI_PULSE_LIMITS"] = limits
@@ -74,8 +112,9 @@ def create_app(settings: Settings) -> dash.Dash:
     app.server.config["PYPI_PULSE_USERS"] = store
     install_hardening(server, limits)
     install_probes(server, pool)
-    install_auth(server, store, data_dir, public_api=settings.public_api, secure_cookies=settings.secure_cookies,
-                 limits=limits)
+    install_auth(
+        server, store, data_dir, public_api=settings.public_api, secure_cookies=settings.secure_cookies, limits=limits
+    )
     ctx = DashContext.for_sink(sink_url, limits, opener=pool.opener)
     app.server.config["PYPI_PULSE_CONTEXT"] = ctx
     app.server.config["PYPI_PULSE_READ_POOL"] = pool
@@ -105,7 +144,8 @@ def create_app(settings: Settings) -> dash.Dash:
             document.documentElement.setAttribute('data-bs-theme', theme);
             return theme;
         }""",
-        Output("theme", "data"), Input("theme-dark", "value"),
+        Output("theme", "data"),
+        Input("theme-dark", "value"),
     )
     live.register(app, ctx)
     countries_tab.register(app, ctx)

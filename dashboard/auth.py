@@ -128,9 +128,16 @@ def _csrf_ok() -> bool:
     return isinstance(kept, str) and len(kept) >= 32 and hmac.compare_digest(sent.encode(), kept.encode())
 
 
-def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api: bool = False,
-                 secure_cookies: bool = False, throttle: SignInThrottle | None = None,
-                 limits: WebLimits | None = None) -> SignInThrottle:
+def install_auth(
+    server: Flask,
+    store: UserStore,
+    data_dir: Path,
+    *,
+    public_api: bool = False,
+    secure_cookies: bool = False,
+    throttle: SignInThrottle | None = None,
+    limits: WebLimits | None = None,
+) -> SignInThrottle:
     limits = limits or WebLimits.defaults()
     throttle = throttle or SignInThrottle(Path(data_dir) / THROTTLE_FILE, claim_s=limits.signin_claim_seconds)
     checks = PasswordChecks(store.verify_password, limits.signin_checks, limits.signin_wait_seconds)
@@ -145,10 +152,17 @@ def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api:
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
     )
 
-    def page(message: str = "", level: str = "danger", status: int = 200, username: str = "", nxt: str = "/",
-             retry_after: float = 0.0):
-        html = render_template_string(_LOGIN_PAGE, message=message, level=level, username=username, next=nxt,
-                                      csrf=csrf_token())
+    def page(
+        message: str = "",
+        level: str = "danger",
+        status: int = 200,
+        username: str = "",
+        nxt: str = "/",
+        retry_after: float = 0.0,
+    ):
+        html = render_template_string(
+            _LOGIN_PAGE, message=message, level=level, username=username, next=nxt, csrf=csrf_token()
+        )
         headers = {"Cache-Control": "no-store"}
         if retry_after > 0:
             headers["Retry-After"] = str(int(retry_after) + 1)
@@ -163,20 +177,34 @@ def install_auth(server: Flask, store: UserStore, data_dir: Path, *, public_api:
         nxt = _safe_next(request.form.get("next", "/"))
         if not _csrf_ok():
             log.warning("sign-in without a valid CSRF token", client=_client())
-            return page("The sign-in form expired or did not come from this site: sign in again.", status=400,
-                        username=name, nxt=nxt)
+            return page(
+                "The sign-in form expired or did not come from this site: sign in again.",
+                status=400,
+                username=name,
+                nxt=nxt,
+            )
         wait = throttle.begin(_client(), name)
         if wait > 0:
             log.warning("sign-in throttled", user=name, client=_client(), wait_s=round(wait, 1))
-            return page(f"Too many sign-in attempts. Try again in {int(wait) + 1} s.", status=429, username=name,
-                        nxt=nxt, retry_after=wait)
+            return page(
+                f"Too many sign-in attempts. Try again in {int(wait) + 1} s.",
+                status=429,
+                username=name,
+                nxt=nxt,
+                retry_after=wait,
+            )
         ok = None
         try:
             ok = checks.check(name, password, _client())
         except Busy as exc:
             log.warning("sign-in refused: server busy", user=name, client=_client(), reason=str(exc))
-            return page("The server is busy checking other sign-ins. Try again in a few seconds.", status=503,
-                        username=name, nxt=nxt, retry_after=checks.wait_s)
+            return page(
+                "The server is busy checking other sign-ins. Try again in a few seconds.",
+                status=503,
+                username=name,
+                nxt=nxt,
+                retry_after=checks.wait_s,
+            )
         finally:
             throttle.end(_client(), name, ok)
         if not ok:

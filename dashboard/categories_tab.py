@@ -37,30 +37,72 @@ def layout(ctx: DashContext) -> html.Div:
         return dbc.Alert(NO_HISTORY + " " + NO_DATA.split(":", 1)[1], color="info", id="categories-empty")
     first, last, start, end = period
     cats = categories()
-    return html.Div([
-        dbc.Row([
-            dbc.Col([html.Label("Period", className="form-label small"),
-                     dcc.DatePickerRange(id="categories-dates", min_date_allowed=first, max_date_allowed=last,
-                                         start_date=start, end_date=end, display_format="YYYY-MM-DD")], md="auto"),
-            dbc.Col([html.Label("Country", className="form-label small"),
-                     dcc.Dropdown(id="categories-country", options=COUNTRY_OPTIONS, value=DEFAULT_COUNTRY,
-                                  clearable=False)], md=3),
-            dbc.Col([html.Label("Category", className="form-label small"),
-                     dcc.Dropdown(id="categories-category", options=[{"label": c, "value": c} for c in cats],
-                                  value=DEFAULT_CATEGORY if DEFAULT_CATEGORY in cats else cats[0], clearable=False)],
-                    md=3),
-        ], className="mb-3 g-3", align="end"),
-        dcc.Graph(id="categories-share", config=GRAPH_CONFIG, style={"height": "440px"}),
-        dbc.Row([
-            dbc.Col(dcc.Graph(id="categories-country-mix", config=GRAPH_CONFIG, style={"height": "460px"}), lg=7),
-            dbc.Col(dcc.Graph(id="categories-top", config=GRAPH_CONFIG, style={"height": "460px"}), lg=5),
-        ], className="mt-3"),
-        html.Div([html.Span("Categories come from a hand-made map of well-known packages shipped with pypi-pulse "),
-                  html.Code("pypi_pulse/data/categories.csv"),
-                  html.Span(" (docs/categories.md); country figures leave out packages whose country detail the sink "
-                            "folded (their daily downloads under the fold threshold).")],
-                 className="small text-body-secondary mt-2"),
-    ])
+    return html.Div(
+        [
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            html.Label("Period", className="form-label small"),
+                            dcc.DatePickerRange(
+                                id="categories-dates",
+                                min_date_allowed=first,
+                                max_date_allowed=last,
+                                start_date=start,
+                                end_date=end,
+                                display_format="YYYY-MM-DD",
+                            ),
+                        ],
+                        md="auto",
+                    ),
+                    dbc.Col(
+                        [
+                            html.Label("Country", className="form-label small"),
+                            dcc.Dropdown(
+                                id="categories-country", options=COUNTRY_OPTIONS, value=DEFAULT_COUNTRY, clearable=False
+                            ),
+                        ],
+                        md=3,
+                    ),
+                    dbc.Col(
+                        [
+                            html.Label("Category", className="form-label small"),
+                            dcc.Dropdown(
+                                id="categories-category",
+                                options=[{"label": c, "value": c} for c in cats],
+                                value=DEFAULT_CATEGORY if DEFAULT_CATEGORY in cats else cats[0],
+                                clearable=False,
+                            ),
+                        ],
+                        md=3,
+                    ),
+                ],
+                className="mb-3 g-3",
+                align="end",
+            ),
+            dcc.Graph(id="categories-share", config=GRAPH_CONFIG, style={"height": "440px"}),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dcc.Graph(id="categories-country-mix", config=GRAPH_CONFIG, style={"height": "460px"}), lg=7
+                    ),
+                    dbc.Col(dcc.Graph(id="categories-top", config=GRAPH_CONFIG, style={"height": "460px"}), lg=5),
+                ],
+                className="mt-3",
+            ),
+            html.Div(
+                [
+                    html.Span("Categories come from a hand-made map of well-known packages shipped with pypi-pulse "),
+                    html.Code("pypi_pulse/data/categories.csv"),
+                    html.Span(
+                        " (docs/categories.md); country figures leave out packages whose country detail the sink "
+                        "folded (their daily downloads under the fold threshold)."
+                    ),
+                ],
+                className="small text-body-secondary mt-2",
+            ),
+        ]
+    )
 
 
 def share_figure(ctx: DashContext, start: str, end: str, theme: str) -> dict:
@@ -74,9 +116,19 @@ def share_figure(ctx: DashContext, start: str, end: str, theme: str) -> dict:
     if not any(totals.values()):
         return figures.empty("None of the categorised packages has downloads in this period.", theme, title)
     order = sorted(per, key=lambda c: (-sum(per[c].values()), c))
-    series = [(c, [100 * per[c].get(d, 0) / totals[d] if totals[d] else None for d in days],
-               {"stackgroup": "one", "line": {"width": 0.5}, "customdata": [per[c].get(d, 0) for d in days],
-                "hovertemplate": f"{c}: %{{y:.1f}}% (%{{customdata:,}})<extra></extra>"}) for c in order]
+    series = [
+        (
+            c,
+            [100 * per[c].get(d, 0) / totals[d] if totals[d] else None for d in days],
+            {
+                "stackgroup": "one",
+                "line": {"width": 0.5},
+                "customdata": [per[c].get(d, 0) for d in days],
+                "hovertemplate": f"{c}: %{{y:.1f}}% (%{{customdata:,}})<extra></extra>",
+            },
+        )
+        for c in order
+    ]
     return figures.lines(days, series, theme, title, "% of categorised downloads", uirevision="category-share")
 
 
@@ -111,16 +163,37 @@ def country_mix_figure(ctx: DashContext, country: Optional[str], start: str, end
     rows = country_mix(per, country)
     cats = [r[0] for r in rows]
     ratio = [r[1] / r[2] if r[2] else None for r in rows]
-    mine = {"type": "bar", "name": name(country), "x": cats, "y": [r[1] for r in rows],
-            "customdata": [[r[3], q] for r, q in zip(rows, ratio)], "marker": {"color": figures.COLORWAY[0]},
-            "hovertemplate": "%{x}: %{y:.2f}% of " + name(country) + "'s categorised downloads (%{customdata[0]:,}), "
-                             "%{customdata[1]:.2f}× the rest of the world's share<extra></extra>"}
-    rest = {"type": "bar", "name": "rest of the world", "x": cats, "y": [r[2] for r in rows],
-            "customdata": [r[4] for r in rows], "marker": {"color": figures.COLORWAY[9]},
-            "hovertemplate": "%{x}: %{y:.2f}% of the rest of the world's (%{customdata:,})<extra></extra>"}
-    return {"data": [mine, rest], "layout": figures.base_layout(
-        theme, title={"text": title}, barmode="group", yaxis={"title": {"text": "% of categorised downloads"}},
-        xaxis={"tickangle": -30}, margin={"b": 100}), "frames": []}
+    mine = {
+        "type": "bar",
+        "name": name(country),
+        "x": cats,
+        "y": [r[1] for r in rows],
+        "customdata": [[r[3], q] for r, q in zip(rows, ratio)],
+        "marker": {"color": figures.COLORWAY[0]},
+        "hovertemplate": "%{x}: %{y:.2f}% of " + name(country) + "'s categorised downloads (%{customdata[0]:,}), "
+        "%{customdata[1]:.2f}× the rest of the world's share<extra></extra>",
+    }
+    rest = {
+        "type": "bar",
+        "name": "rest of the world",
+        "x": cats,
+        "y": [r[2] for r in rows],
+        "customdata": [r[4] for r in rows],
+        "marker": {"color": figures.COLORWAY[9]},
+        "hovertemplate": "%{x}: %{y:.2f}% of the rest of the world's (%{customdata:,})<extra></extra>",
+    }
+    return {
+        "data": [mine, rest],
+        "layout": figures.base_layout(
+            theme,
+            title={"text": title},
+            barmode="group",
+            yaxis={"title": {"text": "% of categorised downloads"}},
+            xaxis={"tickangle": -30},
+            margin={"b": 100},
+        ),
+        "frames": [],
+    }
 
 
 def top_figure(ctx: DashContext, category: Optional[str], start: str, end: str, theme: str) -> dict:
@@ -134,30 +207,52 @@ def top_figure(ctx: DashContext, category: Optional[str], start: str, end: str, 
     if not rows:
         return figures.empty(f"No downloads of {category} packages in this period.", theme, title)
     rows = list(reversed(rows))
-    trace = {"type": "bar", "orientation": "h", "y": [p for p, _ in rows], "x": [n for _, n in rows],
-             "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>", "marker": {"color": figures.COLORWAY[2]}}
-    return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title},
-                                                          margin={"l": 140, "r": 20, "t": 50, "b": 40}),
-            "frames": []}
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "y": [p for p, _ in rows],
+        "x": [n for _, n in rows],
+        "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>",
+        "marker": {"color": figures.COLORWAY[2]},
+    }
+    return {
+        "data": [trace],
+        "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 140, "r": 20, "t": 50, "b": 40}),
+        "frames": [],
+    }
 
 
 def register(app, ctx: DashContext) -> None:
     known = COUNTRY_CODES | {UNKNOWN}
 
-    @app.callback(Output("categories-share", "figure"), Input("categories-dates", "start_date"),
-                  Input("categories-dates", "end_date"), Input("theme", "data"))
+    @app.callback(
+        Output("categories-share", "figure"),
+        Input("categories-dates", "start_date"),
+        Input("categories-dates", "end_date"),
+        Input("theme", "data"),
+    )
     def update_share(start, end, theme):
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or share_figure(ctx, *period, inputs.theme(theme))
 
-    @app.callback(Output("categories-country-mix", "figure"), Input("categories-country", "value"),
-                  Input("categories-dates", "start_date"), Input("categories-dates", "end_date"), Input("theme", "data"))
+    @app.callback(
+        Output("categories-country-mix", "figure"),
+        Input("categories-country", "value"),
+        Input("categories-dates", "start_date"),
+        Input("categories-dates", "end_date"),
+        Input("theme", "data"),
+    )
     def update_mix(country, start, end, theme):
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or country_mix_figure(ctx, inputs.choice(country, known), *period, inputs.theme(theme))
 
-    @app.callback(Output("categories-top", "figure"), Input("categories-category", "value"),
-                  Input("categories-dates", "start_date"), Input("categories-dates", "end_date"), Input("theme", "data"))
+    @app.callback(
+        Output("categories-top", "figure"),
+        Input("categories-category", "value"),
+        Input("categories-dates", "start_date"),
+        Input("categories-dates", "end_date"),
+        Input("theme", "data"),
+    )
     def update_top(category, start, end, theme):
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or top_figure(ctx, inputs.choice(category, categories()), *period, inputs.theme(theme))

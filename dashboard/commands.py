@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,14 +26,21 @@ def before_up(settings) -> None:
         return
     password = generate_password()
     store.add(FIRST_USER, password)
-    err.print(f"dashboard: created user [bold]{FIRST_USER}[/] with password [bold]{password}[/] "
-              f"(shown only now; manage users with `pypi-pulse users`)", highlight=False,
-              soft_wrap=True)  # off a terminal rich would wrap at 80 columns, mid-sentence in a log file
+    err.print(
+        f"dashboard: created user [bold]{FIRST_USER}[/] with password [bold]{password}[/] "
+        f"(shown only now; manage users with `pypi-pulse users`)",
+        highlight=False,
+        soft_wrap=True,
+    )  # off a terminal rich would wrap at 80 columns, mid-sentence in a log file
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (also PYPI_PULSE_CONFIG).")]
-SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory of the users file and session secret.")]
+SinkOpt = Annotated[
+    Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")
+]
+DataDirOpt = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Directory of the users file and session secret.")
+]
 LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
 
 
@@ -54,7 +62,9 @@ def _check_port_free(host: str, port: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
     except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or stop what uses it") from None
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or stop what uses it"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -63,38 +73,69 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
         port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8050).")] = None,
-        public_api: Annotated[bool, typer.Option("--public-api", help="Let anyone read GET /api/... without signing in.")] = False,
-        secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Send the session cookie over HTTPS only (behind a TLS proxy).")] = False,
-        workers: Annotated[Optional[int], typer.Option("--workers", help="Server processes (gunicorn; default 2).")] = None,
-        threads: Annotated[Optional[int], typer.Option("--threads", help="Request threads per server process (default 4).")] = None,
-        sink: SinkOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None, log_level: LogOpt = None,
+        public_api: Annotated[
+            bool, typer.Option("--public-api", help="Let anyone read GET /api/... without signing in.")
+        ] = False,
+        secure_cookies: Annotated[
+            bool, typer.Option("--secure-cookies", help="Send the session cookie over HTTPS only (behind a TLS proxy).")
+        ] = False,
+        workers: Annotated[
+            Optional[int], typer.Option("--workers", help="Server processes (gunicorn; default 2).")
+        ] = None,
+        threads: Annotated[
+            Optional[int], typer.Option("--threads", help="Request threads per server process (default 4).")
+        ] = None,
+        sink: SinkOpt = None,
+        config: ConfigOpt = None,
+        data_dir: DataDirOpt = None,
+        log_level: LogOpt = None,
     ) -> None:
         """Serve the dashboard and the JSON API (sign-in required) until Ctrl-C."""
         from pypi_pulse.dashboard import server
         from pypi_pulse.dashboard.users import UserStore
 
-        s = settings(config, host=host, port=port, sink=sink, data_dir=data_dir, log_level=log_level,
-                     public_api=public_api or None, secure_cookies=secure_cookies or None, serve_workers=workers,
-                     serve_threads=threads)
+        s = settings(
+            config,
+            host=host,
+            port=port,
+            sink=sink,
+            data_dir=data_dir,
+            log_level=log_level,
+            public_api=public_api or None,
+            secure_cookies=secure_cookies or None,
+            serve_workers=workers,
+            serve_threads=threads,
+        )
         from pypi_pulse.preflight import check_sink_for_reading
 
         check_sink_for_reading(s.sink_url)  # else it would start, and answer every request with a 500
         server.server_name(s)  # neither server installed: said now, in one line
         if not UserStore(s.data_dir).names():
-            err.print(f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
-                      "`pypi-pulse users add NAME --password-stdin`", highlight=False, soft_wrap=True)
+            err.print(
+                f"[yellow]warning:[/] no dashboard users in {s.data_dir}: add one with "
+                "`pypi-pulse users add NAME --password-stdin`",
+                highlight=False,
+                soft_wrap=True,
+            )
         _check_port_free(s.host, s.port)
 
         def ready(name: str) -> None:
-            shape = (f"{s.serve_workers} workers x {s.serve_threads} threads" if name == "gunicorn"
-                     else f"{s.serve_threads} threads")
-            err.print(f"dashboard: http://{s.host}:{s.port} (sink {s.sink_url}; {name}, {shape}; Ctrl-C stops it)",
-                      highlight=False, soft_wrap=True)
+            shape = (
+                f"{s.serve_workers} workers x {s.serve_threads} threads"
+                if name == "gunicorn"
+                else f"{s.serve_threads} threads"
+            )
+            err.print(
+                f"dashboard: http://{s.host}:{s.port} (sink {s.sink_url}; {name}, {shape}; Ctrl-C stops it)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
         server.run(s, ready)
 
-    users = typer.Typer(help="Manage dashboard accounts (stored as argon2 hashes in DATA_DIR/users.json).",
-                        no_args_is_help=True)
+    users = typer.Typer(
+        help="Manage dashboard accounts (stored as argon2 hashes in DATA_DIR/users.json).", no_args_is_help=True
+    )
     app.add_typer(users, name="users")
 
     def store_for(config, data_dir):
@@ -105,23 +146,29 @@ def register(app: typer.Typer) -> None:
     @users.command("add")
     def users_add(
         name: Annotated[str, typer.Argument(help="User name.")],
-        password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin (for scripts).")] = False,
-        config: ConfigOpt = None, data_dir: DataDirOpt = None,
+        password_stdin: Annotated[
+            bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin (for scripts).")
+        ] = False,
+        config: ConfigOpt = None,
+        data_dir: DataDirOpt = None,
     ) -> None:
         """Add a user; asks for the password twice unless --password-stdin."""
         store = store_for(config, data_dir)
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
             if not password:
-                raise UserError("no password on stdin: pipe one in, e.g. `echo \"$PASS\" | pypi-pulse users add NAME --password-stdin`")
+                raise UserError(
+                    'no password on stdin: pipe one in, e.g. `echo "$PASS" | pypi-pulse users add NAME --password-stdin`'
+                )
         else:
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
         store.add(name, password)
         err.print(f"user {name} added")
 
     @users.command("remove")
-    def users_remove(name: Annotated[str, typer.Argument(help="User name.")],
-                     config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    def users_remove(
+        name: Annotated[str, typer.Argument(help="User name.")], config: ConfigOpt = None, data_dir: DataDirOpt = None
+    ) -> None:
         """Remove a user; their sessions and API tokens stop working at once."""
         store_for(config, data_dir).remove(name)
         err.print(f"user {name} removed")
@@ -129,7 +176,7 @@ def register(app: typer.Typer) -> None:
     @users.command("list")
     def users_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         """List users (never passwords)."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         rows = store_for(config, data_dir).describe()
         if not rows:
@@ -137,13 +184,14 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("user", "created (UTC)", "API tokens")
         for r in rows:
-            created = datetime.fromtimestamp(r["created"], timezone.utc).strftime("%Y-%m-%d %H:%M") if r["created"] else "-"
+            created = datetime.fromtimestamp(r["created"], UTC).strftime("%Y-%m-%d %H:%M") if r["created"] else "-"
             table.add_row(r["name"], created, str(r["tokens"]))
         Console().print(table)
 
     @users.command("token")
-    def users_token(name: Annotated[str, typer.Argument(help="User name.")],
-                    config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    def users_token(
+        name: Annotated[str, typer.Argument(help="User name.")], config: ConfigOpt = None, data_dir: DataDirOpt = None
+    ) -> None:
         """Create an API token for scripts (send it as `Authorization: Bearer TOKEN`); it is printed only once."""
         token = store_for(config, data_dir).new_token(name)
         print(token)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.limits import WebLimits
@@ -13,10 +14,14 @@ from pypi_pulse.dashboard.reader import SinkReader
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.base import Sink, open_sink
 
-NO_DATA = ("No data yet: start the pipeline with `pypi-pulse up` (or load history with "
-           "`pypi-pulse run --source file:EXPORT --until-drained`); this page fills in by itself.")
-NO_HISTORY = ("No daily history yet: rollups appear once the stream has run past the lateness horizon "
-              "(10 minutes by default), or after `pypi-pulse run --source file:EXPORT --until-drained`.")
+NO_DATA = (
+    "No data yet: start the pipeline with `pypi-pulse up` (or load history with "
+    "`pypi-pulse run --source file:EXPORT --until-drained`); this page fills in by itself."
+)
+NO_HISTORY = (
+    "No daily history yet: rollups appear once the stream has run past the lateness horizon "
+    "(10 minutes by default), or after `pypi-pulse run --source file:EXPORT --until-drained`."
+)
 
 
 @dataclass
@@ -28,11 +33,12 @@ class DashContext:
     history_cache: PeriodCache = field(default_factory=lambda: PeriodCache(30.0))
 
     @classmethod
-    def for_sink(cls, url: str, limits: WebLimits, opener: Callable[..., Sink] = open_sink) -> "DashContext":
+    def for_sink(cls, url: str, limits: WebLimits, opener: Callable[..., Sink] = open_sink) -> DashContext:
         # two connections: a slow history query never holds up the once-per-second Live refresh
         reader = SinkReader(url, opener)
-        ctx = cls(reader, LiveFeed(SinkReader(url, opener)), PackageIndex(lambda: ctx.query(queries.package_names)),
-                  limits)
+        ctx = cls(
+            reader, LiveFeed(SinkReader(url, opener)), PackageIndex(lambda: ctx.query(queries.package_names)), limits
+        )
         return ctx
 
     def default_packages(self, n: int = 2) -> list[str]:

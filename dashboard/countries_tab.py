@@ -7,7 +7,8 @@ import datetime as dt
 from typing import Optional
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, ctx as callback_ctx, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
+from dash import ctx as callback_ctx
 
 from pypi_pulse.countries import ALPHA2_OF_ALPHA3, UNKNOWN, name
 from pypi_pulse.dashboard import figures, inputs
@@ -46,30 +47,78 @@ def layout(ctx: DashContext) -> html.Div:
     countries = ctx.history("countries", queries.countries, start, end, None)
     country = next((c for c, _ in countries if c != UNKNOWN), None)
     picker = lambda cid, value, placeholder: dcc.Dropdown(  # noqa: E731
-        id=cid, options=[{"label": value, "value": value}] if value else [], value=value, placeholder=placeholder,
-        clearable=True)
-    return html.Div([
-        dbc.Row([
-            dbc.Col([html.Label("Period", className="form-label small"),
-                     dcc.DatePickerRange(id="countries-dates", min_date_allowed=first, max_date_allowed=last,
-                                         start_date=start, end_date=end, display_format="YYYY-MM-DD")], md="auto"),
-            dbc.Col([html.Label("Package (empty: all packages)", className="form-label small"),
-                     picker("countries-package", None, "Type to search packages…")], md=4),
-            dbc.Col([html.Label("Country", className="form-label small"),
-                     dcc.Dropdown(id="countries-country", options=COUNTRY_OPTIONS, value=country, clearable=False)], md=3),
-        ], className="mb-3 g-3", align="end"),
-        dbc.Row([
-            dbc.Col(dcc.Graph(id="countries-map", config=MAP_CONFIG, style={"height": "420px"}), lg=8),
-            dbc.Col(dcc.Graph(id="countries-top5", config=GRAPH_CONFIG, style={"height": "420px"}), lg=4),
-        ]),
-        dbc.Row([
-            dbc.Col([html.Label("Compare package", className="form-label small"),
-                     picker("scatter-a", a, "Package on the x axis…")], md=4),
-            dbc.Col([html.Label("with package", className="form-label small"),
-                     picker("scatter-b", b, "Package on the y axis…")], md=4),
-        ], className="mt-3 g-3"),
-        dcc.Graph(id="countries-scatter", config=GRAPH_CONFIG, style={"height": "420px"}),
-    ])
+        id=cid,
+        options=[{"label": value, "value": value}] if value else [],
+        value=value,
+        placeholder=placeholder,
+        clearable=True,
+    )
+    return html.Div(
+        [
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            html.Label("Period", className="form-label small"),
+                            dcc.DatePickerRange(
+                                id="countries-dates",
+                                min_date_allowed=first,
+                                max_date_allowed=last,
+                                start_date=start,
+                                end_date=end,
+                                display_format="YYYY-MM-DD",
+                            ),
+                        ],
+                        md="auto",
+                    ),
+                    dbc.Col(
+                        [
+                            html.Label("Package (empty: all packages)", className="form-label small"),
+                            picker("countries-package", None, "Type to search packages…"),
+                        ],
+                        md=4,
+                    ),
+                    dbc.Col(
+                        [
+                            html.Label("Country", className="form-label small"),
+                            dcc.Dropdown(
+                                id="countries-country", options=COUNTRY_OPTIONS, value=country, clearable=False
+                            ),
+                        ],
+                        md=3,
+                    ),
+                ],
+                className="mb-3 g-3",
+                align="end",
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(dcc.Graph(id="countries-map", config=MAP_CONFIG, style={"height": "420px"}), lg=8),
+                    dbc.Col(dcc.Graph(id="countries-top5", config=GRAPH_CONFIG, style={"height": "420px"}), lg=4),
+                ]
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            html.Label("Compare package", className="form-label small"),
+                            picker("scatter-a", a, "Package on the x axis…"),
+                        ],
+                        md=4,
+                    ),
+                    dbc.Col(
+                        [
+                            html.Label("with package", className="form-label small"),
+                            picker("scatter-b", b, "Package on the y axis…"),
+                        ],
+                        md=4,
+                    ),
+                ],
+                className="mt-3 g-3",
+            ),
+            dcc.Graph(id="countries-scatter", config=GRAPH_CONFIG, style={"height": "420px"}),
+        ]
+    )
 
 
 def map_figure(ctx: DashContext, start: str, end: str, package: Optional[str], theme: str) -> dict:
@@ -80,7 +129,9 @@ def map_figure(ctx: DashContext, start: str, end: str, package: Optional[str], t
     except NoData:
         return figures.empty(NO_DATA, theme, title)
     if not rows:
-        return figures.empty(f"No downloads of {what} in this period: pick a wider period or another package.", theme, title)
+        return figures.empty(
+            f"No downloads of {what} in this period: pick a wider period or another package.", theme, title
+        )
     hover = None
     if package is None:
         tops = ctx.history("all_country_tops", all_country_tops, start, end, HOVER_TOP)
@@ -107,10 +158,19 @@ def top5_figure(ctx: DashContext, country: Optional[str], start: str, end: str, 
     if not rows:
         return figures.empty(f"No downloads from {name(country)} in this period.", theme, title)
     rows = list(reversed(rows))
-    trace = {"type": "bar", "orientation": "h", "y": [p for p, _ in rows], "x": [n for _, n in rows],
-             "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>", "marker": {"color": figures.COLORWAY[0]}}
-    return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 120, "r": 20, "t": 40, "b": 40}),
-            "frames": []}
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "y": [p for p, _ in rows],
+        "x": [n for _, n in rows],
+        "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>",
+        "marker": {"color": figures.COLORWAY[0]},
+    }
+    return {
+        "data": [trace],
+        "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 120, "r": 20, "t": 40, "b": 40}),
+        "frames": [],
+    }
 
 
 def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: str, end: str, theme: str) -> dict:
@@ -122,18 +182,31 @@ def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: 
         rb = dict(ctx.history("countries", queries.countries, start, end, b))
     except NoData:
         return figures.empty(NO_DATA, theme, title)
-    common = sorted((c for c in ra.keys() & rb.keys() if c != UNKNOWN and ra[c] > 0 and rb[c] > 0),
-                    key=lambda c: -ra[c])
+    common = sorted(
+        (c for c in ra.keys() & rb.keys() if c != UNKNOWN and ra[c] > 0 and rb[c] > 0), key=lambda c: -ra[c]
+    )
     if not common:
         return figures.empty(f"{a} and {b} share no country in this period.", theme, title)
-    trace = {"type": "scatter", "mode": "markers", "x": [ra[c] for c in common], "y": [rb[c] for c in common],
-             "text": [name(c) for c in common], "customdata": common,
-             "marker": {"size": 9, "color": figures.COLORWAY[1], "opacity": 0.8},
-             "hovertemplate": "%{text}<br>" + a + ": %{x:,}<br>" + b + ": %{y:,}<extra></extra>"}
-    return {"data": [trace], "layout": figures.base_layout(theme, title={"text": title},
-                                                          xaxis=figures.log_axis(theme, f"{a} downloads"),
-                                                          yaxis=figures.log_axis(theme, f"{b} downloads")),
-            "frames": []}
+    trace = {
+        "type": "scatter",
+        "mode": "markers",
+        "x": [ra[c] for c in common],
+        "y": [rb[c] for c in common],
+        "text": [name(c) for c in common],
+        "customdata": common,
+        "marker": {"size": 9, "color": figures.COLORWAY[1], "opacity": 0.8},
+        "hovertemplate": "%{text}<br>" + a + ": %{x:,}<br>" + b + ": %{y:,}<extra></extra>",
+    }
+    return {
+        "data": [trace],
+        "layout": figures.base_layout(
+            theme,
+            title={"text": title},
+            xaxis=figures.log_axis(theme, f"{a} downloads"),
+            yaxis=figures.log_axis(theme, f"{b} downloads"),
+        ),
+        "frames": [],
+    }
 
 
 def search_options(ctx: DashContext, search: object, current: object) -> list[dict]:
@@ -166,11 +239,17 @@ def register(app, ctx: DashContext) -> None:
         return ALPHA2_OF.get(loc) if isinstance(loc, str) else None
 
     for cid in ("countries-package", "scatter-a", "scatter-b"):
-        app.callback(Output(cid, "options"), Input(cid, "search_value"), State(cid, "value"),
-                     prevent_initial_call=True)(lambda search, value: search_options(ctx, search, value) if search else no_update)
+        app.callback(
+            Output(cid, "options"), Input(cid, "search_value"), State(cid, "value"), prevent_initial_call=True
+        )(lambda search, value: search_options(ctx, search, value) if search else no_update)
 
-    @app.callback(Output("countries-map", "figure"), Input("countries-dates", "start_date"),
-                  Input("countries-dates", "end_date"), Input("countries-package", "value"), Input("theme", "data"))
+    @app.callback(
+        Output("countries-map", "figure"),
+        Input("countries-dates", "start_date"),
+        Input("countries-dates", "end_date"),
+        Input("countries-package", "value"),
+        Input("theme", "data"),
+    )
     def update_map(start, end, chosen, theme):
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or map_figure(ctx, *period, package(chosen), inputs.theme(theme))
@@ -179,9 +258,14 @@ def register(app, ctx: DashContext) -> None:
     def pick_country(click):
         return country_at(click) or no_update
 
-    @app.callback(Output("countries-top5", "figure"), Input("countries-country", "value"),
-                  Input("countries-map", "hoverData"), Input("countries-dates", "start_date"),
-                  Input("countries-dates", "end_date"), Input("theme", "data"))
+    @app.callback(
+        Output("countries-top5", "figure"),
+        Input("countries-country", "value"),
+        Input("countries-map", "hoverData"),
+        Input("countries-dates", "start_date"),
+        Input("countries-dates", "end_date"),
+        Input("theme", "data"),
+    )
     def update_top5(country, hover, start, end, theme):
         country = inputs.choice(country, known)
         if callback_ctx.triggered_id == "countries-map":
@@ -189,8 +273,14 @@ def register(app, ctx: DashContext) -> None:
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or top5_figure(ctx, country, *period, inputs.theme(theme))
 
-    @app.callback(Output("countries-scatter", "figure"), Input("scatter-a", "value"), Input("scatter-b", "value"),
-                  Input("countries-dates", "start_date"), Input("countries-dates", "end_date"), Input("theme", "data"))
+    @app.callback(
+        Output("countries-scatter", "figure"),
+        Input("scatter-a", "value"),
+        Input("scatter-b", "value"),
+        Input("countries-dates", "start_date"),
+        Input("countries-dates", "end_date"),
+        Input("theme", "data"),
+    )
     def update_scatter(a, b, start, end, theme):
         period, empty = _period(start, end, inputs.theme(theme))
         return empty or scatter_figure(ctx, package(a), package(b), *period, inputs.theme(theme))

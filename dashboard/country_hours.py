@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from pypi_pulse.sink import daily_pattern
 from pypi_pulse.sink.daily_pattern import BLOCK_S

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import structlog
 
@@ -21,8 +22,16 @@ from pypi_pulse.sink.retry import iso, one_line
 
 log = structlog.get_logger("pypi_pulse.dashboard")
 
-_EMPTY_SUMMARY: dict[str, object] = {"latest": None, "windows": 0, "downloads": 0, "first": None, "last": None, "watermark": None,
-                  "counters": {}, "today": None}
+_EMPTY_SUMMARY: dict[str, object] = {
+    "latest": None,
+    "windows": 0,
+    "downloads": 0,
+    "first": None,
+    "last": None,
+    "watermark": None,
+    "counters": {},
+    "today": None,
+}
 
 
 def _default_delayed_after_s() -> float:
@@ -84,7 +93,9 @@ class SummaryHealth:
             with self._lock:
                 self.last, since = dict(out), None
                 if self.unavailable_since is not None:
-                    log.warning("sink.read_ok", where="api", unavailable_s=round(time.time() - self.unavailable_since, 1))
+                    log.warning(
+                        "sink.read_ok", where="api", unavailable_s=round(time.time() - self.unavailable_since, 1)
+                    )
                 self.unavailable_since = None
         newest_start = int(parse_iso(out["last"])) if out.get("last") else None
         out["sink"] = {"available": since is None, "unavailable_since": iso(since) if since is not None else None}
@@ -93,8 +104,10 @@ class SummaryHealth:
 
 
 SUMMARY_SCHEMA = {
-    "sink": {"type": "object", "properties": {"available": {"type": "boolean"},
-                                              "unavailable_since": {"type": "string", "nullable": True}}},
+    "sink": {
+        "type": "object",
+        "properties": {"available": {"type": "boolean"}, "unavailable_since": {"type": "string", "nullable": True}},
+    },
     "delayed": {"type": "boolean"},
     "behind_seconds": {"type": "number", "nullable": True},
     "delayed_since": {"type": "string", "nullable": True},

@@ -23,19 +23,21 @@ from pypi_pulse.dashboard.limits import WebLimits
 log = structlog.get_logger("pypi_pulse.dashboard.hardening")
 
 CALLBACK_PATH = "/_dash-update-component"
-CSP = "; ".join([
-    "default-src 'self'",
-    "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:",
-    "font-src 'self' data:",
-    "connect-src 'self'",
-    "worker-src 'self' blob:",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 DRAIN_FACTOR = 4  # a refused body up to this many times max_request_bytes is read to its end, a larger one cut off
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -70,9 +72,11 @@ def install_hardening(server: Flask, limits: WebLimits) -> None:
             size = response.calculate_content_length()
             if size is not None and size > limits.max_response_bytes:
                 log.warning("callback response over the cap", bytes=size, cap=limits.max_response_bytes)
-                too_big = jsonify(error=f"this view would send {size:,} bytes, over the {limits.max_response_bytes:,}"
-                                        " byte cap (max_response_bytes): ask for fewer packages, countries or days",
-                                  status=400)
+                too_big = jsonify(
+                    error=f"this view would send {size:,} bytes, over the {limits.max_response_bytes:,}"
+                    " byte cap (max_response_bytes): ask for fewer packages, countries or days",
+                    status=400,
+                )
                 too_big.status_code = 400
                 too_big.headers.update(SECURITY_HEADERS)
                 return too_big

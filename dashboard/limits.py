@@ -25,13 +25,21 @@ class WebLimits:
     signin_claim_seconds: float = 30.0  # a sign-in's claim on its address and user name lapses after this
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "WebLimits":
-        return cls(s.signin_checks, s.signin_wait_seconds, int(s.max_request_bytes), int(s.max_response_bytes),
-                   s.max_chart_series, s.max_name_chars, s.lateness_seconds, live_gap_seconds=s.live_gap_seconds,
-                   live_top_max_window_seconds=s.live_top_max_window_seconds,
-                   signin_claim_seconds=s.signin_claim_seconds)
+    def from_settings(cls, s: Settings) -> WebLimits:
+        return cls(
+            s.signin_checks,
+            s.signin_wait_seconds,
+            int(s.max_request_bytes),
+            int(s.max_response_bytes),
+            s.max_chart_series,
+            s.max_name_chars,
+            s.lateness_seconds,
+            live_gap_seconds=s.live_gap_seconds,
+            live_top_max_window_seconds=s.live_top_max_window_seconds,
+            signin_claim_seconds=s.signin_claim_seconds,
+        )
 
     @classmethod
-    def defaults(cls) -> "WebLimits":
+    def defaults(cls) -> WebLimits:
         """Defaults overridden by `PYPI_PULSE_*` variables, as `serve` without flags or config file would have them."""
         return cls.from_settings(Settings.model_validate({}))

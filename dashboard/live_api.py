@@ -12,7 +12,7 @@ JSON errors as everywhere under /api.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -45,43 +45,108 @@ def register(bp: Blueprint, open_sink_fn: Callable[[], Sink], bad: Callable[[str
         finally:
             sink.close()
         if t is None:
-            return jsonify({"window": window, "start": None, "end": None, "seconds": window, "windows": 0,
-                            "downloads": 0, "exact": True, "others_max": 0, "data": []})
+            return jsonify(
+                {
+                    "window": window,
+                    "start": None,
+                    "end": None,
+                    "seconds": window,
+                    "windows": 0,
+                    "downloads": 0,
+                    "exact": True,
+                    "others_max": 0,
+                    "data": [],
+                }
+            )
         return jsonify({"window": window, **t.to_json()})
 
 
 def openapi_paths(max_window_s: int) -> dict:
-    return {"/api/live/top": {"get": {
-        "summary": "Top packages of the newest `window` seconds, each with the range the per-second top 10s prove",
-        "description": "Each window stores its second's top 10, so a project's downloads over several seconds are "
-                       "proven only for the seconds it was listed: `downloads` is that proven figure (a lower "
-                       "bound), `downloads_max` the most it can be, `exact` whether they meet. The ranking is "
-                       "`exact` when every entry is and no project left out can have had more than the last "
-                       "(`others_max`).",
-        "parameters": [
-            {"name": "window", "in": "query", "required": False, "description": "Seconds, ending with the newest window.",
-             "schema": {"type": "integer", "minimum": 1, "maximum": max_window_s, "default": DEFAULT_WINDOW_S}},
-            {"name": "limit", "in": "query", "required": False, "description": "Places in the ranking.",
-             "schema": {"type": "integer", "minimum": 1, "maximum": TOP_N, "default": TOP_N}}],
-        "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveTop"}}}},
-            "400": {"description": "Bad parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}}
+    return {
+        "/api/live/top": {
+            "get": {
+                "summary": "Top packages of the newest `window` seconds, each with the range the per-second top 10s prove",
+                "description": "Each window stores its second's top 10, so a project's downloads over several seconds are "
+                "proven only for the seconds it was listed: `downloads` is that proven figure (a lower "
+                "bound), `downloads_max` the most it can be, `exact` whether they meet. The ranking is "
+                "`exact` when every entry is and no project left out can have had more than the last "
+                "(`others_max`).",
+                "parameters": [
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "required": False,
+                        "description": "Seconds, ending with the newest window.",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": max_window_s,
+                            "default": DEFAULT_WINDOW_S,
+                        },
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Places in the ranking.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": TOP_N, "default": TOP_N},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveTop"}}},
+                    },
+                    "400": {
+                        "description": "Bad parameter",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                },
+            }
+        }
+    }
 
 
 OPENAPI_SCHEMAS = {
-    "LiveTop": {"type": "object", "properties": {
-        "window": {"type": "integer"}, "start": {"type": "string", "format": "date-time", "nullable": True},
-        "end": {"type": "string", "format": "date-time", "nullable": True}, "seconds": {"type": "integer"},
-        "windows": {"type": "integer"}, "downloads": {"type": "integer"}, "exact": {"type": "boolean"},
-        "others_max": {"type": "integer"},
-        "data": {"type": "array", "items": {"type": "object", "properties": {
-            "project": {"type": "string"}, "downloads": {"type": "integer"}, "downloads_max": {"type": "integer"},
-            "exact": {"type": "boolean"}}}}}},
-    "Today": {"type": "object", "nullable": True, "description": (
-        "The UTC day of the newest window so far, mirrors included: the day's applied daily rollups plus the "
-        "windows of the minutes they do not cover yet, each download counted once."), "properties": {
-        "day": {"type": "string", "format": "date"}, "downloads": {"type": "integer"},
-        "from_rollups": {"type": "integer"}, "from_windows": {"type": "integer"},
-        "rollups_through": {"type": "string", "format": "date-time", "nullable": True},
-        "backfilled": {"type": "boolean"}}},
+    "LiveTop": {
+        "type": "object",
+        "properties": {
+            "window": {"type": "integer"},
+            "start": {"type": "string", "format": "date-time", "nullable": True},
+            "end": {"type": "string", "format": "date-time", "nullable": True},
+            "seconds": {"type": "integer"},
+            "windows": {"type": "integer"},
+            "downloads": {"type": "integer"},
+            "exact": {"type": "boolean"},
+            "others_max": {"type": "integer"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "project": {"type": "string"},
+                        "downloads": {"type": "integer"},
+                        "downloads_max": {"type": "integer"},
+                        "exact": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    },
+    "Today": {
+        "type": "object",
+        "nullable": True,
+        "description": (
+            "The UTC day of the newest window so far, mirrors included: the day's applied daily rollups plus the "
+            "windows of the minutes they do not cover yet, each download counted once."
+        ),
+        "properties": {
+            "day": {"type": "string", "format": "date"},
+            "downloads": {"type": "integer"},
+            "from_rollups": {"type": "integer"},
+            "from_windows": {"type": "integer"},
+            "rollups_through": {"type": "string", "format": "date-time", "nullable": True},
+            "backfilled": {"type": "boolean"},
+        },
+    },
 }

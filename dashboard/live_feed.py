@@ -20,8 +20,8 @@ from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.reader import NoData, SinkReader
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.model import WindowRow
-from pypi_pulse.sink.today import Today
 from pypi_pulse.sink.retry import one_line
+from pypi_pulse.sink.today import Today
 
 HORIZON_S = 3600
 REREAD_S = 120
@@ -182,7 +182,9 @@ class LiveFeed:
             total[unknown] = np.nan
             per = {}
             for c in countries:
-                per[c] = np.fromiter((w.countries.get(c, 0) if w else 0 for w in rows), dtype=np.float64, count=len(rows))
+                per[c] = np.fromiter(
+                    (w.countries.get(c, 0) if w else 0 for w in rows), dtype=np.float64, count=len(rows)
+                )
                 per[c][unknown] = np.nan
             return xs, total, per
 
@@ -206,8 +208,8 @@ def gaps(present: np.ndarray, gap_s: int) -> np.ndarray:
     if not len(idx):
         unknown[:] = True
         return unknown
-    unknown[:idx[0]] = True
+    unknown[: idx[0]] = True
     for a, b in zip(idx[:-1].tolist(), idx[1:].tolist()):
         if b - a - 1 > gap_s:
-            unknown[a + 1:b] = True
+            unknown[a + 1 : b] = True
     return unknown

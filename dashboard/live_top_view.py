@@ -25,8 +25,7 @@ def minute_top(ctx: DashContext) -> LiveTop | None:
     if st.newest is None:
         return None
     end = st.newest + 1
-    return ctx.live.cache.get(("minute-top", st.newest),
-                              lambda: top_of(st.windows.values(), end - MINUTE_S, end))
+    return ctx.live.cache.get(("minute-top", st.newest), lambda: top_of(st.windows.values(), end - MINUTE_S, end))
 
 
 def minute_treemap(ctx: DashContext, theme: str) -> dict:
@@ -45,6 +44,8 @@ def minute_treemap(ctx: DashContext, theme: str) -> dict:
         trace["text"] = ["" if e.exact else "≥ " for e in t.entries]
         trace["customdata"] = [[e.downloads / t.downloads if t.downloads else 0, e.downloads_max] for e in t.entries]
         trace["texttemplate"] = "<b>%{label}</b><br>%{text}%{value:,}<br>%{customdata[0]:.1%}"
-        trace["hovertemplate"] = ("%{label}: %{text}%{value:,} downloads (at most %{customdata[1]:,}), "
-                                  "%{customdata[0]:.1%} of the minute<extra></extra>")
+        trace["hovertemplate"] = (
+            "%{label}: %{text}%{value:,} downloads (at most %{customdata[1]:,}), "
+            "%{customdata[0]:.1%} of the minute<extra></extra>"
+        )
     return fig

@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import structlog
 
@@ -87,7 +88,9 @@ class PackageIndex:
                 if self._index is None:
                     self._index = NameIndex(self._load())
                     self._loaded_at = time.monotonic()
-        elif time.monotonic() - self._loaded_at > (self.refresh_s if len(self._index) else 5.0) and not self._refreshing:
+        elif (
+            time.monotonic() - self._loaded_at > (self.refresh_s if len(self._index) else 5.0) and not self._refreshing
+        ):
             self._refreshing = True
             threading.Thread(target=self._reload, name="package-index", daemon=True).start()
         return self._index

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 
@@ -44,8 +44,16 @@ class PasswordChecks:
                 running = self.running
             started = time.time()
             ok = self._verify(user, password)
-            log.info("password checked", user=user, client=client, ok=ok, running=running, pid=os.getpid(),
-                     started=started, seconds=time.time() - started)
+            log.info(
+                "password checked",
+                user=user,
+                client=client,
+                ok=ok,
+                running=running,
+                pid=os.getpid(),
+                started=started,
+                seconds=time.time() - started,
+            )
             return ok
         finally:
             with self._lock:

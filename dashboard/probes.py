@@ -13,12 +13,12 @@ from flask import Flask, jsonify
 
 from pypi_pulse.sink.read_pool import ReadPool
 
-
 WORKER_HEADER_ENV = "PULSE_TEST_WORKER_HEADER"  # tests set it to see which worker process answered each request
 
 
 def install_probes(server: Flask, pool: ReadPool) -> None:
     if os.environ.get(WORKER_HEADER_ENV):
+
         @server.after_request
         def served_by(response):
             response.headers["X-Pulse-Worker"] = str(os.getpid())

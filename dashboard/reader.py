@@ -8,8 +8,9 @@ front of it keep the number of queries independent of the number of viewers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import structlog
 

@@ -16,7 +16,7 @@ import importlib.util
 import math
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
@@ -104,8 +104,15 @@ def _run_waitress(settings: Settings, on_ready: Callable[[str], None]) -> None:
     from pypi_pulse.dashboard.app import create_app
 
     app = create_app(settings).server
-    server = create_server(app, host=settings.host, port=settings.port, threads=settings.serve_threads,
-                           ident="pypi-pulse", channel_timeout=60, clear_untrusted_proxy_headers=True)
+    server = create_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.serve_threads,
+        ident="pypi-pulse",
+        channel_timeout=60,
+        clear_untrusted_proxy_headers=True,
+    )
 
     def stop(*_):  # also when started with SIGINT ignored (a background job), and on SIGTERM
         raise KeyboardInterrupt

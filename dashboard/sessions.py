@@ -47,8 +47,10 @@ class SessionStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._db() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user TEXT NOT NULL, "
-                           "created REAL NOT NULL, expires REAL NOT NULL)")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user TEXT NOT NULL, "
+                    "created REAL NOT NULL, expires REAL NOT NULL)"
+                )
             self.path.chmod(0o600)
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open {self.path} ({exc}): check --data-dir permissions") from None
@@ -65,16 +67,21 @@ class SessionStore:
         now = self.clock()
         db = self._db()
         db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
-        db.execute("INSERT INTO sessions (id, user, created, expires) VALUES (?, ?, ?, ?)",
-                   (sid, user, now, now + self.lifetime_s))
+        db.execute(
+            "INSERT INTO sessions (id, user, created, expires) VALUES (?, ?, ?, ?)",
+            (sid, user, now, now + self.lifetime_s),
+        )
         return sid
 
     def user_of(self, sid: object) -> str | None:
         """The user of a live session id, else None (unknown, signed out, expired, or not a string)."""
         if not isinstance(sid, str) or not sid:
             return None
-        row = self._db().execute("SELECT user FROM sessions WHERE id = ? AND expires >= ?",
-                                 (sid, self.clock())).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT user FROM sessions WHERE id = ? AND expires >= ?", (sid, self.clock()))
+            .fetchone()
+        )
         return row[0] if row else None
 
     def revoke(self, sid: object) -> None:

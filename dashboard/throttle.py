@@ -22,9 +22,10 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from pypi_pulse.dashboard.sessions import connect_shared
 from pypi_pulse.errors import UserError
@@ -41,8 +42,16 @@ CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, failures INTEGER NOT N
 
 
 class SignInThrottle:
-    def __init__(self, path: Path, free_attempts: int = 3, base_delay_s: float = 1.0, max_delay_s: float = 300.0,
-                 forget_after_s: float = 900.0, claim_s: float = 30.0, clock=time.time):
+    def __init__(
+        self,
+        path: Path,
+        free_attempts: int = 3,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 300.0,
+        forget_after_s: float = 900.0,
+        claim_s: float = 30.0,
+        clock=time.time,
+    ):
         self.path = Path(path)
         self.free_attempts = free_attempts
         self.base_delay_s = base_delay_s
@@ -89,8 +98,9 @@ class SignInThrottle:
             db.execute("DELETE FROM claims WHERE expires < ?", (now,))
             if db.execute("SELECT 1 FROM claims WHERE key IN (?, ?)", (address, account)).fetchone():
                 return IN_FLIGHT_RETRY_S
-            blocked = dict(db.execute("SELECT key, blocked_until FROM records WHERE key IN (?, ?)",
-                                      (address, account)).fetchall())
+            blocked = dict(
+                db.execute("SELECT key, blocked_until FROM records WHERE key IN (?, ?)", (address, account)).fetchall()
+            )
             waits = [0.0]
             if address in blocked:  # only an address that has failed is held back by its user name's delay
                 waits += [blocked[address] - now, blocked.get(account, now) - now]
@@ -98,8 +108,10 @@ class SignInThrottle:
             if wait > 0:
                 return wait
             owner = secrets.token_hex(8)
-            db.executemany("INSERT INTO claims (key, owner, expires) VALUES (?, ?, ?)",
-                           [(address, owner, now + self.claim_s), (account, owner, now + self.claim_s)])
+            db.executemany(
+                "INSERT INTO claims (key, owner, expires) VALUES (?, ?, ?)",
+                [(address, owner, now + self.claim_s), (account, owner, now + self.claim_s)],
+            )
             self._local.owner = owner
             return 0.0
 
@@ -142,9 +154,11 @@ class SignInThrottle:
             failures, blocked_until = (row[0] + 1, row[1]) if row else (1, 0.0)
             extra = failures - self.free_attempts
             if extra >= 0:
-                blocked_until = now + min(self.max_delay_s, self.base_delay_s * 2 ** extra)
-            db.execute("INSERT OR REPLACE INTO records (key, failures, blocked_until, last) VALUES (?, ?, ?, ?)",
-                       (k, failures, blocked_until, now))
+                blocked_until = now + min(self.max_delay_s, self.base_delay_s * 2**extra)
+            db.execute(
+                "INSERT OR REPLACE INTO records (key, failures, blocked_until, last) VALUES (?, ?, ?, ?)",
+                (k, failures, blocked_until, now),
+            )
 
     @staticmethod
     def _succeeded(db: sqlite3.Connection, keys) -> None:
@@ -152,6 +166,8 @@ class SignInThrottle:
 
     def _expire(self, db: sqlite3.Connection, now: float) -> None:
         stale = "last < ? AND blocked_until <= ?"
-        if db.execute(f"SELECT 1 FROM records WHERE {stale} LIMIT 1", (now - self.forget_after_s, now)).fetchone() \
-                or db.execute("SELECT count(*) FROM records").fetchone()[0] > _MAX_RECORDS:
+        if (
+            db.execute(f"SELECT 1 FROM records WHERE {stale} LIMIT 1", (now - self.forget_after_s, now)).fetchone()
+            or db.execute("SELECT count(*) FROM records").fetchone()[0] > _MAX_RECORDS
+        ):
             db.execute(f"DELETE FROM records WHERE {stale}", (now - self.forget_after_s, now))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from flask import Blueprint, jsonify, request
 
@@ -48,8 +49,12 @@ def _limit() -> int:
 
 def trending_json(options: TrendingOptions, sink: Sink, hours: int, limit: int) -> dict:
     t = options.compute(sink, hours, limit)
-    return {"window": f"{hours}h", "start": None if t.start is None else iso_second(t.start),
-            "end": None if t.end is None else iso_second(t.end), "data": t.rows}
+    return {
+        "window": f"{hours}h",
+        "start": None if t.start is None else iso_second(t.start),
+        "end": None if t.end is None else iso_second(t.end),
+        "data": t.rows,
+    }
 
 
 def create_trending_blueprint(open_sink_fn: Callable[[], Sink], options: Optional[TrendingOptions] = None) -> Blueprint:
@@ -80,26 +85,63 @@ def create_trending_blueprint(open_sink_fn: Callable[[], Sink], options: Optiona
 
 def openapi_paths(max_window_hours: int) -> dict:
     """This route's OpenAPI description (merged into /api/openapi.json by dashboard/api.py)."""
-    return {"/api/trending": {"get": {
-        "summary": "Projects downloaded most above their usual level for the same hours of the week",
-        "description": "Whole hours the sealed rollup blocks reach (docs/trending.md); `start`/`end` are null before "
-                       "the first sealed block.",
-        "parameters": [
-            {"name": "window", "in": "query", "required": False, "description": "Whole hours, e.g. 1h.",
-             "schema": {"type": "string", "pattern": "^[0-9]{1,3}h$", "default": "1h"},
-             "x-maximum-hours": max_window_hours},
-            {"name": "limit", "in": "query", "required": False, "description": "Projects listed.",
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}],
-        "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Trending"}}}},
-            "400": {"description": "Bad parameter", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}}
+    return {
+        "/api/trending": {
+            "get": {
+                "summary": "Projects downloaded most above their usual level for the same hours of the week",
+                "description": "Whole hours the sealed rollup blocks reach (docs/trending.md); `start`/`end` are null before "
+                "the first sealed block.",
+                "parameters": [
+                    {
+                        "name": "window",
+                        "in": "query",
+                        "required": False,
+                        "description": "Whole hours, e.g. 1h.",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,3}h$", "default": "1h"},
+                        "x-maximum-hours": max_window_hours,
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Projects listed.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Trending"}}},
+                    },
+                    "400": {
+                        "description": "Bad parameter",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                },
+            }
+        }
+    }
 
 
 OPENAPI_SCHEMAS = {
-    "Trending": {"type": "object", "properties": {
-        "window": {"type": "string"}, "start": {"type": "string", "format": "date-time", "nullable": True},
-        "end": {"type": "string", "format": "date-time", "nullable": True},
-        "data": {"type": "array", "items": {"type": "object", "properties": {
-            "project": {"type": "string"}, "downloads": {"type": "integer"}, "baseline": {"type": "number"},
-            "ratio": {"type": "number"}}}}}},
+    "Trending": {
+        "type": "object",
+        "properties": {
+            "window": {"type": "string"},
+            "start": {"type": "string", "format": "date-time", "nullable": True},
+            "end": {"type": "string", "format": "date-time", "nullable": True},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "project": {"type": "string"},
+                        "downloads": {"type": "integer"},
+                        "baseline": {"type": "number"},
+                        "ratio": {"type": "number"},
+                    },
+                },
+            },
+        },
+    },
 }

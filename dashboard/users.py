@@ -80,7 +80,10 @@ class UserStore:
 
     def describe(self) -> list[dict]:
         users = self._load()["users"]
-        return [{"name": n, "created": u.get("created"), "tokens": len(u.get("tokens", []))} for n, u in sorted(users.items())]
+        return [
+            {"name": n, "created": u.get("created"), "tokens": len(u.get("tokens", []))}
+            for n, u in sorted(users.items())
+        ]
 
     def add(self, name: str, password: str) -> None:
         if not NAME_RE.match(name):

@@ -34,9 +34,10 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -84,9 +85,12 @@ class BlockWriter:
         self.lag = ctx.Value("d", 0.0, lock=False)  # how late the newest window reached the sink, seconds
         self._health = _Health(ctx)
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(url, child, self.turn, self.want, self.lag, os.getpid(),
-                                                     self._health, retry, lock_wait_s),
-                                name="pypi-pulse-block-writer", daemon=True)
+        self.proc = ctx.Process(
+            target=_serve,
+            args=(url, child, self.turn, self.want, self.lag, os.getpid(), self._health, retry, lock_wait_s),
+            name="pypi-pulse-block-writer",
+            daemon=True,
+        )
         self.proc.start()
         child.close()
         self.spool = Path(tempfile.mkdtemp(prefix="pypi-pulse-blocks-"))
@@ -155,8 +159,10 @@ class BlockWriter:
 
     def _check_alive(self) -> None:
         if not self.proc.is_alive():
-            raise BlockWriterDied(f"the block writer exited with code {self.proc.exitcode}; "
-                                  f"{len(self.pending)} block(s) not applied (they are re-sent after a restart)")
+            raise BlockWriterDied(
+                f"the block writer exited with code {self.proc.exitcode}; "
+                f"{len(self.pending)} block(s) not applied (they are re-sent after a restart)"
+            )
 
     def close(self, timeout_s: float = 3600.0) -> None:
         """Wait for every block handed over to be applied, then stop the writer."""
@@ -209,7 +215,7 @@ def _unspooled(msg: tuple) -> RollupBucket:
         data = Path(path).read_bytes()
         os.unlink(path)
         ends = np.cumsum(lengths).tolist()
-        blobs = [data[end - n:end] for n, end in zip(lengths, ends)]
+        blobs = [data[end - n : end] for n, end in zip(lengths, ends)]
         return RollupBucket(bucket, SealedBlock.of_blobs(blobs, day), span=span)
     _, bucket, span, path, n, day, p_table, dims, c_table = msg
     data = Path(path).read_bytes()
@@ -240,8 +246,9 @@ def _merged(block: SealedBlock, lag) -> BlockRows:
         time.sleep((time.perf_counter() - t) * (1.0 / _share(lag.value) - 1.0))
 
 
-def _serve(url: str, conn, turn, want, lag, parent_pid: int, health: _Health, retry: RetryPolicy,
-           lock_wait_s: float) -> None:
+def _serve(
+    url: str, conn, turn, want, lag, parent_pid: int, health: _Health, retry: RetryPolicy, lock_wait_s: float
+) -> None:
     """The writer process: apply blocks in the order they came, each in a child process of its own (`_apply_forked`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the dataflow, which then closes this writer
     from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
@@ -318,8 +325,18 @@ def _apply_forked(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: i
     return said or f"the process applying block {bucket.bucket} exited with code {code}"
 
 
-def _apply(url: str, bucket: RollupBucket, turn, want, lag, parent_pid: int, writer_pid: int, health: _Health,
-           retry: RetryPolicy, lock_wait_s: float) -> bool:
+def _apply(
+    url: str,
+    bucket: RollupBucket,
+    turn,
+    want,
+    lag,
+    parent_pid: int,
+    writer_pid: int,
+    health: _Health,
+    retry: RetryPolicy,
+    lock_wait_s: float,
+) -> bool:
     """Merge and apply a block a slice at a time; False if the dataflow (or the writer) went away meanwhile."""
     from pypi_pulse.errors import UserError
     from pypi_pulse.sink.base import open_sink

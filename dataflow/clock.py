@@ -16,16 +16,16 @@ import pickle
 import time
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
 from pypi_pulse.dataflow.columns import Coded, Codes
-from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.heap import return_freed_memory
+from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.rules import FILE_DIMS, PER_PROJECT, VIEW_DIMS
@@ -46,6 +46,8 @@ def _pack_bytes(obj, compress: bool = True) -> bytes:
 def _unpack_bytes(data: bytes):
     # a zlib stream starts with 0x78; state packed before compression (a pickle, 0x80) is still read
     return pickle.loads(zlib.decompress(data) if data[:1] == b"\x78" else data)
+
+
 # How late (wall clock) live results may be before the dataflow's background work (merging and applying sealed
 # blocks) steps back to a trickle: windows normally reach the sink 0.3-0.45 s after they end, and a slice or merge
 # step adds up to ~0.5 s. Results more than `HISTORY_LAG_S` late are history being replayed: no one waits for them.
@@ -79,7 +81,6 @@ class TimeShare:
 
 BLOCK_S = 600  # rollups leave the clock in aligned 10-minute blocks: fewer, larger sink writes, merged in C
 BATCH_HOLD_EVENTS = 5_000_000  # a batch run's sealed blocks of one day wait for each other up to this many events
-
 
 
 @dataclass
@@ -132,8 +133,16 @@ class Window:
 class Clock:
     """All of the dataflow's state: pickled whole for Bytewax recovery."""
 
-    def __init__(self, lateness_s: float, out_of_order_s: float, idle_s: float, emit_every_s: float = 0.2,
-                 log_open_minutes: bool = False, hold_blocks_events: int = 0, merge_elsewhere: bool = False):
+    def __init__(
+        self,
+        lateness_s: float,
+        out_of_order_s: float,
+        idle_s: float,
+        emit_every_s: float = 0.2,
+        log_open_minutes: bool = False,
+        hold_blocks_events: int = 0,
+        merge_elsewhere: bool = False,
+    ):
         self.lateness_s = lateness_s
         self.out_of_order_s = out_of_order_s
         self.idle_s = idle_s
@@ -242,8 +251,9 @@ class Clock:
         seen = [p.max_second for p in parts if p.max_second is not None]
         if not seen:
             return
-        active = [p.max_second for p in parts
-                  if not p.final and not (p.caught_up and now - p.last_data_wall >= self.idle_s)]
+        active = [
+            p.max_second for p in parts if not p.final and not (p.caught_up and now - p.last_data_wall >= self.idle_s)
+        ]
         if any(m is None for m in active):
             return  # a partition with data still to give has not delivered any yet
         # all caught up and silent: everything seen so far is complete as far as anyone can tell
@@ -393,7 +403,7 @@ class Clock:
         return spill.dumps(self) if spill is not None else pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(data: bytes, spill: Optional[SpillStore] = None, merge_elsewhere: bool = False) -> "Clock":
+    def restore(data: bytes, spill: Optional[SpillStore] = None, merge_elsewhere: bool = False) -> Clock:
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)
@@ -441,7 +451,7 @@ class _Tally:
         if self.n_raw >= COMPACT_AT and self.n_raw >= len(self.keys):
             self.compact()
 
-    def compact(self) -> "_Tally":
+    def compact(self) -> _Tally:
         if self.raw:
             keys, counts = np.unique(np.concatenate(self.raw), return_counts=True)
             self.raw, self.n_raw = [], 0
@@ -550,7 +560,7 @@ class MinuteRollup:
             else:
                 self._load(state)
 
-    def counted(self) -> "MinuteRollup":
+    def counted(self) -> MinuteRollup:
         """This minute with its counts readable; a packed minute stays packed (the clock may keep it)."""
         if self.packed is None:
             return self
@@ -560,12 +570,20 @@ class MinuteRollup:
         return view
 
     def _state(self) -> tuple:
-        return ("arrays", list(self.projects), list(self.categories), list(self.views), self.view_cats,
-                {dim: t.compact() for dim, t in self.tallies.items()})
+        return (
+            "arrays",
+            list(self.projects),
+            list(self.categories),
+            list(self.views),
+            self.view_cats,
+            {dim: t.compact() for dim, t in self.tallies.items()},
+        )
 
     def _load(self, state: tuple) -> None:
         _, projects, categories, views, view_cats, tallies = state
-        self.projects, self.categories, self.views = (Codes(zip(v, range(len(v)))) for v in (projects, categories, views))
+        self.projects, self.categories, self.views = (
+            Codes(zip(v, range(len(v)))) for v in (projects, categories, views)
+        )
         self.view_cats, self.tallies = list(view_cats), tallies
 
     # ---- sealing -------------------------------------------------------------------------------------------
@@ -574,7 +592,7 @@ class MinuteRollup:
         return MinuteRollup.merged_final([self], day)
 
     @staticmethod
-    def merged_final(minutes: list["MinuteRollup"], day: str) -> "BlockRows":
+    def merged_final(minutes: list[MinuteRollup], day: str) -> BlockRows:
         """`final` of several minutes of one day: their codes are mapped onto common ones and their counts summed
         with numpy, per dimension, before any row is built."""
         for rows in MinuteRollup.merge_steps(minutes, day):  # noqa: B007 - the last step's value is the rows
@@ -582,7 +600,7 @@ class MinuteRollup:
         return rows
 
     @staticmethod
-    def merge_steps(minutes: list["MinuteRollup"], day: str) -> Iterator[Optional["BlockRows"]]:
+    def merge_steps(minutes: list[MinuteRollup], day: str) -> Iterator[Optional[BlockRows]]:
         """`merged_final` in steps of a minute or a dimension (a few hundred milliseconds at most at 20,000
         events/s): yields None after each step, the rows last."""
         projects, categories = Codes(), Codes()
@@ -653,8 +671,9 @@ def _ranks(table: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rows_in_key_order(merged: dict, p_table: np.ndarray, c_table: np.ndarray,
-                       day: str) -> Iterator[Optional["BlockRows"]]:
+def _rows_in_key_order(
+    merged: dict, p_table: np.ndarray, c_table: np.ndarray, day: str
+) -> Iterator[Optional[BlockRows]]:
     """The summed counts in the sink's primary-key order: one numpy argsort over (project rank, dimension rank,
     category rank) packed in an int64 (sorting a million Python tuples took ~4 s). In steps, as `merge_steps`."""
     p_rank, c_rank = _ranks(p_table), _ranks(c_table) + 1  # 0: the category of per-project dimensions
@@ -707,7 +726,7 @@ class SealedBlock:
         return [m.packed for m in self.minutes]
 
     @staticmethod
-    def of_blobs(blobs: list[bytes], day: str) -> "SealedBlock":
+    def of_blobs(blobs: list[bytes], day: str) -> SealedBlock:
         minutes = []
         for blob in blobs:
             m = MinuteRollup.__new__(MinuteRollup)
@@ -715,10 +734,10 @@ class SealedBlock:
             minutes.append(m)
         return SealedBlock(minutes, day)
 
-    def merge_steps(self) -> Iterator[Optional["BlockRows"]]:
+    def merge_steps(self) -> Iterator[Optional[BlockRows]]:
         return MinuteRollup.merge_steps(self.minutes, self.day)
 
-    def merged(self) -> "BlockRows":
+    def merged(self) -> BlockRows:
         return MinuteRollup.merged_final(self.minutes, self.day)
 
     @property
@@ -732,8 +751,17 @@ class BlockRows(Mapping):
     never exists as millions of Python tuples at once (about 200 MB per million, and seconds of the dataflow's
     time at seal); read as a mapping, it is built once, whole."""
 
-    def __init__(self, day: str, p_table: np.ndarray, projects: np.ndarray, dims: list[str], dim_of: np.ndarray,
-                 c_table: np.ndarray, categories: np.ndarray, counts: np.ndarray):
+    def __init__(
+        self,
+        day: str,
+        p_table: np.ndarray,
+        projects: np.ndarray,
+        dims: list[str],
+        dim_of: np.ndarray,
+        c_table: np.ndarray,
+        categories: np.ndarray,
+        counts: np.ndarray,
+    ):
         self.day, self.p_table, self.projects, self.dims, self.dim_of = day, p_table, projects, dims, dim_of
         self.c_table, self.categories, self.counts = c_table, categories, counts  # category -1: None (the last entry)
         self._dict: Optional[dict] = None
@@ -746,9 +774,15 @@ class BlockRows(Mapping):
         """(day, project, dimension, category, downloads) rows lo..hi, category None stored as ''."""
         rows = slice(lo, hi)
         cats = self.c_table[self.categories[rows]].tolist()
-        return list(zip(repeat(self.day), self.p_table[self.projects[rows]].tolist(),
-                        map(self.dims.__getitem__, self.dim_of[rows].tolist()), map(NULL_AS_DB_CATEGORY.get, cats, cats),
-                        self.counts[rows].tolist()))
+        return list(
+            zip(
+                repeat(self.day),
+                self.p_table[self.projects[rows]].tolist(),
+                map(self.dims.__getitem__, self.dim_of[rows].tolist()),
+                map(NULL_AS_DB_CATEGORY.get, cats, cats),
+                self.counts[rows].tolist(),
+            )
+        )
 
     def totals(self, lo: int = 0, hi: Optional[int] = None) -> list[tuple]:
         """(day, dimension, category, downloads) of rows lo..hi summed over projects, sorted, category None as '':
@@ -771,9 +805,17 @@ class BlockRows(Mapping):
 
     def as_dict(self) -> dict:
         if self._dict is None:
-            self._dict = dict(zip(zip(repeat(self.day), self.p_table[self.projects].tolist(),
-                                      map(self.dims.__getitem__, self.dim_of.tolist()),
-                                      self.c_table[self.categories].tolist()), self.counts.tolist()))
+            self._dict = dict(
+                zip(
+                    zip(
+                        repeat(self.day),
+                        self.p_table[self.projects].tolist(),
+                        map(self.dims.__getitem__, self.dim_of.tolist()),
+                        self.c_table[self.categories].tolist(),
+                    ),
+                    self.counts.tolist(),
+                )
+            )
         return self._dict
 
     def __getitem__(self, key):
@@ -792,8 +834,6 @@ class BlockRows(Mapping):
         self.__dict__.update(state, _dict=None)
 
 
-
-
 def _sorted_pair(keys: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
     counts = np.fromiter(counts, np.int64, len(keys))
     order = np.argsort(keys, kind="stable")
@@ -802,4 +842,3 @@ def _sorted_pair(keys: np.ndarray, counts) -> tuple[np.ndarray, np.ndarray]:
 
 def _is_counters(state) -> bool:
     return isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict)
-

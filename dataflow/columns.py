@@ -7,7 +7,7 @@ a country or reading a `details` record is done once per table entry, and counti
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -45,20 +45,20 @@ class Coded:
         self.codes, self.table = codes, table
 
     @staticmethod
-    def of(values: Iterable) -> "Coded":
+    def of(values: Iterable) -> Coded:
         """From a list of values (the per-event paths)."""
         codes = Codes()
         column = codes.column(values if isinstance(values, list) else list(values))
         return Coded(column, list(codes))
 
     @staticmethod
-    def mapped(indices: np.ndarray, values: list) -> "Coded":
+    def mapped(indices: np.ndarray, values: list) -> Coded:
         """`indices` into `values`, which may repeat (two raw names normalising to one project): merged here."""
         codes = Codes()
         remap = codes.column(values)
         return Coded(remap[indices] if len(remap) else indices.astype(np.int64), list(codes))
 
-    def take(self, rows) -> "Coded":
+    def take(self, rows) -> Coded:
         """The events at `rows` (indices, a boolean mask or a slice); same table."""
         return Coded(self.codes[rows], self.table)
 

@@ -9,13 +9,20 @@ code, not per event.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
-from pypi_pulse.bounds import (DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NAME, EARLIEST_EVENT_SECOND,
-                               latest_second, project_reason, time_reason)
+from pypi_pulse.bounds import (
+    DEFAULT_FUTURE_TOLERANCE_S,
+    DEFAULT_MAX_PROJECT_NAME,
+    EARLIEST_EVENT_SECOND,
+    latest_second,
+    project_reason,
+    time_reason,
+)
 from pypi_pulse.countries import UNKNOWN, country_or_unknown
 
 
@@ -29,8 +36,10 @@ class ParseLimits:
 
     def seconds_within(self, secs: np.ndarray) -> bool:
         """Every second of a batch accepted at this moment (the usual case): whether the column tiers may keep it."""
-        return not len(secs) or (int(secs.min()) >= EARLIEST_EVENT_SECOND
-                                 and int(secs.max()) <= latest_second(time.time(), self.future_tolerance_s))
+        return not len(secs) or (
+            int(secs.min()) >= EARLIEST_EVENT_SECOND
+            and int(secs.max()) <= latest_second(time.time(), self.future_tolerance_s)
+        )
 
     def names_within(self, names: Iterable[str]) -> bool:
         """Every distinct project name of a batch short enough."""

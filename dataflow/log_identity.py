@@ -30,8 +30,9 @@ class TopicIdentity:
         self.retry_s, self.timeout_s = retry_s, timeout_s
         # its own failed connections are not news (the consumers say when the broker goes and comes back), and
         # its logs, served late, would announce an outage that is over
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "reconnect.backoff.max.ms": 1000, "log_level": 0,
-                                  "error_cb": self._quiet})
+        self.admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "reconnect.backoff.max.ms": 1000, "log_level": 0, "error_cb": self._quiet}
+        )
         self._known: tuple[int, Optional[str]] = (-1, None)  # (outage count when read, id)
         self._next_try = 0.0
         self._lock = threading.Lock()
@@ -58,7 +59,9 @@ class TopicIdentity:
 
     def _describe(self) -> Optional[str]:
         try:
-            future = self.admin.describe_topics(TopicCollection([self.topic]), request_timeout=self.timeout_s)[self.topic]
+            future = self.admin.describe_topics(TopicCollection([self.topic]), request_timeout=self.timeout_s)[
+                self.topic
+            ]
             return str(future.result(self.timeout_s + 1).topic_id)
         except (KafkaException, TimeoutError) as exc:
             log.debug("source.topic_id_unknown", topic=self.topic, error=str(exc)[:200])

@@ -25,9 +25,18 @@ log = structlog.get_logger(__name__)
 
 
 class _StorePartition(StatelessSinkPartition):
-    def __init__(self, url: str, window_retention_s: float, rollup_retention_days: int, prune_every_s: float = 60.0,
-                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), lock_wait_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        window_retention_s: float,
+        rollup_retention_days: int,
+        prune_every_s: float = 60.0,
+        detail_min_daily_downloads: int = 0,
+        block_writer: bool = False,
+        lazy_block_writer: bool = False,
+        retry: RetryPolicy = RetryPolicy(),
+        lock_wait_s: float = 10.0,
+    ):
         self.url = url
         self.sink = open_sink(url)
         # a locked or unreachable sink is waited out (sink/retry.py): the backlog stays in Kafka meanwhile
@@ -38,7 +47,9 @@ class _StorePartition(StatelessSinkPartition):
         self.writer_attempts = 0  # the block writer's failed attempts already counted
         self.use_block_writer = block_writer
         self.lazy_block_writer = lazy_block_writer
-        self.writer: Optional[BlockWriter] = None  # started with the first write (lazy: the first block); only the worker that writes has one
+        self.writer: Optional[BlockWriter] = (
+            None  # started with the first write (lazy: the first block); only the worker that writes has one
+        )
         self.window_retention_s = window_retention_s
         self.rollup_retention_days = rollup_retention_days
         self.prune_every_s = prune_every_s
@@ -76,8 +87,9 @@ class _StorePartition(StatelessSinkPartition):
             stats = flush.stats
             final = final or flush.final
         if self.use_block_writer and self.writer is None and not final and (buckets or not self.lazy_block_writer):
-            self.writer = BlockWriter(self.url, shared_lock=not self.sink.concurrent_writers, retry=self.retry,
-                                      lock_wait_s=self.lock_wait_s)
+            self.writer = BlockWriter(
+                self.url, shared_lock=not self.sink.concurrent_writers, retry=self.retry, lock_wait_s=self.lock_wait_s
+            )
         self._sync_writer()
         took = 0.0
 
@@ -127,8 +139,13 @@ class _StorePartition(StatelessSinkPartition):
         """fn() until the sink takes it: transient errors are waited out (each failed attempt counted), others
         counted and raised."""
         try:
-            return patiently(fn, self.retry, self.outage, on_failure=lambda _exc: dataflow_metrics.SINK_ERRORS.inc(),
-                             between=self._sync_writer)
+            return patiently(
+                fn,
+                self.retry,
+                self.outage,
+                on_failure=lambda _exc: dataflow_metrics.SINK_ERRORS.inc(),
+                between=self._sync_writer,
+            )
         except Exception:
             dataflow_metrics.SINK_ERRORS.inc()
             raise
@@ -192,8 +209,12 @@ class _StorePartition(StatelessSinkPartition):
         try:
             if slices is None and until_done:
                 self.sink.write([], [bucket], None)
-                log.info("rollup.applied", bucket=bucket.bucket, rows=len(bucket.counts),
-                         seconds=round(time.monotonic() - t0, 3))
+                log.info(
+                    "rollup.applied",
+                    bucket=bucket.bucket,
+                    rows=len(bucket.counts),
+                    seconds=round(time.monotonic() - t0, 3),
+                )
                 return True
             if slices is None:
                 slices = self.sink.apply_in_slices(bucket)
@@ -214,9 +235,17 @@ class _StorePartition(StatelessSinkPartition):
 
 
 class StoreSink(DynamicSink):
-    def __init__(self, url: str, window_retention_s: float = 48 * 3600, rollup_retention_days: int = 400,
-                 detail_min_daily_downloads: int = 0, block_writer: bool = False, lazy_block_writer: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), lock_wait_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        window_retention_s: float = 48 * 3600,
+        rollup_retention_days: int = 400,
+        detail_min_daily_downloads: int = 0,
+        block_writer: bool = False,
+        lazy_block_writer: bool = False,
+        retry: RetryPolicy = RetryPolicy(),
+        lock_wait_s: float = 10.0,
+    ):
         self.url = url
         self.retry = retry
         self.lock_wait_s = lock_wait_s
@@ -227,10 +256,16 @@ class StoreSink(DynamicSink):
         self.detail_min_daily_downloads = detail_min_daily_downloads
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.url, self.window_retention_s, self.rollup_retention_days,
-                               detail_min_daily_downloads=self.detail_min_daily_downloads,
-                               block_writer=self.block_writer, lazy_block_writer=self.lazy_block_writer,
-                               retry=self.retry, lock_wait_s=self.lock_wait_s)
+        return _StorePartition(
+            self.url,
+            self.window_retention_s,
+            self.rollup_retention_days,
+            detail_min_daily_downloads=self.detail_min_daily_downloads,
+            block_writer=self.block_writer,
+            lazy_block_writer=self.lazy_block_writer,
+            retry=self.retry,
+            lock_wait_s=self.lock_wait_s,
+        )
 
 
 class _DeadLetterPartition(StatelessSinkPartition):
@@ -247,9 +282,12 @@ class _DeadLetterPartition(StatelessSinkPartition):
         from pypi_pulse.dataflow.source import STOP
 
         self.topic = topic
-        self.delivery = Delivery({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 20}, options or DeliveryOptions(), topics=(topic,),
-                                 component="dataflow_dead_letters")
+        self.delivery = Delivery(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 20},
+            options or DeliveryOptions(),
+            topics=(topic,),
+            component="dataflow_dead_letters",
+        )
         self.delivery.stop = STOP
         self._lock = threading.Lock()  # Delivery is not thread-safe: the worker and the serving thread take turns
         self._closed = threading.Event()
@@ -263,7 +301,9 @@ class _DeadLetterPartition(StatelessSinkPartition):
     def write_batch(self, items: list) -> None:
         with self._lock:
             for original, reason in items:
-                self.delivery.produce(self.topic, original, headers=[("reason", reason.encode()), ("stage", b"dataflow")])
+                self.delivery.produce(
+                    self.topic, original, headers=[("reason", reason.encode()), ("stage", b"dataflow")]
+                )
             self.delivery.poll(0)
 
     def close(self) -> None:

@@ -36,7 +36,8 @@ from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.event_fields import arrow_schema, reader_struct
 from pypi_pulse.events import UTC_SUFFIXES, BadTimestamp, epoch_second
 from pypi_pulse.names import normalize
-from pypi_pulse.rules import BY_NAME, FILE_DIMS, READ_FIELDS, VIEW_DIMS, VIEW_FIELDS, is_mirror, python_minor, view as _view
+from pypi_pulse.rules import BY_NAME, FILE_DIMS, READ_FIELDS, VIEW_DIMS, VIEW_FIELDS, is_mirror, python_minor
+from pypi_pulse.rules import view as _view
 
 BUCKET_S = 60  # rollups are sealed per minute of event time
 
@@ -230,8 +231,6 @@ def _details_view(d) -> tuple:
     return _view(*(getter(d) for getter in _VIEW_GETTERS))
 
 
-
-
 # ---- reduction ---------------------------------------------------------------------------------------------------
 def parse_batch(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
     """Three tiers, each exact: Arrow columns for the usual batch; msgspec structs for a batch Arrow will not
@@ -276,8 +275,11 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
     if not objects_only(data, breaks):
         return None
     try:
-        table = pa_json.read_json(pa.py_buffer(data), parse_options=_ARROW_PARSE,
-                                  read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) // 2 + 1)))
+        table = pa_json.read_json(
+            pa.py_buffer(data),
+            parse_options=_ARROW_PARSE,
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) // 2 + 1)),
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != n:
@@ -300,8 +302,9 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
     fields = _arrow_fields(table, ("details", "file"))
     views = _views([fields[f] for f in VIEW_FIELDS])
     file_type, file_version = (_coded_arrow(fields[BY_NAME[d].field]) for d in FILE_DIMS)
-    return _partial(raw, secs, projects, countries, views, file_type, file_version, [],
-                    folded_count(country_codes, folded))
+    return _partial(
+        raw, secs, projects, countries, views, file_type, file_version, [], folded_count(country_codes, folded)
+    )
 
 
 def _arrow_fields(table: pa.Table, records: tuple) -> dict:
@@ -360,12 +363,12 @@ def _arrow_seconds(ts: pa.Array) -> Optional[np.ndarray]:
     """`_seconds_by_prefix` on an Arrow string column, reading its data buffer directly (no Python strings)."""
     if ts.null_count or not len(ts) or ts.type != pa.string():
         return None
-    offsets = np.frombuffer(ts.buffers()[1], np.int32)[ts.offset:ts.offset + len(ts) + 1]
+    offsets = np.frombuffer(ts.buffers()[1], np.int32)[ts.offset : ts.offset + len(ts) + 1]
     widths = np.diff(offsets)
     width = int(widths[0])
     if width < 19 or (widths != width).any():
         return None
-    chars = np.frombuffer(ts.buffers()[2], np.uint8)[offsets[0]:offsets[-1]].reshape(len(ts), width)
+    chars = np.frombuffer(ts.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(len(ts), width)
     try:
         return _seconds_of_matrix(chars)
     except BadTimestamp:
@@ -399,8 +402,17 @@ def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMI
     files = list(map(_FILE, events))
     if None in files:
         files = [_NO_FILE if f is None else f for f in files]
-    return _partial(raw, secs, Coded.of(projects), Coded.of(ccs), Coded.of(list(map(view_of.__getitem__, details))),
-                    Coded.of(list(map(_FILE_TYPE, files))), Coded.of(list(map(_VERSION, files))), [], unknown)
+    return _partial(
+        raw,
+        secs,
+        Coded.of(projects),
+        Coded.of(ccs),
+        Coded.of(list(map(view_of.__getitem__, details))),
+        Coded.of(list(map(_FILE_TYPE, files))),
+        Coded.of(list(map(_VERSION, files))),
+        [],
+        unknown,
+    )
 
 
 def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
@@ -442,8 +454,17 @@ def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = D
     return _partial(raw, secs, *map(Coded.of, (projects, ccs, views, ftypes, versions)), dead, unknown)
 
 
-def _partial(raw: RawBatch, secs, projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded,
-             dead: list, unknown_countries: int = 0) -> BatchPartial:
+def _partial(
+    raw: RawBatch,
+    secs,
+    projects: Coded,
+    ccs: Coded,
+    views: Coded,
+    ftypes: Coded,
+    versions: Coded,
+    dead: list,
+    unknown_countries: int = 0,
+) -> BatchPartial:
     """Split the columns by second (windows) and by minute (rollups); sorted by second first unless (as usual)
     they already are."""
     country_counts: Counter = Counter()
@@ -468,9 +489,21 @@ def _partial(raw: RawBatch, secs, projects: Coded, ccs: Coded, views: Coded, fty
             rows = slice(bounds[a], bounds[b])
             minute = distinct[a] - distinct[a] % BUCKET_S
             minutes[minute] = _minute_columns(*(c.take(rows) for c in (projects, ccs, views, ftypes, versions)))
-    return BatchPartial(raw.partition, raw.n_partitions, raw.next_offset, raw.caught_up, raw.final, raw.wall,
-                        raw.n_events, int(secs[-1]) if len(secs) else None, country_counts, second_projects, minutes,
-                        dead, unknown_countries)
+    return BatchPartial(
+        raw.partition,
+        raw.n_partitions,
+        raw.next_offset,
+        raw.caught_up,
+        raw.final,
+        raw.wall,
+        raw.n_events,
+        int(secs[-1]) if len(secs) else None,
+        country_counts,
+        second_projects,
+        minutes,
+        dead,
+        unknown_countries,
+    )
 
 
 def _minute_columns(projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded) -> MinuteColumns:

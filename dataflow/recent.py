@@ -33,8 +33,7 @@ DAY_S = 86400
 class RecentDownloads:
     """Called with every item leaving the clock; returns it unchanged, after writing its blocks' rows."""
 
-    def __init__(self, sink_url: str, recent_keep_s: float, totals_keep_days: int,
-                 retry: RetryPolicy = RetryPolicy()):
+    def __init__(self, sink_url: str, recent_keep_s: float, totals_keep_days: int, retry: RetryPolicy = RetryPolicy()):
         from pypi_pulse.sink.trending import TrendingOptions
 
         self.sink_url = sink_url

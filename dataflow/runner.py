@@ -30,12 +30,29 @@ def prepare_recovery(recovery_dir: Path, fresh: bool) -> RecoveryConfig:
     return RecoveryConfig(str(recovery_dir))
 
 
-def run_dataflow(cfg: FlowConfig, *, workers: int = 1, epoch_s: float = 2.0, recovery_dir: Optional[Path] = None,
-                 fresh_recovery: bool = False, stop_offsets: Optional[StopOffsets] = None) -> None:
+def run_dataflow(
+    cfg: FlowConfig,
+    *,
+    workers: int = 1,
+    epoch_s: float = 2.0,
+    recovery_dir: Optional[Path] = None,
+    fresh_recovery: bool = False,
+    stop_offsets: Optional[StopOffsets] = None,
+) -> None:
     keep_large_blocks_mapped()
     recovery = prepare_recovery(recovery_dir, fresh_recovery) if recovery_dir else None
-    flow = build_flow(cfg, stop_offsets, snapshots=recovery_dir is not None,
-                      spill_dir=recovery_dir / SPILL_DIR if recovery_dir else None)
-    log.info("dataflow.start", topic=cfg.topic, partitions=cfg.n_partitions, sink=cfg.sink_url, workers=workers,
-             recovery=str(recovery_dir) if recovery_dir else None)
+    flow = build_flow(
+        cfg,
+        stop_offsets,
+        snapshots=recovery_dir is not None,
+        spill_dir=recovery_dir / SPILL_DIR if recovery_dir else None,
+    )
+    log.info(
+        "dataflow.start",
+        topic=cfg.topic,
+        partitions=cfg.n_partitions,
+        sink=cfg.sink_url,
+        workers=workers,
+        recovery=str(recovery_dir) if recovery_dir else None,
+    )
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s), recovery_config=recovery)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Optional
 
 import numpy as np
 import structlog
@@ -76,11 +77,22 @@ class RawBatch:
 
 
 class _Partition(StatefulSourcePartition[RawBatch, tuple]):
-    def __init__(self, config: dict, topic: str, partition: int, n_partitions: int, start: int,
-                 batch_size: int, stop_offsets: Optional[StopOffsets], heartbeat_s: float,
-                 drain_idle_s: Optional[float], health: Optional[BrokerHealth] = None,
-                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S, identity: Optional[TopicIdentity] = None,
-                 resumed_topic_id: Optional[str] = None):
+    def __init__(
+        self,
+        config: dict,
+        topic: str,
+        partition: int,
+        n_partitions: int,
+        start: int,
+        batch_size: int,
+        stop_offsets: Optional[StopOffsets],
+        heartbeat_s: float,
+        drain_idle_s: Optional[float],
+        health: Optional[BrokerHealth] = None,
+        reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S,
+        identity: Optional[TopicIdentity] = None,
+        resumed_topic_id: Optional[str] = None,
+    ):
         self.health = health or BrokerHealth("dataflow", config["bootstrap.servers"])
         self.identity = identity or TopicIdentity(config["bootstrap.servers"], topic)
         self.outages_seen = self.health.outages
@@ -202,10 +214,13 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
             self.done = True
         if values or final:
             self.awake = None
-            return [RawBatch(self.partition, self.n_partitions, values, self.next_offset, caught_up, final,
-                             pack_sizes=sizes)]
+            return [
+                RawBatch(
+                    self.partition, self.n_partitions, values, self.next_offset, caught_up, final, pack_sizes=sizes
+                )
+            ]
         # Nothing new: a heartbeat tells the clock this partition is caught up, at a gentle pace.
-        self.awake = datetime.now(timezone.utc) + timedelta(seconds=self.heartbeat_s)
+        self.awake = datetime.now(UTC) + timedelta(seconds=self.heartbeat_s)
         return [RawBatch(self.partition, self.n_partitions, [], self.next_offset, caught_up)]
 
     def _check_log_end(self) -> None:
@@ -253,8 +268,13 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
                 self.consumer.assign([TopicPartition(self.topic, self.partition, OFFSET_BEGINNING)])
             self.log_end = 0
         else:  # the same log: from our offset, past whatever was fetched and set aside meanwhile
-            self.consumer.assign([TopicPartition(self.topic, self.partition, self.next_offset
-                                                 if self.next_offset > 0 else OFFSET_BEGINNING)])
+            self.consumer.assign(
+                [
+                    TopicPartition(
+                        self.topic, self.partition, self.next_offset if self.next_offset > 0 else OFFSET_BEGINNING
+                    )
+                ]
+            )
         self.topic_id = topic_id
         self.outages_seen = outages
         self.log_end_known = True
@@ -262,16 +282,32 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
 
     def _reset_to_start(self, lo: int, hi: int, why: str, lost: Optional[int] = None) -> None:
         start = lo if lo is not None and lo >= 0 else 0
-        known = {} if lost is None else {
-            "lost_messages": lost, "old_log_end": self.log_end,
-            "lost_meaning": "messages the broker had acknowledged that the dataflow had not read when it went"}
-        log.error("source.offset_reset", topic=self.topic, partition=self.partition, resume_offset=self.next_offset,
-                  log_start=lo, log_end=hi, offsets_skipped_back=self.next_offset - start, reason=why, **known,
-                  meaning="the topic was recreated (a restarted memory-only broker?): resuming at the log's start; "
-                          "events the old log held beyond the resume offset are lost")
+        known = (
+            {}
+            if lost is None
+            else {
+                "lost_messages": lost,
+                "old_log_end": self.log_end,
+                "lost_meaning": "messages the broker had acknowledged that the dataflow had not read when it went",
+            }
+        )
+        log.error(
+            "source.offset_reset",
+            topic=self.topic,
+            partition=self.partition,
+            resume_offset=self.next_offset,
+            log_start=lo,
+            log_end=hi,
+            offsets_skipped_back=self.next_offset - start,
+            reason=why,
+            **known,
+            meaning="the topic was recreated (a restarted memory-only broker?): resuming at the log's start; "
+            "events the old log held beyond the resume offset are lost",
+        )
         dataflow_metrics.offset_reset(self, self.next_offset - start, lost)
-        self.consumer.assign([TopicPartition(self.topic, self.partition, start if lo is not None and lo >= 0
-                                             else OFFSET_BEGINNING)])
+        self.consumer.assign(
+            [TopicPartition(self.topic, self.partition, start if lo is not None and lo >= 0 else OFFSET_BEGINNING)]
+        )
         self.next_offset = start
         self.beyond_end_since = None
         self.at_eof = False
@@ -288,10 +324,20 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
 
 
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, tuple]):
-    def __init__(self, bootstrap: str, topic: str, n_partitions: int, *, batch_size: int = 20_000,
-                 stop_offsets: Optional[StopOffsets] = None, heartbeat_s: float = 0.05, group_id: str = "pypi-pulse-dataflow",
-                 drain_idle_s: Optional[float] = None, outage_log_s: float = DEFAULT_BROKER_OUTAGE_LOG_S,
-                 reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        n_partitions: int,
+        *,
+        batch_size: int = 20_000,
+        stop_offsets: Optional[StopOffsets] = None,
+        heartbeat_s: float = 0.05,
+        group_id: str = "pypi-pulse-dataflow",
+        drain_idle_s: Optional[float] = None,
+        outage_log_s: float = DEFAULT_BROKER_OUTAGE_LOG_S,
+        reset_confirm_s: float = DEFAULT_OFFSET_RESET_CONFIRM_S,
+    ):
         self.bootstrap = bootstrap
         self.topic = topic
         self.n_partitions = n_partitions
@@ -328,6 +374,18 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, tuple]):
             self.health = BrokerHealth("dataflow", self.bootstrap, self.outage_log_s)
         if self.identity is None:
             self.identity = TopicIdentity(self.bootstrap, self.topic)
-        return _Partition(config, self.topic, int(for_part), self.n_partitions, start, self.batch_size,
-                          self.stop_offsets, self.heartbeat_s, self.drain_idle_s, self.health, self.reset_confirm_s,
-                          self.identity, topic_id)
+        return _Partition(
+            config,
+            self.topic,
+            int(for_part),
+            self.n_partitions,
+            start,
+            self.batch_size,
+            self.stop_offsets,
+            self.heartbeat_s,
+            self.drain_idle_s,
+            self.health,
+            self.reset_confirm_s,
+            self.identity,
+            topic_id,
+        )

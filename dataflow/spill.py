@@ -93,7 +93,7 @@ class SpillStore:
 # cycle, and its closure kept that snapshot's blobs alive until a full garbage collection, minutes later. A live
 # dataflow then held sealed blocks it had already released, 20-70 MiB at 20,000 events/s.
 class _SpillingPickler(pickle.Pickler):
-    def __init__(self, buf, known: dict, used: dict, segment: "_Segment", min_bytes: int):
+    def __init__(self, buf, known: dict, used: dict, segment: _Segment, min_bytes: int):
         super().__init__(buf, protocol=pickle.HIGHEST_PROTOCOL)
         self.known, self.used, self.segment, self.min_bytes = known, used, segment, min_bytes
 
@@ -123,7 +123,8 @@ class _SpillingUnpickler(pickle.Unpickler):
                 raise UserError(
                     f"the recovery snapshot refers to {directory / name}, which is gone: the recovery store "
                     "is incomplete; start again from the topic with --fresh-recovery (pypi-pulse dataflow) or "
-                    "delete the recovery directory") from None
+                    "delete the recovery directory"
+                ) from None
         f.seek(offset)
         blob = f.read(length)
         self.store.known[id(blob)] = (blob, ref)

@@ -19,9 +19,10 @@ import threading
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Optional
 
 import structlog
 
@@ -49,9 +50,14 @@ class BackfillSummary:
     skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"days written": self.days_written, "days skipped (already backfilled)": self.days_skipped,
-                "rows": self.rows, "events read": self.events_read, "events rejected": self.events_rejected,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "days written": self.days_written,
+            "days skipped (already backfilled)": self.days_skipped,
+            "rows": self.rows,
+            "events read": self.events_read,
+            "events rejected": self.events_rejected,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -60,15 +66,17 @@ def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
 
 def check_range(start: dt.date, end: dt.date, today: Optional[dt.date] = None) -> None:
     """Only complete UTC days can be backfilled: the day in progress belongs to the stream."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     if start > end:
         raise UserError(f"--start {start} is after --end {end}: give an earlier --start")
     if end >= today:
-        raise UserError(f"--end {end} is not a complete UTC day: backfill ends at yesterday ({today - dt.timedelta(days=1)}) at the latest")
+        raise UserError(
+            f"--end {end} is not a complete UTC day: backfill ends at yesterday ({today - dt.timedelta(days=1)}) at the latest"
+        )
 
 
 # ---- synthetic -----------------------------------------------------------------------------------------------
-def _mix(weighted, key=lambda v: v) -> tuple[list, "object"]:
+def _mix(weighted, key=lambda v: v) -> tuple[list, object]:
     """(categories, probabilities) of a popularity mix, merging values that map to the same category."""
     import numpy as np
 
@@ -109,8 +117,16 @@ class SyntheticHistory:
     # others; the remaining small countries are drawn as one block spread over `other_countries` of them
     EXPLICIT_OTHER_COUNTRIES = 10
 
-    def __init__(self, daily_downloads: float, projects: int = 1000, seed: int = 0, anchor: Optional[dt.date] = None,
-                 other_countries: int = 20, include: Iterable[str] = (), detail_min_downloads: int = 0):
+    def __init__(
+        self,
+        daily_downloads: float,
+        projects: int = 1000,
+        seed: int = 0,
+        anchor: Optional[dt.date] = None,
+        other_countries: int = 20,
+        include: Iterable[str] = (),
+        detail_min_downloads: int = 0,
+    ):
         import numpy as np
 
         from pypi_pulse.producer import popularity as pop
@@ -118,7 +134,7 @@ class SyntheticHistory:
 
         self.np = np
         self.seed = seed
-        self.anchor = (anchor or dt.datetime.now(dt.timezone.utc).date()).toordinal()
+        self.anchor = (anchor or dt.datetime.now(dt.UTC).date()).toordinal()
         self._rhythm = rhythm
         pk = pop.packages()
         total = pk.cum_weights[-1]
@@ -146,8 +162,10 @@ class SyntheticHistory:
         self.installers = ([c for c, k in zip(inst_cats, keep) if k], inst_p[keep] / inst_p[keep].sum())
         none_i = self.installers[0].index(None)
         self.null_details = float(self.installers[1][none_i])  # no user agent: every details field is null
-        self.known_installers = ([c for c in self.installers[0] if c is not None],
-                                 np.delete(self.installers[1], none_i) / (1 - self.null_details))
+        self.known_installers = (
+            [c for c in self.installers[0] if c is not None],
+            np.delete(self.installers[1], none_i) / (1 - self.null_details),
+        )
         self.pythons = _mix(pop.PYTHONS, rules.python_minor)
         self.systems = _mix(pop.SYSTEMS, _system_category)
         self.cpus = _mix(pop.CPUS)
@@ -156,8 +174,8 @@ class SyntheticHistory:
         cc_cats, cc_p = _mix(pop.countries(), lambda v: "ZZ" if v is None else v)
         measured = set(pop.measured_countries())
         others = sorted((i for i, c in enumerate(cc_cats) if c not in measured and c != "ZZ"), key=lambda i: -cc_p[i])
-        top = [i for i, c in enumerate(cc_cats) if c in measured or c == "ZZ"] + others[:self.EXPLICIT_OTHER_COUNTRIES]
-        rest = others[self.EXPLICIT_OTHER_COUNTRIES:]
+        top = [i for i, c in enumerate(cc_cats) if c in measured or c == "ZZ"] + others[: self.EXPLICIT_OTHER_COUNTRIES]
+        rest = others[self.EXPLICIT_OTHER_COUNTRIES :]
         self.countries = ([cc_cats[i] for i in top] + [None], np.append(cc_p[top], cc_p[rest].sum()))
         self.rest_countries = [cc_cats[i] for i in rest]
         self.rest_p = cc_p[rest] / cc_p[rest].sum()
@@ -169,14 +187,14 @@ class SyntheticHistory:
         from pypi_pulse.dataflow.clock import BLOCK_S
 
         np = self.np
-        midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+        midnight = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
         starts = [midnight + i * BLOCK_S for i in range(86400 // BLOCK_S)]
         p = np.array([self._rhythm(t + BLOCK_S / 2) for t in starts])
         counts = np.random.default_rng([self.seed, day.toordinal(), 1]).multinomial(downloads, p / p.sum())
         return [(t + BLOCK_S, int(n)) for t, n in zip(starts, counts.tolist())]
 
     def _day_factor(self, day: dt.date) -> float:
-        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
         return sum(self._rhythm(midnight + h * 3600 + 1800) for h in range(24)) / 24
 
     def rows(self, day: dt.date) -> list[tuple]:
@@ -188,8 +206,14 @@ class SyntheticHistory:
         age = (o - self.release_phase) % self.release_every  # days since the last release
         releases = (o - self.release_phase) // self.release_every
         boost = 1 + self.spike * np.exp(-age / 2.0)
-        expected = (self.daily_downloads * self.share * self._day_factor(day) * np.exp(self.trend * (o - self.anchor))
-                    * boost * rng.lognormal(0, 0.05, len(self.names)))
+        expected = (
+            self.daily_downloads
+            * self.share
+            * self._day_factor(day)
+            * np.exp(self.trend * (o - self.anchor))
+            * boost
+            * rng.lognormal(0, 0.05, len(self.names))
+        )
         overall = rng.poisson(expected)
         mirrors = rng.poisson(expected * self.mirror_share / (1 - self.mirror_share) * (1 + 3 * (age == 0)))
         out: list[Row] = []
@@ -205,8 +229,13 @@ class SyntheticHistory:
         nulls = rng.binomial(overall, self.null_details)
         known = overall - nulls
         # installer, python, system, cpu and ci come from `details`, which is null for unknown user agents
-        for dim, (cats, p) in (("installer", self.known_installers), ("python_minor", self.pythons),
-                               ("system", self.systems), ("cpu", self.cpus), ("ci", self.ci)):
+        for dim, (cats, p) in (
+            ("installer", self.known_installers),
+            ("python_minor", self.pythons),
+            ("system", self.systems),
+            ("cpu", self.cpus),
+            ("ci", self.ci),
+        ):
             counts = rng.multinomial(known, p)
             if None in cats:
                 counts[:, cats.index(None)] += nulls
@@ -238,8 +267,11 @@ class SyntheticHistory:
         older = overall - newest - previous
         for i, name in enumerate(names):
             maj, mnr, k = int(self.vmajor[i]), int(self.vminor[i]), int(releases[i]) % 40
-            for v, n in ((f"{maj}.{mnr}.{k}", newest[i]), (f"{maj}.{mnr}.{max(k - 1, 0)}", previous[i]),
-                         (f"{maj}.{max(mnr - 1, 0)}.0", older[i])):
+            for v, n in (
+                (f"{maj}.{mnr}.{k}", newest[i]),
+                (f"{maj}.{mnr}.{max(k - 1, 0)}", previous[i]),
+                (f"{maj}.{max(mnr - 1, 0)}.0", older[i]),
+            ):
                 if n:
                     out.append((name, "version", v, int(n)))
         return self._folded(out, overall + mirrors)
@@ -302,15 +334,32 @@ def file_days(path: Path, batch: int = 20_000) -> tuple[dict[str, list[Row]], in
             flush()
     if values:
         flush()
-    return ({day: [(p, d, c, n) for (_day, p, d, c), n in r.final(day).items()] for day, r in per_day.items()},
-            read, rejected)
+    return (
+        {day: [(p, d, c, n) for (_day, p, d, c), n in r.final(day).items()] for day, r in per_day.items()},
+        read,
+        rejected,
+    )
 
 
 # ---- driver -------------------------------------------------------------------------------------------------
-def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=None, force: bool = False,
-             seed: int = 0, daily_downloads: float = 86_400_000, projects: int = 1000, other_countries: int = 20,
-             on_day: Optional[Callable[[str, int], None]] = None, stop: Optional[threading.Event] = None,
-             today: Optional[dt.date] = None, include: Iterable[str] = (), detail_min_downloads: int = 0) -> BackfillSummary:
+def backfill(
+    sink: Sink,
+    source: str,
+    start: dt.date,
+    end: dt.date,
+    *,
+    settings=None,
+    force: bool = False,
+    seed: int = 0,
+    daily_downloads: float = 86_400_000,
+    projects: int = 1000,
+    other_countries: int = 20,
+    on_day: Optional[Callable[[str, int], None]] = None,
+    stop: Optional[threading.Event] = None,
+    today: Optional[dt.date] = None,
+    include: Iterable[str] = (),
+    detail_min_downloads: int = 0,
+) -> BackfillSummary:
     """Fill [start, end] from `source`; days already backfilled are skipped unless `force`. Synthetic: the
     `projects` most popular projects and those in `include` get rows of their own (see `SyntheticHistory`)."""
     check_range(start, end, today)
@@ -323,16 +372,27 @@ def backfill(sink: Sink, source: str, start: dt.date, end: dt.date, *, settings=
     summary.days_skipped = len(days_between(start, end)) - len(todo)
     summary.skipped = sorted(done)
     tag = source if not source.startswith("file:") else "file"
-    log.info("backfill.start", source=source, start=str(start), end=str(end), days=len(todo), skipped=summary.days_skipped)
+    log.info(
+        "backfill.start", source=source, start=str(start), end=str(end), days=len(todo), skipped=summary.days_skipped
+    )
 
     def day_rows() -> Iterator[tuple[dt.date, Iterable[Row]]]:
         if source == "synthetic":
-            hist = SyntheticHistory(daily_downloads, projects, seed, anchor=today, other_countries=other_countries,
-                                    include=include, detail_min_downloads=detail_min_downloads)
+            hist = SyntheticHistory(
+                daily_downloads,
+                projects,
+                seed,
+                anchor=today,
+                other_countries=other_countries,
+                include=include,
+                detail_min_downloads=detail_min_downloads,
+            )
             for d in todo:
                 rows = hist.rows(d)
                 yield d, rows
-                record_day_profile(sink, hist.block_totals(d, sum(r[3] for r in rows if r[1] == "overall" and r[-1] is not False)))
+                record_day_profile(
+                    sink, hist.block_totals(d, sum(r[3] for r in rows if r[1] == "overall" and r[-1] is not False))
+                )
         elif source.startswith("file:"):
             per_day, summary.events_read, summary.events_rejected = file_days(Path(source[5:]))
             for d in todo:

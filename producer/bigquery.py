@@ -21,13 +21,15 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Optional
 
 import orjson
 import structlog
-from prometheus_client import Counter as PromCounter, Gauge
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
 
 from pypi_pulse import rules
 from pypi_pulse.errors import UserError
@@ -44,9 +46,13 @@ log = structlog.get_logger(__name__)
 SCOPES = ("https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform")
 TIB = 2**40
 
-BYTES_BILLED = PromCounter("pypi_pulse_bigquery_bytes_billed", "Bytes BigQuery billed for pypi-pulse queries.", ["kind"])
+BYTES_BILLED = PromCounter(
+    "pypi_pulse_bigquery_bytes_billed", "Bytes BigQuery billed for pypi-pulse queries.", ["kind"]
+)
 QUERIES = PromCounter("pypi_pulse_bigquery_queries", "BigQuery queries run (dry runs excluded).", ["kind"])
-COST_USD = PromCounter("pypi_pulse_bigquery_estimated_cost_usd", "Estimated on-demand cost of the bytes billed.", ["kind"])
+COST_USD = PromCounter(
+    "pypi_pulse_bigquery_estimated_cost_usd", "Estimated on-demand cost of the bytes billed.", ["kind"]
+)
 ESTIMATED = Gauge("pypi_pulse_bigquery_last_estimate_bytes", "Dry-run estimate of the last query.", ["kind"])
 BUDGET_REMAINING = Gauge("pypi_pulse_bigquery_budget_remaining_bytes", "Bytes left in today's (UTC) BigQuery budget.")
 ROWS_READ = PromCounter("pypi_pulse_bigquery_rows_read", "Rows returned by BigQuery (before de-duplication).")
@@ -74,7 +80,7 @@ def human_bytes(n: float) -> str:
 
 
 # ---- credentials and client ---------------------------------------------------------------------------------------
-def make_client(settings: "Settings") -> "bigquery.Client":
+def make_client(settings: Settings) -> bigquery.Client:
     """A real BigQuery client from a key file, Application Default Credentials, or (emulators) no credentials."""
     import google.auth
     from google.api_core.client_options import ClientOptions
@@ -89,8 +95,10 @@ def make_client(settings: "Settings") -> "bigquery.Client":
         try:
             creds, cred_project = _load_key(path)
         except (auth_exc.DefaultCredentialsError, ValueError, KeyError) as exc:
-            raise UserError(f"credentials file {path} is not a usable Google key ({_one_line(exc)}): download a new "
-                            f"service-account JSON key, or drop --credentials to use `gcloud auth application-default login`") from None
+            raise UserError(
+                f"credentials file {path} is not a usable Google key ({_one_line(exc)}): download a new "
+                f"service-account JSON key, or drop --credentials to use `gcloud auth application-default login`"
+            ) from None
     elif settings.bigquery_endpoint:
         from google.auth.credentials import AnonymousCredentials
 
@@ -99,19 +107,24 @@ def make_client(settings: "Settings") -> "bigquery.Client":
         try:
             creds, cred_project = google.auth.default(scopes=list(SCOPES))
         except auth_exc.DefaultCredentialsError:
-            raise UserError("no Google credentials found: run `gcloud auth application-default login`, set "
-                            "GOOGLE_APPLICATION_CREDENTIALS, or pass --credentials KEY.json") from None
+            raise UserError(
+                "no Google credentials found: run `gcloud auth application-default login`, set "
+                "GOOGLE_APPLICATION_CREDENTIALS, or pass --credentials KEY.json"
+            ) from None
     project = settings.billing_project or cred_project
     if not project:
-        raise UserError("no billing project: pass --billing-project YOUR_GCP_PROJECT (queries of the public PyPI "
-                        "table are billed to your project)")
+        raise UserError(
+            "no billing project: pass --billing-project YOUR_GCP_PROJECT (queries of the public PyPI "
+            "table are billed to your project)"
+        )
     options = ClientOptions(api_endpoint=settings.bigquery_endpoint) if settings.bigquery_endpoint else None
     return bigquery.Client(project=project, credentials=creds, client_options=options)
 
 
 def _load_key(path: Path):
     """Only the two key types a user downloads (service account, gcloud user), never arbitrary external configs."""
-    from google.oauth2 import credentials as user_credentials, service_account
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
 
     info = json.loads(path.read_text())
     kind = info.get("type") if isinstance(info, dict) else None
@@ -129,37 +142,51 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(text).split())[:300]
 
 
-def explain(exc: Exception, settings: "Settings") -> UserError:
+def explain(exc: Exception, settings: Settings) -> UserError:
     """Turn a Google error into one line that says what to do."""
     from google.api_core import exceptions as api_exc
     from google.auth import exceptions as auth_exc
 
     if isinstance(exc, auth_exc.RefreshError):
-        return UserError(f"Google rejected the credentials ({_one_line(exc)}): run `gcloud auth application-default "
-                         f"login` again or create a new service-account key for --credentials")
+        return UserError(
+            f"Google rejected the credentials ({_one_line(exc)}): run `gcloud auth application-default "
+            f"login` again or create a new service-account key for --credentials"
+        )
     if isinstance(exc, auth_exc.GoogleAuthError):
-        return UserError(f"Google credentials failed ({_one_line(exc)}): check --credentials or run "
-                         f"`gcloud auth application-default login`")
+        return UserError(
+            f"Google credentials failed ({_one_line(exc)}): check --credentials or run "
+            f"`gcloud auth application-default login`"
+        )
     details = [e for e in (getattr(exc, "errors", None) or []) if isinstance(e, dict)]
     reasons = {e.get("reason") for e in details}
     msg = " ".join(str(details[0].get("message") or "").split())[:300] if details else ""
     msg = msg or _one_line(exc)
     if "bytesBilledLimitExceeded" in reasons or "limit for bytes billed" in msg:
-        return UserError(f"BigQuery refused a query above --max-bytes-per-query "
-                         f"({human_bytes(int(settings.max_bytes_per_query))}): raise it, or read less with --projects "
-                         f"or a shorter --start/--end range ({msg})")
+        return UserError(
+            f"BigQuery refused a query above --max-bytes-per-query "
+            f"({human_bytes(int(settings.max_bytes_per_query))}): raise it, or read less with --projects "
+            f"or a shorter --start/--end range ({msg})"
+        )
     if isinstance(exc, api_exc.Unauthorized):
-        return UserError(f"BigQuery did not accept the credentials ({msg}): run `gcloud auth application-default "
-                         f"login` or pass a valid --credentials KEY.json")
+        return UserError(
+            f"BigQuery did not accept the credentials ({msg}): run `gcloud auth application-default "
+            f"login` or pass a valid --credentials KEY.json"
+        )
     if "billingNotEnabled" in reasons:
-        return UserError(f"billing is not enabled on project {settings.billing_project or '(default)'}: enable "
-                         f"billing, or pass another --billing-project ({msg})")
+        return UserError(
+            f"billing is not enabled on project {settings.billing_project or '(default)'}: enable "
+            f"billing, or pass another --billing-project ({msg})"
+        )
     if isinstance(exc, api_exc.Forbidden):
-        return UserError(f"BigQuery denied the query ({msg}): give the account the BigQuery Job User role on the "
-                         f"billing project, or pass another --billing-project")
+        return UserError(
+            f"BigQuery denied the query ({msg}): give the account the BigQuery Job User role on the "
+            f"billing project, or pass another --billing-project"
+        )
     if isinstance(exc, api_exc.NotFound):
-        return UserError(f"BigQuery could not find something the query needs ({msg}): check the billing project "
-                         f"and the table ({settings.bigquery_table})")
+        return UserError(
+            f"BigQuery could not find something the query needs ({msg}): check the billing project "
+            f"and the table ({settings.bigquery_table})"
+        )
     if isinstance(exc, api_exc.BadRequest):
         return UserError(f"BigQuery rejected the query ({msg})")
     return UserError(f"BigQuery failed ({type(exc).__name__}: {msg}): check --bigquery-endpoint and your network")
@@ -178,7 +205,7 @@ class CostGuard:
 
     @staticmethod
     def today(now: Optional[float] = None) -> str:
-        return dt.datetime.fromtimestamp(time.time() if now is None else now, dt.timezone.utc).date().isoformat()
+        return dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date().isoformat()
 
     def _load(self) -> tuple[str, int]:
         today = self.today()
@@ -208,7 +235,8 @@ class CostGuard:
             raise BudgetExhausted(
                 f"daily BigQuery budget reached: {human_bytes(self.spent)} of {human_bytes(self.budget)} billed today "
                 f"(UTC) and the next query needs ~{human_bytes(estimate)}; raise --daily-budget, narrow with "
-                f"--projects/--sample, or run again after 00:00 UTC")
+                f"--projects/--sample, or run again after 00:00 UTC"
+            )
 
     def record(self, billed: int) -> None:
         self._roll()
@@ -254,7 +282,7 @@ def _job_retry():
 class BigQuerySession:
     """One client, one cost guard: every query goes dry run → budget check → capped real run → accounting."""
 
-    def __init__(self, settings: "Settings", client: Optional["bigquery.Client"] = None):
+    def __init__(self, settings: Settings, client: Optional[bigquery.Client] = None):
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
         self.max_bytes = int(settings.max_bytes_per_query)
@@ -265,31 +293,44 @@ class BigQuerySession:
     def _config(self, params: list, dry_run: bool):
         from google.cloud import bigquery
 
-        return bigquery.QueryJobConfig(query_parameters=params, dry_run=dry_run, use_query_cache=not dry_run,
-                                       maximum_bytes_billed=self.max_bytes, use_legacy_sql=False)
+        return bigquery.QueryJobConfig(
+            query_parameters=params,
+            dry_run=dry_run,
+            use_query_cache=not dry_run,
+            maximum_bytes_billed=self.max_bytes,
+            use_legacy_sql=False,
+        )
 
     def estimate(self, sql: str, params: list, kind: str) -> int:
         try:
-            job = self.client.query(sql, job_config=self._config(params, True), retry=_retry(),
-                                     job_retry=None)  # a dry run starts no job: nothing to restart
+            job = self.client.query(
+                sql, job_config=self._config(params, True), retry=_retry(), job_retry=None
+            )  # a dry run starts no job: nothing to restart
         except Exception as exc:
             raise explain(exc, self.settings) from None
         est = int(job.total_bytes_processed or 0)
         ESTIMATED.labels(kind).set(est)
-        log.info("bigquery dry run", kind=kind, estimate_bytes=est, estimate=human_bytes(est),
-                 estimated_cost_usd=round(self.guard.cost(est), 4), budget_remaining_bytes=self.guard.remaining())
+        log.info(
+            "bigquery dry run",
+            kind=kind,
+            estimate_bytes=est,
+            estimate=human_bytes(est),
+            estimated_cost_usd=round(self.guard.cost(est), 4),
+            budget_remaining_bytes=self.guard.remaining(),
+        )
         return est
 
     def run(self, sql: str, params: list, kind: str) -> QueryResult:
         est = self.estimate(sql, params, kind)
         if est > self.max_bytes:
-            raise UserError(f"the {kind} query would scan ~{human_bytes(est)}, above --max-bytes-per-query "
-                            f"({human_bytes(self.max_bytes)}): raise it, or read less with --projects or a shorter "
-                            f"--start/--end range")
+            raise UserError(
+                f"the {kind} query would scan ~{human_bytes(est)}, above --max-bytes-per-query "
+                f"({human_bytes(self.max_bytes)}): raise it, or read less with --projects or a shorter "
+                f"--start/--end range"
+            )
         self.guard.check(est)
         try:
-            job = self.client.query(sql, job_config=self._config(params, False), retry=_retry(),
-                                    job_retry=_job_retry())
+            job = self.client.query(sql, job_config=self._config(params, False), retry=_retry(), job_retry=_job_retry())
             rows = job.result(page_size=50_000, retry=_retry(), job_retry=_job_retry())
             table = rows.to_arrow(create_bqstorage_client=False)
         except Exception as exc:
@@ -303,9 +344,16 @@ class BigQuerySession:
         BYTES_BILLED.labels(kind).inc(billed)
         COST_USD.labels(kind).inc(cost)
         ROWS_READ.inc(table.num_rows)
-        log.info("bigquery query", kind=kind, job_id=job.job_id, rows=table.num_rows, billed_bytes=billed,
-                 billed=human_bytes(billed), estimated_cost_usd=round(cost, 4),
-                 budget_remaining_bytes=self.guard.remaining())
+        log.info(
+            "bigquery query",
+            kind=kind,
+            job_id=job.job_id,
+            rows=table.num_rows,
+            billed_bytes=billed,
+            billed=human_bytes(billed),
+            estimated_cost_usd=round(cost, 4),
+            budget_remaining_bytes=self.guard.remaining(),
+        )
         return QueryResult(table, est, billed)
 
 
@@ -330,27 +378,29 @@ def parse_bound(value: Optional[str], flag: str) -> Optional[float]:
     try:
         if len(value.strip()) == 10:
             d = dt.date.fromisoformat(value.strip())
-            return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()
+            return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()
         return parse_iso(value)
     except (ValueError, BadTimestamp):
         raise UserError(f"{flag} {value!r} is not a date or time: use 2026-11-20 or 2026-11-20T12:00:00Z") from None
 
 
 def _ts(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
-def _table_ref(settings: "Settings") -> str:
+def _table_ref(settings: Settings) -> str:
     t = settings.bigquery_table
     if "`" in t or not t.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UserError(f"bigquery_table {t!r} (PYPI_PULSE_BIGQUERY_TABLE) is not a table id: use project.dataset.table")
+        raise UserError(
+            f"bigquery_table {t!r} (PYPI_PULSE_BIGQUERY_TABLE) is not a table id: use project.dataset.table"
+        )
     return f"`{t}`"
 
 
 _NORMALISED = rules.sql_project("file.project")
 
 
-def _filters(settings: "Settings", sample: bool = True) -> tuple[list[str], list]:
+def _filters(settings: Settings, sample: bool = True) -> tuple[list[str], list]:
     """Partition filter always; clustering filter for --projects; deterministic --sample on the timestamp."""
     from google.cloud import bigquery
 
@@ -368,7 +418,7 @@ def _filters(settings: "Settings", sample: bool = True) -> tuple[list[str], list
     return where, params
 
 
-def rows_query(settings: "Settings") -> tuple[str, list]:
+def rows_query(settings: Settings) -> tuple[str, list]:
     where, params = _filters(settings)
     cols = ", ".join(f"{expr} AS {alias}" for alias, expr in COLUMNS.items())
     sql = f"SELECT {cols} FROM {_table_ref(settings)} WHERE {' AND '.join(where)} ORDER BY timestamp"
@@ -408,8 +458,14 @@ class IncrementalReader:
     after that, each poll reads [watermark - overlap, now).
     """
 
-    def __init__(self, session: BigQuerySession, start: float, end: Optional[float], overlap_s: float,
-                 exporter: Optional["ParquetExport"] = None):
+    def __init__(
+        self,
+        session: BigQuerySession,
+        start: float,
+        end: Optional[float],
+        overlap_s: float,
+        exporter: Optional[ParquetExport] = None,
+    ):
         self.session = session
         self.settings = session.settings
         self.sql, self.params = rows_query(self.settings)
@@ -441,8 +497,11 @@ class IncrementalReader:
             self.catching_up = False
             self.finished = self.end is not None and lo >= self.end
             return []
-        params = [bigquery.ScalarQueryParameter("lo", "TIMESTAMP", _ts(lo)),
-                  bigquery.ScalarQueryParameter("hi", "TIMESTAMP", _ts(hi)), *self.params]
+        params = [
+            bigquery.ScalarQueryParameter("lo", "TIMESTAMP", _ts(lo)),
+            bigquery.ScalarQueryParameter("hi", "TIMESTAMP", _ts(hi)),
+            *self.params,
+        ]
         result = self.session.run(self.sql, params, "poll")
         events, keep = self._new_rows(result.table)
         if self.exporter is not None and events:
@@ -460,8 +519,14 @@ class IncrementalReader:
         cutoff = max(self.done_until, self.watermark - self.overlap)
         self.seen = {d: v for d, v in self.seen.items() if v[1] >= cutoff}
         ROWS_NEW.inc(len(events))
-        log.info("bigquery poll", lo=format_bigquery_ts(lo), hi=format_bigquery_ts(hi), read=result.table.num_rows,
-                 new=len(events), watermark=format_bigquery_ts(self.watermark))
+        log.info(
+            "bigquery poll",
+            lo=format_bigquery_ts(lo),
+            hi=format_bigquery_ts(hi),
+            read=result.table.num_rows,
+            new=len(events),
+            watermark=format_bigquery_ts(self.watermark),
+        )
         return events
 
     def _new_rows(self, table) -> tuple[list[Event], list[bool]]:
@@ -532,7 +597,7 @@ def merge_pending(pending: list[Event], new: Iterable[Event]) -> None:
 
 
 # ---- per-day aggregates for backfill ------------------------------------------------------------------------------
-def aggregates_query(settings: "Settings") -> tuple[str, list]:
+def aggregates_query(settings: Settings) -> tuple[str, list]:
     """One scan of one day: every (project, dimension, category) count, with the dataflow's category rules (the
     dimensions and their SQL come from pypi_pulse.rules)."""
     from google.cloud import bigquery
@@ -548,7 +613,7 @@ WITH base AS (
     {rules.sql_is_mirror("mirrors")} AS mirror,
     {categories}
   FROM {_table_ref(settings)}
-  WHERE {' AND '.join(where)} AND file.project IS NOT NULL AND file.project != ''
+  WHERE {" AND ".join(where)} AND file.project IS NOT NULL AND file.project != ''
 )
 SELECT project, dimension, {rules.sql_category_case("dimension")} AS category,
   COUNT(*) AS downloads
@@ -560,25 +625,34 @@ GROUP BY project, dimension, category"""
 _sessions: dict[tuple, BigQuerySession] = {}
 
 
-def session_for(settings: "Settings") -> BigQuerySession:
+def session_for(settings: Settings) -> BigQuerySession:
     """One session per configuration in a process, so a multi-day backfill shares one budget count."""
-    key = (settings.billing_project, str(settings.credentials), settings.bigquery_endpoint, str(settings.data_dir),
-           int(settings.daily_budget), int(settings.max_bytes_per_query))
+    key = (
+        settings.billing_project,
+        str(settings.credentials),
+        settings.bigquery_endpoint,
+        str(settings.data_dir),
+        int(settings.daily_budget),
+        int(settings.max_bytes_per_query),
+    )
     s = _sessions.get(key)
     if s is None:
         s = _sessions[key] = BigQuerySession(settings)
     return s
 
 
-def daily_aggregates(settings: "Settings", day: dt.date) -> Iterator[tuple[str, str, Optional[str], int]]:
+def daily_aggregates(settings: Settings, day: dt.date) -> Iterator[tuple[str, str, Optional[str], int]]:
     """(project, dimension, category, downloads) for one UTC day: what the dataflow's daily rollups hold."""
     from google.cloud import bigquery
 
     session = session_for(settings)
     sql, params = aggregates_query(settings)
-    lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    params = [bigquery.ScalarQueryParameter("lo", "TIMESTAMP", lo),
-              bigquery.ScalarQueryParameter("hi", "TIMESTAMP", lo + dt.timedelta(days=1)), *params]
+    lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    params = [
+        bigquery.ScalarQueryParameter("lo", "TIMESTAMP", lo),
+        bigquery.ScalarQueryParameter("hi", "TIMESTAMP", lo + dt.timedelta(days=1)),
+        *params,
+    ]
     table = session.run(sql, params, "aggregate").table
     cols = [table.column(c).to_pylist() for c in ("project", "dimension", "category", "downloads")]
     for project, dimension, category, n in zip(*cols):

@@ -19,8 +19,15 @@ from rich.console import Console
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.extras import require
-from pypi_pulse.producer.bigquery import (BigQuerySession, IncrementalReader, ParquetExport, human_bytes,
-                                          merge_pending, parse_bound, rows_query)
+from pypi_pulse.producer.bigquery import (
+    BigQuerySession,
+    IncrementalReader,
+    ParquetExport,
+    human_bytes,
+    merge_pending,
+    parse_bound,
+    rows_query,
+)
 from pypi_pulse.producer.publisher import Publisher, Summary
 
 if TYPE_CHECKING:
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def _plan(settings: "Settings", now: float) -> tuple[float, Optional[float]]:
+def _plan(settings: Settings, now: float) -> tuple[float, Optional[float]]:
     start = parse_bound(settings.start, "--start")
     end = parse_bound(settings.end, "--end")
     if start is None:
@@ -43,9 +50,15 @@ def _plan(settings: "Settings", now: float) -> tuple[float, Optional[float]]:
     return start, end
 
 
-def run_bigquery_source(pub: Publisher, settings: "Settings", stop: threading.Event, *,
-                        session: Optional[BigQuerySession] = None, clock=time.time,
-                        console: Optional[Console] = None) -> Summary:
+def run_bigquery_source(
+    pub: Publisher,
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    session: Optional[BigQuerySession] = None,
+    clock=time.time,
+    console: Optional[Console] = None,
+) -> Summary:
     """Poll until stopped, the range is read, or the budget is spent (a `UserError` after flushing what was read)."""
     console = console or Console(stderr=True)
     now = clock()
@@ -68,8 +81,11 @@ def run_bigquery_source(pub: Publisher, settings: "Settings", stop: threading.Ev
                 new = reader.poll(now)
                 s.read += len(new)
                 merge_pending(pending, new)
-                wait = 0.0 if reader.catching_up else session.guard.interval(settings.poll_interval,
-                                                                              session.last_billed, now)
+                wait = (
+                    0.0
+                    if reader.catching_up
+                    else session.guard.interval(settings.poll_interval, session.last_billed, now)
+                )
                 next_poll = now + wait
                 if wait > settings.poll_interval:
                     log.info("bigquery poll interval stretched to fit the daily budget", seconds=round(wait))
@@ -111,10 +127,17 @@ def _announce(session: BigQuerySession, reader: IncrementalReader, console: Cons
     if hi <= lo:
         hi = lo + 1
     sql, params = rows_query(session.settings)
-    params = [bigquery.ScalarQueryParameter("lo", "TIMESTAMP", _ts(lo)),
-              bigquery.ScalarQueryParameter("hi", "TIMESTAMP", _ts(hi)), *params]
+    params = [
+        bigquery.ScalarQueryParameter("lo", "TIMESTAMP", _ts(lo)),
+        bigquery.ScalarQueryParameter("hi", "TIMESTAMP", _ts(hi)),
+        *params,
+    ]
     est = session.estimate(sql, params, "poll")
     g = session.guard
-    console.print(f"bigquery: dry run: the first query will scan ~{human_bytes(est)} (≈ ${g.cost(est):,.2f}); "
-                  f"cap {human_bytes(session.max_bytes)}/query, budget {human_bytes(g.remaining())} left of "
-                  f"{human_bytes(g.budget)} today (UTC)", highlight=False, soft_wrap=True)
+    console.print(
+        f"bigquery: dry run: the first query will scan ~{human_bytes(est)} (≈ ${g.cost(est):,.2f}); "
+        f"cap {human_bytes(session.max_bytes)}/query, budget {human_bytes(g.remaining())} left of "
+        f"{human_bytes(g.budget)} today (UTC)",
+        highlight=False,
+        soft_wrap=True,
+    )

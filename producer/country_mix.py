@@ -45,11 +45,25 @@ def derive(geonames: dict) -> list[dict]:
         if code not in iso or code in named:
             continue
         share = 0.0 if code in NO_PUBLIC_INTERNET else REGION_INTERNET_SHARE[c["continentcode"]]
-        rows.append({"country_code": code, "population": int(c["population"]), "internet_share": share,
-                     "users": c["population"] * share})
+        rows.append(
+            {
+                "country_code": code,
+                "population": int(c["population"]),
+                "internet_share": share,
+                "users": c["population"] * share,
+            }
+        )
     pct = _capped([r["users"] for r in rows], rest_pct, cap)
-    out = [{"country_code": r["country_code"], "share_pct": round(p, 6), "population": r["population"],
-            "internet_share": r["internet_share"]} for r, p in zip(rows, pct) if p > 0]
+    out = [
+        {
+            "country_code": r["country_code"],
+            "share_pct": round(p, 6),
+            "population": r["population"],
+            "internet_share": r["internet_share"],
+        }
+        for r, p in zip(rows, pct)
+        if p > 0
+    ]
     return sorted(out, key=lambda r: (-r["share_pct"], r["country_code"]))
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pypi_pulse.config import (DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_PRODUCER_STALL_S, DEFAULT_PRODUCER_STOP_S)
+from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_PRODUCER_STALL_S, DEFAULT_PRODUCER_STOP_S
 from pypi_pulse.kafka_health import BrokerHealth
 from pypi_pulse.metrics import liveness
 
@@ -42,13 +42,19 @@ class DeliveryOptions:
 
 
 class Delivery:
-    def __init__(self, config: dict, options: DeliveryOptions = DeliveryOptions(), topics: tuple[str, ...] = (),
-                 component: str = "producer"):
+    def __init__(
+        self,
+        config: dict,
+        options: DeliveryOptions = DeliveryOptions(),
+        topics: tuple[str, ...] = (),
+        component: str = "producer",
+    ):
         self.options = options
         self.health = BrokerHealth(component, config.get("bootstrap.servers", ""), options.outage_log_s)
         self.max_pending = int(config.get("queue.buffering.max.messages", 100_000))
         self.config = {
-            **config, **self.health.client_config(),
+            **config,
+            **self.health.client_config(),
             "message.timeout.ms": 0,  # wait out any outage; a stop gives up instead
             "reconnect.backoff.max.ms": 1000,  # notice a returning broker within a second, not ten
             # a restarted embedded broker would otherwise create our topics on our first metadata request, with its
@@ -59,7 +65,9 @@ class Delivery:
         self.stop = threading.Event()  # set by the command's Ctrl-C handler (Publisher.stop_on)
         self.topics = topics
         self.partition_counts: dict[str, int] = {}  # what to recreate on a broker that came back empty
-        self.pending: dict[int, tuple] = {}  # seq -> (topic, value, key, partition, on_delivery, timestamp, headers, events)
+        self.pending: dict[
+            int, tuple
+        ] = {}  # seq -> (topic, value, key, partition, on_delivery, timestamp, headers, events)
         self._seq = 0
         self.undelivered = 0  # events given up on at a stop
         self.resend: list[int] = []  # refused for a missing topic: sent again once it exists
@@ -69,10 +77,22 @@ class Delivery:
         self._next_watch = 0.0
 
     # --- sending ------------------------------------------------------------------------------------------------
-    def produce(self, topic: str, value: bytes, key: Optional[bytes] = None, *, partition: int = -1,
-                on_delivery=None, timestamp: int = 0, headers=None, events: int = 1) -> bool:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Optional[bytes] = None,
+        *,
+        partition: int = -1,
+        on_delivery=None,
+        timestamp: int = 0,
+        headers=None,
+        events: int = 1,
+    ) -> bool:
         """Queue one message; while the queue is full, wait (serving deliveries). False if stopped meanwhile."""
-        while len(self.pending) >= self.max_pending:  # messages refused for a missing topic wait here, not in librdkafka
+        while (
+            len(self.pending) >= self.max_pending
+        ):  # messages refused for a missing topic wait here, not in librdkafka
             if self.stop.is_set():
                 self.undelivered += events
                 return False
@@ -99,8 +119,15 @@ class Delivery:
 
     def _send(self, seq: int) -> None:
         topic, value, key, partition, _cb, timestamp, headers, _events = self.pending[seq]
-        self.producer.produce(topic, value, key, partition=partition, timestamp=timestamp, headers=headers,
-                              on_delivery=lambda err, msg: self._done(seq, err, msg))
+        self.producer.produce(
+            topic,
+            value,
+            key,
+            partition=partition,
+            timestamp=timestamp,
+            headers=headers,
+            on_delivery=lambda err, msg: self._done(seq, err, msg),
+        )
 
     def _done(self, seq: int, err: Optional[KafkaError], msg) -> None:
         if err is not None and err.code() in PURGED:
@@ -136,7 +163,9 @@ class Delivery:
         if self.health.fatal is not None:
             self._replace(f"fatal error: {self.health.fatal.str()}")
             return
-        if not self.resend and (not self.pending or time.monotonic() - self.last_progress < min(1.0, self.options.stall_s)):
+        if not self.resend and (
+            not self.pending or time.monotonic() - self.last_progress < min(1.0, self.options.stall_s)
+        ):
             self.answering_since = None
             return
         try:  # metadata goes through even when produce requests are refused
@@ -197,7 +226,14 @@ class Delivery:
         self.resend = []  # everything pending is sent again below
         self.replacements += 1
         events = sum(r[7] for r in self.pending.values())
-        log.warning("producer.replaced", component=self.health.component, reason=why, replacements=self.replacements, resent_messages=len(self.pending), resent_events=events)
+        log.warning(
+            "producer.replaced",
+            component=self.health.component,
+            reason=why,
+            replacements=self.replacements,
+            resent_messages=len(self.pending),
+            resent_events=events,
+        )
         for seq in list(self.pending):
             while True:
                 try:
@@ -236,9 +272,12 @@ class Delivery:
         self.producer.poll(0)
         self.pending.clear()
         self.undelivered += events
-        log.warning("producer.undelivered", events=self.undelivered,
-                    reason="stopped while Kafka had not acknowledged them" +
-                    (" (the broker is unavailable)" if self.health.is_away else ""))
+        log.warning(
+            "producer.undelivered",
+            events=self.undelivered,
+            reason="stopped while Kafka had not acknowledged them"
+            + (" (the broker is unavailable)" if self.health.is_away else ""),
+        )
 
     def __len__(self) -> int:
         return len(self.producer)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import structlog
 from rich.console import Console
@@ -28,8 +29,12 @@ DEMO_PROJECTS = 1000
 DEMO_OTHER_COUNTRIES = 10
 
 
-def first_history(settings, days: Optional[int] = None, stop: Optional[threading.Event] = None,
-                  on_start: Optional[Callable[[int], None]] = None):
+def first_history(
+    settings,
+    days: Optional[int] = None,
+    stop: Optional[threading.Event] = None,
+    on_start: Optional[Callable[[int], None]] = None,
+):
     """`days` of synthetic history ending yesterday, sized like the live stream (`settings.rate` events per
     second); None when the sink already has history or no days are asked for. `on_start(days)` hears when it
     begins."""
@@ -44,24 +49,38 @@ def first_history(settings, days: Optional[int] = None, stop: Optional[threading
     with open_sink(settings.sink_url) as sink:
         if has_history(sink):
             return None
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         if on_start is not None:
             on_start(days)
-        return backfill(sink, "synthetic", today - dt.timedelta(days=days), today - dt.timedelta(days=1),
-                        seed=settings.seed or 0, daily_downloads=settings.rate * 86400, projects=DEMO_PROJECTS,
-                        other_countries=DEMO_OTHER_COUNTRIES, include=category_map(),
-                        detail_min_downloads=settings.backfill_detail_min_downloads, stop=stop, today=today)
+        return backfill(
+            sink,
+            "synthetic",
+            today - dt.timedelta(days=days),
+            today - dt.timedelta(days=1),
+            seed=settings.seed or 0,
+            daily_downloads=settings.rate * 86400,
+            projects=DEMO_PROJECTS,
+            other_countries=DEMO_OTHER_COUNTRIES,
+            include=category_map(),
+            detail_min_downloads=settings.backfill_detail_min_downloads,
+            stop=stop,
+            today=today,
+        )
 
 
-def first_history_background(settings, stop: Optional[threading.Event] = None, console: Optional[Console] = None) -> None:
+def first_history_background(
+    settings, stop: Optional[threading.Event] = None, console: Optional[Console] = None
+) -> None:
     """`first_history` for a background thread of `up`, which says on its console when it starts and ends; a
     failure is reported, never kills the supervisor."""
     console = console or Console(stderr=True)
 
     def started(days: int) -> None:
         log.info("backfill.first_history_started", days=days)
-        console.print(f"history backfill started: {days} days of synthetic history, in the background (the history "
-                      "tabs fill from the newest day back)")
+        console.print(
+            f"history backfill started: {days} days of synthetic history, in the background (the history "
+            "tabs fill from the newest day back)"
+        )
 
     try:
         summary = first_history(settings, stop=stop, on_start=started)
@@ -70,6 +89,12 @@ def first_history_background(settings, stop: Optional[threading.Event] = None, c
         console.print(f"[yellow]history backfill failed: {type(exc).__name__}: {exc}[/]")
         return
     if summary is not None:
-        log.info("backfill.first_history_done", days=summary.days_written, rows=summary.rows, seconds=round(summary.seconds, 1))
-        console.print(f"history backfill done: {summary.days_written} days, {summary.rows:,} rows in "
-                      f"{summary.seconds:.0f} s")
+        log.info(
+            "backfill.first_history_done",
+            days=summary.days_written,
+            rows=summary.rows,
+            seconds=round(summary.seconds, 1),
+        )
+        console.print(
+            f"history backfill done: {summary.days_written} days, {summary.rows:,} rows in {summary.seconds:.0f} s"
+        )

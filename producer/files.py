@@ -17,13 +17,13 @@ import gzip
 import io
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import orjson
-
 import structlog
 
 from pypi_pulse.bounds import accepted_time
@@ -50,11 +50,19 @@ _NESTED = {k: sub for k, sub in _FIELDS.items() if sub is not None}
 
 def detect_format(path: Path) -> str:
     name = path.name.lower().removesuffix(".gz")
-    for ext, fmt in ((".ndjson", "ndjson"), (".jsonl", "ndjson"), (".json", "ndjson"), (".csv", "csv"),
-                     (".parquet", "parquet"), (".pq", "parquet")):
+    for ext, fmt in (
+        (".ndjson", "ndjson"),
+        (".jsonl", "ndjson"),
+        (".json", "ndjson"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+    ):
         if name.endswith(ext):
             return fmt
-    raise UserError(f"cannot tell the format of {path}: name it .ndjson/.jsonl/.json, .csv or .parquet (optionally .gz)")
+    raise UserError(
+        f"cannot tell the format of {path}: name it .ndjson/.jsonl/.json, .csv or .parquet (optionally .gz)"
+    )
 
 
 log = structlog.get_logger(__name__)
@@ -86,10 +94,13 @@ class _UpToDamage(io.RawIOBase):
             data = self._gz.read1(len(buffer))
         except (EOFError, OSError, zlib.error) as exc:  # truncated, or not gzip past this point
             self._done = True
-            _report_damage(self.path, f"{self.path.name}: compressed data ends or breaks after {self.pos:,} bytes "
-                                      f"({exc}); the events before it are replayed, none after it")
+            _report_damage(
+                self.path,
+                f"{self.path.name}: compressed data ends or breaks after {self.pos:,} bytes "
+                f"({exc}); the events before it are replayed, none after it",
+            )
             return 0
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)
 
@@ -111,7 +122,7 @@ def input_damage(path: Path) -> Optional[str]:
 
 def _open_binary(path: Path):
     f = io.BufferedReader(_UpToDamage(path), 1 << 20) if path.name.lower().endswith(".gz") else open(path, "rb")
-    if f.peek(len(BOM))[:len(BOM)] == BOM:
+    if f.peek(len(BOM))[: len(BOM)] == BOM:
         f.read(len(BOM))
     return f
 
@@ -171,7 +182,7 @@ def _unflatten(flat: dict) -> dict:
         details["ci"] = True if details["ci"].lower() == "true" else None
     ts = row.get("timestamp")
     if isinstance(ts, datetime):
-        row["timestamp"] = format_bigquery_ts(ts.replace(tzinfo=ts.tzinfo or timezone.utc).timestamp())
+        row["timestamp"] = format_bigquery_ts(ts.replace(tzinfo=ts.tzinfo or UTC).timestamp())
     return row
 
 
@@ -242,8 +253,11 @@ def _csv_records(path: Path) -> Iterator[Record]:
                 "".join(cells).encode("utf-8")
             except UnicodeEncodeError as exc:
                 byte = exc.object[exc.start].encode("utf-8", "surrogateescape")
-                yield Record(_csv_line(cells), None,
-                             f"unreadable row at line {reader.line_num}: byte 0x{byte.hex()} is not UTF-8")
+                yield Record(
+                    _csv_line(cells),
+                    None,
+                    f"unreadable row at line {reader.line_num}: byte 0x{byte.hex()} is not UTF-8",
+                )
                 continue
             if len(cells) != len(header):
                 yield Record(_csv_line(cells), None, f"CSV row has {len(cells)} cells, the header {len(header)}")

@@ -24,9 +24,10 @@ import math
 import mmap
 import pickle
 import tempfile
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -125,8 +126,9 @@ class _Lines:
         whole = int(np.searchsorted(starts, len(data) - _FAST_LEN, side="right"))  # _FAST_LEN bytes from the start
         heads = np.zeros((n, _FAST_LEN), np.uint8)
         if whole:
-            windows = np.lib.stride_tricks.as_strided(data, shape=(len(data) - _FAST_LEN + 1, _FAST_LEN),
-                                                      strides=(1, 1), writeable=False)
+            windows = np.lib.stride_tricks.as_strided(
+                data, shape=(len(data) - _FAST_LEN + 1, _FAST_LEN), strides=(1, 1), writeable=False
+            )
             heads[:whole] = windows[starts[:whole]]
         heads[whole:] = _heads_of([self._data[s:e] for s, e in zip(starts[whole:].tolist(), ends[whole:].tolist())])
         short = np.flatnonzero(ends[:whole] - starts[:whole] < _FAST_LEN)
@@ -165,7 +167,7 @@ def _line_bounds(data: Union[bytes, mmap.mmap]) -> tuple[np.ndarray, np.ndarray]
     """Start and end offsets of the lines of a block cut at a line end (nothing after its last newline is a
     line)."""
     arr = np.frombuffer(data, np.uint8)
-    found = [np.flatnonzero(arr[at:at + _SCAN] == ord("\n")) + at for at in range(0, len(arr), _SCAN)]
+    found = [np.flatnonzero(arr[at : at + _SCAN] == ord("\n")) + at for at in range(0, len(arr), _SCAN)]
     ends = np.concatenate(found).astype(np.int64, copy=False) if found else np.zeros(0, np.int64)
     if len(arr) and arr[-1] != ord("\n"):
         ends = np.append(ends, len(arr))
@@ -238,8 +240,11 @@ class _Run:
         directory.mkdir(parents=True, exist_ok=True)
         self.file = tempfile.TemporaryFile(dir=directory)
         for i in range(0, len(lines), _SPILL_CHUNK):
-            pickle.dump((keys[i:i + _SPILL_CHUNK].tolist(), lines[i:i + _SPILL_CHUNK]), self.file,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(
+                (keys[i : i + _SPILL_CHUNK].tolist(), lines[i : i + _SPILL_CHUNK]),
+                self.file,
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
         self.file.flush()
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
@@ -255,8 +260,9 @@ class _Run:
             self.file.close()
 
 
-def _merged(chunks: Iterator[Union[bytes, mmap.mmap, list[bytes]]], spill_dir: Optional[Path],
-            out_size: int) -> Iterator[list[bytes]]:
+def _merged(
+    chunks: Iterator[Union[bytes, mmap.mmap, list[bytes]]], spill_dir: Optional[Path], out_size: int
+) -> Iterator[list[bytes]]:
     """Lines of every chunk (an NDJSON block, or rebuilt rows) in time order, in lists of up to `out_size`: one
     chunk is sorted in memory; more are sorted as runs, spilled and merged."""
     first = next(chunks, None)
@@ -276,9 +282,13 @@ def _merged(chunks: Iterator[Union[bytes, mmap.mmap, list[bytes]]], spill_dir: O
         yield batch
 
 
-def time_ordered_lines(path: Path, budget_bytes: int = 1 << 30, spill_dir: Optional[Path] = None,
-                       on_bad: Optional[Callable[[Record], None]] = None,
-                       out_size: int = 50_000) -> Iterator[list[bytes]]:
+def time_ordered_lines(
+    path: Path,
+    budget_bytes: int = 1 << 30,
+    spill_dir: Optional[Path] = None,
+    on_bad: Optional[Callable[[Record], None]] = None,
+    out_size: int = 50_000,
+) -> Iterator[list[bytes]]:
     """Every event of an export as a JSON line (NDJSON lines as they are, CSV and Parquet rows rebuilt), in
     event-time order, in lists of up to `out_size`. A row that cannot be rebuilt is handed to `on_bad` as it is
     read, before any line is given (sorting reads every row first): it has no time, and goes to the dead letters."""

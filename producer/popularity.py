@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Optional
 
@@ -25,7 +25,7 @@ def _data(name: str):
     return resources.files("pypi_pulse") / "data" / name
 
 
-@lru_cache(maxsize=None)
+@cache
 def packages() -> Weighted:
     """The 15,000 most downloaded projects, weighted by their 30-day downloads."""
     with _data("top-pypi-packages-30d.csv").open() as f:
@@ -68,7 +68,7 @@ def tail_weights():
     return np.diff(np.clip(edges, 0.0, 1.0))
 
 
-@lru_cache(maxsize=None)
+@cache
 def measured_country_shares() -> tuple[tuple[str, float], ...]:
     """The measured top countries and their share of all downloads, in percent (`country-share-2026-08.csv`)."""
     with _data("country-share-2026-08.csv").open() as f:
@@ -79,7 +79,7 @@ def measured_countries() -> list[str]:
     return [c for c, _ in measured_country_shares()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def countries() -> Weighted:
     """Every country's share of downloads, for the synthetic stream and its history alike: the measured top 10
     (`country-share-2026-08.csv`), the rest of the world in proportion to its internet users, and a few downloads
@@ -92,21 +92,62 @@ def countries() -> Weighted:
     return _weighted(pairs)
 
 
-PYTHONS = _weighted([
-    ("3.12.7", 14), ("3.12.12", 10), ("3.11.11", 12), ("3.11.14", 9), ("3.10.16", 10), ("3.10.19", 6),
-    ("3.13.9", 11), ("3.13.2", 3), ("3.9.23", 8), ("3.8.20", 4), ("3.14.0", 3), ("3.7.17", 1.2), ("2.7.18", 0.8),
-    (None, 2),
-])
-INSTALLERS = _weighted([
-    (("pip", "25.3"), 52), (("pip", "24.0"), 10), (("uv", "0.9.11"), 16), (("poetry", "2.2.1"), 5),
-    (("pdm", "2.26.1"), 1), (("pipenv", "2025.0.4"), 0.6), (("requests", "2.32.5"), 3), (("bandersnatch", "6.6.0"), 1.5),
-    (("Browser", None), 0.5), (("setuptools", "80.9.0"), 0.4), (("devpi", "6.2.0"), 0.3), (("Artifactory", None), 0.7),
-    (None, 8),
-])
-SYSTEMS = _weighted([(("Linux", "6.8.0-1015-aws"), 72), (("Linux", "5.15.0-139-generic"), 10), (("Windows", "10"), 8),
-                     (("Windows", "11"), 2), (("Darwin", "24.6.0"), 6), (("FreeBSD", "14.1-RELEASE"), 0.3), (None, 1.7)])
+PYTHONS = _weighted(
+    [
+        ("3.12.7", 14),
+        ("3.12.12", 10),
+        ("3.11.11", 12),
+        ("3.11.14", 9),
+        ("3.10.16", 10),
+        ("3.10.19", 6),
+        ("3.13.9", 11),
+        ("3.13.2", 3),
+        ("3.9.23", 8),
+        ("3.8.20", 4),
+        ("3.14.0", 3),
+        ("3.7.17", 1.2),
+        ("2.7.18", 0.8),
+        (None, 2),
+    ]
+)
+INSTALLERS = _weighted(
+    [
+        (("pip", "25.3"), 52),
+        (("pip", "24.0"), 10),
+        (("uv", "0.9.11"), 16),
+        (("poetry", "2.2.1"), 5),
+        (("pdm", "2.26.1"), 1),
+        (("pipenv", "2025.0.4"), 0.6),
+        (("requests", "2.32.5"), 3),
+        (("bandersnatch", "6.6.0"), 1.5),
+        (("Browser", None), 0.5),
+        (("setuptools", "80.9.0"), 0.4),
+        (("devpi", "6.2.0"), 0.3),
+        (("Artifactory", None), 0.7),
+        (None, 8),
+    ]
+)
+SYSTEMS = _weighted(
+    [
+        (("Linux", "6.8.0-1015-aws"), 72),
+        (("Linux", "5.15.0-139-generic"), 10),
+        (("Windows", "10"), 8),
+        (("Windows", "11"), 2),
+        (("Darwin", "24.6.0"), 6),
+        (("FreeBSD", "14.1-RELEASE"), 0.3),
+        (None, 1.7),
+    ]
+)
 CPUS = _weighted([("x86_64", 78), ("aarch64", 11), ("AMD64", 8), ("arm64", 2.5), ("i686", 0.3), (None, 0.2)])
-DISTROS = _weighted([(("Ubuntu", "24.04", "noble"), 35), (("Ubuntu", "22.04", "jammy"), 20), (("Debian GNU/Linux", "12", "bookworm"), 20),
-                     (("Amazon Linux", "2023", None), 10), (("Alpine Linux", "3.22.2", None), 5), (None, 10)])
+DISTROS = _weighted(
+    [
+        (("Ubuntu", "24.04", "noble"), 35),
+        (("Ubuntu", "22.04", "jammy"), 20),
+        (("Debian GNU/Linux", "12", "bookworm"), 20),
+        (("Amazon Linux", "2023", None), 10),
+        (("Alpine Linux", "3.22.2", None), 5),
+        (None, 10),
+    ]
+)
 FILE_TYPES = _weighted([("bdist_wheel", 91), ("sdist", 9)])
 CI = _weighted([(True, 30), (None, 70)])

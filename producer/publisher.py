@@ -9,8 +9,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 from confluent_kafka import KafkaError, Producer
 
@@ -34,18 +35,31 @@ class Summary:
     input_error: Optional[str] = None  # the input ended early (a truncated gzip): what was read before is sent
 
     def as_dict(self) -> dict:
-        out: dict[str, object] = {"read": self.read, "sent": self.sent, "failed": self.failed, "dead_lettered": self.dead_lettered,
-               **({"undelivered": self.undelivered} if self.undelivered else {})}
+        out: dict[str, object] = {
+            "read": self.read,
+            "sent": self.sent,
+            "failed": self.failed,
+            "dead_lettered": self.dead_lettered,
+            **({"undelivered": self.undelivered} if self.undelivered else {}),
+        }
         if self.input_error is not None:
             out["input_error"] = self.input_error
         return out
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, *, max_queued: int = 200_000,
-                 linger_ms: int = DEFAULT_LINGER_MS, compression: str = DEFAULT_COMPRESSION,
-                 delivery: Optional[DeliveryOptions] = None,
-                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        dlq_topic: str,
+        *,
+        max_queued: int = 200_000,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        compression: str = DEFAULT_COMPRESSION,
+        delivery: Optional[DeliveryOptions] = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ):
         self.max_event_bytes = max_event_bytes  # larger events are dead-lettered, never refused by Kafka
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -54,17 +68,21 @@ class Publisher:
         self._lock = threading.Lock()
         self._partitions: Optional[int] = None
         self._next_partition = 0
-        self.delivery = Delivery({
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": linger_ms,
-            "batch.num.messages": 10_000,
-            "batch.size": 4 * 1024 * 1024,
-            "queue.buffering.max.messages": max_queued,
-            "queue.buffering.max.kbytes": 512 * 1024,
-            "compression.type": compression,
-        }, delivery or DeliveryOptions(), topics=(topic, dlq_topic))
+        self.delivery = Delivery(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": linger_ms,
+                "batch.num.messages": 10_000,
+                "batch.size": 4 * 1024 * 1024,
+                "queue.buffering.max.messages": max_queued,
+                "queue.buffering.max.kbytes": 512 * 1024,
+                "compression.type": compression,
+            },
+            delivery or DeliveryOptions(),
+            topics=(topic, dlq_topic),
+        )
         producer_metrics.track_publisher(self)
 
     @property
@@ -125,8 +143,14 @@ class Publisher:
         partition = self._next_partition
         self._next_partition = (partition + 1) % self._partitions
         n = len(pack)
-        self._produce(self.topic, b"\n".join(pack), partition=partition, headers=[PACK_HEADER] if n > 1 else None,
-                      on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery, events=n)
+        self._produce(
+            self.topic,
+            b"\n".join(pack),
+            partition=partition,
+            headers=[PACK_HEADER] if n > 1 else None,
+            on_delivery=(lambda err, msg: self._delivered(err, msg, n)) if n > 1 else self._on_delivery,
+            events=n,
+        )
 
     def _within_size(self, values: list[bytes]) -> list[bytes]:
         """The events of a list that fit `max_event_bytes`; the others are dead-lettered. One C-level pass."""
@@ -174,7 +198,7 @@ class Publisher:
         headers = [("reason", reason.encode()), ("stage", b"producer")]
         if len(original) > self.max_event_bytes:
             headers.append(("original-bytes", str(len(original)).encode()))
-            original = original[:self.max_event_bytes]
+            original = original[: self.max_event_bytes]
         self._produce(self.dlq_topic, original, headers=headers)
 
     def poll(self) -> None:
@@ -188,4 +212,6 @@ class Publisher:
         remaining = self.delivery.flush(timeout)
         self.summary.undelivered = self.delivery.undelivered
         if remaining and not self.delivery.stop.is_set():
-            raise UserError(f"{remaining} events were not acknowledged by Kafka within {timeout:.0f}s; is the broker up?")
+            raise UserError(
+                f"{remaining} events were not acknowledged by Kafka within {timeout:.0f}s; is the broker up?"
+            )

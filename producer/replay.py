@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -32,9 +33,13 @@ class Pacer:
         self.first_event: Optional[float] = None
         self.first_wall = 0.0
 
-    def wait(self, event_ts: Optional[float], stop: threading.Event,
-             before_sleep: Optional[Callable[[], None]] = None,
-             serve: Optional[Callable[[float], None]] = None) -> None:
+    def wait(
+        self,
+        event_ts: Optional[float],
+        stop: threading.Event,
+        before_sleep: Optional[Callable[[], None]] = None,
+        serve: Optional[Callable[[float], None]] = None,
+    ) -> None:
         if self.speed is None or event_ts is None:
             return
         if self.first_event is None:
@@ -59,18 +64,26 @@ class Export:
     file is read and sorted before its first event can go; `prime` does that now, so that batch mode sorts while
     the broker starts. Rows that cannot be rebuilt wait in `bad` until there is a publisher to dead-letter them."""
 
-    def __init__(self, path: Path, *, order: str = "time", keys: bool = True, sort_budget: int = 1 << 30,
-                 spill_dir: Optional[Path] = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        order: str = "time",
+        keys: bool = True,
+        sort_budget: int = 1 << 30,
+        spill_dir: Optional[Path] = None,
+    ):
         self.path = path
         self.bad: list[Record] = []
         if order == "file":
             self._chunks = _file_order_chunks(path, keys, self.bad.append)
         else:
-            self._chunks = ((lines, None) for lines in time_ordered_lines(path, sort_budget, spill_dir,
-                                                                          on_bad=self.bad.append))
+            self._chunks = (
+                (lines, None) for lines in time_ordered_lines(path, sort_budget, spill_dir, on_bad=self.bad.append)
+            )
         self._first: Optional[tuple] = None
 
-    def prime(self) -> "Export":
+    def prime(self) -> Export:
         if self._first is None:
             t = time.perf_counter()
             self._first = next(self._chunks, ([], None))
@@ -83,22 +96,40 @@ class Export:
         yield from self._chunks
 
 
-def replay_file(pub: Publisher, source: Union[Path, Export], speed: Optional[float], do_restamp: bool,
-                stop: threading.Event, show_progress: bool = True, pack: int = 1, order: str = "time",
-                sort_budget: int = 1 << 30, spill_dir: Optional[Path] = None) -> Summary:
+def replay_file(
+    pub: Publisher,
+    source: Union[Path, Export],
+    speed: Optional[float],
+    do_restamp: bool,
+    stop: threading.Event,
+    show_progress: bool = True,
+    pack: int = 1,
+    order: str = "time",
+    sort_budget: int = 1 << 30,
+    spill_dir: Optional[Path] = None,
+) -> Summary:
     """Replay an export into Kafka, in event-time order unless `order="file"` (producer/ordering.py says why).
     With `pack` > 1 up to that many events share a message (PACK_HEADER); a paced replay sends what it holds
     before it sleeps, so packing never delays an event past its time."""
-    export = source if isinstance(source, Export) else Export(source, order=order, keys=pack == 1,
-                                                              sort_budget=sort_budget, spill_dir=spill_dir)
+    export = (
+        source
+        if isinstance(source, Export)
+        else Export(source, order=order, keys=pack == 1, sort_budget=sort_budget, spill_dir=spill_dir)
+    )
     path = export.path
     pacer = Pacer(speed)
     need_time = speed is not None or do_restamp
     shift: Optional[float] = None
     total = count_lines(path) if show_progress else None
-    progress = Progress(TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} ev/s"), TimeRemainingColumn(), disable=not show_progress,
-                        transient=False)
+    progress = Progress(
+        TextColumn("[bold]replay[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} ev/s"),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+        transient=False,
+    )
     s = pub.summary
     held: list[bytes] = []
 
@@ -178,9 +209,16 @@ def _file_order_chunks(path: Path, keys: bool, on_bad: Callable[[Record], None],
         yield values, kept
 
 
-def run_synthetic(pub: Publisher, rate: float, seed: Optional[int], stop: threading.Event,
-                  count: Optional[int] = None, duration: Optional[float] = None,
-                  on_tick: Optional[Callable[[Summary], None]] = None, pack: int = 1) -> Summary:
+def run_synthetic(
+    pub: Publisher,
+    rate: float,
+    seed: Optional[int],
+    stop: threading.Event,
+    count: Optional[int] = None,
+    duration: Optional[float] = None,
+    on_tick: Optional[Callable[[Summary], None]] = None,
+    pack: int = 1,
+) -> Summary:
     """Live synthetic traffic until stopped (or `count` events / `duration` seconds, for scripts and tests)."""
     src = SyntheticSource(seed)
     s = pub.summary

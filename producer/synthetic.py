@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from datetime import datetime, timezone
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Optional
 
 import orjson
 
@@ -23,7 +24,7 @@ TAIL_SHARE = pop.TAIL_SHARE
 
 def rhythm(epoch: float) -> float:
     """Relative traffic at a moment: a daily wave peaking in the US working day, and a weekend dip."""
-    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
     hour = dt.hour + dt.minute / 60
     daily = 1.0 + 0.25 * math.cos((hour - 17) / 24 * 2 * math.pi)
     weekly = 0.72 if dt.weekday() >= 5 else 1.07
@@ -71,19 +72,29 @@ class SyntheticSource:
             system = rng.choices(pop.SYSTEMS.values, cum_weights=pop.SYSTEMS.cum_weights)[0]
             distro = rng.choices(pop.DISTROS.values, cum_weights=pop.DISTROS.cum_weights)[0]
             py = rng.choices(pop.PYTHONS.values, cum_weights=pop.PYTHONS.cum_weights)[0]
-            pool.append(orjson.dumps({
-                "installer": {"name": inst[0], "version": inst[1]},
-                "python": py,
-                "implementation": {"name": "CPython", "version": py},
-                "distro": None if distro is None or system is None or system[0] != "Linux" else
-                {"name": distro[0], "version": distro[1], "id": distro[2], "libc": {"lib": "glibc", "version": "2.39"}},
-                "system": None if system is None else {"name": system[0], "release": system[1]},
-                "cpu": rng.choices(pop.CPUS.values, cum_weights=pop.CPUS.cum_weights)[0],
-                "openssl_version": "OpenSSL 3.0.13 30 Jan 2024",
-                "setuptools_version": "80.9.0",
-                "rustc_version": None,
-                "ci": rng.choices(pop.CI.values, cum_weights=pop.CI.cum_weights)[0],
-            }))
+            pool.append(
+                orjson.dumps(
+                    {
+                        "installer": {"name": inst[0], "version": inst[1]},
+                        "python": py,
+                        "implementation": {"name": "CPython", "version": py},
+                        "distro": None
+                        if distro is None or system is None or system[0] != "Linux"
+                        else {
+                            "name": distro[0],
+                            "version": distro[1],
+                            "id": distro[2],
+                            "libc": {"lib": "glibc", "version": "2.39"},
+                        },
+                        "system": None if system is None else {"name": system[0], "release": system[1]},
+                        "cpu": rng.choices(pop.CPUS.values, cum_weights=pop.CPUS.cum_weights)[0],
+                        "openssl_version": "OpenSSL 3.0.13 30 Jan 2024",
+                        "setuptools_version": "80.9.0",
+                        "rustc_version": None,
+                        "ci": rng.choices(pop.CI.values, cum_weights=pop.CI.cum_weights)[0],
+                    }
+                )
+            )
         return pool
 
     # The first files seen are the popular ones; caching the 800,000-project tail as well kept a live producer
@@ -97,8 +108,13 @@ class SyntheticSource:
             base = project.replace("-", "_")
             filename = f"{base}-{version}.tar.gz" if ftype == "sdist" else f"{base}-{version}-py3-none-any.whl"
             url = f"/packages/{zlib.crc32(filename.encode()):08x}/{filename}"
-            part = orjson.dumps(url)[:-1] + b'","project":' + orjson.dumps(project) + b',"file":' + orjson.dumps(
-                {"filename": filename, "project": project, "version": version, "type": ftype})
+            part = (
+                orjson.dumps(url)[:-1]
+                + b'","project":'
+                + orjson.dumps(project)
+                + b',"file":'
+                + orjson.dumps({"filename": filename, "project": project, "version": version, "type": ftype})
+            )
             if len(self._files) < self.FILE_PARTS_CACHED:
                 self._files[key] = part
         return part
@@ -126,11 +142,19 @@ class SyntheticSource:
             if prefix is None:
                 prefix = sec_prefix[sec] = format_bigquery_ts(sec)[:19]
             project = projects[i]
-            value = b"".join((
-                b'{"timestamp":"', f"{prefix}.{int((t - sec) * 1e6):06d} UTC".encode(), b'","country_code":', countries[i],
-                b',"url":', self._file_part(project, _version_of(project, rng), ftypes[i]),
-                b',"details":', details[i], b',"tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256"}',
-            ))
+            value = b"".join(
+                (
+                    b'{"timestamp":"',
+                    f"{prefix}.{int((t - sec) * 1e6):06d} UTC".encode(),
+                    b'","country_code":',
+                    countries[i],
+                    b',"url":',
+                    self._file_part(project, _version_of(project, rng), ftypes[i]),
+                    b',"details":',
+                    details[i],
+                    b',"tls_protocol":"TLSv1.3","tls_cipher":"TLS_AES_128_GCM_SHA256"}',
+                )
+            )
             out.append((value, project.encode()))
         return out
 
@@ -155,7 +179,9 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def stream(source: SyntheticSource, rate: float, tick_s: float = 0.05, clock=None) -> Iterator[list[tuple[bytes, bytes]]]:
+def stream(
+    source: SyntheticSource, rate: float, tick_s: float = 0.05, clock=None
+) -> Iterator[list[tuple[bytes, bytes]]]:
     """Live batches: every tick, the events that happened during the previous tick, stamped with real time."""
     import time
 

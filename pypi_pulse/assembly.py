@@ -23,8 +23,13 @@ def file_export(s: Settings, keys: bool) -> Export:
     """The settings' file source opened for replay (producer/replay.Export)."""
     from pypi_pulse.producer.replay import Export
 
-    return Export(Path(s.source[5:]), order=s.order, keys=keys, sort_budget=int(s.sort_memory),
-                  spill_dir=s.data_dir / "replay-sort")
+    return Export(
+        Path(s.source[5:]),
+        order=s.order,
+        keys=keys,
+        sort_budget=int(s.sort_memory),
+        spill_dir=s.data_dir / "replay-sort",
+    )
 
 
 def publisher_for(s: Settings, bootstrap: str) -> Publisher:
@@ -32,15 +37,28 @@ def publisher_for(s: Settings, bootstrap: str) -> Publisher:
     from pypi_pulse.producer.delivery import DeliveryOptions
     from pypi_pulse.producer.publisher import Publisher
 
-    return Publisher(bootstrap, s.topic, s.dlq_topic, linger_ms=s.linger_ms_for(embedded_broker=False),
-                     delivery=DeliveryOptions(s.broker_outage_log_seconds, s.producer_stall_seconds,
-                                              s.producer_stop_seconds),
-                     compression=s.compression, max_event_bytes=int(s.max_event_bytes))
+    return Publisher(
+        bootstrap,
+        s.topic,
+        s.dlq_topic,
+        linger_ms=s.linger_ms_for(embedded_broker=False),
+        delivery=DeliveryOptions(s.broker_outage_log_seconds, s.producer_stall_seconds, s.producer_stop_seconds),
+        compression=s.compression,
+        max_event_bytes=int(s.max_event_bytes),
+    )
 
 
-def produce(s: Settings, bootstrap: str, stop: threading.Event, *, count: Optional[int] = None,
-            duration: Optional[float] = None, progress: bool = True, export: Optional[Export] = None,
-            publisher: Optional[Publisher] = None) -> Summary:
+def produce(
+    s: Settings,
+    bootstrap: str,
+    stop: threading.Event,
+    *,
+    count: Optional[int] = None,
+    duration: Optional[float] = None,
+    progress: bool = True,
+    export: Optional[Export] = None,
+    publisher: Optional[Publisher] = None,
+) -> Summary:
     """`export`: the file source already opened (and perhaps sorted) by the caller; `publisher`: one made by
     the caller (`publisher_for`), on a broker whose topics it has created."""
     from pypi_pulse.broker import ensure_topics, wait_for_kafka
@@ -56,8 +74,15 @@ def produce(s: Settings, bootstrap: str, stop: threading.Event, *, count: Option
     if s.source == "synthetic":
         summary = run_synthetic(pub, s.rate, s.seed, stop, count=count, duration=duration, pack=pack)
     elif s.source.startswith("file:"):
-        summary = replay_file(pub, export or file_export(s, keys=pack == 1), parse_speed(s.speed), s.restamp, stop,
-                              show_progress=progress and sys.stderr.isatty(), pack=pack)
+        summary = replay_file(
+            pub,
+            export or file_export(s, keys=pack == 1),
+            parse_speed(s.speed),
+            s.restamp,
+            stop,
+            show_progress=progress and sys.stderr.isatty(),
+            pack=pack,
+        )
     else:
         from pypi_pulse.producer.bigquery_source import run_bigquery_source
 
@@ -66,26 +91,37 @@ def produce(s: Settings, bootstrap: str, stop: threading.Event, *, count: Option
     return summary
 
 
-def flow_config(s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None,
-                live: bool = False) -> FlowConfig:
+def flow_config(
+    s: Settings, bootstrap: str, n_partitions: int, drain_idle_s: Optional[float] = None, live: bool = False
+) -> FlowConfig:
     from pypi_pulse.dataflow.clock import BATCH_HOLD_EVENTS
     from pypi_pulse.dataflow.flow import FlowConfig
     from pypi_pulse.sink.retry import RetryPolicy
 
     return FlowConfig(
-        bootstrap=bootstrap, topic=s.topic, dlq_topic=s.dlq_topic, n_partitions=n_partitions, sink_url=s.sink_url,
-        lateness_s=s.lateness_seconds, out_of_order_s=s.out_of_order_seconds, idle_s=s.idle_seconds,
-        window_retention_s=s.window_retention_hours * 3600, rollup_retention_days=s.rollup_retention_days,
+        bootstrap=bootstrap,
+        topic=s.topic,
+        dlq_topic=s.dlq_topic,
+        n_partitions=n_partitions,
+        sink_url=s.sink_url,
+        lateness_s=s.lateness_seconds,
+        out_of_order_s=s.out_of_order_seconds,
+        idle_s=s.idle_seconds,
+        window_retention_s=s.window_retention_hours * 3600,
+        rollup_retention_days=s.rollup_retention_days,
         detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
         # a live stream hands every block over; a batch run hands over the blocks sealed while it streams (a long
         # export's), and writes those sealed at its end in one go, inline, once the writer has finished
-        block_writer=s.block_writer, lazy_block_writer=not live,
+        block_writer=s.block_writer,
+        lazy_block_writer=not live,
         hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
-        future_tolerance_s=s.future_tolerance_seconds, max_project_chars=s.max_project_name_chars,
+        future_tolerance_s=s.future_tolerance_seconds,
+        max_project_chars=s.max_project_name_chars,
         sink_retry=RetryPolicy(s.sink_retry_initial_seconds, s.sink_retry_max_seconds, s.sink_outage_log_seconds),
         sink_lock_wait_s=s.sink_lock_wait_seconds,
-        broker_outage_log_s=s.broker_outage_log_seconds, offset_reset_confirm_s=s.offset_reset_confirm_seconds,
+        broker_outage_log_s=s.broker_outage_log_seconds,
+        offset_reset_confirm_s=s.offset_reset_confirm_seconds,
     )
 
 

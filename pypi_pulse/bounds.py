@@ -48,8 +48,10 @@ def time_reason(second: int, now: float, tolerance_s: float = DEFAULT_FUTURE_TOL
     if second < EARLIEST_EVENT_SECOND:
         return f"{TIMESTAMP_BEFORE_2016}: event second {second} is before PyPI's download data starts (2016-01-01)"
     if second > latest_second(now, tolerance_s):
-        return (f"{TIMESTAMP_IN_FUTURE}: event second {second} is {second - now:.0f} s ahead of the wall clock "
-                f"(future_tolerance_seconds {tolerance_s:g})")
+        return (
+            f"{TIMESTAMP_IN_FUTURE}: event second {second} is {second - now:.0f} s ahead of the wall clock "
+            f"(future_tolerance_seconds {tolerance_s:g})"
+        )
     return None
 
 

@@ -58,7 +58,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         if self.port == 0:
             self.port = free_port()
         elif not _port_free(self.port):
@@ -69,16 +69,28 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
             preexec_fn=dying_with(signal.SIGTERM),  # even a SIGKILLed wrapper leaves no broker serving
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise UserError(f"the embedded broker exited at start (code {self.proc.returncode}); see {self.log_path}")
+                raise UserError(
+                    f"the embedded broker exited at start (code {self.proc.returncode}); see {self.log_path}"
+                )
             if wait_for_kafka(self.bootstrap, timeout=1.0, raise_error=False):
                 log.info("broker.started", bootstrap=self.bootstrap, pid=self.proc.pid)
                 return self
@@ -95,7 +107,7 @@ class EmbeddedBroker:
                 self.proc.wait(5)
         self.proc = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,21 +23,42 @@ err = Console(stderr=True)
 
 # Options shared by several commands (flags override PYPI_PULSE_* environment, which overrides --config).
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (also PYPI_PULSE_CONFIG).")]
-BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help="Kafka to use instead of the embedded broker.")]
+BootstrapOpt = Annotated[
+    Optional[str], typer.Option("--bootstrap-servers", help="Kafka to use instead of the embedded broker.")
+]
 TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Topic of download events.")]
-SinkOpt = Annotated[Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")]
+SinkOpt = Annotated[
+    Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")
+]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
 LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]
-PackOpt = Annotated[Optional[int], typer.Option(
-    "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect).")]
-OrderOpt = Annotated[Optional[str], typer.Option(
-    "--order", help="File replay order: time (sorted by event second first, the default) | file (as it is).")]
-SortMemoryOpt = Annotated[Optional[str], typer.Option(
-    "--sort-memory", help="File replay in time order: sorted in memory up to this size (default 1GiB), in spilled runs beyond.")]
-CompressionOpt = Annotated[Optional[str], typer.Option(
-    "--compression", help="Record batch compression: zstd (default) | lz4 | snappy | gzip | none.")]
-MetricsPortOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")]
+PackOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--pack-events", help="Events per Kafka message (1: one per message, as a shared topic's consumers expect)."
+    ),
+]
+OrderOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--order", help="File replay order: time (sorted by event second first, the default) | file (as it is)."
+    ),
+]
+SortMemoryOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--sort-memory",
+        help="File replay in time order: sorted in memory up to this size (default 1GiB), in spilled runs beyond.",
+    ),
+]
+CompressionOpt = Annotated[
+    Optional[str],
+    typer.Option("--compression", help="Record batch compression: zstd (default) | lz4 | snappy | gzip | none."),
+]
+MetricsPortOpt = Annotated[
+    Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")
+]
 
 
 def settings(config: Optional[Path] = None, **flags: Any) -> Settings:

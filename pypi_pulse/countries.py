@@ -8,7 +8,7 @@ counted as unknown (`ZZ`), and the dataflow counts how many it folded (`country_
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Optional
 
 import pycountry
@@ -29,7 +29,7 @@ def country_or_unknown(code: object) -> str:
     return code if isinstance(code, str) and well_formed(code) else UNKNOWN
 
 
-@lru_cache(maxsize=None)
+@cache
 def alpha3(code: str) -> Optional[str]:
     """ISO alpha-3 for Plotly's choropleths; None for `ZZ` and codes neither pycountry nor `EXTRA` knows."""
     if code in EXTRA:
@@ -38,7 +38,7 @@ def alpha3(code: str) -> Optional[str]:
     return c.alpha_3 if c else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def name(code: str) -> str:
     if code in EXTRA:
         return EXTRA[code][1]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import types
 import typing
-from functools import lru_cache
-from typing import Callable, Iterable, Optional, Union
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Optional, Union
 
 import msgspec
 
@@ -34,7 +35,7 @@ def _fields(struct: type) -> list:
     return list(msgspec.structs.fields(struct))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tree(struct: type = Download) -> dict:
     return {f.name: (_tree(sub) if (sub := _record(f.type)) is not None else None) for f in _fields(struct)}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Optional, Union
 
 import msgspec
@@ -98,7 +98,7 @@ class BadTimestamp(ValueError):
     pass
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Endings that mark a timestamp as UTC (BigQuery's export writes ` UTC`); with none, a timestamp is taken as UTC.
 UTC_SUFFIXES = (" UTC", "Z", "+00:00", "+0000", " +0000")
 # What may follow a UTC timestamp's first 19 characters for them alone to decide its second: a fraction, then a UTC
@@ -124,7 +124,7 @@ def _parse_str(ts: str) -> float:
     except ValueError:
         raise BadTimestamp(f"unparseable timestamp {_shown(ts)}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH).total_seconds()
 
 
@@ -176,12 +176,12 @@ def epoch_second(ts: Timestamp) -> int:
 
 def format_bigquery_ts(epoch: float) -> str:
     """The timestamp text BigQuery writes in NDJSON exports."""
-    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
 
 
 def iso_second(sec: int) -> str:
-    return datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(value: str) -> float:

@@ -35,8 +35,9 @@ def require(extra: str) -> None:
     missing = missing_module(extra)
     if missing is not None:
         what = EXTRAS[extra][0]
-        raise UserError(f"{what} needs the {extra} extra (module {missing} is not installed): "
-                        f"pip install 'pypi-pulse[{extra}]'")
+        raise UserError(
+            f"{what} needs the {extra} extra (module {missing} is not installed): pip install 'pypi-pulse[{extra}]'"
+        )
 
 
 def sink_extra(url: str) -> str | None:

@@ -78,8 +78,12 @@ class BrokerHealth:
         with self._lock:
             if self.away_since is None:
                 return
-            log.warning("kafka.broker_back", component=self.component, bootstrap=self.bootstrap,
-                        away_seconds=round(time.monotonic() - self.away_since, 1))
+            log.warning(
+                "kafka.broker_back",
+                component=self.component,
+                bootstrap=self.bootstrap,
+                away_seconds=round(time.monotonic() - self.away_since, 1),
+            )
             self.away_since = None
 
     @property
@@ -89,5 +93,10 @@ class BrokerHealth:
     def _say(self, now: float) -> None:
         assert self.away_since is not None  # said only while away
         self.last_said = now
-        log.warning("kafka.broker_unavailable", component=self.component, bootstrap=self.bootstrap,
-                    away_seconds=round(now - self.away_since, 1), reason=self.reason)
+        log.warning(
+            "kafka.broker_unavailable",
+            component=self.component,
+            bootstrap=self.bootstrap,
+            away_seconds=round(now - self.away_since, 1),
+            reason=self.reason,
+        )

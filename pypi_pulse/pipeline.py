@@ -49,8 +49,15 @@ def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot
             raise connected["error"]
         if "bootstrap" not in connected:
             return
-        summary = produce(s, connected["bootstrap"], threading.Event(), count=count, progress=show_progress,
-                          export=export, publisher=connected["publisher"])
+        summary = produce(
+            s,
+            connected["bootstrap"],
+            threading.Event(),
+            count=count,
+            progress=show_progress,
+            export=export,
+            publisher=connected["publisher"],
+        )
         conn.send({"ok": True, "summary": summary.as_dict(), "end_offsets": summary.end_offsets})
     except UserError as exc:
         conn.send({"ok": False, "error": str(exc)})
@@ -102,6 +109,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         n = ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})[s.topic]
         boot_out.send(bootstrap)
         from pypi_pulse.dataflow.runner import run_dataflow
+
         report: dict = {}
 
         from pypi_pulse.dataflow.source import STOP
@@ -150,5 +158,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         result["input_error"] = produced["input_error"]  # the CLI prints the summary, then fails with it (exit 2)
     consumed = c.get("consumed", 0)
     if consumed != produced["sent"] or counted + c.get("dropped", 0) + c.get("dead_lettered", 0) != consumed:
-        raise UserError(f"accounting mismatch: sent {produced['sent']}, consumed {consumed}, counted {counted}: {result}")
+        raise UserError(
+            f"accounting mismatch: sent {produced['sent']}, consumed {consumed}, counted {counted}: {result}"
+        )
     return result

@@ -51,8 +51,10 @@ def check_sink_for_reading(url: str) -> None:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
             if not path.parent.is_dir():
-                raise UserError(f"no such sink: directory {path.parent} does not exist; run the dataflow "
-                                "(`pypi-pulse up` or `pypi-pulse run`) first or pass --sink sqlite:///PATH.db")
+                raise UserError(
+                    f"no such sink: directory {path.parent} does not exist; run the dataflow "
+                    "(`pypi-pulse up` or `pypi-pulse run`) first or pass --sink sqlite:///PATH.db"
+                )
             return
         if path.is_dir():
             raise UserError(f"sink {path} is a directory: pass --sink sqlite:///PATH.db of a file")
@@ -83,16 +85,24 @@ class Listener:
     flag: str
 
 
-def up_listeners(s: "Settings") -> list[Listener]:
+def up_listeners(s: Settings) -> list[Listener]:
     """Every port `pypi-pulse up` will listen on, directly or through its children."""
     producer_port, dataflow_port = s.up_component_metrics_ports()
     out = [
         Listener(s.host, s.port, "the dashboard", "--port"),
         Listener(s.metrics_host, s.metrics_port, "the metrics exporter", "--metrics-port"),
-        Listener(s.metrics_host, producer_port, "the producer's metrics",
-                 "PYPI_PULSE_PRODUCER_METRICS_PORT" if s.producer_metrics_port else "--metrics-port (it uses that port + 1)"),
-        Listener(s.metrics_host, dataflow_port, "the dataflow's metrics",
-                 "PYPI_PULSE_DATAFLOW_METRICS_PORT" if s.dataflow_metrics_port else "--metrics-port (it uses that port + 2)"),
+        Listener(
+            s.metrics_host,
+            producer_port,
+            "the producer's metrics",
+            "PYPI_PULSE_PRODUCER_METRICS_PORT" if s.producer_metrics_port else "--metrics-port (it uses that port + 1)",
+        ),
+        Listener(
+            s.metrics_host,
+            dataflow_port,
+            "the dataflow's metrics",
+            "PYPI_PULSE_DATAFLOW_METRICS_PORT" if s.dataflow_metrics_port else "--metrics-port (it uses that port + 2)",
+        ),
     ]
     if not s.bootstrap_servers and s.broker_port:
         out.append(Listener("127.0.0.1", s.broker_port, "the embedded broker", "--broker-port (0: any free port)"))
@@ -105,17 +115,23 @@ def check_listeners(listeners: list[Listener]) -> None:
     for lst in listeners:
         if lst.port in seen:
             other = seen[lst.port]
-            raise UserError(f"port {lst.port} would be used twice, by {other.what} and by {lst.what}: "
-                            f"change {lst.flag} or {other.flag}")
+            raise UserError(
+                f"port {lst.port} would be used twice, by {other.what} and by {lst.what}: "
+                f"change {lst.flag} or {other.flag}"
+            )
         seen[lst.port] = lst
     for lst in listeners:
         problem = _bind_problem(lst.host, lst.port)
         if problem == errno.EADDRINUSE:
-            raise UserError(f"port {lst.port} on {lst.host} ({lst.what}) is already in use: move it with {lst.flag}, "
-                            "or stop what listens there (another pypi-pulse?)")
+            raise UserError(
+                f"port {lst.port} on {lst.host} ({lst.what}) is already in use: move it with {lst.flag}, "
+                "or stop what listens there (another pypi-pulse?)"
+            )
         if problem is not None:
-            raise UserError(f"cannot listen on {lst.host}:{lst.port} for {lst.what} ({os.strerror(problem)}): "
-                            f"fix the address, or move the port with {lst.flag}")
+            raise UserError(
+                f"cannot listen on {lst.host}:{lst.port} for {lst.what} ({os.strerror(problem)}): "
+                f"fix the address, or move the port with {lst.flag}"
+            )
 
 
 def _bind_problem(host: str, port: int) -> Optional[int]:

@@ -13,8 +13,9 @@ Where a rule is a pattern, both sides use the same pattern text (RE2 and Python'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from pypi_pulse.countries import country_or_unknown
 from pypi_pulse.event_fields import paths
@@ -86,8 +87,10 @@ def _sql_str(s: str) -> str:
     return f"'{s}'"
 
 
-_SYSTEM_SQL = (f"CASE WHEN details.system.name IN ({', '.join(map(_sql_str, NAMED_SYSTEMS))}) THEN details.system.name "
-               f"WHEN details.system.name IS NULL THEN NULL ELSE {_sql_str(OTHER_SYSTEM)} END")
+_SYSTEM_SQL = (
+    f"CASE WHEN details.system.name IN ({', '.join(map(_sql_str, NAMED_SYSTEMS))}) THEN details.system.name "
+    f"WHEN details.system.name IS NULL THEN NULL ELSE {_sql_str(OTHER_SYSTEM)} END"
+)
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,24 @@ class Dimension:
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("overall", None, _none, "NULL", derived=True),
     Dimension("with_mirrors", None, _none, "NULL", derived=True, mirrors=True),
-    Dimension("python_major", "details.python", python_major,
-              f"REGEXP_EXTRACT(details.python, r'{PYTHON_MAJOR_PATTERN}')", derived=True),
-    Dimension("country", "country_code", country_or_unknown,
-              f"IF(REGEXP_CONTAINS(country_code, r'{COUNTRY_PATTERN}'), country_code, 'ZZ')", folded=True),
+    Dimension(
+        "python_major",
+        "details.python",
+        python_major,
+        f"REGEXP_EXTRACT(details.python, r'{PYTHON_MAJOR_PATTERN}')",
+        derived=True,
+    ),
+    Dimension(
+        "country",
+        "country_code",
+        country_or_unknown,
+        f"IF(REGEXP_CONTAINS(country_code, r'{COUNTRY_PATTERN}'), country_code, 'ZZ')",
+        folded=True,
+    ),
     Dimension("installer", "details.installer.name", _same, "details.installer.name", folded=True),
-    Dimension("python_minor", "details.python", python_minor,
-              f"REGEXP_EXTRACT(details.python, r'{PYTHON_MINOR_PATTERN}')"),
+    Dimension(
+        "python_minor", "details.python", python_minor, f"REGEXP_EXTRACT(details.python, r'{PYTHON_MINOR_PATTERN}')"
+    ),
     Dimension("system", "details.system.name", system_category, _SYSTEM_SQL),
     Dimension("cpu", "details.cpu", _same, "details.cpu", folded=True),
     Dimension("file_type", "file.type", _same, "file.type", folded=True),
@@ -148,8 +162,9 @@ assert all((BY_NAME[d].field or "").startswith("file.") for d in FILE_DIMS)
 READ_FIELDS = tuple(p for p in paths() if p in {"timestamp", "project", "file.project", *(d.field for d in DIMENSIONS)})
 
 
-def view(installer: Optional[str], python: Optional[str], system: Optional[str], cpu: Optional[str],
-         ci: Optional[bool]) -> tuple:
+def view(
+    installer: Optional[str], python: Optional[str], system: Optional[str], cpu: Optional[str], ci: Optional[bool]
+) -> tuple:
     """The VIEW_DIMS categories of one `details` record's fields (VIEW_FIELDS order)."""
     fields = (installer, python, system, cpu, ci)
     return tuple(rule(fields[i]) for rule, i in _VIEW_PLAN)
@@ -173,8 +188,9 @@ def categories(row: dict) -> list[tuple[str, Optional[str]]]:
     """Every (dimension, category) one event counts in, by the rules above: the reference the fast paths and the
     SQL are tested against. A mirror download counts in `with_mirrors` only."""
     mirror = is_mirror(field_value(row, "details.installer.name"))
-    return [(d.name, d.rule(field_value(row, d.field)) if d.field else None)
-            for d in DIMENSIONS if d.mirrors or not mirror]
+    return [
+        (d.name, d.rule(field_value(row, d.field)) if d.field else None) for d in DIMENSIONS if d.mirrors or not mirror
+    ]
 
 
 # ---- SQL --------------------------------------------------------------------------------------------------------

@@ -38,8 +38,14 @@ class Child:
 
     def start(self, env: dict, log_dir: Path) -> None:
         log = open(log_dir / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", *self.args], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=dying_with(signal.SIGTERM))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pypi_pulse.cli", *self.args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=dying_with(signal.SIGTERM),
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -66,8 +72,13 @@ class BrokerWatch:
     benchmarks/latency.py), so a long `up` slows down until restarted.
     Each warning is given once per level; memory levels double, CPU levels rise by a quarter of a core."""
 
-    def __init__(self, pid: int, warn_bytes: int = BROKER_WARN_BYTES, warn_cores: float = BROKER_WARN_CORES,
-                 every_s: float = 60.0):
+    def __init__(
+        self,
+        pid: int,
+        warn_bytes: int = BROKER_WARN_BYTES,
+        warn_cores: float = BROKER_WARN_CORES,
+        every_s: float = 60.0,
+    ):
         import psutil
 
         self._errors = psutil.Error
@@ -93,17 +104,21 @@ class BrokerWatch:
         out = []
         rss, cpu = self._usage()
         if rss >= self.warn_bytes:
-            out.append(f"the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
-                       "for long runs use --bootstrap-servers with a Kafka that has retention")
+            out.append(
+                f"the embedded broker holds {rss / 2**30:.1f} GiB (it keeps every event in memory); "
+                "for long runs use --bootstrap-servers with a Kafka that has retention"
+            )
             self.warn_bytes *= 2
         now = time.monotonic()
         if now - self._since >= self.every_s:
             cores = (cpu - self._cpu_then) / (now - self._since)
             self._since, self._cpu_then = now, cpu
             if cores >= self.warn_cores:
-                out.append(f"the embedded broker used {cores:.2f} of a core over the last {self.every_s:g} s (its work "
-                           "grows with the record batches it holds) and the live windows will fall behind: restart "
-                           "`up`, raise PYPI_PULSE_LINGER_MS, or use --bootstrap-servers with a Kafka that has retention")
+                out.append(
+                    f"the embedded broker used {cores:.2f} of a core over the last {self.every_s:g} s (its work "
+                    "grows with the record batches it holds) and the live windows will fall behind: restart "
+                    "`up`, raise PYPI_PULSE_LINGER_MS, or use --bootstrap-servers with a Kafka that has retention"
+                )
                 self.warn_cores += 0.25
         return out
 
@@ -135,11 +150,17 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
 
         open_sink(s.sink_url).close()
         env = dict(os.environ)
-        env.update({
-            "PYPI_PULSE_BOOTSTRAP_SERVERS": bootstrap, "PYPI_PULSE_SINK": s.sink_url, "PYPI_PULSE_DATA_DIR": str(s.data_dir),
-            "PYPI_PULSE_TOPIC": s.topic, "PYPI_PULSE_DLQ_TOPIC": s.dlq_topic, "PYPI_PULSE_LOG_LEVEL": s.log_level,
-            "PYPI_PULSE_LOG_FORMAT": s.log_format,
-        })
+        env.update(
+            {
+                "PYPI_PULSE_BOOTSTRAP_SERVERS": bootstrap,
+                "PYPI_PULSE_SINK": s.sink_url,
+                "PYPI_PULSE_DATA_DIR": str(s.data_dir),
+                "PYPI_PULSE_TOPIC": s.topic,
+                "PYPI_PULSE_DLQ_TOPIC": s.dlq_topic,
+                "PYPI_PULSE_LOG_LEVEL": s.log_level,
+                "PYPI_PULSE_LOG_FORMAT": s.log_format,
+            }
+        )
         if config:
             env["PYPI_PULSE_CONFIG"] = str(config)
         if broker is not None:
@@ -164,12 +185,21 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         children.append(Child("producer", produce_args, producer_where))
         children.append(Child("dataflow", dataflow_args, dataflow_where))
         if _has("pypi_pulse.dashboard.commands"):
-            children.append(Child("dashboard", ["serve", "--host", s.host, "--port", str(s.port)]
-                                  + (["--public-api"] if s.public_api else []),
-                                  f"http://{s.host}:{s.port}"))
+            children.append(
+                Child(
+                    "dashboard",
+                    ["serve", "--host", s.host, "--port", str(s.port)] + (["--public-api"] if s.public_api else []),
+                    f"http://{s.host}:{s.port}",
+                )
+            )
         if _has("pypi_pulse.metrics.commands"):
-            children.append(Child("metrics", ["metrics", "--host", s.metrics_host, "--port", str(s.metrics_port)],
-                                  f"http://{s.metrics_host}:{s.metrics_port}/metrics"))
+            children.append(
+                Child(
+                    "metrics",
+                    ["metrics", "--host", s.metrics_host, "--port", str(s.metrics_port)],
+                    f"http://{s.metrics_host}:{s.metrics_port}/metrics",
+                )
+            )
         _before_start(s)
         _first_history(s, stop)
         for c in children:
@@ -178,8 +208,11 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         table.add_column("component")
         table.add_column("where")
         table.add_column("pid")
-        table.add_row("broker", bootstrap + ("" if broker is None else " (embedded, memory-only)"),
-                      str(broker.proc.pid) if broker and broker.proc else "-")
+        table.add_row(
+            "broker",
+            bootstrap + ("" if broker is None else " (embedded, memory-only)"),
+            str(broker.proc.pid) if broker and broker.proc else "-",
+        )
         for c in children:
             table.add_row(c.name, c.where, str(c.proc.pid) if c.proc is not None else "-")
         table.add_row("logs", str(log_dir), "")
@@ -211,7 +244,9 @@ def _first_history(s: Settings, stop: threading.Event) -> None:
         return
     from pypi_pulse.producer.backfill import first_history_background
 
-    threading.Thread(target=first_history_background, args=(s,), kwargs={"stop": stop}, name="first-history", daemon=True).start()
+    threading.Thread(
+        target=first_history_background, args=(s,), kwargs={"stop": stop}, name="first-history", daemon=True
+    ).start()
 
 
 def _before_start(s: Settings) -> None:

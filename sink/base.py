@@ -7,7 +7,8 @@ applied at most once. Reads serve the CLI, the JSON API, the dashboard and the m
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Optional
 
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 
@@ -38,8 +39,10 @@ class Sink(abc.ABC):
         if not buckets:
             return set()
         marks = ", ".join("?" for _ in buckets)
-        return {int(b) for (b,) in self.query(f"SELECT bucket FROM rollup_buckets WHERE bucket IN ({marks})",
-                                              tuple(buckets))}
+        return {
+            int(b)
+            for (b,) in self.query(f"SELECT bucket FROM rollup_buckets WHERE bucket IN ({marks})", tuple(buckets))
+        }
 
     @abc.abstractmethod
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
@@ -83,11 +86,12 @@ class Sink(abc.ABC):
         """The newest n windows, oldest first."""
 
     @abc.abstractmethod
-    def stats(self) -> Optional[PipelineStats]:
-        ...
+    def stats(self) -> Optional[PipelineStats]: ...
 
     @abc.abstractmethod
-    def daily(self, project: Optional[str], dimension: str, start_day: str, end_day: str) -> list[tuple[str, str, Optional[str], int]]:
+    def daily(
+        self, project: Optional[str], dimension: str, start_day: str, end_day: str
+    ) -> list[tuple[str, str, Optional[str], int]]:
         """(day, project, category, downloads) rows of one dimension, optionally for one project."""
 
     def project_days(self, start_day: str, end_day: str) -> tuple[str, tuple]:
@@ -99,7 +103,7 @@ class Sink(abc.ABC):
         scanning every project's rows of the period."""
         import datetime as dt
 
-        (lo, hi), = self.query("SELECT MIN(day), MAX(day) FROM daily_totals")
+        ((lo, hi),) = self.query("SELECT MIN(day), MAX(day) FROM daily_totals")
         days: list[str] = []
         if lo is not None:
             first, last = dt.date.fromisoformat(max(start_day, lo)), dt.date.fromisoformat(min(end_day, hi))
@@ -111,10 +115,9 @@ class Sink(abc.ABC):
         """Run a read query written once for both backends: `?` placeholders, portable SQL."""
 
     @abc.abstractmethod
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, *exc) -> None:

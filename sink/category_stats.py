@@ -14,8 +14,15 @@ from typing import Optional
 from pypi_pulse.categories import category_map
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.schema import from_db_category
-from pypi_pulse.sink.summaries import _chunks, _days_between, _marks, _segments, categorised_country_rows, \
-    current_summaries, summary_digest
+from pypi_pulse.sink.summaries import (
+    _chunks,
+    _days_between,
+    _marks,
+    _segments,
+    categorised_country_rows,
+    current_summaries,
+    summary_digest,
+)
 
 UNKNOWN_COUNTRY = "ZZ"
 
@@ -27,8 +34,11 @@ def category_countries(sink: Sink, start: str, end: str) -> dict[str, dict[str, 
     totals: Counter = Counter()
     others = set(_days_between(start, end)) - summarised
     for a, b in _segments(start, end, others):  # the runs of summarised days
-        for cc, c, n in sink.query("SELECT country, category, SUM(downloads) FROM category_country_daily "
-                                   "WHERE day >= ? AND day <= ? GROUP BY country, category", (a, b)):
+        for cc, c, n in sink.query(
+            "SELECT country, category, SUM(downloads) FROM category_country_daily "
+            "WHERE day >= ? AND day <= ? GROUP BY country, category",
+            (a, b),
+        ):
             totals[(cc, c)] += int(n)
     for a, b in _segments(start, end, summarised):
         days_sql, day_params = sink.project_days(a, b)
@@ -46,8 +56,11 @@ def category_top(sink: Sink, category: str, start: str, end: str, limit: Optiona
     totals: Counter = Counter()
     days_sql, day_params = sink.project_days(start, end)
     for chunk in _chunks(members):
-        for p, n in sink.query(f"SELECT project, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
-                               f"AND dimension = 'overall' AND {days_sql} GROUP BY project", (*chunk, *day_params)):
+        for p, n in sink.query(
+            f"SELECT project, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
+            f"AND dimension = 'overall' AND {days_sql} GROUP BY project",
+            (*chunk, *day_params),
+        ):
             totals[p] += int(n)
     ranked = sorted(((p, n) for p, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
     return ranked if limit is None else ranked[:limit]

@@ -18,9 +18,11 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.rollup import FOLDED_CATEGORY
 from pypi_pulse.sink.summaries import TOP_K, _days_between, _segments, current_summaries
 
-_SEGMENT_TOPS = ("SELECT category, project, n FROM (SELECT category, project, SUM(downloads) AS n, "
-                 "ROW_NUMBER() OVER (PARTITION BY category ORDER BY SUM(downloads) DESC, project) AS r FROM daily "
-                 "WHERE dimension = 'country' AND day >= ? AND day <= ? GROUP BY category, project) t WHERE r <= ?")
+_SEGMENT_TOPS = (
+    "SELECT category, project, n FROM (SELECT category, project, SUM(downloads) AS n, "
+    "ROW_NUMBER() OVER (PARTITION BY category ORDER BY SUM(downloads) DESC, project) AS r FROM daily "
+    "WHERE dimension = 'country' AND day >= ? AND day <= ? GROUP BY category, project) t WHERE r <= ?"
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,18 @@ def all_country_tops(sink: Sink, start: str, end: str, k: int = 5) -> dict[str, 
     units = 0  # summarised days plus unsummarised segments: a project known for all of them is exact
     for a, b in _segments(start, end, set(_days_between(start, end)) - summarised):
         units += len(_days_between(a, b))
-        for cc, p, n, days in sink.query("SELECT country, project, SUM(downloads), COUNT(*) FROM country_day_top "
-                                         "WHERE day >= ? AND day <= ? GROUP BY country, project", (a, b)):
+        for cc, p, n, days in sink.query(
+            "SELECT country, project, SUM(downloads), COUNT(*) FROM country_day_top "
+            "WHERE day >= ? AND day <= ? GROUP BY country, project",
+            (a, b),
+        ):
             lower[cc][p] += int(n)
             present[cc][p] += int(days)
-        for cc, n, most in sink.query("SELECT country, SUM(bound), MAX(bound) FROM country_day_bound "
-                                      "WHERE day >= ? AND day <= ? GROUP BY country", (a, b)):
+        for cc, n, most in sink.query(
+            "SELECT country, SUM(bound), MAX(bound) FROM country_day_bound "
+            "WHERE day >= ? AND day <= ? GROUP BY country",
+            (a, b),
+        ):
             bound[cc] += int(n)
             worst[cc] = max(worst[cc], int(most))
     for a, b in _segments(start, end, summarised):

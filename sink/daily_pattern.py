@@ -28,23 +28,29 @@ def block_countries(sink: Sink, block_start: int) -> tuple[int, Counter]:
 
 
 def newest_window(sink: Sink) -> int | None:
-    (v,), = sink.query("SELECT MAX(start) FROM windows")
+    ((v,),) = sink.query("SELECT MAX(start) FROM windows")
     return None if v is None else int(v)
 
 
 def hour_profile(sink: Sink, start_day: str, end_day: str) -> dict[int, int]:
     """{UTC hour of the day: downloads} over the days [start_day, end_day], from the sealed blocks' totals."""
-    lo = int(dt.datetime.fromisoformat(start_day).replace(tzinfo=dt.timezone.utc).timestamp())
-    hi = int(dt.datetime.fromisoformat(end_day).replace(tzinfo=dt.timezone.utc).timestamp()) + DAY_S
-    rows = sink.query("SELECT ((block_end - 1) % 86400) / 3600 AS h, SUM(downloads) FROM block_totals "
-                      "WHERE block_end > ? AND block_end <= ? GROUP BY ((block_end - 1) % 86400) / 3600", (lo, hi))
+    lo = int(dt.datetime.fromisoformat(start_day).replace(tzinfo=dt.UTC).timestamp())
+    hi = int(dt.datetime.fromisoformat(end_day).replace(tzinfo=dt.UTC).timestamp()) + DAY_S
+    rows = sink.query(
+        "SELECT ((block_end - 1) % 86400) / 3600 AS h, SUM(downloads) FROM block_totals "
+        "WHERE block_end > ? AND block_end <= ? GROUP BY ((block_end - 1) % 86400) / 3600",
+        (lo, hi),
+    )
     return {int(h): int(n) for h, n in rows}
 
 
 def weekday_totals(sink: Sink, start_day: str, end_day: str) -> dict[int, list[int]]:
     """{ISO weekday (1 = Monday): [each such day's downloads without mirrors]} over [start_day, end_day]."""
     out: dict[int, list[int]] = {d: [] for d in range(1, 8)}
-    for day, n in sink.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = '' "
-                             "AND day >= ? AND day <= ? ORDER BY day", (start_day, end_day)):
+    for day, n in sink.query(
+        "SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = '' "
+        "AND day >= ? AND day <= ? ORDER BY day",
+        (start_day, end_day),
+    ):
         out[dt.date.fromisoformat(day).isoweekday()].append(int(n))
     return out

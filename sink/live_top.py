@@ -14,8 +14,8 @@ Seconds without a window had no downloads (the dataflow writes a window for ever
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from pypi_pulse.sink.model import WindowRow
 
@@ -43,11 +43,19 @@ class LiveTop:
     def to_json(self) -> dict:
         from pypi_pulse.events import iso_second
 
-        return {"start": iso_second(self.start), "end": iso_second(self.end), "seconds": self.end - self.start,
-                "windows": self.windows, "downloads": self.downloads, "exact": self.exact,
-                "others_max": self.others_max,
-                "data": [{"project": e.project, "downloads": e.downloads, "downloads_max": e.downloads_max,
-                          "exact": e.exact} for e in self.entries]}
+        return {
+            "start": iso_second(self.start),
+            "end": iso_second(self.end),
+            "seconds": self.end - self.start,
+            "windows": self.windows,
+            "downloads": self.downloads,
+            "exact": self.exact,
+            "others_max": self.others_max,
+            "data": [
+                {"project": e.project, "downloads": e.downloads, "downloads_max": e.downloads_max, "exact": e.exact}
+                for e in self.entries
+            ],
+        }
 
 
 def _unlisted_cap(w: WindowRow) -> int:

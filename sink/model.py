@@ -7,7 +7,7 @@ from typing import Optional
 import msgspec
 
 from pypi_pulse.events import iso_second
-from pypi_pulse.rules import DERIVED, STORED
+from pypi_pulse.rules import STORED
 
 
 class WindowRow(msgspec.Struct, frozen=True):

@@ -14,8 +14,9 @@ import functools
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Callable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 import orjson
 import psycopg
@@ -25,11 +26,20 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
-from pypi_pulse.sink.retry import SinkUnavailable
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (INSERT_DAILY, INSERT_TOTALS, backfill_statements, backfilled_among, bucket_days,
-                                     daily_rows, partly_applied, prune_backfilled_statement, prune_buckets_statement,
-                                     retention_anchors)
+from pypi_pulse.sink.retry import SinkUnavailable
+from pypi_pulse.sink.rollup import (
+    INSERT_DAILY,
+    INSERT_TOTALS,
+    backfill_statements,
+    backfilled_among,
+    bucket_days,
+    daily_rows,
+    partly_applied,
+    prune_backfilled_statement,
+    prune_buckets_statement,
+    retention_anchors,
+)
 from pypi_pulse.sink.schema import MIGRATIONS, from_db_category, migration_script
 
 log = structlog.get_logger(__name__)
@@ -48,9 +58,11 @@ CREATE TEMP TABLE IF NOT EXISTS stage_daily_totals (LIKE daily_totals) ON COMMIT
 
 
 COPY_MIN_ROWS = 200  # measured (benchmarks/sink_write.py machine): executemany wins below ~250 windows, COPY above
-_UPSERT_WINDOW = ("ON CONFLICT (start) DO UPDATE SET downloads = excluded.downloads, "
-                  "unique_packages = excluded.unique_packages, countries = excluded.countries, top = excluded.top, "
-                  "written_at = excluded.written_at")
+_UPSERT_WINDOW = (
+    "ON CONFLICT (start) DO UPDATE SET downloads = excluded.downloads, "
+    "unique_packages = excluded.unique_packages, countries = excluded.countries, top = excluded.top, "
+    "written_at = excluded.written_at"
+)
 
 
 class _IntegralNumericLoader(Loader):
@@ -86,6 +98,7 @@ def translate_placeholders(sql: str) -> str:
 
 # ---- connecting -------------------------------------------------------------------------------------------
 
+
 def _describe(url: str) -> dict:
     try:
         info = conninfo_to_dict(url)
@@ -106,21 +119,35 @@ def _user_error(url: str, exc: psycopg.Error) -> UserError:
     msg = str(exc)
     low = msg.lower()
     if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
-        return UserError(f"PostgreSQL at {where} rejected the credentials of user {d['user']!r}: "
-                         f"fix the user and password in the sink URL ({URL_HINT})")
+        return UserError(
+            f"PostgreSQL at {where} rejected the credentials of user {d['user']!r}: "
+            f"fix the user and password in the sink URL ({URL_HINT})"
+        )
     if re.search(r'role "[^"]*" does not exist', msg):
-        return UserError(f"PostgreSQL at {where} has no user {d['user']!r}: create it (createuser) "
-                         f"or fix the user in the sink URL ({URL_HINT})")
+        return UserError(
+            f"PostgreSQL at {where} has no user {d['user']!r}: create it (createuser) "
+            f"or fix the user in the sink URL ({URL_HINT})"
+        )
     if re.search(r'database "[^"]*" does not exist', msg):
-        return UserError(f"PostgreSQL at {where} has no database {d['dbname']!r}: create it "
-                         f"(createdb {d['dbname']}) or fix the database name in the sink URL ({URL_HINT})")
+        return UserError(
+            f"PostgreSQL at {where} has no database {d['dbname']!r}: create it "
+            f"(createdb {d['dbname']}) or fix the database name in the sink URL ({URL_HINT})"
+        )
     if "invalid" in low and ("uri" in low or "connection option" in low or "option" in low):
         return UserError(f"invalid PostgreSQL URL ({msg.strip()}): use {URL_HINT}")
     if "resolve host" in low or "could not translate host name" in low:
         return UserError(f"cannot resolve PostgreSQL host {d['host']!r}: fix the host in the sink URL ({URL_HINT})")
-    if "refused" in low or "timeout" in low or "could not connect" in low or "no route" in low or "connection failed" in low:
-        return UserError(f"cannot reach PostgreSQL at {where}: start the server (or check the firewall) "
-                         f"or fix the host and port in the sink URL ({URL_HINT})")
+    if (
+        "refused" in low
+        or "timeout" in low
+        or "could not connect" in low
+        or "no route" in low
+        or "connection failed" in low
+    ):
+        return UserError(
+            f"cannot reach PostgreSQL at {where}: start the server (or check the firewall) "
+            f"or fix the host and port in the sink URL ({URL_HINT})"
+        )
     first_line = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
     return UserError(f"cannot connect to PostgreSQL at {where} ({first_line}): check the sink URL ({URL_HINT})")
 
@@ -147,20 +174,26 @@ def _warn_on_collation(conn: psycopg.Connection) -> None:
     (ties in top lists, category order), so say so once at start-up."""
     collate = conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()").fetchone()[0]
     if collate not in ("C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"):
-        log.warning("sink.collation", collation=collate,
-                    hint="create the database with `createdb --locale=C.UTF-8 --template=template0` to sort as SQLite does")
+        log.warning(
+            "sink.collation",
+            collation=collate,
+            hint="create the database with `createdb --locale=C.UTF-8 --template=template0` to sort as SQLite does",
+        )
 
 
 def require_schema(conn: psycopg.Connection, url: str) -> None:
     """A reader on a database the dataflow has not set up yet gets the empty state's message, not a SQL error."""
     if not conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
         d = _describe(url)
-        raise UserError(f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
-                        "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first")
+        raise UserError(
+            f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
+            "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first"
+        )
 
 
 class PostgresSink(Sink):
     concurrent_writers = True
+
     def __init__(self, url: str, *, readonly: bool = False):
         self.url = url
         self.readonly = readonly
@@ -220,22 +253,40 @@ class PostgresSink(Sink):
         latest = {w.start: w for w in windows}  # the last version of a window in the list wins, as with SQLite
         self._retry_once(lambda conn: self._write(conn, list(latest.values()), buckets, stats))
 
-    def _write(self, conn: psycopg.Connection, windows: list[WindowRow], buckets: list[RollupBucket],
-               stats: Optional[PipelineStats]) -> None:
+    def _write(
+        self,
+        conn: psycopg.Connection,
+        windows: list[WindowRow],
+        buckets: list[RollupBucket],
+        stats: Optional[PipelineStats],
+    ) -> None:
         now = time.time()
         with conn.transaction(), conn.cursor() as cur:
             if windows:
-                rows = [(w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries).decode(),
-                         orjson.dumps(w.top).decode(), now) for w in sorted(windows, key=lambda w: w.start)]
+                rows = [
+                    (
+                        w.start,
+                        w.downloads,
+                        w.unique_packages,
+                        orjson.dumps(w.countries).decode(),
+                        orjson.dumps(w.top).decode(),
+                        now,
+                    )
+                    for w in sorted(windows, key=lambda w: w.start)
+                ]
                 if len(rows) >= COPY_MIN_ROWS and not self.readonly:  # a replay: COPY, then one upsert
-                    with cur.copy("COPY stage_windows (start, downloads, unique_packages, countries, top, written_at) "
-                                  "FROM STDIN") as cp:
+                    with cur.copy(
+                        "COPY stage_windows (start, downloads, unique_packages, countries, top, written_at) FROM STDIN"
+                    ) as cp:
                         for row in rows:
                             cp.write_row(row)
                     cur.execute(f"INSERT INTO windows SELECT * FROM stage_windows ORDER BY start {_UPSERT_WINDOW}")
                 else:  # live: a few windows, one pipelined round trip
-                    cur.executemany("INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
-                                    f"VALUES (%s, %s, %s, %s, %s, %s) {_UPSERT_WINDOW}", rows)
+                    cur.executemany(
+                        "INSERT INTO windows (start, downloads, unique_packages, countries, top, written_at) "
+                        f"VALUES (%s, %s, %s, %s, %s, %s) {_UPSERT_WINDOW}",
+                        rows,
+                    )
             if buckets:
                 # Claim the buckets' minutes: the ids that were not there yet come back, and only buckets whose
                 # minutes all came back are applied (a bucket is whole or not at all: see rollup.partly_applied).
@@ -266,9 +317,12 @@ class PostgresSink(Sink):
                     "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, %s, %s, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET counters = excluded.counters, offsets = excluded.offsets, "
                     "watermark = excluded.watermark, updated_at = excluded.updated_at",
-                    (orjson.dumps(stats.counters).decode(),
-                     orjson.dumps({str(k): v for k, v in stats.offsets.items()}).decode(),
-                     stats.watermark, stats.updated_at or now),
+                    (
+                        orjson.dumps(stats.counters).decode(),
+                        orjson.dumps({str(k): v for k, v in stats.offsets.items()}).decode(),
+                        stats.watermark,
+                        stats.updated_at or now,
+                    ),
                 )
 
     @staticmethod
@@ -381,13 +435,13 @@ class PostgresSink(Sink):
         if project is None:
             rows = self._fetch(
                 "SELECT day, NULL::text, category, downloads FROM daily_totals WHERE dimension = %s AND day >= %s "
-                "AND day <= %s ORDER BY day, category COLLATE \"C\"",
+                'AND day <= %s ORDER BY day, category COLLATE "C"',
                 (dimension, start_day, end_day),
             )
         else:
             rows = self._fetch(
                 "SELECT day, project, category, downloads FROM daily WHERE project = %s AND dimension = %s "
-                "AND day >= %s AND day <= %s ORDER BY day, category COLLATE \"C\"",
+                'AND day >= %s AND day <= %s ORDER BY day, category COLLATE "C"',
                 (project, dimension, start_day, end_day),
             )
         return [(d, p, from_db_category(c), n) for d, p, c, n in rows]

@@ -11,11 +11,13 @@ Project names are matched by their PEP 503 normalised form: that is how the data
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Optional, Union
 
 from pypi_pulse.names import normalize
+from pypi_pulse.rules import DERIVED
 from pypi_pulse.sink.base import Sink
-from pypi_pulse.sink.model import DERIVED, DIMENSIONS, WindowRow
+from pypi_pulse.sink.model import DIMENSIONS, WindowRow
 from pypi_pulse.sink.schema import from_db_category, to_db_category
 
 Day = Union[str, dt.date]
@@ -66,7 +68,7 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
     """
     if today is not None:
         return iso_day(today)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     wall = now.date().isoformat()
     stats = sink.stats()
     candidates = [wall]
@@ -74,7 +76,7 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
         # a watermark beyond the wall clock (stored by a version that accepted far-future events, up to year 9999
         # and past what datetime can hold) cannot make the day later than the wall clock's: it is not read
         if 0 <= stats.watermark <= now.timestamp():
-            candidates.append(dt.datetime.fromtimestamp(stats.watermark, dt.timezone.utc).date().isoformat())
+            candidates.append(dt.datetime.fromtimestamp(stats.watermark, dt.UTC).date().isoformat())
     else:
         rng = day_range(sink)
         if rng is not None:
@@ -92,12 +94,16 @@ def known_package(sink: Sink, name: str) -> Optional[str]:
 
 def _sum(sink: Sink, project: Optional[str], dimension: str, start: str, end: str) -> int:
     if project is None:
-        r = sink.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ?",
-                       (dimension, start, end))
+        r = sink.query(
+            "SELECT SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ?",
+            (dimension, start, end),
+        )
     else:
         days, params = sink.project_days(start, end)
-        r = sink.query(f"SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND {days}",
-                       (project, dimension, *params))
+        r = sink.query(
+            f"SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND {days}",
+            (project, dimension, *params),
+        )
     return int(r[0][0] or 0) if r else 0
 
 
@@ -112,8 +118,16 @@ def recent(sink: Sink, project: Optional[str], today: Optional[Day] = None) -> d
     }
 
 
-def daily_by_category(sink: Sink, project: Optional[str], dimension: str, start: Day, end: Day,
-                      category: Optional[str] = None, *, match_category: bool = False) -> list[tuple[str, Optional[str], int]]:
+def daily_by_category(
+    sink: Sink,
+    project: Optional[str],
+    dimension: str,
+    start: Day,
+    end: Day,
+    category: Optional[str] = None,
+    *,
+    match_category: bool = False,
+) -> list[tuple[str, Optional[str], int]]:
     """(day, category, downloads) for one project (None: all projects), oldest day first, categories sorted.
 
     With `match_category=True` only `category` is returned (None selects the NULL category).
@@ -122,17 +136,24 @@ def daily_by_category(sink: Sink, project: Optional[str], dimension: str, start:
     s, e = iso_day(start), iso_day(end)
     of_category, category_params = (" AND category = ?", (to_db_category(category),)) if match_category else ("", ())
     if project is None:
-        rows = sink.query(f"SELECT day, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? "
-                          f"AND day <= ?{of_category} ORDER BY day, category", (dim, s, e, *category_params))
+        rows = sink.query(
+            f"SELECT day, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? "
+            f"AND day <= ?{of_category} ORDER BY day, category",
+            (dim, s, e, *category_params),
+        )
     else:
         days, day_params = sink.project_days(s, e)
-        rows = sink.query(f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND {days}"
-                          f"{of_category} ORDER BY day, category", (normalize(project), dim, *day_params, *category_params))
+        rows = sink.query(
+            f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND {days}"
+            f"{of_category} ORDER BY day, category",
+            (normalize(project), dim, *day_params, *category_params),
+        )
     return [(d, from_db_category(c), int(n)) for d, c, n in rows]
 
 
-def category_totals(sink: Sink, project: Optional[str], dimension: str, start: Day, end: Day,
-                    limit: Optional[int] = None) -> list[tuple[Optional[str], int]]:
+def category_totals(
+    sink: Sink, project: Optional[str], dimension: str, start: Day, end: Day, limit: Optional[int] = None
+) -> list[tuple[Optional[str], int]]:
     """(category, downloads) summed over the period, largest first: one package's breakdown by a dimension."""
     dim = _dimension(dimension)
     s, e = iso_day(start), iso_day(end)
@@ -140,17 +161,22 @@ def category_totals(sink: Sink, project: Optional[str], dimension: str, start: D
     if project is None:
         rows = sink.query(
             "SELECT category, SUM(downloads) AS n FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? "
-            f"GROUP BY category ORDER BY n DESC, category{lim}", (dim, s, e))
+            f"GROUP BY category ORDER BY n DESC, category{lim}",
+            (dim, s, e),
+        )
     else:
         days, params = sink.project_days(s, e)
         rows = sink.query(
             f"SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND {days} "
-            f"GROUP BY category ORDER BY n DESC, category{lim}", (normalize(project), dim, *params))
+            f"GROUP BY category ORDER BY n DESC, category{lim}",
+            (normalize(project), dim, *params),
+        )
     return [(from_db_category(c), int(n)) for c, n in rows]
 
 
-def compare(sink: Sink, projects: Iterable[str], start: Day, end: Day,
-            dimension: str = "overall") -> dict[str, list[tuple[str, int]]]:
+def compare(
+    sink: Sink, projects: Iterable[str], start: Day, end: Day, dimension: str = "overall"
+) -> dict[str, list[tuple[str, int]]]:
     """{project: [(day, downloads), ...]} for several projects over the same days (one package against others)."""
     dim = _dimension(dimension)
     names = sorted({normalize(p) for p in projects})
@@ -161,20 +187,26 @@ def compare(sink: Sink, projects: Iterable[str], start: Day, end: Day,
     days, params = sink.project_days(iso_day(start), iso_day(end))
     rows = sink.query(
         f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND {days} "
-        "GROUP BY project, day ORDER BY project, day", (*names, dim, *params))
+        "GROUP BY project, day ORDER BY project, day",
+        (*names, dim, *params),
+    )
     for p, d, n in rows:
         out[p].append((d, int(n)))
     return out
 
 
 # ---- across packages and countries ------------------------------------------------------------------------
-def top_packages(sink: Sink, start: Day, end: Day, country: Optional[str] = None, limit: int = 10) -> list[tuple[str, int]]:
+def top_packages(
+    sink: Sink, start: Day, end: Day, country: Optional[str] = None, limit: int = 10
+) -> list[tuple[str, int]]:
     """The most downloaded projects of a period (without mirrors), optionally in one country (ISO alpha-2)."""
     if country is not None:
         return country_top(sink, country, start, end, limit)
     rows = sink.query(
         "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'overall' AND day >= ? AND day <= ? "
-        "GROUP BY project ORDER BY n DESC, project LIMIT ?", (iso_day(start), iso_day(end), int(limit)))
+        "GROUP BY project ORDER BY n DESC, project LIMIT ?",
+        (iso_day(start), iso_day(end), int(limit)),
+    )
     return [(p, int(n)) for p, n in rows]
 
 
@@ -204,7 +236,9 @@ def backfilled_days(sink: Sink, start: Optional[Day] = None, end: Optional[Day] 
     """{day: source} of the days a backfill completed (the stream does not add to those days)."""
     s = iso_day(start) if start is not None else "0000-00-00"
     e = iso_day(end) if end is not None else "9999-99-99"
-    return {d: src for d, src in sink.query("SELECT day, source FROM backfilled_days WHERE day >= ? AND day <= ?", (s, e))}
+    return {
+        d: src for d, src in sink.query("SELECT day, source FROM backfilled_days WHERE day >= ? AND day <= ?", (s, e))
+    }
 
 
 # ---- live -------------------------------------------------------------------------------------------------
@@ -283,4 +317,6 @@ def live_summary(sink: Sink) -> dict:
 # ---- dashboard (added by the dashboard engineer) ----------------------------------------------------------
 def package_names(sink: Sink) -> list[str]:
     """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
-    return [r[0] for r in sink.query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project")]
+    return [
+        r[0] for r in sink.query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project")
+    ]

@@ -17,8 +17,9 @@ import functools
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink, open_sink
@@ -60,8 +61,10 @@ class ReadPool:
         """None when the sink answers a trivial query now, else why not (one line): what /readyz reports."""
         try:
             if self.postgres:
-                self._borrow(lambda conn: conn.execute("SELECT 1 FROM schema_version LIMIT 1").fetchall(),
-                             timeout=self.check_timeout_s)
+                self._borrow(
+                    lambda conn: conn.execute("SELECT 1 FROM schema_version LIMIT 1").fetchall(),
+                    timeout=self.check_timeout_s,
+                )
             else:
                 path = _sqlite_path(self.url)
                 if not path.exists():
@@ -90,8 +93,9 @@ class ReadPool:
                         if attempt == 2 or not conn.broken:
                             raise
             except PoolTimeout as exc:
-                raise SinkUnavailable(f"no PostgreSQL connection within {timeout or self.wait_s:g} s "
-                                      f"({one_line(exc)})") from None
+                raise SinkUnavailable(
+                    f"no PostgreSQL connection within {timeout or self.wait_s:g} s ({one_line(exc)})"
+                ) from None
         raise AssertionError("unreachable")
 
     def _thread_sqlite(self) -> Sink:
@@ -137,8 +141,16 @@ def _postgres_pool(url: str, max_size: int):
     kwargs = {"autocommit": True, "application_name": "pypi-pulse"}
     if "connect_timeout" not in url:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
-    pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=max_size, configure=configure,
-                          check=ConnectionPool.check_connection, open=False, name="pypi-pulse-read")
+    pool = ConnectionPool(
+        url,
+        kwargs=kwargs,
+        min_size=1,
+        max_size=max_size,
+        configure=configure,
+        check=ConnectionPool.check_connection,
+        open=False,
+        name="pypi-pulse-read",
+    )
     pool.open(wait=False)  # the server starts while the database is still down; reads wait for it
     return pool
 

@@ -17,17 +17,22 @@ history writes them for its days too.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Optional
 
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import RollupBucket
 
 HOUR_S = 3600
 
-UPSERT_RECENT = ("INSERT INTO recent_downloads (block_end, project, downloads) VALUES (?, ?, ?) "
-                 "ON CONFLICT (block_end, project) DO UPDATE SET downloads = excluded.downloads")
-UPSERT_TOTAL = ("INSERT INTO block_totals (block_end, downloads) VALUES (?, ?) "
-                "ON CONFLICT (block_end) DO UPDATE SET downloads = excluded.downloads")
+UPSERT_RECENT = (
+    "INSERT INTO recent_downloads (block_end, project, downloads) VALUES (?, ?, ?) "
+    "ON CONFLICT (block_end, project) DO UPDATE SET downloads = excluded.downloads"
+)
+UPSERT_TOTAL = (
+    "INSERT INTO block_totals (block_end, downloads) VALUES (?, ?) "
+    "ON CONFLICT (block_end) DO UPDATE SET downloads = excluded.downloads"
+)
 
 
 def within_one_hour(bucket: RollupBucket) -> bool:
@@ -75,12 +80,14 @@ def record_day_profile(sink: Sink, block_totals: list[tuple[int, int]]) -> None:
 
 
 def prune(sink: Sink, newest_end: int, recent_keep_s: float, totals_keep_s: float) -> None:
-    sink._execute_in_transaction([
-        ("DELETE FROM recent_downloads WHERE block_end <= ?", (int(newest_end - recent_keep_s),)),
-        ("DELETE FROM block_totals WHERE block_end <= ?", (int(newest_end - totals_keep_s),)),
-    ])
+    sink._execute_in_transaction(
+        [
+            ("DELETE FROM recent_downloads WHERE block_end <= ?", (int(newest_end - recent_keep_s),)),
+            ("DELETE FROM block_totals WHERE block_end <= ?", (int(newest_end - totals_keep_s),)),
+        ]
+    )
 
 
 def newest_block_end(sink: Sink) -> Optional[int]:
-    (v,), = sink.query("SELECT MAX(block_end) FROM recent_downloads")
+    ((v,),) = sink.query("SELECT MAX(block_end) FROM recent_downloads")
     return None if v is None else int(v)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Optional, TypeVar
+from datetime import UTC, datetime
+from typing import Optional, TypeVar
 
 import structlog
 
@@ -30,8 +31,15 @@ T = TypeVar("T")
 
 # sqlite3.OperationalError covers lock timeouts and I/O trouble, but also "no such table" and syntax errors, which
 # a retry never fixes: only these messages are taken for transient.
-_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database schema is locked", "busy",
-                     "disk i/o error", "database or disk is full", "unable to open database file")
+_SQLITE_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "database schema is locked",
+    "busy",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+)
 
 
 class SinkUnavailable(ConnectionError):
@@ -57,7 +65,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,14 @@ class Outage:
     """Whether the sink is unavailable to this process, since when, and the log lines that say so. Several
     sources (the worker, the block writer process) may fail at once; the sink is back when none fails."""
 
-    def __init__(self, log_every_s: float = 30.0, on_change: Optional[Callable[[float], None]] = None, *,
-                 quiet: bool = False, **context):
+    def __init__(
+        self,
+        log_every_s: float = 30.0,
+        on_change: Optional[Callable[[float], None]] = None,
+        *,
+        quiet: bool = False,
+        **context,
+    ):
         self.log_every_s = log_every_s
         self.quiet = quiet  # a helper process reports to the dataflow, which logs
         self.on_change = on_change  # called with the time it became unavailable (0.0: available)
@@ -99,8 +113,15 @@ class Outage:
         now = time.time()
         if not self.quiet and (not was or now - self.last_logged >= self.log_every_s):
             self.last_logged = now
-            log.warning("sink.unavailable", since=iso(self.since), for_s=round(now - self.since, 1),
-                        failed_attempts=self.attempts, source=source, error=error, **self.context)
+            log.warning(
+                "sink.unavailable",
+                since=iso(self.since),
+                for_s=round(now - self.since, 1),
+                failed_attempts=self.attempts,
+                source=source,
+                error=error,
+                **self.context,
+            )
         if self.since != was and self.on_change is not None:
             self.on_change(self.since)
 
@@ -110,8 +131,13 @@ class Outage:
         was = self.since
         del self.failing[source]
         if not self.failing and not self.quiet:
-            log.warning("sink.available", unavailable_s=round(time.time() - was, 1), since=iso(was),
-                        failed_attempts=self.attempts, **self.context)
+            log.warning(
+                "sink.available",
+                unavailable_s=round(time.time() - was, 1),
+                since=iso(was),
+                failed_attempts=self.attempts,
+                **self.context,
+            )
         if not self.failing:
             self.attempts = 0
             self.last_logged = -float("inf")
@@ -119,9 +145,15 @@ class Outage:
             self.on_change(self.since)
 
 
-def patiently(fn: Callable[[], T], policy: RetryPolicy, outage: Outage, *, source: str = "worker",
-              on_failure: Optional[Callable[[BaseException], None]] = None,
-              between: Optional[Callable[[], None]] = None) -> T:
+def patiently(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    outage: Outage,
+    *,
+    source: str = "worker",
+    on_failure: Optional[Callable[[BaseException], None]] = None,
+    between: Optional[Callable[[], None]] = None,
+) -> T:
     """fn(), tried again after each transient error (with backoff) until it succeeds; other errors are raised.
     `on_failure` hears every failed attempt (metrics); `between` runs before each wait (it may raise to stop)."""
     delays = policy.delays()

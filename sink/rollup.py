@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from operator import itemgetter
-from typing import Iterable, Optional
+from typing import Optional
 
 from pypi_pulse.names import normalize
 from pypi_pulse.rules import FOLDED
@@ -24,11 +25,15 @@ from pypi_pulse.sink.schema import to_db_category
 def partly_applied(bucket: RollupBucket, applied: int) -> RuntimeError:
     """A bucket some of whose minutes were applied by another bucket: applying it would count them twice, and
     leaving it out would lose the rest. The dataflow never produces one (its blocks are aligned and whole)."""
-    return RuntimeError(f"rollup bucket {bucket.bucket} ({bucket.span} s) overlaps {applied} minute(s) already applied "
-                        "by differently aligned buckets: refusing to count them twice")
+    return RuntimeError(
+        f"rollup bucket {bucket.bucket} ({bucket.span} s) overlaps {applied} minute(s) already applied "
+        "by differently aligned buckets: refusing to count them twice"
+    )
 
 
-def daily_rows(buckets: Iterable[RollupBucket], skip_days: frozenset | set = frozenset()) -> tuple[list[tuple], list[tuple]]:
+def daily_rows(
+    buckets: Iterable[RollupBucket], skip_days: frozenset | set = frozenset()
+) -> tuple[list[tuple], list[tuple]]:
     """(day, project, dimension, category, n) rows and (day, dimension, category, n) all-project totals.
 
     Counts of `skip_days` (days a backfill owns) are left out.
@@ -59,14 +64,19 @@ def backfilled_among(days: list[str]) -> tuple[str, tuple]:
     return f"SELECT day FROM backfilled_days WHERE day IN ({marks})", tuple(days)
 
 
-INSERT_DAILY = ("INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads")
-INSERT_TOTALS = ("INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = daily_totals.downloads + excluded.downloads")
+INSERT_DAILY = (
+    "INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads"
+)
+INSERT_TOTALS = (
+    "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = daily_totals.downloads + excluded.downloads"
+)
 
 
-def backfill_statements(day: str, rows: Iterable[tuple[str, str, Optional[str], int]], source: str,
-                        now: Optional[float] = None) -> list[tuple[str, list[tuple]]]:
+def backfill_statements(
+    day: str, rows: Iterable[tuple[str, str, Optional[str], int]], source: str, now: Optional[float] = None
+) -> list[tuple[str, list[tuple]]]:
     """The statements that make `day` hold exactly `rows`, as (sql, [params, ...]) to run in ONE transaction.
 
     `rows` are (project, dimension, category, downloads); names are normalised and duplicates summed, so a source
@@ -91,10 +101,12 @@ def backfill_statements(day: str, rows: Iterable[tuple[str, str, Optional[str], 
         # in key order: the B-trees are filled sequentially, measurably faster on a large table
         (INSERT_DAILY, [(*k, per_project[k]) for k in sorted(per_project)]),
         (INSERT_TOTALS, [(*k, totals[k]) for k in sorted(totals)]),
-        ("INSERT INTO backfilled_days (day, source, rows_written, completed_at) VALUES (?, ?, ?, ?) "
-         "ON CONFLICT (day) DO UPDATE SET source = excluded.source, rows_written = excluded.rows_written, "
-         "completed_at = excluded.completed_at",
-         [(day, source, len(per_project), now if now is not None else time.time())]),
+        (
+            "INSERT INTO backfilled_days (day, source, rows_written, completed_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (day) DO UPDATE SET source = excluded.source, rows_written = excluded.rows_written, "
+            "completed_at = excluded.completed_at",
+            [(day, source, len(per_project), now if now is not None else time.time())],
+        ),
     ]
 
 
@@ -117,7 +129,7 @@ def prune_buckets_statement(cutoff_day: str) -> tuple[str, tuple]:
     """Forget the applied-bucket ids of pruned days (one per minute: 1,440 rows a day would otherwise pile up)."""
     import datetime as _dt
 
-    end = _dt.datetime.fromisoformat(cutoff_day).replace(tzinfo=_dt.timezone.utc) + _dt.timedelta(days=1)
+    end = _dt.datetime.fromisoformat(cutoff_day).replace(tzinfo=_dt.UTC) + _dt.timedelta(days=1)
     return "DELETE FROM rollup_buckets WHERE bucket < ?", (int(end.timestamp()),)
 
 
@@ -137,16 +149,24 @@ DAYS_TO_COMPACT = (
 
 
 def compact_day_statements(day: str, min_daily_downloads: int, now: float) -> list[tuple[str, tuple]]:
-    small = ("SELECT project FROM daily WHERE day = ? AND dimension = 'with_mirrors' AND downloads < ?")
+    small = "SELECT project FROM daily WHERE day = ? AND dimension = 'with_mirrors' AND downloads < ?"
     return [
-        ("INSERT INTO daily (day, project, dimension, category, downloads) "
-         f"SELECT day, project, dimension, '{FOLDED_CATEGORY}', SUM(downloads) FROM daily "
-         f"WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' AND project IN ({small}) "
-         "GROUP BY day, project, dimension "
-         "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads",
-         (day, day, min_daily_downloads)),
-        (f"DELETE FROM daily WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' "
-         f"AND project IN ({small})", (day, day, min_daily_downloads)),
-        ("INSERT INTO compacted_days (day, min_daily_downloads, compacted_at) VALUES (?, ?, ?) "
-         "ON CONFLICT (day) DO NOTHING", (day, min_daily_downloads, now)),
+        (
+            "INSERT INTO daily (day, project, dimension, category, downloads) "
+            f"SELECT day, project, dimension, '{FOLDED_CATEGORY}', SUM(downloads) FROM daily "
+            f"WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' AND project IN ({small}) "
+            "GROUP BY day, project, dimension "
+            "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads",
+            (day, day, min_daily_downloads),
+        ),
+        (
+            f"DELETE FROM daily WHERE day = ? AND dimension IN {_IN_FOLDED} AND category <> '{FOLDED_CATEGORY}' "
+            f"AND project IN ({small})",
+            (day, day, min_daily_downloads),
+        ),
+        (
+            "INSERT INTO compacted_days (day, min_daily_downloads, compacted_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (day) DO NOTHING",
+            (day, min_daily_downloads, now),
+        ),
     ]

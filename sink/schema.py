@@ -192,6 +192,7 @@ def migration_script(entry: str | dict[str, str], backend: str) -> str:
     """The SQL of one migration for a backend ('sqlite' or 'postgresql'); empty when it has nothing to do there."""
     return entry if isinstance(entry, str) else entry[backend]
 
+
 NULL_CATEGORY = ""
 NULL_AS_DB_CATEGORY = {None: NULL_CATEGORY}  # `.get(c, c)`: `to_db_category` over a column at C speed
 

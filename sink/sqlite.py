@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import orjson
 import structlog
@@ -16,10 +17,15 @@ import structlog
 from pypi_pulse.errors import EmptySink, UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.rollup import (backfill_statements, backfilled_among, partly_applied,
-                                    prune_backfilled_statement, prune_buckets_statement, retention_anchors)
+from pypi_pulse.sink.rollup import (
+    backfill_statements,
+    backfilled_among,
+    partly_applied,
+    prune_backfilled_statement,
+    prune_buckets_statement,
+    retention_anchors,
+)
 from pypi_pulse.sink.schema import MIGRATIONS, NULL_AS_DB_CATEGORY, from_db_category, migration_script
-
 
 _FIRST, _SECOND, _THIRD, _FOURTH = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 log = structlog.get_logger(__name__)
@@ -47,8 +53,10 @@ class SQLiteSink(Sink):
         except sqlite3.DatabaseError as exc:
             if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _UNUSABLE_FILE:
                 raise
-            raise UserError(f"sink {self.path}: {exc} (SQLite): point --sink at a pypi-pulse SQLite file, or at a new "
-                            "path to create one") from None
+            raise UserError(
+                f"sink {self.path}: {exc} (SQLite): point --sink at a pypi-pulse SQLite file, or at a new "
+                "path to create one"
+            ) from None
 
     def _connect(self, readonly: bool) -> None:
         if readonly:
@@ -56,14 +64,18 @@ class SQLiteSink(Sink):
                 raise UserError(f"no sink at {self.path}: run `pypi-pulse up` or `pypi-pulse run` first, or fix --sink")
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
             try:  # the connection opens lazily: read the schema now, so that a file which is no database fails here
-                tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'").fetchone()[0]
+                tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'").fetchone()[
+                    0
+                ]
             except BaseException:
                 self.db.close()
                 raise
             if not tables:
                 self.db.close()
-                raise EmptySink(f"no pypi-pulse data in {self.path} yet: run `pypi-pulse up` or `pypi-pulse run` "
-                                "first, or fix --sink")
+                raise EmptySink(
+                    f"no pypi-pulse data in {self.path} yet: run `pypi-pulse up` or `pypi-pulse run` "
+                    "first, or fix --sink"
+                )
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,15 +116,25 @@ class SQLiteSink(Sink):
                 if version > (self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0):
                     started, size = time.monotonic(), self.path.stat().st_size
                     if size > 100 * 2**20:
-                        log.warning("sink.migrating", backend="sqlite", path=str(self.path), version=version,
-                                    size_mib=size // 2**20,
-                                    note="a one-time upgrade of the schema; a large sink takes minutes")
+                        log.warning(
+                            "sink.migrating",
+                            backend="sqlite",
+                            path=str(self.path),
+                            version=version,
+                            size_mib=size // 2**20,
+                            note="a one-time upgrade of the schema; a large sink takes minutes",
+                        )
                     for stmt in filter(str.strip, migration_script(script, "sqlite").split(";")):
                         self.db.execute(stmt)
                     self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                     if time.monotonic() - started > 1.0:  # e.g. migration 7 rebuilding a large `daily`
-                        log.warning("sink.migrated", backend="sqlite", path=str(self.path), version=version,
-                                    seconds=round(time.monotonic() - started, 1))
+                        log.warning(
+                            "sink.migrated",
+                            backend="sqlite",
+                            path=str(self.path),
+                            version=version,
+                            seconds=round(time.monotonic() - started, 1),
+                        )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -144,8 +166,10 @@ class SQLiteSink(Sink):
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (start) DO UPDATE SET downloads=excluded.downloads, "
                     "unique_packages=excluded.unique_packages, countries=excluded.countries, top=excluded.top, "
                     "written_at=excluded.written_at",
-                    [(w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries), orjson.dumps(w.top), now)
-                     for w in windows],
+                    [
+                        (w.start, w.downloads, w.unique_packages, orjson.dumps(w.countries), orjson.dumps(w.top), now)
+                        for w in windows
+                    ],
                 )
             fresh, seen, taken = [], set(), set()
             for b in buckets:
@@ -155,23 +179,31 @@ class SQLiteSink(Sink):
                 applied = self._applied_minutes(cur, b) + len(taken.intersection(b.minutes()))
                 if applied == 0:
                     if cur.execute("SELECT 1 FROM rollup_slices WHERE bucket = ? LIMIT 1", (b.bucket,)).fetchone():
-                        raise RuntimeError(f"rollup bucket {b.bucket} is being applied in slices: "
-                                           "finish it with apply_in_slices, or the applied slices would count twice")
+                        raise RuntimeError(
+                            f"rollup bucket {b.bucket} is being applied in slices: "
+                            "finish it with apply_in_slices, or the applied slices would count twice"
+                        )
                     fresh.append(b)
                     taken.update(b.minutes())
                 elif applied != len(b.minutes()):
                     raise partly_applied(b, applied)
             if fresh:
                 self._add_rollups(cur, fresh)
-                cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)",
-                                [(m, now) for b in fresh for m in b.minutes()])
+                cur.executemany(
+                    "INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)",
+                    [(m, now) for b in fresh for m in b.minutes()],
+                )
             if stats is not None:
                 cur.execute(
                     "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET counters=excluded.counters, offsets=excluded.offsets, "
                     "watermark=excluded.watermark, updated_at=excluded.updated_at",
-                    (orjson.dumps(stats.counters), orjson.dumps({str(k): v for k, v in stats.offsets.items()}),
-                     stats.watermark, stats.updated_at or now),
+                    (
+                        orjson.dumps(stats.counters),
+                        orjson.dumps({str(k): v for k, v in stats.offsets.items()}),
+                        stats.watermark,
+                        stats.updated_at or now,
+                    ),
                 )
 
     @staticmethod
@@ -194,14 +226,20 @@ class SQLiteSink(Sink):
         rows: list = []
         for b in buckets:
             keys = b.counts.keys()
-            rows += zip(map(_FIRST, keys), map(_SECOND, keys), map(_THIRD, keys),
-                        map(NULL_AS_DB_CATEGORY.get, map(_FOURTH, keys), map(_FOURTH, keys)), b.counts.values())
+            rows += zip(
+                map(_FIRST, keys),
+                map(_SECOND, keys),
+                map(_THIRD, keys),
+                map(NULL_AS_DB_CATEGORY.get, map(_FOURTH, keys), map(_FOURTH, keys)),
+                b.counts.values(),
+            )
         rows.sort()
         return rows
 
     @staticmethod
-    def _upsert_rows(cur: sqlite3.Cursor, rows: list[tuple], totals: Optional[list[tuple]] = None,
-                     days: Optional[set[str]] = None) -> None:
+    def _upsert_rows(
+        cur: sqlite3.Cursor, rows: list[tuple], totals: Optional[list[tuple]] = None, days: Optional[set[str]] = None
+    ) -> None:
         """Upsert sorted rows and their all-project totals (computed here unless given, with the `days` the rows
         cover), leaving out days a backfill owns (looked up in this transaction, so a backfill between two slices
         of a block is respected)."""
@@ -220,10 +258,14 @@ class SQLiteSink(Sink):
             totals = [(*k, n) for k, n in sorted(sums.items())]
         cur.executemany(
             "INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads", rows)
+            "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
+            rows,
+        )
         cur.executemany(
             "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads", totals)
+            "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = downloads + excluded.downloads",
+            totals,
+        )
 
     SLICE_ROWS = 20_000  # ~0.2 s of upserts: the longest a window write waits for a block being applied
 
@@ -265,33 +307,42 @@ class SQLiteSink(Sink):
                 for day, _project, dim, cat, k in rows:
                     sums[(day, dim, cat)] = sums.get((day, dim, cat), 0) + k
                 self._upsert_rows(cur, [], [(*key, k) for key, k in sorted(sums.items())], days)
+
         done = {s for (s,) in self.db.execute("SELECT slice FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))}
         for i, lo in enumerate(range(0, n, self.SLICE_ROWS)):
             if i in done:
                 continue
             with self._transaction() as cur:
                 upsert(cur, lo, lo + self.SLICE_ROWS)
-                cur.execute("INSERT INTO rollup_slices (bucket, slice, applied_at) VALUES (?, ?, ?)",
-                            (bucket.bucket, i, time.time()))
+                cur.execute(
+                    "INSERT INTO rollup_slices (bucket, slice, applied_at) VALUES (?, ?, ?)",
+                    (bucket.bucket, i, time.time()),
+                )
             yield
         with self._transaction() as cur:
             totals(cur)
             now = time.time()  # one time for the block's minutes, as `write` records them
-            cur.executemany("INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(m, now) for m in minutes])
+            cur.executemany(
+                "INSERT INTO rollup_buckets (bucket, applied_at) VALUES (?, ?)", [(m, now) for m in minutes]
+            )
             cur.execute("DELETE FROM rollup_slices WHERE bucket = ?", (bucket.bucket,))
         yield
 
     @staticmethod
     def _applied_minutes(cur, bucket: RollupBucket) -> int:
-        return cur.execute("SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
-                           (bucket.bucket, bucket.bucket + bucket.span)).fetchone()[0]
+        return cur.execute(
+            "SELECT COUNT(*) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?",
+            (bucket.bucket, bucket.bucket + bucket.span),
+        ).fetchone()[0]
 
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
         latest, latest_day = retention_anchors()
         newest = self.db.execute("SELECT MAX(start) FROM windows WHERE start <= ?", (latest,)).fetchone()[0]
         removed = {"windows": 0, "daily": 0}
         if newest is not None:
-            removed["windows"] = self.db.execute("DELETE FROM windows WHERE start < ?", (newest - window_retention_s,)).rowcount
+            removed["windows"] = self.db.execute(
+                "DELETE FROM windows WHERE start < ?", (newest - window_retention_s,)
+            ).rowcount
         newest_day = self.db.execute("SELECT MAX(day) FROM daily WHERE day <= ?", (latest_day,)).fetchone()[0]
         if newest_day is not None:
             cutoff = (datetime.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).date().isoformat()
@@ -337,7 +388,9 @@ class SQLiteSink(Sink):
         return [self._row(r) for r in reversed(rows)]
 
     def stats(self) -> Optional[PipelineStats]:
-        r = self.db.execute("SELECT counters, offsets, watermark, updated_at FROM pipeline_stats WHERE id = 1").fetchone()
+        r = self.db.execute(
+            "SELECT counters, offsets, watermark, updated_at FROM pipeline_stats WHERE id = 1"
+        ).fetchone()
         if r is None:
             return None
         return PipelineStats(orjson.loads(r[0]), {int(k): v for k, v in orjson.loads(r[1]).items()}, r[2], r[3])

@@ -31,9 +31,11 @@ _MAX_SEEKS = 250_000  # candidates x days beyond which the scan is cheaper than 
 
 SUMMARY_LAYOUT = "2"  # what a summary holds: bumped when a table is added, so that older summaries are redone
 
-_STATE = ("SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END, s.overall, s.compacted, s.categories "
-          "FROM daily_totals t LEFT JOIN day_summaries s ON s.day = t.day LEFT JOIN compacted_days c ON c.day = t.day "
-          "WHERE t.dimension = 'overall' AND t.category = '' AND t.day >= ? AND t.day <= ?")
+_STATE = (
+    "SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END, s.overall, s.compacted, s.categories "
+    "FROM daily_totals t LEFT JOIN day_summaries s ON s.day = t.day LEFT JOIN compacted_days c ON c.day = t.day "
+    "WHERE t.dimension = 'overall' AND t.category = '' AND t.day >= ? AND t.day <= ?"
+)
 
 
 def _days_between(start: str, end: str) -> list[str]:
@@ -58,7 +60,7 @@ def _segments(start: str, end: str, covered: set[str]) -> list[tuple[str, str]]:
 
 def _chunks(items: list, n: int = _CHUNK):
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def _marks(items) -> str:
@@ -80,8 +82,10 @@ def categorised_country_rows(sink: Sink, days_sql: str, day_params: tuple) -> Co
     out: Counter = Counter()
     for chunk in _chunks(sorted(cmap)):
         for p, cc, n in sink.query(
-                f"SELECT project, category, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
-                f"AND dimension = 'country' AND {days_sql} GROUP BY project, category", (*chunk, *day_params)):
+            f"SELECT project, category, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
+            f"AND dimension = 'country' AND {days_sql} GROUP BY project, category",
+            (*chunk, *day_params),
+        ):
             if cc != FOLDED_CATEGORY:
                 out[(cc, cmap[p])] += int(n)
     return out
@@ -95,9 +99,13 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
 
     before = before_day or current_day(sink)
     digest = summary_digest()
-    todo = [(day, overall, compacted) for day, overall, compacted, s_overall, s_compacted, s_digest
-            in sink.query(_STATE, ("0000-00-00", "9999-99-99"))
-            if day < before and (s_overall != overall or s_compacted != compacted or s_digest != digest)]
+    todo = [
+        (day, overall, compacted)
+        for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(
+            _STATE, ("0000-00-00", "9999-99-99")
+        )
+        if day < before and (s_overall != overall or s_compacted != compacted or s_digest != digest)
+    ]
     todo.sort()
     for day, overall, compacted in todo[:max_days]:
         _summarize_day(sink, day, int(overall), int(compacted), digest)
@@ -105,51 +113,76 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
 
 
 def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: str) -> None:
-    countries = [r[0] for r in sink.query(
-        "SELECT category FROM daily_totals WHERE day = ? AND dimension = 'country' ORDER BY category", (day,))]
+    countries = [
+        r[0]
+        for r in sink.query(
+            "SELECT category FROM daily_totals WHERE day = ? AND dimension = 'country' ORDER BY category", (day,)
+        )
+    ]
     tops, bounds = [], []
     for cc in countries:
-        rows = sink.query("SELECT project, downloads FROM daily WHERE dimension = 'country' AND category = ? AND day = ? "
-                          "ORDER BY downloads DESC, project LIMIT ?", (cc, day, TOP_K + 1))
+        rows = sink.query(
+            "SELECT project, downloads FROM daily WHERE dimension = 'country' AND category = ? AND day = ? "
+            "ORDER BY downloads DESC, project LIMIT ?",
+            (cc, day, TOP_K + 1),
+        )
         tops += [(cc, day, p, int(n)) for p, n in rows[:TOP_K]]
         bounds.append((cc, day, int(rows[TOP_K][1]) if len(rows) > TOP_K else 0))
     cmap = category_map()
     per_category: Counter = Counter()
-    for project, n in sink.query("SELECT project, downloads FROM daily WHERE day = ? AND dimension = 'overall'", (day,)):
+    for project, n in sink.query(
+        "SELECT project, downloads FROM daily WHERE day = ? AND dimension = 'overall'", (day,)
+    ):
         c = cmap.get(project)
         if c is not None:
             per_category[c] += int(n)
     per_country = categorised_country_rows(sink, "day = ?", (day,))
-    sink._execute_many_in_transaction([
-        ("DELETE FROM country_day_top WHERE day = ?", [(day,)]),
-        ("DELETE FROM country_day_bound WHERE day = ?", [(day,)]),
-        ("DELETE FROM category_daily WHERE day = ?", [(day,)]),
-        ("DELETE FROM category_country_daily WHERE day = ?", [(day,)]),
-        ("DELETE FROM day_summaries WHERE day = ?", [(day,)]),
-        ("INSERT INTO country_day_top (country, day, project, downloads) VALUES (?, ?, ?, ?)", tops),
-        ("INSERT INTO country_day_bound (country, day, bound) VALUES (?, ?, ?)", bounds),
-        ("INSERT INTO category_daily (day, category, downloads) VALUES (?, ?, ?)",
-         [(day, c, n) for c, n in sorted(per_category.items())]),
-        ("INSERT INTO category_country_daily (day, country, category, downloads) VALUES (?, ?, ?, ?)",
-         [(day, cc, c, n) for (cc, c), n in sorted(per_country.items()) if n]),
-        ("INSERT INTO day_summaries (day, overall, compacted, categories, computed_at) VALUES (?, ?, ?, ?, ?)",
-         [(day, overall, compacted, digest, time.time())]),
-    ])
+    sink._execute_many_in_transaction(
+        [
+            ("DELETE FROM country_day_top WHERE day = ?", [(day,)]),
+            ("DELETE FROM country_day_bound WHERE day = ?", [(day,)]),
+            ("DELETE FROM category_daily WHERE day = ?", [(day,)]),
+            ("DELETE FROM category_country_daily WHERE day = ?", [(day,)]),
+            ("DELETE FROM day_summaries WHERE day = ?", [(day,)]),
+            ("INSERT INTO country_day_top (country, day, project, downloads) VALUES (?, ?, ?, ?)", tops),
+            ("INSERT INTO country_day_bound (country, day, bound) VALUES (?, ?, ?)", bounds),
+            (
+                "INSERT INTO category_daily (day, category, downloads) VALUES (?, ?, ?)",
+                [(day, c, n) for c, n in sorted(per_category.items())],
+            ),
+            (
+                "INSERT INTO category_country_daily (day, country, category, downloads) VALUES (?, ?, ?, ?)",
+                [(day, cc, c, n) for (cc, c), n in sorted(per_country.items()) if n],
+            ),
+            (
+                "INSERT INTO day_summaries (day, overall, compacted, categories, computed_at) VALUES (?, ?, ?, ?, ?)",
+                [(day, overall, compacted, digest, time.time())],
+            ),
+        ]
+    )
 
 
 # ---- reading ----------------------------------------------------------------------------------------------------
 def current_summaries(sink: Sink, start: str, end: str) -> dict[str, str]:
     """{day: category-map digest} of the days in [start, end] whose summary matches the data as it is now."""
-    return {day: s_digest for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(_STATE, (start, end))
-            if s_overall == overall and s_compacted == compacted}
+    return {
+        day: s_digest
+        for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(_STATE, (start, end))
+        if s_overall == overall and s_compacted == compacted
+    }
 
 
-def scan_country_top(sink: Sink, cc: str, segments: list[tuple[str, str]], limit: Optional[int]) -> list[tuple[str, int]]:
+def scan_country_top(
+    sink: Sink, cc: str, segments: list[tuple[str, str]], limit: Optional[int]
+) -> list[tuple[str, int]]:
     """The plain answer: every project's downloads in the country over the segments, largest first."""
     totals: Counter = Counter()
     for a, b in segments:
-        for p, n in sink.query("SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
-                               "AND day >= ? AND day <= ? GROUP BY project", (cc, a, b)):
+        for p, n in sink.query(
+            "SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
+            "AND day >= ? AND day <= ? GROUP BY project",
+            (cc, a, b),
+        ):
             totals[p] += int(n)
     ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked if limit is None else ranked[:limit]
@@ -165,10 +198,22 @@ def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[t
     s_set = set(summarised)
     rest = scan_country_top(sink, cc, _segments(start, end, s_set), None)  # days without a summary: all projects
     unsummarised = dict(rest)
-    tops = [(d, p) for d, p in sink.query("SELECT day, project FROM country_day_top WHERE country = ? AND day >= ? "
-                                          "AND day <= ?", (cc, summarised[0], summarised[-1])) if d in s_set]
-    bound = sum(int(b) for d, b in sink.query("SELECT day, bound FROM country_day_bound WHERE country = ? AND day >= ? "
-                                              "AND day <= ?", (cc, summarised[0], summarised[-1])) if d in s_set)
+    tops = [
+        (d, p)
+        for d, p in sink.query(
+            "SELECT day, project FROM country_day_top WHERE country = ? AND day >= ? AND day <= ?",
+            (cc, summarised[0], summarised[-1]),
+        )
+        if d in s_set
+    ]
+    bound = sum(
+        int(b)
+        for d, b in sink.query(
+            "SELECT day, bound FROM country_day_bound WHERE country = ? AND day >= ? AND day <= ?",
+            (cc, summarised[0], summarised[-1]),
+        )
+        if d in s_set
+    )
     candidates = sorted({p for _, p in tops} | {p for p, _ in rest[:TOP_K]})
     rest_bound = rest[TOP_K][1] if len(rest) > TOP_K else 0  # no other unsummarised remainder is larger
     if len(candidates) * len(summarised) > _MAX_SEEKS:
@@ -177,9 +222,10 @@ def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[t
     for days in _chunks(summarised):
         for projects in _chunks(candidates):
             for p, n in sink.query(
-                    f"SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
-                    f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project",
-                    (cc, *days, *projects)):
+                f"SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
+                f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project",
+                (cc, *days, *projects),
+            ):
                 totals[p] += int(n)
     ranked = sorted(((p, n) for p, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
     beyond = bound + rest_bound  # the most any project that is not a candidate can have
@@ -196,8 +242,10 @@ def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[st
     summarised = {d for d, dg in current_summaries(sink, start, end).items() if dg == digest}
     out: dict[str, dict[str, int]] = defaultdict(dict)
     if summarised:
-        for d, c, n in sink.query("SELECT day, category, downloads FROM category_daily WHERE day >= ? AND day <= ?",
-                                  (min(summarised), max(summarised))):
+        for d, c, n in sink.query(
+            "SELECT day, category, downloads FROM category_daily WHERE day >= ? AND day <= ?",
+            (min(summarised), max(summarised)),
+        ):
             if d in summarised:
                 out[c][d] = int(n)
     cmap = category_map()
@@ -206,8 +254,10 @@ def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[st
         days, day_params = sink.project_days(a, b)
         for chunk in _chunks(projects):
             for p, d, n in sink.query(
-                    f"SELECT project, day, downloads FROM daily WHERE project IN ({_marks(chunk)}) "
-                    f"AND dimension = 'overall' AND {days}", (*chunk, *day_params)):
+                f"SELECT project, day, downloads FROM daily WHERE project IN ({_marks(chunk)}) "
+                f"AND dimension = 'overall' AND {days}",
+                (*chunk, *day_params),
+            ):
                 c = cmap[p]
                 out[c][d] = out[c].get(d, 0) + int(n)
     return dict(out)

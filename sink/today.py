@@ -41,14 +41,18 @@ class Today:
     def to_json(self) -> dict:
         from pypi_pulse.events import iso_second
 
-        return {"day": self.day, "downloads": self.downloads, "from_rollups": self.from_rollups,
-                "from_windows": self.from_windows,
-                "rollups_through": None if self.rollups_through is None else iso_second(self.rollups_through),
-                "backfilled": self.backfilled}
+        return {
+            "day": self.day,
+            "downloads": self.downloads,
+            "from_rollups": self.from_rollups,
+            "from_windows": self.from_windows,
+            "rollups_through": None if self.rollups_through is None else iso_second(self.rollups_through),
+            "backfilled": self.backfilled,
+        }
 
 
 def day_start(day: str) -> int:
-    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
 
 
 def uncovered_ranges(start: int, end: int, covered: set[int]) -> list[tuple[int, int]]:
@@ -68,7 +72,7 @@ def uncovered_ranges(start: int, end: int, covered: set[int]) -> list[tuple[int,
 def windows_sum(sink: Sink, ranges: list[tuple[int, int]]) -> int:
     total = 0
     for i in range(0, len(ranges), _RANGES_PER_QUERY):
-        part = ranges[i:i + _RANGES_PER_QUERY]
+        part = ranges[i : i + _RANGES_PER_QUERY]
         where = " OR ".join("(start >= ? AND start < ?)" for _ in part)
         r = sink.query(f"SELECT SUM(downloads) FROM windows WHERE {where}", tuple(x for lo_hi in part for x in lo_hi))
         total += int(r[0][0] or 0) if r else 0
@@ -83,7 +87,9 @@ def downloads_on(sink: Sink, day: str, until: Optional[int] = None) -> Today:
         "SELECT t.total, t.backfilled, b.bucket FROM (SELECT "
         "(SELECT SUM(downloads) FROM daily_totals WHERE day = ? AND dimension = 'with_mirrors') AS total, "
         "(SELECT COUNT(*) FROM backfilled_days WHERE day = ?) AS backfilled) t "
-        "LEFT JOIN rollup_buckets b ON b.bucket >= ? AND b.bucket < ?", (day, day, start, start + DAY_S))
+        "LEFT JOIN rollup_buckets b ON b.bucket >= ? AND b.bucket < ?",
+        (day, day, start, start + DAY_S),
+    )
     total = int(rows[0][0] or 0)
     backfilled = bool(rows[0][1])
     covered = {int(b) for _, _, b in rows if b is not None}
@@ -100,7 +106,7 @@ def downloads_today(sink: Sink) -> Optional[Today]:
     if not r or r[0][0] is None:
         return None
     newest = int(r[0][0])
-    day = dt.datetime.fromtimestamp(newest, dt.timezone.utc).date().isoformat()
+    day = dt.datetime.fromtimestamp(newest, dt.UTC).date().isoformat()
     return downloads_on(sink, day, newest + 1)
 
 
@@ -114,7 +120,9 @@ def partial_days(sink: Sink, days: list[str]) -> list[str]:
         r = sink.query(
             "SELECT (SELECT MAX(bucket) FROM rollup_buckets WHERE bucket >= ? AND bucket < ?), "
             "(SELECT MAX(start) FROM windows WHERE start >= ? AND start < ?), "
-            "(SELECT COUNT(*) FROM backfilled_days WHERE day = ?)", (start, start + DAY_S, start, start + DAY_S, day))
+            "(SELECT COUNT(*) FROM backfilled_days WHERE day = ?)",
+            (start, start + DAY_S, start, start + DAY_S, day),
+        )
         last_bucket, last_window, backfilled = r[0]
         if backfilled or last_window is None:
             continue

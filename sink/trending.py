@@ -43,18 +43,19 @@ class TrendingOptions:
     metric_top: int = 10
 
     @classmethod
-    def from_settings(cls, s) -> "TrendingOptions":
-        return cls(s.trending_min_downloads, s.trending_baseline_weeks, s.trending_max_window_hours,
-                   s.trending_metric_top)
+    def from_settings(cls, s) -> TrendingOptions:
+        return cls(
+            s.trending_min_downloads, s.trending_baseline_weeks, s.trending_max_window_hours, s.trending_metric_top
+        )
 
     @classmethod
-    def current(cls) -> "TrendingOptions":
+    def current(cls) -> TrendingOptions:
         """As `PYPI_PULSE_*` variables and the config file `serve` or `metrics` was started with set them."""
         from pypi_pulse.config import Settings
 
         return cls.from_settings(Settings())
 
-    def compute(self, sink: Sink, hours: int = 1, limit: int = 20) -> "Trending":
+    def compute(self, sink: Sink, hours: int = 1, limit: int = 20) -> Trending:
         return trending(sink, hours, min_downloads=self.min_downloads, baseline_weeks=self.baseline_weeks, limit=limit)
 
 
@@ -71,22 +72,35 @@ def window_end(newest_block_end: int) -> int:
     return newest_block_end - newest_block_end % HOUR_S
 
 
-def trending(sink: Sink, hours: int = 1, *, min_downloads: int = 100, baseline_weeks: int = 4,
-             limit: int = 20) -> Trending:
+def trending(
+    sink: Sink, hours: int = 1, *, min_downloads: int = 100, baseline_weeks: int = 4, limit: int = 20
+) -> Trending:
     out = Trending(hours)
-    (newest,), = sink.query("SELECT MAX(block_end) FROM recent_downloads")
+    ((newest,),) = sink.query("SELECT MAX(block_end) FROM recent_downloads")
     if newest is None:
         return out
     out.end = window_end(int(newest))
     out.start = out.end - hours * HOUR_S
-    counts = {p: int(n) for p, n in sink.query(
-        "SELECT project, SUM(downloads) FROM recent_downloads WHERE block_end > ? AND block_end <= ? "
-        "GROUP BY project HAVING SUM(downloads) >= ?", (out.start, out.end, min_downloads * hours))}
+    counts = {
+        p: int(n)
+        for p, n in sink.query(
+            "SELECT project, SUM(downloads) FROM recent_downloads WHERE block_end > ? AND block_end <= ? "
+            "GROUP BY project HAVING SUM(downloads) >= ?",
+            (out.start, out.end, min_downloads * hours),
+        )
+    }
     if not counts:
         return out
     base = baselines(sink, sorted(counts), out.start, hours, baseline_weeks)
-    rows = [{"project": p, "downloads": n, "baseline": round(base.get(p, 0.0), 2),
-             "ratio": round(n / max(base.get(p, 0.0), BASELINE_FLOOR), 2)} for p, n in counts.items()]
+    rows = [
+        {
+            "project": p,
+            "downloads": n,
+            "baseline": round(base.get(p, 0.0), 2),
+            "ratio": round(n / max(base.get(p, 0.0), BASELINE_FLOOR), 2),
+        }
+        for p, n in counts.items()
+    ]
     rows.sort(key=lambda r: (-r["ratio"], -r["downloads"], r["project"]))
     out.rows = rows[:limit]
     return out
@@ -94,8 +108,12 @@ def trending(sink: Sink, hours: int = 1, *, min_downloads: int = 100, baseline_w
 
 def baselines(sink: Sink, projects: list[str], start: int, hours: int, weeks: int) -> dict[str, float]:
     """{project: usual downloads over the `hours` hours from `start`}, as the module docstring defines it."""
-    stored = {d for (d,) in sink.query(
-        "SELECT day FROM daily_totals WHERE dimension = 'overall' AND category = '' AND day < ?", (_day(start),))}
+    stored = {
+        d
+        for (d,) in sink.query(
+            "SELECT day FROM daily_totals WHERE dimension = 'overall' AND category = '' AND day < ?", (_day(start),)
+        )
+    }
     plan: list[tuple[list[str], int]] = []  # per hour of the window: (comparable days, hour of day)
     for h in range(hours):
         t = start + h * HOUR_S
@@ -110,11 +128,13 @@ def baselines(sink: Sink, projects: list[str], start: int, hours: int, weeks: in
     share = hour_shares(sink, all_days)
     daily: dict[tuple[str, str], int] = {}
     day_marks = ", ".join("?" for _ in all_days)
-    for chunk in (projects[i:i + _CHUNK] for i in range(0, len(projects), _CHUNK)):
+    for chunk in (projects[i : i + _CHUNK] for i in range(0, len(projects), _CHUNK)):
         marks = ", ".join("?" for _ in chunk)
         for day, project, n in sink.query(
-                f"SELECT day, project, downloads FROM daily WHERE day IN ({day_marks}) AND project IN ({marks}) "
-                "AND dimension = 'overall' AND category = ''", (*all_days, *chunk)):
+            f"SELECT day, project, downloads FROM daily WHERE day IN ({day_marks}) AND project IN ({marks}) "
+            "AND dimension = 'overall' AND category = ''",
+            (*all_days, *chunk),
+        ):
             daily[(day, project)] = int(n)
     out: dict[str, float] = {}
     for p in projects:
@@ -131,8 +151,9 @@ def hour_shares(sink: Sink, days: list[str]) -> dict[str, list[float]]:
     lo = _epoch(min(days))
     hi = _epoch(max(days)) + DAY_S
     per_hour: dict[str, list[int]] = {d: [0] * 24 for d in days}
-    for end, n in sink.query("SELECT block_end, downloads FROM block_totals WHERE block_end > ? AND block_end <= ?",
-                             (lo, hi)):
+    for end, n in sink.query(
+        "SELECT block_end, downloads FROM block_totals WHERE block_end > ? AND block_end <= ?", (lo, hi)
+    ):
         start = int(end) - 1  # a block ends at most on the hour: it counts in the hour it started in
         d = _day(start)
         if d in per_hour:
@@ -145,8 +166,8 @@ def hour_shares(sink: Sink, days: list[str]) -> dict[str, list[float]]:
 
 
 def _day(t: int) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat()
 
 
 def _epoch(day: str) -> int:
-    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())

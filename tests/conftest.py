@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
-from pathlib import Path
-from typing import Iterable, Optional, Union
 
-import orjson
 import pytest
 
 from pypi_pulse.broker import EmbeddedBroker, ensure_topics

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MIRRORS = {"bandersnatch", "z3c.pypimirror", "Artifactory", "devpi"}
 _CODE = re.compile(r"[A-Z]{2}")
@@ -23,7 +23,7 @@ def norm(name: str) -> str:
 
 
 def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 def minor(py):
@@ -45,12 +45,18 @@ def expected_daily(events) -> Counter:
         system = (d.get("system") or {}).get("name")
         cc = e.get("country_code")
         mi = minor(d.get("python"))
-        for dim, cat in (("overall", None), ("installer", inst), ("python_minor", mi),
-                         ("python_major", mi.split(".")[0] if mi else None),
-                         ("system", system if system in (None, "Darwin", "Linux", "Windows") else "other"),
-                         ("country", cc if isinstance(cc, str) and _CODE.fullmatch(cc) else "ZZ"), ("cpu", d.get("cpu")),
-                         ("file_type", f.get("type")), ("version", f.get("version")),
-                         ("ci", "true" if d.get("ci") else None)):
+        for dim, cat in (
+            ("overall", None),
+            ("installer", inst),
+            ("python_minor", mi),
+            ("python_major", mi.split(".")[0] if mi else None),
+            ("system", system if system in (None, "Darwin", "Linux", "Windows") else "other"),
+            ("country", cc if isinstance(cc, str) and _CODE.fullmatch(cc) else "ZZ"),
+            ("cpu", d.get("cpu")),
+            ("file_type", f.get("type")),
+            ("version", f.get("version")),
+            ("ci", "true" if d.get("ci") else None),
+        ):
             out[(day, p, dim, cat)] += 1
     return out
 
@@ -90,15 +96,26 @@ COUNTRIES = ["US", "US", "DE", "GB", None, "XX"]
 def make_event(rng: random.Random, ts: float) -> dict:
     """One event in the BigQuery row shape with a mix of mirrors and null fields."""
     project = rng.choice(PROJECTS)
-    e = {"timestamp": ts, "country_code": rng.choice(COUNTRIES), "project": project,
-         "file": {"project": project, "version": rng.choice(["1.0", "2.0", None]),
-                  "type": rng.choice(["bdist_wheel", "bdist_wheel", "sdist", None])}}
+    e = {
+        "timestamp": ts,
+        "country_code": rng.choice(COUNTRIES),
+        "project": project,
+        "file": {
+            "project": project,
+            "version": rng.choice(["1.0", "2.0", None]),
+            "type": rng.choice(["bdist_wheel", "bdist_wheel", "sdist", None]),
+        },
+    }
     if rng.random() < 0.1:
         e["details"] = None  # unknown user agent
     else:
         inst = rng.choice(INSTALLERS)
         system = rng.choice(SYSTEMS)
-        e["details"] = {"installer": None if inst is None else {"name": inst, "version": "1"},
-                        "python": rng.choice(PYTHONS), "system": None if system is None else {"name": system},
-                        "cpu": rng.choice(["x86_64", "aarch64", None]), "ci": rng.choice([True, None, False])}
+        e["details"] = {
+            "installer": None if inst is None else {"name": inst, "version": "1"},
+            "python": rng.choice(PYTHONS),
+            "system": None if system is None else {"name": system},
+            "cpu": rng.choice(["x86_64", "aarch64", None]),
+            "ci": rng.choice([True, None, False]),
+        }
     return e

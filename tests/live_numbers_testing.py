@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pypi_pulse.sink.model import RollupBucket, WindowRow
 
 DAY = "2026-11-21"
-DAY0 = int(dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc).timestamp())
+DAY0 = int(dt.datetime(2026, 11, 21, tzinfo=dt.UTC).timestamp())
 BLOCK = 600
 
 
@@ -31,7 +31,7 @@ class Scenario:
     def block(self, start: int) -> RollupBucket:
         """The sealed 10-minute block [start, start + 600): with_mirrors counts every event, overall the rest."""
         counts: Counter = Counter()
-        day = dt.datetime.fromtimestamp(start, dt.timezone.utc).date().isoformat()
+        day = dt.datetime.fromtimestamp(start, dt.UTC).date().isoformat()
         for s in range(start, start + BLOCK):
             for p, mirror in self.events.get(s, ()):
                 counts[(day, p, "with_mirrors", None)] += 1

@@ -4,8 +4,9 @@ the sink should hold with code written apart from the pipeline's."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 import orjson
 
@@ -30,8 +31,15 @@ def publish(bootstrap: str, topic: str, events: Iterable[Union[dict, bytes]], pa
     return dict(pub.end_offsets)
 
 
-def run_flow(bootstrap: str, topic: str, sink_url: str, *, end_offsets: Optional[dict[int, int]] = None,
-             recovery_dir: Optional[Path] = None, **cfg) -> None:
+def run_flow(
+    bootstrap: str,
+    topic: str,
+    sink_url: str,
+    *,
+    end_offsets: Optional[dict[int, int]] = None,
+    recovery_dir: Optional[Path] = None,
+    **cfg,
+) -> None:
     """Run the real dataflow until it has read `end_offsets` (or, without them, until the topic stays drained)."""
     from pypi_pulse.broker import partition_count
     from pypi_pulse.dataflow.flow import FlowConfig
@@ -40,16 +48,22 @@ def run_flow(bootstrap: str, topic: str, sink_url: str, *, end_offsets: Optional
     n = partition_count(bootstrap, topic)
     drain = None if end_offsets is not None else cfg.pop("drain_idle_s", 1.0)
     flow_cfg = FlowConfig(bootstrap, topic, topic + "-dlq", n, sink_url, drain_idle_s=drain, **cfg)
-    run_dataflow(flow_cfg, recovery_dir=recovery_dir, epoch_s=1.0,
-                 stop_offsets=(lambda: end_offsets) if end_offsets is not None else None)
+    run_dataflow(
+        flow_cfg,
+        recovery_dir=recovery_dir,
+        epoch_s=1.0,
+        stop_offsets=(lambda: end_offsets) if end_offsets is not None else None,
+    )
 
 
 # ---- independent expectations -------------------------------------------------------------------------------------
 # Deliberately written apart from the dataflow's code (plain datetime parsing, a regex of PEP 503), so that tests
 # compare the pipeline with a second implementation, not with itself.
 import re as _re
-from collections import Counter as _Counter, defaultdict as _defaultdict
-from datetime import datetime as _dt, timezone as _tz
+from collections import Counter as _Counter
+from collections import defaultdict as _defaultdict
+from datetime import UTC
+from datetime import datetime as _dt
 
 
 def expected_second(ts) -> int:
@@ -59,7 +73,7 @@ def expected_second(ts) -> int:
     s = ts.replace(" UTC", "+00:00").replace("Z", "+00:00")
     d = _dt.fromisoformat(s)
     if d.tzinfo is None:
-        d = d.replace(tzinfo=_tz.utc)
+        d = d.replace(tzinfo=UTC)
     return int(d.timestamp() // 1)
 
 
@@ -77,8 +91,12 @@ def expected_windows(events: Iterable[dict]) -> dict[int, dict]:
     for sec, countries in by_sec_country.items():
         projects = by_sec_project[sec]
         top = sorted(projects.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-        out[sec] = {"downloads": sum(countries.values()), "countries": dict(countries),
-                    "unique_packages": len(projects), "top": [list(t) for t in top]}
+        out[sec] = {
+            "downloads": sum(countries.values()),
+            "countries": dict(countries),
+            "unique_packages": len(projects),
+            "top": [list(t) for t in top],
+        }
     return out
 
 
@@ -87,8 +105,15 @@ def stored_windows(sink_url: str) -> dict[int, dict]:
 
     with open_sink(sink_url, readonly=True) as db:
         rows = db.windows(0, 2**40)
-    return {r.start: {"downloads": r.downloads, "countries": dict(r.countries), "unique_packages": r.unique_packages,
-                      "top": [list(t) for t in r.top]} for r in rows}
+    return {
+        r.start: {
+            "downloads": r.downloads,
+            "countries": dict(r.countries),
+            "unique_packages": r.unique_packages,
+            "top": [list(t) for t in r.top],
+        }
+        for r in rows
+    }
 
 
 def poll_sink(sink_url: str, predicate, timeout: float = 120):
@@ -150,9 +175,15 @@ def run_pulse(*args: str, env: Optional[dict] = None, timeout: float = 60):
     import uuid
 
     mark = uuid.uuid4().hex
-    proc = subprocess.Popen([pulse_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **(env or {}), "PULSE_TEST_MARK": mark})
+    proc = subprocess.Popen(
+        [pulse_command(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {}), "PULSE_TEST_MARK": mark},
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -160,7 +191,9 @@ def run_pulse(*args: str, env: Optional[dict] = None, timeout: float = 60):
         for p in marked_processes(mark):
             p.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"`pypi-pulse {' '.join(args)}` was still running after {timeout} s: {err[-2000:]}") from None
+        raise AssertionError(
+            f"`pypi-pulse {' '.join(args)}` was still running after {timeout} s: {err[-2000:]}"
+        ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), mark
 
 

@@ -46,7 +46,15 @@ def _installed_layout(tmp_path: Path) -> Path:
 
 def test_mypy_finds_no_type_errors_in_the_package_and_its_subpackages(tmp_path):
     tree = _installed_layout(tmp_path)
-    proc = _run("mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / ".mypy_cache"),
-                "-p", "pypi_pulse", cwd=tree)
+    proc = _run(
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(tmp_path / ".mypy_cache"),
+        "-p",
+        "pypi_pulse",
+        cwd=tree,
+    )
     _assert_clean(proc)
     assert "Success" in proc.stdout

@@ -11,7 +11,8 @@ import json
 import os
 import socket
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import structlog
@@ -37,14 +38,20 @@ class _Server6(ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-def probes_app(metrics_app: Callable, liveness: Optional[Heartbeat], stale_after_s: float,
-               readiness: Optional[Callable[[], Optional[str]]]) -> Callable:
+def probes_app(
+    metrics_app: Callable,
+    liveness: Optional[Heartbeat],
+    stale_after_s: float,
+    readiness: Optional[Callable[[], Optional[str]]],
+) -> Callable:
     """The WSGI app of the port: /healthz, /readyz (when `readiness` is given), everything else `/metrics`."""
 
     def answer(start_response, status: str, body: dict) -> list[bytes]:
         data = json.dumps(body).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-                                ("Cache-Control", "no-store")])
+        start_response(
+            status,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")],
+        )
         return [data]
 
     def app(environ, start_response):
@@ -55,10 +62,16 @@ def probes_app(metrics_app: Callable, liveness: Optional[Heartbeat], stale_after
                 age = liveness.age()
                 body["last_progress_seconds_ago"] = round(age, 3)
                 if age > stale_after_s:
-                    return answer(start_response, "503 Service Unavailable", {
-                        **body, "status": "stalled",
-                        "reason": f"the {liveness.name}'s main loop made no progress for {age:.0f} s "
-                                  f"(healthz_stale_seconds {stale_after_s:g})"})
+                    return answer(
+                        start_response,
+                        "503 Service Unavailable",
+                        {
+                            **body,
+                            "status": "stalled",
+                            "reason": f"the {liveness.name}'s main loop made no progress for {age:.0f} s "
+                            f"(healthz_stale_seconds {stale_after_s:g})",
+                        },
+                    )
             return answer(start_response, "200 OK", body)
         if path == "/readyz" and readiness is not None:
             problem = readiness()
@@ -70,16 +83,25 @@ def probes_app(metrics_app: Callable, liveness: Optional[Heartbeat], stale_after
     return app
 
 
-def serve(host: str, port: int, registry: Optional[CollectorRegistry] = None, *, flag: str = "--metrics-port",
-          liveness: Optional[Heartbeat] = None, stale_after_s: float = 60.0,
-          readiness: Optional[Callable[[], Optional[str]]] = None):
+def serve(
+    host: str,
+    port: int,
+    registry: Optional[CollectorRegistry] = None,
+    *,
+    flag: str = "--metrics-port",
+    liveness: Optional[Heartbeat] = None,
+    stale_after_s: float = 60.0,
+    readiness: Optional[Callable[[], Optional[str]]] = None,
+):
     """Serve `registry` (default: this process's default registry) and the probes on a daemon thread; returns
     (server, thread)."""
     app = probes_app(make_wsgi_app(registry or REGISTRY), liveness, stale_after_s, readiness)
     try:
         server = make_server(host, port, app, _Server6 if ":" in host else _Server, handler_class=_QuietHandler)
     except OSError as exc:
-        raise UserError(f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): pass a free port with {flag}") from None
+        raise UserError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): pass a free port with {flag}"
+        ) from None
     thread = threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True)
     thread.start()
     log.info("metrics.serving", url=f"http://{host}:{port}/metrics")

@@ -19,17 +19,18 @@ from pypi_pulse.metrics.reasons import REASONS, reason_label
 if TYPE_CHECKING:
     from pypi_pulse.producer.publisher import Publisher
 
-_publishers: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
+_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 DEAD_LETTERED = Counter(
-    "pypi_pulse_producer_events_dead_lettered", "Events the producer could not read, sent to the dead-letter topic.",
+    "pypi_pulse_producer_events_dead_lettered",
+    "Events the producer could not read, sent to the dead-letter topic.",
     ["reason"],
 )
 for _reason in REASONS:  # present from the start, so that rate() and alerts see the first dead letter
     DEAD_LETTERED.labels(_reason)
 
 
-def track_publisher(pub: "Publisher") -> None:
+def track_publisher(pub: Publisher) -> None:
     _publishers.add(pub)
 
 
@@ -43,8 +44,9 @@ class PublisherCollector(Collector):
         read = CounterMetricFamily("pypi_pulse_producer_events_read", "Events read from the source (produced).")
         sent = CounterMetricFamily("pypi_pulse_producer_events_sent", "Events acknowledged by Kafka.")
         failed = CounterMetricFamily("pypi_pulse_producer_events_failed", "Events Kafka did not acknowledge.")
-        queued = GaugeMetricFamily("pypi_pulse_producer_queued_messages",
-                                   "Messages waiting in the Kafka client's queue for delivery.")
+        queued = GaugeMetricFamily(
+            "pypi_pulse_producer_queued_messages", "Messages waiting in the Kafka client's queue for delivery."
+        )
         end = GaugeMetricFamily(
             "pypi_pulse_producer_acked_end_offset",
             "Last offset Kafka acknowledged to this producer, plus one (the broker's own end offset can be too low).",

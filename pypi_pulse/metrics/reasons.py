@@ -6,8 +6,15 @@ from pypi_pulse.bounds import EVENT_TOO_LARGE, PROJECT_NAME_TOO_LONG, TIMESTAMP_
 
 # An event outside the bounds of pypi_pulse/bounds.py: its reason text starts with the label itself.
 BOUND_REASONS = (TIMESTAMP_IN_FUTURE, TIMESTAMP_BEFORE_2016, PROJECT_NAME_TOO_LONG, EVENT_TOO_LARGE)
-REASONS = ("invalid_event", "bad_timestamp", "missing_project", "unreadable_row", "bad_csv_row", *BOUND_REASONS,
-           "other")
+REASONS = (
+    "invalid_event",
+    "bad_timestamp",
+    "missing_project",
+    "unreadable_row",
+    "bad_csv_row",
+    *BOUND_REASONS,
+    "other",
+)
 
 
 def reason_label(reason: str) -> str:

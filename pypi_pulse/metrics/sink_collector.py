@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -23,8 +24,8 @@ from prometheus_client.registry import Collector
 from pypi_pulse import countries
 from pypi_pulse.metrics.reasons import REASONS, reason_label
 from pypi_pulse.sink import queries, recent
-from pypi_pulse.sink.live_top import top_of
 from pypi_pulse.sink.base import Sink, open_sink
+from pypi_pulse.sink.live_top import top_of
 from pypi_pulse.sink.retry import one_line
 from pypi_pulse.sink.trending import TrendingOptions
 
@@ -39,8 +40,9 @@ PIPELINE_COUNTERS = {
 
 
 class SinkCollector(Collector):
-    def __init__(self, sink_url: str, *, span_s: int = 10, cache_s: float = 1.0,
-                 opener: Callable[..., Sink] = open_sink):
+    def __init__(
+        self, sink_url: str, *, span_s: int = 10, cache_s: float = 1.0, opener: Callable[..., Sink] = open_sink
+    ):
         self.sink_url = sink_url
         self._opener = opener  # sink.read_pool.ReadPool.opener: PostgreSQL reads from a pool
         self.span_s = max(int(span_s), 1)
@@ -68,8 +70,10 @@ class SinkCollector(Collector):
     def _read(self) -> list:
         t0 = time.perf_counter()
         up = GaugeMetricFamily("pypi_pulse_sink_up", "1 if the last read of the sink succeeded.")
-        down = GaugeMetricFamily("pypi_pulse_sink_unavailable_since_seconds",
-                                 "Wall-clock time since which the exporter's reads of the sink fail; 0 while they succeed.")
+        down = GaugeMetricFamily(
+            "pypi_pulse_sink_unavailable_since_seconds",
+            "Wall-clock time since which the exporter's reads of the sink fail; 0 while they succeed.",
+        )
         took = GaugeMetricFamily("pypi_pulse_sink_read_duration_seconds", "Time the exporter took to read the sink.")
         try:
             if self._db is None:
@@ -95,18 +99,24 @@ class SinkCollector(Collector):
 
     def _families(self, db: Sink) -> list:
         out = []
-        rate = GaugeMetricFamily("pypi_pulse_downloads_per_second",
-                                 f"Downloads per second, mean over the newest {self.span_s} s of closed windows.")
-        unique = GaugeMetricFamily("pypi_pulse_unique_packages_per_second",
-                                   f"Distinct packages downloaded in a second, mean over the newest {self.span_s} s.")
+        rate = GaugeMetricFamily(
+            "pypi_pulse_downloads_per_second",
+            f"Downloads per second, mean over the newest {self.span_s} s of closed windows.",
+        )
+        unique = GaugeMetricFamily(
+            "pypi_pulse_unique_packages_per_second",
+            f"Distinct packages downloaded in a second, mean over the newest {self.span_s} s.",
+        )
         by_country = GaugeMetricFamily(
             "pypi_pulse_country_downloads_per_second",
             f"Downloads per second by country (ISO 3166-1; ZZ unknown), mean over the newest {self.span_s} s.",
             labels=["country", "country_alpha3", "country_name"],
         )
-        top = GaugeMetricFamily("pypi_pulse_top_package_downloads_per_second",
-                                "Downloads of the top packages in the newest closed 1-second window.",
-                                labels=["rank", "project"])
+        top = GaugeMetricFamily(
+            "pypi_pulse_top_package_downloads_per_second",
+            "Downloads of the top packages in the newest closed 1-second window.",
+            labels=["rank", "project"],
+        )
         today = GaugeMetricFamily(
             "pypi_pulse_downloads_today",
             "Downloads (mirrors included) on the UTC day of the newest window so far: the day's applied daily "
@@ -115,19 +125,28 @@ class SinkCollector(Collector):
         minute = GaugeMetricFamily(
             "pypi_pulse_top_package_downloads_last_minute",
             "Top 10 packages of the newest 60 s of closed windows: downloads proven by the per-second top 10s "
-            "(a lower bound where pypi_pulse_top_package_downloads_last_minute_max is higher).", labels=["project"])
+            "(a lower bound where pypi_pulse_top_package_downloads_last_minute_max is higher).",
+            labels=["project"],
+        )
         minute_max = GaugeMetricFamily(
             "pypi_pulse_top_package_downloads_last_minute_max",
-            "The most each of those packages can have had in those 60 s.", labels=["project"])
+            "The most each of those packages can have had in those 60 s.",
+            labels=["project"],
+        )
         minute_exact = GaugeMetricFamily(
             "pypi_pulse_top_packages_last_minute_exact",
-            "1 if the last-minute top 10 and its figures are exact, 0 if some figure is only a lower bound.")
-        newest = GaugeMetricFamily("pypi_pulse_window_last_start_timestamp_seconds",
-                                   "Event-time start of the newest closed window.")
-        written = GaugeMetricFamily("pypi_pulse_window_last_written_timestamp_seconds",
-                                    "Wall-clock time the newest closed window was last written.")
-        delay = GaugeMetricFamily("pypi_pulse_window_close_delay_seconds",
-                                  "Wall clock at write minus end of the newest closed window.")
+            "1 if the last-minute top 10 and its figures are exact, 0 if some figure is only a lower bound.",
+        )
+        newest = GaugeMetricFamily(
+            "pypi_pulse_window_last_start_timestamp_seconds", "Event-time start of the newest closed window."
+        )
+        written = GaugeMetricFamily(
+            "pypi_pulse_window_last_written_timestamp_seconds",
+            "Wall-clock time the newest closed window was last written.",
+        )
+        delay = GaugeMetricFamily(
+            "pypi_pulse_window_close_delay_seconds", "Wall clock at write minus end of the newest closed window."
+        )
         head = db.query("SELECT start, written_at FROM windows ORDER BY start DESC LIMIT 1")
         if head:
             last, written_at = int(head[0][0]), float(head[0][1])
@@ -167,14 +186,20 @@ class SinkCollector(Collector):
             self._trending_rows = self.trending_options.compute(db, 1, self.trending_options.metric_top)
             self._trending_at = newest
         t = self._trending_rows
-        ratio = GaugeMetricFamily("pypi_pulse_trending_ratio",
-                                  "Downloads over the last whole hour the sealed rollups reach, divided by the "
-                                  "project's usual level for that hour of the week (top trending projects).",
-                                  labels=["project"])
-        downloads = GaugeMetricFamily("pypi_pulse_trending_downloads",
-                                      "Downloads of the top trending projects over that hour.", labels=["project"])
-        end = GaugeMetricFamily("pypi_pulse_trending_window_end_timestamp_seconds",
-                                "End of the hour the trending figures measure.")
+        ratio = GaugeMetricFamily(
+            "pypi_pulse_trending_ratio",
+            "Downloads over the last whole hour the sealed rollups reach, divided by the "
+            "project's usual level for that hour of the week (top trending projects).",
+            labels=["project"],
+        )
+        downloads = GaugeMetricFamily(
+            "pypi_pulse_trending_downloads",
+            "Downloads of the top trending projects over that hour.",
+            labels=["project"],
+        )
+        end = GaugeMetricFamily(
+            "pypi_pulse_trending_window_end_timestamp_seconds", "End of the hour the trending figures measure."
+        )
         for r in t.rows:
             ratio.add_metric([r["project"]], r["ratio"])
             downloads.add_metric([r["project"]], r["downloads"])
@@ -191,8 +216,11 @@ class SinkCollector(Collector):
             f = CounterMetricFamily(f"pypi_pulse_pipeline_events_{name}", help_)
             f.add_metric([], c.get(name, 0))
             out.append(f)
-        dead = CounterMetricFamily("pypi_pulse_pipeline_events_dead_lettered",
-                                   "Events the dataflow sent to the dead-letter topic.", labels=["reason"])
+        dead = CounterMetricFamily(
+            "pypi_pulse_pipeline_events_dead_lettered",
+            "Events the dataflow sent to the dead-letter topic.",
+            labels=["reason"],
+        )
         by_reason: dict[str, int] = dict.fromkeys(REASONS, 0)
         for k, n in c.items():
             if k.startswith("dead_lettered."):
@@ -201,20 +229,26 @@ class SinkCollector(Collector):
         for label, n in sorted(by_reason.items()):
             dead.add_metric([label if label.isidentifier() else reason_label(label)], n)
         out.append(dead)
-        offsets = GaugeMetricFamily("pypi_pulse_pipeline_partition_next_offset",
-                                    "Next offset to read per partition, as of the dataflow's last stored counters.",
-                                    labels=["partition"])
+        offsets = GaugeMetricFamily(
+            "pypi_pulse_pipeline_partition_next_offset",
+            "Next offset to read per partition, as of the dataflow's last stored counters.",
+            labels=["partition"],
+        )
         for p, off in sorted(stats.offsets.items()):
             offsets.add_metric([str(p)], off)
         out.append(offsets)
         if stats.watermark is not None:
-            wm = GaugeMetricFamily("pypi_pulse_pipeline_watermark_timestamp_seconds",
-                                   "Event-time watermark: every earlier second has had its early result.")
+            wm = GaugeMetricFamily(
+                "pypi_pulse_pipeline_watermark_timestamp_seconds",
+                "Event-time watermark: every earlier second has had its early result.",
+            )
             wm.add_metric([], stats.watermark)
             out.append(wm)
         if stats.updated_at is not None:
-            upd = GaugeMetricFamily("pypi_pulse_pipeline_stats_updated_timestamp_seconds",
-                                    "Wall-clock time the dataflow last stored its counters.")
+            upd = GaugeMetricFamily(
+                "pypi_pulse_pipeline_stats_updated_timestamp_seconds",
+                "Wall-clock time the dataflow last stored its counters.",
+            )
             upd.add_metric([], stats.updated_at)
             out.append(upd)
         return out
@@ -226,8 +260,9 @@ class SinkCollector(Collector):
                 self._db = None
 
 
-def build_registry(sink_url: str, *, span_s: int = 10, cache_s: float = 1.0,
-                   opener: Callable[..., Sink] = open_sink) -> tuple[CollectorRegistry, SinkCollector]:
+def build_registry(
+    sink_url: str, *, span_s: int = 10, cache_s: float = 1.0, opener: Callable[..., Sink] = open_sink
+) -> tuple[CollectorRegistry, SinkCollector]:
     """A registry of the sink metrics plus this exporter's own process, Python and GC metrics."""
     registry = CollectorRegistry()
     collector = SinkCollector(sink_url, span_s=span_s, cache_s=cache_s, opener=opener)

@@ -10,9 +10,9 @@ from collections import Counter
 
 import flask
 import pytest
-
 from expected_rollups import expected_daily, make_event
 from pulse_testing import publish, run_flow
+
 from pypi_pulse.broker import ensure_topics, free_port
 from pypi_pulse.dashboard.api import create_api_blueprint
 from pypi_pulse.sink.base import open_sink
@@ -55,9 +55,14 @@ def _api_app(url: str) -> flask.Flask:
 
 
 def _series(expected: Counter, project: str, dim: str) -> list[dict]:
-    return sorted(({"category": "null" if c is None else c, "date": d, "downloads": n}
-                   for (d, p, dd, c), n in expected.items() if p == project and dd == dim),
-                  key=lambda r: (r["date"], r["category"]))
+    return sorted(
+        (
+            {"category": "null" if c is None else c, "date": d, "downloads": n}
+            for (d, p, dd, c), n in expected.items()
+            if p == project and dd == dim
+        ),
+        key=lambda r: (r["date"], r["category"]),
+    )
 
 
 def _get(client, url, status=200):
@@ -74,8 +79,11 @@ def test_recent(client, expected):
 
     body = _get(client, "/api/packages/Zope.Interface/recent")
     # the newest stored day (03-03) is the last complete one: the stream ended with it
-    assert body == {"data": {"last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))},
-                    "package": "zope-interface", "type": "recent_downloads"}
+    assert body == {
+        "data": {"last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))},
+        "package": "zope-interface",
+        "type": "recent_downloads",
+    }
     for period, key in (("day", "last_day"), ("week", "last_week"), ("month", "last_month")):
         assert _get(client, f"/api/packages/zope_interface/recent?period={period}")["data"] == {key: body["data"][key]}
 
@@ -92,9 +100,17 @@ def test_overall_with_and_without_mirrors(client, expected):
     assert ranged["data"] == [r for r in without if r["date"] == DAYS[1]]
 
 
-@pytest.mark.parametrize("kind,param,value", [("python_major", "version", "3"), ("python_major", "version", "null"),
-                                              ("python_minor", "version", "3.10"), ("system", "os", "linux"),
-                                              ("system", "os", "other"), ("system", "os", "null")])
+@pytest.mark.parametrize(
+    "kind,param,value",
+    [
+        ("python_major", "version", "3"),
+        ("python_major", "version", "null"),
+        ("python_minor", "version", "3.10"),
+        ("system", "os", "linux"),
+        ("system", "os", "other"),
+        ("system", "os", "null"),
+    ],
+)
 def test_breakdowns_and_their_filters(client, expected, kind, param, value):
     full = _series(expected, "requests", kind)
     body = _get(client, f"/api/packages/requests/{kind}")
@@ -105,7 +121,9 @@ def test_breakdowns_and_their_filters(client, expected, kind, param, value):
 
 
 def test_errors(client):
-    assert _get(client, "/api/packages/no-such-package/overall", 404)["error"].startswith("package 'no-such-package' not found")
+    assert _get(client, "/api/packages/no-such-package/overall", 404)["error"].startswith(
+        "package 'no-such-package' not found"
+    )
     assert "period" in _get(client, "/api/packages/numpy/recent?period=year", 400)["error"]
     assert "start_date" in _get(client, "/api/packages/numpy/overall?start_date=2026-13-01", 400)["error"]
     assert "after" in _get(client, "/api/packages/numpy/system?start_date=2026-03-03&end_date=2026-03-01", 400)["error"]
@@ -116,7 +134,10 @@ def test_errors(client):
     assert "not found" in _get(client, "/api/countries?package=nope", 404)["error"]
     assert "last=N" in _get(client, "/api/live/windows", 400)["error"]
     assert "ISO-8601" in _get(client, "/api/live/windows?start=yesterday&end=now", 400)["error"]
-    assert "after start" in _get(client, "/api/live/windows?start=2026-03-02T00:00:00Z&end=2026-03-01T00:00:00Z", 400)["error"]
+    assert (
+        "after start"
+        in _get(client, "/api/live/windows?start=2026-03-02T00:00:00Z&end=2026-03-01T00:00:00Z", 400)["error"]
+    )
     assert "not both" in _get(client, "/api/live/windows?last=5&start=2026-03-01T00:00:00Z", 400)["error"]
 
 
@@ -133,7 +154,8 @@ def test_countries(client, expected):
     one = _get(client, f"/api/countries?start_date={DAYS[0]}&end_date={DAYS[0]}&package=NumPy")
     assert one["package"] == "numpy"
     assert {r["country"]: r["downloads"] for r in one["data"]} == {
-        c: n for (d, p, dim, c), n in expected.items() if (d, p, dim) == (DAYS[0], "numpy", "country")}
+        c: n for (d, p, dim, c), n in expected.items() if (d, p, dim) == (DAYS[0], "numpy", "country")
+    }
 
 
 def test_country_top(client, expected):
@@ -143,7 +165,9 @@ def test_country_top(client, expected):
             per[p] += n
     body = _get(client, f"/api/countries/de/top?start_date={DAYS[1]}&end_date={DAYS[2]}&limit=3")
     assert body["country"] == "DE" and body["type"] == "country_top_packages"
-    assert body["data"] == [{"project": p, "downloads": n} for p, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+    assert body["data"] == [
+        {"project": p, "downloads": n} for p, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    ]
 
 
 # ---- live ----------------------------------------------------------------------------------------------------
@@ -169,13 +193,19 @@ def test_openapi_describes_every_route(client, produced):
     doc = _get(client, "/api/openapi.json")
     validate(doc)  # a valid OpenAPI 3 document
     # and the answers match the schemas it declares
-    for url, path in (("/api/packages/numpy/recent", "/api/packages/{package}/recent"),
-                      ("/api/packages/numpy/system", "/api/packages/{package}/system"),
-                      ("/api/countries", "/api/countries"), ("/api/countries/US/top", "/api/countries/{cc}/top"),
-                      ("/api/live/windows?last=2", "/api/live/windows"), ("/api/live/summary", "/api/live/summary"),
-                      ("/api/live/top?window=60", "/api/live/top"), ("/api/live/top?window=0", "/api/live/top"),
-                      ("/api/trending?window=1h", "/api/trending"), ("/api/trending?window=x", "/api/trending"),
-                      ("/api/packages/nope/recent", "/api/packages/{package}/recent")):
+    for url, path in (
+        ("/api/packages/numpy/recent", "/api/packages/{package}/recent"),
+        ("/api/packages/numpy/system", "/api/packages/{package}/system"),
+        ("/api/countries", "/api/countries"),
+        ("/api/countries/US/top", "/api/countries/{cc}/top"),
+        ("/api/live/windows?last=2", "/api/live/windows"),
+        ("/api/live/summary", "/api/live/summary"),
+        ("/api/live/top?window=60", "/api/live/top"),
+        ("/api/live/top?window=0", "/api/live/top"),
+        ("/api/trending?window=1h", "/api/trending"),
+        ("/api/trending?window=x", "/api/trending"),
+        ("/api/packages/nope/recent", "/api/packages/{package}/recent"),
+    ):
         r = client.get(url)
         schema = doc["paths"][path]["get"]["responses"][str(r.status_code)]["content"]["application/json"]["schema"]
         OAS30Validator({**schema, "components": doc["components"]}).validate(r.get_json())
@@ -187,10 +217,9 @@ def test_openapi_describes_every_route(client, produced):
 # ---- the real pypistats client -------------------------------------------------------------------------------
 @pytest.fixture
 def pypistats_server(produced, tmp_path, monkeypatch):
-    from werkzeug.serving import make_server
-
     import pypistats
     from pypistats import _cache
+    from werkzeug.serving import make_server
 
     app = flask.Flask("pypistats-compat")
     app.register_blueprint(create_api_blueprint(lambda: open_sink(produced[0], readonly=True)))
@@ -211,10 +240,15 @@ def test_pypistats_client_round_trip(pypistats_server, expected):
     name = "Zope.Interface"  # the client lower-cases it; we match by the normalised form
     p = "zope-interface"
     recent = json.loads(pypistats.recent(name, format="json"))
+
     def day(d):
         return expected[(d, p, "overall", None)]
 
-    assert recent["data"] == {"last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))}
+    assert recent["data"] == {
+        "last_day": day(DAYS[2]),
+        "last_week": sum(map(day, DAYS)),
+        "last_month": sum(map(day, DAYS)),
+    }
     assert json.loads(pypistats.recent(name, "week", format="json"))["data"] == {"last_week": sum(map(day, DAYS))}
 
     def totals(dim, label=None):
@@ -228,14 +262,20 @@ def test_pypistats_client_round_trip(pypistats_server, expected):
         return {r["category"]: r["downloads"] for r in json.loads(res)["data"]}
 
     assert client_totals(pypistats.overall(name, format="json")) == {
-        **totals("with_mirrors", "with_mirrors"), **totals("overall", "without_mirrors")}
+        **totals("with_mirrors", "with_mirrors"),
+        **totals("overall", "without_mirrors"),
+    }
     assert client_totals(pypistats.overall(name, mirrors=False, format="json")) == totals("overall", "without_mirrors")
     assert client_totals(pypistats.python_major(name, format="json")) == totals("python_major")
     assert client_totals(pypistats.python_minor(name, format="json")) == totals("python_minor")
-    assert client_totals(pypistats.python_minor(name, version="3.10", format="json")) == {"3.10": totals("python_minor")["3.10"]}
+    assert client_totals(pypistats.python_minor(name, version="3.10", format="json")) == {
+        "3.10": totals("python_minor")["3.10"]
+    }
     assert client_totals(pypistats.system(name, format="json")) == totals("system")
     assert client_totals(pypistats.system(name, os="linux", format="json")) == {"Linux": totals("system")["Linux"]}
-    daily = json.loads(pypistats.system(name, total="daily", start_date=DAYS[1], end_date=DAYS[1], format="json"))["data"]
+    daily = json.loads(pypistats.system(name, total="daily", start_date=DAYS[1], end_date=DAYS[1], format="json"))[
+        "data"
+    ]
     assert daily == [r for r in _series(expected, p, "system") if r["date"] == DAYS[1]]
     # the table formats parse our data too (what command-line users see)
     table = pypistats.python_major(name, format="markdown", color="no")

@@ -9,9 +9,9 @@ from collections import Counter
 
 import flask
 import pytest
-
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import postgres_schema, publish, run_flow
+
 from pypi_pulse.broker import ensure_topics
 from pypi_pulse.dashboard.api import create_api_blueprint
 from pypi_pulse.sink import queries
@@ -27,7 +27,6 @@ DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 def pg_url(postgres_url):
     with postgres_schema(postgres_url, "pulse_api") as url:
         yield url
-
 
 
 def test_api_and_backfill_on_postgres(broker, pg_url):
@@ -55,15 +54,24 @@ def test_api_and_backfill_on_postgres(broker, pg_url):
     app = flask.Flask("api-pg")
     app.register_blueprint(create_api_blueprint(lambda: open_sink(pg_url, readonly=True)))
     client = app.test_client()
+
     def day(d):
         return want[(d, "requests", "overall", None)]
 
     assert client.get("/api/packages/requests/recent").get_json()["data"] == {
-        "last_day": day(DAYS[2]), "last_week": sum(map(day, DAYS)), "last_month": sum(map(day, DAYS))}
+        "last_day": day(DAYS[2]),
+        "last_week": sum(map(day, DAYS)),
+        "last_month": sum(map(day, DAYS)),
+    }
     body = client.get("/api/packages/requests/python_major").get_json()
-    assert body["data"] == sorted(({"category": "null" if c is None else c, "date": d, "downloads": n}
-                                   for (d, p, dim, c), n in want.items() if p == "requests" and dim == "python_major"),
-                                  key=lambda r: (r["date"], r["category"]))
+    assert body["data"] == sorted(
+        (
+            {"category": "null" if c is None else c, "date": d, "downloads": n}
+            for (d, p, dim, c), n in want.items()
+            if p == "requests" and dim == "python_major"
+        ),
+        key=lambda r: (r["date"], r["category"]),
+    )
     top = client.get(f"/api/countries/US/top?start_date={DAYS[0]}&end_date={DAYS[2]}&limit=2").get_json()["data"]
     per = Counter()
     for (_d, p, dim, c), n in want.items():

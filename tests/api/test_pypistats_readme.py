@@ -33,9 +33,13 @@ def test_the_readmes_pypistats_example_reads_a_public_api(tmp_path):
     sink = prepare_data_dir(tmp_path)
     serve = Serve(tmp_path, sink, args=("--public-api",))
     try:
-        out = subprocess.run([sys.executable, "-c", code.replace(DOCUMENTED_URL, serve.url + "/api/")],
-                             capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})  # never a stale cache
+        out = subprocess.run(
+            [sys.executable, "-c", code.replace(DOCUMENTED_URL, serve.url + "/api/")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        )  # never a stale cache
     finally:
         serve.stop()
     assert out.returncode == 0, out.stderr

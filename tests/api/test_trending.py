@@ -9,26 +9,35 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
-
 from pulse_testing import publish, run_flow
+
 from pypi_pulse.broker import ensure_topics, free_port
 
 HOUR = 3600
 # the surge hour: Wednesday 2026-03-25, 14:00-15:00 UTC; the history: the four Wednesdays before it
-SURGE = int(datetime(2026, 3, 25, 14, tzinfo=timezone.utc).timestamp())
+SURGE = int(datetime(2026, 3, 25, 14, tzinfo=UTC).timestamp())
 HISTORY_DAYS = [SURGE - SURGE % 86400 - 7 * k * 86400 for k in (1, 2, 3, 4)]
 MIN_DOWNLOADS = 100  # the setting's default
 
 
 def _event(project: str, ts: float, installer: str = "pip") -> dict:
-    return {"timestamp": ts, "country_code": "US", "project": project,
-            "file": {"project": project, "version": "1.0", "type": "bdist_wheel"},
-            "details": {"installer": {"name": installer, "version": "1"}, "python": "3.12.1",
-                        "system": {"name": "Linux"}, "cpu": "x86_64", "ci": None}}
+    return {
+        "timestamp": ts,
+        "country_code": "US",
+        "project": project,
+        "file": {"project": project, "version": "1.0", "type": "bdist_wheel"},
+        "details": {
+            "installer": {"name": installer, "version": "1"},
+            "python": "3.12.1",
+            "system": {"name": "Linux"},
+            "cpu": "x86_64",
+            "ci": None,
+        },
+    }
 
 
 def _spread(rng, project: str, n: int, start: float, span: float) -> list[dict]:
@@ -73,10 +82,17 @@ def _expected(events: list[dict]) -> dict:
         share = sum(start <= e["timestamp"] < start + HOUR for e in on_day) / len(on_day)
         for p, n in Counter(e["project"] for e in on_day).items():
             baseline[p] += n * share / len(HISTORY_DAYS)
-    rows = [{"project": p, "downloads": n, "baseline": round(baseline[p], 2), "ratio": round(n / max(baseline[p], 1.0), 2)}
-            for p, n in hour_now.items() if n >= MIN_DOWNLOADS]
-    return {"window": "1h", "start": "2026-03-25T14:00:00Z", "end": "2026-03-25T15:00:00Z",
-            "data": sorted(rows, key=lambda r: (-r["ratio"], -r["downloads"], r["project"]))}
+    rows = [
+        {"project": p, "downloads": n, "baseline": round(baseline[p], 2), "ratio": round(n / max(baseline[p], 1.0), 2)}
+        for p, n in hour_now.items()
+        if n >= MIN_DOWNLOADS
+    ]
+    return {
+        "window": "1h",
+        "start": "2026-03-25T14:00:00Z",
+        "end": "2026-03-25T15:00:00Z",
+        "data": sorted(rows, key=lambda r: (-r["ratio"], -r["downloads"], r["project"])),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +102,34 @@ def served(broker, tmp_path_factory):
     topic = "trending-history"
     ensure_topics(broker.bootstrap, {topic: 4, topic + "-dlq": 1})
     url = f"sqlite:///{tmp / 'sink.db'}"
-    run_flow(broker.bootstrap, topic, url, end_offsets=publish(broker.bootstrap, topic, events, pack=500),
-             recovery_dir=tmp / "recovery", block_writer=True, lateness_s=60.0)
+    run_flow(
+        broker.bootstrap,
+        topic,
+        url,
+        end_offsets=publish(broker.bootstrap, topic, events, pack=500),
+        recovery_dir=tmp / "recovery",
+        block_writer=True,
+        lateness_s=60.0,
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "serve", "--port", str(port), "--sink", url,
-                             "--data-dir", str(tmp / "serve"), "--public-api"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--sink",
+            url,
+            "--data-dir",
+            str(tmp / "serve"),
+            "--public-api",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -116,7 +154,9 @@ def test_a_known_surge_tops_trending_with_exact_downloads_baseline_and_ratio(ser
     assert [row["project"] for row in got["data"]] == [row["project"] for row in want["data"]]
     assert got == want
     assert got["data"][0]["project"] == "brand-new" and got["data"][1]["project"] == "surger"
-    assert got["data"][1]["ratio"] > 10 and 0.7 < next(r for r in got["data"] if r["project"] == "steady")["ratio"] < 1.5
+    assert (
+        got["data"][1]["ratio"] > 10 and 0.7 < next(r for r in got["data"] if r["project"] == "steady")["ratio"] < 1.5
+    )
 
 
 def test_a_longer_window_sums_its_hours(served):
@@ -124,13 +164,30 @@ def test_a_longer_window_sums_its_hours(served):
     got = requests.get(base + "/api/trending?window=3h", timeout=10).json()
     assert (got["window"], got["start"], got["end"]) == ("3h", "2026-03-25T12:00:00Z", "2026-03-25T15:00:00Z")
     mirrors = {"bandersnatch"}
-    truth = Counter(e["project"] for e in events if SURGE - 2 * HOUR <= e["timestamp"] < SURGE + HOUR
-                    and e["details"]["installer"]["name"] not in mirrors)
-    assert {r["project"]: r["downloads"] for r in got["data"]} == {p: n for p, n in truth.items() if n >= 3 * MIN_DOWNLOADS}
+    truth = Counter(
+        e["project"]
+        for e in events
+        if SURGE - 2 * HOUR <= e["timestamp"] < SURGE + HOUR and e["details"]["installer"]["name"] not in mirrors
+    )
+    assert {r["project"]: r["downloads"] for r in got["data"]} == {
+        p: n for p, n in truth.items() if n >= 3 * MIN_DOWNLOADS
+    }
 
 
-@pytest.mark.parametrize("query", ["window=0h", "window=7h", "window=25h", "window=1d", "window=", "window=h", "window=1h&limit=0",
-                                   "window=1h&limit=abc", "window=-1h"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "window=0h",
+        "window=7h",
+        "window=25h",
+        "window=1d",
+        "window=",
+        "window=h",
+        "window=1h&limit=0",
+        "window=1h&limit=abc",
+        "window=-1h",
+    ],
+)
 def test_a_bad_window_or_limit_is_a_400_with_a_json_error(served, query):
     base, _, _url = served
     r = requests.get(f"{base}/api/trending?{query}", timeout=10)
@@ -146,8 +203,12 @@ def test_the_exporter_publishes_the_top_ratios_of_the_last_hour(served):
     want = _expected(events)["data"][:10]
     registry, collector = build_registry(url, cache_s=0)
     try:
-        got = {s.labels["project"]: s.value for m in registry.collect() if m.name == "pypi_pulse_trending_ratio"
-               for s in m.samples}
+        got = {
+            s.labels["project"]: s.value
+            for m in registry.collect()
+            if m.name == "pypi_pulse_trending_ratio"
+            for s in m.samples
+        }
         assert got == {r["project"]: r["ratio"] for r in want}
         assert registry.get_sample_value("pypi_pulse_trending_downloads", {"project": "surger"}) == 400
         assert registry.get_sample_value("pypi_pulse_trending_window_end_timestamp_seconds") == SURGE + HOUR

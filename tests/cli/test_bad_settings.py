@@ -12,8 +12,14 @@ from pypi_pulse.broker import free_port
 
 
 def cli(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "pypi_pulse.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_line_error(proc) -> str:
@@ -24,15 +30,26 @@ def one_line_error(proc) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("args, env, expect", [
-    (["produce", "--bootstrap-servers", "127.0.0.1:1", "--rate", "-5"], {}, "--rate"),
-    (["produce", "--bootstrap-servers", "127.0.0.1:1", "--source", "ftp://x"], {}, "file:PATH"),
-    (["produce", "--bootstrap-servers", "127.0.0.1:1", "--speed", "fast"], {}, "max"),
-    (["dataflow", "--bootstrap-servers", "127.0.0.1:1"], {"PYPI_PULSE_PARTITIONS": "lots"}, "PYPI_PULSE_PARTITIONS"),
-    (["produce", "--bootstrap-servers", "127.0.0.1:1"], {"PYPI_PULSE_LINGER_MS": "-1"}, "PYPI_PULSE_LINGER_MS"),
-    (["windows", "--sink", "mysql://x", "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-02T00:00:00Z"], {}, "sqlite:///"),
-    (["produce", "--config", "/nonexistent/pulse.toml"], {}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, env, expect",
+    [
+        (["produce", "--bootstrap-servers", "127.0.0.1:1", "--rate", "-5"], {}, "--rate"),
+        (["produce", "--bootstrap-servers", "127.0.0.1:1", "--source", "ftp://x"], {}, "file:PATH"),
+        (["produce", "--bootstrap-servers", "127.0.0.1:1", "--speed", "fast"], {}, "max"),
+        (
+            ["dataflow", "--bootstrap-servers", "127.0.0.1:1"],
+            {"PYPI_PULSE_PARTITIONS": "lots"},
+            "PYPI_PULSE_PARTITIONS",
+        ),
+        (["produce", "--bootstrap-servers", "127.0.0.1:1"], {"PYPI_PULSE_LINGER_MS": "-1"}, "PYPI_PULSE_LINGER_MS"),
+        (
+            ["windows", "--sink", "mysql://x", "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-02T00:00:00Z"],
+            {},
+            "sqlite:///",
+        ),
+        (["produce", "--config", "/nonexistent/pulse.toml"], {}, "does not exist"),
+    ],
+)
 def test_bad_values_give_one_fixable_line(args, env, expect):
     assert expect in one_line_error(cli(*args, env=env))
 
@@ -43,25 +60,58 @@ def test_unreachable_broker_says_how_to_fix_it():
 
 
 def test_missing_input_file_is_reported(tmp_path):
-    line = one_line_error(cli("run", "--source", f"file:{tmp_path / 'missing.ndjson'}", "--speed", "max",
-                              "--until-drained", "--sink", f"sqlite:///{tmp_path / 'x.db'}",
-                              "--data-dir", str(tmp_path), timeout=180))
+    line = one_line_error(
+        cli(
+            "run",
+            "--source",
+            f"file:{tmp_path / 'missing.ndjson'}",
+            "--speed",
+            "max",
+            "--until-drained",
+            "--sink",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--data-dir",
+            str(tmp_path),
+            timeout=180,
+        )
+    )
     assert "does not exist" in line
 
 
 def test_windows_on_a_missing_sink_says_what_to_run(tmp_path):
-    line = one_line_error(cli("windows", "--sink", f"sqlite:///{tmp_path / 'none.db'}", "--start",
-                              "2026-11-20T00:00:00Z", "--end", "2026-11-21T00:00:00Z"))
+    line = one_line_error(
+        cli(
+            "windows",
+            "--sink",
+            f"sqlite:///{tmp_path / 'none.db'}",
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--end",
+            "2026-11-21T00:00:00Z",
+        )
+    )
     assert "pypi-pulse up" in line
 
 
 def test_config_file_and_environment_are_read(tmp_path):
     cfg = tmp_path / "pulse.toml"
-    cfg.write_text('rate = -1\n')
+    cfg.write_text("rate = -1\n")
     assert "rate" in one_line_error(cli("produce", "--config", str(cfg), "--bootstrap-servers", "127.0.0.1:1"))
     # a flag overrides the file: now the next problem (no broker there) is reported instead
-    line = one_line_error(cli("produce", "--config", str(cfg), "--rate", "10", "--bootstrap-servers",
-                              f"127.0.0.1:{free_port()}", "--count", "1", timeout=120))
+    line = one_line_error(
+        cli(
+            "produce",
+            "--config",
+            str(cfg),
+            "--rate",
+            "10",
+            "--bootstrap-servers",
+            f"127.0.0.1:{free_port()}",
+            "--count",
+            "1",
+            timeout=120,
+        )
+    )
     assert "rate" not in line
 
 

@@ -58,8 +58,10 @@ def test_an_idle_broker_gets_no_cpu_warning(child):
 
 
 def test_memory_is_reported_at_each_doubling(child):
-    proc = child("import time\nheld = bytearray(300 * 2**20)\nheld[::4096] = b'x' * len(held[::4096])\n"
-                 "print('ready', flush=True)\ntime.sleep(120)")
+    proc = child(
+        "import time\nheld = bytearray(300 * 2**20)\nheld[::4096] = b'x' * len(held[::4096])\n"
+        "print('ready', flush=True)\ntime.sleep(120)"
+    )
     watch = BrokerWatch(proc.pid, warn_bytes=100 * 2**20, warn_cores=99.0, every_s=3600)
     first = watch.check()
     assert len(first) == 1 and "GiB" in first[0] and "retention" in first[0]

@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import pytest
-
 from pulse_testing import run_pulse
 
-COMMANDS = ["broker", "produce", "dataflow", "run", "windows", "up", "serve", "metrics", "backfill", "users",
-            "users add", "users remove", "users list", "users token"]
+COMMANDS = [
+    "broker",
+    "produce",
+    "dataflow",
+    "run",
+    "windows",
+    "up",
+    "serve",
+    "metrics",
+    "backfill",
+    "users",
+    "users add",
+    "users remove",
+    "users list",
+    "users token",
+]
 
 
-@pytest.mark.parametrize("args, usage, message", [
-    (["lol"], "Usage: pypi-pulse [OPTIONS] COMMAND", "No such command 'lol'"),
-    (["up", "--prot", "9000"], "Usage: pypi-pulse up [OPTIONS]", "No such option: --prot"),
-    (["windows", "--end", "2026-11-21T00:00:00Z"], "Usage: pypi-pulse windows [OPTIONS]", "Missing option '--start'"),
-    (["serve", "--public-api", "true"], "Usage: pypi-pulse serve [OPTIONS]", "unexpected extra argument"),
-    (["run", "--count", "many"], "Usage: pypi-pulse run [OPTIONS]", "Invalid value for '--count'"),
-    (["users", "add"], "Usage: pypi-pulse users add [OPTIONS]", "Missing argument 'name'"),
-])
+@pytest.mark.parametrize(
+    "args, usage, message",
+    [
+        (["lol"], "Usage: pypi-pulse [OPTIONS] COMMAND", "No such command 'lol'"),
+        (["up", "--prot", "9000"], "Usage: pypi-pulse up [OPTIONS]", "No such option: --prot"),
+        (
+            ["windows", "--end", "2026-11-21T00:00:00Z"],
+            "Usage: pypi-pulse windows [OPTIONS]",
+            "Missing option '--start'",
+        ),
+        (["serve", "--public-api", "true"], "Usage: pypi-pulse serve [OPTIONS]", "unexpected extra argument"),
+        (["run", "--count", "many"], "Usage: pypi-pulse run [OPTIONS]", "Invalid value for '--count'"),
+        (["users", "add"], "Usage: pypi-pulse users add [OPTIONS]", "Missing argument 'name'"),
+    ],
+)
 def test_usage_error_prints_usage_and_exits_2(args, usage, message):
     proc, _ = run_pulse(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)

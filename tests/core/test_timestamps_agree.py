@@ -13,13 +13,33 @@ from pypi_pulse.events import BadTimestamp, epoch_second, epoch_seconds
 from pypi_pulse.producer import ordering
 
 TRICKY = [
-    "2026-11-20 23:59:50.123456 UTC", "2026-11-20 23:59:50 UTC", "2026-11-20T23:59:50Z", "2026-11-20T23:59:50.5Z",
-    "2026-11-20 23:59:50.1 UTC", "2026-11-20 23:59:50.123456789 UTC", "2026-11-20 23:59:50. UTC",
-    "2026-11-20T23:59:50+00:00", "2026-11-20T23:59:50.5+0000", "2026-11-20 23:59:50 +0000", "2026-11-20 23:59:50",
-    "2026-11-20T23:59:50.25", "2026-11-20 23:59:50.5+01:00", "2026-11-20T23:59:50-05:00", "2024-02-29 12:00:00 UTC",
-    "2100-02-29 12:00:00 UTC", "2026-02-30 00:00:00 UTC", "2026-13-01 00:00:00 UTC", "2026-11-20 24:00:00 UTC",
-    "2026-11-20 23:60:00 UTC", "2026-11-20 23:59:50xyz UTC", "2026-11-20 23:59:50.1.2", "2026-11-20 23:59:50.\u0663 UTC",
-    "1970-01-01 00:00:00 UTC", "2026-11-20", "not a time at all, at all", "",
+    "2026-11-20 23:59:50.123456 UTC",
+    "2026-11-20 23:59:50 UTC",
+    "2026-11-20T23:59:50Z",
+    "2026-11-20T23:59:50.5Z",
+    "2026-11-20 23:59:50.1 UTC",
+    "2026-11-20 23:59:50.123456789 UTC",
+    "2026-11-20 23:59:50. UTC",
+    "2026-11-20T23:59:50+00:00",
+    "2026-11-20T23:59:50.5+0000",
+    "2026-11-20 23:59:50 +0000",
+    "2026-11-20 23:59:50",
+    "2026-11-20T23:59:50.25",
+    "2026-11-20 23:59:50.5+01:00",
+    "2026-11-20T23:59:50-05:00",
+    "2024-02-29 12:00:00 UTC",
+    "2100-02-29 12:00:00 UTC",
+    "2026-02-30 00:00:00 UTC",
+    "2026-13-01 00:00:00 UTC",
+    "2026-11-20 24:00:00 UTC",
+    "2026-11-20 23:60:00 UTC",
+    "2026-11-20 23:59:50xyz UTC",
+    "2026-11-20 23:59:50.1.2",
+    "2026-11-20 23:59:50.\u0663 UTC",
+    "1970-01-01 00:00:00 UTC",
+    "2026-11-20",
+    "not a time at all, at all",
+    "",
 ]
 
 
@@ -55,8 +75,8 @@ def test_the_dataflows_byte_matrix_reading_agrees_or_steps_aside(ts):
 def test_the_replays_line_head_reading_agrees_or_steps_aside(ts):
     line = orjson.dumps({"timestamp": ts, "project": "p"})
     heads = np.zeros((1, ordering._FAST_LEN), np.uint8)
-    head = np.frombuffer(line[:ordering._FAST_LEN], np.uint8)
-    heads[0, :len(head)] = head
+    head = np.frombuffer(line[: ordering._FAST_LEN], np.uint8)
+    heads[0, : len(head)] = head
     secs, slow = ordering._fast_seconds(heads)
     if len(slow):  # not its layout: the line is read by `files.event_time`, the full reading
         return

@@ -13,7 +13,7 @@ import pytest
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket, WindowRow
 
-NEWEST = int(dt.datetime(2026, 11, 20, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp())
+NEWEST = int(dt.datetime(2026, 11, 20, 12, 0, 0, tzinfo=dt.UTC).timestamp())
 N_WINDOWS = 900
 FIRST_DAY = dt.date(2026, 10, 1)
 N_DAYS = 45
@@ -69,7 +69,7 @@ def rollup_counts(i: int) -> dict:
 
 def day_blocks(i: int) -> list[tuple[int, int]]:
     """Day i's all-project downloads per 10-minute block (block end, downloads): busiest in the afternoon UTC."""
-    start = int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.UTC).timestamp())
     return [(start + 600 * (k + 1), 20 + 2 * min(k // 6, 23 - k // 6) + i % 3) for k in range(144)]
 
 
@@ -77,9 +77,16 @@ def fill(url: str) -> None:
     from pypi_pulse.sink.recent import record_day_profile
 
     with open_sink(url) as db:
-        db.write([window(i) for i in range(N_WINDOWS)],
-                 [RollupBucket(int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.timezone.utc).timestamp()),
-                               rollup_counts(i)) for i in range(N_DAYS)], None)
+        db.write(
+            [window(i) for i in range(N_WINDOWS)],
+            [
+                RollupBucket(
+                    int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.UTC).timestamp()), rollup_counts(i)
+                )
+                for i in range(N_DAYS)
+            ],
+            None,
+        )
         for i in range(N_DAYS):
             record_day_profile(db, day_blocks(i))
 
@@ -169,14 +176,19 @@ def fire_callback(http, base: str, output_contains: str, values: dict) -> dict:
     dep = next(d for d in deps if output_contains in d["output"])
 
     def props(items):
-        return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
-                for i in items]
+        return [
+            {"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")} for i in items
+        ]
 
     outs = dep["output"].strip(".").split("...")
     outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in outs]
-    body = {"output": dep["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
-            "inputs": props(dep["inputs"]), "state": props(dep["state"]),
-            "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]]}
+    body = {
+        "output": dep["output"],
+        "outputs": outputs if len(outputs) > 1 else outputs[0],
+        "inputs": props(dep["inputs"]),
+        "state": props(dep["state"]),
+        "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]],
+    }
     r = http.post(base + "/_dash-update-component", json=body)
     assert r.status_code == 200, r.text[:500]
     return r.json()["response"]

@@ -9,13 +9,17 @@ import stat
 
 import pytest
 import requests
-
 from dashboard_testing import PASSWORD, USER, Server, login_form, sign_out
+
 from pypi_pulse.dashboard.throttle import SignInThrottle
 from pypi_pulse.dashboard.users import UserStore
 
-DASH_CALLBACK = {"output": "live-today.children", "outputs": {"id": "live-today", "property": "children"},
-                 "inputs": [], "changedPropIds": []}
+DASH_CALLBACK = {
+    "output": "live-today.children",
+    "outputs": {"id": "live-today", "property": "children"},
+    "inputs": [],
+    "changedPropIds": [],
+}
 
 
 def sign_in(url: str, user: str = USER, password: str = PASSWORD) -> requests.Session:
@@ -55,8 +59,9 @@ def test_session_cookie_signed_in_and_signed_out(server):
 
 def test_next_parameter_cannot_redirect_off_site(server):
     s = requests.Session()
-    r = s.post(server.url + "/login", data=login_form(s, server.url, next_path="https://evil.example/"),
-               allow_redirects=False)
+    r = s.post(
+        server.url + "/login", data=login_form(s, server.url, next_path="https://evil.example/"), allow_redirects=False
+    )
     assert r.headers["Location"] == "/"
 
 

@@ -8,15 +8,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from dashboard_testing import (
+    COUNTRY_SPLIT,
+    N_DAYS,
+    PACKAGES,
+    PASSWORD,
+    SCREENSHOTS,
+    USER,
+    daily_count,
+    day,
+    day_blocks,
+    rollup_counts,
+    window,
+)
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dashboard_testing import (COUNTRY_SPLIT, N_DAYS, PACKAGES, PASSWORD, SCREENSHOTS, USER, day, daily_count,
-                      day_blocks, rollup_counts, window)
-from pypi_pulse.countries import alpha3
 from pypi_pulse.categories import category_map
+from pypi_pulse.countries import alpha3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from web_faults_testing import Serve  # noqa: E402
@@ -31,6 +42,7 @@ def server(filled_sink, data_dir):
     s = Serve(data_dir, filled_sink)
     yield s
     s.stop()
+
 
 FIGURE_JS = """
 const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
@@ -173,8 +185,9 @@ def test_countries_tab(server, browser):
         for (_d, p, dim, cat), n in rollup_counts(i).items():
             if dim == "country" and p in per:
                 per[p][cat] += n
-    assert sorted(zip(fig["data"][0]["customdata"], a, b)) == sorted((c, per["numpy"][c], per["requests"][c])
-                                                                    for c in COUNTRY_SPLIT)
+    assert sorted(zip(fig["data"][0]["customdata"], a, b)) == sorted(
+        (c, per["numpy"][c], per["requests"][c]) for c in COUNTRY_SPLIT
+    )
     screenshot(browser, "countries.png")
 
 
@@ -221,7 +234,9 @@ def test_trends_tab(server, browser):
     browser.driver.find_element(By.XPATH, option).click()
     search.send_keys(Keys.ESCAPE)
     fig = wait_figure(browser, "trends-daily", lambda f: any(t["name"] == "matplotlib" for t in f["data"]))
-    assert next(t for t in fig["data"] if t["name"] == "matplotlib")["y"] == [daily_count("matplotlib", i) for i in range(N_DAYS)]
+    assert next(t for t in fig["data"] if t["name"] == "matplotlib")["y"] == [
+        daily_count("matplotlib", i) for i in range(N_DAYS)
+    ]
 
 
 def pick_option(browser, dropdown_id: str, typed: str, label: str) -> None:
@@ -230,8 +245,11 @@ def pick_option(browser, dropdown_id: str, typed: str, label: str) -> None:
 
     def search_box():
         try:
-            shown = [e for e in browser.driver.find_elements(By.CSS_SELECTOR, "input.dash-dropdown-search")
-                     if e.is_displayed()]
+            shown = [
+                e
+                for e in browser.driver.find_elements(By.CSS_SELECTOR, "input.dash-dropdown-search")
+                if e.is_displayed()
+            ]
         except StaleElementReferenceException:
             return False
         return shown[-1] if shown else False
@@ -258,8 +276,10 @@ def test_categories_tab(server, browser):
     fig = wait_figure(browser, "categories-share", lambda f: len(f["data"]) == len({cmap[p] for p in PACKAGES}))
     for t in fig["data"]:
         members = [p for p in PACKAGES if cmap[p] == t["name"]]
-        want = [100 * sum(daily_count(p, i) for p in members) / sum(daily_count(p, i) for p in PACKAGES)
-                for i in range(first, N_DAYS)]
+        want = [
+            100 * sum(daily_count(p, i) for p in members) / sum(daily_count(p, i) for p in PACKAGES)
+            for i in range(first, N_DAYS)
+        ]
         assert t["y"] == pytest.approx(want)
     # the default country (GB) has no downloads here: pick Germany
     pick_option(browser, "categories-country", "Germany", "Germany (DE)")
@@ -275,7 +295,8 @@ def test_categories_tab(server, browser):
     pick_option(browser, "categories-category", "deep", "deep learning")
     fig = wait_figure(browser, "categories-top", lambda f: "deep learning" in f["title"] and bool(f["data"]))
     assert list(zip(fig["data"][0]["y"], fig["data"][0]["x"])) == [
-        ("torch", sum(daily_count("torch", i) for i in range(first, N_DAYS)))]
+        ("torch", sum(daily_count("torch", i) for i in range(first, N_DAYS)))
+    ]
     screenshot(browser, "categories.png")
 
 
@@ -300,6 +321,7 @@ def test_daily_pattern_tab(server, browser):
     assert fig["data"][0]["customdata"] == [hours[h] for h in range(24)]
     fig = wait_figure(browser, "daily-weekdays", lambda f: bool(f["data"]))
     import datetime as dt
+
     by_weekday = Counter()
     for i in range(last - 27, last + 1):
         by_weekday[dt.date.fromisoformat(day(i)).weekday()] += sum(daily_count(p, i) for p in PACKAGES)
@@ -317,36 +339,62 @@ def test_dark_mode_switches_page_charts_and_controls(server, browser):
     open_tab(browser, "trends")
     wait_figure(browser, "trends-daily", lambda f: len(f["data"]) > 0)
     browser.driver.find_element(By.XPATH, "//label[normalize-space()='Dark']").click()
-    wait_until(browser, lambda: browser.driver.execute_script(
-        "return document.documentElement.getAttribute('data-bs-theme')") == "dark", message="page did not turn dark")
+    wait_until(
+        browser,
+        lambda: (
+            browser.driver.execute_script("return document.documentElement.getAttribute('data-bs-theme')") == "dark"
+        ),
+        message="page did not turn dark",
+    )
     font = "return document.querySelector('#trends-daily .js-plotly-plot').layout.font.color"
-    wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["dark"]["font"],
-               message="chart did not follow the dark theme")
+    wait_until(
+        browser,
+        lambda: browser.driver.execute_script(font) == THEMES["dark"]["font"],
+        message="chart did not follow the dark theme",
+    )
     # every control is readable: dark background, light text (the luminance of the computed colours)
     lum = """const c = getComputedStyle(arguments[0])[arguments[1]].match(/[0-9.]+/g).map(Number);
              return (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255;"""
     control = browser.driver.find_element(By.CSS_SELECTOR, "#trends-packages .dash-dropdown, #trends-packages")
-    assert browser.driver.execute_script(lum, control, "backgroundColor") < 0.3 or \
-        browser.driver.execute_script("return getComputedStyle(arguments[0]).backgroundColor", control) == "rgba(0, 0, 0, 0)"
+    assert (
+        browser.driver.execute_script(lum, control, "backgroundColor") < 0.3
+        or browser.driver.execute_script("return getComputedStyle(arguments[0]).backgroundColor", control)
+        == "rgba(0, 0, 0, 0)"
+    )
     assert browser.driver.execute_script(lum, control, "color") > 0.6
     screenshot(browser, "trends-dark.png")
     for tab in TABS:
         if tab == "trends":
             continue
         open_tab(browser, tab)
-        graph = {"live": "live-map-downloads", "countries": "countries-map", "daily": "daily-heatmap",
-                 "categories": "categories-share", "trending": "trending-chart"}[tab]
-        wait_until(browser, lambda graph=graph: browser.driver.execute_script(
-            f"const g = document.querySelector('#{graph} .js-plotly-plot'); return g && g.layout && g.layout.font && g.layout.font.color")
-            == THEMES["dark"]["font"], message=f"{tab} did not turn dark")
+        graph = {
+            "live": "live-map-downloads",
+            "countries": "countries-map",
+            "daily": "daily-heatmap",
+            "categories": "categories-share",
+            "trending": "trending-chart",
+        }[tab]
+        wait_until(
+            browser,
+            lambda graph=graph: (
+                browser.driver.execute_script(
+                    f"const g = document.querySelector('#{graph} .js-plotly-plot'); return g && g.layout && g.layout.font && g.layout.font.color"
+                )
+                == THEMES["dark"]["font"]
+            ),
+            message=f"{tab} did not turn dark",
+        )
         if tab in ("countries", "categories"):
             picker = browser.driver.find_element(By.CSS_SELECTOR, f"input#{tab}-dates")  # the start date's box
             assert browser.driver.execute_script(lum, picker, "color") > 0.6, f"{tab} date picker text is dark"
         screenshot(browser, f"{tab}-dark.png")
     open_tab(browser, "trends")
     browser.driver.find_element(By.XPATH, "//label[normalize-space()='Dark']").click()
-    wait_until(browser, lambda: browser.driver.execute_script(font) == THEMES["light"]["font"],
-               message="chart did not return to the light theme")
+    wait_until(
+        browser,
+        lambda: browser.driver.execute_script(font) == THEMES["light"]["font"],
+        message="chart did not return to the light theme",
+    )
 
 
 def test_sign_out_then_everything_refused(server, browser):

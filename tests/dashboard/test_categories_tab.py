@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from dashboard_testing import N_DAYS, Server, data_dir, day, fill, fire_callback, rollup_counts, signed_in  # noqa: F401
+
 from pypi_pulse.categories import category_map
 from pypi_pulse.countries import alpha3
 from pypi_pulse.sink.base import open_sink
@@ -58,7 +58,9 @@ def test_each_categorys_share_of_each_day(categories_server):
 @pytest.mark.parametrize("country", ["DE", "US", "JP"])
 def test_a_countrys_category_mix_against_the_rest_of_the_world(categories_server, country):
     base = categories_server.url
-    out = fire_callback(signed_in(base), base, "categories-country-mix", {**_period(), "categories-country.value": country})
+    out = fire_callback(
+        signed_in(base), base, "categories-country-mix", {**_period(), "categories-country.value": country}
+    )
     mine, rest = out["categories-country-mix"]["figure"]["data"]
     cmap = category_map()
     a, b = Counter(), Counter()
@@ -74,7 +76,9 @@ def test_a_countrys_category_mix_against_the_rest_of_the_world(categories_server
 
 def test_a_categorys_top_packages_over_the_period(categories_server):
     base = categories_server.url
-    out = fire_callback(signed_in(base), base, "categories-top", {**_period(), "categories-category.value": "deep learning"})
+    out = fire_callback(
+        signed_in(base), base, "categories-top", {**_period(), "categories-category.value": "deep learning"}
+    )
     bars = out["categories-top"]["figure"]["data"][0]
     torch = sum(n for (_d, p, dim, _c), n in _counts(N_DAYS - 20, N_DAYS - 1) if p == "torch" and dim == "overall")
     assert list(zip(bars["y"], bars["x"])) == [("torch", torch)]
@@ -85,17 +89,28 @@ def test_bad_inputs_give_the_empty_state_not_an_error(categories_server):
     http = signed_in(base)
     out = fire_callback(http, base, "categories-top", {**_period(), "categories-category.value": {"x": 1}})
     assert "Pick a category" in str(out["categories-top"]["figure"]["layout"]["annotations"])
-    out = fire_callback(http, base, "categories-country-mix", {"categories-dates.start_date": END,
-                                                               "categories-dates.end_date": START,
-                                                               "categories-country.value": "DE"})
+    out = fire_callback(
+        http,
+        base,
+        "categories-country-mix",
+        {"categories-dates.start_date": END, "categories-dates.end_date": START, "categories-country.value": "DE"},
+    )
     assert "starts" in str(out["categories-country-mix"]["figure"]["layout"]["annotations"])
 
 
 def test_the_countries_map_hover_carries_each_countrys_top_five(categories_server):
     base = categories_server.url
-    out = fire_callback(signed_in(base), base, "countries-map", {
-        "countries-dates.start_date": START, "countries-dates.end_date": END, "countries-package.value": None,
-        "theme.data": "light"})
+    out = fire_callback(
+        signed_in(base),
+        base,
+        "countries-map",
+        {
+            "countries-dates.start_date": START,
+            "countries-dates.end_date": END,
+            "countries-package.value": None,
+            "theme.data": "light",
+        },
+    )
     trace = out["countries-map"]["figure"]["data"][0]
     assert "%{hovertext}" in trace["hovertemplate"]
     per: dict = {}

@@ -18,8 +18,9 @@ from pypi_pulse.dashboard.users import UserStore
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pypi_pulse.cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pypi_pulse.cli", *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_users_add_list_token_remove(tmp_path):
@@ -61,8 +62,23 @@ def test_first_up_creates_one_user_and_prints_its_password_once(tmp_path, capsys
 def test_serve_runs_the_dashboard_until_interrupted(tmp_path):
     port = free_port()
     sink = f"sqlite:///{tmp_path / 'none-yet.db'}"
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "serve", "--port", str(port), "--sink", sink,
-                             "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

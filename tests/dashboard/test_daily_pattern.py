@@ -8,14 +8,14 @@ import datetime as dt
 from collections import Counter
 
 import pytest
-
 from dashboard_testing import Server, data_dir, fire_callback, signed_in  # noqa: F401  (fixtures)
+
 from pypi_pulse.countries import name
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import WindowRow
 from pypi_pulse.sink.recent import record_day_profile
 
-DAY0 = int(dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc).timestamp())  # a Monday
+DAY0 = int(dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp())  # a Monday
 NEWEST = DAY0 + 28 * 86400 + 13 * 3600 + 1799  # 13:29:59 on the day after the 4 weeks of history
 PEAKS = {"US": 15, "DE": 9, "JP": 2, "BR": 18}  # the UTC hour each country downloads most
 
@@ -48,8 +48,9 @@ def daily_server(data_dir, tmp_path_factory):  # noqa: F811
         db.write([_window(t) for t in WINDOW_STARTS], [], None)
         for i in range(28):
             d = dt.date.fromtimestamp(DAY0 + i * 86400).isoformat()
-            db.backfill_day(d, [("numpy", "overall", None, _day_total(i)), ("numpy", "with_mirrors", None, _day_total(i))],
-                            "test")
+            db.backfill_day(
+                d, [("numpy", "overall", None, _day_total(i)), ("numpy", "with_mirrors", None, _day_total(i))], "test"
+            )
             record_day_profile(db, _blocks(i))
     s = Server(url, data_dir)
     yield s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from dashboard_testing import NEWEST
+
 from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.live_feed import HORIZON_S, LiveFeed
 from pypi_pulse.dashboard.packages import NameIndex
@@ -44,7 +45,7 @@ def test_live_feed_follows_the_stream_and_survives_a_pause(tmp_path):
     writer.write(more + [rewritten], [], None)
     clock.t += 1.0
     c = feed.counters()
-    everything = first[:n - 5] + [rewritten] + first[n - 4:] + more
+    everything = first[: n - 5] + [rewritten] + first[n - 4 :] + more
     assert c.newest == day_start + n + 199
     assert c.today == sum(w.downloads for w in everything)
     assert feed.countries(300)["FR"] == 200 * 10
@@ -107,9 +108,9 @@ def test_package_search_over_800k_names():
 
 
 def test_many_live_viewers_cost_one_refresh_per_second(server):
-    import requests
     from concurrent.futures import ThreadPoolExecutor
 
+    import requests
     from dashboard_testing import fire_callback, signed_in
 
     feed = server.app.server.config["PYPI_PULSE_CONTEXT"].live
@@ -121,22 +122,31 @@ def test_many_live_viewers_cost_one_refresh_per_second(server):
         sessions.append(s)
     before = feed.refreshes
     with ThreadPoolExecutor(20) as pool:
-        outs = list(pool.map(lambda s: fire_callback(s, server.url, "live-treemap.figure",
-                                                     {"live-range.value": 300, "live-countries.value": []}), sessions))
+        outs = list(
+            pool.map(
+                lambda s: fire_callback(
+                    s, server.url, "live-treemap.figure", {"live-range.value": 300, "live-countries.value": []}
+                ),
+                sessions,
+            )
+        )
     assert len({o["live-last-minute"]["children"] for o in outs}) == 1
     assert feed.refreshes - before <= 2  # one refresh, two if the requests straddle a second boundary
 
 
 def test_country_totals_match_a_plain_sum_while_the_stream_moves(tmp_path):
     """The per-minute shortcut of LiveFeed.countries against summing every window, with gaps and rewrites."""
-    from collections import Counter
     import random
+    from collections import Counter
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     rng = random.Random(3)
     base = NEWEST - 5000 + 37  # not aligned to a minute
-    ws = [WindowRow(base + i, 1, 1, {c: rng.randint(1, 9) for c in rng.sample(["US", "DE", "FR", "JP", "GB"], 3)}, [])
-          for i in range(5000) if rng.random() > 0.1]
+    ws = [
+        WindowRow(base + i, 1, 1, {c: rng.randint(1, 9) for c in rng.sample(["US", "DE", "FR", "JP", "GB"], 3)}, [])
+        for i in range(5000)
+        if rng.random() > 0.1
+    ]
     writer = open_sink(url)
     writer.write(ws[:4000], [], None)
     stored = {w.start: w for w in ws[:4000]}
@@ -151,7 +161,7 @@ def test_country_totals_match_a_plain_sum_while_the_stream_moves(tmp_path):
                 if st.newest - seconds < w.start <= st.newest:
                     want.update(w.countries)
             assert feed.countries(seconds) == dict(want), (step, seconds)
-        fresh = ws[4000 + step * 200:4200 + step * 200] + [WindowRow(st.newest - 100, 1, 1, {"US": 1000}, [])]
+        fresh = ws[4000 + step * 200 : 4200 + step * 200] + [WindowRow(st.newest - 100, 1, 1, {"US": 1000}, [])]
         writer.write(fresh, [], None)
         stored.update({w.start: w for w in fresh})
         clock.t += 1.0

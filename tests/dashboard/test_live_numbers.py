@@ -9,9 +9,9 @@ import datetime as dt
 from collections import Counter
 
 import pytest
-
 from dashboard_testing import Server, fire_callback, signed_in
 from live_numbers_testing import BLOCK, DAY0, scenario
+
 from pypi_pulse.metrics.sink_collector import build_registry
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket, WindowRow
@@ -65,8 +65,11 @@ def test_the_rate_chart_leaves_a_gap_where_nothing_was_measured(serve, data_dir)
     url = _sink(data_dir, "gaps")
     newest = DAY0 + 3600
     # 300 s shown: nothing in the first 100 s, then windows with a 3 s quiet spell and a 30 s outage
-    present = [s for s in range(newest - 199, newest + 1)
-               if not (newest - 150 <= s < newest - 147) and not (newest - 100 <= s < newest - 70)]
+    present = [
+        s
+        for s in range(newest - 199, newest + 1)
+        if not (newest - 150 <= s < newest - 147) and not (newest - 100 <= s < newest - 70)
+    ]
     with open_sink(url) as db:
         db.write([WindowRow(s, 5, 1, {"US": 5}, [("a", 5)]) for s in present], [], None)
     srv, http = serve(url)
@@ -108,10 +111,15 @@ def test_the_last_minute_top_10_holds_the_truth(serve, data_dir, projects, per_s
     # the exporter and the Live tab's minute treemap show the same figures
     for e in top["data"]:
         assert _metric(url, "pypi_pulse_top_package_downloads_last_minute", {"project": e["project"]}) == e["downloads"]
-        assert _metric(url, "pypi_pulse_top_package_downloads_last_minute_max", {"project": e["project"]}) == e["downloads_max"]
+        assert (
+            _metric(url, "pypi_pulse_top_package_downloads_last_minute_max", {"project": e["project"]})
+            == e["downloads_max"]
+        )
     assert _metric(url, "pypi_pulse_top_packages_last_minute_exact") == (1 if top["exact"] else 0)
     tree = fire_callback(http, srv.url, "live-treemap-minute.figure", {})["live-treemap-minute"]["figure"]
-    assert dict(zip(tree["data"][0]["labels"], tree["data"][0]["values"])) == {e["project"]: e["downloads"] for e in top["data"]}
+    assert dict(zip(tree["data"][0]["labels"], tree["data"][0]["values"])) == {
+        e["project"]: e["downloads"] for e in top["data"]
+    }
     assert ("exact" in tree["layout"]["title"]["text"]) == top["exact"]
     assert ("at least" in tree["layout"]["title"]["text"]) != top["exact"]
 
@@ -143,7 +151,7 @@ def test_default_packages_are_the_weeks_top_not_the_newest_seconds(serve, data_d
             c[(d, p, "with_mirrors", None)] = n
             if 4 <= i <= 10:  # the last 7 complete days
                 daily[p] += n
-        buckets.append(RollupBucket(int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.timezone.utc).timestamp()), c))
+        buckets.append(RollupBucket(int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC).timestamp()), c))
     with open_sink(url) as db:
         # today's windows (after the rollups so far) make today partial; the newest second's top is "flicker"
         db.write([WindowRow(DAY0 + 300 + k, 9, 1, {"US": 9}, [("flicker", 9)]) for k in range(5)], buckets, None)
@@ -153,8 +161,12 @@ def test_default_packages_are_the_weeks_top_not_the_newest_seconds(serve, data_d
     content = fire_callback(http, srv.url, "tab-content.children", {"tabs.active_tab": "trends"})
     dropdown = _find(content["tab-content"]["children"], "trends-packages")
     assert dropdown["props"]["value"] == truth
-    fig = fire_callback(http, srv.url, "trends-daily.figure", {"trends-packages.value": ["steady"], "trends-ma.value": [],
-                                                                 "theme.data": "light"})["trends-daily"]["figure"]
+    fig = fire_callback(
+        http,
+        srv.url,
+        "trends-daily.figure",
+        {"trends-packages.value": ["steady"], "trends-ma.value": [], "theme.data": "light"},
+    )["trends-daily"]["figure"]
     names = [t["name"] for t in fig["data"]]
     assert names == ["steady", "steady · today so far"]
     solid, dashed = fig["data"]

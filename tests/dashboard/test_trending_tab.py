@@ -6,20 +6,20 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from dashboard_testing import SCREENSHOTS, Server, browser, data_dir, fire_callback, signed_in  # noqa: F401  (fixtures)
+
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.recent import record_blocks, record_day_profile
 
 HOUR = 3600
-NOW_HOUR = int(dt.datetime(2026, 11, 18, 9, tzinfo=dt.timezone.utc).timestamp())  # a Wednesday, 09:00-10:00
+NOW_HOUR = int(dt.datetime(2026, 11, 18, 9, tzinfo=dt.UTC).timestamp())  # a Wednesday, 09:00-10:00
 WEEKS = [NOW_HOUR - NOW_HOUR % 86400 - 7 * k * 86400 for k in (1, 2, 3, 4)]
 USUAL = {"numpy": 2400, "requests": 4800, "left-pad": 480}  # downloads on each of the past Wednesdays
 NOW = {"numpy": 1200, "requests": 240, "left-pad": 40, "fresh": 300}  # downloads between 09:00 and 10:00 today
 
 
 def _day(t: int) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat()
 
 
 def _profile(day: int) -> list[tuple[int, int]]:
@@ -39,8 +39,13 @@ def _fill(url: str) -> None:
             record_day_profile(db, _profile(day))
         # today's blocks up to 10:00: the hour before is quiet, 09:00-10:00 holds NOW
         record_blocks(db, [(NOW_HOUR - 600 * k, {"numpy": 5}) for k in range(6)])
-        record_blocks(db, [(NOW_HOUR + 600 * (k + 1), {p: n // 6 + (n % 6 if k == 5 else 0) for p, n in NOW.items()})
-                           for k in range(6)])
+        record_blocks(
+            db,
+            [
+                (NOW_HOUR + 600 * (k + 1), {p: n // 6 + (n % 6 if k == 5 else 0) for p, n in NOW.items()})
+                for k in range(6)
+            ],
+        )
 
 
 def _want() -> list[tuple[str, int, float, float]]:
@@ -74,8 +79,12 @@ def test_both_backends_give_the_same_trending_figures(sink_url):
 def test_the_tab_ranks_the_surge_with_its_figures(trending_server):
     base = trending_server.url
     http = signed_in(base)
-    out = fire_callback(http, base, "trending-chart", {"trending-window.value": 1, "theme.data": "light",
-                                                       "trending-refresh.n_intervals": 0})
+    out = fire_callback(
+        http,
+        base,
+        "trending-chart",
+        {"trending-window.value": 1, "theme.data": "light", "trending-refresh.n_intervals": 0},
+    )
     want = _want()
     bars = out["trending-chart"]["figure"]["data"][0]
     assert list(reversed(bars["y"])) == [p for p, _, _, _ in want] == ["fresh", "numpy", "requests"]
@@ -92,10 +101,16 @@ def test_the_tab_says_what_it_waits_for_on_a_sink_without_blocks(data_dir, tmp_p
     open_sink(url).close()
     s = Server(url, data_dir)
     try:
-        out = fire_callback(signed_in(s.url), s.url, "trending-chart",
-                            {"trending-window.value": 1, "theme.data": "light", "trending-refresh.n_intervals": 0})
+        out = fire_callback(
+            signed_in(s.url),
+            s.url,
+            "trending-chart",
+            {"trending-window.value": 1, "theme.data": "light", "trending-refresh.n_intervals": 0},
+        )
         assert "sealed blocks" in out["trending-caption"]["children"]
-        assert out["trending-chart"]["figure"]["data"] == [] or "annotations" in out["trending-chart"]["figure"]["layout"]
+        assert (
+            out["trending-chart"]["figure"]["data"] == [] or "annotations" in out["trending-chart"]["figure"]["layout"]
+        )
     finally:
         s.stop()
 

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
 from web_faults_testing import USER, Serve, from_address, login_form, prepare_data_dir  # noqa: E402
 
-from pypi_pulse.dashboard.throttle import IN_FLIGHT_RETRY_S, SignInThrottle  # noqa: E402
 from pypi_pulse.dashboard.probes import WORKER_HEADER_ENV  # noqa: E402
+from pypi_pulse.dashboard.throttle import IN_FLIGHT_RETRY_S, SignInThrottle  # noqa: E402
 
 WORKERS = 2
 
@@ -91,7 +91,7 @@ def test_concurrent_wrong_sign_ins_run_one_password_check_at_a_time_across_worke
         checks = served.events("password checked")[before:]
         if len({c["pid"] for c in checks}) >= WORKERS:
             break
-        assert time.monotonic() < deadline, f"password checks only in {({c['pid'] for c in checks})}"
+        assert time.monotonic() < deadline, f"password checks only in { ({c['pid'] for c in checks}) }"
         addresses = [next(fresh) for _ in range(3)]
         start = threading.Barrier(len(addresses) * 5)
         threads = [threading.Thread(target=guess, args=(a, start)) for a in addresses for _ in range(5)]

@@ -14,8 +14,12 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "dataflow_throughpu
 
 @pytest.mark.timeout(1800)
 def test_quick_benchmark_counts_are_exact(tmp_path):
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--cache-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "counts EXACT" in proc.stdout
     assert "every window, daily row and counter exact" in proc.stdout

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from expected_rollups import stored_daily, stored_totals, totals_of
+
 from pypi_pulse.dataflow import block_writer
 from pypi_pulse.dataflow.block_writer import BlockWriterDied
 from pypi_pulse.dataflow.clock import Flush
@@ -176,8 +176,9 @@ def test_a_dataflow_block_reaches_the_writer_through_a_file_and_goes_in_exactly(
     partition.write_batch([Flush([window(T0 + 900)], [RollupBucket(T0, handed, span=600)], stats())])
     spool = partition.writer.spool
     assert [p.suffix for p in spool.iterdir()] in ([], [".columns" if merged_by == "clock" else ".minutes"])
-    partition.write_batch([Flush([window(T0 + 1300)], [RollupBucket(T0 + 600, SealedBlock(last, DAY), span=600)],
-                                 stats(), final=True)])
+    partition.write_batch(
+        [Flush([window(T0 + 1300)], [RollupBucket(T0 + 600, SealedBlock(last, DAY), span=600)], stats(), final=True)]
+    )
     partition.close()
     with open_sink(sqlite_url, readonly=True) as reader:
         assert stored_daily(reader) == expected

@@ -66,16 +66,27 @@ def test_late_events_update_their_window_and_too_late_ones_are_dropped_and_count
 
 
 def zope_rows(seconds) -> list[bytes]:
-    return [orjson.dumps({"timestamp": T0 + s, "project": "Zope.Interface", "country_code": "DE",
-                          "details": {"installer": {"name": "pip"}, "python": "3.12.1", "system": {"name": "Linux"}}})
-            for s in seconds]
+    return [
+        orjson.dumps(
+            {
+                "timestamp": T0 + s,
+                "project": "Zope.Interface",
+                "country_code": "DE",
+                "details": {"installer": {"name": "pip"}, "python": "3.12.1", "system": {"name": "Linux"}},
+            }
+        )
+        for s in seconds
+    ]
 
 
 def test_rollups_leave_in_whole_sealed_blocks_with_derived_dimensions():
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
     rows = zope_rows(range(0, 1300))
-    rows.append(orjson.dumps({"timestamp": T0 + 5, "project": "zope-interface",
-                              "details": {"installer": {"name": "bandersnatch"}}}))
+    rows.append(
+        orjson.dumps(
+            {"timestamp": T0 + 5, "project": "zope-interface", "details": {"installer": {"name": "bandersnatch"}}}
+        )
+    )
     clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
     buckets = clock.flush(1.0, force=True).buckets
     # seconds before watermark - lateness (T0 + 1239, rounded down to T0 + 1200) are sealed: two whole blocks
@@ -96,11 +107,12 @@ def test_rollups_leave_in_whole_sealed_blocks_with_derived_dimensions():
 def test_a_block_is_the_same_whatever_batches_bring_it():
     """What lets the sink apply a block once after a recovery replays it: not the batches, only the data decides
     a block's bounds and content."""
+
     def run(batch_sizes):
         clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
         rows, out, i, wall = zope_rows(range(0, 1500)), [], 0, 1.0
         for n in batch_sizes:
-            clock.add(parse_batch(RawBatch(0, 1, rows[i:i + n], i, False, wall=wall)))
+            clock.add(parse_batch(RawBatch(0, 1, rows[i : i + n], i, False, wall=wall)))
             out += clock.flush(wall, force=True).buckets
             i, wall = i + n, wall + 1
         return out
@@ -125,7 +137,7 @@ def test_restarts_from_any_epoch_give_the_same_rollups_as_an_uninterrupted_run()
     snapped = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
     rows = zope_rows(range(0, 1300))
     for k, i in enumerate(range(0, 1300, 20)):
-        part = parse_batch(RawBatch(0, 1, rows[i:i + 20], i, False, wall=1.0 + k))
+        part = parse_batch(RawBatch(0, 1, rows[i : i + 20], i, False, wall=1.0 + k))
         plain.add(part)
         snapped.add(part)
         blob = snapped.snapshot()
@@ -135,28 +147,47 @@ def test_restarts_from_any_epoch_give_the_same_rollups_as_an_uninterrupted_run()
             plain.flush(1.0 + k, force=True)
             snapped.flush(1.0 + k, force=True)
     a, b = plain.flush(99.0, force=True), snapped.flush(99.0, force=True)
-    assert a.buckets and [(x.bucket, x.span, x.counts) for x in a.buckets] == [(x.bucket, x.span, x.counts) for x in b.buckets]
+    assert a.buckets and [(x.bucket, x.span, x.counts) for x in a.buckets] == [
+        (x.bucket, x.span, x.counts) for x in b.buckets
+    ]
 
 
 def test_minutes_snapshotted_by_the_counter_based_version_restore_with_their_counts():
     """Snapshots of the version before numeric tallies held Counters, or a log of pickled columns."""
-    rows = [orjson.dumps({"timestamp": T0 + i % 60, "project": ("numpy", "Zope.Interface", "requests")[i % 3],
-                          "country_code": ("DE", "US", None)[i % 3 - 1],
-                          "file": {"version": f"1.{i % 4}", "type": "sdist" if i % 5 else "bdist_wheel"},
-                          "details": {"installer": {"name": ("pip", "uv", "bandersnatch")[i % 3]},
-                                      "python": f"3.{10 + i % 3}.1", "cpu": "x86_64" if i % 2 else None}})
-            for i in range(200)]
-    (minute, cols), = parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)).minutes.items()
+    rows = [
+        orjson.dumps(
+            {
+                "timestamp": T0 + i % 60,
+                "project": ("numpy", "Zope.Interface", "requests")[i % 3],
+                "country_code": ("DE", "US", None)[i % 3 - 1],
+                "file": {"version": f"1.{i % 4}", "type": "sdist" if i % 5 else "bdist_wheel"},
+                "details": {
+                    "installer": {"name": ("pip", "uv", "bandersnatch")[i % 3]},
+                    "python": f"3.{10 + i % 3}.1",
+                    "cpu": "x86_64" if i % 2 else None,
+                },
+            }
+        )
+        for i in range(200)
+    ]
+    ((minute, cols),) = parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)).minutes.items()
     expected = MinuteRollup.merged_final([_counted(cols)], "2026-11-21")
     assert cols.projects is not cols.all_projects  # mirror downloads, left out of every dimension but one
     cols = MinuteColumns(*(c.values() for c in cols))  # as lists, as the earlier version held them
     per_project = {"with_mirrors": Counter(cols.all_projects), "overall": Counter(cols.projects)}
-    per_category = {"country": Counter(zip(cols.projects, cols.countries)),
-                    "file_type": Counter(zip(cols.projects, cols.file_types)),
-                    "version": Counter(zip(cols.projects, cols.versions))}
-    per_category.update({dim: Counter(zip(cols.projects, (v[j] for v in cols.views))) for j, dim in enumerate(VIEW_DIMS)})
-    old_states = [(per_project, per_category), ("log", [pickle.dumps([cols])], None),
-                  zlib.compress(pickle.dumps((per_project, per_category)), 1)]
+    per_category = {
+        "country": Counter(zip(cols.projects, cols.countries)),
+        "file_type": Counter(zip(cols.projects, cols.file_types)),
+        "version": Counter(zip(cols.projects, cols.versions)),
+    }
+    per_category.update(
+        {dim: Counter(zip(cols.projects, (v[j] for v in cols.views))) for j, dim in enumerate(VIEW_DIMS)}
+    )
+    old_states = [
+        (per_project, per_category),
+        ("log", [pickle.dumps([cols])], None),
+        zlib.compress(pickle.dumps((per_project, per_category)), 1),
+    ]
     for state in old_states:
         restored = MinuteRollup.__new__(MinuteRollup)
         restored.__setstate__(state)
@@ -205,10 +236,18 @@ def test_without_recovery_nothing_is_kept_once_sent():
 
 
 def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
-    rows = [orjson.dumps({"timestamp": T0 + i % 600, "project": ("numpy", "Zope.Interface", "requests")[i % 3],
-                          "country_code": ("DE", "US", None)[i % 3 - 1], "file": {"version": f"1.{i % 7}"},
-                          "details": {"installer": {"name": ("pip", "uv")[i % 2]}, "python": f"3.{10 + i % 3}.1"}})
-            for i in range(3000)]
+    rows = [
+        orjson.dumps(
+            {
+                "timestamp": T0 + i % 600,
+                "project": ("numpy", "Zope.Interface", "requests")[i % 3],
+                "country_code": ("DE", "US", None)[i % 3 - 1],
+                "file": {"version": f"1.{i % 7}"},
+                "details": {"installer": {"name": ("pip", "uv")[i % 2]}, "python": f"3.{10 + i % 3}.1"},
+            }
+        )
+        for i in range(3000)
+    ]
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
     clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
     clock.add(parse_batch(RawBatch(0, 1, [ev(T0 + 700)], 3000, False, wall=2.0)))
@@ -223,6 +262,7 @@ def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
 def test_a_sealed_block_is_merged_a_step_per_flush_and_comes_out_the_same():
     """The merge of a big block would stop the windows for seconds: unforced flushes advance it while the clock
     has credit for it (here: enough for one step per flush)."""
+
     def sealed(one_step_per_flush: bool, recovery: bool = False):
         clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, emit_every_s=0, log_open_minutes=recovery)
         if one_step_per_flush:
@@ -253,9 +293,16 @@ def test_a_live_clock_with_a_block_writer_hands_its_blocks_over_unmerged_and_the
     """With a block writer the merge is the writer's (clock.SealedBlock): the clock sends the block's packed
     minutes at once, the same rows come out of them wherever they are merged, and with recovery a restored clock
     sends them again, unmerged too."""
+
     def sealed(merge_elsewhere: bool, recovery: bool):
-        clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, emit_every_s=0, log_open_minutes=recovery,
-                      merge_elsewhere=merge_elsewhere)
+        clock = Clock(
+            lateness_s=60,
+            out_of_order_s=0,
+            idle_s=2,
+            emit_every_s=0,
+            log_open_minutes=recovery,
+            merge_elsewhere=merge_elsewhere,
+        )
         clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
         return clock, clock.flush(1.0, force=True).buckets
 
@@ -305,7 +352,7 @@ def _buckets_while_streaming(hold_blocks_events: int, seconds, step: int = 60) -
     out = []
     seconds = list(seconds)
     for i in range(0, len(seconds), step):
-        rows = zope_rows(seconds[i:i + step])
+        rows = zope_rows(seconds[i : i + step])
         last = i + step >= len(seconds)
         clock.add(parse_batch(RawBatch(0, 1, rows, i + step, False, final=last, wall=1.0)))
         flush = clock.flush(1.0 + i, force=last)

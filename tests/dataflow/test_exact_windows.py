@@ -10,8 +10,8 @@ import sys
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
 from pulse_testing import expected_windows, publish, run_flow, stored_windows
+
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer.synthetic import SyntheticSource
 
@@ -42,9 +42,9 @@ def _events(n: int, seed: int) -> list[dict]:
             row["project"] = row["project"].upper().replace("-", "_")  # `Zope_Interface` style
     # out of order: shuffle within blocks spanning several seconds
     for start in range(0, n, 2000):
-        block = rows[start:start + 2000]
+        block = rows[start : start + 2000]
         rng.shuffle(block)
-        rows[start:start + 2000] = block
+        rows[start : start + 2000] = block
     return rows
 
 
@@ -54,9 +54,25 @@ def test_batch_run_of_a_shuffled_export_at_max_speed_is_exact(tmp_path):
     export.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     sink = f"sqlite:///{tmp_path / 'run.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "run", "--source", f"file:{export}", "--speed", "max",
-         "--until-drained", "--sink", sink, "--data-dir", str(tmp_path / "data"), "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "run",
+            "--source",
+            f"file:{export}",
+            "--speed",
+            "max",
+            "--until-drained",
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,12 +90,27 @@ def test_windows_command_prints_the_shared_json_shape(tmp_path, broker, topic):
     sink = f"sqlite:///{tmp_path / 'w.db'}"
     run_flow(broker.bootstrap, topic, sink, end_offsets=publish(broker.bootstrap, topic, rows))
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "windows", "--sink", sink, "--start", "2026-11-20T23:59:50Z",
-         "--end", "2026-11-21T00:00:10Z"], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "windows",
+            "--sink",
+            sink,
+            "--start",
+            "2026-11-20T23:59:50Z",
+            "--end",
+            "2026-11-21T00:00:10Z",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [w["start"] for w in lines] == [f"2026-11-20T23:59:{s}Z" for s in range(50, 60)] + \
-        [f"2026-11-21T00:00:0{s}Z" for s in range(10)]
+    assert [w["start"] for w in lines] == [f"2026-11-20T23:59:{s}Z" for s in range(50, 60)] + [
+        f"2026-11-21T00:00:0{s}Z" for s in range(10)
+    ]
     expected = expected_windows(rows)
     for w in lines:
         assert set(w) == {"start", "downloads", "unique_packages", "countries", "top"}
@@ -98,7 +129,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_with_reasons(tmp_path, bro
         (b'{"project": "numpy", "country_code": "US"}', "missing timestamp"),
         (b'{"timestamp": "the day after tomorrow", "project": "numpy"}', "unparseable timestamp"),
         (b'{"timestamp": "2026-11-20 23:59:50 UTC", "project": 42}', "invalid event"),
-        (b'[1, 2, 3]', "invalid event"),
+        (b"[1, 2, 3]", "invalid event"),
     ]
     mixed: list = list(good)
     for i, (raw, _) in enumerate(bad):

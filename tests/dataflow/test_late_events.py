@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 from pulse_testing import poll_sink, publish
+
 from pypi_pulse.sink.base import open_sink
 
 T0 = 1795219200
-
-
 
 
 def row(sec, project="numpy", cc="US"):
@@ -23,19 +22,42 @@ def test_late_event_updates_its_window_and_too_late_event_is_dropped(tmp_path, b
     sink = f"sqlite:///{tmp_path / 'late.db'}"
     env = dict(os.environ, PYPI_PULSE_IDLE_SECONDS="0.5")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic,
-         "--sink", sink, "--data-dir", str(tmp_path / "d"), "--no-recovery", "--lateness-seconds", "60"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "dataflow",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--no-recovery",
+            "--lateness-seconds",
+            "60",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         publish(broker.bootstrap, topic, [row(T0 + s + 0.5) for s in range(300)])
         poll_sink(sink, lambda db: len(db.windows(T0, T0 + 300)) == 300)
         first = {w.start: w for w in open_sink(sink, readonly=True).windows(T0, T0 + 300)}
         assert first[T0 + 280].downloads == 1
 
-        publish(broker.bootstrap, topic, [row(T0 + 280.2, "Requests", "FR"), row(T0 + 280.9, "requests", None),
-                                          row(T0 + 3.1, "numpy", "US")])
+        publish(
+            broker.bootstrap,
+            topic,
+            [row(T0 + 280.2, "Requests", "FR"), row(T0 + 280.9, "requests", None), row(T0 + 3.1, "numpy", "US")],
+        )
         stats = poll_sink(sink, lambda db: (s := db.stats()) and s.counters.get("consumed") == 303 and s)
-        updated = poll_sink(sink, lambda db: next((w for w in db.windows(T0 + 280, T0 + 281) if w.downloads == 3), None))
+        updated = poll_sink(
+            sink, lambda db: next((w for w in db.windows(T0 + 280, T0 + 281) if w.downloads == 3), None)
+        )
         assert updated.countries == {"US": 1, "FR": 1, "ZZ": 1}
         assert updated.top == [("requests", 2), ("numpy", 1)]
         assert updated.unique_packages == 2

@@ -8,12 +8,12 @@ from collections import Counter
 
 import orjson
 import pytest
+from expected_rollups import expected_daily, make_event
 
 from pypi_pulse.dataflow import parse as P
 from pypi_pulse.dataflow.clock import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import format_bigquery_ts
-from expected_rollups import expected_daily, make_event
 
 T0 = 1795219200  # 2026-11-21T00:00:00Z
 
@@ -27,8 +27,10 @@ def events(n: int, seed: int = 7, spread_s: float = 150.0, shuffle: bool = False
 
 
 def as_bytes(evs: list[dict]) -> list[bytes]:
-    return [orjson.dumps({**e, "timestamp": format_bigquery_ts(e["timestamp"]), "url": "/x", "tls_protocol": "TLSv1.3"})
-            for e in evs]
+    return [
+        orjson.dumps({**e, "timestamp": format_bigquery_ts(e["timestamp"]), "url": "/x", "tls_protocol": "TLSv1.3"})
+        for e in evs
+    ]
 
 
 def project_counts(p: P.BatchPartial) -> Counter:
@@ -47,15 +49,24 @@ def rollups(p: P.BatchPartial) -> Counter:
 
 
 def summary(p: P.BatchPartial) -> tuple:
-    return (dict(p.country_counts), dict(project_counts(p)), dict(rollups(p)), p.max_second, p.consumed,
-            sorted(reason for _, reason in p.dead))
+    return (
+        dict(p.country_counts),
+        dict(project_counts(p)),
+        dict(rollups(p)),
+        p.max_second,
+        p.consumed,
+        sorted(reason for _, reason in p.dead),
+    )
 
 
 def by_tier(raw: RawBatch) -> dict[str, tuple]:
     events_, dead = P._decode(raw.values)
     assert not dead
-    return {"arrow": summary(P._columnar(raw)), "msgspec": summary(P._whole_batch(raw, events_)),
-            "per event": summary(P._each_event(raw, events_, []))}
+    return {
+        "arrow": summary(P._columnar(raw)),
+        "msgspec": summary(P._whole_batch(raw, events_)),
+        "per event": summary(P._each_event(raw, events_, [])),
+    }
 
 
 @pytest.mark.parametrize("shuffle", [False, True], ids=["in time order", "shuffled"])
@@ -71,14 +82,35 @@ def test_every_tier_gives_the_same_counts_as_the_independent_expectation(shuffle
 
 
 def test_unknown_fields_null_records_and_unnormalised_names_are_read_like_msgspec_reads_them():
-    rows = [{"timestamp": "2026-11-21 00:00:01.5 UTC", "project": "Zope.Interface", "country_code": None,
-             "file": None, "details": None, "extra": {"nested": [1, 2]}},
-            {"timestamp": "2026-11-21 00:00:01.7 UTC", "project": "zope_interface", "country_code": "XX",
-             "file": {"version": None, "type": "sdist", "filename": "z.tar.gz"},
-             "details": {"installer": None, "python": "3.12.1", "system": {"name": None}, "ci": False,
-                         "distro": {"name": "Ubuntu", "libc": {"lib": "glibc"}}}},
-            {"timestamp": "2026-11-21 00:00:02.0 UTC", "project": "zope-interface", "country_code": "DE",
-             "details": {"installer": {"name": "devpi"}, "python": "3.10rc1", "cpu": "aarch64", "ci": True}}]
+    rows = [
+        {
+            "timestamp": "2026-11-21 00:00:01.5 UTC",
+            "project": "Zope.Interface",
+            "country_code": None,
+            "file": None,
+            "details": None,
+            "extra": {"nested": [1, 2]},
+        },
+        {
+            "timestamp": "2026-11-21 00:00:01.7 UTC",
+            "project": "zope_interface",
+            "country_code": "XX",
+            "file": {"version": None, "type": "sdist", "filename": "z.tar.gz"},
+            "details": {
+                "installer": None,
+                "python": "3.12.1",
+                "system": {"name": None},
+                "ci": False,
+                "distro": {"name": "Ubuntu", "libc": {"lib": "glibc"}},
+            },
+        },
+        {
+            "timestamp": "2026-11-21 00:00:02.0 UTC",
+            "project": "zope-interface",
+            "country_code": "DE",
+            "details": {"installer": {"name": "devpi"}, "python": "3.10rc1", "cpu": "aarch64", "ci": True},
+        },
+    ]
     raw = RawBatch(0, 1, [orjson.dumps(r) for r in rows], 3, False, wall=1.0)
     tiers = by_tier(raw)
     assert tiers["arrow"] == tiers["msgspec"] == tiers["per event"]
@@ -86,14 +118,18 @@ def test_unknown_fields_null_records_and_unnormalised_names_are_read_like_msgspe
     assert tiers["arrow"][0] == {(T0 + 1, "ZZ"): 1, (T0 + 1, "XX"): 1, (T0 + 2, "DE"): 1}  # two capitals: kept
 
 
-@pytest.mark.parametrize("odd, reason", [
-    ({"project": 5}, "invalid event"),  # a number where a name belongs: msgspec's rule, not Arrow's coercion
-    ({"details": {"ci": "yes"}}, "invalid event"),
-    ({"details": {"installer": "pip"}}, "invalid event"),
-    ({"project": ""}, "missing project"),
-    ({"timestamp": "2026-11-21T02:00:01.5+02:00"}, None),  # readable, but not by the UTC prefix rule
-    ({"timestamp": 1795219201.5}, None),  # epoch seconds: the msgspec tier
-], ids=["numeric project", "string ci", "installer not a record", "empty project", "offset", "epoch"])
+@pytest.mark.parametrize(
+    "odd, reason",
+    [
+        ({"project": 5}, "invalid event"),  # a number where a name belongs: msgspec's rule, not Arrow's coercion
+        ({"details": {"ci": "yes"}}, "invalid event"),
+        ({"details": {"installer": "pip"}}, "invalid event"),
+        ({"project": ""}, "missing project"),
+        ({"timestamp": "2026-11-21T02:00:01.5+02:00"}, None),  # readable, but not by the UTC prefix rule
+        ({"timestamp": 1795219201.5}, None),  # epoch seconds: the msgspec tier
+    ],
+    ids=["numeric project", "string ci", "installer not a record", "empty project", "offset", "epoch"],
+)
 def test_a_batch_arrow_must_not_take_whole_is_parsed_by_the_other_tiers(odd, reason):
     good = as_bytes(events(200))
     bad = orjson.dumps({"timestamp": "2026-11-21 00:00:01.5 UTC", "project": "numpy", **odd})
@@ -109,8 +145,11 @@ def test_a_batch_arrow_must_not_take_whole_is_parsed_by_the_other_tiers(odd, rea
         assert sum(p.country_counts.values()) == 200
 
 
-@pytest.mark.parametrize("odd", [b"", b"{\"timestamp\": \"2026-11-21 00:00:01 UTC\",\n \"project\": \"numpy\"}", b"[1, 2]",
-                                 b"not json"], ids=["blank", "two lines", "not an object", "not json"])
+@pytest.mark.parametrize(
+    "odd",
+    [b"", b'{"timestamp": "2026-11-21 00:00:01 UTC",\n "project": "numpy"}', b"[1, 2]", b"not json"],
+    ids=["blank", "two lines", "not an object", "not json"],
+)
 def test_a_message_that_is_not_one_json_line_never_shifts_the_rows(odd):
     good = as_bytes(events(50))
     raw = RawBatch(0, 1, good[:25] + [odd] + good[25:], 51, False, wall=1.0)
@@ -131,7 +170,7 @@ def test_values_ending_in_a_newline_still_take_the_arrow_tier():
 
 def packed(values: list[bytes], size: int) -> RawBatch:
     """The batch the source hands over for messages of `size` events each (PACK_HEADER)."""
-    msgs = [b"\n".join(values[i:i + size]) for i in range(0, len(values), size)]
+    msgs = [b"\n".join(values[i : i + size]) for i in range(0, len(values), size)]
     return RawBatch(0, 1, msgs, len(msgs), False, wall=1.0, pack_sizes=[m.count(b"\n") + 1 for m in msgs])
 
 
@@ -144,9 +183,15 @@ def test_packed_messages_count_as_the_same_events_sent_one_per_message():
     assert raw.n_events == 1000 and raw.event_values() == values
 
 
-@pytest.mark.parametrize("odd, reason", [(b"{not json", "invalid event"), (b"", "invalid event"),
-                                         (b'{"timestamp": "2026-11-21 00:00:01 UTC"}', "missing project")],
-                         ids=["not json", "blank line", "no project"])
+@pytest.mark.parametrize(
+    "odd, reason",
+    [
+        (b"{not json", "invalid event"),
+        (b"", "invalid event"),
+        (b'{"timestamp": "2026-11-21 00:00:01 UTC"}', "missing project"),
+    ],
+    ids=["not json", "blank line", "no project"],
+)
 def test_a_bad_line_inside_a_packed_message_is_dead_lettered_alone(odd, reason):
     values = as_bytes(events(400))
     raw = packed(values[:150] + [odd] + values[150:], 100)
@@ -158,8 +203,8 @@ def test_a_bad_line_inside_a_packed_message_is_dead_lettered_alone(odd, reason):
 def test_shuffled_timestamps_with_mixed_separators_are_read_per_distinct_prefix():
     evs = events(2000, shuffle=True)
     values = as_bytes(evs)
-    values = [v.replace(b'-21 ', b'-21T', 1) if i % 3 == 0 else v for i, v in enumerate(values)]  # ISO 'T' on some
-    assert sum(b'-21T' in v for v in values) == 667
+    values = [v.replace(b"-21 ", b"-21T", 1) if i % 3 == 0 else v for i, v in enumerate(values)]  # ISO 'T' on some
+    assert sum(b"-21T" in v for v in values) == 667
     raw = RawBatch(0, 1, values, 2000, False, wall=1.0)
     tiers = by_tier(raw)
     assert tiers["arrow"] == tiers["msgspec"] == tiers["per event"]

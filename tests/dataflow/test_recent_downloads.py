@@ -7,8 +7,8 @@ import random
 from collections import Counter
 
 import orjson
-
 from expected_rollups import MIRRORS, make_event, norm
+
 from pypi_pulse.dataflow.clock import Flush, MinuteRollup, SealedBlock
 from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.recent import RecentDownloads

@@ -9,6 +9,7 @@ import sys
 import time
 
 from pulse_testing import expected_windows, publish, stored_windows
+
 from pypi_pulse.dataflow.runner import SPILL_DIR
 from pypi_pulse.producer.synthetic import SyntheticSource
 from pypi_pulse.sink.base import open_sink
@@ -28,9 +29,26 @@ def _consumed(sink_url: str) -> int:
 def _dataflow(broker, topic, sink_url, data_dir, *extra):
     env = dict(os.environ, PYPI_PULSE_EPOCH_SECONDS="0.5", PYPI_PULSE_IDLE_SECONDS="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic,
-         "--sink", sink_url, "--data-dir", str(data_dir), "--recovery", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "dataflow",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--sink",
+            sink_url,
+            "--data-dir",
+            str(data_dir),
+            "--recovery",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import random
 import threading
+from datetime import UTC
 
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import poll_sink, publish
+
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1772323200  # 2026-03-01T00:00:00Z
-
-
 
 
 def test_rollups_exact_across_midnight_with_late_and_dropped_events(broker, topic, sqlite_url):
@@ -82,7 +82,9 @@ def test_prune_drops_old_windows_rollups_and_backfill_marks(sqlite_url):
 
     newest = MIDNIGHT + 10 * 86400
     with open_sink(sqlite_url) as db:
-        db.write([WindowRow(newest - s, 1, 1, {"US": 1}, [("numpy", 1)]) for s in (0, 3599, 3600, 3601, 7200)], [], None)
+        db.write(
+            [WindowRow(newest - s, 1, 1, {"US": 1}, [("numpy", 1)]) for s in (0, 3599, 3600, 3601, 7200)], [], None
+        )
         for i in range(12):  # 12 days of stream rollups ending on the newest day, and two backfilled days
             day = MIDNIGHT + (i - 1) * 86400
             db.write([], [_bucket(day, {(_iso(day), "numpy", "overall", None): 5})], None)
@@ -101,9 +103,9 @@ def test_prune_drops_old_windows_rollups_and_backfill_marks(sqlite_url):
 
 
 def _iso(t: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
 def test_retention_settings_reach_the_store_sink(monkeypatch, tmp_path):

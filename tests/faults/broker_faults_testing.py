@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -21,8 +21,14 @@ PROJECTS = ["requests", "numpy", "boto3", "flask", "urllib3", "django", "rich"]
 
 def cli(*args: str, log: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYPI_PULSE_LOG_FORMAT": "json"}
-    return subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "ab"), stdin=subprocess.DEVNULL, env=env, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        stdin=subprocess.DEVNULL,
+        env=env,
+        **kw,
+    )
 
 
 def start_broker(port: int, tmp: Path, name: str = "broker") -> subprocess.Popen:
@@ -44,23 +50,56 @@ def write_events(path: Path, n: int, start: float, span_s: float = 20.0) -> int:
     """n well-formed events between `start` and `start + span_s`; returns n (the truth the test checks)."""
     with open(path, "wb") as f:
         for i in range(n):
-            ts = datetime.fromtimestamp(start + span_s * i / n, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-            f.write(orjson.dumps({"timestamp": ts, "country_code": ["US", "DE", "GB", None][i % 4],
-                                  "project": PROJECTS[i % len(PROJECTS)],
-                                  "details": {"installer": {"name": "pip"}, "python": "3.12.1"}}) + b"\n")
+            ts = datetime.fromtimestamp(start + span_s * i / n, UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            f.write(
+                orjson.dumps(
+                    {
+                        "timestamp": ts,
+                        "country_code": ["US", "DE", "GB", None][i % 4],
+                        "project": PROJECTS[i % len(PROJECTS)],
+                        "details": {"installer": {"name": "pip"}, "python": "3.12.1"},
+                    }
+                )
+                + b"\n"
+            )
     return n
 
 
 def produce_file(bootstrap: str, path: Path, tmp: Path, *extra: str) -> None:
     log = tmp / f"produce-{path.stem}.log"
-    proc = cli("produce", "--bootstrap-servers", bootstrap, "--source", f"file:{path}", "--speed", "max",
-               "--no-progress", "--partitions", "4", "--data-dir", str(tmp / "producer"), *extra, log=log)
+    proc = cli(
+        "produce",
+        "--bootstrap-servers",
+        bootstrap,
+        "--source",
+        f"file:{path}",
+        "--speed",
+        "max",
+        "--no-progress",
+        "--partitions",
+        "4",
+        "--data-dir",
+        str(tmp / "producer"),
+        *extra,
+        log=log,
+    )
     assert proc.wait(120) == 0, log.read_text()
 
 
 def start_dataflow(bootstrap: str, sink: str, data_dir: Path, metrics_port: int, log: Path) -> subprocess.Popen:
-    return cli("dataflow", "--bootstrap-servers", bootstrap, "--sink", sink, "--data-dir", str(data_dir),
-               "--recovery", "--metrics-port", str(metrics_port), log=log)
+    return cli(
+        "dataflow",
+        "--bootstrap-servers",
+        bootstrap,
+        "--sink",
+        sink,
+        "--data-dir",
+        str(data_dir),
+        "--recovery",
+        "--metrics-port",
+        str(metrics_port),
+        log=log,
+    )
 
 
 def stored_downloads(sink: str) -> int:
@@ -94,8 +133,11 @@ def metric(port: int, name: str) -> float:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     except requests.ConnectionError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def log_events(path: Path, event: str) -> list[dict]:
@@ -115,7 +157,7 @@ def summary_table(log: Path, title: str) -> dict[str, int]:
     """The numbers of the summary table a command printed last (`pypi-pulse produce`: read, sent, failed...)."""
     text = log.read_text(errors="replace")
     rows: dict[str, int] = {}
-    for line in text[text.rindex(title):].splitlines()[1:]:
+    for line in text[text.rindex(title) :].splitlines()[1:]:
         cells = [c.strip() for c in line.strip("│ ").split("│")]
         if len(cells) == 2 and cells[1].replace(",", "").isdigit():
             rows[cells[0]] = int(cells[1].replace(",", ""))

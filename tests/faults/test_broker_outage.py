@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
+from broker_faults_testing import (
+    PROJECTS,
+    cli,
+    log_events,
+    metric,
+    start_broker,
+    start_dataflow,
+    stop,
+    stored_downloads,
+    summary_table,
+    wait_for,
+    write_events,
+)
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from broker_faults_testing import (PROJECTS, cli, log_events, metric, start_broker, start_dataflow, stop,
-                                   stored_downloads, summary_table, wait_for, write_events)
 from pypi_pulse.broker import free_port
 
 
@@ -25,8 +36,19 @@ def test_ctrl_c_of_a_producer_whose_broker_is_gone_stops_within_5_s_and_reports_
     write_events(tmp_path / "events.ndjson", 20000, time.time() - 300, span_s=200.0)
     broker = start_broker(port, tmp_path)
     plog = tmp_path / "producer.log"
-    producer = cli("produce", "--bootstrap-servers", bootstrap, "--source", f"file:{tmp_path / 'events.ndjson'}",
-                   "--speed", "10x", "--no-progress", "--data-dir", str(tmp_path / "p"), log=plog)
+    producer = cli(
+        "produce",
+        "--bootstrap-servers",
+        bootstrap,
+        "--source",
+        f"file:{tmp_path / 'events.ndjson'}",
+        "--speed",
+        "10x",
+        "--no-progress",
+        "--data-dir",
+        str(tmp_path / "p"),
+        log=plog,
+    )
     try:
         time.sleep(2)  # let it send for a while: the scenario, not a wait for a condition
         assert stop(broker) == 0
@@ -58,17 +80,33 @@ def _paced_export(path, start: float) -> None:
     with open(path, "wb") as f:
         for i in range(A + B):
             t = start + A_S * i / A if i < A else start + A_S + GAP_S + B_S * (i - A) / B
-            ts = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            ts = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
             project = "x" * 200 if i in bad_at else PROJECTS[i % len(PROJECTS)]
-            f.write(orjson.dumps({"timestamp": ts, "country_code": "US", "project": project,
-                                  "details": {"installer": {"name": "pip"}, "python": "3.12.1"}}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "timestamp": ts,
+                        "country_code": "US",
+                        "project": project,
+                        "details": {"installer": {"name": "pip"}, "python": "3.12.1"},
+                    }
+                )
+                + b"\n"
+            )
 
 
 def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
     """Every message of the dead-letter topic, read to the end of each partition (not to the listed end offset,
     which the embedded broker reports too low)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-dead-letters", "enable.partition.eof": True,
-                  "auto.offset.reset": "earliest", "log_level": 0})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-dead-letters",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "log_level": 0,
+        }
+    )
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     out, ended, deadline = [], set(), time.monotonic() + 30
@@ -93,14 +131,38 @@ def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path)
     flow = producer = None
     try:
         # the topics first (a producer with nothing to send creates them), then the dataflow, then the stream
-        empty = cli("produce", "--bootstrap-servers", bootstrap, "--source", "synthetic", "--count", "0",
-                    "--partitions", "4", "--data-dir", str(tmp_path / "p0"), log=tmp_path / "topics.log")
+        empty = cli(
+            "produce",
+            "--bootstrap-servers",
+            bootstrap,
+            "--source",
+            "synthetic",
+            "--count",
+            "0",
+            "--partitions",
+            "4",
+            "--data-dir",
+            str(tmp_path / "p0"),
+            log=tmp_path / "topics.log",
+        )
         assert empty.wait(60) == 0, (tmp_path / "topics.log").read_text()
         flow = start_dataflow(bootstrap, sink, tmp_path / "flow", flow_port, flog)
         wait_for(lambda: metric(flow_port, "pypi_pulse_dataflow_partition_at_end") == 4, 90, "the dataflow reading")
-        producer = cli("produce", "--bootstrap-servers", bootstrap, "--source", f"file:{export}", "--speed", "1x",
-                       "--no-progress", "--data-dir", str(tmp_path / "p"), "--metrics-port", str(producer_port),
-                       log=plog)
+        producer = cli(
+            "produce",
+            "--bootstrap-servers",
+            bootstrap,
+            "--source",
+            f"file:{export}",
+            "--speed",
+            "1x",
+            "--no-progress",
+            "--data-dir",
+            str(tmp_path / "p"),
+            "--metrics-port",
+            str(producer_port),
+            log=plog,
+        )
 
         def acked() -> float:
             return metric(producer_port, "pypi_pulse_producer_events_sent_total")
@@ -114,8 +176,11 @@ def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path)
         gone = time.monotonic()
         wait_for(lambda: log_events(plog, "kafka.broker_unavailable"), 10, "the producer saying the broker is away")
         acked_by_the_broker_that_went = acked()
-        wait_for(lambda: metric(producer_port, "pypi_pulse_producer_events_read_total") > A, 20,
-                 "the producer reading on while the broker is away")
+        wait_for(
+            lambda: metric(producer_port, "pypi_pulse_producer_events_read_total") > A,
+            20,
+            "the producer reading on while the broker is away",
+        )
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - gone)))  # the outage itself: the scenario, not a wait
         consumed_before = consumed()  # nothing can be read while the broker is away
         assert log_events(plog, "producer.undelivered") == []
@@ -132,9 +197,11 @@ def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path)
         dead = _dead_letters(bootstrap, "pypi-downloads-dlq")
         assert stop(flow) == 0, flog.read_text()[-3000:]
         flow = None
-        print(f"\nrecovered {recovered_s:.1f} s after the broker returned; producer done after {finished_s:.1f} s; "
-              f"all counted after {counted_s:.1f} s; lost with the broker {lost:g}; "
-              f"acknowledged by it {acked_by_the_broker_that_went:g}, read by the dataflow {consumed_before:g}")
+        print(
+            f"\nrecovered {recovered_s:.1f} s after the broker returned; producer done after {finished_s:.1f} s; "
+            f"all counted after {counted_s:.1f} s; lost with the broker {lost:g}; "
+            f"acknowledged by it {acked_by_the_broker_that_went:g}, read by the dataflow {consumed_before:g}"
+        )
 
         assert stored_downloads(sink) == truth == A + B - BAD
         # what the broker acknowledged that the dataflow had not read is reported, and only that
@@ -148,7 +215,9 @@ def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path)
         # one line of ours when the broker went, one again 30 s on, not librdkafka's
         assert 1 <= len(log_events(plog, "kafka.broker_unavailable")) <= 2
         for component in ("dataflow", "dataflow_dead_letters"):  # its consumers, and its dead-letter producer
-            assert 1 <= len([r for r in log_events(flog, "kafka.broker_unavailable") if r["component"] == component]) <= 2
+            assert (
+                1 <= len([r for r in log_events(flog, "kafka.broker_unavailable") if r["component"] == component]) <= 2
+            )
         assert "%3|" not in plog.read_text() and "%3|" not in flog.read_text()
         # the dataflow's dead letters made it to the restarted broker
         from_flow = [h for _v, h in dead if h.get("stage") == "dataflow"]

@@ -8,9 +8,9 @@ import signal
 import time
 
 import psutil
+from broker_faults_testing import start_broker, stop, wait_for
 from confluent_kafka import Producer
 
-from broker_faults_testing import start_broker, stop, wait_for
 from pypi_pulse.broker import free_port
 
 
@@ -28,8 +28,11 @@ def test_a_sigkilled_broker_wrapper_leaves_no_tansu_and_its_port_binds_again_at_
     p.list_topics(timeout=10)
     os.kill(wrapper.pid, signal.SIGKILL)
     wrapper.wait(10)
-    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in tansu), 10,
-             "the Tansu child to exit with its wrapper")
+    wait_for(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in tansu),
+        10,
+        "the Tansu child to exit with its wrapper",
+    )
     del p
     started = time.monotonic()
     again = start_broker(port, tmp_path, "broker-again")

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import time
 
-from broker_faults_testing import (log_events, metric, produce_file, start_broker, start_dataflow, stop,
-                                   stored_downloads, wait_for, write_events)
+from broker_faults_testing import (
+    log_events,
+    metric,
+    produce_file,
+    start_broker,
+    start_dataflow,
+    stop,
+    stored_downloads,
+    wait_for,
+    write_events,
+)
+
 from pypi_pulse.broker import free_port
 
 N, M = 3000, 1000  # M < N: on every partition the new log ends before the old offsets
@@ -35,7 +45,9 @@ def test_a_resumed_dataflow_reads_the_restarted_brokers_new_log_from_its_start(t
         assert stop(flow) == 0, flow_log.read_text()[-3000:]
         # a resume on the same, healthy broker is no reset
         flow = start_dataflow(bootstrap, sink, tmp_path / "flow", mport, flow_log)
-        wait_for(lambda: metric(mport, "pypi_pulse_dataflow_partition_at_end") == 4, 60, "every partition read to its end")
+        wait_for(
+            lambda: metric(mport, "pypi_pulse_dataflow_partition_at_end") == 4, 60, "every partition read to its end"
+        )
         assert stop(flow) == 0
         assert log_events(flow_log, "source.offset_reset") == []
 
@@ -51,8 +63,9 @@ def test_a_resumed_dataflow_reads_the_restarted_brokers_new_log_from_its_start(t
         logged = log_events(flow_log, "source.offset_reset")
         # one per partition that held events (keys put them on three or four of the four): each was beyond the new end
         assert logged and resets == len(logged)
-        assert all(r["level"] == "error" and r["resume_offset"] > r["log_end"] >= 0 and r["log_start"] == 0
-                   for r in logged)
+        assert all(
+            r["level"] == "error" and r["resume_offset"] > r["log_end"] >= 0 and r["log_start"] == 0 for r in logged
+        )
         assert sum(r["resume_offset"] for r in logged) == n == skipped  # one event per message
         assert sum(r["log_end"] for r in logged) == m
     finally:
@@ -109,8 +122,9 @@ def test_a_resumed_dataflow_tells_a_new_log_already_longer_than_its_offsets_by_t
         assert stored_downloads(sink) == n + big
         logged = log_events(flow_log, "source.offset_reset")
         assert logged and resets == len(logged)
-        assert all(r["level"] == "error" and "id changed" in r["reason"] and r["log_end"] > r["resume_offset"]
-                   for r in logged)
+        assert all(
+            r["level"] == "error" and "id changed" in r["reason"] and r["log_end"] > r["resume_offset"] for r in logged
+        )
         assert sum(r["resume_offset"] for r in logged) == n
     finally:
         stop(broker)

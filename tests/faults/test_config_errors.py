@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from pulse_testing import marked_processes, port_is_free, run_pulse
+
 from pypi_pulse.broker import free_port
 
 WINDOW_RANGE = ["--start", "2026-11-20T00:00:00Z", "--end", "2026-11-21T00:00:00Z"]
@@ -39,8 +39,11 @@ def test_broken_toml_names_the_file_the_line_and_the_problem(tmp_path):
     cfg = tmp_path / "pulse.toml"
     cfg.write_text('rate = 2000\nsink = "sqlite:///x.db\n')  # an unterminated string on line 2
     port = free_port()
-    for args in (["produce", "--bootstrap-servers", "127.0.0.1:1"], ["serve", "--port", str(port)],
-                 ["windows", *WINDOW_RANGE]):
+    for args in (
+        ["produce", "--bootstrap-servers", "127.0.0.1:1"],
+        ["serve", "--port", str(port)],
+        ["windows", *WINDOW_RANGE],
+    ):
         line = refused([*args, "--config", str(cfg), "--data-dir", str(tmp_path)], ports=(port,))
         assert str(cfg) in line and "line 2" in line and "TOML" in line, line
 
@@ -84,8 +87,19 @@ def test_directory_given_as_input_file_says_it_is_a_directory(command, tmp_path)
 
 def test_missing_credentials_file_and_a_data_dir_that_is_a_file_are_one_line(tmp_path):
     key = tmp_path / "key.json"
-    line = refused(["produce", "--source", "bigquery", "--credentials", str(key), "--billing-project", "p",
-                    "--bootstrap-servers", f"127.0.0.1:{free_port()}"])  # told before any broker is tried
+    line = refused(
+        [
+            "produce",
+            "--source",
+            "bigquery",
+            "--credentials",
+            str(key),
+            "--billing-project",
+            "p",
+            "--bootstrap-servers",
+            f"127.0.0.1:{free_port()}",
+        ]
+    )  # told before any broker is tried
     assert f"{key} does not exist" in line and "--credentials" in line, line
     a_file = tmp_path / "state"
     a_file.write_text("not a directory")
@@ -107,8 +121,9 @@ def test_unreadable_input_file_is_one_line(tmp_path):
 def test_serve_and_metrics_refuse_a_sink_that_does_not_exist(command, tmp_path):
     port = free_port()
     missing = tmp_path / "no" / "such" / "dir" / "pulse.db"
-    line = refused([command, "--sink", f"sqlite:///{missing}", "--port", str(port), "--data-dir", str(tmp_path)],
-                   ports=(port,))
+    line = refused(
+        [command, "--sink", f"sqlite:///{missing}", "--port", str(port), "--data-dir", str(tmp_path)], ports=(port,)
+    )
     assert "no such sink" in line and "--sink" in line, line
     assert not missing.parent.exists()  # not created either
 

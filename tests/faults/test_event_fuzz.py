@@ -7,30 +7,72 @@ from __future__ import annotations
 import json
 
 import orjson
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.source import RawBatch
 
-VALID = {"timestamp": "2026-11-20 08:00:01.123456 UTC", "country_code": "US", "project": "requests",
-         "file": {"filename": "requests-2.32.3-py3-none-any.whl", "project": "requests", "version": "2.32.3",
-                  "type": "bdist_wheel"},
-         "details": {"installer": {"name": "pip"}, "python": "3.12.1", "system": {"name": "Linux"}, "cpu": "x86_64",
-                     "ci": None}}
+VALID = {
+    "timestamp": "2026-11-20 08:00:01.123456 UTC",
+    "country_code": "US",
+    "project": "requests",
+    "file": {
+        "filename": "requests-2.32.3-py3-none-any.whl",
+        "project": "requests",
+        "version": "2.32.3",
+        "type": "bdist_wheel",
+    },
+    "details": {
+        "installer": {"name": "pip"},
+        "python": "3.12.1",
+        "system": {"name": "Linux"},
+        "cpu": "x86_64",
+        "ci": None,
+    },
+}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 # where a mutation lands: every field the parser reads, and nested ones
-PATHS = [("timestamp",), ("country_code",), ("project",), ("file",), ("file", "project"), ("file", "version"),
-         ("details",), ("details", "installer"), ("details", "installer", "name"), ("details", "python"),
-         ("details", "system"), ("details", "ci")]
+PATHS = [
+    ("timestamp",),
+    ("country_code",),
+    ("project",),
+    ("file",),
+    ("file", "project"),
+    ("file", "version"),
+    ("details",),
+    ("details", "installer"),
+    ("details", "installer", "name"),
+    ("details", "python"),
+    ("details", "system"),
+    ("details", "ci"),
+]
 timestamps = st.one_of(
-    st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([1e18, 1e300, -1.0, 0, "9999-12-31 23:59:59 UTC", "2015-06-01 00:00:00 UTC", "10000-01-01",
-                     "2026-11-20T08:00:01Z", "2026-11-20 08:00:01.5+02:00", "", " UTC", "\ufeff2026-11-20"]),
-    st.text(max_size=40))
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            1e18,
+            1e300,
+            -1.0,
+            0,
+            "9999-12-31 23:59:59 UTC",
+            "2015-06-01 00:00:00 UTC",
+            "10000-01-01",
+            "2026-11-20T08:00:01Z",
+            "2026-11-20 08:00:01.5+02:00",
+            "",
+            " UTC",
+            "\ufeff2026-11-20",
+        ]
+    ),
+    st.text(max_size=40),
+)
 
 
 def _set(event: dict, path: tuple, value) -> bytes:
@@ -76,7 +118,7 @@ def batches(draw) -> RawBatch:
     packs, sizes, i = [], [], 0
     while i < len(values):
         k = draw(st.integers(1, 8))
-        message = b"\n".join(values[i:i + k])
+        message = b"\n".join(values[i : i + k])
         packs.append(message)
         sizes.append(message.count(b"\n") + 1)
         i += k
@@ -98,8 +140,14 @@ def test_every_event_of_any_batch_is_counted_or_dead_lettered(raw):
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(st.lists(st.sampled_from([1e18, 1e300, "9999-12-31 23:59:59 UTC", "2015-12-31 23:59:59 UTC", 10**25]),
-                min_size=1, max_size=5), st.integers(0, 50))
+@given(
+    st.lists(
+        st.sampled_from([1e18, 1e300, "9999-12-31 23:59:59 UTC", "2015-12-31 23:59:59 UTC", 10**25]),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(0, 50),
+)
 def test_out_of_bounds_times_among_valid_events_are_dead_lettered_with_their_reason(bad_times, n_good):
     good = [orjson.dumps(VALID)] * n_good
     bad = [_set(VALID, ("timestamp",), t) for t in bad_times]
@@ -107,6 +155,7 @@ def test_out_of_bounds_times_among_valid_events_are_dead_lettered_with_their_rea
     p = parse_batch(raw)
     assert sum(p.country_counts.values()) == n_good
     reasons = sorted(r.split(":")[0] for _, r in p.dead)
-    expected = sorted("timestamp_before_2016" if str(t).startswith("2015") else "timestamp_in_future"
-                      for t in bad_times)
+    expected = sorted(
+        "timestamp_before_2016" if str(t).startswith("2015") else "timestamp_in_future" for t in bad_times
+    )
     assert reasons == expected

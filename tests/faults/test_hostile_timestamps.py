@@ -12,31 +12,43 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import requests
 from confluent_kafka import Consumer, TopicPartition
-
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
+
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC).timestamp()
 PROJECTS = ["requests", "numpy", "boto3", "flask", "urllib3"]
 FAR_FUTURE = "9999-12-31 23:59:59 UTC"
 PRUNE_EVERY_S = 60  # the store step prunes (retention) and summarises this often: dataflow/outputs.py
 
 
 def _events(start: float, n: int, span_s: float = 60.0) -> list[dict]:
-    return [{"timestamp": datetime.fromtimestamp(start + span_s * i / n, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC"),
-             "country_code": ["US", "DE", "XK", None][i % 4], "project": PROJECTS[i % len(PROJECTS)],
-             "details": {"installer": {"name": "pip"}, "python": "3.12.1"}} for i in range(n)]
+    return [
+        {
+            "timestamp": datetime.fromtimestamp(start + span_s * i / n, UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC"),
+            "country_code": ["US", "DE", "XK", None][i % 4],
+            "project": PROJECTS[i % len(PROJECTS)],
+            "details": {"installer": {"name": "pip"}, "python": "3.12.1"},
+        }
+        for i in range(n)
+    ]
 
 
 def _dead_letters(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list[tuple[bytes, str]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.monotonic_ns()}",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     c.assign([TopicPartition(topic, 0, 0)])
     out, deadline = [], time.monotonic() + timeout
     try:
@@ -52,9 +64,24 @@ def _dead_letters(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> 
 
 def _serve(sink: str, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "serve", "--port", str(port), "--sink", sink,
-                             "--data-dir", str(tmp_path / "serve"), "--public-api"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / "serve"),
+            "--public-api",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -76,9 +103,28 @@ def test_a_far_future_event_in_a_live_dataflow_is_dead_lettered_and_changes_noth
     sink = f"sqlite:///{tmp_path / 'live.db'}"
     env = dict(os.environ, PYPI_PULSE_DLQ_TOPIC=topic + "-dlq")
     flow = subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic,
-         "--sink", sink, "--data-dir", str(tmp_path / "d"), "--no-recovery", "--lateness-seconds", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "dataflow",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--no-recovery",
+            "--lateness-seconds",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     serve = None
     try:
         first, second = _events(T0, 2000), _events(T0 + 60, 2000)
@@ -110,8 +156,12 @@ def test_a_far_future_event_in_a_live_dataflow_is_dead_lettered_and_changes_noth
 
         sealed = first + second
         requests_sealed = sum(e["project"] == "requests" for e in sealed)
-        poll_sink(sink, lambda db: sum(n for *_, n in db.daily("requests", "overall", "2026-11-20", "2026-11-20"))
-                  == requests_sealed)
+        poll_sink(
+            sink,
+            lambda db: (
+                sum(n for *_, n in db.daily("requests", "overall", "2026-11-20", "2026-11-20")) == requests_sealed
+            ),
+        )
         with open_sink(sink, readonly=True) as db:
             assert sum(n for *_, n in db.daily(None, "overall", "2026-11-20", "2026-11-20")) == len(sealed)
         serve, base = _serve(sink, tmp_path)
@@ -136,18 +186,37 @@ def test_a_far_future_event_in_a_live_dataflow_is_dead_lettered_and_changes_noth
 def test_out_of_range_epochs_and_a_2015_time_in_a_batch_run_are_dead_lettered_and_the_rest_exact(tmp_path):
     good = _events(T0, 1000, span_s=30)
     lines = [orjson.dumps(e) for e in good]
-    bad = [b'{"timestamp": 1e18, "project": "requests", "country_code": "US"}',
-           b'{"timestamp": 1e300, "project": "numpy", "country_code": "US"}',
-           b'{"timestamp": "2015-06-01 12:00:00.000000 UTC", "project": "boto3", "country_code": "DE"}']
+    bad = [
+        b'{"timestamp": 1e18, "project": "requests", "country_code": "US"}',
+        b'{"timestamp": 1e300, "project": "numpy", "country_code": "US"}',
+        b'{"timestamp": "2015-06-01 12:00:00.000000 UTC", "project": "boto3", "country_code": "DE"}',
+    ]
     for i, b in enumerate(bad):
         lines.insert(250 + 100 * i, b)
     export = tmp_path / "export.ndjson"
     export.write_bytes(b"\n".join(lines) + b"\n")
     sink = f"sqlite:///{tmp_path / 'batch.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "run", "--source", f"file:{export}", "--speed", "max",
-         "--until-drained", "--json", "--sink", sink, "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "run",
+            "--source",
+            f"file:{export}",
+            "--speed",
+            "max",
+            "--until-drained",
+            "--json",
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (summary["counted"], summary["dead_lettered"], summary["dropped"]) == (1000, 3, 0)

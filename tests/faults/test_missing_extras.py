@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from pulse_testing import marked_processes, run_pulse, stored_windows
+
 from pypi_pulse.broker import free_port
 
 POSTGRES_URL = "postgresql://pulse:pulse@127.0.0.1:5432/pulse_test"  # never reached: refused before connecting
@@ -56,20 +56,30 @@ def test_the_simulated_missing_module_really_is_missing(without, tmp_path):
     import subprocess
     import sys
 
-    script = "import importlib, sys\nfor m in sys.argv[1:]:\n    try:\n        importlib.import_module(m); print(m, 'ok')\n" \
-             "    except ImportError:\n        print(m, 'missing')\n"
-    proc = subprocess.run([sys.executable, "-c", script, "psycopg", "orjson"], env={**os.environ, **without("psycopg")},
-                          capture_output=True, text=True, check=True)
+    script = (
+        "import importlib, sys\nfor m in sys.argv[1:]:\n    try:\n        importlib.import_module(m); print(m, 'ok')\n"
+        "    except ImportError:\n        print(m, 'missing')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "psycopg", "orjson"],
+        env={**os.environ, **without("psycopg")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert proc.stdout.split("\n")[:2] == ["psycopg missing", "orjson ok"]
 
 
 @pytest.mark.parametrize("missing", ["psycopg", "psycopg_pool"])
-@pytest.mark.parametrize("command", [
-    ["windows", "--start", "2026-11-20T00:00:00Z", "--end", "2026-11-21T00:00:00Z"],
-    ["serve", "--port", str(free_port())],
-    ["metrics", "--port", str(free_port())],
-    ["backfill", "--source", "synthetic", "--start", "2026-05-01", "--end", "2026-05-01", "--no-progress"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["windows", "--start", "2026-11-20T00:00:00Z", "--end", "2026-11-21T00:00:00Z"],
+        ["serve", "--port", str(free_port())],
+        ["metrics", "--port", str(free_port())],
+        ["backfill", "--source", "synthetic", "--start", "2026-05-01", "--end", "2026-05-01", "--no-progress"],
+    ],
+)
 def test_a_postgresql_sink_without_the_postgres_extra_names_the_extra(without, command, missing):
     line = refused(command, {**without(missing), "PYPI_PULSE_SINK": POSTGRES_URL})  # as the deploy files set it
     assert f"module {missing} is not installed" in line
@@ -77,21 +87,52 @@ def test_a_postgresql_sink_without_the_postgres_extra_names_the_extra(without, c
 
 
 def test_the_dataflow_on_a_postgresql_sink_without_the_postgres_extra_names_the_extra(without, broker, topic):
-    line = refused(["dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", POSTGRES_URL],
-                   without("psycopg"))
+    line = refused(
+        ["dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", POSTGRES_URL],
+        without("psycopg"),
+    )
     assert "pip install 'pypi-pulse[postgres]'" in line
 
 
 def test_a_bigquery_backfill_without_the_bigquery_extra_names_the_extra(without, sqlite_url):
-    line = refused(["backfill", "--source", "bigquery", "--billing-project", "p", "--start", "2026-05-01",
-                    "--end", "2026-05-01", "--no-progress", "--sink", sqlite_url], without("google.cloud.bigquery"))
+    line = refused(
+        [
+            "backfill",
+            "--source",
+            "bigquery",
+            "--billing-project",
+            "p",
+            "--start",
+            "2026-05-01",
+            "--end",
+            "2026-05-01",
+            "--no-progress",
+            "--sink",
+            sqlite_url,
+        ],
+        without("google.cloud.bigquery"),
+    )
     assert "the BigQuery source needs the bigquery extra" in line and "pip install 'pypi-pulse[bigquery]'" in line
 
 
 def test_a_bigquery_producer_without_the_bigquery_extra_names_the_extra(without, broker, topic, tmp_path):
-    line = refused(["produce", "--source", "bigquery", "--billing-project", "p", "--bootstrap-servers",
-                    broker.bootstrap, "--topic", topic, "--no-progress", "--data-dir", str(tmp_path)],
-                   without("google.cloud.bigquery"))
+    line = refused(
+        [
+            "produce",
+            "--source",
+            "bigquery",
+            "--billing-project",
+            "p",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--no-progress",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        without("google.cloud.bigquery"),
+    )
     assert "pip install 'pypi-pulse[bigquery]'" in line
 
 
@@ -100,9 +141,24 @@ def test_the_base_install_runs_the_embedded_pipeline_without_any_extra(without, 
     with no extra installed, and every event is stored."""
     sink = f"sqlite:///{tmp_path / 'pulse.db'}"
     n = 3000
-    proc, _ = run_pulse("run", "--source", "synthetic", "--count", str(n), "--rate", "100000", "--seed", "7",
-                        "--sink", sink, "--data-dir", str(tmp_path / "data"), "--json",
-                        env=without(*EXTRA_MODULES), timeout=120)
+    proc, _ = run_pulse(
+        "run",
+        "--source",
+        "synthetic",
+        "--count",
+        str(n),
+        "--rate",
+        "100000",
+        "--seed",
+        "7",
+        "--sink",
+        sink,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        env=without(*EXTRA_MODULES),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "not installed" not in proc.stderr
     assert sum(w["downloads"] for w in stored_windows(sink).values()) == n

@@ -10,7 +10,6 @@ import time
 import psutil
 import pytest
 import requests
-
 from web_faults_testing import PASSWORD, USER, Serve, from_address, login_form, prepare_data_dir
 
 BURST = 200
@@ -137,8 +136,11 @@ def test_sign_in_without_the_forms_csrf_token_is_refused_before_any_password_che
     foreign = login_form(other, serve.url)["csrf_token"]
     http = requests.Session()
     http.get(serve.url + "/login")
-    r = http.post(serve.url + "/login", data={"username": USER, "password": PASSWORD, "csrf_token": foreign},
-                  allow_redirects=False)
+    r = http.post(
+        serve.url + "/login",
+        data={"username": USER, "password": PASSWORD, "csrf_token": foreign},
+        allow_redirects=False,
+    )
     assert r.status_code == 400
     assert http.get(serve.url + "/_dash-layout").status_code == 401
     assert serve.events("password checked") == []

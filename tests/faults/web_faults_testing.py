@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 
 from dashboard_testing import PASSWORD, USER, fill, login_form  # noqa: E402
+
 from pypi_pulse.broker import free_port  # noqa: E402
 from pypi_pulse.dashboard.users import UserStore  # noqa: E402
 
@@ -40,10 +41,27 @@ class Serve:
         self.log_path = data_dir / f"serve-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pypi_pulse.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--sink", sink_url, "--data-dir", str(data_dir), "--log-level", "info", *args],
-            stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYPI_PULSE_LOG_FORMAT": "json", **(env or {})})
+            [
+                sys.executable,
+                "-m",
+                "pypi_pulse.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--sink",
+                sink_url,
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "info",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYPI_PULSE_LOG_FORMAT": "json", **(env or {})},
+        )
         deadline = time.monotonic() + 60
         while True:
             try:

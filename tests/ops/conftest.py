@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 import requests
-
 from prom_helpers import Prometheus, need, poll
+
 from pypi_pulse.broker import free_port
 
 
@@ -29,9 +29,16 @@ def prometheus(tmp_path):
         cfg.write_text("\n".join(lines) + "\n")
         log = tmp_path / "prometheus.log"
         proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         p = Prometheus(f"http://127.0.0.1:{port}", proc, log)
         started.append(p)
@@ -52,8 +59,6 @@ def prometheus(tmp_path):
         except subprocess.TimeoutExpired:
             p.proc.kill()
             p.proc.wait(5)
-
-
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

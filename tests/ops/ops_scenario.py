@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
 # 200 s ending a minute after a 10-minute boundary: with a 60 s lateness the first rollup block (09:50–10:00)
 # is sealed while the stream runs, the rest is not
-T0 = int(datetime(2026, 11, 20, 9, 57, 40, tzinfo=timezone.utc).timestamp())
+T0 = int(datetime(2026, 11, 20, 9, 57, 40, tzinfo=UTC).timestamp())
 SECONDS = 200
 LATENESS_S = 60
 SPAN_S = 10
@@ -27,13 +27,21 @@ def make_events(rng: random.Random):
         for _ in range(80 if sec == T0 + SECONDS - 1 else rng.randint(5, 40)):  # a full top 10 in the last second
             project = rng.choices(PROJECTS, WEIGHTS)[0]
             installer = "bandersnatch" if rng.random() < 0.03 else "pip"
-            e = {"timestamp": f"{datetime.fromtimestamp(sec + rng.random() * 0.99, timezone.utc):%Y-%m-%d %H:%M:%S.%f} UTC",
-                 "country_code": rng.choice(COUNTRIES), "project": project,
-                 "file": {"project": project, "version": "1.0", "type": "bdist_wheel"},
-                 "details": {"installer": {"name": installer}, "python": "3.12.1", "system": {"name": "Linux"}}}
+            e = {
+                "timestamp": f"{datetime.fromtimestamp(sec + rng.random() * 0.99, UTC):%Y-%m-%d %H:%M:%S.%f} UTC",
+                "country_code": rng.choice(COUNTRIES),
+                "project": project,
+                "file": {"project": project, "version": "1.0", "type": "bdist_wheel"},
+                "details": {"installer": {"name": installer}, "python": "3.12.1", "system": {"name": "Linux"}},
+            }
             good.append((sec, e))
             lines.append(orjson.dumps(e))
-    bad = {"invalid_event": [b"{not json", b"[1, 2"], "missing_project": [orjson.dumps({"timestamp": f"{datetime.fromtimestamp(T0 + 5, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"})]}
+    bad = {
+        "invalid_event": [b"{not json", b"[1, 2"],
+        "missing_project": [
+            orjson.dumps({"timestamp": f"{datetime.fromtimestamp(T0 + 5, UTC):%Y-%m-%d %H:%M:%S} UTC"})
+        ],
+    }
     for i, b in enumerate(bad["invalid_event"] + bad["missing_project"]):
         lines.insert(100 + i * 500, b)
     return good, lines, {k: len(v) for k, v in bad.items()}

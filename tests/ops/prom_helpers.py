@@ -6,12 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 import requests
-
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -20,7 +20,9 @@ DEPLOY = REPO / "deploy"
 def need(binary: str) -> str:
     path = shutil.which(binary) or (f"/usr/bin/{binary}" if Path(f"/usr/bin/{binary}").exists() else None)
     if path is None:
-        pytest.fail(f"{binary} is not installed: run .ci/run (it installs Debian's prometheus), or apt-get install prometheus")
+        pytest.fail(
+            f"{binary} is not installed: run .ci/run (it installs Debian's prometheus), or apt-get install prometheus"
+        )
     return path
 
 

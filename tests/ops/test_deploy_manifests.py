@@ -23,9 +23,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from prom_helpers import DEPLOY, need
 from pulse_testing import pulse_command
+
 from pypi_pulse.config import Settings
 
 KUBERNETES = DEPLOY / "kubernetes"
@@ -65,10 +65,12 @@ def our_compose_services() -> dict[str, dict]:
 
 def scrape_jobs(path: Path) -> dict[str, list[str]]:
     cfg = yaml.safe_load(path.read_text())
-    return {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]] for job in cfg["scrape_configs"]}
+    return {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]] for job in cfg["scrape_configs"]
+    }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def command_help(command: str) -> str:
     proc = subprocess.run([pulse_command(), command, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"`pypi-pulse {command}` is no command: {proc.stderr}"
@@ -81,6 +83,7 @@ def flag_value(args: list[str], flag: str) -> str | None:
 
 # --------------------------------------------------------------------------------------------- Kubernetes
 
+
 def test_every_kubernetes_manifest_is_valid_for_kubernetes_1_37():
     """Strict: an unknown or misplaced field fails, not only a missing one. The Kustomization (kustomize's, not the
     API server's) and the ServiceMonitor (a Prometheus Operator CRD, no schema shipped) are checked by the tests
@@ -88,13 +91,21 @@ def test_every_kubernetes_manifest_is_valid_for_kubernetes_1_37():
     import kubernetes_validate
 
     checked = set()
-    for name, doc in manifests():
+    for _name, doc in manifests():
         if doc["kind"] in ("Kustomization", "ServiceMonitor"):
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         checked.add(doc["kind"])
-    assert {"Namespace", "ConfigMap", "Secret", "StatefulSet", "Deployment", "Service", "PersistentVolumeClaim",
-            "PodDisruptionBudget"} <= checked
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+    } <= checked
 
 
 def test_the_kubernetes_validator_rejects_a_misspelt_field():
@@ -157,8 +168,12 @@ def test_each_command_runs_with_probes_resources_and_no_root(command):
 
 def test_every_service_and_disruption_budget_selects_pods_that_exist():
     pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in workloads()]
-    named_ports = {(w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], p["name"])
-                   for w in workloads() for c in w["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    named_ports = {
+        (w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], p["name"])
+        for w in workloads()
+        for c in w["spec"]["template"]["spec"]["containers"]
+        for p in c["ports"]
+    }
     for svc in of_kind("Service"):
         selector = svc["spec"]["selector"]
         assert any(selector.items() <= labels.items() for labels in pod_labels), svc["metadata"]["name"]
@@ -211,6 +226,7 @@ def test_the_configmap_and_secret_hold_settings_the_cli_accepts(monkeypatch, tmp
 
 # --------------------------------------------------------------------------------------------- every command line
 
+
 def command_lines() -> list[tuple[str, list[str]]]:
     lines = [(f"kubernetes {c['name']}", c["args"]) for c in containers()]
     lines += [(f"compose {name}", svc["command"]) for name, svc in our_compose_services().items()]
@@ -230,6 +246,7 @@ def test_every_command_and_flag_in_the_deploy_files_exists():
 
 
 # --------------------------------------------------------------------------------------------- compose
+
 
 def compose_schema() -> dict:
     vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
@@ -274,7 +291,9 @@ def test_compose_runs_kafka_postgres_prometheus_grafana_and_our_four_commands():
             assert dep in services
     sink = ours["dataflow"]["environment"]["PYPI_PULSE_SINK"]
     pg = services["postgres"]["environment"]
-    assert sink.startswith(f"postgresql://{pg['POSTGRES_USER']}:") and sink.endswith(f"@postgres:5432/{pg['POSTGRES_DB']}")
+    assert sink.startswith(f"postgresql://{pg['POSTGRES_USER']}:") and sink.endswith(
+        f"@postgres:5432/{pg['POSTGRES_DB']}"
+    )
 
 
 def test_compose_mounts_files_that_exist():
@@ -297,8 +316,12 @@ def test_compose_prometheus_scrapes_our_jobs_under_their_names_and_passes_promto
             assert port in {flag_value(ours[host]["command"], f) for f in PORT_FLAGS}, (job, target)
     shutil.copy(DEPLOY / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
-    r = subprocess.run([need("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [need("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -318,6 +341,7 @@ def test_compose_grafana_provisions_our_dashboard_on_the_compose_prometheus():
 
 # --------------------------------------------------------------------------------------------- Dockerfile
 
+
 def dockerfile() -> list[tuple[str, str]]:
     """(instruction, arguments), continuation lines joined, comments left out."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
@@ -333,14 +357,16 @@ def hadolint() -> str:
 
 
 def test_the_dockerfile_passes_hadolint():
-    r = subprocess.run([hadolint(), "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [hadolint(), "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
 
 
 def test_hadolint_flags_a_bad_dockerfile(tmp_path):
     """The check above can fail: a root image built from `latest` with an unpinned apt install is refused."""
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\nCMD [\"python\"]\n")
+    bad.write_text('FROM python:latest\nRUN apt-get update && apt-get install -y curl\nCMD ["python"]\n')
     r = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "DL3007" in r.stdout
 
@@ -349,14 +375,16 @@ def test_the_image_is_multi_stage_non_root_and_installs_every_subpackage():
     steps = dockerfile()
     stages = [args for op, args in steps if op == "FROM"]
     assert len(stages) >= 2 and any(" AS " in s for s in stages)
-    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
     (user,) = [args for op, args in final if op == "USER"]
     assert user.split(":")[0] not in ("root", "0")
     assert any(op == "HEALTHCHECK" for op, _ in final)
     assert json.loads(dict(final)["ENTRYPOINT"]) == ["pypi-pulse"]
     import tomllib
 
-    package_dirs = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    package_dirs = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    )
     copied = {src for op, args in steps if op == "COPY" and "--from" not in args for src in args.split()[:-1]}
     missing = {"pyproject.toml", "README.md", "constraints.txt", *package_dirs} - copied
     assert not missing, missing
@@ -378,17 +406,19 @@ class _Probe(BaseHTTPRequestHandler):
 
 def test_the_image_healthcheck_command_fails_unless_healthz_answers_200():
     """The HEALTHCHECK's own command, run with this interpreter: exit 0 on 200, non-zero on 503 or no listener."""
-    final = dockerfile()[max(i for i, (op, _) in enumerate(dockerfile()) if op == "FROM"):]
+    final = dockerfile()[max(i for i, (op, _) in enumerate(dockerfile()) if op == "FROM") :]
     check = dict(final)["HEALTHCHECK"]
-    argv = json.loads(check[check.index("CMD") + 3:].strip())
+    argv = json.loads(check[check.index("CMD") + 3 :].strip())
     assert argv[:2] == ["python", "-c"]
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Probe)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
+
         def run(url: str) -> int:
-            return subprocess.run([sys.executable, "-c", argv[2]], env={"HEALTHCHECK_URL": url},
-                                  capture_output=True, timeout=30).returncode
+            return subprocess.run(
+                [sys.executable, "-c", argv[2]], env={"HEALTHCHECK_URL": url}, capture_output=True, timeout=30
+            ).returncode
 
         assert run(f"{base}/healthz") == 0
         assert run(f"{base}/readyz") != 0

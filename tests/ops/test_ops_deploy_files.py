@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 from prom_helpers import DEPLOY, need
 
 pytestmark = pytest.mark.prometheus
@@ -39,8 +38,13 @@ def test_every_alert_named_in_the_issue_exists():
 
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
-    assert {"PyPIPulsePipelineStalled", "PyPIPulseConsumerLagGrowing", "PyPIPulseDeadLetterRateHigh",
-            "PyPIPulseSinkErrors", "PyPIPulseBigQueryBudgetNearlySpent"} <= alerts
+    assert {
+        "PyPIPulsePipelineStalled",
+        "PyPIPulseConsumerLagGrowing",
+        "PyPIPulseDeadLetterRateHigh",
+        "PyPIPulseSinkErrors",
+        "PyPIPulseBigQueryBudgetNearlySpent",
+    } <= alerts
 
 
 def test_grafana_dashboard_is_importable_with_a_prometheus_datasource_variable():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 import time
 
+from ops_scenario import LATENESS_S, SPAN_S, expected, make_events
 from prometheus_client import generate_latest
 
-from ops_scenario import LATENESS_S, SPAN_S, expected, make_events
 from pypi_pulse.metrics.reasons import REASONS
 from pypi_pulse.metrics.sink_collector import build_registry
 
@@ -15,8 +15,9 @@ from pypi_pulse.metrics.sink_collector import build_registry
 def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, flow_helpers):
     good, lines, bad = make_events(random.Random(11))
     end_offsets = flow_helpers.publish(broker.bootstrap, topic, lines)
-    flow_helpers.run_flow(broker.bootstrap, topic, any_sink_url, end_offsets=end_offsets, lateness_s=LATENESS_S,
-                          out_of_order_s=0.0)
+    flow_helpers.run_flow(
+        broker.bootstrap, topic, any_sink_url, end_offsets=end_offsets, lateness_s=LATENESS_S, out_of_order_s=0.0
+    )
     want = expected(good)
 
     registry, collector = build_registry(any_sink_url, span_s=SPAN_S, cache_s=0)
@@ -27,17 +28,27 @@ def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, 
         assert value("pypi_pulse_downloads_per_second") == want["rate"]
         assert value("pypi_pulse_unique_packages_per_second") == want["unique"]
         assert value("pypi_pulse_downloads_today") == want["today"]
-        countries = {s.labels["country"]: s.value for m in registry.collect() if m.name == "pypi_pulse_country_downloads_per_second"
-                     for s in m.samples}
+        countries = {
+            s.labels["country"]: s.value
+            for m in registry.collect()
+            if m.name == "pypi_pulse_country_downloads_per_second"
+            for s in m.samples
+        }
         assert countries == want["countries"]
-        top = {f"{s.labels['rank']}. {s.labels['project']}": s.value for m in registry.collect()
-               if m.name == "pypi_pulse_top_package_downloads_per_second" for s in m.samples}
+        top = {
+            f"{s.labels['rank']}. {s.labels['project']}": s.value
+            for m in registry.collect()
+            if m.name == "pypi_pulse_top_package_downloads_per_second"
+            for s in m.samples
+        }
         assert top == want["top"]
         assert value("pypi_pulse_pipeline_events_consumed_total") == len(lines)
         assert value("pypi_pulse_pipeline_events_counted_total") == len(good)
         assert value("pypi_pulse_pipeline_events_dropped_total") == 0
         for reason in REASONS:
-            assert value("pypi_pulse_pipeline_events_dead_lettered_total", {"reason": reason}) == bad.get(reason, 0), reason
+            assert value("pypi_pulse_pipeline_events_dead_lettered_total", {"reason": reason}) == bad.get(reason, 0), (
+                reason
+            )
         for p, off in end_offsets.items():
             assert value("pypi_pulse_pipeline_partition_next_offset", {"partition": str(p)}) == off
         text = generate_latest(registry).decode()

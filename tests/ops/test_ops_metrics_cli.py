@@ -9,14 +9,20 @@ import sys
 
 import pytest
 import requests
-
 from prom_helpers import need, poll
+
 from pypi_pulse.broker import free_port
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pypi_pulse.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="400"))  # no wrapping
+    return subprocess.run(
+        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, COLUMNS="400"),
+    )  # no wrapping
 
 
 @pytest.fixture
@@ -43,15 +49,30 @@ def test_metrics_with_a_bad_sink_url_fails_fast(tmp_path):
 
 @pytest.mark.parametrize("command", ["produce", "dataflow"])
 def test_component_metrics_port_taken_is_a_user_error(command, busy_port, tmp_path):
-    r = cli(command, "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", str(busy_port), "--data-dir", str(tmp_path))
+    r = cli(
+        command, "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", str(busy_port), "--data-dir", str(tmp_path)
+    )
     _one_line_error(r, "--metrics-port")
 
 
 @pytest.mark.prometheus
 def test_exporter_on_an_empty_sink_reports_it_readable_and_lints_clean(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "metrics", "--sink", f"sqlite:///{tmp_path / 'e.db'}",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "metrics",
+            "--sink",
+            f"sqlite:///{tmp_path / 'e.db'}",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         text: list[str] = []
 

@@ -25,8 +25,10 @@ def test_producer_metrics_follow_a_csv_replay_with_an_unreadable_row(broker, top
 
     assert (summary.read, summary.sent, summary.dead_lettered) == (31, 30, 1)
     assert REGISTRY.get_sample_value("pypi_pulse_producer_events_dead_lettered_total", labels) == before + 1
-    acked = {p: REGISTRY.get_sample_value("pypi_pulse_producer_acked_end_offset", {"topic": topic, "partition": str(p)})
-             for p in range(4)}
+    acked = {
+        p: REGISTRY.get_sample_value("pypi_pulse_producer_acked_end_offset", {"topic": topic, "partition": str(p)})
+        for p in range(4)
+    }
     assert {p: v for p, v in acked.items() if v is not None} == {p: float(o) for p, o in pub.end_offsets.items()}
     assert sum(pub.end_offsets.values()) == 30  # one key: all in one partition, offsets 0..29
     del pub  # its Kafka client would outlive the session's broker

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from ops_scenario import LATENESS_S, SPAN_S, expected, make_events
 from prom_helpers import DEPLOY, poll
+
 from pypi_pulse.broker import free_port
 from pypi_pulse.metrics.reasons import REASONS
 
@@ -45,8 +45,13 @@ sys.stdin.read()
 
 
 def _child(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", *args], stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -74,32 +79,65 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
     # producer: its own process (so that no other test's objects show in its metrics), the real Publisher and
     # file replay, serving its /metrics until we close its stdin
     producer_port = free_port()
-    producer = subprocess.Popen([sys.executable, "-c", PRODUCER, broker.bootstrap, topic, str(path), str(producer_port)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "producer.log", "wb"))
+    producer = subprocess.Popen(
+        [sys.executable, "-c", PRODUCER, broker.bootstrap, topic, str(path), str(producer_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "producer.log", "wb"),
+    )
     report = producer.stdout.readline()
     assert report, f"producer failed: {(tmp_path / 'producer.log').read_text()[-3000:]}"
     report = json.loads(report)
     assert report["sent"] == len(lines)
     acked = {int(p): o for p, o in report["end_offsets"].items()}
 
-    env = dict(os.environ, PYPI_PULSE_OUT_OF_ORDER_SECONDS="0", PYPI_PULSE_DLQ_TOPIC=topic + "-dlq",
-               PYPI_PULSE_DATA_DIR=str(tmp_path / "data"), PYPI_PULSE_LOG_LEVEL="warning")
+    env = dict(
+        os.environ,
+        PYPI_PULSE_OUT_OF_ORDER_SECONDS="0",
+        PYPI_PULSE_DLQ_TOPIC=topic + "-dlq",
+        PYPI_PULSE_DATA_DIR=str(tmp_path / "data"),
+        PYPI_PULSE_LOG_LEVEL="warning",
+    )
     dataflow_port, exporter_port = free_port(), free_port()
-    dataflow = _child(["dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", sink_url,
-                       "--no-recovery", "--lateness-seconds", str(LATENESS_S), "--metrics-port", str(dataflow_port)],
-                      tmp_path / "dataflow.log", env)
-    exporter = _child(["metrics", "--sink", sink_url, "--port", str(exporter_port), "--span-seconds", str(SPAN_S)],
-                      tmp_path / "exporter.log", env)
+    dataflow = _child(
+        [
+            "dataflow",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--sink",
+            sink_url,
+            "--no-recovery",
+            "--lateness-seconds",
+            str(LATENESS_S),
+            "--metrics-port",
+            str(dataflow_port),
+        ],
+        tmp_path / "dataflow.log",
+        env,
+    )
+    exporter = _child(
+        ["metrics", "--sink", sink_url, "--port", str(exporter_port), "--span-seconds", str(SPAN_S)],
+        tmp_path / "exporter.log",
+        env,
+    )
     try:
-        prom = prometheus({"pypi-pulse-producer": f"127.0.0.1:{producer_port}",
-                           "pypi-pulse-dataflow": f"127.0.0.1:{dataflow_port}",
-                           "pypi-pulse-exporter": f"127.0.0.1:{exporter_port}"},
-                          rule_files=(str(DEPLOY / "prometheus" / "alerts.yml"),))
+        prom = prometheus(
+            {
+                "pypi-pulse-producer": f"127.0.0.1:{producer_port}",
+                "pypi-pulse-dataflow": f"127.0.0.1:{dataflow_port}",
+                "pypi-pulse-exporter": f"127.0.0.1:{exporter_port}",
+            },
+            rule_files=(str(DEPLOY / "prometheus" / "alerts.yml"),),
+        )
 
         def alive():
             for name, proc in (("dataflow", dataflow), ("exporter", exporter)):
                 if proc.poll() is not None:
-                    pytest.fail(f"{name} exited with {proc.returncode}: {(tmp_path / (name + '.log')).read_text()[-3000:]}")
+                    pytest.fail(
+                        f"{name} exited with {proc.returncode}: {(tmp_path / (name + '.log')).read_text()[-3000:]}"
+                    )
 
         def pipeline_done():
             alive()
@@ -134,7 +172,10 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
             "pypi_pulse_producer_events_failed_total": ({"": 0.0}, ""),
             "pypi_pulse_producer_acked_end_offset": ({str(p): float(o) for p, o in acked.items()}, "partition"),
             # the dataflow process
-            "sum by (partition) (pypi_pulse_dataflow_events_consumed_total)": ({str(p): float(o) for p, o in acked.items()}, "partition"),
+            "sum by (partition) (pypi_pulse_dataflow_events_consumed_total)": (
+                {str(p): float(o) for p, o in acked.items()},
+                "partition",
+            ),
             "pypi_pulse_dataflow_partition_next_offset": ({str(p): float(o) for p, o in acked.items()}, "partition"),
             "pypi_pulse_dataflow_consumer_lag_messages": ({str(p): 0.0 for p in acked}, "partition"),
             "pypi_pulse_dataflow_windows_closed_total": ({"": float(want["seconds"])}, ""),
@@ -156,14 +197,21 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
 
         poll(all_match, 60, "every series to match the events sent")
 
-        top = {f"{s['metric']['rank']}. {s['metric']['project']}": float(s["value"][1])
-               for s in prom.query("pypi_pulse_top_package_downloads_per_second")}
+        top = {
+            f"{s['metric']['rank']}. {s['metric']['project']}": float(s["value"][1])
+            for s in prom.query("pypi_pulse_top_package_downloads_per_second")
+        }
         assert top == want["top"]
         assert prom.values("pypi_pulse_sink_write_duration_seconds_count")[""] >= 1
         for job in ("pypi-pulse-producer", "pypi-pulse-dataflow", "pypi-pulse-exporter"):
             assert prom.values(f'process_resident_memory_bytes{{job="{job}"}}')[""] > 1e6
             assert prom.values(f'up{{job="{job}"}}')[""] == 1.0
-        assert prom.query('ALERTS{alertname=~"PyPIPulseSinkErrors|PyPIPulseDeadLetterRateHigh|PyPIPulseConsumerLagGrowing"}') == []
+        assert (
+            prom.query(
+                'ALERTS{alertname=~"PyPIPulseSinkErrors|PyPIPulseDeadLetterRateHigh|PyPIPulseConsumerLagGrowing"}'
+            )
+            == []
+        )
 
         # the Grafana dashboard: every query parses in this Prometheus and names only metrics it scraped from us
         dashboard = json.loads((DEPLOY / "grafana" / "pypi-pulse.json").read_text())

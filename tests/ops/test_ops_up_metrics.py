@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import requests
+from prom_helpers import poll
 from prometheus_client.parser import text_string_to_metric_families
 
-from prom_helpers import poll
 from pypi_pulse.broker import free_port
 
 
@@ -26,20 +26,47 @@ def _samples(url: str) -> dict[str, float]:
 
 def test_up_serves_producer_dataflow_and_exporter_metrics(tmp_path):
     exporter, producer, dataflow, dashboard = (free_port() for _ in range(4))
-    env = dict(os.environ, PYPI_PULSE_BROKER_PORT="0", PYPI_PULSE_METRICS_PORT=str(exporter),
-               PYPI_PULSE_PRODUCER_METRICS_PORT=str(producer), PYPI_PULSE_DATAFLOW_METRICS_PORT=str(dataflow),
-               COLUMNS="300")
+    env = dict(
+        os.environ,
+        PYPI_PULSE_BROKER_PORT="0",
+        PYPI_PULSE_METRICS_PORT=str(exporter),
+        PYPI_PULSE_PRODUCER_METRICS_PORT=str(producer),
+        PYPI_PULSE_DATAFLOW_METRICS_PORT=str(dataflow),
+        COLUMNS="300",
+    )
     log = tmp_path / "up.log"
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "up", "--rate", "300", "--seed", "3",
-                             "--data-dir", str(tmp_path / "data"), "--port", str(dashboard)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "up",
+            "--rate",
+            "300",
+            "--seed",
+            "3",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(dashboard),
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     try:
-        urls = {name: f"http://127.0.0.1:{port}/metrics"
-                for name, port in (("exporter", exporter), ("producer", producer), ("dataflow", dataflow))}
+        urls = {
+            name: f"http://127.0.0.1:{port}/metrics"
+            for name, port in (("exporter", exporter), ("producer", producer), ("dataflow", dataflow))
+        }
         want = {
             "producer": ("pypi_pulse_producer_events_sent_total",),
-            "dataflow": ("pypi_pulse_dataflow_events_consumed_total", "pypi_pulse_dataflow_windows_closed_total",
-                         "pypi_pulse_sink_write_duration_seconds_count"),
+            "dataflow": (
+                "pypi_pulse_dataflow_events_consumed_total",
+                "pypi_pulse_dataflow_windows_closed_total",
+                "pypi_pulse_sink_write_duration_seconds_count",
+            ),
             "exporter": ("pypi_pulse_pipeline_events_counted_total", "pypi_pulse_downloads_per_second"),
         }
 

@@ -57,19 +57,35 @@ class Emulator:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90.0) -> "Emulator":
+    def start(self, timeout: float = 90.0) -> Emulator:
         import requests
 
         subprocess.run([self.python, "-c", _SPATIAL], check=True, timeout=120)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.python, "-m", "bqemulator", "start", "--rest-port", str(self.port), "--grpc-port", str(free_port()),
-             "--project", EMULATOR_PROJECT, "--log-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                self.python,
+                "-m",
+                "bqemulator",
+                "start",
+                "--rest-port",
+                str(self.port),
+                "--grpc-port",
+                str(free_port()),
+                "--project",
+                EMULATOR_PROJECT,
+                "--log-level",
+                "warning",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bqemulator exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"bqemulator exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 requests.get(f"{self.endpoint}/bigquery/v2/projects/{EMULATOR_PROJECT}/datasets", timeout=1)
                 return self
@@ -95,8 +111,11 @@ class Emulator:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
 
-        return bigquery.Client(project=EMULATOR_PROJECT, credentials=AnonymousCredentials(),
-                               client_options=ClientOptions(api_endpoint=self.endpoint))
+        return bigquery.Client(
+            project=EMULATOR_PROJECT,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=self.endpoint),
+        )
 
     def create_downloads_table(self, table: str = TABLE) -> str:
         """The public table's schema (the parts we read, nested), partitioned by day and clustered by project."""
@@ -104,14 +123,26 @@ class Emulator:
 
         S = bigquery.SchemaField
         schema = [
-            S("timestamp", "TIMESTAMP"), S("country_code", "STRING"), S("url", "STRING"), S("project", "STRING"),
-            S("file", "RECORD", fields=[S("filename", "STRING"), S("project", "STRING"), S("version", "STRING"),
-                                        S("type", "STRING")]),
-            S("details", "RECORD", fields=[
-                S("installer", "RECORD", fields=[S("name", "STRING"), S("version", "STRING")]),
-                S("python", "STRING"),
-                S("system", "RECORD", fields=[S("name", "STRING"), S("release", "STRING")]),
-                S("cpu", "STRING"), S("ci", "BOOLEAN")]),
+            S("timestamp", "TIMESTAMP"),
+            S("country_code", "STRING"),
+            S("url", "STRING"),
+            S("project", "STRING"),
+            S(
+                "file",
+                "RECORD",
+                fields=[S("filename", "STRING"), S("project", "STRING"), S("version", "STRING"), S("type", "STRING")],
+            ),
+            S(
+                "details",
+                "RECORD",
+                fields=[
+                    S("installer", "RECORD", fields=[S("name", "STRING"), S("version", "STRING")]),
+                    S("python", "STRING"),
+                    S("system", "RECORD", fields=[S("name", "STRING"), S("release", "STRING")]),
+                    S("cpu", "STRING"),
+                    S("ci", "BOOLEAN"),
+                ],
+            ),
         ]
         c = self.client()
         c.create_dataset(table.rsplit(".", 1)[0], exists_ok=True)
@@ -128,10 +159,18 @@ class Emulator:
 
 
 # ---- the small REST server ----------------------------------------------------------------------------------------
-ROW_FIELDS = [("timestamp", "TIMESTAMP"), ("country_code", "STRING"), ("file_project", "STRING"),
-              ("file_version", "STRING"), ("file_type", "STRING"), ("details_installer_name", "STRING"),
-              ("details_python", "STRING"), ("details_system_name", "STRING"), ("details_cpu", "STRING"),
-              ("details_ci", "BOOLEAN")]
+ROW_FIELDS = [
+    ("timestamp", "TIMESTAMP"),
+    ("country_code", "STRING"),
+    ("file_project", "STRING"),
+    ("file_version", "STRING"),
+    ("file_type", "STRING"),
+    ("details_installer_name", "STRING"),
+    ("details_python", "STRING"),
+    ("details_system_name", "STRING"),
+    ("details_cpu", "STRING"),
+    ("details_ci", "BOOLEAN"),
+]
 
 
 class FakeBigQuery:
@@ -158,7 +197,7 @@ class FakeBigQuery:
     def token_uri(self) -> str:
         return f"{self.endpoint}/token"
 
-    def start(self) -> "FakeBigQuery":
+    def start(self) -> FakeBigQuery:
         self._thread.start()
         return self
 
@@ -180,18 +219,31 @@ class FakeBigQuery:
         ref.setdefault("location", "US")
         n = str(self.bytes_per_query)
         conf = body["configuration"]
-        job = {"kind": "bigquery#job", "id": f"{project}:{ref['location']}.{ref['jobId']}", "jobReference": ref,
-               "configuration": conf, "status": {"state": "DONE"},
-               "statistics": {"creationTime": "1", "startTime": "1", "endTime": "2", "totalBytesProcessed": n,
-                              "query": {"totalBytesProcessed": n, "statementType": "SELECT"}}}
+        job = {
+            "kind": "bigquery#job",
+            "id": f"{project}:{ref['location']}.{ref['jobId']}",
+            "jobReference": ref,
+            "configuration": conf,
+            "status": {"state": "DONE"},
+            "statistics": {
+                "creationTime": "1",
+                "startTime": "1",
+                "endTime": "2",
+                "totalBytesProcessed": n,
+                "query": {"totalBytesProcessed": n, "statementType": "SELECT"},
+            },
+        }
         if conf.get("dryRun"):
             return job
         job["statistics"]["query"].update(totalBytesBilled=n, cacheHit=False)
         conf["query"]["destinationTable"] = {"projectId": project, "datasetId": "_anon", "tableId": "t" + ref["jobId"]}
         if self.job_error:
             reason, message = self.job_error
-            job["status"] = {"state": "DONE", "errorResult": {"reason": reason, "message": message},
-                             "errors": [{"reason": reason, "message": message}]}
+            job["status"] = {
+                "state": "DONE",
+                "errorResult": {"reason": reason, "message": message},
+                "errors": [{"reason": reason, "message": message}],
+            }
         return job
 
     def _schema(self) -> dict:
@@ -223,8 +275,17 @@ class FakeBigQuery:
                 self.wfile.write(data)
 
             def _error(self, status: int, reason: str, message: str) -> None:
-                self._send(status, {"error": {"code": status, "message": message, "status": reason,
-                                              "errors": [{"reason": reason, "message": message, "domain": "global"}]}})
+                self._send(
+                    status,
+                    {
+                        "error": {
+                            "code": status,
+                            "message": message,
+                            "status": reason,
+                            "errors": [{"reason": reason, "message": message, "domain": "global"}],
+                        }
+                    },
+                )
 
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -261,20 +322,35 @@ class FakeBigQuery:
                         return self._error(404, "notFound", "no such job")
                     if fake.job_error:
                         return self._error(400, *fake.job_error)
-                    return self._send(200, {"kind": "bigquery#getQueryResultsResponse", "jobComplete": True,
-                                            "jobReference": job["jobReference"], "schema": fake._schema(),
-                                            "totalRows": str(len(fake.rows)), "rows": fake._rows(),
-                                            "totalBytesProcessed": str(fake.bytes_per_query), "cacheHit": False})
+                    return self._send(
+                        200,
+                        {
+                            "kind": "bigquery#getQueryResultsResponse",
+                            "jobComplete": True,
+                            "jobReference": job["jobReference"],
+                            "schema": fake._schema(),
+                            "totalRows": str(len(fake.rows)),
+                            "rows": fake._rows(),
+                            "totalBytesProcessed": str(fake.bytes_per_query),
+                            "cacheHit": False,
+                        },
+                    )
                 m = re.fullmatch(r"/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)/data", path)
                 if m:
-                    return self._send(200, {"kind": "bigquery#tableDataList", "totalRows": str(len(fake.rows)),
-                                            "rows": fake._rows()})
+                    return self._send(
+                        200, {"kind": "bigquery#tableDataList", "totalRows": str(len(fake.rows)), "rows": fake._rows()}
+                    )
                 m = re.fullmatch(r"/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)", path)
                 if m:
-                    return self._send(200, {"kind": "bigquery#table", "schema": fake._schema(),
-                                            "numRows": str(len(fake.rows)),
-                                            "tableReference": {"projectId": m.group(1), "datasetId": m.group(2),
-                                                               "tableId": m.group(3)}})
+                    return self._send(
+                        200,
+                        {
+                            "kind": "bigquery#table",
+                            "schema": fake._schema(),
+                            "numRows": str(len(fake.rows)),
+                            "tableReference": {"projectId": m.group(1), "datasetId": m.group(2), "tableId": m.group(3)},
+                        },
+                    )
                 return self._error(404, "notFound", f"no route GET {path}")
 
         return Handler
@@ -286,10 +362,20 @@ def service_account_file(path: Path, token_uri: str, project: str = "key-project
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem,
-        "client_email": f"pulse@{project}.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri,
-    }))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": project,
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": f"pulse@{project}.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
     return path

@@ -12,9 +12,9 @@ from collections import Counter, defaultdict
 
 import orjson
 import pytest
-
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import publish, run_flow
+
 from pypi_pulse.errors import UserError
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer.backfill import backfill, first_history
@@ -47,8 +47,9 @@ def test_synthetic_history_is_realistic_consistent_and_resumable(sqlite_url):
         rows = db.query("SELECT day, project, dimension, category, downloads FROM daily")
         again = backfill(db, "synthetic", start, end, projects=40, daily_downloads=5_000_000, seed=3, today=TODAY)
         assert (again.days_written, again.days_skipped) == (0, 56)  # resumable: completed days are not redone
-        forced = backfill(db, "synthetic", end, end, projects=40, daily_downloads=5_000_000, seed=3, force=True,
-                          today=TODAY)
+        forced = backfill(
+            db, "synthetic", end, end, projects=40, daily_downloads=5_000_000, seed=3, force=True, today=TODAY
+        )
         assert forced.days_written == 1
         assert sorted(db.query("SELECT day, project, dimension, category, downloads FROM daily")) == sorted(rows)
         assert len(backfilled_days(db, start, end)) == 56
@@ -58,7 +59,17 @@ def test_synthetic_history_is_realistic_consistent_and_resumable(sqlite_url):
         per[(day, project)][dim] += n
     for (day, project), dims in per.items():
         assert dims["with_mirrors"] >= dims["overall"] > 0
-        for dim in ("installer", "python_minor", "python_major", "system", "country", "cpu", "file_type", "version", "ci"):
+        for dim in (
+            "installer",
+            "python_minor",
+            "python_major",
+            "system",
+            "country",
+            "cpu",
+            "file_type",
+            "version",
+            "ci",
+        ):
             assert dims[dim] == dims["overall"], (day, project, dim)  # every breakdown adds up, as in the stream
     totals = Counter()
     for (day, _p), dims in per.items():
@@ -102,9 +113,26 @@ def test_backfill_and_stream_never_double_count(tmp_path, broker, topic, sqlite_
     offsets = publish(broker.bootstrap, topic, e1 + e2 + e3)
     run_flow(broker.bootstrap, topic, sqlite_url, end_offsets=offsets)
     # backfill after the stream: 03-03 is replaced, not added to; 03-01 is already done and skipped
-    out = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "backfill", "--source", f"file:{tmp_path / 'd3.ndjson'}",
-                          "--start", days[0], "--end", days[2], "--sink", sqlite_url, "--no-progress"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "backfill",
+            "--source",
+            f"file:{tmp_path / 'd3.ndjson'}",
+            "--start",
+            days[0],
+            "--end",
+            days[2],
+            "--sink",
+            sqlite_url,
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     with open_sink(sqlite_url, readonly=True) as db:
         daily, totals = stored_daily(db), stored_totals(db)
@@ -118,14 +146,23 @@ def test_backfill_and_stream_never_double_count(tmp_path, broker, topic, sqlite_
 def test_only_complete_days_and_clear_errors(tmp_path, sqlite_url):
     with open_sink(sqlite_url) as db, pytest.raises(UserError, match="not a complete UTC day"):
         backfill(db, "synthetic", TODAY - dt.timedelta(days=2), TODAY, today=TODAY)
-    cases = [(["--start", "2026-02-30", "--end", "2026-03-01"], "is not a date"),
-             (["--start", "2026-03-02", "--end", "2026-03-01"], "is after"),
-             (["--start", "2026-03-01", "--end", "2999-01-01"], "not a complete UTC day"),
-             (["--source", f"file:{tmp_path / 'missing.ndjson'}", "--start", "2026-03-01", "--end", "2026-03-01"], "does not exist"),
-             (["--source", "ftp", "--start", "2026-03-01", "--end", "2026-03-01"], "source")]
+    cases = [
+        (["--start", "2026-02-30", "--end", "2026-03-01"], "is not a date"),
+        (["--start", "2026-03-02", "--end", "2026-03-01"], "is after"),
+        (["--start", "2026-03-01", "--end", "2999-01-01"], "not a complete UTC day"),
+        (
+            ["--source", f"file:{tmp_path / 'missing.ndjson'}", "--start", "2026-03-01", "--end", "2026-03-01"],
+            "does not exist",
+        ),
+        (["--source", "ftp", "--start", "2026-03-01", "--end", "2026-03-01"], "source"),
+    ]
     for args, message in cases:
-        out = subprocess.run([sys.executable, "-m", "pypi_pulse.cli", "backfill", *args, "--sink", sqlite_url],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "pypi_pulse.cli", "backfill", *args, "--sink", sqlite_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
 
 
@@ -136,7 +173,7 @@ def test_first_history_only_on_an_empty_sink(tmp_path):
     summary = first_history(s, days=3)
     assert summary is not None and summary.days_written == 3
     with open_sink(s.sink_url, readonly=True) as db:
-        yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+        yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         assert max(backfilled_days(db)) == yesterday.isoformat()
     assert first_history(s, days=3) is None  # history exists: `up` leaves it alone
 
@@ -150,14 +187,25 @@ def test_up_backfills_a_first_history_beside_the_live_stream(tmp_path):
     from pypi_pulse.sink import queries
 
     data = tmp_path / "data"
-    env = dict(os.environ, PYPI_PULSE_BROKER_PORT="0", PYPI_PULSE_PORT=str(free_port()),
-               PYPI_PULSE_METRICS_PORT=str(free_port()), PYPI_PULSE_BACKFILL_DAYS="5",
-               # explicit ports: the derived ones (metrics port + 1 and + 2) may be an ephemeral port in use
-               PYPI_PULSE_PRODUCER_METRICS_PORT=str(free_port()), PYPI_PULSE_DATAFLOW_METRICS_PORT=str(free_port()))
-    proc = subprocess.Popen([sys.executable, "-m", "pypi_pulse.cli", "up", "--data-dir", str(data), "--rate", "100"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        PYPI_PULSE_BROKER_PORT="0",
+        PYPI_PULSE_PORT=str(free_port()),
+        PYPI_PULSE_METRICS_PORT=str(free_port()),
+        PYPI_PULSE_BACKFILL_DAYS="5",
+        # explicit ports: the derived ones (metrics port + 1 and + 2) may be an ephemeral port in use
+        PYPI_PULSE_PRODUCER_METRICS_PORT=str(free_port()),
+        PYPI_PULSE_DATAFLOW_METRICS_PORT=str(free_port()),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pypi_pulse.cli", "up", "--data-dir", str(data), "--rate", "100"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     sink = f"sqlite:///{data / 'pypi-pulse.db'}"
-    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     want = {(yesterday - dt.timedelta(days=i)).isoformat() for i in range(5)}
     try:
         deadline, days, live = time.monotonic() + 240, {}, []

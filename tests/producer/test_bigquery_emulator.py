@@ -11,10 +11,10 @@ from collections import Counter
 
 import orjson
 import pytest
-
 from bq_fakes import TABLE, Emulator
-from pulse_testing import expected_windows, run_flow, stored_windows
 from expected_rollups import expected_daily, make_event
+from pulse_testing import expected_windows, run_flow, stored_windows
+
 from pypi_pulse.config import load_settings
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.names import normalize
@@ -40,8 +40,15 @@ def table(emulator):
 
 
 def _settings(emulator, tmp_path, **kw):
-    return load_settings(None, source="bigquery", bigquery_endpoint=emulator.endpoint, billing_project="demo",
-                         bigquery_table=TABLE, data_dir=tmp_path / "data", **kw)
+    return load_settings(
+        None,
+        source="bigquery",
+        bigquery_endpoint=emulator.endpoint,
+        billing_project="demo",
+        bigquery_table=TABLE,
+        data_dir=tmp_path / "data",
+        **kw,
+    )
 
 
 def _row(e: dict) -> dict:
@@ -56,10 +63,18 @@ def _identity(ev: dict) -> tuple:
     f = ev.get("file") or {}
     d = ev.get("details") or {}
     ci = d.get("ci")
-    return (ev["timestamp"] if isinstance(ev["timestamp"], str) else format_bigquery_ts(ev["timestamp"]),
-            ev.get("country_code"), f.get("project"), f.get("version"), f.get("type"),
-            (d.get("installer") or {}).get("name"), d.get("python"), (d.get("system") or {}).get("name"),
-            d.get("cpu"), None if ci is None else bool(ci))
+    return (
+        ev["timestamp"] if isinstance(ev["timestamp"], str) else format_bigquery_ts(ev["timestamp"]),
+        ev.get("country_code"),
+        f.get("project"),
+        f.get("version"),
+        f.get("type"),
+        (d.get("installer") or {}).get("name"),
+        d.get("python"),
+        (d.get("system") or {}).get("name"),
+        d.get("cpu"),
+        None if ci is None else bool(ci),
+    )
 
 
 def _events(rng, n, lo, hi):
@@ -145,8 +160,9 @@ def test_daily_aggregates_match_the_dataflow_rules(table, tmp_path):
     assert got == want
 
 
-def test_bigquery_rows_through_broker_and_dataflow_give_exact_windows(table, tmp_path, broker, topic, sqlite_url,
-                                                                      capsys):
+def test_bigquery_rows_through_broker_and_dataflow_give_exact_windows(
+    table, tmp_path, broker, topic, sqlite_url, capsys
+):
     rng = random.Random(13)
     t0 = D0 + 7200
     events = _events(rng, 300, t0, t0 + 20)
@@ -175,7 +191,9 @@ def test_live_polling_delayed_by_d_minutes_keeps_event_time_spacing(table, tmp_p
     s = _settings(table, tmp_path, delay=delay_s / 60, poll_interval=0.5, overlap_minutes=1)
     pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
     stop = threading.Event()
-    worker = threading.Thread(target=run_bigquery_source, args=(pub, s, stop), kwargs={"clock": lambda: time.time() - offset})
+    worker = threading.Thread(
+        target=run_bigquery_source, args=(pub, s, stop), kwargs={"clock": lambda: time.time() - offset}
+    )
     worker.start()
     deadline = time.monotonic() + 30
     while pub.summary.sent < len(events) and time.monotonic() < deadline and worker.is_alive():
@@ -184,7 +202,9 @@ def test_live_polling_delayed_by_d_minutes_keeps_event_time_spacing(table, tmp_p
     worker.join(30)
     assert pub.summary.sent == len(events)
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"check-{topic}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": f"check-{topic}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     got = []
     deadline = time.monotonic() + 20
@@ -195,8 +215,10 @@ def test_live_polling_delayed_by_d_minutes_keeps_event_time_spacing(table, tmp_p
     consumer.close()
     assert len(got) == len(events)
     got.sort(key=lambda g: g[0])
-    sent_ts = [dt.datetime.strptime(e["timestamp"], "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=dt.timezone.utc)
-               .timestamp() for _, e in got]
+    sent_ts = [
+        dt.datetime.strptime(e["timestamp"], "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=dt.UTC).timestamp()
+        for _, e in got
+    ]
     assert sent_ts == sorted(sent_ts)  # published in event-time order
     for (when, _), ts in zip(got, sent_ts):
         assert ts + delay_s - 0.05 <= when <= ts + delay_s + 1.5  # each row leaves D after it happened

@@ -62,7 +62,7 @@ def test_the_rest_of_pypi_counts_in_the_totals_only(demo):
     synthetic_tail = 0.23  # PyPI's share beyond the top 15,000 (shared/known-facts.md), as the live source draws it
     want = (1 - synthetic_tail) * sum(weights[p] for p in named) / sum(weights.values())
     for day, total in db.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"):
-        (own,), = db.query("SELECT SUM(downloads) FROM daily WHERE day = ? AND dimension = 'overall'", (day,))
+        ((own,),) = db.query("SELECT SUM(downloads) FROM daily WHERE day = ? AND dimension = 'overall'", (day,))
         # the named projects against the rest, relative to their weights: their release spikes (up to +150% for a
         # few days each) lift them a little (by ~1.16 on the busiest day seen); the rest, drawn as one block, has none
         lift = (own / (total - own)) / (want / (1 - want))
@@ -88,9 +88,11 @@ def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):
         elif not small:
             assert "other" not in cats[(day, p, "country")]
     assert folded > 500  # most of the 1,031 projects at 1,000 events/s
-    for day, in db.query("SELECT DISTINCT day FROM daily_totals"):
-        totals = dict(db.query("SELECT category, downloads FROM daily_totals WHERE day = ? AND dimension = 'country'", (day,)))
-        (overall,), = db.query("SELECT downloads FROM daily_totals WHERE day = ? AND dimension = 'overall'", (day,))
+    for (day,) in db.query("SELECT DISTINCT day FROM daily_totals"):
+        totals = dict(
+            db.query("SELECT category, downloads FROM daily_totals WHERE day = ? AND dimension = 'country'", (day,))
+        )
+        ((overall,),) = db.query("SELECT downloads FROM daily_totals WHERE day = ? AND dimension = 'overall'", (day,))
         assert "other" not in totals and sum(totals.values()) == overall
         share = {c: n / overall for c, n in totals.items()}
         assert 0.77 < share["US"] < 0.795  # 78.2% measured
@@ -102,9 +104,11 @@ def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):
 def test_each_day_leaves_its_hour_profile_for_trending(demo):
     _s, db = demo
     for day, total in db.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"):
-        start = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
-        blocks = db.query("SELECT block_end, downloads FROM block_totals WHERE block_end > ? AND block_end <= ? "
-                          "ORDER BY block_end", (start, start + 86400))
+        start = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
+        blocks = db.query(
+            "SELECT block_end, downloads FROM block_totals WHERE block_end > ? AND block_end <= ? ORDER BY block_end",
+            (start, start + 86400),
+        )
         assert [b for b, _ in blocks] == [start + 600 * (i + 1) for i in range(144)]
         assert sum(n for _, n in blocks) == total
         by_hour = Counter()

@@ -11,8 +11,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from pulse_testing import expected_windows, run_flow, stored_windows
+
 from pypi_pulse.events import DECODER
 from pypi_pulse.producer.files import read_records
 from pypi_pulse.producer.publisher import Publisher
@@ -26,9 +26,22 @@ def rows(n=500, seed=4):
     return SyntheticSource(seed=seed).events([T0 + i * 0.01 for i in range(n)])
 
 
-FLAT = ["timestamp", "country_code", "url", "project", "file.filename", "file.project", "file.version", "file.type",
-        "details.installer.name", "details.installer.version", "details.python", "details.system.name",
-        "details.cpu", "details.ci"]
+FLAT = [
+    "timestamp",
+    "country_code",
+    "url",
+    "project",
+    "file.filename",
+    "file.project",
+    "file.version",
+    "file.type",
+    "details.installer.name",
+    "details.installer.version",
+    "details.python",
+    "details.system.name",
+    "details.cpu",
+    "details.ci",
+]
 
 
 def flatten(row: dict) -> dict:
@@ -96,8 +109,26 @@ def test_replayed_csv_with_a_broken_row_is_exact_and_dead_letters_the_row(tmp_pa
         for i, r in enumerate(data):
             w.writerow(["" if v is None else v for v in flatten(r).values()])
             if i == 100:
-                w.writerow(["2026-11-20 23:59:51 UTC", "US", "/x", "numpy", "extra", "cells", "beyond", "the",
-                            "header", "a", "b", "c", "d", "e", "f", "g"])
+                w.writerow(
+                    [
+                        "2026-11-20 23:59:51 UTC",
+                        "US",
+                        "/x",
+                        "numpy",
+                        "extra",
+                        "cells",
+                        "beyond",
+                        "the",
+                        "header",
+                        "a",
+                        "b",
+                        "c",
+                        "d",
+                        "e",
+                        "f",
+                        "g",
+                    ]
+                )
     pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
     summary = replay_file(pub, path, None, False, threading.Event(), show_progress=False, pack=pack)
     assert summary.read == len(data) + 1 and summary.sent == len(data) and summary.dead_lettered == 1
@@ -110,8 +141,9 @@ def test_replayed_csv_with_a_broken_row_is_exact_and_dead_letters_the_row(tmp_pa
 @pytest.mark.parametrize("pack", [1, 50], ids=["one event per message", "packed messages"])
 def test_realtime_pacing_follows_event_time_and_restamp_shifts_to_now(tmp_path, broker, topic, pack):
     path = tmp_path / "paced.ndjson"
-    events = [{"timestamp": f"2026-11-20 23:59:5{i}.000000 UTC", "project": "numpy", "country_code": "US"}
-              for i in range(3)]  # 2 s of event time
+    events = [
+        {"timestamp": f"2026-11-20 23:59:5{i}.000000 UTC", "project": "numpy", "country_code": "US"} for i in range(3)
+    ]  # 2 s of event time
     path.write_bytes(b"\n".join(orjson.dumps(e) for e in events))
     pub = Publisher(broker.bootstrap, topic, topic + "-dlq")
     started = time.monotonic()

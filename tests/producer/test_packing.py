@@ -44,8 +44,10 @@ class _Recorder(Publisher):
 def test_the_fast_cut_makes_the_same_packs_as_the_rule(seed):
     rng = random.Random(seed)
     big = seed % 3 == 0  # events near and over the byte limit
-    values = [b"x" * (rng.choice([10, 200_000, 300_000, 600_000]) if big else rng.randrange(1, 2_000))
-              for _ in range(rng.randrange(1, 3_000))]
+    values = [
+        b"x" * (rng.choice([10, 200_000, 300_000, 600_000]) if big else rng.randrange(1, 2_000))
+        for _ in range(rng.randrange(1, 3_000))
+    ]
     per_pack = rng.choice([1, 2, 7, 100, 740, 1_000])
     recorder = _Recorder()
     recorder._cut_into_packs(values, per_pack)

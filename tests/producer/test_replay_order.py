@@ -11,9 +11,9 @@ import sys
 
 import orjson
 import pytest
-
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
 from pulse_testing import expected_windows, stored_windows
+
 from pypi_pulse.events import epoch_second, epoch_seconds, format_bigquery_ts
 from pypi_pulse.producer.files import event_time
 from pypi_pulse.producer.ordering import time_ordered_lines
@@ -53,12 +53,12 @@ def test_a_shuffled_export_comes_out_sorted_by_second_keeping_file_order_within_
 def test_every_timestamp_layout_is_ordered_and_lines_without_one_travel_with_their_neighbour(tmp_path):
     t = T0 + 0.25
     layouts = [
-        {"timestamp": format_bigquery_ts(t + 30), "project": "a"},                                   # fast layout
+        {"timestamp": format_bigquery_ts(t + 30), "project": "a"},  # fast layout
         {"timestamp": format_bigquery_ts(t + 10).replace(" UTC", "Z").replace(" ", "T"), "project": "b"},
-        {"timestamp": t + 20, "project": "c"},                                                       # epoch s
-        {"timestamp": int((t + 5) * 1_000_000), "project": "d"},                                     # epoch µs
-        {"timestamp": "2026-11-21T01:59:45.000000+02:00", "project": "e"},                           # offset: t+15
-        {"timestamp": format_bigquery_ts(t + 25)[:19] + " UTC", "project": "f"},                     # no fraction
+        {"timestamp": t + 20, "project": "c"},  # epoch s
+        {"timestamp": int((t + 5) * 1_000_000), "project": "d"},  # epoch µs
+        {"timestamp": "2026-11-21T01:59:45.000000+02:00", "project": "e"},  # offset: t+15
+        {"timestamp": format_bigquery_ts(t + 25)[:19] + " UTC", "project": "f"},  # no fraction
     ]
     lines = [orjson.dumps(r) for r in layouts]
     garbage = b"{not json"
@@ -92,7 +92,10 @@ def test_lines_of_every_shape_come_out_as_a_line_by_line_read_would_give_them(tm
         lambda: orjson.dumps({"timestamp": format_bigquery_ts(T0 + rng.random() * 90), "project": "p"}),
         lambda: orjson.dumps({"timestamp": format_bigquery_ts(T0 + rng.random() * 90)}) + b" \t",  # kept as it is
         lambda: b"  " + orjson.dumps({"timestamp": T0 + rng.random() * 90, "project": "q"}) + b" ",
-        lambda: b"", lambda: b"   ", lambda: b"{not json", lambda: b'{"timestamp":"2026-11-20 23:59:3',  # short
+        lambda: b"",
+        lambda: b"   ",
+        lambda: b"{not json",
+        lambda: b'{"timestamp":"2026-11-20 23:59:3',  # short
         lambda: b'{"timestamp":"2026-13-20 23:59:30.123456 UTC","project":"r"}',  # fast-looking, not a date
     ]
     for trial in range(40):
@@ -136,9 +139,29 @@ def _run(export, tmp_path, name, lateness_s=5):
     sink = f"sqlite:///{tmp_path / (name + '.db')}"
     env = dict(os.environ, PYPI_PULSE_LATENESS_SECONDS=str(lateness_s))
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "run", "--source", f"file:{export}", "--speed", "max",
-         "--until-drained", "--sink", sink, "--data-dir", str(tmp_path / name), "--json", "--log-level", "info"],
-        capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "run",
+            "--source",
+            f"file:{export}",
+            "--speed",
+            "max",
+            "--until-drained",
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path / name),
+            "--json",
+            "--log-level",
+            "info",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), sink, proc.stderr
 
@@ -156,7 +179,9 @@ def test_a_batch_run_of_an_export_in_no_time_order_counts_every_event(tmp_path, 
             w = csv.writer(f)
             w.writerow(["timestamp", "country_code", "project", "details.python"])
             for r in rows:
-                w.writerow([r["timestamp"], r["country_code"] or "", r["project"], (r["details"] or {}).get("python") or ""])
+                w.writerow(
+                    [r["timestamp"], r["country_code"] or "", r["project"], (r["details"] or {}).get("python") or ""]
+                )
     summary, sink, _ = _run(export, tmp_path, "ordered")
     assert summary["counted"] == len(rows) and summary["dropped"] == 0 and summary["late"] == 0
     assert stored_windows(sink) == expected_windows(rows)

@@ -10,8 +10,8 @@ from collections import Counter
 
 import orjson
 import pytest
-
 from bq_fakes import TABLE, Emulator
+
 from pypi_pulse import rules
 from pypi_pulse.config import load_settings
 from pypi_pulse.dataflow import parse
@@ -24,8 +24,22 @@ from pypi_pulse.producer.bigquery import daily_aggregates
 DAY = dt.date(2026, 11, 19)
 D0 = 1795046400  # DAY at 00:00:00Z
 
-PYTHONS = ["3.12.1", "3.9rc1", "2.7", "", None, "3", "3.", "10.0.1", "3.12abc.1", " 3.11", "3..1", "\u0663.\u0661\u0662",
-           "3.13.0+", "pypy3.10"]
+PYTHONS = [
+    "3.12.1",
+    "3.9rc1",
+    "2.7",
+    "",
+    None,
+    "3",
+    "3.",
+    "10.0.1",
+    "3.12abc.1",
+    " 3.11",
+    "3..1",
+    "\u0663.\u0661\u0662",
+    "3.13.0+",
+    "pypy3.10",
+]
 INSTALLERS = ["pip", "bandersnatch", "devpi", "Artifactory", "z3c.pypimirror", "Bandersnatch", "", None, "uv"]
 SYSTEMS = ["Linux", "Darwin", "Windows", "FreeBSD", "linux", "", None, "Emscripten"]
 COUNTRIES = ["US", "XK", "us", "", None, "USA", "U1", "US\n", "ZZ", "DE"]
@@ -34,15 +48,25 @@ CIS = [True, False, None]
 
 
 def _row(i: int, project: str, country, details, file) -> dict:
-    return {"timestamp": format_bigquery_ts(D0 + 60 * i + 0.25), "country_code": country, "project": project,
-            "file": dict(file, project=project), "details": details}
+    return {
+        "timestamp": format_bigquery_ts(D0 + 60 * i + 0.25),
+        "country_code": country,
+        "project": project,
+        "file": dict(file, project=project),
+        "details": details,
+    }
 
 
 def tricky_rows() -> list[dict]:
     """Rows of the public table's shape (top-level project as PyPI fills it, nulls inside records, null records):
     each awkward value once beside ordinary ones, then in mixed combinations."""
-    plain = {"installer": {"name": "pip", "version": "25.3"}, "python": "3.12.7", "system": {"name": "Linux"},
-             "cpu": "x86_64", "ci": None}
+    plain = {
+        "installer": {"name": "pip", "version": "25.3"},
+        "python": "3.12.7",
+        "system": {"name": "Linux"},
+        "cpu": "x86_64",
+        "ci": None,
+    }
     wheel = {"version": "1.0", "type": "bdist_wheel"}
     rows = [_row(0, "bare", "FR", None, {})]  # no file fields but the project, no details
     for python in PYTHONS:
@@ -58,16 +82,27 @@ def tricky_rows() -> list[dict]:
     for project in PROJECTS:
         rows.append(_row(len(rows), project, "US", dict(plain, installer=None, system=None), {"type": "sdist"}))
     for i in range(max(len(PYTHONS), len(INSTALLERS), len(SYSTEMS), len(COUNTRIES)) * 3):
-        details = {"installer": {"name": INSTALLERS[i % len(INSTALLERS)], "version": "1"},
-                   "python": PYTHONS[i % len(PYTHONS)], "system": {"name": SYSTEMS[(i // 2) % len(SYSTEMS)]},
-                   "cpu": ["x86_64", None, "AMD64", ""][i % 4], "ci": CIS[i % len(CIS)]}
+        details = {
+            "installer": {"name": INSTALLERS[i % len(INSTALLERS)], "version": "1"},
+            "python": PYTHONS[i % len(PYTHONS)],
+            "system": {"name": SYSTEMS[(i // 2) % len(SYSTEMS)]},
+            "cpu": ["x86_64", None, "AMD64", ""][i % 4],
+            "ci": CIS[i % len(CIS)],
+        }
         if i % 7 == 3:
             details["installer"] = None  # a null record inside details
         if i % 5 == 4:
             details["system"] = None
         file = {"version": [None, "1.0", "2.0rc1"][i % 3], "type": ["bdist_wheel", "sdist", None][i % 3]}
-        rows.append(_row(len(rows), PROJECTS[i % len(PROJECTS)], COUNTRIES[i % len(COUNTRIES)],
-                         None if i % 11 == 5 else details, file))
+        rows.append(
+            _row(
+                len(rows),
+                PROJECTS[i % len(PROJECTS)],
+                COUNTRIES[i % len(COUNTRIES)],
+                None if i % 11 == 5 else details,
+                file,
+            )
+        )
     return rows
 
 
@@ -95,8 +130,9 @@ def test_the_rules_cover_every_awkward_value():
     assert {c for (_p, d, c) in got if d == "ci"} == {"true", None}
     mirrors = sum(1 for r in tricky_rows() if rules.is_mirror(rules.field_value(r, "details.installer.name")))
     assert mirrors > 0
-    assert sum(n for (_p, d, _c), n in got.items() if d == "with_mirrors") - mirrors == \
-        sum(n for (_p, d, _c), n in got.items() if d == "overall")
+    assert sum(n for (_p, d, _c), n in got.items() if d == "with_mirrors") - mirrors == sum(
+        n for (_p, d, _c), n in got.items() if d == "overall"
+    )
     assert {p for (p, _d, _c) in got} == {"requests", "foo-bar", "zope-interface", "a-b-c", "bare"}
 
 
@@ -125,11 +161,22 @@ def emulator(tmp_path_factory):
 def test_bigquery_aggregate_sql_agrees_with_the_rules_on_the_emulator(emulator, tmp_path):
     emulator.create_downloads_table()
     rows = tricky_rows()
-    missing = {"timestamp": format_bigquery_ts(D0 + 7), "country_code": "US", "project": "",
-               "file": {"project": "", "type": "sdist"}, "details": None}
+    missing = {
+        "timestamp": format_bigquery_ts(D0 + 7),
+        "country_code": "US",
+        "project": "",
+        "file": {"project": "", "type": "sdist"},
+        "details": None,
+    }
     emulator.insert(rows + [missing])  # a row without a project: the dataflow dead-letters it, the SQL skips it
-    settings = load_settings(None, source="bigquery", bigquery_endpoint=emulator.endpoint, billing_project="demo",
-                             bigquery_table=TABLE, data_dir=tmp_path / "data")
+    settings = load_settings(
+        None,
+        source="bigquery",
+        bigquery_endpoint=emulator.endpoint,
+        billing_project="demo",
+        bigquery_table=TABLE,
+        data_dir=tmp_path / "data",
+    )
     got: Counter = Counter()
     for project, dimension, category, n in daily_aggregates(settings, DAY):
         got[(project, dimension, category)] += n

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pypi_pulse.events import DECODER, epoch_second
 from pypi_pulse.producer.synthetic import SyntheticSource, rhythm
@@ -37,8 +37,8 @@ def test_popularity_and_country_shares_follow_the_reference_data():
 
 
 def test_weekends_are_quieter_than_weekdays():
-    saturday = datetime(2026, 11, 21, 15, tzinfo=timezone.utc).timestamp()
-    tuesday = datetime(2026, 11, 24, 15, tzinfo=timezone.utc).timestamp()
+    saturday = datetime(2026, 11, 21, 15, tzinfo=UTC).timestamp()
+    tuesday = datetime(2026, 11, 24, 15, tzinfo=UTC).timestamp()
     assert rhythm(saturday) < 0.8 * rhythm(tuesday)
     src = SyntheticSource(seed=2)
     assert len(src.timestamps(saturday, saturday + 10, 1000)) < len(src.timestamps(tuesday, tuesday + 10, 1000))

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 
 import pytest
-
 from expected_rollups import stored_daily, stored_totals, totals_of
+
 from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.dataflow.outputs import _StorePartition
 from pypi_pulse.metrics import dataflow_metrics

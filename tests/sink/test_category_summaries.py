@@ -67,7 +67,9 @@ def test_country_category_figures_equal_the_written_counts_summarised_or_not(sin
     buckets, counts = _written()
     with open_sink(sink_url) as db:
         db.write([], buckets, None)
-        assert category_stats.category_countries(db, DAYS[0], DAYS[-1]) == _truth_country_categories(counts, DAYS[0], DAYS[-1])
+        assert category_stats.category_countries(db, DAYS[0], DAYS[-1]) == _truth_country_categories(
+            counts, DAYS[0], DAYS[-1]
+        )
         assert summaries.summarize(db, before_day=DAYS[8]) == 8  # days 0-7 summarised, 8-11 read from the rollups
         first = db.query("SELECT day, country, category, downloads FROM category_country_daily ORDER BY 1, 2, 3")
         for start, end in [(DAYS[0], DAYS[-1]), (DAYS[2], DAYS[5]), (DAYS[6], DAYS[9]), (DAYS[10], DAYS[11])]:
@@ -83,7 +85,9 @@ def test_country_category_figures_equal_the_written_counts_summarised_or_not(sin
         # redone: the same rows, not doubled
         db._execute_in_transaction([("DELETE FROM day_summaries WHERE day = ?", (DAYS[3],))])
         assert summaries.summarize(db, before_day=DAYS[8]) == 1
-        assert db.query("SELECT day, country, category, downloads FROM category_country_daily ORDER BY 1, 2, 3") == first
+        assert (
+            db.query("SELECT day, country, category, downloads FROM category_country_daily ORDER BY 1, 2, 3") == first
+        )
 
 
 def test_every_countrys_top_five_at_once_equals_the_full_scan(sink_url):

@@ -36,7 +36,8 @@ def test_schema_is_created_and_rerunning_migrations_is_a_no_op(sink_url):
     for _ in range(2):  # a second and third start: migrations are already applied
         with open_sink(sink_url) as db:
             assert db.query("SELECT COUNT(*), MIN(version), MAX(version) FROM schema_version") == [
-                (len(MIGRATIONS), 1, len(MIGRATIONS))]
+                (len(MIGRATIONS), 1, len(MIGRATIONS))
+            ]
             assert [w.downloads for w in db.windows(T0, T0 + 1)] == [3]
             for table in ("windows", "daily", "daily_totals", "rollup_buckets", "pipeline_stats"):
                 assert db.query(f"SELECT COUNT(*) FROM {table}")[0][0] == (1 if table == "windows" else 0)
@@ -48,7 +49,10 @@ def test_window_upsert_replaces_the_row_so_a_replay_never_double_counts(sink_url
         db.write([window(T0, 8, US=6, DE=2)], [], None)  # a late event updated the first window
         db.write([window(T0, 8, US=6, DE=2), window(T0 + 1, 2)], [], None)  # a replay after a restart
         rows = db.windows(T0, T0 + 2)
-        assert [(w.start, w.downloads, w.countries) for w in rows] == [(T0, 8, {"US": 6, "DE": 2}), (T0 + 1, 2, {"US": 2})]
+        assert [(w.start, w.downloads, w.countries) for w in rows] == [
+            (T0, 8, {"US": 6, "DE": 2}),
+            (T0 + 1, 2, {"US": 2}),
+        ]
         assert db.query("SELECT COUNT(*), SUM(downloads) FROM windows") == [(2, 10)]
         # two versions of one window in a single write: the later one wins
         db.write([window(T0 + 2, 1), window(T0 + 2, 4)], [], None)
@@ -66,7 +70,8 @@ def test_a_large_replayed_batch_of_windows_upserts_exactly(sink_url):
         expected = {w.start: w for w in first} | {w.start: w for w in second} | {T0 + 749: window(T0 + 749, 3)}
         assert got == expected
         assert db.query("SELECT COUNT(*), SUM(downloads) FROM windows") == [
-            (750, sum(w.downloads for w in expected.values()))]
+            (750, sum(w.downloads for w in expected.values()))
+        ]
 
 
 def test_windows_reads_are_half_open_oldest_first_and_round_trip_exactly(sink_url):
@@ -78,9 +83,15 @@ def test_windows_reads_are_half_open_oldest_first_and_round_trip_exactly(sink_ur
         assert db.latest_windows(2) == rows[4:]
         assert db.latest_windows(100) == rows
         assert db.latest_windows(1)[0].to_json() == {
-            "start": "2026-11-28T00:00:05Z", "downloads": 15, "unique_packages": 3,
+            "start": "2026-11-28T00:00:05Z",
+            "downloads": 15,
+            "unique_packages": 3,
             "countries": {"US": 10, "ZZ": 5},
-            "top": [{"project": "a", "downloads": 9}, {"project": "b", "downloads": 3}, {"project": "c", "downloads": 3}],
+            "top": [
+                {"project": "a", "downloads": 9},
+                {"project": "b", "downloads": 3},
+                {"project": "c", "downloads": 3},
+            ],
         }
 
 
@@ -122,8 +133,12 @@ def test_a_block_of_minutes_is_applied_whole_once_and_an_overlapping_one_is_refu
 def test_daily_totals_equal_the_sum_of_the_per_project_rows(sink_url):
     days = [DAY0, (date.fromisoformat(DAY0) + timedelta(days=1)).isoformat()]
     projects = [f"pkg-{i}" for i in range(150)]
-    dims = {"python_minor": ["3.12", "3.11", None], "system": ["Linux", "Darwin", "Windows", "other", None],
-            "ci": ["true", None], "overall": [None]}
+    dims = {
+        "python_minor": ["3.12", "3.11", None],
+        "system": ["Linux", "Darwin", "Windows", "other", None],
+        "ci": ["true", None],
+        "overall": [None],
+    }
     buckets = []
     for m in range(4):
         counts = {}
@@ -146,12 +161,14 @@ def test_daily_totals_equal_the_sum_of_the_per_project_rows(sink_url):
             assert got == {(d, c): n for (d, dm, c), n in expected_total.items() if dm == dim}
             rows = db.daily("pkg-7", dim, days[0], days[1])
             assert {(d, c): n for d, _, c, n in rows} == {
-                (d, c): n for (d, p, dm, c), n in expected_project.items() if p == "pkg-7" and dm == dim}
+                (d, c): n for (d, p, dm, c), n in expected_project.items() if p == "pkg-7" and dm == dim
+            }
         # the two tables agree for every (day, dimension, category)
         mismatches = db.query(
             "SELECT t.day, t.dimension, t.category FROM daily_totals t "
             "JOIN (SELECT day, dimension, category, SUM(downloads) AS n FROM daily GROUP BY day, dimension, category) p "
-            "ON p.day = t.day AND p.dimension = t.dimension AND p.category = t.category WHERE p.n <> t.downloads")
+            "ON p.day = t.day AND p.dimension = t.dimension AND p.category = t.category WHERE p.n <> t.downloads"
+        )
         assert mismatches == []
         assert db.query("SELECT COUNT(*) FROM daily") == [(len(expected_project),)]
         assert db.query("SELECT SUM(downloads) FROM daily_totals") == [(sum(expected_total.values()),)]
@@ -246,29 +263,43 @@ def test_stats_round_trip(sink_url):
 
 def test_query_takes_qmark_placeholders_and_returns_the_same_python_types(sink_url):
     with open_sink(sink_url) as db:
-        db.write([window(T0, 4, US=3, DE=1), window(T0 + 1, 6), window(T0 + 2, 1, ZZ=1)], [
-            bucket(0, {(DAY0, "it's-100%", "overall", None): 3, (DAY0, "numpy", "overall", None): 2})], None)
+        db.write(
+            [window(T0, 4, US=3, DE=1), window(T0 + 1, 6), window(T0 + 2, 1, ZZ=1)],
+            [bucket(0, {(DAY0, "it's-100%", "overall", None): 3, (DAY0, "numpy", "overall", None): 2})],
+            None,
+        )
         # `?` inside a string literal or a quoted identifier is not a placeholder; `%` is literal everywhere
         rows = db.query(
             "SELECT COUNT(*), SUM(downloads), '?' AS \"q?\" FROM windows WHERE start >= ? AND start < ? "
-            "AND downloads % 2 = 0", (T0, T0 + 10))
+            "AND downloads % 2 = 0",
+            (T0, T0 + 10),
+        )
         assert rows == [(2, 10, "?")]
         assert all(type(v) is int for v in rows[0][:2])
-        rows = db.query("SELECT project, SUM(downloads) FROM daily WHERE day = ? AND project LIKE '%\\%%' ESCAPE '\\' "
-                        "GROUP BY project", (DAY0,))
+        rows = db.query(
+            "SELECT project, SUM(downloads) FROM daily WHERE day = ? AND project LIKE '%\\%%' ESCAPE '\\' "
+            "GROUP BY project",
+            (DAY0,),
+        )
         assert rows == [("it's-100%", 3)]
         rows = db.query("SELECT project FROM daily WHERE project = ? -- a comment with a ? in it\n", ("it's-100%",))
         assert rows == [("it's-100%",)]
-        assert db.query("SELECT project, downloads FROM daily WHERE dimension = ? ORDER BY downloads DESC, project "
-                        "LIMIT ?", ("overall", 1)) == [("it's-100%", 3)]
+        assert db.query(
+            "SELECT project, downloads FROM daily WHERE dimension = ? ORDER BY downloads DESC, project LIMIT ?",
+            ("overall", 1),
+        ) == [("it's-100%", 3)]
         assert db.query("SELECT start FROM windows WHERE start > ?", (T0 + 0.5,)) == [(T0 + 1,), (T0 + 2,)]
 
 
 def test_a_backfilled_day_holds_exactly_the_backfill_whatever_the_stream_does(sink_url):
     day1 = (date.fromisoformat(DAY0) + timedelta(days=1)).isoformat()
     stream = bucket(0, {(DAY0, "numpy", "overall", None): 5, (day1, "numpy", "overall", None): 4})
-    rows = [("NumPy", "overall", None, 100), ("numpy", "overall", None, 20), ("requests", "overall", None, 7),
-            ("requests", "python_minor", None, 7)]
+    rows = [
+        ("NumPy", "overall", None, 100),
+        ("numpy", "overall", None, 20),
+        ("requests", "overall", None, 7),
+        ("requests", "python_minor", None, 7),
+    ]
     with open_sink(sink_url) as db:
         db.write([], [stream], None)  # the stream got there first
         assert db.backfill_day(DAY0, rows, "test") == 3  # names normalised and duplicate keys summed
@@ -304,4 +335,6 @@ def test_dataflow_workers_opening_a_new_sqlite_sink_at_once_all_get_it(tmp_path)
             w.join()
         assert errors == []
         with open_sink(url) as sink:
-            assert sink.query("SELECT COUNT(*), MAX(version) FROM schema_version") == [(len(MIGRATIONS), len(MIGRATIONS))]
+            assert sink.query("SELECT COUNT(*), MAX(version) FROM schema_version") == [
+                (len(MIGRATIONS), len(MIGRATIONS))
+            ]

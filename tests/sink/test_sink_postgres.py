@@ -19,15 +19,18 @@ from pypi_pulse.sink.postgres import translate_placeholders
 from pypi_pulse.sink.schema import MIGRATIONS
 
 
-@pytest.mark.parametrize("sql, expected", [
-    ("SELECT a FROM t WHERE b = ? AND c < ?", "SELECT a FROM t WHERE b = %s AND c < %s"),
-    ("SELECT '?', 'it''s ?' FROM t WHERE x = ?", "SELECT '?', 'it''s ?' FROM t WHERE x = %s"),
-    ('SELECT "odd?col" FROM t WHERE x = ?', 'SELECT "odd?col" FROM t WHERE x = %s'),
-    ("SELECT 1 -- why?\nWHERE x = ?", "SELECT 1 -- why?\nWHERE x = %s"),
-    ("SELECT /* a ? b */ x FROM t WHERE y = ?", "SELECT /* a ? b */ x FROM t WHERE y = %s"),
-    ("SELECT x % 2, 'a%' FROM t WHERE p LIKE ?", "SELECT x %% 2, 'a%%' FROM t WHERE p LIKE %s"),
-    ("SELECT 1", "SELECT 1"),
-])
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("SELECT a FROM t WHERE b = ? AND c < ?", "SELECT a FROM t WHERE b = %s AND c < %s"),
+        ("SELECT '?', 'it''s ?' FROM t WHERE x = ?", "SELECT '?', 'it''s ?' FROM t WHERE x = %s"),
+        ('SELECT "odd?col" FROM t WHERE x = ?', 'SELECT "odd?col" FROM t WHERE x = %s'),
+        ("SELECT 1 -- why?\nWHERE x = ?", "SELECT 1 -- why?\nWHERE x = %s"),
+        ("SELECT /* a ? b */ x FROM t WHERE y = ?", "SELECT /* a ? b */ x FROM t WHERE y = %s"),
+        ("SELECT x % 2, 'a%' FROM t WHERE p LIKE ?", "SELECT x %% 2, 'a%%' FROM t WHERE p LIKE %s"),
+        ("SELECT 1", "SELECT 1"),
+    ],
+)
 def test_qmark_placeholders_become_psycopg_ones_outside_literals_and_comments(sql, expected):
     assert translate_placeholders(sql) == expected
 
@@ -63,9 +66,22 @@ def test_a_wrong_url_is_one_line_that_says_how_to_fix_it(postgres_url):
 def test_the_cli_prints_one_line_and_exits_2_for_an_unreachable_server():
     url = f"postgresql://pulse:pulse@127.0.0.1:{free_port()}/pulse"
     proc = subprocess.run(
-        [sys.executable, "-c", "from pypi_pulse.cli import main; main()", "windows", "--sink", url,
-         "--start", "2026-11-20T00:00:00Z", "--end", "2026-11-20T00:01:00Z"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "1000"},  # no wrapping
+        [
+            sys.executable,
+            "-c",
+            "from pypi_pulse.cli import main; main()",
+            "windows",
+            "--sink",
+            url,
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--end",
+            "2026-11-20T00:01:00Z",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "1000"},  # no wrapping
     )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -82,13 +98,15 @@ open_sink(sys.argv[1]).close()
 
 @pytest.mark.postgres
 def test_processes_starting_together_apply_each_migration_once(pg_url):
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, pg_url], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _OPEN, pg_url], stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     with open_sink(pg_url, readonly=True) as db:
         assert db.query("SELECT version FROM schema_version ORDER BY version") == [
-            (v,) for v in range(1, len(MIGRATIONS) + 1)]
+            (v,) for v in range(1, len(MIGRATIONS) + 1)
+        ]
 
 
 @pytest.mark.postgres
@@ -106,11 +124,17 @@ def test_a_dropped_connection_is_reopened_and_the_write_retried(pg_url):
 def test_large_buckets_go_through_copy_and_stay_exact(pg_url):
     """A minute of real traffic touches tens of thousands of (project, dimension, category) keys."""
     day = "2026-11-28"
-    buckets = [RollupBucket(1_795_824_000 + 60 * m,
-                            {(day, f"p{i}", dim, cat): 1 + (i + m) % 5
-                             for i in range(4000) for dim, cat in (("overall", None), ("country", "US"),
-                                                                   ("version", f"1.{i % 3}"))})
-               for m in range(3)]
+    buckets = [
+        RollupBucket(
+            1_795_824_000 + 60 * m,
+            {
+                (day, f"p{i}", dim, cat): 1 + (i + m) % 5
+                for i in range(4000)
+                for dim, cat in (("overall", None), ("country", "US"), ("version", f"1.{i % 3}"))
+            },
+        )
+        for m in range(3)
+    ]
     expected = Counter()
     for b in buckets:
         for (_d, _p, dim, cat), n in b.counts.items():
@@ -118,7 +142,8 @@ def test_large_buckets_go_through_copy_and_stay_exact(pg_url):
     with open_sink(pg_url) as db:
         db.write([], buckets, None)
         db.write([], buckets, None)
-        got = {(dim, c): n for dim in ("overall", "country", "version")
-               for _d, _p, c, n in db.daily(None, dim, day, day)}
+        got = {
+            (dim, c): n for dim in ("overall", "country", "version") for _d, _p, c, n in db.daily(None, dim, day, day)
+        }
         assert got == dict(expected)
         assert db.query("SELECT COUNT(*) FROM daily") == [(12_000,)]

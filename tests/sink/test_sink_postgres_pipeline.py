@@ -5,20 +5,33 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1_795_824_000  # 2026-11-28T00:00:00Z: the events straddle it, so two days get rollups
-PROJECTS = ["numpy", "requests", "boto3", "urllib3", "setuptools", "Zope.Interface", "typing_extensions",
-            "six", "idna", "certifi", "pip", "wheel", "attrs"]
+PROJECTS = [
+    "numpy",
+    "requests",
+    "boto3",
+    "urllib3",
+    "setuptools",
+    "Zope.Interface",
+    "typing_extensions",
+    "six",
+    "idna",
+    "certifi",
+    "pip",
+    "wheel",
+    "attrs",
+]
 COUNTRIES = ["US", "DE", "CN", "IN", "GB", None, "XX"]
 
 
 def _ts(second: int, micros: int) -> str:
-    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{micros:06d} UTC"
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{micros:06d} UTC"
 
 
 def _events(n: int, seed: int = 7) -> list[dict]:
@@ -28,15 +41,24 @@ def _events(n: int, seed: int = 7) -> list[dict]:
         second = MIDNIGHT - 20 + rnd.randrange(40)
         project = rnd.choices(PROJECTS, weights=range(len(PROJECTS), 0, -1))[0]
         installer = rnd.choice(["pip", "pip", "uv", "bandersnatch"])
-        events.append({
-            "timestamp": _ts(second, rnd.randrange(1_000_000)),
-            "country_code": rnd.choice(COUNTRIES),
-            "url": "/packages/x", "project": project,
-            "file": {"filename": f"{project}-1.0.tar.gz", "project": project, "version": "1.0", "type": "sdist"},
-            "details": {"installer": {"name": installer, "version": "1"}, "python": "3.12.1",
-                        "system": {"name": "Linux"}, "cpu": "x86_64", "ci": None},
-            "tls_protocol": "TLSv1.3", "tls_cipher": "x",
-        })
+        events.append(
+            {
+                "timestamp": _ts(second, rnd.randrange(1_000_000)),
+                "country_code": rnd.choice(COUNTRIES),
+                "url": "/packages/x",
+                "project": project,
+                "file": {"filename": f"{project}-1.0.tar.gz", "project": project, "version": "1.0", "type": "sdist"},
+                "details": {
+                    "installer": {"name": installer, "version": "1"},
+                    "python": "3.12.1",
+                    "system": {"name": "Linux"},
+                    "cpu": "x86_64",
+                    "ci": None,
+                },
+                "tls_protocol": "TLSv1.3",
+                "tls_cipher": "x",
+            }
+        )
     rnd.shuffle(events)  # out of order across partitions and within them
     return events
 
@@ -58,7 +80,7 @@ def test_the_real_dataflow_writes_exact_windows_and_rollups_into_postgresql(brok
     overall: Counter = Counter()
     with_mirrors: Counter = Counter()
     for e in events:
-        second = int(datetime.strptime(e["timestamp"][:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+        second = int(datetime.strptime(e["timestamp"][:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
         per_second[second][_normalised(e["project"])] += 1
         cc = e["country_code"] or "ZZ"  # two capitals are kept as logged ("XX" too); null is ZZ
         countries[second][cc] += 1

@@ -18,9 +18,14 @@ def _rows() -> list[tuple]:
     for i, day in enumerate(DAYS):
         for j, project in enumerate(["numpy", "pip", "requests", "zope-interface"]):
             n = 10 * (i + 1) + j
-            rows += [(day, project, "overall", "", n), (day, project, "with_mirrors", "", n + 1),
-                     (day, project, "country", "US", n - 3), (day, project, "country", "DE", 3),
-                     (day, project, "python_minor", "3.12", n - 1), (day, project, "python_minor", "", 1)]
+            rows += [
+                (day, project, "overall", "", n),
+                (day, project, "with_mirrors", "", n + 1),
+                (day, project, "country", "US", n - 3),
+                (day, project, "country", "DE", 3),
+                (day, project, "python_minor", "3.12", n - 1),
+                (day, project, "python_minor", "", 1),
+            ]
     return rows
 
 
@@ -43,8 +48,9 @@ def _answers(sink) -> dict:
     return {
         "daily": sink.daily("pip", "python_minor", "2026-10-01", "2026-12-31"),
         "by_category": queries.daily_by_category(sink, "zope.interface", "country", "2026-11-02", "2026-11-30"),
-        "one_category": queries.daily_by_category(sink, "numpy", "country", "2026-11-01", "2026-11-04", "DE",
-                                                  match_category=True),
+        "one_category": queries.daily_by_category(
+            sink, "numpy", "country", "2026-11-01", "2026-11-04", "DE", match_category=True
+        ),
         "totals": queries.category_totals(sink, "requests", "country", "2026-11-01", "2026-11-03"),
         "compare": queries.compare(sink, ["numpy", "pip"], "2026-11-02", "2026-11-05"),
         "recent": queries.recent(sink, "numpy", today="2026-11-05"),
@@ -66,8 +72,12 @@ def test_a_sink_from_before_the_clustered_layout_keeps_every_row_and_answer(tmp_
 
     with open_sink(url) as new:  # the writer migrates
         assert "WITHOUT ROWID" in new.query("SELECT sql FROM sqlite_master WHERE name = 'daily'")[0][0]
-        assert {r[0] for r in new.query("SELECT name FROM sqlite_master WHERE tbl_name = 'daily' AND type = 'index' "
-                                        "AND sql IS NOT NULL")} == {"daily_country", "daily_projects"}
+        assert {
+            r[0]
+            for r in new.query(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'daily' AND type = 'index' AND sql IS NOT NULL"
+            )
+        } == {"daily_country", "daily_projects"}
         assert sorted(new.query("SELECT * FROM daily")) == sorted(_rows())
         assert _answers(new) == before
 
@@ -77,13 +87,20 @@ def test_one_projects_reads_seek_the_key_day_by_day_instead_of_scanning(tmp_path
     with open_sink(url) as sink:
         days, params = sink.project_days("2026-11-01", "2026-11-30")
         assert params == ()  # nothing stored yet: no day can match
-        sink._execute_many_in_transaction([
-            ("INSERT INTO daily VALUES (?, ?, ?, ?, ?)", _rows()),
-            ("INSERT INTO daily_totals VALUES (?, ?, ?, ?)", [(d, "overall", "", 1) for d in DAYS]),
-        ])
+        sink._execute_many_in_transaction(
+            [
+                ("INSERT INTO daily VALUES (?, ?, ?, ?, ?)", _rows()),
+                ("INSERT INTO daily_totals VALUES (?, ?, ?, ?)", [(d, "overall", "", 1) for d in DAYS]),
+            ]
+        )
         days, params = sink.project_days("2026-10-30", "2026-11-30")
         assert params == ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04")  # clamped to the stored days
-        plan = " | ".join(r[-1] for r in sink.query(
-            f"EXPLAIN QUERY PLAN SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? "
-            f"AND {days}", ("numpy", "overall", *params)))
+        plan = " | ".join(
+            r[-1]
+            for r in sink.query(
+                f"EXPLAIN QUERY PLAN SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? "
+                f"AND {days}",
+                ("numpy", "overall", *params),
+            )
+        )
         assert "SEARCH daily USING PRIMARY KEY (day=? AND project=? AND dimension=?)" in plan, plan

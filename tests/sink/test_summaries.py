@@ -69,16 +69,23 @@ def test_country_top_from_summaries_equals_the_full_scan(sink_url, spied_scans):
         for start, end in cases:
             for cc in COUNTRIES + ["JP"]:  # JP: never downloaded there
                 for limit in (1, 5, 10, 25, 26):
-                    assert queries.country_top(db, cc, start, end, limit) == _scan(db, cc, start, end, limit), \
-                        (cc, start, end, limit)
+                    assert queries.country_top(db, cc, start, end, limit) == _scan(db, cc, start, end, limit), (
+                        cc,
+                        start,
+                        end,
+                        limit,
+                    )
                     asked += 1
         fallbacks = sum(1 for segs in spied_scans if len(segs) == 1 and segs[0] in cases)
         assert fallbacks < asked / 4, f"{fallbacks} of {asked} answers needed the full scan"
 
 
 def _scan(db, cc, start, end, limit):
-    rows = db.query("SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'country' AND category = ? "
-                    "AND day >= ? AND day <= ? GROUP BY project ORDER BY n DESC, project LIMIT ?", (cc, start, end, limit))
+    rows = db.query(
+        "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'country' AND category = ? "
+        "AND day >= ? AND day <= ? GROUP BY project ORDER BY n DESC, project LIMIT ?",
+        (cc, start, end, limit),
+    )
     return [(p, int(n)) for p, n in rows]
 
 
@@ -89,9 +96,20 @@ def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_
         summaries.summarize(db, before_day=DAYS[-1])
         assert DAYS[5] in summaries.current_summaries(db, DAYS[0], DAYS[-1])
         # a late bucket makes an unknown project the day's leader in Germany
-        db.write([], [RollupBucket(1788220800 + 5 * 86400 + 60, {
-            (DAYS[5], "newcomer", "country", "DE"): 10**6, (DAYS[5], "newcomer", "overall", None): 10**6,
-            (DAYS[5], "newcomer", "with_mirrors", None): 10**6})], None)
+        db.write(
+            [],
+            [
+                RollupBucket(
+                    1788220800 + 5 * 86400 + 60,
+                    {
+                        (DAYS[5], "newcomer", "country", "DE"): 10**6,
+                        (DAYS[5], "newcomer", "overall", None): 10**6,
+                        (DAYS[5], "newcomer", "with_mirrors", None): 10**6,
+                    },
+                )
+            ],
+            None,
+        )
         assert DAYS[5] not in summaries.current_summaries(db, DAYS[0], DAYS[-1])
         assert queries.country_top(db, "DE", DAYS[0], DAYS[-1], 3) == _scan(db, "DE", DAYS[0], DAYS[-1], 3)
         assert queries.country_top(db, "DE", DAYS[0], DAYS[-1], 1)[0][0] == "newcomer"

@@ -5,6 +5,7 @@ day; and which days the daily charts must mark as not complete."""
 from __future__ import annotations
 
 from live_numbers_testing import BLOCK, DAY, DAY0, scenario
+
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import WindowRow
@@ -18,7 +19,11 @@ def test_today_counts_every_download_once_where_rollups_end_and_windows_go_on(si
     with open_sink(sink_url) as db:
         db.write(yesterday.windows() + sc.windows(), [yesterday.block(DAY0 - BLOCK)], None)
         before = queries.downloads_today(db)
-        assert (before.downloads, before.from_rollups, before.rollups_through) == (sc.total(DAY0, DAY0 + SECONDS), 0, None)
+        assert (before.downloads, before.from_rollups, before.rollups_through) == (
+            sc.total(DAY0, DAY0 + SECONDS),
+            0,
+            None,
+        )
         db.write([], [sc.block(DAY0), sc.block(DAY0 + BLOCK)], None)
         # a straggler rewrites a window of a minute not yet sealed: the figure follows it
         late = sc.events[DAY0 + SECONDS - 100] + [("pkg-00", False)] * 7
