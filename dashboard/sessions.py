@@ -87,6 +87,3 @@ class SessionStore:
     def revoke(self, sid: object) -> None:
         if isinstance(sid, str):
             self._db().execute("DELETE FROM sessions WHERE id = ?", (sid,))
-
-    def revoke_user(self, user: str) -> int:
-        return self._db().execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount

@@ -29,7 +29,6 @@ class Summary:
     sent: int = 0
     failed: int = 0
     dead_lettered: int = 0
-    last_error: Optional[str] = None
     end_offsets: dict = field(default_factory=dict)  # partition -> last acknowledged offset + 1
     undelivered: int = 0  # events given up on when stopped (Ctrl-C) before Kafka acknowledged them
     input_error: Optional[str] = None  # the input ended early (a truncated gzip): what was read before is sent
@@ -100,7 +99,6 @@ class Publisher:
     def _delivered(self, err: Optional[KafkaError], msg, events: int) -> None:
         if err is not None:
             self.summary.failed += events
-            self.summary.last_error = str(err)
             return
         self.summary.sent += events
         p, o = msg.partition(), msg.offset()
