@@ -129,7 +129,9 @@ def _has(module: str) -> bool:
 
 def run_all(s: Settings, config: Optional[Path]) -> None:
     from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
+    from pypi_pulse.extras import require_for
 
+    require_for(sink=s.sink_url, source=s.source)  # said once, before anything starts, not by a restarting child
     s.data_dir.mkdir(parents=True, exist_ok=True)
     log_dir = s.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)

@@ -163,3 +163,12 @@ def test_the_base_install_runs_the_embedded_pipeline_without_any_extra(without, 
     assert "not installed" not in proc.stderr
     assert sum(w["downloads"] for w in stored_windows(sink).values()) == n
     assert Path(tmp_path / "pulse.db").exists()
+
+
+def test_up_with_the_bigquery_source_without_the_extra_names_it_before_starting_anything(without, tmp_path):
+    ports = [str(free_port()) for _ in range(2)]
+    line = refused(["up", "--source", "bigquery", "--no-backfill", "--port", ports[0], "--metrics-port", ports[1],
+                    "--broker-port", "0", "--data-dir", str(tmp_path / "data")],
+                   {**without("google.cloud.bigquery"), "PYPI_PULSE_BILLING_PROJECT": "p"})
+    assert "pip install 'pypi-pulse[bigquery]'" in line
+    assert not (tmp_path / "data" / "logs").exists(), "children were started"
