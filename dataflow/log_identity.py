@@ -31,7 +31,7 @@ class TopicIdentity:
         # its own failed connections are not news (the consumers say when the broker goes and comes back), and
         # its logs, served late, would announce an outage that is over
         self.admin = AdminClient(
-            {"bootstrap.servers": bootstrap, "reconnect.backoff.max.ms": 1000, "log_level": 0, "error_cb": self._quiet}
+            {"bootstrap.servers": bootstrap, "reconnect.backoff.max.ms": 1000, "log_level": 0, "error_cb": self._quiet}  # type: ignore[dict-item]  # callbacks are config values too (confluent-kafka's types leave them out)
         )
         self._known: tuple[int, Optional[str]] = (-1, None)  # (outage count when read, id)
         self._next_try = 0.0

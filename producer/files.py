@@ -171,10 +171,11 @@ def _unflatten(flat: dict) -> dict:
 
     row = {k: norm.get(k) for k in _FIELDS if k not in _NESTED}
     for k, fields in _NESTED.items():
-        if isinstance(norm.get(k), str):  # a JSON-encoded record in one column
-            row[k] = orjson.loads(norm[k])
-        elif isinstance(norm.get(k), dict):
-            row[k] = norm[k]
+        value = norm.get(k)
+        if isinstance(value, str):  # a JSON-encoded record in one column
+            row[k] = orjson.loads(value)
+        elif isinstance(value, dict):
+            row[k] = value
         else:
             row[k] = build(k, fields)
     details = row.get("details")

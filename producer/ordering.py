@@ -95,7 +95,7 @@ class _Lines:
         if not isinstance(chunk, list) and chunk.find(b"\r") < 0:
             self._data = chunk
             self._starts, self._ends = _line_bounds(chunk)
-            keys, slow = _fast_seconds(self._heads())
+            keys, slow = _fast_seconds(self._heads(chunk))
         else:
             # a CRLF block's lines are stripped here, as a line-by-line read does
             self._lines = chunk if isinstance(chunk, list) else list(map(bytes.strip, chunk[:].split(b"\n")))
@@ -119,9 +119,9 @@ class _Lines:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def _heads(self) -> np.ndarray:
+    def _heads(self, chunk: Union[bytes, mmap.mmap]) -> np.ndarray:
         """Every line's first `_FAST_LEN` bytes, zero past its end: one gather of fixed-width windows."""
-        data, starts, ends = np.frombuffer(self._data, np.uint8), self._starts, self._ends
+        data, starts, ends = np.frombuffer(chunk, np.uint8), self._starts, self._ends
         n = len(starts)
         whole = int(np.searchsorted(starts, len(data) - _FAST_LEN, side="right"))  # _FAST_LEN bytes from the start
         heads = np.zeros((n, _FAST_LEN), np.uint8)
@@ -130,7 +130,7 @@ class _Lines:
                 data, shape=(len(data) - _FAST_LEN + 1, _FAST_LEN), strides=(1, 1), writeable=False
             )
             heads[:whole] = windows[starts[:whole]]
-        heads[whole:] = _heads_of([self._data[s:e] for s, e in zip(starts[whole:].tolist(), ends[whole:].tolist())])
+        heads[whole:] = _heads_of([chunk[s:e] for s, e in zip(starts[whole:].tolist(), ends[whole:].tolist())])
         short = np.flatnonzero(ends[:whole] - starts[:whole] < _FAST_LEN)
         if len(short):  # what the window took from the lines after a short line: zeros, as a slice would give
             heads[short] = np.where(np.arange(_FAST_LEN) < (ends - starts)[short, None], heads[short], 0)

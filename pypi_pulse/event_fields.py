@@ -75,6 +75,14 @@ def reader_struct(selected: Iterable[str], name: str = "Event") -> type:
     return _reader(Download, _wanted(selected), name, top=True)
 
 
+def _struct(f) -> type:
+    """The struct type of a field selected by its sub-fields (`_wanted` gives sub-fields only to records)."""
+    sub = _record(f.type)
+    if sub is None:
+        raise ValueError(f"{f.name!r} is not a record: it has no fields to select")
+    return sub
+
+
 def _reader(struct: type, wanted: dict, name: str, top: bool = False) -> type:
     fields = []
     for f in _fields(struct):
@@ -86,7 +94,7 @@ def _reader(struct: type, wanted: dict, name: str, top: bool = False) -> type:
                 raise ValueError(f"{f.name!r} is a record: select its fields")
             fields.append((f.name, f.type, None))
         else:
-            fields.append((f.name, Optional[_reader(sub, wanted[f.name], f"{name}_{f.name}")], None))
+            fields.append((f.name, Optional[_reader(_struct(f), wanted[f.name], f"{name}_{f.name}")], None))
     return msgspec.defstruct(name, fields, frozen=True, gc=False, cache_hash=not top, module=__name__)
 
 
@@ -108,7 +116,7 @@ def arrow_schema(selected: Iterable[str]):
         for f in _fields(struct):
             if f.name in wanted:
                 sub = wanted[f.name]
-                out.append((f.name, value_type(f.type) if sub is None else pa.struct(build(_record(f.type), sub))))
+                out.append((f.name, value_type(f.type) if sub is None else pa.struct(build(_struct(f), sub))))
         return out
 
     return pa.schema(build(Download, _wanted(selected)))
