@@ -237,3 +237,23 @@ def test_healthz_is_503_with_the_reason_once_the_main_loop_stops_beating():
         assert requests.get(base + "/metrics").status_code == 200
     finally:
         server.shutdown()
+
+
+def test_serve_falls_back_to_waitress_where_gunicorn_cannot_be_imported(tmp_path, filled):
+    shadow = tmp_path / "no-gunicorn" / "gunicorn"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("gunicorn is not installed here")\n')
+    port = free_port()
+    cmd = Command(["serve", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path), "--workers", "3"],
+                  tmp_path / "serve.log", PYTHONPATH=os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert probe(base + "/healthz", 200, cmd=cmd)["pid"] == cmd.proc.pid  # one process: waitress
+        assert probe(base + "/readyz", 200, cmd=cmd) == {"status": "ready"}
+        assert "waitress" in cmd.output()
+        t0 = time.monotonic()
+        cmd.proc.terminate()
+        assert cmd.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 5
+    finally:
+        cmd.stop()
