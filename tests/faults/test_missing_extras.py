@@ -172,3 +172,52 @@ def test_up_with_the_bigquery_source_without_the_extra_names_it_before_starting_
                    {**without("google.cloud.bigquery"), "PYPI_PULSE_BILLING_PROJECT": "p"})
     assert "pip install 'pypi-pulse[bigquery]'" in line
     assert not (tmp_path / "data" / "logs").exists(), "children were started"
+
+
+def test_up_on_the_embedded_defaults_serves_everything_without_any_extra(without, tmp_path):
+    """`pip install -e . && pypi-pulse up`: with no extra installed (so no gunicorn: serve runs on waitress) the
+    windows reach the sink, the dashboard answers and the exporter exports; Ctrl-C stops it all."""
+    import signal
+    import subprocess
+    import time
+
+    import requests
+
+    from pulse_testing import pulse_command
+
+    data = tmp_path / "data"
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, **without(*EXTRA_MODULES), "PYPI_PULSE_BROKER_PORT": "0",
+           "PYPI_PULSE_PRODUCER_METRICS_PORT": str(free_port()), "PYPI_PULSE_DATAFLOW_METRICS_PORT": str(free_port())}
+    proc = subprocess.Popen([pulse_command(), "up", "--data-dir", str(data), "--rate", "300", "--no-backfill",
+                             "--public-api", "--port", str(port), "--metrics-port", str(metrics_port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    sink = f"sqlite:///{data / 'pypi-pulse.db'}"
+    try:
+        deadline, seen = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and len(seen) < 3:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if "sink" not in seen and (data / "pypi-pulse.db").exists() and stored_windows(sink):
+                    seen["sink"] = True
+                r = requests.get(f"http://127.0.0.1:{port}/api/live/summary", timeout=2)
+                if r.status_code == 200:
+                    seen["dashboard"] = True
+                m = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+                if m.status_code == 200 and "pypi_pulse_sink_up 1.0" in m.text:
+                    seen["metrics"] = True
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.5)  # polling interval of the condition above, bounded by its deadline
+        assert len(seen) == 3, (seen, proc.poll())
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out = proc.communicate(timeout=30)[0].decode()
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert "not installed" not in out and "Traceback" not in out, out
+    assert not list(data.glob("logs/*.log")) or "Traceback" not in "".join(
+        f.read_text(errors="replace") for f in data.glob("logs/*.log"))
