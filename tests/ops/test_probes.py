@@ -35,8 +35,9 @@ class Command:
 
     def __init__(self, args: list[str], log: Path, **env: str):
         self.log = log
-        self.proc = subprocess.Popen([*CLI, *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, **env})
+        self.proc = subprocess.Popen(
+            [*CLI, *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -96,8 +97,9 @@ def test_serve_probes_need_no_session_and_readyz_says_why_when_the_sqlite_file_i
 
 def test_metrics_probes_and_readyz_503_when_the_sqlite_file_is_removed(tmp_path, filled):
     port = free_port()
-    cmd = Command(["metrics", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path)],
-                  tmp_path / "metrics.log")
+    cmd = Command(
+        ["metrics", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path)], tmp_path / "metrics.log"
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         assert probe(base + "/healthz", 200, cmd=cmd)["pid"] == cmd.proc.pid
@@ -174,8 +176,9 @@ def test_serve_readyz_503_while_postgresql_is_unreachable_and_ready_again_after(
     netloc = f"{parts.username}:{parts.password}@127.0.0.1:{relay.port}"
     via_relay = urlunsplit(parts._replace(netloc=netloc))
     port = free_port()
-    cmd = Command(["serve", "--port", str(port), "--sink", via_relay, "--data-dir", str(tmp_path)],
-                  tmp_path / "serve.log")
+    cmd = Command(
+        ["serve", "--port", str(port), "--sink", via_relay, "--data-dir", str(tmp_path)], tmp_path / "serve.log"
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         assert probe(base + "/readyz", 200, cmd=cmd) == {"status": "ready"}
@@ -193,9 +196,24 @@ def test_serve_readyz_503_while_postgresql_is_unreachable_and_ready_again_after(
 def test_dataflow_and_producer_stay_alive_while_their_loops_turn_even_idle(tmp_path, broker, topic):
     env = {"PYPI_PULSE_HEALTHZ_STALE_SECONDS": str(STALE_S)}
     flow_port, producer_port = free_port(), free_port()
-    flow = Command(["dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--no-recovery",
-                    "--sink", f"sqlite:///{tmp_path / 'pulse.db'}", "--data-dir", str(tmp_path),
-                    "--metrics-port", str(flow_port)], tmp_path / "dataflow.log", **env)
+    flow = Command(
+        [
+            "dataflow",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic",
+            topic,
+            "--no-recovery",
+            "--sink",
+            f"sqlite:///{tmp_path / 'pulse.db'}",
+            "--data-dir",
+            str(tmp_path),
+            "--metrics-port",
+            str(flow_port),
+        ],
+        tmp_path / "dataflow.log",
+        **env,
+    )
     producer = None
     try:
         # the dataflow alone, on an empty topic: idle, but its worker polls the partitions
@@ -206,9 +224,23 @@ def test_dataflow_and_producer_stay_alive_while_their_loops_turn_even_idle(tmp_p
             body = requests.get(f"http://127.0.0.1:{flow_port}/healthz", timeout=5).json()
             assert body["status"] == "ok" and body["last_progress_seconds_ago"] < STALE_S, body
             time.sleep(0.2)
-        producer = Command(["produce", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--rate", "50",
-                            "--metrics-port", str(producer_port), "--data-dir", str(tmp_path)],
-                           tmp_path / "producer.log", **env)
+        producer = Command(
+            [
+                "produce",
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--rate",
+                "50",
+                "--metrics-port",
+                str(producer_port),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            tmp_path / "producer.log",
+            **env,
+        )
         probe(f"http://127.0.0.1:{producer_port}/healthz", 200, timeout=60, cmd=producer)
         until = time.monotonic() + 2 * STALE_S
         while time.monotonic() < until:
@@ -244,8 +276,11 @@ def test_serve_falls_back_to_waitress_where_gunicorn_cannot_be_imported(tmp_path
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("gunicorn is not installed here")\n')
     port = free_port()
-    cmd = Command(["serve", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path), "--workers", "3"],
-                  tmp_path / "serve.log", PYTHONPATH=os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = Command(
+        ["serve", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path), "--workers", "3"],
+        tmp_path / "serve.log",
+        PYTHONPATH=os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]),
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         assert probe(base + "/healthz", 200, cmd=cmd)["pid"] == cmd.proc.pid  # one process: waitress
