@@ -167,9 +167,23 @@ def test_the_base_install_runs_the_embedded_pipeline_without_any_extra(without, 
 
 def test_up_with_the_bigquery_source_without_the_extra_names_it_before_starting_anything(without, tmp_path):
     ports = [str(free_port()) for _ in range(2)]
-    line = refused(["up", "--source", "bigquery", "--no-backfill", "--port", ports[0], "--metrics-port", ports[1],
-                    "--broker-port", "0", "--data-dir", str(tmp_path / "data")],
-                   {**without("google.cloud.bigquery"), "PYPI_PULSE_BILLING_PROJECT": "p"})
+    line = refused(
+        [
+            "up",
+            "--source",
+            "bigquery",
+            "--no-backfill",
+            "--port",
+            ports[0],
+            "--metrics-port",
+            ports[1],
+            "--broker-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        {**without("google.cloud.bigquery"), "PYPI_PULSE_BILLING_PROJECT": "p"},
+    )
     assert "pip install 'pypi-pulse[bigquery]'" in line
     assert not (tmp_path / "data" / "logs").exists(), "children were started"
 
@@ -182,17 +196,38 @@ def test_up_on_the_embedded_defaults_serves_everything_without_any_extra(without
     import time
 
     import requests
-
     from pulse_testing import pulse_command
 
     data = tmp_path / "data"
     port, metrics_port = free_port(), free_port()
-    env = {**os.environ, **without(*EXTRA_MODULES), "PYPI_PULSE_BROKER_PORT": "0",
-           "PYPI_PULSE_PRODUCER_METRICS_PORT": str(free_port()), "PYPI_PULSE_DATAFLOW_METRICS_PORT": str(free_port())}
-    proc = subprocess.Popen([pulse_command(), "up", "--data-dir", str(data), "--rate", "300", "--no-backfill",
-                             "--public-api", "--port", str(port), "--metrics-port", str(metrics_port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        **without(*EXTRA_MODULES),
+        "PYPI_PULSE_BROKER_PORT": "0",
+        "PYPI_PULSE_PRODUCER_METRICS_PORT": str(free_port()),
+        "PYPI_PULSE_DATAFLOW_METRICS_PORT": str(free_port()),
+    }
+    proc = subprocess.Popen(
+        [
+            pulse_command(),
+            "up",
+            "--data-dir",
+            str(data),
+            "--rate",
+            "300",
+            "--no-backfill",
+            "--public-api",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     sink = f"sqlite:///{data / 'pypi-pulse.db'}"
     try:
         deadline, seen = time.monotonic() + 120, {}
@@ -220,4 +255,5 @@ def test_up_on_the_embedded_defaults_serves_everything_without_any_extra(without
             raise
     assert "not installed" not in out and "Traceback" not in out, out
     assert not list(data.glob("logs/*.log")) or "Traceback" not in "".join(
-        f.read_text(errors="replace") for f in data.glob("logs/*.log"))
+        f.read_text(errors="replace") for f in data.glob("logs/*.log")
+    )
