@@ -224,6 +224,12 @@ def test_the_configmap_and_secret_hold_settings_the_cli_accepts(monkeypatch, tmp
     assert s.bootstrap_servers == env["PYPI_PULSE_BOOTSTRAP_SERVERS"]
 
 
+def test_the_systemd_environment_example_holds_settings_the_cli_accepts():
+    lines = (DEPLOY / "systemd" / "env.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in lines if line.strip() and not line.startswith("#")}
+    assert names and names <= SETTING_NAMES, names - SETTING_NAMES
+
+
 # --------------------------------------------------------------------------------------------- every command line
 
 
