@@ -119,3 +119,55 @@ def test_a_claim_left_by_a_killed_worker_lapses_after_signin_claim_seconds(tmp_p
     assert other.begin("10.0.0.2", USER) == 0.0
     other.end("10.0.0.2", USER, ok=True)
     assert other.in_flight() == 0
+
+
+def test_the_wsgi_entry_point_under_gunicorns_own_command_shares_one_secret_and_sessions(tmp_path):
+    """`gunicorn pypi_pulse.dashboard.wsgi:app`, settings from PYPI_PULSE_* only, on a data directory with no session
+    secret yet: the workers, starting together, agree on one secret, so a sign-in holds on every worker."""
+    import os
+    import subprocess
+
+    from pypi_pulse.broker import free_port
+
+    sink_url = prepare_data_dir(tmp_path)
+    port = free_port()
+    env = {**os.environ, "PYPI_PULSE_SINK": sink_url, "PYPI_PULSE_DATA_DIR": str(tmp_path), WORKER_HEADER_ENV: "1"}
+    log = tmp_path / "gunicorn.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(WORKERS),
+            "--threads",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "pypi_pulse.dashboard.wsgi:app",
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(base + "/readyz", timeout=10).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):  # workers still importing: queued, or refused
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        http = requests.Session()
+        assert http.post(base + "/login", data=login_form(http, base), allow_redirects=False).status_code == 302
+        answered = answers_from_every_worker(base + "/api/openapi.json", http.cookies.get_dict())
+        assert all(codes == {200} for codes in answered.values()), answered
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert not list(tmp_path.glob(".session-secret.*"))  # no half-written key left behind
