@@ -176,7 +176,9 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
                 if err.fatal():
                     raise RuntimeError(f"Kafka consumer error on partition {self.partition}: {err}")
                 continue
-            value = m.value()
+            # a message without a value (a tombstone, which any client of a shared topic may write) is an event
+            # that cannot be read: as an empty one it is dead-lettered with its reason, like any other
+            value = m.value() or b""
             headers = m.headers()
             if headers and PACK_HEADER in headers:
                 if sizes is None:
@@ -185,7 +187,9 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
             elif sizes is not None:
                 sizes.append(1)
             values.append(value)
-            self.next_offset = m.offset() + 1
+            offset = m.offset()
+            assert offset is not None  # a consumed message has one
+            self.next_offset = offset + 1
             self.at_eof = False
         events = len(values) if sizes is None else sum(sizes)
         dataflow_metrics.consumed(self, events)
@@ -280,7 +284,7 @@ class _Partition(StatefulSourcePartition[RawBatch, tuple]):
         self.log_end_known = True
         return True
 
-    def _reset_to_start(self, lo: int, hi: int, why: str, lost: Optional[int] = None) -> None:
+    def _reset_to_start(self, lo: int, hi: Optional[int], why: str, lost: Optional[int] = None) -> None:
         start = lo if lo is not None and lo >= 0 else 0
         known = (
             {}
