@@ -171,3 +171,66 @@ def test_the_wsgi_entry_point_under_gunicorns_own_command_shares_one_secret_and_
         proc.wait(15)
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert not list(tmp_path.glob(".session-secret.*"))  # no half-written key left behind
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_reuse_a_bounded_pool_of_connections_per_worker(tmp_path, pg_url):
+    """Hundreds of concurrent API requests on two workers: the server's connections to PostgreSQL (seen by the
+    operating system, per process) stay within workers x sink_read_connections, and are reused, not opened per
+    request."""
+    import psutil
+    from dashboard_testing import PASSWORD, fill
+
+    from pypi_pulse.dashboard.users import UserStore
+
+    fill(pg_url)
+    UserStore(tmp_path).add(USER, PASSWORD)
+    pg_port = int(pg_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    s = Serve(tmp_path, pg_url, args=("--workers", str(WORKERS), "--threads", "4"))
+    try:
+        http = requests.Session()
+        assert http.post(s.url + "/login", data=login_form(http, s.url), allow_redirects=False).status_code == 302
+        cookies = http.cookies.get_dict()
+        tree = psutil.Process(s.proc.pid)
+        seen: set[tuple[int, int]] = set()  # (pid, local port) of every connection to PostgreSQL observed
+        most = 0
+        codes: list[int] = []
+        done = threading.Event()
+
+        def sample():
+            nonlocal most
+            while not done.is_set():
+                now = set()
+                for p in (tree, *tree.children(recursive=True)):
+                    try:
+                        now |= {
+                            (p.pid, c.laddr.port)
+                            for c in p.net_connections("tcp")
+                            if c.raddr and c.raddr.port == pg_port
+                        }
+                    except psutil.NoSuchProcess:
+                        pass
+                seen.update(now)
+                most = max(most, len(now))
+                time.sleep(0.02)
+
+        def call(path: str):
+            r = requests.get(s.url + path, cookies=cookies, timeout=30)
+            codes.append(r.status_code)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        paths = ["/api/live/summary", "/api/packages/numpy/overall", "/api/countries", "/api/live/windows?last=60"]
+        for _ in range(5):
+            threads = [threading.Thread(target=call, args=(p,)) for p in paths * 10]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        done.set()
+        sampler.join()
+        assert codes.count(200) == len(codes) == 200, sorted(set(codes))
+        limit = WORKERS * 4  # sink_read_connections' default per worker
+        assert 1 <= most <= limit and len(seen) <= limit, (most, len(seen))
+    finally:
+        s.stop()
