@@ -18,7 +18,7 @@ from typing import Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pypi_pulse import countries
@@ -27,7 +27,7 @@ from pypi_pulse.sink import queries, recent
 from pypi_pulse.sink.base import Sink, open_sink
 from pypi_pulse.sink.live_top import top_of
 from pypi_pulse.sink.retry import one_line
-from pypi_pulse.sink.trending import TrendingOptions
+from pypi_pulse.sink.trending import Trending, TrendingOptions
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ class SinkCollector(Collector):
         self._unavailable_since = 0.0  # wall time of the first failed read of the current outage
         self.trending_options = TrendingOptions.current()
         self._trending_at: Optional[int] = None  # newest block end the cached trending rows were computed at
-        self._trending_rows = None
+        self._trending_rows: Optional[Trending] = None
 
     def collect(self):
         with self._lock:
@@ -98,7 +98,7 @@ class SinkCollector(Collector):
         return [up, down, took, *families]
 
     def _families(self, db: Sink) -> list:
-        out = []
+        out: list[Metric] = []
         rate = GaugeMetricFamily(
             "pypi_pulse_downloads_per_second",
             f"Downloads per second, mean over the newest {self.span_s} s of closed windows.",
@@ -182,10 +182,10 @@ class SinkCollector(Collector):
         newest = recent.newest_block_end(db)
         if newest is None:
             return []
-        if self._trending_at != newest:
-            self._trending_rows = self.trending_options.compute(db, 1, self.trending_options.metric_top)
-            self._trending_at = newest
         t = self._trending_rows
+        if t is None or self._trending_at != newest:
+            t = self._trending_rows = self.trending_options.compute(db, 1, self.trending_options.metric_top)
+            self._trending_at = newest
         ratio = GaugeMetricFamily(
             "pypi_pulse_trending_ratio",
             "Downloads over the last whole hour the sealed rollups reach, divided by the "
@@ -203,7 +203,8 @@ class SinkCollector(Collector):
         for r in t.rows:
             ratio.add_metric([r["project"]], r["ratio"])
             downloads.add_metric([r["project"]], r["downloads"])
-        end.add_metric([], t.end)
+        if t.end is not None:
+            end.add_metric([], t.end)
         return [ratio, downloads, end]
 
     def _pipeline(self, db: Sink) -> list:
@@ -211,7 +212,7 @@ class SinkCollector(Collector):
         if stats is None:
             return []
         c = stats.counters
-        out = []
+        out: list[Metric] = []
         for name, help_ in PIPELINE_COUNTERS.items():
             f = CounterMetricFamily(f"pypi_pulse_pipeline_events_{name}", help_)
             f.add_metric([], c.get(name, 0))
