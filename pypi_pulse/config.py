@@ -186,11 +186,13 @@ class Settings(BaseSettings):
         "accept: the API answers 400 beyond it, a search finds nothing.")
     secure_cookies: bool = Field(False, description="Send the dashboard's session cookie over HTTPS only (`serve --secure-cookies`, behind a TLS proxy).")
     serve_workers: int = Field(
-        2, ge=1, le=64, description="`serve --workers`: server processes (gunicorn; waitress, the fallback where "
+        2, ge=1, le=64, json_schema_extra={"flag": "--workers"},
+        description="`serve --workers`: server processes (gunicorn; waitress, the fallback where "
         "gunicorn is not installed, runs one). Sessions, the sign-in throttle and the session secret live in the data "
         "directory, so any worker answers any request; about 2 x cores, each holds its own sink connections and caches.")
     serve_threads: int = Field(
-        4, ge=1, le=64, description="`serve --threads`: request threads in each server process; requests mostly wait "
+        4, ge=1, le=64, json_schema_extra={"flag": "--threads"},
+        description="`serve --threads`: request threads in each server process; requests mostly wait "
         "on the sink, so a few threads per process keep the cores busy. Bounds the sink connections a process opens.")
     serve_server: Literal["auto", "gunicorn", "waitress"] = Field(
         "auto", description="`serve`'s WSGI server: gunicorn (several processes; Linux and macOS), waitress (one "
@@ -340,7 +342,8 @@ def load_settings(config_file: Optional[Path] = None, **overrides: Any) -> Setti
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "config"
-        flag = "--" + field.replace("_", "-")
+        extra = Settings.model_fields[field].json_schema_extra if field in Settings.model_fields else None
+        flag = extra["flag"] if isinstance(extra, dict) and "flag" in extra else "--" + field.replace("_", "-")
         env = "PYPI_PULSE_" + field.upper()
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and field in in_file:

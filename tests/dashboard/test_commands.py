@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -105,3 +106,18 @@ def test_serve_on_a_busy_port_is_one_line_exit_2(tmp_path):
         port = s.getsockname()[1]
         r = cli("serve", "--port", str(port), "--data-dir", str(tmp_path), "--sink", f"sqlite:///{tmp_path / 'x.db'}")
     assert r.returncode == 2 and "pick another --port" in r.stderr
+
+
+def test_serve_refuses_bad_workers_and_threads_in_one_line_naming_the_flag(tmp_path):
+    sink = f"sqlite:///{tmp_path / 'pulse.db'}"
+    r = cli("serve", "--workers", "0", "--sink", sink, "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "--workers / PYPI_PULSE_SERVE_WORKERS" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "pypi_pulse.cli", "serve", "--sink", sink, "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYPI_PULSE_SERVE_THREADS": "many"},
+    )
+    assert r.returncode == 2 and "--threads / PYPI_PULSE_SERVE_THREADS" in r.stderr, r.stderr
