@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from expected_rollups import expected_daily, expected_totals  # noqa: E402
 from pulse_testing import expected_second, expected_windows  # noqa: E402
+from pypi_pulse.errors import UserError  # noqa: E402
+from pypi_pulse.sink.base import open_sink  # noqa: E402
 
 CLI = [sys.executable, "-m", "pypi_pulse.cli"]
 
@@ -45,6 +47,22 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tupl
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def consumed(sink_url: str) -> int:
+    """The sink's `consumed` counter: 0 until the dataflow has created the sink."""
+    try:
+        with open_sink(sink_url, readonly=True) as db:
+            stats = db.stats()
+    except UserError:
+        return 0
+    return stats.counters.get("consumed", 0) if stats else 0
+
+
+def rolled_up(sink_url: str) -> int:
+    """Downloads (mirrors included) in the daily rollups applied so far."""
+    with open_sink(sink_url, readonly=True) as db:
+        return db.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
 
 
 def metric(port: int, name: str) -> Optional[float]:

@@ -17,6 +17,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from sink_faults_testing import consumed
+
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import expected_windows, publish, stored_windows
 from pypi_pulse.sink.base import open_sink
@@ -27,15 +29,6 @@ N = 120_000
 CHUNKS = 60  # the events arrive as a live stream does, a chunk every FEED_EVERY_S, so the kills land mid-stream
 FEED_EVERY_S = 0.5
 KILL_AT = (0.2, 0.45, 0.7)  # fractions of the events consumed when each SIGKILL lands
-
-
-def _consumed(sink_url: str) -> int:
-    try:
-        with open_sink(sink_url, readonly=True) as db:
-            stats = db.stats()
-    except Exception:  # not created yet, or mid-write: ask again
-        return 0
-    return stats.counters.get("consumed", 0) if stats else 0
 
 
 def _dataflow(bootstrap: str, topic: str, sink_url: str, data_dir, log, *extra: str) -> subprocess.Popen:
@@ -87,15 +80,15 @@ def test_a_dataflow_killed_three_times_mid_stream_ends_with_exact_windows_and_hi
         for fraction in KILL_AT:
             proc = _dataflow(broker.bootstrap, topic, sink, data_dir, log)
             started.append(proc)
-            before = _consumed(sink)
+            before = consumed(sink)
             deadline = time.monotonic() + 300
             # each incarnation must make progress of its own before it is killed, or the kill proves nothing
-            while _consumed(sink) < max(int(N * fraction), before + 1):
+            while consumed(sink) < max(int(N * fraction), before + 1):
                 assert proc.poll() is None, log_path.read_text()[-4000:]
                 assert time.monotonic() < deadline, f"no progress past {before} events before the kill"
                 time.sleep(0.05)
             _crash(proc)
-        assert _consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
+        assert consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
         feeder.join(120)
         assert fed.get("done") and "error" not in fed, fed.get("error")
 

@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_faults_testing import CLI, metric, start, topic_events, truth, wait_for
+from sink_faults_testing import CLI, consumed, metric, rolled_up, start, topic_events, truth, wait_for
 
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
 from pypi_pulse.broker import free_port
-from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import open_sink
 
 pytestmark = pytest.mark.postgres
@@ -67,20 +66,6 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _rolled_up(sink_url: str) -> int:
-    with open_sink(sink_url, readonly=True) as db:
-        return db.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
-
-
-def _consumed(sink_url: str) -> int:
-    try:
-        with open_sink(sink_url, readonly=True) as db:
-            stats = db.stats()
-    except UserError:  # not created yet
-        return 0
-    return stats.counters.get("consumed", 0) if stats else 0
-
-
 def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, broker, topic):
     _bin("initdb")
     pg = PrivatePostgres()
@@ -99,7 +84,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         producer = start(["produce", *common, "--source", "synthetic", "--rate", "200", "--seed", "11",
                           "--no-progress"], prod_log, **env)
         alive = ((flow, flow_log), (producer, prod_log))
-        wait_for("the first windows", lambda: _consumed(sink) > 0, 60, alive)
+        wait_for("the first windows", lambda: consumed(sink) > 0, 60, alive)
         assert metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0
 
         stopped_at = time.time()
@@ -118,7 +103,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         producer.send_signal(signal.SIGINT)
         assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
         events = topic_events(broker.bootstrap, topic)
-        wait_for("the backlog to be consumed", lambda: _consumed(sink) == len(events), 120, alive[:1])
+        wait_for("the backlog to be consumed", lambda: consumed(sink) == len(events), 120, alive[:1])
         flow.send_signal(signal.SIGTERM)
         assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
         # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
@@ -126,7 +111,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         drained = subprocess.run([*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
                                   "--until-drained"], env=dict(os.environ, **env), capture_output=True, timeout=300)
         assert drained.returncode == 0, drained.stderr.decode()[-4000:]
-        assert _rolled_up(sink) == len(events)
+        assert rolled_up(sink) == len(events)
 
         windows, daily, totals = truth(events)
         with open_sink(sink, readonly=True) as db:

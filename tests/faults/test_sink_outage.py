@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 
-from sink_faults_testing import CLI, metric, start, summary, topic_events, truth, wait_for
+from sink_faults_testing import CLI, consumed, metric, rolled_up, start, summary, topic_events, truth, wait_for
 
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
 from pypi_pulse.broker import free_port
-from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import open_sink
 
 LOCK_S = 90  # what the issue asks for: well past SQLite's 30 s busy timeout, which used to kill the dataflow
@@ -31,20 +30,6 @@ print("locked", flush=True)
 sys.stdin.readline()
 db.execute("COMMIT")
 """
-
-
-def _rolled_up(sink_url: str) -> int:
-    with open_sink(sink_url, readonly=True) as db:
-        return db.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
-
-
-def _consumed(sink_url: str) -> int:
-    try:
-        with open_sink(sink_url, readonly=True) as db:
-            stats = db.stats()
-    except UserError:  # not created yet
-        return 0
-    return stats.counters.get("consumed", 0) if stats else 0
 
 
 def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker, topic):
@@ -64,7 +49,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
     web = None
     locker = None
     try:
-        wait_for("the first windows", lambda: db_path.exists() and _consumed(sink) > 0, 60, alive)
+        wait_for("the first windows", lambda: db_path.exists() and consumed(sink) > 0, 60, alive)
         web = start(["serve", "--public-api", "--port", str(web_port), "--sink", sink,
                      "--data-dir", str(tmp_path / "web")], web_log, **env)
         alive += ((web, web_log),)
@@ -101,7 +86,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
 
         events = topic_events(broker.bootstrap, topic)
-        wait_for("the backlog to be consumed", lambda: _consumed(sink) == len(events), 120, alive[:1])
+        wait_for("the backlog to be consumed", lambda: consumed(sink) == len(events), 120, alive[:1])
         flow.send_signal(signal.SIGTERM)
         assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
         # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
@@ -109,7 +94,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         drained = subprocess.run([*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
                                   "--until-drained"], env=dict(os.environ, **env), capture_output=True, timeout=300)
         assert drained.returncode == 0, drained.stderr.decode()[-4000:]
-        assert _rolled_up(sink) == len(events)
+        assert rolled_up(sink) == len(events)
     finally:
         for proc in (locker, producer, web, flow):
             if proc is not None and proc.poll() is None:
