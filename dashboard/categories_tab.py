@@ -13,7 +13,7 @@ from pypi_pulse.categories import category_map
 from pypi_pulse.countries import UNKNOWN, name
 from pypi_pulse.dashboard import figures, inputs
 from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
-from pypi_pulse.dashboard.countries_tab import _period, default_period
+from pypi_pulse.dashboard.countries_tab import default_period, period_or_figure
 from pypi_pulse.dashboard.live import COUNTRY_CODES, COUNTRY_OPTIONS, GRAPH_CONFIG
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.dashboard.trends_tab import _days
@@ -232,8 +232,10 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_share(start, end, theme):
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or share_figure(ctx, *period, inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return share_figure(ctx, *period, inputs.theme(theme))
 
     @app.callback(
         Output("categories-country-mix", "figure"),
@@ -243,8 +245,10 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_mix(country, start, end, theme):
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or country_mix_figure(ctx, inputs.choice(country, known), *period, inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return country_mix_figure(ctx, inputs.choice(country, known), *period, inputs.theme(theme))
 
     @app.callback(
         Output("categories-top", "figure"),
@@ -254,5 +258,7 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_top(category, start, end, theme):
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or top_figure(ctx, inputs.choice(category, categories()), *period, inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return top_figure(ctx, inputs.choice(category, categories()), *period, inputs.theme(theme))

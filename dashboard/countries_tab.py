@@ -4,7 +4,7 @@ two packages compared country by country."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
+from typing import Optional, Union
 
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, no_update
@@ -218,14 +218,14 @@ def search_options(ctx: DashContext, search: object, current: object) -> list[di
     return [{"label": v, "value": v} for v in dict.fromkeys([*values, *found])]
 
 
-def _period(start: object, end: object, theme: str) -> tuple[Optional[tuple[str, str]], Optional[dict]]:
-    """((start, end), None) for a usable period, else (None, the empty figure saying what to pick)."""
+def period_or_figure(start: object, end: object, theme: str) -> Union[tuple[str, str], dict]:
+    """(start, end) for a usable period, else the empty figure saying what to pick."""
     s, e = inputs.day(start), inputs.day(end)
     if s is None or e is None:
-        return None, figures.empty("Pick the start and the end of the period.", theme)
+        return figures.empty("Pick the start and the end of the period.", theme)
     if s > e:
-        return None, figures.empty(f"The period starts ({s}) after it ends ({e}): pick the dates again.", theme)
-    return (s, e), None
+        return figures.empty(f"The period starts ({s}) after it ends ({e}): pick the dates again.", theme)
+    return s, e
 
 
 def register(app, ctx: DashContext) -> None:
@@ -251,8 +251,10 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_map(start, end, chosen, theme):
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or map_figure(ctx, *period, package(chosen), inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return map_figure(ctx, *period, package(chosen), inputs.theme(theme))
 
     @app.callback(Output("countries-country", "value"), Input("countries-map", "clickData"), prevent_initial_call=True)
     def pick_country(click):
@@ -270,8 +272,10 @@ def register(app, ctx: DashContext) -> None:
         country = inputs.choice(country, known)
         if callback_ctx.triggered_id == "countries-map":
             country = country_at(hover) or country
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or top5_figure(ctx, country, *period, inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return top5_figure(ctx, country, *period, inputs.theme(theme))
 
     @app.callback(
         Output("countries-scatter", "figure"),
@@ -282,5 +286,7 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_scatter(a, b, start, end, theme):
-        period, empty = _period(start, end, inputs.theme(theme))
-        return empty or scatter_figure(ctx, package(a), package(b), *period, inputs.theme(theme))
+        period = period_or_figure(start, end, inputs.theme(theme))
+        if isinstance(period, dict):  # the figure saying what to pick
+            return period
+        return scatter_figure(ctx, package(a), package(b), *period, inputs.theme(theme))

@@ -10,7 +10,7 @@ browser tests read back.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 from pypi_pulse.countries import UNKNOWN, alpha3, name
@@ -100,7 +100,7 @@ def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
 
 
 def choropleth(
-    values: dict[str, float],
+    values: Mapping[str, float],
     theme: str,
     title: str,
     unit: str,
@@ -190,7 +190,7 @@ def treemap(top: Sequence[tuple[str, int]], window_total: int, theme: str, title
 
 def lines(
     x: Sequence,
-    series: Iterable[tuple[str, Sequence[float], dict]],
+    series: Iterable[tuple[str, Sequence[Optional[float]], dict]],
     theme: str,
     title: str,
     yaxis_title: str = "",

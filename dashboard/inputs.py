@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from typing import Optional
+from typing import Optional, TypeVar
 
 from pypi_pulse.dashboard.figures import THEMES
+
+T = TypeVar("T")
 
 
 def theme(value: object) -> str:
@@ -34,7 +36,7 @@ def texts(value: object, limit: Optional[int] = None) -> list[str]:
     return out[:limit]
 
 
-def choice(value: object, allowed: Iterable) -> Optional[object]:
+def choice(value: object, allowed: Iterable[T]) -> Optional[T]:
     """`value` if it is one of `allowed` (compared only among hashable values of the same type), else None."""
     try:
         hash(value)

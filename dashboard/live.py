@@ -17,9 +17,9 @@ from pypi_pulse.events import iso_second
 
 RANGES = {"5 min": 300, "15 min": 900, "60 min": 3600}
 RATE_WINDOW_S = 60
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "responsive": True}
 # world maps are drawn from the TopoJSON shipped in assets/ (plotly.js would fetch it from its CDN otherwise)
-MAP_CONFIG = {**GRAPH_CONFIG, "topojsonURL": "/assets/topojson/"}
+MAP_CONFIG: dcc.Graph.Config = {**GRAPH_CONFIG, "topojsonURL": "/assets/topojson/"}
 COUNTRY_OPTIONS = sorted(({"label": f"{name(c)} ({c})", "value": c} for c in ALPHA2), key=lambda o: o["label"])
 COUNTRY_CODES = frozenset(o["value"] for o in COUNTRY_OPTIONS)
 
@@ -173,7 +173,12 @@ def _build_view(ctx: DashContext, seconds: int, countries: tuple[str, ...], them
         xaxis={"type": "date"},
     )
     latest = ctx.live.latest()
-    tree = figures.treemap(latest.top, latest.downloads, theme, f"Top 10 packages, window {iso_second(latest.start)}")
+    if latest is None:  # the feed lost its windows since the counters were read
+        tree = figures.empty(NO_DATA, theme)
+    else:
+        tree = figures.treemap(
+            latest.top, latest.downloads, theme, f"Top 10 packages, window {iso_second(latest.start)}"
+        )
     return (
         f"{counters.last_minute:,}",
         f"{counters.today:,}",

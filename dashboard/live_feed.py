@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -88,6 +89,7 @@ class LiveFeed:
                 self._last_full = time.monotonic()
                 self._minutes = {}
             else:
+                assert st.newest is not None  # a state with windows has its newest
                 fresh = db.windows(st.newest - REREAD_S, 2**62)
                 windows = dict(st.windows)
             self.queries += 1
@@ -109,12 +111,12 @@ class LiveFeed:
     # ---- views (cached per period and arguments) ------------------------------------------------------------
     def counters(self) -> Optional[Counters]:
         st = self.current()
-        if st.newest is None:
+        n = st.newest
+        if n is None:
             return None
 
         def compute():
             ws = st.windows
-            n = st.newest
             last_minute = sum(w.downloads for s, w in ws.items() if s > n - 60)
             smooth = sum(w.downloads for s, w in ws.items() if s > n - SMOOTH_S)
             today = st.today.downloads if st.today is not None else 0
@@ -125,20 +127,22 @@ class LiveFeed:
     def countries(self, seconds: int) -> dict[str, int]:
         """Downloads per alpha-2 country over the last `seconds` (up to the horizon)."""
         st = self.current()
-        if st.newest is None:
+        newest = st.newest
+        if newest is None:
             return {}
 
         def compute():
             total: Counter = Counter()
-            lo = st.newest - seconds + 1
+            lo = newest - seconds + 1
             first_minute = -(-lo // 60) * 60
-            last_minute = (st.newest + 1) // 60 * 60  # whole minutes [first_minute, last_minute), then the edges
+            last_minute = (newest + 1) // 60 * 60  # whole minutes [first_minute, last_minute), then the edges
+            edges: Iterable[int]
             if first_minute >= last_minute:  # no whole minute inside: every second on its own
-                edges = range(lo, st.newest + 1)
+                edges = range(lo, newest + 1)
             else:
                 for m in range(first_minute, last_minute, 60):
-                    total.update(self._minute(st, m))
-                edges = (*range(lo, first_minute), *range(last_minute, st.newest + 1))
+                    total.update(self._minute(st, newest, m))
+                edges = (*range(lo, first_minute), *range(last_minute, newest + 1))
             get = st.windows.get
             for s in edges:
                 w = get(s)
@@ -148,7 +152,7 @@ class LiveFeed:
 
         return self.cache.get(("countries", st.newest, seconds), compute)
 
-    def _minute(self, st: LiveState, start: int) -> Counter:
+    def _minute(self, st: LiveState, newest: int, start: int) -> Counter:
         """Country totals of one whole minute, kept once the minute is too old to be rewritten."""
         hit = self._minutes.get(start)
         if hit is not None:
@@ -159,10 +163,10 @@ class LiveFeed:
             w = get(s)
             if w is not None:
                 total.update(w.countries)
-        if start + 60 < st.newest - REREAD_S:
+        if start + 60 < newest - REREAD_S:
             with self._minutes_lock:
                 if len(self._minutes) > 2 * HORIZON_S // 60:
-                    self._minutes = {m: c for m, c in self._minutes.items() if m > st.newest - HORIZON_S - 60}
+                    self._minutes = {m: c for m, c in self._minutes.items() if m > newest - HORIZON_S - 60}
                 self._minutes[start] = total
         return total
 
@@ -170,11 +174,12 @@ class LiveFeed:
         """(second starts, downloads, {country: downloads}) as float arrays over every second of the range, NaN
         where nothing is known (`gaps`): drawn as a gap, not as 0/s."""
         st = self.current()
-        if st.newest is None:
+        newest = st.newest
+        if newest is None:
             return [], [], {}
 
         def compute():
-            xs = np.arange(st.newest - seconds + 1, st.newest + 1, dtype=np.int64)
+            xs = np.arange(newest - seconds + 1, newest + 1, dtype=np.int64)
             get = st.windows.get
             rows = [get(s) for s in xs.tolist()]
             unknown = gaps(np.fromiter((w is not None for w in rows), dtype=bool, count=len(rows)), gap_s)
@@ -188,7 +193,7 @@ class LiveFeed:
                 per[c][unknown] = np.nan
             return xs, total, per
 
-        return self.cache.get(("series", st.newest, seconds, countries, gap_s), compute)
+        return self.cache.get(("series", newest, seconds, countries, gap_s), compute)
 
     def latest(self) -> Optional[WindowRow]:
         st = self.current()

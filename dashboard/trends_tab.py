@@ -145,7 +145,7 @@ def daily_figure(ctx: DashContext, packages: Sequence[str], mas: Sequence[int], 
     all_days = _days(*rng)
     n_partial = partial_tail(ctx, all_days)
     days = all_days[: len(all_days) - n_partial]
-    series = []
+    series: list[tuple[str, Sequence[Optional[float]], dict]] = []
     missing = []
     for i, p in enumerate(packages):
         rows = dict(data.get(p, ()))
