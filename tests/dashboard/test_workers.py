@@ -234,3 +234,63 @@ def test_postgresql_reads_reuse_a_bounded_pool_of_connections_per_worker(tmp_pat
         assert 1 <= most <= limit and len(seen) <= limit, (most, len(seen))
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_serve_and_every_worker_within_seconds(tmp_path, how):
+    """Ctrl-C in a terminal signals the whole foreground process group (gunicorn's parent and its workers); a
+    service manager sends SIGTERM to the main process only. Either way nothing is left after a few seconds."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    from pypi_pulse.broker import free_port
+
+    sink_url = prepare_data_dir(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--sink",
+            sink_url,
+            "--data-dir",
+            str(tmp_path),
+            "--workers",
+            str(WORKERS),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(proc.pid).children()) < WORKERS or not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        t0 = time.monotonic()
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.terminate()
+        assert proc.wait(10) == 0
+        gone, alive = psutil.wait_procs(family, timeout=max(0.1, 5 - (time.monotonic() - t0)))
+        assert not alive, alive
+        assert time.monotonic() - t0 < 5
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
