@@ -37,6 +37,8 @@ from pypi_pulse.event_fields import flat_name, nester
 from pypi_pulse.events import BadTimestamp, format_bigquery_ts, parse_iso
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from google.cloud import bigquery
 
     from pypi_pulse.config import Settings
@@ -262,7 +264,7 @@ class CostGuard:
 
 @dataclass
 class QueryResult:
-    table: object  # pyarrow.Table
+    table: pa.Table
     estimate: int
     billed: int
 
@@ -569,7 +571,7 @@ class ParquetExport:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.writer = None
+        self.writer: Optional[pq.ParquetWriter] = None
         self.rows = 0
 
     def write(self, table) -> None:
