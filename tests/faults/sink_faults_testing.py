@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import orjson
 import requests
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from expected_rollups import expected_daily, expected_totals  # noqa: E402
 from pulse_testing import expected_second, expected_windows  # noqa: E402
+
 from pypi_pulse.errors import UserError  # noqa: E402
 from pypi_pulse.sink.base import open_sink  # noqa: E402
 
@@ -28,8 +30,9 @@ CLI = [sys.executable, "-m", "pypi_pulse.cli"]
 
 def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     """A `pypi-pulse` command with its output in `log` (read by the test afterwards)."""
-    return subprocess.Popen([*CLI, *args], env=dict(os.environ, **env), stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*CLI, *args], env=dict(os.environ, **env), stdout=open(log, "wb"), stderr=subprocess.STDOUT
+    )
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tuple = ()) -> object:
@@ -37,8 +40,9 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tupl
     deadline = time.monotonic() + timeout
     while True:
         for proc, log in alive:
-            assert proc.poll() is None, f"{proc.args[3]} exited ({proc.returncode}) while waiting for {what}:\n" \
-                                        f"{Path(log).read_text()[-4000:]}"
+            assert proc.poll() is None, (
+                f"{proc.args[3]} exited ({proc.returncode}) while waiting for {what}:\n{Path(log).read_text()[-4000:]}"
+            )
         try:
             value = check()
         except (requests.RequestException, OSError, ValueError):
@@ -86,8 +90,15 @@ def topic_events(bootstrap: str, topic: str) -> list[dict]:
     from pypi_pulse.broker import partition_count
 
     n = partition_count(bootstrap, topic)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"truth-{topic}", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"truth-{topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(n)])
     events, ended, deadline = [], set(), time.monotonic() + 120
     while len(ended) < n and time.monotonic() < deadline:

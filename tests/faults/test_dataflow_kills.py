@@ -15,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-
-from sink_faults_testing import consumed
+from datetime import UTC, datetime
 
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import expected_windows, publish, stored_windows
+from sink_faults_testing import consumed
+
 from pypi_pulse.sink.base import open_sink
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC).timestamp()
 SPAN_S = 35 * 60  # three whole 10-minute rollup blocks seal while the dataflow streams
 N = 120_000
 CHUNKS = 60  # the events arrive as a live stream does, a chunk every FEED_EVERY_S, so the kills land mid-stream
@@ -32,12 +32,31 @@ KILL_AT = (0.2, 0.45, 0.7)  # fractions of the events consumed when each SIGKILL
 
 
 def _dataflow(bootstrap: str, topic: str, sink_url: str, data_dir, log, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYPI_PULSE_EPOCH_SECONDS="0.5", PYPI_PULSE_IDLE_SECONDS="1",
-               PYPI_PULSE_LATENESS_SECONDS="60")
+    env = dict(
+        os.environ, PYPI_PULSE_EPOCH_SECONDS="0.5", PYPI_PULSE_IDLE_SECONDS="1", PYPI_PULSE_LATENESS_SECONDS="60"
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", "--bootstrap-servers", bootstrap, "--topic", topic,
-         "--sink", sink_url, "--data-dir", str(data_dir), "--recovery", *extra],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pypi_pulse.cli",
+            "dataflow",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--sink",
+            sink_url,
+            "--data-dir",
+            str(data_dir),
+            "--recovery",
+            *extra,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _crash(proc: subprocess.Popen) -> None:
@@ -63,7 +82,7 @@ def test_a_dataflow_killed_three_times_mid_stream_ends_with_exact_windows_and_hi
         try:
             step = N // CHUNKS
             for start in range(0, N, step):
-                publish(broker.bootstrap, topic, events[start:start + step])
+                publish(broker.bootstrap, topic, events[start : start + step])
                 time.sleep(FEED_EVERY_S)  # the producer's pace, not a wait for a condition
         except BaseException as exc:
             fed["error"] = exc

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_faults_testing import CLI, consumed, metric, rolled_up, start, topic_events, truth, wait_for
-
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
+from sink_faults_testing import CLI, consumed, metric, rolled_up, start, topic_events, truth, wait_for
+
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -45,8 +45,7 @@ class PrivatePostgres:
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user:
             shutil.chown(self.dir, self.user)
-        self._run(_bin("initdb"), "-D", str(self.data), "-U", "pulse", "--auth=trust", "-E", "UTF8",
-                  "--locale=C.UTF-8")
+        self._run(_bin("initdb"), "-D", str(self.data), "-U", "pulse", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         self.url = f"postgresql://pulse@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
@@ -54,15 +53,25 @@ class PrivatePostgres:
         assert r.returncode == 0, f"{args[0]} failed: {r.stdout}{r.stderr}"
 
     def start(self) -> None:
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+        self._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def remove(self) -> None:
-        subprocess.run([_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"], user=self.user,
-                       capture_output=True)
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"], user=self.user, capture_output=True
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -74,31 +83,58 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         pg.start()
         sink = pg.url
         flow_port = free_port()
-        env = {"PYPI_PULSE_IDLE_SECONDS": "1", "PYPI_PULSE_EPOCH_SECONDS": "1",
-               "PYPI_PULSE_SINK_RETRY_MAX_SECONDS": "2", "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
-               "PYPI_PULSE_LOG_FORMAT": "json"}
+        env = {
+            "PYPI_PULSE_IDLE_SECONDS": "1",
+            "PYPI_PULSE_EPOCH_SECONDS": "1",
+            "PYPI_PULSE_SINK_RETRY_MAX_SECONDS": "2",
+            "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
+            "PYPI_PULSE_LOG_FORMAT": "json",
+        }
         common = ["--bootstrap-servers", broker.bootstrap, "--topic", topic]
         flow_log, prod_log = tmp_path / "dataflow.log", tmp_path / "produce.log"
-        flow = start(["dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
-                      "--metrics-port", str(flow_port)], flow_log, **env)
-        producer = start(["produce", *common, "--source", "synthetic", "--rate", "200", "--seed", "11",
-                          "--no-progress"], prod_log, **env)
+        flow = start(
+            [
+                "dataflow",
+                *common,
+                "--sink",
+                sink,
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--metrics-port",
+                str(flow_port),
+            ],
+            flow_log,
+            **env,
+        )
+        producer = start(
+            ["produce", *common, "--source", "synthetic", "--rate", "200", "--seed", "11", "--no-progress"],
+            prod_log,
+            **env,
+        )
         alive = ((flow, flow_log), (producer, prod_log))
         wait_for("the first windows", lambda: consumed(sink) > 0, 60, alive)
         assert metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0
 
         stopped_at = time.time()
         pg.stop()
-        since = wait_for("the dataflow to report the sink unavailable",
-                         lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds"), 30, alive)
+        since = wait_for(
+            "the dataflow to report the sink unavailable",
+            lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds"),
+            30,
+            alive,
+        )
         assert stopped_at - 1 <= since <= time.time()
         while time.time() - stopped_at < DOWN_S:
             assert flow.poll() is None, flow_log.read_text()[-4000:]
             time.sleep(0.5)
         assert metric(flow_port, "pypi_pulse_sink_write_errors_total") >= 2
         pg.start()
-        wait_for("the dataflow to reconnect",
-                 lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0, 60, alive)
+        wait_for(
+            "the dataflow to reconnect",
+            lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0,
+            60,
+            alive,
+        )
 
         producer.send_signal(signal.SIGINT)
         assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
@@ -108,8 +144,12 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
         # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
         # and run to the end of the topic, the dataflow seals and applies them all
-        drained = subprocess.run([*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
-                                  "--until-drained"], env=dict(os.environ, **env), capture_output=True, timeout=300)
+        drained = subprocess.run(
+            [*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"), "--until-drained"],
+            env=dict(os.environ, **env),
+            capture_output=True,
+            timeout=300,
+        )
         assert drained.returncode == 0, drained.stderr.decode()[-4000:]
         assert rolled_up(sink) == len(events)
 

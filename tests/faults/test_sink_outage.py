@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 
-from sink_faults_testing import CLI, consumed, metric, rolled_up, start, summary, topic_events, truth, wait_for
-
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
+from sink_faults_testing import CLI, consumed, metric, rolled_up, start, summary, topic_events, truth, wait_for
+
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -36,37 +36,58 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
     db_path = tmp_path / "pulse.db"
     sink = f"sqlite:///{db_path}"
     flow_port, web_port = free_port(), free_port()
-    env = {"PYPI_PULSE_IDLE_SECONDS": "1", "PYPI_PULSE_EPOCH_SECONDS": "1", "PYPI_PULSE_SINK_RETRY_MAX_SECONDS": "2",
-           "PYPI_PULSE_SINK_LOCK_WAIT_SECONDS": "2", "PYPI_PULSE_SINK_OUTAGE_LOG_SECONDS": "30",
-           "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0", "PYPI_PULSE_LOG_FORMAT": "json"}
+    env = {
+        "PYPI_PULSE_IDLE_SECONDS": "1",
+        "PYPI_PULSE_EPOCH_SECONDS": "1",
+        "PYPI_PULSE_SINK_RETRY_MAX_SECONDS": "2",
+        "PYPI_PULSE_SINK_LOCK_WAIT_SECONDS": "2",
+        "PYPI_PULSE_SINK_OUTAGE_LOG_SECONDS": "30",
+        "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
+        "PYPI_PULSE_LOG_FORMAT": "json",
+    }
     common = ["--bootstrap-servers", broker.bootstrap, "--topic", topic]
     flow_log, prod_log, web_log = tmp_path / "dataflow.log", tmp_path / "produce.log", tmp_path / "serve.log"
-    flow = start(["dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
-                  "--metrics-port", str(flow_port)], flow_log, **env)
-    producer = start(["produce", *common, "--source", "synthetic", "--rate", str(RATE), "--seed", "7",
-                      "--no-progress"], prod_log, **env)
+    flow = start(
+        ["dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"), "--metrics-port", str(flow_port)],
+        flow_log,
+        **env,
+    )
+    producer = start(
+        ["produce", *common, "--source", "synthetic", "--rate", str(RATE), "--seed", "7", "--no-progress"],
+        prod_log,
+        **env,
+    )
     alive = ((flow, flow_log), (producer, prod_log))
     web = None
     locker = None
     try:
         wait_for("the first windows", lambda: db_path.exists() and consumed(sink) > 0, 60, alive)
-        web = start(["serve", "--public-api", "--port", str(web_port), "--sink", sink,
-                     "--data-dir", str(tmp_path / "web")], web_log, **env)
+        web = start(
+            ["serve", "--public-api", "--port", str(web_port), "--sink", sink, "--data-dir", str(tmp_path / "web")],
+            web_log,
+            **env,
+        )
         alive += ((web, web_log),)
         wait_for("a live, current summary", lambda: summary(web_port)["delayed"] is False, 60, alive)
         assert metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0
 
-        locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db_path)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert locker.stdout.readline().strip() == "locked"
         locked_at = time.time()
 
-        since = wait_for("the dataflow to report the sink unavailable",
-                         lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds"), 30, alive)
+        since = wait_for(
+            "the dataflow to report the sink unavailable",
+            lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds"),
+            30,
+            alive,
+        )
         assert locked_at - 1 <= since <= time.time()
         assert metric(flow_port, "pypi_pulse_sink_write_errors_total") >= 1
-        delayed = wait_for("the summary to say the data is delayed", lambda: (s := summary(web_port))["delayed"] and s,
-                           30, alive)
+        delayed = wait_for(
+            "the summary to say the data is delayed", lambda: (s := summary(web_port))["delayed"] and s, 30, alive
+        )
         assert delayed["behind_seconds"] > 5 and delayed["delayed_since"] is not None
         assert delayed["sink"]["available"] is True  # the server still reads it (WAL): only the writer is locked
 
@@ -78,8 +99,12 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         locker.communicate("\n", timeout=10)
         released_at = time.time()
 
-        wait_for("the dataflow to find the sink back",
-                 lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0, 30, alive)
+        wait_for(
+            "the dataflow to find the sink back",
+            lambda: metric(flow_port, "pypi_pulse_sink_unavailable_since_seconds") == 0,
+            30,
+            alive,
+        )
         wait_for("the summary to be current again", lambda: summary(web_port)["delayed"] is False, 120, alive)
         recovered_s = time.time() - released_at
         producer.send_signal(signal.SIGINT)
@@ -91,8 +116,12 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
         # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
         # and run to the end of the topic, the dataflow seals and applies them all
-        drained = subprocess.run([*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"),
-                                  "--until-drained"], env=dict(os.environ, **env), capture_output=True, timeout=300)
+        drained = subprocess.run(
+            [*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"), "--until-drained"],
+            env=dict(os.environ, **env),
+            capture_output=True,
+            timeout=300,
+        )
         assert drained.returncode == 0, drained.stderr.decode()[-4000:]
         assert rolled_up(sink) == len(events)
     finally:
@@ -115,5 +144,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
     back_lines = [line for line in log.splitlines() if "sink.available" in line]
     assert 3 <= len(outage_lines) <= 5, outage_lines  # the first failure, then one every 30 s of the 90 s
     assert len(back_lines) == 1 and '"unavailable_s"' in back_lines[0]
-    print(f"locked {LOCK_S} s: {len(events)} events, {errors_during:.0f} failed attempts, "
-          f"summary current again {recovered_s:.1f} s after the release")
+    print(
+        f"locked {LOCK_S} s: {len(events)} events, {errors_during:.0f} failed attempts, "
+        f"summary current again {recovered_s:.1f} s after the release"
+    )
