@@ -292,30 +292,6 @@ def run(
 
 
 @app.command()
-def windows(
-    start: Annotated[str, typer.Option("--start", help="ISO time, inclusive (e.g. 2026-11-20T23:59:00Z).")],
-    end: Annotated[str, typer.Option("--end", help="ISO time, exclusive.")],
-    sink: SinkOpt = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Print the closed 1-second windows in [start, end), one JSON object a line."""
-    from pypi_pulse.events import BadTimestamp, parse_iso
-    from pypi_pulse.sink.base import open_sink
-
-    s = settings(config, sink=sink, data_dir=data_dir)
-    try:
-        lo, hi = int(parse_iso(start) // 1), int(-(-parse_iso(end) // 1))
-    except BadTimestamp as exc:
-        raise UserError(f"{exc}: use ISO-8601 like 2026-11-20T23:59:50Z") from None
-    if hi <= lo:
-        raise UserError("--end must be after --start")
-    with open_sink(s.sink_url, readonly=True) as db:
-        for row in db.windows(lo, hi):
-            sys.stdout.write(json.dumps(row.to_json()) + "\n")
-
-
-@app.command()
 def up(
     rate: Annotated[Optional[float], typer.Option("--rate", help="Synthetic events per second (default 1000).")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="synthetic | file:PATH | bigquery")] = None,
@@ -372,10 +348,15 @@ def up(
 
 
 def _register_plugins() -> None:
-    """Commands that live with their component (serve, metrics, users, backfill) register themselves here."""
+    """Commands that live with their component (windows, serve, metrics, users, backfill) register themselves here."""
     import importlib
 
-    for module in ("pypi_pulse.dashboard.commands", "pypi_pulse.metrics.commands", "pypi_pulse.producer.commands"):
+    for module in (
+        "pypi_pulse.sink.commands",
+        "pypi_pulse.dashboard.commands",
+        "pypi_pulse.metrics.commands",
+        "pypi_pulse.producer.commands",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
