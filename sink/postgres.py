@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import orjson
 import psycopg
@@ -152,11 +152,18 @@ def _user_error(url: str, exc: psycopg.Error) -> UserError:
     return UserError(f"cannot connect to PostgreSQL at {where} ({first_line}): check the sink URL ({URL_HINT})")
 
 
+def _scalar(cur: psycopg.Cursor) -> Any:
+    """The first column of the one row an aggregate or a catalog lookup always returns."""
+    row = cur.fetchone()
+    assert row is not None, "the query returned no row"
+    return row[0]
+
+
 def connect(url: str, *, readonly: bool) -> psycopg.Connection:
     """Autocommit connection (each read is its own snapshot, writes use explicit transactions); a readonly one
     makes every transaction of the session read-only, so even `query()` cannot change anything."""
     _describe(url)  # a malformed URL fails here, before any network traffic
-    kwargs = {"autocommit": True, "application_name": "pypi-pulse"}
+    kwargs: dict[str, Any] = {"autocommit": True, "application_name": "pypi-pulse"}
     if "connect_timeout" not in url:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
@@ -172,7 +179,7 @@ def connect(url: str, *, readonly: bool) -> psycopg.Connection:
 def _warn_on_collation(conn: psycopg.Connection) -> None:
     """Text sorts byte-wise in SQLite; a database with a language collation (en_US...) orders names differently
     (ties in top lists, category order), so say so once at start-up."""
-    collate = conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    collate = _scalar(conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()"))
     if collate not in ("C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"):
         log.warning(
             "sink.collation",
@@ -183,7 +190,7 @@ def _warn_on_collation(conn: psycopg.Connection) -> None:
 
 def require_schema(conn: psycopg.Connection, url: str) -> None:
     """A reader on a database the dataflow has not set up yet gets the empty state's message, not a SQL error."""
-    if not conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+    if not _scalar(conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")):
         d = _describe(url)
         raise UserError(
             f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
@@ -221,7 +228,7 @@ class PostgresSink(Sink):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pypi-pulse.schema.' || current_schema()))")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            current = _scalar(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version > current:
                     if sql := migration_script(script, "postgresql"):
@@ -352,11 +359,11 @@ class PostgresSink(Sink):
             removed = {"windows": 0, "daily": 0}
             with conn.transaction(), conn.cursor() as cur:
                 latest, latest_day = retention_anchors()
-                newest = cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)).fetchone()[0]
+                newest = _scalar(cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)))
                 if newest is not None:
                     cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
                     removed["windows"] = cur.rowcount
-                newest_day = cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)).fetchone()[0]
+                newest_day = _scalar(cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)))
                 if newest_day is not None:
                     cutoff = (date.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).isoformat()
                     cur.execute("DELETE FROM daily WHERE day <= %s", (cutoff,))
