@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import msgspec
 import numpy as np
@@ -91,15 +91,24 @@ def day_of(second: int) -> str:
 # cached hash: distinct records are looked up in dicts.
 _Download = reader_struct(READ_FIELDS, "_Download")
 _File = next(f.type for f in msgspec.structs.fields(_Download) if f.name == "file").__args__[0]
-_DECODER = msgspec.json.Decoder(_Download)
-_BATCH_DECODER = msgspec.json.Decoder(list[_Download])
+_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Download)
+_BATCH_DECODER: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[_Download])  # type: ignore[valid-type]  # a struct made at import
 
 _TS = attrgetter("timestamp")
 _CC = attrgetter("country_code")
 _PROJECT = attrgetter("project")
 _DETAILS = attrgetter("details")
 _FILE = attrgetter("file")
-_FILE_TYPE, _VERSION = (attrgetter(BY_NAME[d].field.split(".", 1)[1]) for d in FILE_DIMS)
+
+
+def _file_field(dim: str) -> str:
+    """The attribute of `file` a file dimension reads (pypi_pulse.rules: `file.<name>`)."""
+    field = BY_NAME[dim].field
+    assert field is not None and field.startswith("file."), dim
+    return field.split(".", 1)[1]
+
+
+_FILE_TYPE, _VERSION = (attrgetter(_file_field(d)) for d in FILE_DIMS)
 _UTC_TAILS = (*UTC_SUFFIXES, "")  # a prefix decides the second of a UTC timestamp, or of one with no offset
 
 
@@ -272,6 +281,7 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
         breaks = _line_breaks(data)
         if len(breaks) != n - 1:
             return None  # a value spanning lines
+    assert breaks is not None  # found above whenever the lines line up
     if not objects_only(data, breaks):
         return None
     try:
@@ -451,7 +461,17 @@ def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = D
         views.append(_details_view(e.details))
         ftypes.append(_FILE_TYPE(f) if f is not None else None)
         versions.append(_VERSION(f) if f is not None else None)
-    return _partial(raw, secs, *map(Coded.of, (projects, ccs, views, ftypes, versions)), dead, unknown)
+    return _partial(
+        raw,
+        secs,
+        Coded.of(projects),
+        Coded.of(ccs),
+        Coded.of(views),
+        Coded.of(ftypes),
+        Coded.of(versions),
+        dead,
+        unknown,
+    )
 
 
 def _partial(
