@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import structlog
 
@@ -34,9 +34,13 @@ from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.queries import backfilled_days
 from pypi_pulse.sink.recent import record_day_profile
 
+if TYPE_CHECKING:
+    import numpy as np
+
 log = structlog.get_logger(__name__)
 
-Row = tuple[str, str, Optional[str], int]
+# (project, dimension, category, downloads); project None: all the projects without rows of their own (totals only)
+Row = tuple[Optional[str], str, Optional[str], int]
 
 
 @dataclass
@@ -76,7 +80,7 @@ def check_range(start: dt.date, end: dt.date, today: Optional[dt.date] = None) -
 
 
 # ---- synthetic -----------------------------------------------------------------------------------------------
-def _mix(weighted, key=lambda v: v) -> tuple[list, object]:
+def _mix(weighted, key=lambda v: v) -> tuple[list, np.ndarray]:
     """(categories, probabilities) of a popularity mix, merging values that map to the same category."""
     import numpy as np
 
@@ -158,8 +162,11 @@ class SyntheticHistory:
         inst_cats, inst_p = _mix(pop.INSTALLERS, lambda v: None if v is None else v[0])
         is_mirror = np.array([rules.is_mirror(c) for c in inst_cats])
         self.mirror_share = float(inst_p[is_mirror].sum())
-        keep = ~is_mirror
-        self.installers = ([c for c, k in zip(inst_cats, keep) if k], inst_p[keep] / inst_p[keep].sum())
+        not_mirror = ~is_mirror
+        self.installers = (
+            [c for c, k in zip(inst_cats, not_mirror) if k],
+            inst_p[not_mirror] / inst_p[not_mirror].sum(),
+        )
         none_i = self.installers[0].index(None)
         self.null_details = float(self.installers[1][none_i])  # no user agent: every details field is null
         self.known_installers = (

@@ -48,7 +48,7 @@ class Sink(abc.ABC):
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
         """Drop windows older than the newest window minus the retention, and old daily rollups."""
 
-    def backfill_day(self, day: str, rows: Iterable[tuple[str, str, Optional[str], int]], source: str) -> int:
+    def backfill_day(self, day: str, rows: Iterable[tuple[Optional[str], str, Optional[str], int]], source: str) -> int:
         """Make `day` hold exactly these (project, dimension, category, downloads) rows and mark it backfilled.
 
         One transaction running `sink.rollup.backfill_statements`; returns the number of per-project rows.

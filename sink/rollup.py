@@ -75,7 +75,7 @@ INSERT_TOTALS = (
 
 
 def backfill_statements(
-    day: str, rows: Iterable[tuple[str, str, Optional[str], int]], source: str, now: Optional[float] = None
+    day: str, rows: Iterable[tuple[Optional[str], str, Optional[str], int]], source: str, now: Optional[float] = None
 ) -> list[tuple[str, list[tuple]]]:
     """The statements that make `day` hold exactly `rows`, as (sql, [params, ...]) to run in ONE transaction.
 
