@@ -127,17 +127,6 @@ class SignInThrottle:
                 self._failed(db, keys)
             db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", [(k, owner) for k in keys])
 
-    def in_flight(self) -> int:
-        """Claims live now, across every process (for tests and operators)."""
-        return self._db().execute("SELECT count(*) FROM claims WHERE expires >= ?", (self.clock(),)).fetchone()[0]
-
-    def wait_seconds(self, *keys: str) -> float:
-        """How long the caller must still wait before an attempt for these keys is considered (0: go ahead)."""
-        marks = ", ".join("?" for _ in keys)
-        rows = self._db().execute(f"SELECT blocked_until FROM records WHERE key IN ({marks})", keys).fetchall()
-        now = self.clock()
-        return max([0.0, *(b - now for (b,) in rows)])
-
     def failed(self, *keys: str) -> None:
         with self._write() as db:
             self._failed(db, keys)

@@ -192,3 +192,17 @@ def fire_callback(http, base: str, output_contains: str, values: dict) -> dict:
     r = http.post(base + "/_dash-update-component", json=body)
     assert r.status_code == 200, r.text[:500]
     return r.json()["response"]
+
+
+# ---- the sign-in throttle's shared records, read as the tests' truth -------------------------------------------
+def throttle_claims(t) -> int:
+    """Sign-in claims live now in a SignInThrottle's database, across every process."""
+    return t._db().execute("SELECT count(*) FROM claims WHERE expires >= ?", (t.clock(),)).fetchone()[0]
+
+
+def throttle_wait_seconds(t, *keys: str) -> float:
+    """How long an attempt for these keys must still wait before it is considered (0: go ahead)."""
+    marks = ", ".join("?" for _ in keys)
+    rows = t._db().execute(f"SELECT blocked_until FROM records WHERE key IN ({marks})", keys).fetchall()
+    now = t.clock()
+    return max([0.0, *(b - now for (b,) in rows)])
