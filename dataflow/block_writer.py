@@ -2,7 +2,7 @@
 
 Why a process: a full 10-minute block at 20,000 events/s is about 4 million rows, some 50 s of upserts. Applied
 in slices between window writes (the inline way), every second of it comes out of the one Bytewax worker that
-also parses and counts the stream, and the windows fall behind while it goes in (docs/performance.md). A thread
+also parses and counts the stream, and the windows fall behind while it goes in (benchmarks/latency.py). A thread
 does not help: SQLite releases the GIL at every row, and a thread that hands it back that often is starved by a
 busy one. A process has its own interpreter; the worker only writes the block to a file once. A live dataflow
 hands its blocks over unmerged, as their minutes' packed bytes, and the writer merges them too (`SealedBlock`): the

@@ -25,7 +25,7 @@ def keep_large_blocks_mapped() -> None:
     glibc raises that threshold each time such a block is freed (up to 32 MiB), after which the batches' columns
     come from the heap and leave it fragmented: a 10-minute run at 20,000 events/s grew the dataflow from about 200
     to 440 MiB with a flat count of Python objects, and stayed near 200 MiB with the threshold fixed
-    (benchmarks/memory.py, docs/performance.md). Setting it explicitly turns the raising off."""
+    (benchmarks/memory.py). Setting it explicitly turns the raising off."""
     if _LIBC is not None and _trim:
         _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
@@ -34,7 +34,7 @@ def keep_freed_memory_for_reuse() -> None:
     """For a run that ends (`pypi-pulse run`), the opposite policy: freed memory stays in the process and the next
     batch's buffers reuse it, instead of each one being mapped afresh and paying a page fault every 4 KiB (joining
     a batch's messages, splitting an export into lines). What a batch run holds is given back when it exits.
-    Measured with `benchmarks/batch_run.py` (docs/performance.md). Called before the producer is forked, which
+    Measured with `benchmarks/batch_run.py`. Called before the producer is forked, which
     inherits it."""
     global _trim
     _trim = False

@@ -1,6 +1,6 @@
 """Turning a raw Kafka batch into per-event columns: the only per-event work in the dataflow.
 
-Why it looks the way it does (measured on the 2-core benchmark machine, see docs/performance.md):
+Why it looks the way it does (measured on the 2-core benchmark machine with the scripts in benchmarks/):
 - The usual batch is read by Arrow's JSON reader (C++) straight into columns of the fields pypi-pulse reads, and
   each column becomes integer codes into a table of its distinct values (`dataflow/columns.Coded`): no Python
   object is made per event, and normalising a name, mapping a country or reading a `details` record happens once

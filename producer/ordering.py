@@ -85,7 +85,7 @@ class _Lines:
     """The event lines of one chunk of an export and their seconds. An NDJSON block is kept as it was read, its
     lines found and their heads gathered by numpy, and a line becomes a bytes object only when it is taken to be
     sent: the sort's first list is ready sooner, and making the lines is spread over the sending
-    (`benchmarks/batch_run.py`, docs/performance.md). Rows rebuilt from CSV or Parquet, and CRLF lines, come as a
+    (`benchmarks/batch_run.py`). Rows rebuilt from CSV or Parquet, and CRLF lines, come as a
     list. A line in the fast layout is kept as it is (JSON allows the whitespace it may end with); any other is
     stripped, and dropped if blank, as a line-by-line read does."""
 

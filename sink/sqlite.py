@@ -88,7 +88,7 @@ class SQLiteSink(Sink):
             # A block applied in slices commits every 20,000 rows, and each checkpoint copies the pages the slices
             # keep rewriting (inner B-tree pages, index leaves) back into the file; the default of 1,000 pages
             # checkpoints several times a slice. ~40 MiB of WAL between checkpoints made slices as fast as one big
-            # transaction (docs/performance.md, benchmarks/block_write.py).
+            # transaction (benchmarks/block_write.py).
             self.db.execute(f"PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}")
             self._migrate()
         self.db.execute("PRAGMA busy_timeout=30000")
@@ -221,8 +221,8 @@ class SQLiteSink(Sink):
         """(day, project, dimension, category, n) rows of the buckets, sorted by primary key, so that SQLite walks
         its B-trees in order; built by C-level `map`/`zip` (a dataflow block, `BlockRows`, builds its own rows in
         key order and does not come here). Rows of several buckets with the same key are added up by the upsert. Staging
-        every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower
-        (docs/performance.md); so did summing the buckets in Python first."""
+        every bucket's rows in a temporary table and letting SQLite group them measured 2 to 3 times slower;
+        so did summing the buckets in Python first."""
         rows: list = []
         for b in buckets:
             keys = b.counts.keys()
