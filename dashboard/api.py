@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-from flask import Blueprint, current_app, has_app_context, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from pypi_pulse.countries import ALPHA2, EXTRA
-from pypi_pulse.dashboard import live_api, trending
-from pypi_pulse.dashboard.freshness import SUMMARY_SCHEMA, SummaryHealth
+from pypi_pulse.dashboard import live_api
+from pypi_pulse.dashboard.freshness import SummaryHealth
 from pypi_pulse.dashboard.inputs import project_name_problem
 from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.events import BadTimestamp, parse_iso
@@ -34,8 +34,8 @@ DEFAULT_DAYS = 180
 MAX_LAST_WINDOWS = 48 * 3600
 MAX_RANGE_SECONDS = 48 * 3600
 MAX_LIMIT = 1000
-_PERIODS = {"day": "last_day", "week": "last_week", "month": "last_month"}
-_SYSTEMS = (*NAMED_SYSTEMS, OTHER_SYSTEM, "null")  # the system rule's categories (pypi_pulse.rules)
+PERIODS = {"day": "last_day", "week": "last_week", "month": "last_month"}
+SYSTEM_CATEGORIES = (*NAMED_SYSTEMS, OTHER_SYSTEM, "null")  # the system rule's categories (pypi_pulse.rules)
 
 
 class ApiError(Exception):
@@ -155,6 +155,8 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
 
     @bp.get("/openapi.json")
     def openapi():
+        from pypi_pulse.dashboard.openapi import openapi_document  # the description imports this module's limits
+
         return jsonify(openapi_document())
 
     # ---- pypistats.org-compatible ---------------------------------------------------------------------
@@ -162,12 +164,12 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
     @with_sink
     def recent(sink: Sink, package: str):
         period = request.args.get("period")
-        if period not in (None, "") and period not in _PERIODS:
+        if period not in (None, "") and period not in PERIODS:
             raise _bad(f"period must be day, week or month, got {period!r}")
         project = _package(sink, package)
         data = queries.recent(sink, project)
         if period:
-            data = {_PERIODS[period]: data[_PERIODS[period]]}
+            data = {PERIODS[period]: data[PERIODS[period]]}
         return jsonify({"data": data, "package": project, "type": "recent_downloads"})
 
     @bp.get("/packages/<package>/overall")
@@ -280,225 +282,3 @@ def create_api_blueprint(open_sink_fn: Callable[[], Sink]) -> Blueprint:
         return jsonify(out)
 
     return bp
-
-
-# ---- OpenAPI -------------------------------------------------------------------------------------------
-def _param(
-    name: str, where: str = "query", desc: str = "", schema: Optional[dict] = None, required: bool = False
-) -> dict:
-    return {
-        "name": name,
-        "in": where,
-        "required": required or where == "path",
-        "description": desc,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_PKG = _param("package", "path", "Project name; matched by its PEP 503 normalised form.")
-_DATES = [
-    _param(
-        "start_date",
-        desc="First day (YYYY-MM-DD); default 180 days before end_date.",
-        schema={"type": "string", "format": "date"},
-    ),
-    _param(
-        "end_date",
-        desc="Last day (YYYY-MM-DD); default the day in progress.",
-        schema={"type": "string", "format": "date"},
-    ),
-]
-_ERR = {
-    "description": "Bad parameter or unknown package",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-
-
-def _json(ref: str) -> dict:
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
-
-
-def _get(summary: str, params: list, ok: str) -> dict:
-    return {
-        "get": {"summary": summary, "parameters": params, "responses": {"200": _json(ok), "400": _ERR, "404": _ERR}}
-    }
-
-
-def openapi_document() -> dict:
-    """OpenAPI 3.0 description of every /api route (served at /api/openapi.json)."""
-    doc = _openapi_core()
-    limits = (current_app.config.get("PYPI_PULSE_LIMITS") if has_app_context() else None) or WebLimits.defaults()
-    from pypi_pulse.sink.trending import TrendingOptions
-
-    doc["paths"].update(live_api.openapi_paths(limits.live_top_max_window_seconds))
-    doc["paths"].update(trending.openapi_paths(TrendingOptions.current().max_window_hours))
-    doc["components"]["schemas"].update({**live_api.OPENAPI_SCHEMAS, **trending.OPENAPI_SCHEMAS})
-    return doc
-
-
-def _openapi_core() -> dict:
-    def series(kind: str, extra: list) -> dict:
-        return _get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
-
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "pypi-pulse API",
-            "version": "1",
-            "description": "pypistats.org-compatible download history plus live 1-second windows.",
-        },
-        "paths": {
-            "/api/packages/{package}/recent": _get(
-                "Downloads without mirrors on the last complete day, 7 and 30 days",
-                [_PKG, _param("period", schema={"type": "string", "enum": list(_PERIODS)})],
-                "Recent",
-            ),
-            "/api/packages/{package}/overall": series(
-                "with/without mirrors", [_param("mirrors", schema={"type": "string", "enum": ["true", "false"]})]
-            ),
-            "/api/packages/{package}/python_major": series(
-                "Python major version", [_param("version", desc="e.g. 3, or null")]
-            ),
-            "/api/packages/{package}/python_minor": series(
-                "Python minor version", [_param("version", desc="e.g. 3.12, or null")]
-            ),
-            "/api/packages/{package}/system": series(
-                "operating system", [_param("os", schema={"type": "string", "enum": list(_SYSTEMS)})]
-            ),
-            "/api/countries": _get("Downloads by country", [*_DATES, _param("package")], "Countries"),
-            "/api/countries/{cc}/top": _get(
-                "A country's top packages",
-                [
-                    _param("cc", "path", "ISO 3166-1 alpha-2 code (ZZ: unknown)"),
-                    *_DATES,
-                    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}),
-                ],
-                "CountryTop",
-            ),
-            "/api/live/windows": {
-                "get": {
-                    "summary": "Closed 1-second windows in [start, end), or the newest `last`",
-                    "parameters": [
-                        _param("start", schema={"type": "string", "format": "date-time"}),
-                        _param("end", schema={"type": "string", "format": "date-time"}),
-                        _param("last", schema={"type": "integer", "minimum": 1, "maximum": MAX_LAST_WINDOWS}),
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "OK",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Window"}}
-                                }
-                            },
-                        },
-                        "400": _ERR,
-                    },
-                }
-            },
-            "/api/live/summary": {
-                "get": {
-                    "summary": "The newest window, stored totals and the UTC day so far (`today`)",
-                    "responses": {"200": _json("Summary")},
-                }
-            },
-            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
-        },
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
-                },
-                "Recent": {
-                    "type": "object",
-                    "properties": {
-                        "data": {"type": "object", "properties": {k: {"type": "integer"} for k in _PERIODS.values()}},
-                        "package": {"type": "string"},
-                        "type": {"type": "string", "enum": ["recent_downloads"]},
-                    },
-                },
-                "Series": {
-                    "type": "object",
-                    "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "category": {"type": "string"},
-                                    "date": {"type": "string", "format": "date"},
-                                    "downloads": {"type": "integer"},
-                                },
-                            },
-                        },
-                        "package": {"type": "string"},
-                        "type": {"type": "string"},
-                    },
-                },
-                "Countries": {
-                    "type": "object",
-                    "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"country": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
-                        "package": {"type": "string", "nullable": True},
-                        "start_date": {"type": "string"},
-                        "end_date": {"type": "string"},
-                        "type": {"type": "string"},
-                    },
-                },
-                "CountryTop": {
-                    "type": "object",
-                    "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
-                        "country": {"type": "string"},
-                        "start_date": {"type": "string"},
-                        "end_date": {"type": "string"},
-                        "type": {"type": "string"},
-                    },
-                },
-                "Window": {
-                    "type": "object",
-                    "properties": {
-                        "start": {"type": "string", "format": "date-time"},
-                        "downloads": {"type": "integer"},
-                        "unique_packages": {"type": "integer"},
-                        "countries": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "top": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
-                    },
-                },
-                "Summary": {
-                    "type": "object",
-                    "properties": {
-                        "latest": {"$ref": "#/components/schemas/Window"},
-                        "windows": {"type": "integer"},
-                        "downloads": {"type": "integer"},
-                        "first": {"type": "string", "nullable": True},
-                        "last": {"type": "string", "nullable": True},
-                        "watermark": {"type": "number", "nullable": True},
-                        "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "today": {"$ref": "#/components/schemas/Today"},
-                        **SUMMARY_SCHEMA,
-                    },
-                },
-            }
-        },
-    }

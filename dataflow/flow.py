@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import bytewax.operators as op
 import structlog
@@ -21,12 +23,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NAME, latest_second
+from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
 from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
-from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
-from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
+from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
@@ -89,8 +91,13 @@ class AppliedBlocks:
 
 
 class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
-    def __init__(self, clock: Clock, snapshots: bool = True, applied: Optional[Callable[[list[int]], set[int]]] = None,
-                 spill: Optional[SpillStore] = None):
+    def __init__(
+        self,
+        clock: Clock,
+        snapshots: bool = True,
+        applied: Optional[Callable[[list[int]], set[int]]] = None,
+        spill: Optional[SpillStore] = None,
+    ):
         self.clock = clock
         self.snapshots = snapshots
         self.spill = spill
@@ -118,9 +125,9 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def notify_at(self):
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
-        return datetime.now(timezone.utc) + timedelta(seconds=self.clock.emit_every_s)
+        return datetime.now(UTC) + timedelta(seconds=self.clock.emit_every_s)
 
     def snapshot(self) -> Optional[bytes]:
         # Bytewax asks every epoch even without recovery; pickling the whole clock then buys nothing
@@ -133,16 +140,29 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
         return blob
 
 
-def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snapshots: bool = True,
-               spill_dir: Optional[Path] = None) -> Dataflow:
+def build_flow(
+    cfg: FlowConfig,
+    stop_offsets: Optional[StopOffsets] = None,
+    snapshots: bool = True,
+    spill_dir: Optional[Path] = None,
+) -> Dataflow:
     """`snapshots=False` when the run has no recovery store (batch runs, tests): the clock is then never pickled.
     `spill_dir`, beside the recovery store: where snapshots leave the clock's packed state (dataflow/spill.py)."""
     flow = Dataflow("pypi_pulse")
-    raw = op.input("kafka_in", flow, KafkaBatchSource(cfg.bootstrap, cfg.topic, cfg.n_partitions,
-                                                      batch_size=cfg.batch_size, stop_offsets=stop_offsets,
-                                                      drain_idle_s=cfg.drain_idle_s,
-                                                      outage_log_s=cfg.broker_outage_log_s,
-                                                      reset_confirm_s=cfg.offset_reset_confirm_s))
+    raw = op.input(
+        "kafka_in",
+        flow,
+        KafkaBatchSource(
+            cfg.bootstrap,
+            cfg.topic,
+            cfg.n_partitions,
+            batch_size=cfg.batch_size,
+            stop_offsets=stop_offsets,
+            drain_idle_s=cfg.drain_idle_s,
+            outage_log_s=cfg.broker_outage_log_s,
+            reset_confirm_s=cfg.offset_reset_confirm_s,
+        ),
+    )
     limits = ParseLimits(cfg.future_tolerance_s, cfg.max_project_chars)
     partials = op.map("parse", raw, functools.partial(parse_batch, limits=limits))
     dead = op.flat_map("dead_letters", partials, lambda p: p.dead)
@@ -160,18 +180,42 @@ def build_flow(cfg: FlowConfig, stop_offsets: Optional[StopOffsets] = None, snap
         if resume is not None:
             clock = Clock.restore(resume, spill, merge_elsewhere)
             if discard_future(clock, latest_second(time.time(), cfg.future_tolerance_s)):
-                log.warning("dataflow.future_state_discarded", watermark=clock.watermark,
-                            sealed_before=clock.sealed_before)
+                log.warning(
+                    "dataflow.future_state_discarded", watermark=clock.watermark, sealed_before=clock.sealed_before
+                )
             return ClockLogic(clock, snapshots, applied, spill)
-        return ClockLogic(Clock(cfg.lateness_s, cfg.out_of_order_s, cfg.idle_s, log_open_minutes=snapshots,
-                                hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
-                                merge_elsewhere=merge_elsewhere), snapshots, applied, spill)
+        return ClockLogic(
+            Clock(
+                cfg.lateness_s,
+                cfg.out_of_order_s,
+                cfg.idle_s,
+                log_open_minutes=snapshots,
+                hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
+                merge_elsewhere=merge_elsewhere,
+            ),
+            snapshots,
+            applied,
+            spill,
+        )
 
     flushes = op.stateful("clock", keyed, builder)
-    flushes = op.map("recent_downloads", flushes, RecentDownloads(cfg.sink_url, cfg.window_retention_s,
-                                                                  cfg.rollup_retention_days, cfg.sink_retry))
-    op.output("store", flushes, StoreSink(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days,
-                                          cfg.detail_min_daily_downloads, cfg.block_writer,
-                                          lazy_block_writer=cfg.lazy_block_writer, retry=cfg.sink_retry,
-                                          lock_wait_s=cfg.sink_lock_wait_s))
+    flushes = op.map(
+        "recent_downloads",
+        flushes,
+        RecentDownloads(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days, cfg.sink_retry),
+    )
+    op.output(
+        "store",
+        flushes,
+        StoreSink(
+            cfg.sink_url,
+            cfg.window_retention_s,
+            cfg.rollup_retention_days,
+            cfg.detail_min_daily_downloads,
+            cfg.block_writer,
+            lazy_block_writer=cfg.lazy_block_writer,
+            retry=cfg.sink_retry,
+            lock_wait_s=cfg.sink_lock_wait_s,
+        ),
+    )
     return flow
