@@ -66,7 +66,7 @@ def check_sink_for_reading(url: str) -> None:
         from pypi_pulse.extras import require
 
         require("postgres")
-        from pypi_pulse.sink.postgres import connect
+        from pypi_pulse.sink.postgres_connection import connect
 
         connect(url, readonly=True).close()
     else:

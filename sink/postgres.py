@@ -10,23 +10,26 @@ write costs a handful of round trips however many rows it carries.
 
 from __future__ import annotations
 
-import functools
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Any, Optional, TypeVar
+from typing import Optional, TypeVar
 
 import orjson
 import psycopg
 import structlog
-from psycopg.adapt import Loader
-from psycopg.conninfo import conninfo_to_dict
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.postgres_connection import (
+    connect,
+    require_schema,
+    scalar,
+    translate_placeholders,
+    warn_on_collation,
+)
 from pypi_pulse.sink.retry import SinkUnavailable
 from pypi_pulse.sink.rollup import (
     INSERT_DAILY,
@@ -46,8 +49,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_S = 10
-URL_HINT = "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
 
 # Staging tables live for the connection; ON COMMIT DELETE ROWS empties them after every write.
 _STAGING = """
@@ -63,139 +64,6 @@ _UPSERT_WINDOW = (
     "unique_packages = excluded.unique_packages, countries = excluded.countries, top = excluded.top, "
     "written_at = excluded.written_at"
 )
-
-
-class _IntegralNumericLoader(Loader):
-    """SUM(bigint) is NUMERIC in PostgreSQL: load it as int (float if fractional), as SQLite returns it, so the
-    shared query layer gets the same Python types from both backends (and JSON-serialisable ones)."""
-
-    def load(self, data) -> int | float:
-        text = bytes(data)
-        if b"." in text or b"N" in text or b"n" in text:  # fractional, NaN, Infinity
-            return float(text)
-        return int(text)
-
-
-# ---- `?` placeholders -------------------------------------------------------------------------------------
-
-# Tokens that must pass through untouched: string literals, quoted identifiers, comments. Then `?` and `%`.
-_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\?|%""", re.S)
-
-
-@functools.lru_cache(maxsize=512)
-def translate_placeholders(sql: str) -> str:
-    """Rewrite the shared layer's qmark SQL for psycopg: `?` becomes `%s` except inside string literals, quoted
-    identifiers and comments, and every literal `%` is doubled (psycopg reads `%` everywhere, quotes or not)."""
-
-    def sub(m: re.Match) -> str:
-        tok = m.group(0)
-        if tok == "?":
-            return "%s"
-        return tok.replace("%", "%%")
-
-    return _TOKENS.sub(sub, sql)
-
-
-# ---- connecting -------------------------------------------------------------------------------------------
-
-
-def _describe(url: str) -> dict:
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise UserError(f"invalid PostgreSQL URL ({str(exc).strip()}): use {URL_HINT}") from None
-    return {
-        "host": info.get("host") or "localhost",
-        "port": info.get("port") or "5432",
-        "user": info.get("user") or "(default user)",
-        "dbname": info.get("dbname") or info.get("user") or "(default database)",
-    }
-
-
-def _user_error(url: str, exc: psycopg.Error) -> UserError:
-    """One line that says what is wrong with the server, the credentials or the database, and how to fix it."""
-    d = _describe(url)
-    where = f"{d['host']}:{d['port']}"
-    msg = str(exc)
-    low = msg.lower()
-    if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
-        return UserError(
-            f"PostgreSQL at {where} rejected the credentials of user {d['user']!r}: "
-            f"fix the user and password in the sink URL ({URL_HINT})"
-        )
-    if re.search(r'role "[^"]*" does not exist', msg):
-        return UserError(
-            f"PostgreSQL at {where} has no user {d['user']!r}: create it (createuser) "
-            f"or fix the user in the sink URL ({URL_HINT})"
-        )
-    if re.search(r'database "[^"]*" does not exist', msg):
-        return UserError(
-            f"PostgreSQL at {where} has no database {d['dbname']!r}: create it "
-            f"(createdb {d['dbname']}) or fix the database name in the sink URL ({URL_HINT})"
-        )
-    if "invalid" in low and ("uri" in low or "connection option" in low or "option" in low):
-        return UserError(f"invalid PostgreSQL URL ({msg.strip()}): use {URL_HINT}")
-    if "resolve host" in low or "could not translate host name" in low:
-        return UserError(f"cannot resolve PostgreSQL host {d['host']!r}: fix the host in the sink URL ({URL_HINT})")
-    if (
-        "refused" in low
-        or "timeout" in low
-        or "could not connect" in low
-        or "no route" in low
-        or "connection failed" in low
-    ):
-        return UserError(
-            f"cannot reach PostgreSQL at {where}: start the server (or check the firewall) "
-            f"or fix the host and port in the sink URL ({URL_HINT})"
-        )
-    first_line = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
-    return UserError(f"cannot connect to PostgreSQL at {where} ({first_line}): check the sink URL ({URL_HINT})")
-
-
-def _scalar(cur: psycopg.Cursor) -> Any:
-    """The first column of the one row an aggregate or a catalog lookup always returns."""
-    row = cur.fetchone()
-    assert row is not None, "the query returned no row"
-    return row[0]
-
-
-def connect(url: str, *, readonly: bool) -> psycopg.Connection:
-    """Autocommit connection (each read is its own snapshot, writes use explicit transactions); a readonly one
-    makes every transaction of the session read-only, so even `query()` cannot change anything."""
-    _describe(url)  # a malformed URL fails here, before any network traffic
-    kwargs: dict[str, Any] = {"autocommit": True, "application_name": "pypi-pulse"}
-    if "connect_timeout" not in url:
-        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
-    try:
-        conn = psycopg.connect(url, **kwargs)
-    except psycopg.Error as exc:
-        raise _user_error(url, exc) from None
-    conn.adapters.register_loader("numeric", _IntegralNumericLoader)
-    if readonly:
-        conn.execute("SET default_transaction_read_only = on")
-    return conn
-
-
-def _warn_on_collation(conn: psycopg.Connection) -> None:
-    """Text sorts byte-wise in SQLite; a database with a language collation (en_US...) orders names differently
-    (ties in top lists, category order), so say so once at start-up."""
-    collate = _scalar(conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()"))
-    if collate not in ("C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"):
-        log.warning(
-            "sink.collation",
-            collation=collate,
-            hint="create the database with `createdb --locale=C.UTF-8 --template=template0` to sort as SQLite does",
-        )
-
-
-def require_schema(conn: psycopg.Connection, url: str) -> None:
-    """A reader on a database the dataflow has not set up yet gets the empty state's message, not a SQL error."""
-    if not _scalar(conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")):
-        d = _describe(url)
-        raise UserError(
-            f"no pypi-pulse data in database {d['dbname']!r} at {d['host']}:{d['port']}: "
-            "run `pypi-pulse up`, `pypi-pulse dataflow` or `pypi-pulse run` with this --sink first"
-        )
 
 
 class PostgresSink(Sink):
@@ -215,7 +83,7 @@ class PostgresSink(Sink):
             else:
                 self._migrate(conn)
                 conn.execute(_STAGING)
-                _warn_on_collation(conn)
+                warn_on_collation(conn)
         except BaseException:
             conn.close()
             raise
@@ -228,7 +96,7 @@ class PostgresSink(Sink):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pypi-pulse.schema.' || current_schema()))")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = _scalar(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            current = scalar(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version > current:
                     if sql := migration_script(script, "postgresql"):
@@ -359,11 +227,11 @@ class PostgresSink(Sink):
             removed = {"windows": 0, "daily": 0}
             with conn.transaction(), conn.cursor() as cur:
                 latest, latest_day = retention_anchors()
-                newest = _scalar(cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)))
+                newest = scalar(cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)))
                 if newest is not None:
                     cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
                     removed["windows"] = cur.rowcount
-                newest_day = _scalar(cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)))
+                newest_day = scalar(cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)))
                 if newest_day is not None:
                     cutoff = (date.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).isoformat()
                     cur.execute("DELETE FROM daily WHERE day <= %s", (cutoff,))

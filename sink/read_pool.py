@@ -45,7 +45,7 @@ class ReadPool:
         """A read-only sink for one request; its `close()` gives it back and keeps the connection."""
         if self.postgres:
             if not self._schema_seen:
-                from pypi_pulse.sink.postgres import require_schema
+                from pypi_pulse.sink.postgres_connection import require_schema
 
                 self._borrow(lambda conn: require_schema(conn, self.url))
                 self._schema_seen = True
@@ -130,12 +130,12 @@ def _reason(exc: BaseException) -> str:
 def _postgres_pool(url: str, max_size: int):
     from psycopg_pool import ConnectionPool
 
-    from pypi_pulse.sink.postgres import CONNECT_TIMEOUT_S, _describe, _IntegralNumericLoader
+    from pypi_pulse.sink.postgres_connection import CONNECT_TIMEOUT_S, IntegralNumericLoader, describe
 
-    _describe(url)  # a malformed URL is a one-line error here, not the pool's retries
+    describe(url)  # a malformed URL is a one-line error here, not the pool's retries
 
     def configure(conn) -> None:
-        conn.adapters.register_loader("numeric", _IntegralNumericLoader)
+        conn.adapters.register_loader("numeric", IntegralNumericLoader)
         conn.execute("SET default_transaction_read_only = on")
 
     kwargs = {"autocommit": True, "application_name": "pypi-pulse"}

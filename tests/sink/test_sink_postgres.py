@@ -15,7 +15,7 @@ from pypi_pulse.broker import free_port
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket, WindowRow
-from pypi_pulse.sink.postgres import translate_placeholders
+from pypi_pulse.sink.postgres_connection import translate_placeholders
 from pypi_pulse.sink.schema import MIGRATIONS
 
 
