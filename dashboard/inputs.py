@@ -82,6 +82,15 @@ def first_point(event: object) -> dict:
 _PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
+def bounded_int(value: Optional[str], lo: int, hi: int) -> Optional[int]:
+    """The whole number `value` spells if it lies in [lo, hi], else None: never an exception, however long the
+    digits (int() refuses strings of more than 4,300 digits with a ValueError)."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > len(str(hi)):
+        return None
+    n = int(value)
+    return n if lo <= n <= hi else None
+
+
 def project_name_problem(name: str, max_chars: int) -> Optional[str]:
     """Why `name` cannot be a PyPI project name (None: it can), in words for an error message. Checked before a
     name is normalised or looked up, so an odd or huge string costs nothing (normalised names are cached)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 
+from pypi_pulse.dashboard.inputs import bounded_int
 from pypi_pulse.dashboard.limits import WebLimits
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.base import Sink
@@ -28,9 +29,10 @@ def _int(name: str, default: int, lo: int, hi: int, bad: Callable[[str], Excepti
     v = request.args.get(name)
     if v is None or v == "":
         return default
-    if not v.isdigit() or not lo <= int(v) <= hi:
-        raise bad(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
-    return int(v)
+    n = bounded_int(v, lo, hi)
+    if n is None:
+        raise bad(f"{name} must be an integer between {lo} and {hi}, got {v[:40]!r}")
+    return n
 
 
 def register(bp: Blueprint, open_sink_fn: Callable[[], Sink], bad: Callable[[str], Exception]) -> None:

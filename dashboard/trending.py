@@ -17,6 +17,7 @@ from typing import Optional
 
 from flask import Blueprint, jsonify, request
 
+from pypi_pulse.dashboard.inputs import bounded_int
 from pypi_pulse.events import iso_second
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.trending import TrendingOptions
@@ -33,18 +34,20 @@ class _BadRequest(Exception):
 def window_hours(value: Optional[str], max_hours: int) -> int:
     """Hours of a `window` parameter such as `1h` or `6h`; ValueError says what is accepted."""
     m = _WINDOW.match(value or "")
-    if not m or not 1 <= int(m.group(1)) <= max_hours:
-        raise ValueError(f"window must be a whole number of hours from 1h to {max_hours}h, got {value!r}")
-    return int(m.group(1))
+    hours = bounded_int(m.group(1), 1, max_hours) if m else None
+    if hours is None:
+        raise ValueError(f"window must be a whole number of hours from 1h to {max_hours}h, got {(value or '')[:40]!r}")
+    return hours
 
 
 def _limit() -> int:
     v = request.args.get("limit")
     if v in (None, ""):
         return DEFAULT_LIMIT
-    if not v.isdigit() or not 1 <= int(v) <= MAX_LIMIT:
-        raise _BadRequest(f"limit must be an integer between 1 and {MAX_LIMIT}, got {v!r}")
-    return int(v)
+    n = bounded_int(v, 1, MAX_LIMIT)
+    if n is None:
+        raise _BadRequest(f"limit must be an integer between 1 and {MAX_LIMIT}, got {v[:40]!r}")
+    return n
 
 
 def trending_json(options: TrendingOptions, sink: Sink, hours: int, limit: int) -> dict:

@@ -5,6 +5,7 @@ security headers, an unknown asset path is a quiet 404, and request and response
 from __future__ import annotations
 
 import json
+import re
 
 import pycountry
 import pytest
@@ -115,11 +116,36 @@ def api_cases() -> list[str]:
         "/api/live/windows?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z",
         "/api/live/windows?start=%00&end=%00",
         "/api/live/summary?x=%00",
+        "/api/live/top?window=0",
+        "/api/live/top?window=-1",
+        "/api/live/top?window=abc",
+        "/api/live/top?window=nan",
+        "/api/live/top?window=" + "9" * 5000,
+        "/api/live/top?limit=0",
+        "/api/live/top?limit=1e9",
+        "/api/live/top?limit=%00",
+        "/api/trending?window=0h",
+        "/api/trending?window=-1h",
+        "/api/trending?window=abc",
+        "/api/trending?window=%00",
+        "/api/trending?window=" + "9" * 5000 + "h",
+        "/api/trending?limit=-5",
+        "/api/trending?limit=abc",
+        "/api/trending?limit=" + "9" * 5000,
         "/api/openapi.json?y=1",
         "/api/no-such-endpoint",
         "/api/packages/numpy/no-such-kind",
     ]
     return out
+
+
+def test_the_hostile_cases_reach_every_documented_api_route(serve, http):
+    """A route added to the API without hostile cases here fails this test, so 'every endpoint' stays true."""
+    paths = http.get(serve.url + "/api/openapi.json", timeout=30).json()["paths"]
+    cases = [c.split("?", 1)[0] for c in api_cases()]
+    for template in paths:
+        pattern = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$")
+        assert any(pattern.match(c) for c in cases), f"no hostile case for {template}"
 
 
 def test_every_api_endpoint_answers_bad_input_with_a_json_error_never_a_500(serve, http):
