@@ -153,7 +153,17 @@ def create_app(settings: Settings) -> dash.Dash:
     trending_tab.register(app, ctx)
     categories_tab.register(app, ctx)
     daily_tab.register(app, ctx)
+    _set_up_dash(app)
     return app
+
+
+def _set_up_dash(app: dash.Dash) -> None:
+    """Dash sets itself up on a process's first request: it marks itself set up, then lists the scripts it may
+    serve. Under a threaded server worker, the browser's other first requests (its scripts, at once) passed the mark
+    before the list was made and were refused, and the browser was left without a dashboard. So every worker sets
+    Dash up as it is made, before it takes a request."""
+    with app.server.test_request_context("/"):
+        app._setup_server()  # no public call does this; Dash runs it before its first request
 
 
 def _warm_packages(ctx: DashContext) -> None:
