@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -123,3 +124,27 @@ def truth(events: list[dict]) -> tuple[dict, Counter, Counter]:
     numeric = [dict(e, timestamp=expected_second(e["timestamp"])) for e in events]
     daily = expected_daily(numeric)
     return expected_windows(events), daily, expected_totals(daily)
+
+
+def stop_and_drain(
+    alive: tuple, bootstrap: str, topic: str, sink: str, common: list, data_dir: Path, env: dict
+) -> list[dict]:
+    """Stop the live producer and dataflow (`alive` starts (dataflow, log), (producer, log)) once the dataflow has read
+    the whole topic, then resume the dataflow to the topic's end, so that it seals and applies every rollup minute
+    (live, minutes seal only past the lateness horizon); returns the topic's events, each now in the rollups."""
+    (flow, flow_log), (producer, prod_log) = alive[:2]
+    producer.send_signal(signal.SIGINT)
+    assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
+    events = topic_events(bootstrap, topic)
+    wait_for("the backlog to be consumed", lambda: consumed(sink) == len(events), 120, alive[:1])
+    flow.send_signal(signal.SIGTERM)
+    assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
+    drained = subprocess.run(
+        [*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(data_dir), "--until-drained"],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        timeout=300,
+    )
+    assert drained.returncode == 0, drained.stderr.decode()[-4000:]
+    assert rolled_up(sink) == len(events)
+    return events

@@ -6,15 +6,13 @@ holding `BEGIN EXCLUSIVE` on the sink file; the truth is computed from the event
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
-from sink_faults_testing import CLI, consumed, metric, rolled_up, start, summary, topic_events, truth, wait_for
+from sink_faults_testing import consumed, metric, start, stop_and_drain, summary, truth, wait_for
 
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
@@ -107,23 +105,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         )
         wait_for("the summary to be current again", lambda: summary(web_port)["delayed"] is False, 120, alive)
         recovered_s = time.time() - released_at
-        producer.send_signal(signal.SIGINT)
-        assert producer.wait(30) == 0, prod_log.read_text()[-2000:]
-
-        events = topic_events(broker.bootstrap, topic)
-        wait_for("the backlog to be consumed", lambda: consumed(sink) == len(events), 120, alive[:1])
-        flow.send_signal(signal.SIGTERM)
-        assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
-        # live, rollup minutes are sealed only past the lateness horizon (600 s); resumed from its recovery store
-        # and run to the end of the topic, the dataflow seals and applies them all
-        drained = subprocess.run(
-            [*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"), "--until-drained"],
-            env=dict(os.environ, **env),
-            capture_output=True,
-            timeout=300,
-        )
-        assert drained.returncode == 0, drained.stderr.decode()[-4000:]
-        assert rolled_up(sink) == len(events)
+        events = stop_and_drain(alive, broker.bootstrap, topic, sink, common, tmp_path / "data", env)
     finally:
         for proc in (locker, producer, web, flow):
             if proc is not None and proc.poll() is None:
