@@ -158,7 +158,8 @@ def load_settings(config_file: Optional[Path] = None, **overrides: Any) -> Setti
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "config"
         extra = Settings.model_fields[field].json_schema_extra if field in Settings.model_fields else None
-        flag = extra["flag"] if isinstance(extra, dict) and "flag" in extra else "--" + field.replace("_", "-")
+        named = extra.get("flag") if isinstance(extra, dict) else None
+        flag = named if isinstance(named, str) else "--" + field.replace("_", "-")
         env = "PYPI_PULSE_" + field.upper()
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and field in in_file:

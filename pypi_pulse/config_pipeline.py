@@ -23,7 +23,8 @@ OWN_TOPIC_PACK_EVENTS = 1000  # on a topic only pypi-pulse reads, Kafka's per-me
 # core a minute, at 200 ms about 0.007, for 0.1 s more at the median (benchmarks/latency.py).
 DEFAULT_LINGER_MS = 100
 EMBEDDED_LINGER_MS = 200
-DEFAULT_COMPRESSION = "zstd"  # of record batches (setting `compression`)
+Compression = Literal["zstd", "lz4", "snappy", "gzip", "none"]
+DEFAULT_COMPRESSION: Compression = "zstd"  # of record batches (setting `compression`)
 DEFAULT_BROKER_OUTAGE_LOG_S = 30.0
 DEFAULT_PRODUCER_STALL_S = 5.0
 DEFAULT_PRODUCER_STOP_S = 1.5
@@ -135,7 +136,7 @@ class PipelineSettings(BaseSettings):
         "time order, and in file order events beyond the lateness horizon would be dropped); file: as the file is.",
     )
     sort_memory: ByteSize = Field(
-        "1GiB",
+        ByteSize(2**30),  # 1GiB
         description="File replay in time order: bytes of the export sorted in memory at once; a larger "
         "export is sorted in runs of this size spilled under DATA_DIR/replay-sort and merged.",
     )
@@ -147,7 +148,7 @@ class PipelineSettings(BaseSettings):
         f"Larger: fewer, larger batches, which the embedded broker needs on long runs; each ms adds to end-to-end "
         f"latency. Unset: {EMBEDDED_LINGER_MS} for `up` and `run` on the embedded broker, {DEFAULT_LINGER_MS} otherwise.",
     )
-    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+    compression: Compression = Field(
         DEFAULT_COMPRESSION,
         description="Compression of the producer's record batches. zstd: download events are "
         "repetitive JSON, so the broker handles and holds (the embedded one in memory) several times fewer bytes, for "
@@ -163,7 +164,7 @@ class PipelineSettings(BaseSettings):
     )
 
     max_event_bytes: ByteSize = Field(
-        DEFAULT_MAX_EVENT_BYTES,
+        ByteSize(DEFAULT_MAX_EVENT_BYTES),
         ge=1024,
         le=PACK_MAX_BYTES,
         description="A line or rebuilt row larger than this is "
@@ -182,10 +183,10 @@ class PipelineSettings(BaseSettings):
     )
     bigquery_endpoint: Optional[str] = Field(None, description="BigQuery API URL (emulators, tests); unset: Google's.")
     max_bytes_per_query: ByteSize = Field(
-        "500GB", description="maximum_bytes_billed of every query: it fails instead of billing more."
+        ByteSize(500 * 10**9), description="maximum_bytes_billed of every query: it fails instead of billing more."
     )
     daily_budget: ByteSize = Field(
-        "1TB", description="Bytes billed per UTC day before polling stops (e.g. 500GB, 2TiB)."
+        ByteSize(10**12), description="Bytes billed per UTC day before polling stops (e.g. 500GB, 2TiB)."
     )
     price_per_tib: float = Field(
         6.25, ge=0, description="On-demand USD per TiB billed, for cost estimates in logs and metrics."

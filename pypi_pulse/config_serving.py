@@ -44,10 +44,11 @@ class ServingSettings(BaseSettings):
         "refused with 503 and Retry-After.",
     )
     max_request_bytes: ByteSize = Field(
-        "256KiB", description="Largest request body the dashboard accepts (Dash callbacks, sign-in); larger: 413."
+        ByteSize(256 * 2**10),
+        description="Largest request body the dashboard accepts (Dash callbacks, sign-in); larger: 413.",
     )
     max_response_bytes: ByteSize = Field(
-        "8MiB",
+        ByteSize(8 * 2**20),
         description="Largest Dash callback response; a callback whose output would be larger answers 400 "
         "asking for a narrower request instead.",
     )
