@@ -1,0 +1,119 @@
+"""Reading the history with DuckDB, in process and read-only: the API, the dashboard and the exporter query it as
+tables, with the portable SQL they use for the sink (`?` placeholders).
+
+Relations, refreshed whenever the set of files changes (files are immutable, so a file's footer is read once):
+- `daily (day, project, dimension, category, downloads)`: the rows of every day (its day file, else its blocks),
+  category NULL shown as '' as in the sink's tables; `day` is a DATE (filters on it reach the Parquet scan), and
+  query results give days as 'YYYY-MM-DD' strings;
+- `daily_totals (day, dimension, category, downloads)`: all-project totals, from the files' footers;
+- `history_days (day, source, folded_below, complete)`, and as the sink had them `backfilled_days (day, source)`
+  and `compacted_days (day, min_daily_downloads)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from pypi_pulse.sink.history import DAY_FILE, FOLDED_KEY, SCHEMA, SOURCE_KEY, STREAM, TOTALS_KEY, DayFiles, History
+
+_VIEWS = """
+CREATE OR REPLACE VIEW daily AS
+    SELECT day, project, dimension, coalesce(category, '') AS category, downloads FROM history_rows;
+CREATE OR REPLACE VIEW backfilled_days AS SELECT day, source FROM history_days WHERE complete AND source <> 'stream';
+CREATE OR REPLACE VIEW compacted_days AS
+    SELECT day, folded_below AS min_daily_downloads FROM history_days WHERE complete AND folded_below > 0;
+"""
+_TOTALS = pa.schema([("day", pa.date32()), ("dimension", pa.string()), ("category", pa.string()), ("downloads", pa.int64())])
+_DAYS = pa.schema([("day", pa.date32()), ("source", pa.string()), ("folded_below", pa.int64()), ("complete", pa.bool_())])
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if type(value) is dt.date else value
+
+
+class HistoryReader:
+    """One DuckDB connection over a history; thread-safe (one query at a time; DuckDB parallelises each)."""
+
+    def __init__(self, history: History, threads: int = 2):
+        self.history = history
+        self.con = duckdb.connect(":memory:", config={"threads": threads})
+        self.lock = threading.Lock()
+        self._key: tuple = ()
+        self._meta: dict[tuple[str, str], dict[bytes, bytes]] = {}
+        self.days: list[DayFiles] = []
+        self._load([])
+
+    def _footer(self, day: str, name: str) -> dict[bytes, bytes]:
+        key = (day, name)
+        if key not in self._meta:
+            self._meta[key] = self.history.metadata(day, name)
+        return self._meta[key]
+
+    def _load(self, listing: list[DayFiles]) -> None:
+        paths = [self.history.path(d.day, f) for d in listing for f in d.files]
+        rows = ds.dataset(paths, schema=SCHEMA, format="parquet", filesystem=self.history.fs)
+        totals: dict[tuple, int] = defaultdict(int)
+        days = []
+        for d in listing:
+            day = dt.date.fromisoformat(d.day)
+            for name in d.files:
+                for dim, cat, n in json.loads(self._footer(d.day, name).get(TOTALS_KEY, b"[]")):
+                    totals[(day, dim, cat or "")] += n
+            meta = self._footer(d.day, DAY_FILE) if d.day_file else {}
+            source = meta.get(SOURCE_KEY, STREAM.encode()).decode()
+            days.append((day, source, int(meta.get(FOLDED_KEY, b"0") or 0), bool(d.day_file)))
+        keys = sorted(totals)
+        totals_table = pa.Table.from_arrays(
+            [pa.array([k[i] for k in keys], _TOTALS.field(i).type) for i in range(3)]
+            + [pa.array([totals[k] for k in keys], pa.int64())],
+            schema=_TOTALS,
+        )
+        days_table = pa.Table.from_arrays(
+            [pa.array([r[i] for r in days], _DAYS.field(i).type) for i in range(4)], schema=_DAYS
+        )
+        self.con.register("history_rows", rows)
+        self.con.register("daily_totals", totals_table)
+        self.con.register("history_days", days_table)
+        self.con.execute(_VIEWS)
+        live = {(d.day, f) for d in listing for f in d.files}
+        self._meta = {k: v for k, v in self._meta.items() if k in live}
+        self.days = listing
+
+    def refresh(self) -> None:
+        listing = self.history.listing()
+        key = tuple((d.day, tuple(d.files)) for d in listing)
+        if key != self._key:
+            self._load(listing)
+            self._key = key
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """Rows of `sql` over the current files; a file removed by a compaction meanwhile is read again from the
+        new listing (the day file that replaced it)."""
+        with self.lock:
+            for attempt in range(3):
+                self.refresh()
+                try:
+                    rows = self.con.execute(sql, list(params)).fetchall()
+                    break
+                except (duckdb.IOException, FileNotFoundError, OSError):
+                    if attempt == 2:
+                        raise
+                    self._key = ()
+        return [tuple(map(_iso, r)) for r in rows]
+
+    def covered(self, day: str) -> list[tuple[int, int]]:
+        """The event-time ranges of `day` the history holds (as of the last refresh)."""
+        with self.lock:
+            self.refresh()
+            return next((d.covered() for d in self.days if d.day == day), [])
+
+    def close(self) -> None:
+        self.con.close()
