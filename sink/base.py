@@ -7,66 +7,106 @@ applied at most once. Reads serve the CLI, the JSON API, the dashboard and the m
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Optional
 
+from pypi_pulse.sink.history import History, day_of
+from pypi_pulse.sink.history_reader import HistoryReader
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.rollup import bucket_rows, partly_applied
+from pypi_pulse.sink.schema import from_db_category
 
 
 class Sink(abc.ABC):
+    """Windows and counters in a database (this class's backends); the rollup history in Parquet files beside it
+    (`history`, sink/history.py), which the sink's rollup methods write and read so that every caller keeps one
+    object for both."""
+
     url: str
-    # Whether two connections can write at once (PostgreSQL), or take turns at one lock (SQLite): a second writer
-    # (dataflow/block_writer.py) then shares a lock with the dataflow so that a window write waits one slice at most.
-    concurrent_writers = False
+    history: History
+    _history_reader: Optional[HistoryReader] = None
+
+    def attach_history(self, location: Optional[str | Path]) -> None:
+        """Where this sink's rollups live: `location`, else beside a SQLite file (DIR/history for DIR/x.db), else
+        DATA_DIR/history of the default data directory."""
+        if location is None:
+            location = default_history(self.url)
+        self.history = History(location)
 
     # writes (one writer: the dataflow)
     @abc.abstractmethod
     def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
-        """Upsert windows, apply unseen rollup buckets and store counters, in one transaction."""
+        """Upsert windows and store counters in one transaction; sealed rollup buckets go to the history first."""
 
-    def apply_in_slices(self, bucket: RollupBucket) -> Iterator[None]:
-        """Apply a sealed rollup bucket, yielding between slices of it so that the caller can write windows
-        meanwhile; exactly once, whether or not a previous attempt was cut short. This default applies it whole."""
-        self.write([], [bucket], None)
-        yield
+    def write_buckets(self, buckets: list[RollupBucket]) -> None:
+        """Each sealed bucket as its block file: the same bucket again replaces its file with the same rows, one
+        inside an applied block is already counted, and one overlapping applied blocks in part is refused."""
+        seen: set[int] = set()
+        for b in buckets:
+            if b.bucket in seen:
+                continue
+            seen.add(b.bucket)
+            end = b.bucket + b.span
+            covered = self.history.day_files(day_of(b.bucket)).covered()
+            if any(s == b.bucket and e == end for s, e in covered):
+                self.history.write_block(b.bucket, b.span, bucket_rows(b))
+                continue
+            overlap = sum(max(0, min(e, end) - max(s, b.bucket)) for s, e in covered) // 60
+            if overlap == b.span // 60:
+                continue
+            if overlap:
+                raise partly_applied(b, overlap)
+            self.history.write_block(b.bucket, b.span, bucket_rows(b))
 
     def set_lock_wait(self, seconds: float) -> None:  # noqa: B027 - a no-op but for SQLite, not abstract
         """How long a write waits for another connection's lock before it fails (and is retried: sink/retry.py);
         only SQLite has one lock for all writers."""
 
     def applied_buckets(self, buckets: list[int]) -> set[int]:
-        """Which of these bucket starts are applied (a bucket's minutes are recorded together, once it is whole)."""
-        if not buckets:
-            return set()
-        marks = ", ".join("?" for _ in buckets)
-        return {
-            int(b)
-            for (b,) in self.query(f"SELECT bucket FROM rollup_buckets WHERE bucket IN ({marks})", tuple(buckets))
-        }
+        """Which of these bucket starts the history holds."""
+        out = set()
+        for b in buckets:
+            if any(s <= b < e for s, e in self.history.day_files(day_of(b)).covered()):
+                out.add(b)
+        return out
 
     @abc.abstractmethod
+    def prune_windows(self, window_retention_s: float) -> int:
+        """Drop windows older than the newest window minus the retention; returns how many."""
+
     def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
-        """Drop windows older than the newest window minus the retention, and old daily rollups."""
+        """Drop old windows, and whole days of history older than the newest day minus the retention (counted
+        back from the newest data no later than the wall clock: sink/rollup.retention_anchors)."""
+        import datetime as dt
 
-    def backfill_day(self, day: str, rows: Iterable[tuple[Optional[str], str, Optional[str], int]], source: str) -> int:
-        """Make `day` hold exactly these (project, dimension, category, downloads) rows and mark it backfilled.
+        from pypi_pulse.sink.rollup import retention_anchors
 
-        One transaction running `sink.rollup.backfill_statements`; returns the number of per-project rows.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not implement backfill_day (see sink/rollup.py)")
+        removed = {"windows": self.prune_windows(window_retention_s), "daily": 0}
+        _, latest_day = retention_anchors()
+        days = [d for d in self.history.days() if d <= latest_day]
+        if days:
+            cutoff = (dt.date.fromisoformat(days[-1]) - dt.timedelta(days=rollup_retention_days)).isoformat()
+            removed["daily"] = self.history.drop_through(cutoff)
+        return removed
+
+    def backfill_day(self, day: str, rows: Iterable[tuple], source: str) -> int:
+        """Make `day` hold exactly these (project, dimension, category, downloads[, in_totals]) rows, whatever the
+        stream wrote or writes for it (sink/rollup.backfill_table); returns the number of per-project rows."""
+        from pypi_pulse.sink.rollup import backfill_table
+
+        table, totals = backfill_table(rows)
+        self.history.write_day(day, table, totals, source)
+        return table.num_rows
 
     def compact(self, min_daily_downloads: int) -> int:
-        """Fold the fine detail of small projects on complete days (see sink/rollup.py); returns days compacted."""
-        import time as _time
-
-        from pypi_pulse.sink.rollup import DAYS_TO_COMPACT, compact_day_statements
-
-        if min_daily_downloads <= 0:
-            return 0
-        days = [r[0] for r in self.query(DAYS_TO_COMPACT)]
-        for day in days:
-            self._execute_in_transaction(compact_day_statements(day, min_daily_downloads, _time.time()))
-        return len(days)
+        """Compact every complete day (each before the newest day) into its day file, folding the fine detail of
+        projects under `min_daily_downloads`; returns the days compacted or folded."""
+        days = self.history.days()
+        done = 0
+        for day in days[:-1]:
+            done += self.history.compact(day, min_daily_downloads) or self.history.refold(day, min_daily_downloads)
+        return done
 
     @abc.abstractmethod
     def _execute_in_transaction(self, statements: list[tuple[str, tuple]]) -> None:
@@ -88,27 +128,48 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> Optional[PipelineStats]: ...
 
-    @abc.abstractmethod
     def daily(
         self, project: Optional[str], dimension: str, start_day: str, end_day: str
-    ) -> list[tuple[str, str, Optional[str], int]]:
+    ) -> list[tuple[str, Optional[str], Optional[str], int]]:
         """(day, project, category, downloads) rows of one dimension, optionally for one project."""
+        if project is None:
+            sql = (
+                "SELECT day, NULL, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? "
+                "AND day <= ? ORDER BY day, category"
+            )
+            rows = self.history_query(sql, (dimension, start_day, end_day))
+        else:
+            sql = (
+                "SELECT day, project, category, downloads FROM daily WHERE project = ? AND dimension = ? "
+                "AND day >= ? AND day <= ? ORDER BY day, category"
+            )
+            rows = self.history_query(sql, (project, dimension, start_day, end_day))
+        return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
 
     def project_days(self, start_day: str, end_day: str) -> tuple[str, tuple]:
         """("day IN (?, ...)", days): the SQL condition, and its parameters, selecting the calendar days of
-        [start_day, end_day] that can hold rollups (clamped to the oldest and newest stored day).
-
-        One project's rows are read through it: SQLite's `daily` is clustered by day first with no project index
-        (sink/schema.py, migration 7), so the query seeks (day, project, dimension) once per day instead of
-        scanning every project's rows of the period."""
+        [start_day, end_day] that can hold rollups (clamped to the oldest and newest day of the history)."""
         import datetime as dt
 
-        ((lo, hi),) = self.query("SELECT MIN(day), MAX(day) FROM daily_totals")
+        ((lo, hi),) = self.history_query("SELECT MIN(day), MAX(day) FROM daily_totals")
         days: list[str] = []
         if lo is not None:
             first, last = dt.date.fromisoformat(max(start_day, lo)), dt.date.fromisoformat(min(end_day, hi))
             days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
         return f"day IN ({', '.join('?' for _ in days) or 'NULL'})", tuple(days)
+
+    def history_query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """Run a read query on the history's tables (sink/history_reader.py): `daily`, `daily_totals`,
+        `history_days`, `backfilled_days`, `compacted_days`; the same portable SQL as `query`."""
+        if self._history_reader is None:
+            self._history_reader = HistoryReader(self.history)
+        return self._history_reader.query(sql, params)
+
+    def history_covered(self, day: str) -> list[tuple[int, int]]:
+        """The [start, end) event-time ranges of `day` whose counts the history holds."""
+        if self._history_reader is None:
+            self._history_reader = HistoryReader(self.history)
+        return self._history_reader.covered(day)
 
     @abc.abstractmethod
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -124,19 +185,34 @@ class Sink(abc.ABC):
         self.close()
 
 
-def open_sink(url: str, *, readonly: bool = False) -> Sink:
-    """`sqlite:///path.db` (embedded default) or `postgresql://...` (production)."""
+def default_history(url: str) -> Path:
+    """DIR/history beside a SQLite sink DIR/x.db (DATA_DIR/history on the defaults); for PostgreSQL, the default
+    data directory's. Commands pass `--history` (settings.history_path) explicitly."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).parent / "history"
+    from pypi_pulse.config import DEFAULT_DATA_DIR
+
+    return Path(DEFAULT_DATA_DIR) / "history"
+
+
+def open_sink(url: str, *, readonly: bool = False, history: Optional[str | Path] = None) -> Sink:
+    """`sqlite:///path.db` (embedded default) or `postgresql://...` (production), with its rollup history at
+    `history` (default: `default_history`)."""
     from pypi_pulse.errors import UserError
 
+    sink: Sink
     if url.startswith("sqlite:///"):
         from pypi_pulse.sink.sqlite import SQLiteSink
 
-        return SQLiteSink(url, readonly=readonly)
-    if url.startswith(("postgresql://", "postgres://")):
+        sink = SQLiteSink(url, readonly=readonly)
+    elif url.startswith(("postgresql://", "postgres://")):
         from pypi_pulse.extras import require
 
         require("postgres")
         from pypi_pulse.sink.postgres import PostgresSink
 
-        return PostgresSink(url, readonly=readonly)
-    raise UserError(f"unsupported sink {url!r}: use sqlite:///PATH.db or postgresql://user:pass@host:5432/db")
+        sink = PostgresSink(url, readonly=readonly)
+    else:
+        raise UserError(f"unsupported sink {url!r}: use sqlite:///PATH.db or postgresql://user:pass@host:5432/db")
+    sink.attach_history(history)
+    return sink

@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pypi_pulse.rules import FOLDED
+from pypi_pulse.sink.rollup import FOLDED_CATEGORY
 
 SCHEMA = pa.schema(
     [
@@ -44,7 +45,6 @@ TOTALS_KEY = b"pypi_pulse.totals"  # JSON [[dimension, category, downloads], ...
 SOURCE_KEY = b"pypi_pulse.source"  # "stream", or the backfill's source tag
 FOLDED_KEY = b"pypi_pulse.folded_below"  # projects under this many downloads (with mirrors) had their detail folded
 SORT_KEYS = [("project", "ascending"), ("dimension", "ascending"), ("category", "ascending")]
-FOLDED_CATEGORY = "other"
 DAY_FILE = "day.parquet"
 STREAM = "stream"
 _BLOCK = re.compile(r"^block-(\d+)-(\d+)\.parquet$")
@@ -62,6 +62,7 @@ class DayFiles:
     day: str
     day_file: Optional[str] = None
     blocks: dict[str, tuple[int, int]] = field(default_factory=dict)  # file name -> (start, span)
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # file name -> (size, mtime ns): its version
 
     @property
     def files(self) -> list[str]:
@@ -140,6 +141,7 @@ class History:
             if not m:
                 continue
             day = by_day.setdefault(m.group(1), DayFiles(m.group(1)))
+            day.stamps[name] = (info.size or 0, info.mtime_ns or 0)
             if name == DAY_FILE:
                 day.day_file = name
             elif b := _BLOCK.match(name):

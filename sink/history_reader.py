@@ -31,8 +31,12 @@ CREATE OR REPLACE VIEW backfilled_days AS SELECT day, source FROM history_days W
 CREATE OR REPLACE VIEW compacted_days AS
     SELECT day, folded_below AS min_daily_downloads FROM history_days WHERE complete AND folded_below > 0;
 """
-_TOTALS = pa.schema([("day", pa.date32()), ("dimension", pa.string()), ("category", pa.string()), ("downloads", pa.int64())])
-_DAYS = pa.schema([("day", pa.date32()), ("source", pa.string()), ("folded_below", pa.int64()), ("complete", pa.bool_())])
+_TOTALS = pa.schema(
+    [("day", pa.date32()), ("dimension", pa.string()), ("category", pa.string()), ("downloads", pa.int64())]
+)
+_DAYS = pa.schema(
+    [("day", pa.date32()), ("source", pa.string()), ("folded_below", pa.int64()), ("complete", pa.bool_())]
+)
 
 
 def _iso(value: Any) -> Any:
@@ -47,12 +51,13 @@ class HistoryReader:
         self.con = duckdb.connect(":memory:", config={"threads": threads})
         self.lock = threading.Lock()
         self._key: tuple = ()
-        self._meta: dict[tuple[str, str], dict[bytes, bytes]] = {}
+        self._meta: dict[tuple, dict[bytes, bytes]] = {}  # (day, name, size, mtime): a day file can be replaced
         self.days: list[DayFiles] = []
         self._load([])
 
-    def _footer(self, day: str, name: str) -> dict[bytes, bytes]:
-        key = (day, name)
+    def _footer(self, files: DayFiles, name: str) -> dict[bytes, bytes]:
+        day = files.day
+        key = (day, name, *files.stamps.get(name, (0, 0)))
         if key not in self._meta:
             self._meta[key] = self.history.metadata(day, name)
         return self._meta[key]
@@ -65,9 +70,9 @@ class HistoryReader:
         for d in listing:
             day = dt.date.fromisoformat(d.day)
             for name in d.files:
-                for dim, cat, n in json.loads(self._footer(d.day, name).get(TOTALS_KEY, b"[]")):
+                for dim, cat, n in json.loads(self._footer(d, name).get(TOTALS_KEY, b"[]")):
                     totals[(day, dim, cat or "")] += n
-            meta = self._footer(d.day, DAY_FILE) if d.day_file else {}
+            meta = self._footer(d, DAY_FILE) if d.day_file else {}
             source = meta.get(SOURCE_KEY, STREAM.encode()).decode()
             days.append((day, source, int(meta.get(FOLDED_KEY, b"0") or 0), bool(d.day_file)))
         keys = sorted(totals)
@@ -83,13 +88,13 @@ class HistoryReader:
         self.con.register("daily_totals", totals_table)
         self.con.register("history_days", days_table)
         self.con.execute(_VIEWS)
-        live = {(d.day, f) for d in listing for f in d.files}
+        live = {(d.day, f, *d.stamps.get(f, (0, 0))) for d in listing for f in d.files}
         self._meta = {k: v for k, v in self._meta.items() if k in live}
         self.days = listing
 
     def refresh(self) -> None:
         listing = self.history.listing()
-        key = tuple((d.day, tuple(d.files)) for d in listing)
+        key = tuple((d.day, tuple((f, d.stamps.get(f)) for f in d.files)) for d in listing)
         if key != self._key:
             self._load(listing)
             self._key = key

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
 from typing import Optional, TypeVar
 
 import orjson
@@ -31,19 +30,8 @@ from pypi_pulse.sink.postgres_connection import (
     warn_on_collation,
 )
 from pypi_pulse.sink.retry import SinkUnavailable
-from pypi_pulse.sink.rollup import (
-    INSERT_DAILY,
-    INSERT_TOTALS,
-    backfill_statements,
-    backfilled_among,
-    bucket_days,
-    daily_rows,
-    partly_applied,
-    prune_backfilled_statement,
-    prune_buckets_statement,
-    retention_anchors,
-)
-from pypi_pulse.sink.schema import MIGRATIONS, from_db_category, migration_script
+from pypi_pulse.sink.rollup import retention_anchors
+from pypi_pulse.sink.schema import MIGRATIONS, migration_script
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +41,6 @@ T = TypeVar("T")
 # Staging tables live for the connection; ON COMMIT DELETE ROWS empties them after every write.
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_windows (LIKE windows) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_daily (LIKE daily) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_daily_totals (LIKE daily_totals) ON COMMIT DELETE ROWS;
 """
 
 
@@ -125,14 +111,14 @@ class PostgresSink(Sink):
 
     # ---- writes -------------------------------------------------------------------------------------------
     def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
+        self.write_buckets(buckets)  # before the counters that say they are sealed
         latest = {w.start: w for w in windows}  # the last version of a window in the list wins, as with SQLite
-        self._retry_once(lambda conn: self._write(conn, list(latest.values()), buckets, stats))
+        self._retry_once(lambda conn: self._write(conn, list(latest.values()), stats))
 
     def _write(
         self,
         conn: psycopg.Connection,
         windows: list[WindowRow],
-        buckets: list[RollupBucket],
         stats: Optional[PipelineStats],
     ) -> None:
         now = time.time()
@@ -162,31 +148,6 @@ class PostgresSink(Sink):
                         f"VALUES (%s, %s, %s, %s, %s, %s) {_UPSERT_WINDOW}",
                         rows,
                     )
-            if buckets:
-                # Claim the buckets' minutes: the ids that were not there yet come back, and only buckets whose
-                # minutes all came back are applied (a bucket is whole or not at all: see rollup.partly_applied).
-                unique = list({b.bucket: b for b in reversed(buckets)}.values())[::-1]  # first of each id wins
-                ids = sorted({m for b in unique for m in b.minutes()})
-                cur.execute(
-                    "INSERT INTO rollup_buckets (bucket, applied_at) SELECT b, %s FROM unnest(%s::bigint[]) AS b "
-                    "ON CONFLICT (bucket) DO NOTHING RETURNING bucket",
-                    (now, ids),
-                )
-                claimed = {r[0] for r in cur.fetchall()}
-                fresh = []
-                for b in unique:
-                    got = [m for m in b.minutes() if m in claimed]
-                    if len(got) == len(b.minutes()):
-                        fresh.append(b)
-                        claimed.difference_update(got)  # an overlapping bucket later in this write gets none
-                    elif got:
-                        raise partly_applied(b, len(b.minutes()) - len(got))
-                if fresh:
-                    # days a backfill owns get nothing from the stream (sink/rollup.py explains why)
-                    sql, params = backfilled_among(bucket_days(fresh))
-                    skip = {r[0] for r in cur.execute(translate_placeholders(sql), params).fetchall()}
-                    per_project, totals = daily_rows(fresh, skip)
-                    self._add_daily(cur, per_project, totals)
             if stats is not None:
                 cur.execute(
                     "INSERT INTO pipeline_stats (id, counters, offsets, watermark, updated_at) VALUES (1, %s, %s, %s, %s) "
@@ -200,46 +161,17 @@ class PostgresSink(Sink):
                     ),
                 )
 
-    @staticmethod
-    def _add_daily(cur: psycopg.Cursor, per_project: list[tuple], totals: list[tuple]) -> None:
-        """Add counts to the daily tables (ordered by key, so concurrent writers would lock rows in one order)."""
-        if per_project:
-            with cur.copy("COPY stage_daily (day, project, dimension, category, downloads) FROM STDIN") as cp:
-                for row in per_project:
-                    cp.write_row(row)
-            cur.execute(
-                "INSERT INTO daily SELECT * FROM stage_daily ORDER BY day, project, dimension, category "
-                "ON CONFLICT (day, project, dimension, category) DO UPDATE SET downloads = daily.downloads + excluded.downloads"
-            )
-        if totals:
-            with cur.copy("COPY stage_daily_totals (day, dimension, category, downloads) FROM STDIN") as cp:
-                for row in totals:
-                    cp.write_row(row)
-            cur.execute(
-                "INSERT INTO daily_totals SELECT * FROM stage_daily_totals ORDER BY day, dimension, category "
-                "ON CONFLICT (day, dimension, category) DO UPDATE SET downloads = daily_totals.downloads + excluded.downloads"
-            )
-
-    def prune(self, window_retention_s: float, rollup_retention_days: int) -> dict[str, int]:
+    def prune_windows(self, window_retention_s: float) -> int:
         """Retention counts back from the newest data, not the wall clock, so a replayed old export keeps its rows."""
 
-        def run(conn: psycopg.Connection) -> dict[str, int]:
-            removed = {"windows": 0, "daily": 0}
+        def run(conn: psycopg.Connection) -> int:
             with conn.transaction(), conn.cursor() as cur:
-                latest, latest_day = retention_anchors()
+                latest, _ = retention_anchors()
                 newest = scalar(cur.execute("SELECT MAX(start) FROM windows WHERE start <= %s", (latest,)))
-                if newest is not None:
-                    cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
-                    removed["windows"] = cur.rowcount
-                newest_day = scalar(cur.execute("SELECT MAX(day) FROM daily WHERE day <= %s", (latest_day,)))
-                if newest_day is not None:
-                    cutoff = (date.fromisoformat(newest_day) - timedelta(days=rollup_retention_days)).isoformat()
-                    cur.execute("DELETE FROM daily WHERE day <= %s", (cutoff,))
-                    removed["daily"] = cur.rowcount
-                    cur.execute("DELETE FROM daily_totals WHERE day <= %s", (cutoff,))
-                    for sql, params in (prune_backfilled_statement(cutoff), prune_buckets_statement(cutoff)):
-                        cur.execute(translate_placeholders(sql), params)
-            return removed
+                if newest is None:
+                    return 0
+                cur.execute("DELETE FROM windows WHERE start < %s", (newest - window_retention_s,))
+                return cur.rowcount
 
         return self._retry_once(run)
 
@@ -259,23 +191,6 @@ class PostgresSink(Sink):
                         cur.executemany(translate_placeholders(sql), params)
 
         self._retry_once(run)  # callers pass statements that replace what they write, so a retry is safe
-
-    def backfill_day(self, day: str, rows, source: str) -> int:
-        """Run `sink.rollup.backfill_statements` in one transaction; the bulk inserts go through COPY staging."""
-        statements = backfill_statements(day, rows, source)
-
-        def run(conn: psycopg.Connection) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                for sql, params in statements:
-                    if sql == INSERT_DAILY:
-                        self._add_daily(cur, params, [])
-                    elif sql == INSERT_TOTALS:
-                        self._add_daily(cur, [], params)
-                    elif params:
-                        cur.executemany(translate_placeholders(sql), params)
-
-        self._retry_once(run)  # the statements replace the day whole, so a retry is safe
-        return len(statements[2][1])
 
     # ---- reads --------------------------------------------------------------------------------------------
     @staticmethod
@@ -305,21 +220,6 @@ class PostgresSink(Sink):
             return None
         r = rows[0]
         return PipelineStats(orjson.loads(r[0]), {int(k): v for k, v in orjson.loads(r[1]).items()}, r[2], r[3])
-
-    def daily(self, project, dimension, start_day, end_day):
-        if project is None:
-            rows = self._fetch(
-                "SELECT day, NULL::text, category, downloads FROM daily_totals WHERE dimension = %s AND day >= %s "
-                'AND day <= %s ORDER BY day, category COLLATE "C"',
-                (dimension, start_day, end_day),
-            )
-        else:
-            rows = self._fetch(
-                "SELECT day, project, category, downloads FROM daily WHERE project = %s AND dimension = %s "
-                'AND day >= %s AND day <= %s ORDER BY day, category COLLATE "C"',
-                (project, dimension, start_day, end_day),
-            )
-        return [(d, p, from_db_category(c), n) for d, p, c, n in rows]
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self._fetch(translate_placeholders(sql), tuple(params))

@@ -185,6 +185,17 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX IF NOT EXISTS country_day_top_by_project ON country_day_top (country, project, day, downloads);
     CREATE INDEX IF NOT EXISTS country_day_bound_cover ON country_day_bound (country, day, bound);
     """,
+    # 10 (history as Parquet files, sink/history.py): the rollups leave the database. Their tables are kept under
+    # `legacy_` names until `pypi-pulse history import` has converted them, so that no reader can mistake an old,
+    # no longer written table for the history; the applied-bucket and slice records have no use any more.
+    """
+    ALTER TABLE daily RENAME TO legacy_daily;
+    ALTER TABLE daily_totals RENAME TO legacy_daily_totals;
+    ALTER TABLE backfilled_days RENAME TO legacy_backfilled_days;
+    ALTER TABLE compacted_days RENAME TO legacy_compacted_days;
+    DROP TABLE rollup_slices;
+    DROP TABLE rollup_buckets;
+    """,
 ]
 
 
