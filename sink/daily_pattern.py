@@ -4,7 +4,7 @@
   10-minute blocks here (`block_countries`), which the dashboard caches once a block can no longer change.
 - All downloads by hour of the day over weeks: `block_totals` (each sealed 10-minute rollup block's downloads,
   kept with the rollups; a synthetic history writes them for its days too).
-- By day of the week: the daily totals.
+- By day of the week: the daily totals of the history (Parquet files: sink/history.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def hour_profile(sink: Sink, start_day: str, end_day: str) -> dict[int, int]:
 def weekday_totals(sink: Sink, start_day: str, end_day: str) -> dict[int, list[int]]:
     """{ISO weekday (1 = Monday): [each such day's downloads without mirrors]} over [start_day, end_day]."""
     out: dict[int, list[int]] = {d: [] for d in range(1, 8)}
-    for day, n in sink.query(
+    for day, n in sink.history_query(
         "SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = '' "
         "AND day >= ? AND day <= ? ORDER BY day",
         (start_day, end_day),

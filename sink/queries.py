@@ -1,7 +1,8 @@
 """The read side of history and live data, written once for every consumer (JSON API, dashboard, CLI).
 
-Every function takes an open `Sink` and goes through `Sink.query` with `?` placeholders and portable SQL, so the
-SQLite and PostgreSQL backends answer identically. Days are ISO strings 'YYYY-MM-DD' (a `datetime.date` is
+Every function takes an open `Sink`. The daily rollups are read from the history's Parquet files through
+`Sink.history_query` (DuckDB: sink/history_reader.py), live data from the database through `Sink.query`; both take
+`?` placeholders and the same portable SQL, so the SQLite and PostgreSQL backends answer identically. Days are ISO strings 'YYYY-MM-DD' (a `datetime.date` is
 accepted too) and ranges are inclusive at both ends, as in pypistats.org. A NULL category comes back as None;
 the API layer renders it as "null", the way pypistats.org does.
 
@@ -22,7 +23,7 @@ from pypi_pulse.sink.schema import from_db_category, to_db_category
 
 Day = Union[str, dt.date]
 
-#: every dimension stored in `daily` / `daily_totals`
+#: every dimension the history's `daily` / `daily_totals` hold
 ALL_DIMENSIONS: tuple[str, ...] = DERIVED + DIMENSIONS
 
 
@@ -48,7 +49,7 @@ def _day_plus(day: str, days: int) -> str:
 # ---- time reference ---------------------------------------------------------------------------------------
 def day_range(sink: Sink) -> Optional[tuple[str, str]]:
     """(oldest, newest) day holding rollups, None when there are none yet."""
-    r = sink.query("SELECT MIN(day), MAX(day) FROM daily_totals")
+    r = sink.history_query("SELECT MIN(day), MAX(day) FROM daily_totals")
     if not r or r[0][0] is None:
         return None
     return r[0][0], r[0][1]
@@ -56,7 +57,7 @@ def day_range(sink: Sink) -> Optional[tuple[str, str]]:
 
 def has_history(sink: Sink) -> bool:
     """True once any daily rollup exists (the supervisor backfills a first history otherwise)."""
-    return bool(sink.query("SELECT 1 FROM daily_totals LIMIT 1"))
+    return bool(sink.history_query("SELECT 1 FROM daily_totals LIMIT 1"))
 
 
 def current_day(sink: Sink, today: Optional[Day] = None) -> str:
@@ -88,21 +89,22 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
 def known_package(sink: Sink, name: str) -> Optional[str]:
     """The stored (normalised) name if the project has any rollup, else None."""
     project = normalize(name)
-    rows = sink.query("SELECT project FROM daily WHERE project = ? AND dimension = 'with_mirrors' LIMIT 1", (project,))
+    rows = sink.history_query(
+        "SELECT project FROM daily WHERE project = ? AND dimension = 'with_mirrors' LIMIT 1", (project,)
+    )
     return rows[0][0] if rows else None
 
 
 def _sum(sink: Sink, project: Optional[str], dimension: str, start: str, end: str) -> int:
     if project is None:
-        r = sink.query(
+        r = sink.history_query(
             "SELECT SUM(downloads) FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ?",
             (dimension, start, end),
         )
     else:
-        days, params = sink.project_days(start, end)
-        r = sink.query(
-            f"SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND {days}",
-            (project, dimension, *params),
+        r = sink.history_query(
+            "SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ?",
+            (project, dimension, start, end),
         )
     return int(r[0][0] or 0) if r else 0
 
@@ -136,17 +138,16 @@ def daily_by_category(
     s, e = iso_day(start), iso_day(end)
     of_category, category_params = (" AND category = ?", (to_db_category(category),)) if match_category else ("", ())
     if project is None:
-        rows = sink.query(
+        rows = sink.history_query(
             f"SELECT day, category, downloads FROM daily_totals WHERE dimension = ? AND day >= ? "
             f"AND day <= ?{of_category} ORDER BY day, category",
             (dim, s, e, *category_params),
         )
     else:
-        days, day_params = sink.project_days(s, e)
-        rows = sink.query(
-            f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND {days}"
-            f"{of_category} ORDER BY day, category",
-            (normalize(project), dim, *day_params, *category_params),
+        rows = sink.history_query(
+            f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND day >= ? "
+            f"AND day <= ?{of_category} ORDER BY day, category",
+            (normalize(project), dim, s, e, *category_params),
         )
     return [(d, from_db_category(c), int(n)) for d, c, n in rows]
 
@@ -159,17 +160,16 @@ def category_totals(
     s, e = iso_day(start), iso_day(end)
     lim = "" if limit is None else f" LIMIT {int(limit)}"
     if project is None:
-        rows = sink.query(
+        rows = sink.history_query(
             "SELECT category, SUM(downloads) AS n FROM daily_totals WHERE dimension = ? AND day >= ? AND day <= ? "
             f"GROUP BY category ORDER BY n DESC, category{lim}",
             (dim, s, e),
         )
     else:
-        days, params = sink.project_days(s, e)
-        rows = sink.query(
-            f"SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND {days} "
-            f"GROUP BY category ORDER BY n DESC, category{lim}",
-            (normalize(project), dim, *params),
+        rows = sink.history_query(
+            "SELECT category, SUM(downloads) AS n FROM daily WHERE project = ? AND dimension = ? AND day >= ? "
+            f"AND day <= ? GROUP BY category ORDER BY n DESC, category{lim}",
+            (normalize(project), dim, s, e),
         )
     return [(from_db_category(c), int(n)) for c, n in rows]
 
@@ -184,11 +184,10 @@ def compare(
     if not names:
         return out
     marks = ", ".join("?" for _ in names)
-    days, params = sink.project_days(iso_day(start), iso_day(end))
-    rows = sink.query(
-        f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND {days} "
-        "GROUP BY project, day ORDER BY project, day",
-        (*names, dim, *params),
+    rows = sink.history_query(
+        f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND day >= ? "
+        "AND day <= ? GROUP BY project, day ORDER BY project, day",
+        (*names, dim, iso_day(start), iso_day(end)),
     )
     for p, d, n in rows:
         out[p].append((d, int(n)))
@@ -202,7 +201,7 @@ def top_packages(
     """The most downloaded projects of a period (without mirrors), optionally in one country (ISO alpha-2)."""
     if country is not None:
         return country_top(sink, country, start, end, limit)
-    rows = sink.query(
+    rows = sink.history_query(
         "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'overall' AND day >= ? AND day <= ? "
         "GROUP BY project ORDER BY n DESC, project LIMIT ?",
         (iso_day(start), iso_day(end), int(limit)),
@@ -234,11 +233,10 @@ def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -
 # ---- backfill bookkeeping ---------------------------------------------------------------------------------
 def backfilled_days(sink: Sink, start: Optional[Day] = None, end: Optional[Day] = None) -> dict[str, str]:
     """{day: source} of the days a backfill completed (the stream does not add to those days)."""
-    s = iso_day(start) if start is not None else "0000-00-00"
-    e = iso_day(end) if end is not None else "9999-99-99"
-    return {
-        d: src for d, src in sink.query("SELECT day, source FROM backfilled_days WHERE day >= ? AND day <= ?", (s, e))
-    }
+    bounds = [(">=", start), ("<=", end)]
+    where = " AND ".join(f"day {op} ?" for op, d in bounds if d is not None) or "TRUE"
+    params = tuple(iso_day(d) for _, d in bounds if d is not None)
+    return {d: src for d, src in sink.history_query(f"SELECT day, source FROM backfilled_days WHERE {where}", params)}
 
 
 # ---- live -------------------------------------------------------------------------------------------------
@@ -318,5 +316,8 @@ def live_summary(sink: Sink) -> dict:
 def package_names(sink: Sink) -> list[str]:
     """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
     return [
-        r[0] for r in sink.query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project")
+        r[0]
+        for r in sink.history_query(
+            "SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors' ORDER BY project"
+        )
     ]

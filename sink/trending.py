@@ -110,7 +110,7 @@ def baselines(sink: Sink, projects: list[str], start: int, hours: int, weeks: in
     """{project: usual downloads over the `hours` hours from `start`}, as the module docstring defines it."""
     stored = {
         d
-        for (d,) in sink.query(
+        for (d,) in sink.history_query(
             "SELECT day FROM daily_totals WHERE dimension = 'overall' AND category = '' AND day < ?", (_day(start),)
         )
     }
@@ -130,7 +130,7 @@ def baselines(sink: Sink, projects: list[str], start: int, hours: int, weeks: in
     day_marks = ", ".join("?" for _ in all_days)
     for chunk in (projects[i : i + _CHUNK] for i in range(0, len(projects), _CHUNK)):
         marks = ", ".join("?" for _ in chunk)
-        for day, project, n in sink.query(
+        for day, project, n in sink.history_query(
             f"SELECT day, project, downloads FROM daily WHERE day IN ({day_marks}) AND project IN ({marks}) "
             "AND dimension = 'overall' AND category = ''",
             (*all_days, *chunk),

@@ -29,20 +29,23 @@ def pg_url(postgres_url):
         yield url
 
 
-def test_api_and_backfill_on_postgres(broker, pg_url):
+def test_api_and_backfill_on_postgres(broker, pg_url, tmp_path):
+    history = tmp_path / "history"
     rng = random.Random(3)
     events = [make_event(rng, D1 + rng.random() * 3 * 86400) for _ in range(2000)]
     backfilled = [make_event(rng, D1 + rng.random() * 86399) for _ in range(300)]  # the "complete" 03-01
-    with open_sink(pg_url) as db:
+    with open_sink(pg_url, history=history) as db:
         rows = [(p, d, c, n) for (_day, p, d, c), n in expected_daily(backfilled).items()]
         db.backfill_day(DAYS[0], rows, "test")
     topic = f"api-pg-{uuid.uuid4().hex[:6]}"
     ensure_topics(broker.bootstrap, {topic: 4, topic + "-dlq": 1})
-    run_flow(broker.bootstrap, topic, pg_url, end_offsets=publish(broker.bootstrap, topic, events))
+    run_flow(
+        broker.bootstrap, topic, pg_url, end_offsets=publish(broker.bootstrap, topic, events), history=str(history)
+    )
 
     stream = expected_daily(events)
     want = Counter({k: v for k, v in stream.items() if k[0] != DAYS[0]}) + expected_daily(backfilled)
-    with open_sink(pg_url, readonly=True) as db:
+    with open_sink(pg_url, readonly=True, history=history) as db:
         assert stored_daily(db) == want  # 03-01 is the backfill's alone: the stream added nothing to it
         assert stored_totals(db) == expected_totals(want)
         assert queries.backfilled_days(db) == {DAYS[0]: "test"}
@@ -52,7 +55,7 @@ def test_api_and_backfill_on_postgres(broker, pg_url):
         assert cmp["numpy"] == [(d, want[(d, "numpy", "overall", None)]) for d in DAYS]
 
     app = flask.Flask("api-pg")
-    app.register_blueprint(create_api_blueprint(lambda: open_sink(pg_url, readonly=True)))
+    app.register_blueprint(create_api_blueprint(lambda: open_sink(pg_url, readonly=True, history=history)))
     client = app.test_client()
 
     def day(d):

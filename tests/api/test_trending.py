@@ -108,7 +108,6 @@ def served(broker, tmp_path_factory):
         url,
         end_offsets=publish(broker.bootstrap, topic, events, pack=500),
         recovery_dir=tmp / "recovery",
-        block_writer=True,
         lateness_s=60.0,
     )
     port = free_port()
