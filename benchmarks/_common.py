@@ -187,8 +187,12 @@ def reference(path: Path) -> dict:
 
 def check_sink(sink_path: Path, expected: dict) -> list[str]:
     """Every difference between the sink and the reference (empty: exact)."""
+    from pypi_pulse.sink.history import History
+    from pypi_pulse.sink.history_reader import HistoryReader
+
     problems = []
     db = sqlite3.connect(f"file:{sink_path}?mode=ro", uri=True)
+    history = HistoryReader(History(Path(sink_path).parent / "history"))  # beside the sink, as on the defaults
     try:
         got = {
             str(s): {"downloads": d, "countries": orjson.loads(c), "unique_packages": u, "top": orjson.loads(t)}
@@ -205,7 +209,7 @@ def check_sink(sink_path: Path, expected: dict) -> list[str]:
             problems.append(f"{len(bad)} windows differ, e.g. {bad[0]}: stored {got[bad[0]]} expected {want[bad[0]]}")
         daily = {
             (d, p, dim, c): n
-            for d, p, dim, c, n in db.execute("SELECT day, project, dimension, category, downloads FROM daily")
+            for d, p, dim, c, n in history.query("SELECT day, project, dimension, category, downloads FROM daily")
         }
         want_daily = {tuple(r[:4]): r[4] for r in expected["daily"]}
         diff = [k for k in want_daily.keys() | daily.keys() if daily.get(k) != want_daily.get(k)]
@@ -219,7 +223,7 @@ def check_sink(sink_path: Path, expected: dict) -> list[str]:
             totals[(d, dim, c)] += n
         got_totals = {
             (d, dim, c): n
-            for d, dim, c, n in db.execute("SELECT day, dimension, category, downloads FROM daily_totals")
+            for d, dim, c, n in history.query("SELECT day, dimension, category, downloads FROM daily_totals")
         }
         tdiff = [k for k in totals.keys() | got_totals.keys() if got_totals.get(k) != totals.get(k)]
         if tdiff:
@@ -230,6 +234,7 @@ def check_sink(sink_path: Path, expected: dict) -> list[str]:
             problems.append(f"counters {c} (expected counted={expected['events']}, no drops, no dead letters)")
     finally:
         db.close()
+        history.close()
     return problems
 
 
@@ -280,24 +285,8 @@ class RssSampler:
         self.started = time.monotonic()
         self.started_wall = time.time()  # series times + this = wall clock (block periods are wall-clock aligned)
 
-    def watch(self, name: str, pid: int, block_writer: bool = False) -> None:
-        """`block_writer`: also watch, as "block writer", the process the dataflow applies sealed blocks in
-        (dataflow/block_writer.py), once it has started it."""
+    def watch(self, name: str, pid: int) -> None:
         self.procs[name] = self.psutil.Process(pid)
-        if block_writer:
-            self.writer_parent = self.procs[name]
-
-    writer_parent = None
-
-    def _find_block_writer(self) -> None:
-        try:
-            for child in self.writer_parent.children():
-                if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
-                    self.procs["block writer"] = child
-                    self.writer_parent = None
-                    return
-        except self.psutil.Error:
-            pass
 
     def start(self) -> RssSampler:
         self._thread.start()
@@ -305,8 +294,6 @@ class RssSampler:
 
     def sample(self) -> None:
         now = time.monotonic() - self.started
-        if self.writer_parent is not None:
-            self._find_block_writer()
         for name, p in list(self.procs.items()):
             try:
                 rss = p.memory_info().rss
@@ -371,7 +358,6 @@ def run_flow_child(config: dict) -> None:
         config["sink_url"],
         lateness_s=config.get("lateness_s", 600.0),
         batch_size=config.get("batch_size", 20_000),
-        block_writer=config.get("block_writer", False),
     )
     t, started_at = time.perf_counter(), time.time()
     try:
@@ -420,11 +406,7 @@ def live_run(
 
     # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS says otherwise
     linger_ms = Settings().linger_ms_for(embedded_broker=True)
-    block_writer = Settings().block_writer  # as `up` runs the dataflow, unless PYPI_PULSE_BLOCK_WRITER says otherwise
-    print(
-        f"producer linger: {linger_ms} ms; sealed blocks applied {'by a writer process' if block_writer else 'inline'}",
-        flush=True,
-    )
+    print(f"producer linger: {linger_ms} ms", flush=True)
     broker = start_broker(work)
     topic = "bench-live"
     sink = work / "live.db"
@@ -442,12 +424,11 @@ def live_run(
                 "epoch_s": epoch_s,
                 "recovery_dir": str(work / "recovery") if recovery else None,
                 "lateness_s": lateness_s,
-                "block_writer": block_writer,
                 "log_level": flow_log_level,
             },
             stderr=flow_log,
         )
-        sampler.watch("dataflow", flow.pid, block_writer=block_writer)
+        sampler.watch("dataflow", flow.pid)
         deadline = time.monotonic() + 60
         while not sink.exists():  # the sink file appears once the dataflow has opened it
             if time.monotonic() > deadline or flow.poll() is not None:

@@ -22,9 +22,9 @@ from itertools import repeat
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
 
 from pypi_pulse.dataflow.columns import Coded, Codes
-from pypi_pulse.dataflow.heap import return_freed_memory
 from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
@@ -141,7 +141,6 @@ class Clock:
         emit_every_s: float = 0.2,
         log_open_minutes: bool = False,
         hold_blocks_events: int = 0,
-        merge_elsewhere: bool = False,
     ):
         self.lateness_s = lateness_s
         self.out_of_order_s = out_of_order_s
@@ -175,10 +174,6 @@ class Clock:
         # the input, or once they hold this many events (which bounds the memory they take).
         self.hold_blocks_events = hold_blocks_events
         self.minute_events: Counter = Counter()  # events counted per rollup minute, while blocks are held
-        # A live dataflow with a block writer (`merge_elsewhere`) hands sealed blocks over unmerged, as their packed
-        # minutes (`SealedBlock`), and the writer process merges them: see `SealedBlock`. Not part of the state: it
-        # is how this run is set up, set again on a restored clock.
-        self.merge_elsewhere = merge_elsewhere
 
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
     # credit, which comes back at this share of wall-clock time: a 3.6 s merge is spread over some 12 s, and the
@@ -192,7 +187,6 @@ class Clock:
         state = self.__dict__.copy()
         state.pop("merging", None)  # generators do not pickle; see `merging`
         state.pop("merge_time", None)
-        state.pop("merge_elsewhere", None)
         return state
 
     # ---- input --------------------------------------------------------------------------------------------
@@ -283,8 +277,6 @@ class Clock:
             self.dirty_minutes.discard(minute)  # complete unless late events come: packed until they do
             if minute in self.rollups:
                 self.rollups[minute].pack()
-        if completed:
-            return_freed_memory()
         buckets = []
         horizon = wm - self.lateness_s
         seal_before = horizon - horizon % BUCKET_S if math.isfinite(horizon) else horizon
@@ -302,20 +294,15 @@ class Clock:
                 ready, whole_days = self._held_back(ready, seal_before), True
             for block, span in self._buckets_of(ready, whole_days=whole_days):
                 minutes = [self.rollups.pop(m) for m in sorted(self.rollups) if block <= m < block + span]
-                if self.log_open_minutes or self.merge_elsewhere:
+                if self.log_open_minutes:
                     for m in minutes:
                         m.pack()
-                if self.log_open_minutes:
                     self.unapplied[block] = minutes
-                if self.merge_elsewhere:
-                    buckets.append(RollupBucket(block, SealedBlock(minutes, day_of(block)), span=span))
-                else:
-                    self.merging[block] = (MinuteRollup.merge_steps(minutes, day_of(block)), span)
+                self.merging[block] = (MinuteRollup.merge_steps(minutes, day_of(block)), span)
         buckets += self._merge_some(until_done=force)
         for block in sorted(self.resend & self.unapplied.keys()):
             minutes, day = self.unapplied[block], day_of(block)
-            counts = SealedBlock(minutes, day) if self.merge_elsewhere else MinuteRollup.merged_final(minutes, day)
-            buckets.append(RollupBucket(block, counts, span=self.block_s))
+            buckets.append(RollupBucket(block, MinuteRollup.merged_final(minutes, day), span=self.block_s))
         self.resend.clear()
         self.last_emit = now
         if not rows and not buckets and not force and now - self._last_stats < 1.0:
@@ -380,7 +367,6 @@ class Clock:
                     break
             del self.merging[block]
             done.append(RollupBucket(block, rows, span=span))
-            return_freed_memory()  # the merge's intermediate arrays
         return done
 
     def stats(self, now: float) -> PipelineStats:
@@ -403,11 +389,10 @@ class Clock:
         return spill.dumps(self) if spill is not None else pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(data: bytes, spill: Optional[SpillStore] = None, merge_elsewhere: bool = False) -> Clock:
+    def restore(data: bytes, spill: Optional[SpillStore] = None) -> Clock:
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
         clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
         clock.merge_time = TimeShare(clock.MERGE_BURST_S)
-        clock.merge_elsewhere = merge_elsewhere
         if not hasattr(clock, "dirty_minutes"):  # a snapshot taken before rollup minutes were packed
             clock.dirty_minutes = set(clock.rollups)
         if not hasattr(clock, "block_s"):  # taken while minutes were sealed one by one: keep doing so
@@ -705,46 +690,6 @@ def _rows_in_key_order(
     yield BlockRows(day, p_table, p_col, dims, dim_col, np.append(c_table, None), c_col, n_col)
 
 
-class SealedBlock:
-    """A sealed block as its minutes, packed and not merged yet: what a live dataflow with a block writer hands
-    over, so that the writer process merges it (`merge_steps`) before it applies the rows.
-
-    Why: merging a 10-minute block at 20,000 events/s unpickles ten minutes of codes and sorts millions of keys,
-    some 3.6 s of CPU spread over ~12 s of the worker's time, and a transient of 300-450 MiB in the dataflow. Its
-    hundreds of thousands of short-lived Python objects also left pymalloc's arenas fragmented: in a 52-minute run
-    at 20,000 events/s the dataflow's arenas grew from 44 to 71 MiB at the first seal, for 39 MiB of objects.
-    Handed over packed, the dataflow only writes a block's bytes to a file."""
-
-    __slots__ = ("minutes", "day")
-
-    def __init__(self, minutes: list[MinuteRollup], day: str):
-        self.minutes, self.day = minutes, day
-
-    def blobs(self) -> list[bytes]:
-        for m in self.minutes:
-            m.pack()
-        return [m.packed for m in self.minutes]
-
-    @staticmethod
-    def of_blobs(blobs: list[bytes], day: str) -> SealedBlock:
-        minutes = []
-        for blob in blobs:
-            m = MinuteRollup.__new__(MinuteRollup)
-            m.__setstate__(blob)
-            minutes.append(m)
-        return SealedBlock(minutes, day)
-
-    def merge_steps(self) -> Iterator[Optional[BlockRows]]:
-        return MinuteRollup.merge_steps(self.minutes, self.day)
-
-    def merged(self) -> BlockRows:
-        return MinuteRollup.merged_final(self.minutes, self.day)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(map(len, self.blobs()))
-
-
 class BlockRows(Mapping):
     """A sealed block's counts, (day, project, dimension, category) -> downloads, held as numpy columns in the sink's
     key order. The SQLite sink builds its rows a slice at a time (`rows(lo, hi)`), so a block of millions of rows
@@ -802,6 +747,18 @@ class BlockRows(Mapping):
             out.append((self.day, self.dims[k // n_c], NULL_AS_DB_CATEGORY.get(cat, cat), n))
         out.sort()
         return out
+
+    def arrow(self) -> pa.Table:
+        """(project, dimension, category, downloads) columns for the history, built from the codes in C."""
+        n_c = len(self.c_table)
+        return pa.table(
+            {
+                "project": pa.array(self.p_table, pa.string()).take(pa.array(self.projects)),
+                "dimension": pa.array(self.dims, pa.string()).take(pa.array(self.dim_of)),
+                "category": pa.array(self.c_table, pa.string()).take(pa.array(self.categories % n_c)),
+                "downloads": pa.array(self.counts, pa.int64()),
+            }
+        )
 
     def as_dict(self) -> dict:
         if self._dict is None:

@@ -44,6 +44,7 @@ class FlowConfig:
     dlq_topic: str
     n_partitions: int
     sink_url: str
+    history: Optional[str] = None  # the rollup history's location (sink/history.py); None: beside a SQLite sink
     lateness_s: float = 600.0
     out_of_order_s: float = 0.0
     idle_s: float = 2.0
@@ -52,8 +53,6 @@ class FlowConfig:
     detail_min_daily_downloads: int = 0  # the CLI passes the setting (default 1000); 0 keeps every row
     batch_size: int = 20_000
     drain_idle_s: Optional[float] = None  # stop once every partition has been at its end this long
-    block_writer: bool = False  # apply sealed rollup blocks in a process of their own (dataflow/block_writer.py)
-    lazy_block_writer: bool = False  # start it with the first block sealed before the end (batch runs), not at once
     hold_blocks_events: int = 0  # batch runs without recovery: a day's sealed blocks wait for each other (Clock)
     sink_retry: RetryPolicy = RetryPolicy()  # how a locked or unreachable sink is waited out (sink/retry.py)
     sink_lock_wait_s: float = 10.0  # SQLite: how long one write waits for another's lock before it is retried
@@ -67,8 +66,8 @@ class AppliedBlocks:
     """Asks the sink which sealed blocks it has applied, through a read-only connection opened on first use (the
     store step creates the sink before any block reaches it)."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, history: Optional[str]):
+        self.url, self.history = url, history
         self.sink = None
 
     def __call__(self, blocks: list[int]) -> set[int]:
@@ -77,7 +76,7 @@ class AppliedBlocks:
             from pypi_pulse.sink.base import open_sink
 
             try:
-                self.sink = open_sink(self.url, readonly=True)
+                self.sink = open_sink(self.url, readonly=True, history=self.history)
             except UserError:
                 return set()  # not created yet
         try:
@@ -169,16 +168,12 @@ def build_flow(
     op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
     keyed = op.key_on("one_clock", partials, lambda _: "all")
 
-    applied = AppliedBlocks(cfg.sink_url) if snapshots else None
-
-    # a live dataflow's block writer merges the sealed blocks too (clock.SealedBlock); a batch run merges them in
-    # the clock, which writes its last ones inline
-    merge_elsewhere = cfg.block_writer and not cfg.lazy_block_writer
+    applied = AppliedBlocks(cfg.sink_url, cfg.history) if snapshots else None
 
     def builder(resume: Optional[bytes]) -> ClockLogic:
         spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
-            clock = Clock.restore(resume, spill, merge_elsewhere)
+            clock = Clock.restore(resume, spill)
             if discard_future(clock, latest_second(time.time(), cfg.future_tolerance_s)):
                 log.warning(
                     "dataflow.future_state_discarded", watermark=clock.watermark, sealed_before=clock.sealed_before
@@ -191,7 +186,6 @@ def build_flow(
                 cfg.idle_s,
                 log_open_minutes=snapshots,
                 hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
-                merge_elsewhere=merge_elsewhere,
             ),
             snapshots,
             applied,
@@ -209,11 +203,10 @@ def build_flow(
         flushes,
         StoreSink(
             cfg.sink_url,
+            cfg.history,
             cfg.window_retention_s,
             cfg.rollup_retention_days,
             cfg.detail_min_daily_downloads,
-            cfg.block_writer,
-            lazy_block_writer=cfg.lazy_block_writer,
             retry=cfg.sink_retry,
             lock_wait_s=cfg.sink_lock_wait_s,
         ),

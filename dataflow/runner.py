@@ -12,7 +12,6 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from pypi_pulse.dataflow.flow import FlowConfig, build_flow
-from pypi_pulse.dataflow.heap import keep_large_blocks_mapped
 from pypi_pulse.dataflow.source import StopOffsets
 
 log = structlog.get_logger(__name__)
@@ -39,7 +38,6 @@ def run_dataflow(
     fresh_recovery: bool = False,
     stop_offsets: Optional[StopOffsets] = None,
 ) -> None:
-    keep_large_blocks_mapped()
     recovery = prepare_recovery(recovery_dir, fresh_recovery) if recovery_dir else None
     flow = build_flow(
         cfg,

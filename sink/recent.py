@@ -40,18 +40,8 @@ def within_one_hour(bucket: RollupBucket) -> bool:
 
 
 def overall_by_project(counts) -> dict[str, int]:
-    """A bucket's `overall` downloads per project, whatever form its counts take: a live block handed over unmerged
-    (its minutes' tallies are summed; the rest of the block is never merged here), merged columns, or a mapping."""
-    minutes = getattr(counts, "minutes", None)
-    if minutes is not None:  # dataflow.clock.SealedBlock
-        out: dict[str, int] = defaultdict(int)
-        for m in minutes:
-            m = m.counted()
-            tally = m.tallies["overall"].compact()
-            names = list(m.projects)
-            for code, n in zip(tally.keys.tolist(), tally.counts.tolist()):
-                out[names[code]] += n
-        return dict(out)
+    """A bucket's `overall` downloads per project, whatever form its counts take: a dataflow block's merged
+    columns, or a mapping."""
     if hasattr(counts, "dim_of") and hasattr(counts, "dims"):  # dataflow.clock.BlockRows
         if "overall" not in counts.dims:
             return {}

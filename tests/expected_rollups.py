@@ -69,12 +69,12 @@ def expected_totals(daily: Counter) -> Counter:
 
 
 def stored_daily(sink) -> Counter:
-    rows = sink.query("SELECT day, project, dimension, category, downloads FROM daily")
+    rows = sink.history_query("SELECT day, project, dimension, category, downloads FROM daily")
     return Counter({(d, p, dim, None if c == "" else c): int(n) for d, p, dim, c, n in rows})
 
 
 def stored_totals(sink) -> Counter:
-    rows = sink.query("SELECT day, dimension, category, downloads FROM daily_totals")
+    rows = sink.history_query("SELECT day, dimension, category, downloads FROM daily_totals")
     return Counter({(d, dim, None if c == "" else c): int(n) for d, dim, c, n in rows})
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import orjson
 
-from pypi_pulse.dataflow.clock import BLOCK_S, Clock, MinuteRollup, SealedBlock
+from pypi_pulse.dataflow.clock import BLOCK_S, Clock, MinuteRollup
 from pypi_pulse.dataflow.parse import VIEW_DIMS, MinuteColumns, parse_batch
 from pypi_pulse.dataflow.source import RawBatch
 
@@ -287,41 +287,6 @@ def test_a_sealed_block_is_merged_a_step_per_flush_and_comes_out_the_same():
     restored = Clock.restore(clock.snapshot())
     (again,) = restored.flush(2.0, force=True).buckets
     assert (again.bucket, dict(again.counts)) == (whole.bucket, dict(whole.counts))
-
-
-def test_a_live_clock_with_a_block_writer_hands_its_blocks_over_unmerged_and_they_merge_to_the_same_rows():
-    """With a block writer the merge is the writer's (clock.SealedBlock): the clock sends the block's packed
-    minutes at once, the same rows come out of them wherever they are merged, and with recovery a restored clock
-    sends them again, unmerged too."""
-
-    def sealed(merge_elsewhere: bool, recovery: bool):
-        clock = Clock(
-            lateness_s=60,
-            out_of_order_s=0,
-            idle_s=2,
-            emit_every_s=0,
-            log_open_minutes=recovery,
-            merge_elsewhere=merge_elsewhere,
-        )
-        clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
-        return clock, clock.flush(1.0, force=True).buckets
-
-    _, [whole] = sealed(merge_elsewhere=False, recovery=False)  # merged by the clock
-    assert not isinstance(whole.counts, SealedBlock)
-    assert whole.counts[("2026-11-21", "zope-interface", "overall", None)] == 600
-    for recovery in (False, True):
-        clock, [handed] = sealed(merge_elsewhere=True, recovery=recovery)
-        assert isinstance(handed.counts, SealedBlock) and clock.merging == {}  # sealed, sent, not merged here
-        assert (handed.bucket, handed.span) == (T0, BLOCK_S)
-        unpacked = SealedBlock.of_blobs(handed.counts.blobs(), handed.counts.day)  # as the writer reads the file
-        assert dict(unpacked.merged()) == dict(whole.counts)
-        if recovery:
-            (again,) = Clock.restore(clock.snapshot(), merge_elsewhere=True).flush(2.0, force=True).buckets
-            assert isinstance(again.counts, SealedBlock) and dict(again.counts.merged()) == dict(whole.counts)
-            (merged_again,) = Clock.restore(clock.snapshot()).flush(2.0, force=True).buckets  # writer now off
-            assert dict(merged_again.counts) == dict(whole.counts)
-        else:
-            assert clock.unapplied == {}
 
 
 def test_at_the_end_of_a_batch_run_a_days_remaining_blocks_leave_as_one_bucket():

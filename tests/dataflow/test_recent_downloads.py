@@ -9,7 +9,7 @@ from collections import Counter
 import orjson
 from expected_rollups import MIRRORS, make_event, norm
 
-from pypi_pulse.dataflow.clock import Flush, MinuteRollup, SealedBlock
+from pypi_pulse.dataflow.clock import Flush, MinuteRollup
 from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.source import RawBatch
@@ -41,21 +41,17 @@ def test_every_form_of_a_block_gives_the_same_exact_counts():
     rng = random.Random(5)
     events = [make_event(rng, BLOCK + rng.random() * 599) for _ in range(3000)]
     minutes = _block_minutes(events)
-    sealed = SealedBlock(minutes, "2026-03-01")
     merged = MinuteRollup.merged_final(minutes, "2026-03-01")
     truth = _truth(events)
-    assert overall_by_project(sealed) == truth
     assert overall_by_project(merged) == truth
     assert overall_by_project(merged.as_dict()) == truth
-    packed = SealedBlock.of_blobs(sealed.blobs(), "2026-03-01")  # as the block writer receives it
-    assert overall_by_project(packed) == truth
 
 
 def test_a_resent_block_writes_the_same_rows_and_a_multi_hour_bucket_none(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     rng = random.Random(6)
     events = [make_event(rng, BLOCK + rng.random() * 599) for _ in range(500)]
-    block = RollupBucket(BLOCK, SealedBlock(_block_minutes(events), "2026-03-01"), span=600)
+    block = RollupBucket(BLOCK, MinuteRollup.merged_final(_block_minutes(events), "2026-03-01"), span=600)
     day_bucket = RollupBucket(BLOCK + 600, {("2026-03-01", "numpy", "overall", None): 7}, span=7200)
     step = RecentDownloads(url, recent_keep_s=48 * 3600, totals_keep_days=400)
     item = ("all", Flush([], [block, day_bucket], None))

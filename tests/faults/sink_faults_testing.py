@@ -67,7 +67,7 @@ def consumed(sink_url: str) -> int:
 def rolled_up(sink_url: str) -> int:
     """Downloads (mirrors included) in the daily rollups applied so far."""
     with open_sink(sink_url, readonly=True) as db:
-        return db.query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
+        return db.history_query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
 
 
 def metric(port: int, name: str) -> Optional[float]:
