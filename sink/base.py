@@ -27,12 +27,12 @@ class Sink(abc.ABC):
     history: History
     _history_reader: Optional[HistoryReader] = None
 
-    def attach_history(self, location: Optional[str | Path]) -> None:
+    def attach_history(self, location: Optional[str | Path], readonly: bool = False) -> None:
         """Where this sink's rollups live: `location`, else beside a SQLite file (DIR/history for DIR/x.db), else
-        DATA_DIR/history of the default data directory."""
+        DATA_DIR/history of the default data directory. A read-only sink's history refuses writes too."""
         if location is None:
             location = default_history(self.url)
-        self.history = History(location)
+        self.history = History(location, readonly=readonly)
 
     # writes (one writer: the dataflow)
     @abc.abstractmethod
@@ -41,22 +41,29 @@ class Sink(abc.ABC):
 
     def write_buckets(self, buckets: list[RollupBucket]) -> None:
         """Each sealed bucket as its block file: the same bucket again replaces its file with the same rows, one
-        inside an applied block is already counted, and one overlapping applied blocks in part is refused."""
+        inside an applied block is already counted, and one overlapping applied blocks (or an earlier bucket of
+        the same call) in part is refused. All are checked before any is written, so a refused call writes none."""
+        covered: dict[str, list[tuple[int, int]]] = {}  # day -> its applied ranges, then this call's
+        todo: list[RollupBucket] = []
         seen: set[int] = set()
         for b in buckets:
             if b.bucket in seen:
                 continue
             seen.add(b.bucket)
             end = b.bucket + b.span
-            covered = self.history.day_files(day_of(b.bucket)).covered()
-            if any(s == b.bucket and e == end for s, e in covered):
-                self.history.write_block(b.bucket, b.span, bucket_rows(b))
+            day = day_of(b.bucket)
+            ranges = covered.setdefault(day, self.history.day_files(day).covered())
+            if (b.bucket, end) in ranges:
+                todo.append(b)
                 continue
-            overlap = sum(max(0, min(e, end) - max(s, b.bucket)) for s, e in covered) // 60
+            overlap = sum(max(0, min(e, end) - max(s, b.bucket)) for s, e in ranges) // 60
             if overlap == b.span // 60:
                 continue
             if overlap:
                 raise partly_applied(b, overlap)
+            ranges.append((b.bucket, end))
+            todo.append(b)
+        for b in todo:
             self.history.write_block(b.bucket, b.span, bucket_rows(b))
 
     def set_lock_wait(self, seconds: float) -> None:  # noqa: B027 - a no-op but for SQLite, not abstract
@@ -214,5 +221,5 @@ def open_sink(url: str, *, readonly: bool = False, history: Optional[str | Path]
         sink = PostgresSink(url, readonly=readonly)
     else:
         raise UserError(f"unsupported sink {url!r}: use sqlite:///PATH.db or postgresql://user:pass@host:5432/db")
-    sink.attach_history(history)
+    sink.attach_history(history, readonly=readonly)
     return sink

@@ -51,6 +51,10 @@ _BLOCK = re.compile(r"^block-(\d+)-(\d+)\.parquet$")
 _DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 
 
+class ReadOnlyHistory(PermissionError):
+    """A write to a history opened read-only (the history of a read-only sink)."""
+
+
 def day_of(second: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=second // 86400)).isoformat()
 
@@ -106,9 +110,14 @@ class History:
     """Writes and lists the layout. One writer per block name (the dataflow), one per day file (the dataflow's
     compaction, or a backfill); any number of readers (sink/history_reader.py)."""
 
-    def __init__(self, location: str | Path):
+    def __init__(self, location: str | Path, readonly: bool = False):
         self.location = str(location)
+        self.readonly = readonly
         self.fs, self.root = _filesystem(location)
+
+    def _writing(self) -> None:
+        if self.readonly:
+            raise ReadOnlyHistory(f"the history at {self.location} is open read-only")
 
     def _dir(self, day: str) -> str:
         return f"{self.root}/day={day}"
@@ -165,6 +174,7 @@ class History:
     # ---- writing ------------------------------------------------------------------------------------------------
     def _publish(self, day: str, name: str, rows: pa.Table, meta: dict[bytes, bytes], sort: bool) -> None:
         """Write `rows` (ROWS columns) as `name` of `day`: to a temporary name, then renamed into place."""
+        self._writing()
         rows = rows.select(ROWS.names).cast(ROWS)
         if sort and rows.num_rows:
             rows = rows.sort_by(SORT_KEYS)
@@ -198,6 +208,7 @@ class History:
         self._drop_blocks(day)
 
     def _drop_blocks(self, day: str) -> None:
+        self._writing()
         for name in self.day_files(day).blocks:
             try:
                 self.fs.delete_file(self.path(day, name))
@@ -238,6 +249,7 @@ class History:
 
     def drop_through(self, cutoff_day: str) -> int:
         """Retention: delete every day up to and including `cutoff_day`, whole. Returns the days dropped."""
+        self._writing()
         dropped = 0
         for day in self.days():
             if day <= cutoff_day:

@@ -2,8 +2,9 @@
 tables, with the portable SQL they use for the sink (`?` placeholders).
 
 Relations, refreshed whenever the set of files changes (files are immutable, so a file's footer is read once):
-- `daily (day, project, dimension, category, downloads)`: the rows of every day (its day file, else its blocks),
-  category NULL shown as '' as in the sink's tables; `day` is a DATE (filters on it reach the Parquet scan), and
+- `daily (day, project, dimension, category, downloads)`: one row per key and day, summed over the day's files
+  (its day file, else its blocks, which each hold a part of the day), category NULL shown as '' as in the sink's
+  tables; `day` is a DATE (filters on it reach the Parquet scan), and
   query results give days as 'YYYY-MM-DD' strings;
 - `daily_totals (day, dimension, category, downloads)`: all-project totals, from the files' footers;
 - `history_days (day, source, folded_below, complete)`, and as the sink had them `backfilled_days (day, source)`
@@ -26,7 +27,8 @@ from pypi_pulse.sink.history import DAY_FILE, FOLDED_KEY, SCHEMA, SOURCE_KEY, ST
 
 _VIEWS = """
 CREATE OR REPLACE VIEW daily AS
-    SELECT day, project, dimension, coalesce(category, '') AS category, downloads FROM history_rows;
+    SELECT day, project, dimension, coalesce(category, '') AS category, CAST(SUM(downloads) AS BIGINT) AS downloads
+    FROM history_rows GROUP BY day, project, dimension, coalesce(category, '');
 CREATE OR REPLACE VIEW backfilled_days AS SELECT day, source FROM history_days WHERE complete AND source <> 'stream';
 CREATE OR REPLACE VIEW compacted_days AS
     SELECT day, folded_below AS min_daily_downloads FROM history_days WHERE complete AND folded_below > 0;

@@ -20,8 +20,8 @@ def bucket(start: int, day: str, project: str, n: int, countries: dict[str, int]
     return RollupBucket(start, counts)
 
 
-def test_small_projects_fold_on_complete_days_only(sink_url):
-    with open_sink(sink_url) as db:
+def test_small_projects_fold_on_complete_days_only(sink_url, tmp_path):
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write(
             [],
             [
@@ -31,7 +31,7 @@ def test_small_projects_fold_on_complete_days_only(sink_url):
             ],
             None,
         )
-        before_totals = db.query("SELECT dimension, category, downloads FROM daily_totals ORDER BY 1, 2, 3")
+        before_totals = db.history_query("SELECT dimension, category, downloads FROM daily_totals ORDER BY 1, 2, 3")
         assert db.compact(100) == 1  # only 2026-11-20: the newest day may still grow
         assert db.compact(100) == 0  # idempotent
         rows = lambda day, project, dim: sorted(  # noqa: E731
@@ -42,13 +42,21 @@ def test_small_projects_fold_on_complete_days_only(sink_url):
         assert rows("2026-11-20", "tiny", "python_minor") == [("3.12", 7)]  # pypistats dimensions stay
         assert rows("2026-11-20", "big", "country") == [("DE", 100), ("US", 400)]
         assert rows("2026-11-21", "tiny", "country") == [("JP", 1), ("US", 2)]  # today is untouched
-        assert db.query("SELECT dimension, category, downloads FROM daily_totals ORDER BY 1, 2, 3") == before_totals
+        assert (
+            db.history_query("SELECT dimension, category, downloads FROM daily_totals ORDER BY 1, 2, 3")
+            == before_totals
+        )
 
 
-def test_zero_threshold_keeps_every_row(sink_url):
-    with open_sink(sink_url) as db:
+def test_zero_threshold_keeps_every_row(sink_url, tmp_path):
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write(
             [], [bucket(D1, "2026-11-20", "tiny", 7, {"US": 7}), bucket(D2, "2026-11-21", "tiny", 1, {"US": 1})], None
         )
+        before = db.history_query("SELECT * FROM daily ORDER BY day, project, dimension, category")
+        assert db.compact(0) == 1  # the complete day becomes its day file, with nothing folded
         assert db.compact(0) == 0
+        assert db.history.day_files("2026-11-20").files == ["day.parquet"]
         assert [c for _, _, c, _ in db.daily("tiny", "country", "2026-11-20", "2026-11-20")] == ["US"]
+        assert db.history_query("SELECT * FROM daily ORDER BY day, project, dimension, category") == before
+        assert db.history_query("SELECT COUNT(*) FROM compacted_days") == [(0,)]  # no day's long tail folded

@@ -70,10 +70,13 @@ def _normalised(p: str) -> str:
 
 
 @pytest.mark.postgres
-def test_the_real_dataflow_writes_exact_windows_and_rollups_into_postgresql(broker, topic, pg_url, flow_helpers):
+def test_the_real_dataflow_writes_exact_windows_and_rollups_into_postgresql(
+    broker, topic, pg_url, flow_helpers, tmp_path
+):
     events = _events(3000)
     ends = flow_helpers.publish(broker.bootstrap, topic, events)
-    flow_helpers.run_flow(broker.bootstrap, topic, pg_url, end_offsets=ends)
+    history = str(tmp_path / "history")
+    flow_helpers.run_flow(broker.bootstrap, topic, pg_url, end_offsets=ends, history=history)
 
     per_second: dict[int, Counter] = defaultdict(Counter)
     countries: dict[int, Counter] = defaultdict(Counter)
@@ -89,7 +92,7 @@ def test_the_real_dataflow_writes_exact_windows_and_rollups_into_postgresql(brok
         if e["details"]["installer"]["name"] != "bandersnatch":
             overall[day] += 1
 
-    with open_sink(pg_url, readonly=True) as db:
+    with open_sink(pg_url, readonly=True, history=history) as db:
         rows = db.windows(MIDNIGHT - 60, MIDNIGHT + 60)
         assert [w.start for w in rows] == sorted(per_second)
         for w in rows:
