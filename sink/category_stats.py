@@ -56,7 +56,7 @@ def category_top(sink: Sink, category: str, start: str, end: str, limit: Optiona
     totals: Counter = Counter()
     days_sql, day_params = sink.project_days(start, end)
     for chunk in _chunks(members):
-        for p, n in sink.query(
+        for p, n in sink.history_query(
             f"SELECT project, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
             f"AND dimension = 'overall' AND {days_sql} GROUP BY project",
             (*chunk, *day_params),

@@ -59,7 +59,7 @@ def all_country_tops(sink: Sink, start: str, end: str, k: int = 5) -> dict[str, 
     for a, b in _segments(start, end, summarised):
         units += 1
         by_country: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for cc, p, n in sink.query(_SEGMENT_TOPS, (a, b, TOP_K + 1)):
+        for cc, p, n in sink.history_query(_SEGMENT_TOPS, (a, b, TOP_K + 1)):
             if cc != FOLDED_CATEGORY:
                 by_country[cc].append((p, int(n)))
         for cc, rows in by_country.items():

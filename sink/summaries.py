@@ -12,6 +12,10 @@ what any other project could have reached (the sum of the bounds, plus the best 
 otherwise, or when asked for more than `TOP_K`, it falls back to the full scan. A summary records the figures
 it was made from (the day's overall downloads, whether its long tail was folded, the category map's digest);
 when a late event, a backfill or a fold changes them, the summary is ignored until `summarize` redoes it.
+
+The summaries are tables of the sink's database (`sink.query`); the rows they summarise are the history's files
+(`sink.history_query`, sink/history.py). No engine holds both, so a question that needs both reads each side and
+combines them here.
 """
 
 from __future__ import annotations
@@ -31,11 +35,27 @@ _MAX_SEEKS = 250_000  # candidates x days beyond which the scan is cheaper than 
 
 SUMMARY_LAYOUT = "2"  # what a summary holds: bumped when a table is added, so that older summaries are redone
 
-_STATE = (
-    "SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END, s.overall, s.compacted, s.categories "
-    "FROM daily_totals t LEFT JOIN day_summaries s ON s.day = t.day LEFT JOIN compacted_days c ON c.day = t.day "
-    "WHERE t.dimension = 'overall' AND t.category = '' AND t.day >= ? AND t.day <= ?"
+_TOTALS = (  # the history's side of a day's state: its overall downloads, and whether its long tail is folded
+    "SELECT t.day, t.downloads, CASE WHEN c.day IS NULL THEN 0 ELSE 1 END "
+    "FROM daily_totals t LEFT JOIN compacted_days c ON c.day = t.day "
+    "WHERE t.dimension = 'overall' AND t.category = ''"
 )
+
+
+def _state(sink: Sink, start: Optional[str], end: Optional[str]) -> list[tuple]:
+    """(day, overall, compacted, summary's overall, summary's compacted, summary's digest) of every day of the
+    history in [start, end] (all days when None), the summary's fields None for a day without one: the day's
+    figures from the history, its summary from the sink's database."""
+    if start is None or end is None:
+        days = sink.history_query(_TOTALS)
+        made = sink.query("SELECT day, overall, compacted, categories FROM day_summaries")
+    else:
+        days = sink.history_query(f"{_TOTALS} AND t.day >= ? AND t.day <= ?", (start, end))
+        made = sink.query(
+            "SELECT day, overall, compacted, categories FROM day_summaries WHERE day >= ? AND day <= ?", (start, end)
+        )
+    summary = {d: (o, c, dg) for d, o, c, dg in made}
+    return [(day, overall, compacted, *summary.get(day, (None, None, None))) for day, overall, compacted in days]
 
 
 def _days_between(start: str, end: str) -> list[str]:
@@ -81,7 +101,7 @@ def categorised_country_rows(sink: Sink, days_sql: str, day_params: tuple) -> Co
     cmap = category_map()
     out: Counter = Counter()
     for chunk in _chunks(sorted(cmap)):
-        for p, cc, n in sink.query(
+        for p, cc, n in sink.history_query(
             f"SELECT project, category, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
             f"AND dimension = 'country' AND {days_sql} GROUP BY project, category",
             (*chunk, *day_params),
@@ -101,9 +121,7 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
     digest = summary_digest()
     todo = [
         (day, overall, compacted)
-        for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(
-            _STATE, ("0000-00-00", "9999-99-99")
-        )
+        for day, overall, compacted, s_overall, s_compacted, s_digest in _state(sink, None, None)
         if day < before and (s_overall != overall or s_compacted != compacted or s_digest != digest)
     ]
     todo.sort()
@@ -115,13 +133,13 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
 def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: str) -> None:
     countries = [
         r[0]
-        for r in sink.query(
+        for r in sink.history_query(
             "SELECT category FROM daily_totals WHERE day = ? AND dimension = 'country' ORDER BY category", (day,)
         )
     ]
     tops, bounds = [], []
     for cc in countries:
-        rows = sink.query(
+        rows = sink.history_query(
             "SELECT project, downloads FROM daily WHERE dimension = 'country' AND category = ? AND day = ? "
             "ORDER BY downloads DESC, project LIMIT ?",
             (cc, day, TOP_K + 1),
@@ -130,7 +148,7 @@ def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: s
         bounds.append((cc, day, int(rows[TOP_K][1]) if len(rows) > TOP_K else 0))
     cmap = category_map()
     per_category: Counter = Counter()
-    for project, n in sink.query(
+    for project, n in sink.history_query(
         "SELECT project, downloads FROM daily WHERE day = ? AND dimension = 'overall'", (day,)
     ):
         c = cmap.get(project)
@@ -167,7 +185,7 @@ def current_summaries(sink: Sink, start: str, end: str) -> dict[str, str]:
     """{day: category-map digest} of the days in [start, end] whose summary matches the data as it is now."""
     return {
         day: s_digest
-        for day, overall, compacted, s_overall, s_compacted, s_digest in sink.query(_STATE, (start, end))
+        for day, overall, compacted, s_overall, s_compacted, s_digest in _state(sink, start, end)
         if s_overall == overall and s_compacted == compacted
     }
 
@@ -178,7 +196,7 @@ def scan_country_top(
     """The plain answer: every project's downloads in the country over the segments, largest first."""
     totals: Counter = Counter()
     for a, b in segments:
-        for p, n in sink.query(
+        for p, n in sink.history_query(
             "SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
             "AND day >= ? AND day <= ? GROUP BY project",
             (cc, a, b),
@@ -221,7 +239,7 @@ def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[t
     totals: Counter = Counter({p: unsummarised.get(p, 0) for p in candidates})
     for days in _chunks(summarised):
         for projects in _chunks(candidates):
-            for p, n in sink.query(
+            for p, n in sink.history_query(
                 f"SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
                 f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project",
                 (cc, *days, *projects),
@@ -253,7 +271,7 @@ def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[st
     for a, b in _segments(start, end, summarised):
         days, day_params = sink.project_days(a, b)
         for chunk in _chunks(projects):
-            for p, d, n in sink.query(
+            for p, d, n in sink.history_query(
                 f"SELECT project, day, downloads FROM daily WHERE project IN ({_marks(chunk)}) "
                 f"AND dimension = 'overall' AND {days}",
                 (*chunk, *day_params),

@@ -63,9 +63,9 @@ def _truth_tops(counts: dict, start: str, end: str, k: int) -> dict:
     return {c: sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:k] for c, v in per.items()}
 
 
-def test_country_category_figures_equal_the_written_counts_summarised_or_not(sink_url):
+def test_country_category_figures_equal_the_written_counts_summarised_or_not(sink_url, tmp_path):
     buckets, counts = _written()
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], buckets, None)
         assert category_stats.category_countries(db, DAYS[0], DAYS[-1]) == _truth_country_categories(
             counts, DAYS[0], DAYS[-1]
@@ -90,9 +90,9 @@ def test_country_category_figures_equal_the_written_counts_summarised_or_not(sin
         )
 
 
-def test_every_countrys_top_five_at_once_equals_the_full_scan(sink_url):
+def test_every_countrys_top_five_at_once_equals_the_full_scan(sink_url, tmp_path):
     buckets, counts = _written()
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], buckets, None)
         summaries.summarize(db, before_day=DAYS[8])
         exact = 0
@@ -113,10 +113,10 @@ def test_every_countrys_top_five_at_once_equals_the_full_scan(sink_url):
         assert exact >= 12  # with 48 projects a country, every answer here can be vouched for
 
 
-def test_a_categorys_top_packages_are_its_members_by_downloads(sink_url):
+def test_a_categorys_top_packages_are_its_members_by_downloads(sink_url, tmp_path):
     buckets, counts = _written()
     cmap = category_map()
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], buckets, None)
         for category in sorted(set(cmap.values())):
             want = Counter()

@@ -57,9 +57,9 @@ def spied_scans(monkeypatch):
     return full
 
 
-def test_country_top_from_summaries_equals_the_full_scan(sink_url, spied_scans):
+def test_country_top_from_summaries_equals_the_full_scan(sink_url, tmp_path, spied_scans):
     projects = [f"proj-{k:03d}" for k in range(80)]
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], history(1, projects), None)
         assert summaries.summarize(db, before_day=DAYS[-2]) == 28  # the last two days stay unsummarised
         assert summaries.summarize(db, before_day=DAYS[-2]) == 0
@@ -81,7 +81,7 @@ def test_country_top_from_summaries_equals_the_full_scan(sink_url, spied_scans):
 
 
 def _scan(db, cc, start, end, limit):
-    rows = db.query(
+    rows = db.history_query(
         "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'country' AND category = ? "
         "AND day >= ? AND day <= ? GROUP BY project ORDER BY n DESC, project LIMIT ?",
         (cc, start, end, limit),
@@ -89,9 +89,9 @@ def _scan(db, cc, start, end, limit):
     return [(p, int(n)) for p, n in rows]
 
 
-def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_url):
+def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_url, tmp_path):
     projects = [f"proj-{k:03d}" for k in range(40)]
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], history(3, projects), None)
         summaries.summarize(db, before_day=DAYS[-1])
         assert DAYS[5] in summaries.current_summaries(db, DAYS[0], DAYS[-1])
@@ -118,9 +118,9 @@ def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_
         assert queries.country_top(db, "DE", DAYS[0], DAYS[-1], 3) == _scan(db, "DE", DAYS[0], DAYS[-1], 3)
 
 
-def test_folding_a_day_makes_its_summary_stale(sink_url):
+def test_folding_a_day_makes_its_summary_stale(sink_url, tmp_path):
     projects = [f"proj-{k:03d}" for k in range(40)]
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], history(4, projects), None)
         summaries.summarize(db, before_day=DAYS[-1])
         assert db.compact(200) > 0  # small projects' country rows fold into 'other'
@@ -132,10 +132,10 @@ def test_folding_a_day_makes_its_summary_stale(sink_url):
             assert queries.country_top(db, cc, DAYS[0], DAYS[-1], 10) == _scan(db, cc, DAYS[0], DAYS[-1], 10)
 
 
-def test_downloads_by_category_match_the_packages_of_each_category(sink_url):
+def test_downloads_by_category_match_the_packages_of_each_category(sink_url, tmp_path):
     cmap = category_map()
     projects = sorted(cmap)[:60] + ["not-in-the-map"]
-    with open_sink(sink_url) as db:
+    with open_sink(sink_url, history=tmp_path / "history") as db:
         db.write([], history(5, projects), None)
         before = queries.downloads_by_category(db, DAYS[0], DAYS[-1])  # nothing summarised yet
         summaries.summarize(db, before_day=DAYS[-3])
