@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> dash.Dash:
     sink_url, data_dir = settings.sink_url, settings.data_dir
     pool = ReadPool(
         sink_url,
+        history=settings.history_path,
         max_size=settings.sink_read_connections,
         wait_s=settings.sink_read_wait_seconds,
         check_timeout_s=settings.readyz_timeout_seconds,

@@ -38,6 +38,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file o
 SinkOpt = Annotated[
     Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")
 ]
+HistoryOpt = Annotated[
+    Optional[str],
+    typer.Option("--history", help="Directory (or s3://... URL) of the rollup history (default: DATA_DIR/history)."),
+]
 DataDirOpt = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Directory of the users file and session secret.")
 ]
@@ -86,6 +90,7 @@ def register(app: typer.Typer) -> None:
             Optional[int], typer.Option("--threads", help="Request threads per server process (default 4).")
         ] = None,
         sink: SinkOpt = None,
+        history: HistoryOpt = None,
         config: ConfigOpt = None,
         data_dir: DataDirOpt = None,
         log_level: LogOpt = None,
@@ -99,6 +104,7 @@ def register(app: typer.Typer) -> None:
             host=host,
             port=port,
             sink=sink,
+            history=history,
             data_dir=data_dir,
             log_level=log_level,
             public_api=public_api or None,

@@ -17,7 +17,16 @@ def _date(name: str, value: str) -> dt.date:
 
 
 def register(app: typer.Typer) -> None:
-    from pypi_pulse.cli_support import ConfigOpt, DataDirOpt, LogOpt, SinkOpt, err, print_summary, settings
+    from pypi_pulse.cli_support import (
+        ConfigOpt,
+        DataDirOpt,
+        HistoryOpt,
+        LogOpt,
+        SinkOpt,
+        err,
+        print_summary,
+        settings,
+    )
 
     @app.command()
     def backfill(
@@ -47,6 +56,7 @@ def register(app: typer.Typer) -> None:
             Optional[Path], typer.Option("--credentials", help="BigQuery: service-account key file (default: ADC).")
         ] = None,
         sink: SinkOpt = None,
+        history: HistoryOpt = None,
         config: ConfigOpt = None,
         data_dir: DataDirOpt = None,
         log_level: LogOpt = None,
@@ -62,6 +72,7 @@ def register(app: typer.Typer) -> None:
         s = settings(
             config,
             sink=sink,
+            history=history,
             data_dir=data_dir,
             log_level=log_level,
             rate=rate,
@@ -75,7 +86,7 @@ def register(app: typer.Typer) -> None:
         check_range(d0, d1)
         total = len(days_between(d0, d1))
         with (
-            open_sink(s.sink_url) as db,
+            open_sink(s.sink_url, history=s.history_path) as db,
             Progress(
                 TextColumn("backfill {task.fields[day]}"),
                 BarColumn(),

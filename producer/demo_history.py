@@ -46,7 +46,7 @@ def first_history(
     days = settings.backfill_days if days is None else days
     if days <= 0:
         return None
-    with open_sink(settings.sink_url) as sink:
+    with open_sink(settings.sink_url, history=settings.history_path) as sink:
         if has_history(sink):
             return None
         today = dt.datetime.now(dt.UTC).date()

@@ -104,6 +104,7 @@ def flow_config(
         dlq_topic=s.dlq_topic,
         n_partitions=n_partitions,
         sink_url=s.sink_url,
+        history=s.history_path,
         lateness_s=s.lateness_seconds,
         out_of_order_s=s.out_of_order_seconds,
         idle_s=s.idle_seconds,
@@ -111,10 +112,6 @@ def flow_config(
         rollup_retention_days=s.rollup_retention_days,
         detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
-        # a live stream hands every block over; a batch run hands over the blocks sealed while it streams (a long
-        # export's), and writes those sealed at its end in one go, inline, once the writer has finished
-        block_writer=s.block_writer,
-        lazy_block_writer=not live,
         hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
         future_tolerance_s=s.future_tolerance_seconds,
         max_project_chars=s.max_project_name_chars,
@@ -125,7 +122,8 @@ def flow_config(
     )
 
 
-def check_sink(url: str) -> None:
+def check_sink(s: Settings) -> None:
     from pypi_pulse.sink.base import open_sink
 
-    open_sink(url).close()  # creates/migrates the schema now, so a bad URL fails before the dataflow starts
+    # creates/migrates the schema now, so a bad URL fails before the dataflow starts
+    open_sink(s.sink_url, history=s.history_path).close()

@@ -16,6 +16,7 @@ from pypi_pulse.cli_support import (
     CompressionOpt,
     ConfigOpt,
     DataDirOpt,
+    HistoryOpt,
     LogOpt,
     MetricsPortOpt,
     OrderOpt,
@@ -191,6 +192,7 @@ def dataflow(
     bootstrap_servers: BootstrapOpt = None,
     topic: TopicOpt = None,
     sink: SinkOpt = None,
+    history: HistoryOpt = None,
     metrics_port: MetricsPortOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -208,6 +210,7 @@ def dataflow(
         bootstrap_servers=bootstrap_servers,
         topic=topic,
         sink=sink,
+        history=history,
         data_dir=data_dir,
         log_level=log_level,
         dataflow_metrics_port=metrics_port,
@@ -223,7 +226,7 @@ def dataflow(
         serve(s.metrics_host, s.dataflow_metrics_port, liveness=DATAFLOW, stale_after_s=s.healthz_stale_seconds)
     wait_for_kafka(s.bootstrap_servers)
     n = partition_count(s.bootstrap_servers, s.topic)
-    assembly.check_sink(s.sink_url)
+    assembly.check_sink(s)
     cfg = assembly.flow_config(
         s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None, live=not until_drained
     )
@@ -251,6 +254,7 @@ def run(
     bootstrap_servers: BootstrapOpt = None,
     topic: TopicOpt = None,
     sink: SinkOpt = None,
+    history: HistoryOpt = None,
     partitions: PartitionsOpt = None,
     pack_events: PackOpt = None,
     config: ConfigOpt = None,
@@ -272,6 +276,7 @@ def run(
         bootstrap_servers=bootstrap_servers,
         topic=topic,
         sink=sink,
+        history=history,
         partitions=partitions,
         data_dir=data_dir,
         log_level=log_level,
@@ -298,6 +303,7 @@ def up(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     bootstrap_servers: BootstrapOpt = None,
     sink: SinkOpt = None,
+    history: HistoryOpt = None,
     partitions: PartitionsOpt = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Dashboard port (default 8050).")] = None,
     metrics_port: Annotated[
@@ -328,6 +334,7 @@ def up(
         seed=seed,
         bootstrap_servers=bootstrap_servers,
         sink=sink,
+        history=history,
         partitions=partitions,
         port=port,
         metrics_port=metrics_port,
@@ -343,7 +350,7 @@ def up(
         from pypi_pulse.broker import wait_for_kafka
 
         wait_for_kafka(s.bootstrap_servers, timeout=10)
-    assembly.check_sink(s.sink_url)
+    assembly.check_sink(s)
     run_all(s, config)
 
 

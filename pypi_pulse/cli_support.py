@@ -30,6 +30,10 @@ TopicOpt = Annotated[Optional[str], typer.Option("--topic", help="Topic of downl
 SinkOpt = Annotated[
     Optional[str], typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir).")
 ]
+HistoryOpt = Annotated[
+    Optional[str],
+    typer.Option("--history", help="Directory (or s3://... URL) of the rollup history (default: DATA_DIR/history)."),
+]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory for embedded state.")]
 LogOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error.")]
 PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions when creating the topic.")]

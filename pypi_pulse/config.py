@@ -83,6 +83,16 @@ class Settings(ServingSettings, PipelineSettings):
             return v
         raise ValueError("must look like sqlite:///path/to.db or postgresql://user:pass@host:5432/db")
 
+    @field_validator("history")
+    @classmethod
+    def _check_history(cls, v: Optional[str]) -> Optional[str]:
+        from pypi_pulse.preflight import history_problem
+
+        problem = v is not None and history_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -118,6 +128,19 @@ class Settings(ServingSettings, PipelineSettings):
     @property
     def sink_url(self) -> str:
         return self.sink or f"sqlite:///{self.data_dir / 'pypi-pulse.db'}"
+
+    @property
+    def history_path(self) -> str:
+        """Where the rollup history lives: `history`, else beside a SQLite sink (DATA_DIR/history for the default
+        one), else DATA_DIR/history."""
+        from pypi_pulse.sink.base import default_history
+        from pypi_pulse.sink.history import history_path
+
+        if self.history:
+            return self.history
+        return str(
+            default_history(self.sink_url) if self.sink_url.startswith("sqlite:///") else history_path(self.data_dir)
+        )
 
     @property
     def recovery_dir(self) -> Path:

@@ -76,6 +76,11 @@ class PipelineSettings(BaseSettings):
     sink: Optional[str] = Field(
         None, description="sqlite:///PATH.db or postgresql://user:pass@host/db (default: DATA_DIR/pypi-pulse.db)."
     )
+    history: Optional[str] = Field(
+        None,
+        description="Directory of the rollup history's Parquet files (docs/history.md), or a URL pyarrow opens "
+        "(s3://bucket/prefix, gs://...); default: DATA_DIR/history, or beside a SQLite sink given elsewhere.",
+    )
     window_retention_hours: float = Field(48.0, gt=0, description="Keep per-second windows this long.")
     rollup_retention_days: int = Field(400, gt=0, description="Keep daily rollups this long.")
     rollup_detail_min_downloads: int = Field(
@@ -243,10 +248,6 @@ class PipelineSettings(BaseSettings):
     )
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")
-    block_writer: bool = Field(
-        True,
-        description="A live dataflow applies sealed rollup blocks (millions of rows every 10 minutes at full PyPI rate) in a process of its own, so that the worker keeps its core for the stream; a batch run does so for the blocks sealed before its end (started with the first); false: between window writes, in the worker.",
-    )
     sink_retry_initial_seconds: float = Field(
         0.5,
         gt=0,

@@ -81,7 +81,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         if not path.is_file():
             raise UserError(f"input file {path} does not exist: check the path after file:")
         detect_format(path)
-    check_sink(s.sink_url)
+    check_sink(s)
     if s.bootstrap_servers:
         wait_for_kafka(s.bootstrap_servers)
         # a shared cluster may already hold events in the default topic: a run reads only its own
@@ -90,9 +90,6 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         s = s.model_copy(update={"linger_ms": s.linger_ms_for(embedded_broker=True)})
     # The producer starts first, before this process imports the dataflow: it reads and sorts a file source on
     # the other core while the broker starts.
-    from pypi_pulse.dataflow.heap import keep_freed_memory_for_reuse
-
-    keep_freed_memory_for_reuse()
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     boot_in, boot_out = ctx.Pipe(duplex=False)
@@ -138,7 +135,7 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
         if broker:
             broker.stop()
     elapsed = time.monotonic() - started
-    with open_sink(s.sink_url, readonly=True) as db:
+    with open_sink(s.sink_url, readonly=True, history=s.history_path) as db:
         stats = db.stats()
     c = stats.counters if stats else {}
     produced = report["summary"]

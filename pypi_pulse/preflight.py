@@ -40,6 +40,27 @@ def unreadable_file(path: Path) -> Optional[str]:
     return None
 
 
+HISTORY_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # pyarrow.fs.FileSystem.from_uri
+
+
+def history_problem(location: str) -> Optional[str]:
+    """Why `location` cannot hold the rollup history, or None. Checked without touching a remote store (opening
+    an s3:// filesystem may ask the network for the bucket's region): its scheme only; a local path must be a
+    directory or creatable as one."""
+    scheme, sep, rest = location.partition("://")
+    if sep and scheme.lower() != "file":
+        if scheme.lower() in HISTORY_SCHEMES:
+            return None
+        return f"{location}: unknown scheme {scheme!r}: pass a directory or a URL of {', '.join(HISTORY_SCHEMES)}"
+    path = Path(rest if sep else location).expanduser()
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if ancestor.is_dir():
+                return None
+            return f"{ancestor} is not a directory: pass a directory (it is created if missing)"
+    return None
+
+
 def check_sink_for_reading(url: str) -> None:
     """What `serve` and `metrics` need before they listen: a sink they can open. A SQLite file that does not exist
     yet, in a directory that does, is the dashboard's empty state (the dataflow creates it: `up` starts them

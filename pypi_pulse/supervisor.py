@@ -150,12 +150,13 @@ def run_all(s: Settings, config: Optional[Path]) -> None:
         ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
         from pypi_pulse.sink.base import open_sink
 
-        open_sink(s.sink_url).close()
+        open_sink(s.sink_url, history=s.history_path).close()
         env = dict(os.environ)
         env.update(
             {
                 "PYPI_PULSE_BOOTSTRAP_SERVERS": bootstrap,
                 "PYPI_PULSE_SINK": s.sink_url,
+                "PYPI_PULSE_HISTORY": s.history_path,
                 "PYPI_PULSE_DATA_DIR": str(s.data_dir),
                 "PYPI_PULSE_TOPIC": s.topic,
                 "PYPI_PULSE_DLQ_TOPIC": s.dlq_topic,

@@ -7,6 +7,9 @@ replaced by the pool instead of failing a request. SQLite needs no pool (opening
 connection starts with a cold page cache): each thread keeps one read-only connection, reopened when the file is
 replaced or removed, since an open connection would go on reading the old file.
 
+The rollup history (sink/history.py) is read by one DuckDB reader per pool, shared by every sink the pool hands
+out: it is thread-safe, and its file listing and footers are then read once per process, not once per thread.
+
 The pool is made after a server forks (in each worker), never before: a connection must not be shared by two
 processes.
 """
@@ -22,7 +25,9 @@ from pathlib import Path
 from typing import Optional, TypeVar
 
 from pypi_pulse.errors import UserError
-from pypi_pulse.sink.base import Sink, open_sink
+from pypi_pulse.sink.base import Sink, default_history, open_sink
+from pypi_pulse.sink.history import History
+from pypi_pulse.sink.history_reader import HistoryReader
 from pypi_pulse.sink.retry import SinkUnavailable, one_line
 from pypi_pulse.sink.sqlite import SQLiteSink
 
@@ -30,8 +35,19 @@ T = TypeVar("T")
 
 
 class ReadPool:
-    def __init__(self, url: str, *, max_size: int = 4, wait_s: float = 10.0, check_timeout_s: float = 2.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        history: Optional[str | Path] = None,
+        max_size: int = 4,
+        wait_s: float = 10.0,
+        check_timeout_s: float = 2.0,
+    ):
         self.url = url
+        self.history_location = history
+        self._history_reader: Optional[HistoryReader] = None
+        self._history_lock = threading.Lock()
         self.wait_s = wait_s
         self.check_timeout_s = check_timeout_s
         self.postgres = url.startswith(("postgresql://", "postgres://"))
@@ -49,13 +65,23 @@ class ReadPool:
 
                 self._borrow(lambda conn: require_schema(conn, self.url))
                 self._schema_seen = True
-            return _pooled_postgres_class()(self)
+            sink = _pooled_postgres_class()(self)
+            sink.share_history(self.history_reader())
+            return sink
         return self._thread_sqlite()
+
+    def history_reader(self) -> HistoryReader:
+        """The pool's one reader of the history, made on first use."""
+        with self._history_lock:
+            if self._history_reader is None:
+                location = self.history_location or default_history(self.url)
+                self._history_reader = HistoryReader(History(location))
+            return self._history_reader
 
     def opener(self, url: str, *, readonly: bool = True) -> Sink:
         """An `open_sink`-shaped opener for dashboard.reader.SinkReader: pooled PostgreSQL, or a connection of the
         reader's own for SQLite (it serves every thread under its lock)."""
-        return self.lease() if self.postgres else open_sink(url, readonly=readonly)
+        return self.lease() if self.postgres else open_sink(url, readonly=readonly, history=self.history_location)
 
     def check(self) -> Optional[str]:
         """None when the sink answers a trivial query now, else why not (one line): what /readyz reports."""
@@ -111,12 +137,15 @@ class ReadPool:
         if held is None:
             held = _ThreadSQLite(self.url, readonly=True)  # raises the one-line UserError of a missing file
             held.ident = ident
+            held.share_history(self.history_reader())
             self._local.sink = held
         return held
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+        if self._history_reader is not None:
+            self._history_reader.close()
 
 
 def _sqlite_path(url: str) -> Path:
@@ -155,7 +184,15 @@ def _postgres_pool(url: str, max_size: int):
     return pool
 
 
-class _ThreadSQLite(SQLiteSink):
+class _SharedHistory(Sink):
+    """A pooled sink reads the history through its pool's reader, not one of its own."""
+
+    def share_history(self, reader: HistoryReader) -> None:
+        self.history = reader.history
+        self._history_reader = reader
+
+
+class _ThreadSQLite(_SharedHistory, SQLiteSink):
     """A read-only SQLite sink whose close() ends the request, not the thread's connection."""
 
     ident: Optional[int] = None
@@ -172,7 +209,7 @@ def _pooled_postgres_class() -> type:
     """Defined on first use: psycopg is the postgres extra's, and a SQLite-only install has none."""
     from pypi_pulse.sink.postgres import PostgresSink
 
-    class PooledPostgres(PostgresSink):
+    class PooledPostgres(_SharedHistory, PostgresSink):
         """PostgresSink's reads, each on a connection borrowed from the pool for that query."""
 
         def __init__(self, pool: ReadPool):  # no connection of its own

@@ -15,6 +15,12 @@ def register(app: typer.Typer) -> None:
             Optional[str],
             typer.Option("--sink", help="sqlite:///PATH.db or postgresql://... (default under --data-dir)."),
         ] = None,
+        history: Annotated[
+            Optional[str],
+            typer.Option(
+                "--history", help="Directory (or s3://... URL) of the rollup history (default: DATA_DIR/history)."
+            ),
+        ] = None,
         host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
         port: Annotated[Optional[int], typer.Option("--port", help="Port of /metrics (default 9108).")] = None,
         span_seconds: Annotated[
@@ -42,6 +48,7 @@ def register(app: typer.Typer) -> None:
         s = settings(
             config,
             sink=sink,
+            history=history,
             metrics_host=host,
             metrics_port=port,
             metrics_span_seconds=span_seconds,
@@ -49,9 +56,12 @@ def register(app: typer.Typer) -> None:
             log_level=log_level,
         )
         check_sink_for_reading(s.sink_url)  # a sink in no existing directory, or no database: refused, not created
-        open_sink(s.sink_url).close()  # creates the schema if the dataflow has not yet, and fails fast on a bad URL
+        open_sink(
+            s.sink_url, history=s.history_path
+        ).close()  # creates the schema if the dataflow has not yet, and fails fast on a bad URL
         pool = ReadPool(
             s.sink_url,
+            history=s.history_path,
             max_size=s.sink_read_connections,
             wait_s=s.sink_read_wait_seconds,
             check_timeout_s=s.readyz_timeout_seconds,

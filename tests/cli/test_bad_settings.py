@@ -78,6 +78,20 @@ def test_missing_input_file_is_reported(tmp_path):
     assert "does not exist" in line
 
 
+@pytest.mark.parametrize(
+    "command",
+    ["up", "dataflow", "run", "backfill --start 2026-01-01 --end 2026-01-02", "serve", "metrics", "history import"],
+)
+def test_a_history_that_cannot_be_a_directory_is_refused(tmp_path, command):
+    a_file = tmp_path / "history"
+    a_file.write_text("not a directory")
+    for history, expect in ((a_file, f"{a_file} is not a directory"), (a_file / "sub", f"{a_file} is not a directory")):
+        line = one_line_error(cli(*command.split(), "--history", str(history), "--data-dir", str(tmp_path)))
+        assert line.startswith("error: invalid history (--history / PYPI_PULSE_HISTORY)") and expect in line, line
+    line = one_line_error(cli(*command.split(), "--data-dir", str(tmp_path), env={"PYPI_PULSE_HISTORY": "ftp://h/x"}))
+    assert "unknown scheme 'ftp'" in line and "s3" in line
+
+
 def test_windows_on_a_missing_sink_says_what_to_run(tmp_path):
     line = one_line_error(
         cli(
