@@ -18,7 +18,8 @@ import time
 import pyarrow as pa
 
 from pypi_pulse.config import load_settings
-from pypi_pulse.producer.bigquery import BigQuerySession, IncrementalReader
+from pypi_pulse.producer.bigquery import IncrementalReader
+from pypi_pulse.producer.bigquery_costs import BigQuerySession
 
 T0 = 1_795_824_000
 

@@ -19,15 +19,10 @@ from rich.console import Console
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.extras import require
-from pypi_pulse.producer.bigquery import (
-    BigQuerySession,
-    IncrementalReader,
-    ParquetExport,
-    human_bytes,
-    merge_pending,
-    parse_bound,
-    rows_query,
-)
+from pypi_pulse.producer.bigquery import IncrementalReader, ParquetExport, merge_pending
+from pypi_pulse.producer.bigquery_client import human_bytes
+from pypi_pulse.producer.bigquery_costs import BigQuerySession
+from pypi_pulse.producer.bigquery_query import parse_bound, rows_query, time_range
 from pypi_pulse.producer.publisher import Publisher, Summary
 
 if TYPE_CHECKING:
@@ -119,19 +114,11 @@ def _send_due(pub: Publisher, pending: list, delay_s: Optional[float], now: floa
 
 def _announce(session: BigQuerySession, reader: IncrementalReader, console: Console, now: float) -> None:
     """Before anything is billed: what the first query will cost, against the per-query cap and the budget."""
-    from google.cloud import bigquery
-
-    from pypi_pulse.producer.bigquery import _ts
-
     lo, hi = reader.window(now)
     if hi <= lo:
         hi = lo + 1
     sql, params = rows_query(session.settings)
-    params = [
-        bigquery.ScalarQueryParameter("lo", "TIMESTAMP", _ts(lo)),
-        bigquery.ScalarQueryParameter("hi", "TIMESTAMP", _ts(hi)),
-        *params,
-    ]
+    params = [*time_range(lo, hi), *params]
     est = session.estimate(sql, params, "poll")
     g = session.guard
     console.print(

@@ -2,7 +2,7 @@
 
 Every count pypi-pulse stores is (day, project, dimension, category). What the dimensions are, which event field
 each reads and how a field's value becomes a category is written here only: the dataflow's parsers, the backfill,
-the sink, the synthetic history and the BigQuery aggregate query (`producer/bigquery.py`) all take it from this
+the sink, the synthetic history and the BigQuery aggregate query (`producer/bigquery_query.py`) all take it from this
 table. Each dimension carries its rule twice, as a Python function and as the BigQuery expression that computes
 the same category, side by side so that they are changed together; tests/producer/test_rules_agree.py runs the
 generated SQL on the BigQuery emulator over awkward rows and checks it gives what the Python rules give.

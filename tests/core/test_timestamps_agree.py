@@ -89,7 +89,8 @@ def test_the_bigquery_readers_vectorised_text_is_format_bigquery_ts():
     import pyarrow as pa
 
     from pypi_pulse.events import format_bigquery_ts
-    from pypi_pulse.producer.bigquery import COLUMNS, table_columns
+    from pypi_pulse.producer.bigquery import table_columns
+    from pypi_pulse.producer.bigquery_query import COLUMNS
 
     micros = [1795219190_123456, 1795219190_000000, 1795219199_999999, 951782400_000001, 0]
     columns = {name: pa.array([None] * len(micros), pa.string()) for name in COLUMNS if name != "timestamp"}

@@ -16,7 +16,9 @@ from prometheus_client import REGISTRY
 
 from pypi_pulse.config import load_settings
 from pypi_pulse.errors import UserError
-from pypi_pulse.producer.bigquery import BigQuerySession, BudgetExhausted, CostGuard, IncrementalReader, make_client
+from pypi_pulse.producer.bigquery import IncrementalReader
+from pypi_pulse.producer.bigquery_client import make_client
+from pypi_pulse.producer.bigquery_costs import BigQuerySession, BudgetExhausted, CostGuard
 from pypi_pulse.producer.bigquery_source import run_bigquery_source
 from pypi_pulse.producer.publisher import Publisher
 

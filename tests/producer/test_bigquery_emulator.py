@@ -18,7 +18,8 @@ from pulse_testing import expected_windows, run_flow, stored_windows
 from pypi_pulse.config import load_settings
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.names import normalize
-from pypi_pulse.producer.bigquery import BigQuerySession, IncrementalReader, ParquetExport, daily_aggregates
+from pypi_pulse.producer.bigquery import IncrementalReader, ParquetExport, daily_aggregates
+from pypi_pulse.producer.bigquery_costs import BigQuerySession
 from pypi_pulse.producer.bigquery_source import run_bigquery_source
 from pypi_pulse.producer.files import read_records
 from pypi_pulse.producer.publisher import Publisher
