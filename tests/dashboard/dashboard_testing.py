@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import threading
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -73,10 +74,12 @@ def day_blocks(i: int) -> list[tuple[int, int]]:
     return [(start + 600 * (k + 1), 20 + 2 * min(k // 6, 23 - k // 6) + i % 3) for k in range(144)]
 
 
-def fill(url: str) -> None:
+def fill(url: str, history: Optional[Path] = None) -> None:
+    """The known windows, rollups and day profiles into the sink at `url` and its history (default: beside a SQLite
+    sink; a PostgreSQL sink's test passes its own)."""
     from pypi_pulse.sink.recent import record_day_profile
 
-    with open_sink(url) as db:
+    with open_sink(url, history=history) as db:
         db.write(
             [window(i) for i in range(N_WINDOWS)],
             [

@@ -6,6 +6,7 @@ real dashboard server and its callbacks, the real API and the real exporter."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections import Counter
 
 import pytest
@@ -33,9 +34,11 @@ def serve(data_dir):
 
 
 def _sink(data_dir, name: str) -> str:
-    path = data_dir / f"{name}.db"
-    path.unlink(missing_ok=True)
-    return f"sqlite:///{path}"
+    """A fresh sink in a directory of its own: its history lives beside it (DIR/history), and no other test's."""
+    folder = data_dir / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return f"sqlite:///{folder / f'{name}.db'}"
 
 
 def _metric(url: str, name: str, labels=None):

@@ -15,16 +15,16 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def pg_sink(postgres_url):
-    """The known data in a schema of its own, dropped afterwards."""
+def pg_sink(postgres_url, tmp_path):
+    """The known data in a schema of its own, dropped afterwards, with its history in tmp_path/history."""
     with postgres_schema(postgres_url, "pulse_dash") as url:
-        fill(url)
+        fill(url, tmp_path / "history")
         yield url
 
 
 def test_live_and_history_from_postgres(pg_sink, tmp_path):
     UserStore(tmp_path).add(USER, PASSWORD)
-    srv = Server(pg_sink, tmp_path)
+    srv = Server(pg_sink, tmp_path, history=str(tmp_path / "history"))
     try:
         http = signed_in(srv.url)
         live = fire_callback(

@@ -184,10 +184,11 @@ def test_postgresql_reads_reuse_a_bounded_pool_of_connections_per_worker(tmp_pat
 
     from pypi_pulse.dashboard.users import UserStore
 
-    fill(pg_url)
+    history = tmp_path / "history"
+    fill(pg_url, history)
     UserStore(tmp_path).add(USER, PASSWORD)
     pg_port = int(pg_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-    s = Serve(tmp_path, pg_url, args=("--workers", str(WORKERS), "--threads", "4"))
+    s = Serve(tmp_path, pg_url, args=("--workers", str(WORKERS), "--threads", "4", "--history", str(history)))
     try:
         http = requests.Session()
         assert http.post(s.url + "/login", data=login_form(http, s.url), allow_redirects=False).status_code == 302
