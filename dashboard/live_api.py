@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from pypi_pulse.dashboard.inputs import bounded_int
 from pypi_pulse.dashboard.limits import WebLimits
+from pypi_pulse.dashboard.openapi_parts import PARAMETER_ERRORS, array_of_objects, get, integer_param
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.live_top import TOP_N
@@ -64,48 +65,22 @@ def register(bp: Blueprint, open_sink_fn: Callable[[], Sink], bad: Callable[[str
 
 
 def openapi_paths(max_window_s: int) -> dict:
+    """This route's OpenAPI description (merged into /api/openapi.json by dashboard/openapi.py)."""
     return {
-        "/api/live/top": {
-            "get": {
-                "summary": "Top packages of the newest `window` seconds, each with the range the per-second top 10s prove",
-                "description": "Each window stores its second's top 10, so a project's downloads over several seconds are "
-                "proven only for the seconds it was listed: `downloads` is that proven figure (a lower "
-                "bound), `downloads_max` the most it can be, `exact` whether they meet. The ranking is "
-                "`exact` when every entry is and no project left out can have had more than the last "
-                "(`others_max`).",
-                "parameters": [
-                    {
-                        "name": "window",
-                        "in": "query",
-                        "required": False,
-                        "description": "Seconds, ending with the newest window.",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": max_window_s,
-                            "default": DEFAULT_WINDOW_S,
-                        },
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "description": "Places in the ranking.",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": TOP_N, "default": TOP_N},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveTop"}}},
-                    },
-                    "400": {
-                        "description": "Bad parameter",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                    },
-                },
-            }
-        }
+        "/api/live/top": get(
+            "Top packages of the newest `window` seconds, each with the range the per-second top 10s prove",
+            [
+                integer_param("window", max_window_s, DEFAULT_WINDOW_S, "Seconds, ending with the newest window."),
+                integer_param("limit", TOP_N, TOP_N, "Places in the ranking."),
+            ],
+            "LiveTop",
+            PARAMETER_ERRORS,
+            description="Each window stores its second's top 10, so a project's downloads over several seconds are "
+            "proven only for the seconds it was listed: `downloads` is that proven figure (a lower "
+            "bound), `downloads_max` the most it can be, `exact` whether they meet. The ranking is "
+            "`exact` when every entry is and no project left out can have had more than the last "
+            "(`others_max`).",
+        )
     }
 
 
@@ -121,18 +96,14 @@ OPENAPI_SCHEMAS = {
             "downloads": {"type": "integer"},
             "exact": {"type": "boolean"},
             "others_max": {"type": "integer"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "project": {"type": "string"},
-                        "downloads": {"type": "integer"},
-                        "downloads_max": {"type": "integer"},
-                        "exact": {"type": "boolean"},
-                    },
-                },
-            },
+            "data": array_of_objects(
+                {
+                    "project": {"type": "string"},
+                    "downloads": {"type": "integer"},
+                    "downloads_max": {"type": "integer"},
+                    "exact": {"type": "boolean"},
+                }
+            ),
         },
     },
     "Today": {

@@ -3,55 +3,35 @@ routes, the live routes and trending take and answer, with the same limits the r
 
 from __future__ import annotations
 
-from typing import Optional
-
 from flask import current_app, has_app_context
 
 from pypi_pulse.dashboard import live_api, trending
 from pypi_pulse.dashboard.api import MAX_LAST_WINDOWS, MAX_LIMIT, PERIODS, SYSTEM_CATEGORIES
 from pypi_pulse.dashboard.freshness import SUMMARY_SCHEMA
 from pypi_pulse.dashboard.limits import WebLimits
+from pypi_pulse.dashboard.openapi_parts import (
+    PACKAGE_ERRORS,
+    array_of_objects,
+    get,
+    integer_param,
+    json_response,
+    param,
+)
 
-
-def _param(
-    name: str, where: str = "query", desc: str = "", schema: Optional[dict] = None, required: bool = False
-) -> dict:
-    return {
-        "name": name,
-        "in": where,
-        "required": required or where == "path",
-        "description": desc,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_PKG = _param("package", "path", "Project name; matched by its PEP 503 normalised form.")
+_PKG = param("package", "path", "Project name; matched by its PEP 503 normalised form.")
 _DATES = [
-    _param(
+    param(
         "start_date",
         desc="First day (YYYY-MM-DD); default 180 days before end_date.",
         schema={"type": "string", "format": "date"},
     ),
-    _param(
+    param(
         "end_date",
         desc="Last day (YYYY-MM-DD); default the day in progress.",
         schema={"type": "string", "format": "date"},
     ),
 ]
-_ERR = {
-    "description": "Bad parameter or unknown package",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-
-
-def _json(ref: str) -> dict:
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
-
-
-def _get(summary: str, params: list, ok: str) -> dict:
-    return {
-        "get": {"summary": summary, "parameters": params, "responses": {"200": _json(ok), "400": _ERR, "404": _ERR}}
-    }
+_PROJECT_DOWNLOADS = {"project": {"type": "string"}, "downloads": {"type": "integer"}}
 
 
 def openapi_document() -> dict:
@@ -68,7 +48,7 @@ def openapi_document() -> dict:
 
 def _openapi_core() -> dict:
     def series(kind: str, extra: list) -> dict:
-        return _get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
+        return get(f"Daily downloads of a package by {kind}", [_PKG, *extra, *_DATES], "Series")
 
     return {
         "openapi": "3.0.3",
@@ -78,30 +58,30 @@ def _openapi_core() -> dict:
             "description": "pypistats.org-compatible download history plus live 1-second windows.",
         },
         "paths": {
-            "/api/packages/{package}/recent": _get(
+            "/api/packages/{package}/recent": get(
                 "Downloads without mirrors on the last complete day, 7 and 30 days",
-                [_PKG, _param("period", schema={"type": "string", "enum": list(PERIODS)})],
+                [_PKG, param("period", schema={"type": "string", "enum": list(PERIODS)})],
                 "Recent",
             ),
             "/api/packages/{package}/overall": series(
-                "with/without mirrors", [_param("mirrors", schema={"type": "string", "enum": ["true", "false"]})]
+                "with/without mirrors", [param("mirrors", schema={"type": "string", "enum": ["true", "false"]})]
             ),
             "/api/packages/{package}/python_major": series(
-                "Python major version", [_param("version", desc="e.g. 3, or null")]
+                "Python major version", [param("version", desc="e.g. 3, or null")]
             ),
             "/api/packages/{package}/python_minor": series(
-                "Python minor version", [_param("version", desc="e.g. 3.12, or null")]
+                "Python minor version", [param("version", desc="e.g. 3.12, or null")]
             ),
             "/api/packages/{package}/system": series(
-                "operating system", [_param("os", schema={"type": "string", "enum": list(SYSTEM_CATEGORIES)})]
+                "operating system", [param("os", schema={"type": "string", "enum": list(SYSTEM_CATEGORIES)})]
             ),
-            "/api/countries": _get("Downloads by country", [*_DATES, _param("package")], "Countries"),
-            "/api/countries/{cc}/top": _get(
+            "/api/countries": get("Downloads by country", [*_DATES, param("package")], "Countries"),
+            "/api/countries/{cc}/top": get(
                 "A country's top packages",
                 [
-                    _param("cc", "path", "ISO 3166-1 alpha-2 code (ZZ: unknown)"),
+                    param("cc", "path", "ISO 3166-1 alpha-2 code (ZZ: unknown)"),
                     *_DATES,
-                    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}),
+                    integer_param("limit", MAX_LIMIT, 10),
                 ],
                 "CountryTop",
             ),
@@ -109,9 +89,9 @@ def _openapi_core() -> dict:
                 "get": {
                     "summary": "Closed 1-second windows in [start, end), or the newest `last`",
                     "parameters": [
-                        _param("start", schema={"type": "string", "format": "date-time"}),
-                        _param("end", schema={"type": "string", "format": "date-time"}),
-                        _param("last", schema={"type": "integer", "minimum": 1, "maximum": MAX_LAST_WINDOWS}),
+                        param("start", schema={"type": "string", "format": "date-time"}),
+                        param("end", schema={"type": "string", "format": "date-time"}),
+                        integer_param("last", MAX_LAST_WINDOWS),
                     ],
                     "responses": {
                         "200": {
@@ -122,14 +102,14 @@ def _openapi_core() -> dict:
                                 }
                             },
                         },
-                        "400": _ERR,
+                        "400": PACKAGE_ERRORS["400"],
                     },
                 }
             },
             "/api/live/summary": {
                 "get": {
                     "summary": "The newest window, stored totals and the UTC day so far (`today`)",
-                    "responses": {"200": _json("Summary")},
+                    "responses": {"200": json_response("Summary")},
                 }
             },
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
@@ -152,17 +132,13 @@ def _openapi_core() -> dict:
                 "Series": {
                     "type": "object",
                     "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "category": {"type": "string"},
-                                    "date": {"type": "string", "format": "date"},
-                                    "downloads": {"type": "integer"},
-                                },
-                            },
-                        },
+                        "data": array_of_objects(
+                            {
+                                "category": {"type": "string"},
+                                "date": {"type": "string", "format": "date"},
+                                "downloads": {"type": "integer"},
+                            }
+                        ),
                         "package": {"type": "string"},
                         "type": {"type": "string"},
                     },
@@ -170,13 +146,7 @@ def _openapi_core() -> dict:
                 "Countries": {
                     "type": "object",
                     "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"country": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
+                        "data": array_of_objects({"country": {"type": "string"}, "downloads": {"type": "integer"}}),
                         "package": {"type": "string", "nullable": True},
                         "start_date": {"type": "string"},
                         "end_date": {"type": "string"},
@@ -186,13 +156,7 @@ def _openapi_core() -> dict:
                 "CountryTop": {
                     "type": "object",
                     "properties": {
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
+                        "data": array_of_objects(_PROJECT_DOWNLOADS),
                         "country": {"type": "string"},
                         "start_date": {"type": "string"},
                         "end_date": {"type": "string"},
@@ -206,13 +170,7 @@ def _openapi_core() -> dict:
                         "downloads": {"type": "integer"},
                         "unique_packages": {"type": "integer"},
                         "countries": {"type": "object", "additionalProperties": {"type": "integer"}},
-                        "top": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"project": {"type": "string"}, "downloads": {"type": "integer"}},
-                            },
-                        },
+                        "top": array_of_objects(_PROJECT_DOWNLOADS),
                     },
                 },
                 "Summary": {

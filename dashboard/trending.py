@@ -18,6 +18,7 @@ from typing import Optional
 from flask import Blueprint, jsonify, request
 
 from pypi_pulse.dashboard.inputs import bounded_int
+from pypi_pulse.dashboard.openapi_parts import PARAMETER_ERRORS, array_of_objects, get, integer_param, param
 from pypi_pulse.events import iso_second
 from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.trending import TrendingOptions
@@ -87,42 +88,22 @@ def create_trending_blueprint(open_sink_fn: Callable[[], Sink], options: Optiona
 
 
 def openapi_paths(max_window_hours: int) -> dict:
-    """This route's OpenAPI description (merged into /api/openapi.json by dashboard/api.py)."""
+    """This route's OpenAPI description (merged into /api/openapi.json by dashboard/openapi.py)."""
+    window = param(
+        "window", desc="Whole hours, e.g. 1h.", schema={"type": "string", "pattern": "^[0-9]{1,3}h$", "default": "1h"}
+    )
     return {
-        "/api/trending": {
-            "get": {
-                "summary": "Projects downloaded most above their usual level for the same hours of the week",
-                "description": "Whole hours the sealed rollup blocks reach (docs/trending.md); `start`/`end` are null before "
-                "the first sealed block.",
-                "parameters": [
-                    {
-                        "name": "window",
-                        "in": "query",
-                        "required": False,
-                        "description": "Whole hours, e.g. 1h.",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,3}h$", "default": "1h"},
-                        "x-maximum-hours": max_window_hours,
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "description": "Projects listed.",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Trending"}}},
-                    },
-                    "400": {
-                        "description": "Bad parameter",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                    },
-                },
-            }
-        }
+        "/api/trending": get(
+            "Projects downloaded most above their usual level for the same hours of the week",
+            [
+                {**window, "x-maximum-hours": max_window_hours},
+                integer_param("limit", MAX_LIMIT, DEFAULT_LIMIT, "Projects listed."),
+            ],
+            "Trending",
+            PARAMETER_ERRORS,
+            description="Whole hours the sealed rollup blocks reach (docs/trending.md); `start`/`end` are null "
+            "before the first sealed block.",
+        )
     }
 
 
@@ -133,18 +114,14 @@ OPENAPI_SCHEMAS = {
             "window": {"type": "string"},
             "start": {"type": "string", "format": "date-time", "nullable": True},
             "end": {"type": "string", "format": "date-time", "nullable": True},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "project": {"type": "string"},
-                        "downloads": {"type": "integer"},
-                        "baseline": {"type": "number"},
-                        "ratio": {"type": "number"},
-                    },
-                },
-            },
+            "data": array_of_objects(
+                {
+                    "project": {"type": "string"},
+                    "downloads": {"type": "integer"},
+                    "baseline": {"type": "number"},
+                    "ratio": {"type": "number"},
+                }
+            ),
         },
     },
 }
