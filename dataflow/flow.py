@@ -115,6 +115,7 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
             self.last_check = time.monotonic()
             self.clock.release(self.applied(sorted(self.clock.unapplied)))
         out = self.clock.flush(time.time())
+        dataflow_metrics.ROLLUP_PENDING.set(len(self.clock.merging) + len(self.clock.unapplied))
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def on_eof(self):

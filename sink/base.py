@@ -40,8 +40,9 @@ class Sink(abc.ABC):
         """Upsert windows and store counters in one transaction; sealed rollup buckets go to the history first."""
 
     def write_buckets(self, buckets: list[RollupBucket]) -> None:
-        """Each sealed bucket as its block file: the same bucket again replaces its file with the same rows, one
-        inside an applied block is already counted, and one overlapping applied blocks (or an earlier bucket of
+        """Each sealed bucket as its block file, once: the same bucket again is already counted (a block sealed again
+        after a restore has the same rows; a dataflow started afresh on a topic that lost events to retention must
+        not replace it with fewer), as is one inside an applied block, and one overlapping applied blocks (or an earlier bucket of
         the same call) in part is refused. All are checked before any is written, so a refused call writes none."""
         covered: dict[str, list[tuple[int, int]]] = {}  # day -> its applied ranges, then this call's
         todo: list[RollupBucket] = []
@@ -54,7 +55,6 @@ class Sink(abc.ABC):
             day = day_of(b.bucket)
             ranges = covered.setdefault(day, self.history.day_files(day).covered())
             if (b.bucket, end) in ranges:
-                todo.append(b)
                 continue
             overlap = sum(max(0, min(e, end) - max(s, b.bucket)) for s, e in ranges) // 60
             if overlap == b.span // 60:

@@ -208,8 +208,11 @@ class History:
         self._drop_blocks(day)
 
     def _drop_blocks(self, day: str) -> None:
+        """The day's block files, and the temporary files of writes a crash cut short (never renamed, never read)."""
         self._writing()
-        for name in self.day_files(day).blocks:
+        infos = self.fs.get_file_info(pafs.FileSelector(self._dir(day), allow_not_found=True))
+        litter = [i.base_name for i in infos if i.base_name.startswith(".") and i.base_name.endswith(".tmp")]
+        for name in [*self.day_files(day).blocks, *litter]:
             try:
                 self.fs.delete_file(self.path(day, name))
             except FileNotFoundError:

@@ -47,7 +47,7 @@ def overall_by_project(counts) -> dict[str, int]:
             return {}
         mask = counts.dim_of == counts.dims.index("overall")
         return dict(zip(counts.p_table[counts.projects[mask]].tolist(), counts.counts[mask].tolist()))
-    out = defaultdict(int)
+    out: dict[str, int] = defaultdict(int)
     for (_day, project, dim, _cat), n in counts.items():
         if dim == "overall":
             out[project] += n

@@ -63,7 +63,7 @@ SPILLED_BYTES = Gauge(
 )
 ROLLUP_PENDING = Gauge(
     "pypi_pulse_dataflow_rollup_blocks_pending",
-    "Sealed 10-minute rollup blocks queued for the sink or being applied to it, slice by slice.",
+    "Sealed 10-minute rollup blocks being merged, or written but not yet seen in the history (with recovery).",
 )
 
 OFFSET_RESETS = Counter(
