@@ -44,14 +44,16 @@ def test_synthetic_history_is_realistic_consistent_and_resumable(sqlite_url):
     with open_sink(sqlite_url) as db:
         first = backfill(db, "synthetic", start, end, projects=40, daily_downloads=5_000_000, seed=3, today=TODAY)
         assert first.days_written == 56 and first.days_skipped == 0
-        rows = db.query("SELECT day, project, dimension, category, downloads FROM daily")
+        rows = db.history_query("SELECT day, project, dimension, category, downloads FROM daily")
         again = backfill(db, "synthetic", start, end, projects=40, daily_downloads=5_000_000, seed=3, today=TODAY)
         assert (again.days_written, again.days_skipped) == (0, 56)  # resumable: completed days are not redone
         forced = backfill(
             db, "synthetic", end, end, projects=40, daily_downloads=5_000_000, seed=3, force=True, today=TODAY
         )
         assert forced.days_written == 1
-        assert sorted(db.query("SELECT day, project, dimension, category, downloads FROM daily")) == sorted(rows)
+        assert sorted(db.history_query("SELECT day, project, dimension, category, downloads FROM daily")) == sorted(
+            rows
+        )
         assert len(backfilled_days(db, start, end)) == 56
 
     per = defaultdict(Counter)  # (day, project) -> dimension -> downloads

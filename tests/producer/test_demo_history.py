@@ -42,13 +42,13 @@ def test_every_category_and_the_top_thousand_have_their_own_history(demo):
         top = [_norm(r["project"]) for r in csv.DictReader(f)][:1000]
     with open(DATA / "categories.csv") as f:
         cats = {_norm(r["project"]): r["category"] for r in csv.DictReader(f)}
-    have = {p for (p,) in db.query("SELECT DISTINCT project FROM daily WHERE dimension = 'overall'")}
+    have = {p for (p,) in db.history_query("SELECT DISTINCT project FROM daily WHERE dimension = 'overall'")}
     assert have == set(top) | set(cats)
     for p in ("flask", "django", "matplotlib", "scikit-learn", "torch", "nltk"):
         assert p in have
     from pypi_pulse.sink import queries
 
-    days = [d for (d,) in db.query("SELECT DISTINCT day FROM daily_totals ORDER BY day")]
+    days = [d for (d,) in db.history_query("SELECT DISTINCT day FROM daily_totals ORDER BY day")]
     by_cat = queries.downloads_by_category(db, days[0], days[-1])
     assert set(by_cat) == set(cats.values()) and len(by_cat) == 11
 
@@ -61,8 +61,10 @@ def test_the_rest_of_pypi_counts_in_the_totals_only(demo):
         named = set(list(weights)[:1000]) | {_norm(r["project"]) for r in csv.DictReader(f)}
     synthetic_tail = 0.23  # PyPI's share beyond the top 15,000 (shared/known-facts.md), as the live source draws it
     want = (1 - synthetic_tail) * sum(weights[p] for p in named) / sum(weights.values())
-    for day, total in db.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"):
-        ((own,),) = db.query("SELECT SUM(downloads) FROM daily WHERE day = ? AND dimension = 'overall'", (day,))
+    for day, total in db.history_query(
+        "SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"
+    ):
+        ((own,),) = db.history_query("SELECT SUM(downloads) FROM daily WHERE day = ? AND dimension = 'overall'", (day,))
         # the named projects against the rest, relative to their weights: their release spikes (up to +150% for a
         # few days each) lift them a little (by ~1.16 on the busiest day seen); the rest, drawn as one block, has none
         lift = (own / (total - own)) / (want / (1 - want))
@@ -71,7 +73,7 @@ def test_the_rest_of_pypi_counts_in_the_totals_only(demo):
 
 def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):
     s, db = demo
-    rows = db.query("SELECT day, project, dimension, category, downloads FROM daily")
+    rows = db.history_query("SELECT day, project, dimension, category, downloads FROM daily")
     per = defaultdict(Counter)
     cats = defaultdict(set)
     for day, p, dim, c, n in rows:
@@ -88,11 +90,15 @@ def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):
         elif not small:
             assert "other" not in cats[(day, p, "country")]
     assert folded > 500  # most of the 1,031 projects at 1,000 events/s
-    for (day,) in db.query("SELECT DISTINCT day FROM daily_totals"):
+    for (day,) in db.history_query("SELECT DISTINCT day FROM daily_totals"):
         totals = dict(
-            db.query("SELECT category, downloads FROM daily_totals WHERE day = ? AND dimension = 'country'", (day,))
+            db.history_query(
+                "SELECT category, downloads FROM daily_totals WHERE day = ? AND dimension = 'country'", (day,)
+            )
         )
-        ((overall,),) = db.query("SELECT downloads FROM daily_totals WHERE day = ? AND dimension = 'overall'", (day,))
+        ((overall,),) = db.history_query(
+            "SELECT downloads FROM daily_totals WHERE day = ? AND dimension = 'overall'", (day,)
+        )
         assert "other" not in totals and sum(totals.values()) == overall
         share = {c: n / overall for c, n in totals.items()}
         assert 0.77 < share["US"] < 0.795  # 78.2% measured
@@ -103,7 +109,9 @@ def test_small_projects_are_folded_while_the_totals_keep_every_country(demo):
 
 def test_each_day_leaves_its_hour_profile_for_trending(demo):
     _s, db = demo
-    for day, total in db.query("SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"):
+    for day, total in db.history_query(
+        "SELECT day, downloads FROM daily_totals WHERE dimension = 'overall' AND category = ''"
+    ):
         start = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
         blocks = db.query(
             "SELECT block_end, downloads FROM block_totals WHERE block_end > ? AND block_end <= ? ORDER BY block_end",
