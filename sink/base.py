@@ -172,6 +172,12 @@ class Sink(abc.ABC):
             self._history_reader = HistoryReader(self.history)
         return self._history_reader.query(sql, params)
 
+    def _close_history(self) -> None:
+        """The history reader's DuckDB connection goes with the sink (a backend's `close` calls this)."""
+        reader, self._history_reader = self._history_reader, None
+        if reader is not None:
+            reader.close()
+
     def history_covered(self, day: str) -> list[tuple[int, int]]:
         """The [start, end) event-time ranges of `day` whose counts the history holds."""
         if self._history_reader is None:

@@ -225,4 +225,5 @@ class PostgresSink(Sink):
         return self._fetch(translate_placeholders(sql), tuple(params))
 
     def close(self) -> None:
+        self._close_history()
         self.conn.close()

@@ -191,6 +191,9 @@ class _SharedHistory(Sink):
         self.history = reader.history
         self._history_reader = reader
 
+    def _close_history(self) -> None:
+        """The pool's reader outlives its sinks: the pool closes it."""
+
 
 class _ThreadSQLite(_SharedHistory, SQLiteSink):
     """A read-only SQLite sink whose close() ends the request, not the thread's connection."""

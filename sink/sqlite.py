@@ -222,4 +222,5 @@ class SQLiteSink(Sink):
         return self.db.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self._close_history()
         self.db.close()

@@ -131,21 +131,22 @@ def summarize(sink: Sink, before_day: Optional[str] = None, max_days: Optional[i
 
 
 def _summarize_day(sink: Sink, day: str, overall: int, compacted: int, digest: str) -> None:
-    countries = [
-        r[0]
-        for r in sink.history_query(
-            "SELECT category FROM daily_totals WHERE day = ? AND dimension = 'country' ORDER BY category", (day,)
-        )
-    ]
+    # every country's top TOP_K + 1 in one pass over the day's country rows (one query, not one per country)
+    ranked = sink.history_query(
+        "SELECT category, project, downloads, rank FROM (SELECT category, project, downloads, ROW_NUMBER() OVER "
+        "(PARTITION BY category ORDER BY downloads DESC, project) AS rank FROM daily "
+        "WHERE dimension = 'country' AND day = ?) WHERE rank <= ? ORDER BY category, rank",
+        (day, TOP_K + 1),
+    )
     tops, bounds = [], []
-    for cc in countries:
-        rows = sink.history_query(
-            "SELECT project, downloads FROM daily WHERE dimension = 'country' AND category = ? AND day = ? "
-            "ORDER BY downloads DESC, project LIMIT ?",
-            (cc, day, TOP_K + 1),
-        )
-        tops += [(cc, day, p, int(n)) for p, n in rows[:TOP_K]]
-        bounds.append((cc, day, int(rows[TOP_K][1]) if len(rows) > TOP_K else 0))
+    next_best: dict[str, int] = {}
+    for cc, p, n, rank in ranked:
+        next_best.setdefault(cc, 0)
+        if rank <= TOP_K:
+            tops.append((cc, day, p, int(n)))
+        else:
+            next_best[cc] = int(n)
+    bounds = [(cc, day, n) for cc, n in sorted(next_best.items())]
     cmap = category_map()
     per_category: Counter = Counter()
     for project, n in sink.history_query(
