@@ -30,7 +30,6 @@ from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.rules import FILE_DIMS, PER_PROJECT, VIEW_DIMS
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
-from pypi_pulse.sink.schema import NULL_AS_DB_CATEGORY
 
 TOP_N = 10
 
@@ -48,9 +47,8 @@ def _unpack_bytes(data: bytes):
     return pickle.loads(zlib.decompress(data) if data[:1] == b"\x78" else data)
 
 
-# How late (wall clock) live results may be before the dataflow's background work (merging and applying sealed
-# blocks) steps back to a trickle: windows normally reach the sink 0.3-0.45 s after they end, and a slice or merge
-# step adds up to ~0.5 s. Results more than `HISTORY_LAG_S` late are history being replayed: no one waits for them.
+# How late (wall clock) live results may be before the clock's background work (merging sealed blocks) steps back
+# to a trickle: windows normally reach the sink 0.3-0.45 s after they end, and a merge step adds up to ~0.5 s. Results more than `HISTORY_LAG_S` late are history being replayed: no one waits for them.
 ON_TIME_S = 0.7
 HISTORY_LAG_S = 300.0
 
@@ -60,8 +58,7 @@ def on_time_or_history(lag_s: float) -> bool:
 
 
 class TimeShare:
-    """Worker time for background work between flushes (the clock merging a sealed block, the sink step applying
-    it in slices): credit comes back at a share of the wall-clock time not spent on that work, up to a burst, and
+    """Worker time for background work between flushes (the clock merging a sealed block): credit comes back at a share of the wall-clock time not spent on that work, up to a burst, and
     each step spends what it took. Starts with a full burst."""
 
     def __init__(self, burst_s: float):
@@ -85,13 +82,12 @@ BATCH_HOLD_EVENTS = 5_000_000  # a batch run's sealed blocks of one day wait for
 
 @dataclass
 class Flush:
-    """What one emission hands the sink; several are merged by the sink writer."""
+    """What one emission hands the sink; several are merged by the store step."""
 
     windows: list[WindowRow]
     buckets: list[RollupBucket]
     stats: PipelineStats
     dead: int = 0
-    final: bool = False  # the flush at end of input: the sink writes its blocks whole, nothing waits for a slice
 
 
 @dataclass
@@ -159,9 +155,9 @@ class Clock:
         self.last_emit = 0.0
         self.block_s = BLOCK_S
         self.log_open_minutes = log_open_minutes  # snapshots (recovery) on: see MinuteRollup
-        # With recovery, a sealed block's minutes stay (packed) until the sink is seen to have applied the block
-        # (`release`): the sink applies big blocks in slices over several seconds, and a crash meanwhile must not
-        # lose one. A restored clock sends its unapplied blocks again; the sink skips what it already has.
+        # With recovery, a sealed block's minutes stay (packed) until the history is seen to hold the block's file
+        # (`release`): a crash between the seal and the file must not lose it. A restored clock sends its unapplied
+        # blocks again; the sink skips what the history already has.
         self.unapplied: dict[int, list[MinuteRollup]] = {}
         self.resend: set[int] = set()
         # Sealed blocks being merged a step at a time (`MinuteRollup.merge_steps`), a few milliseconds per flush:
@@ -178,7 +174,7 @@ class Clock:
     # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
     # credit, which comes back at this share of wall-clock time: a 3.6 s merge is spread over some 12 s, and the
     # windows wait for one step at a time, not for the whole merge. While the watermark is behind real time (live),
-    # the share drops to a trickle, as the sink's slices do (dataflow/outputs.py).
+    # the share drops to a trickle.
     MERGE_SHARE = 0.3
     MERGE_SHARE_BEHIND = 0.05
     MERGE_BURST_S = 0.05
@@ -691,10 +687,9 @@ def _rows_in_key_order(
 
 
 class BlockRows(Mapping):
-    """A sealed block's counts, (day, project, dimension, category) -> downloads, held as numpy columns in the sink's
-    key order. The SQLite sink builds its rows a slice at a time (`rows(lo, hi)`), so a block of millions of rows
-    never exists as millions of Python tuples at once (about 200 MB per million, and seconds of the dataflow's
-    time at seal); read as a mapping, it is built once, whole."""
+    """A sealed block's counts, (day, project, dimension, category) -> downloads, held as numpy columns in key
+    order. The history takes them as Arrow columns (`arrow`), so a block of millions of rows never exists as
+    millions of Python tuples (about 200 MB per million); read as a mapping, it is built once, whole."""
 
     def __init__(
         self,
@@ -714,39 +709,6 @@ class BlockRows(Mapping):
     @property
     def days(self) -> set[str]:
         return {self.day} if len(self.counts) else set()
-
-    def rows(self, lo: int = 0, hi: Optional[int] = None) -> list[tuple]:
-        """(day, project, dimension, category, downloads) rows lo..hi, category None stored as ''."""
-        rows = slice(lo, hi)
-        cats = self.c_table[self.categories[rows]].tolist()
-        return list(
-            zip(
-                repeat(self.day),
-                self.p_table[self.projects[rows]].tolist(),
-                map(self.dims.__getitem__, self.dim_of[rows].tolist()),
-                map(NULL_AS_DB_CATEGORY.get, cats, cats),
-                self.counts[rows].tolist(),
-            )
-        )
-
-    def totals(self, lo: int = 0, hi: Optional[int] = None) -> list[tuple]:
-        """(day, dimension, category, downloads) of rows lo..hi summed over projects, sorted, category None as '':
-        a slice's share of `daily_totals`, grouped in numpy (a Python loop over the rows took ~1 s a million)."""
-        rows = slice(lo, hi)
-        n_c = len(self.c_table)
-        keys = self.dim_of[rows] * n_c + self.categories[rows] % n_c  # category -1 (None) is the table's last entry
-        if not len(keys):
-            return []
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        sums = np.add.reduceat(self.counts[rows][order], starts)
-        out = []
-        for k, n in zip(keys[starts].tolist(), sums.tolist()):
-            cat = self.c_table[k % n_c]
-            out.append((self.day, self.dims[k // n_c], NULL_AS_DB_CATEGORY.get(cat, cat), n))
-        out.sort()
-        return out
 
     def arrow(self) -> pa.Table:
         """(project, dimension, category, downloads) columns for the history, built from the codes in C."""

@@ -120,8 +120,6 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
 
     def on_eof(self):
         out = self.clock.flush(time.time(), force=True)
-        if out:
-            out.final = True
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def notify_at(self):
