@@ -12,9 +12,9 @@ from dash import Input, Output, dcc, html
 from pypi_pulse.categories import category_map
 from pypi_pulse.countries import UNKNOWN, name
 from pypi_pulse.dashboard import figures, inputs
-from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
-from pypi_pulse.dashboard.countries_tab import default_period, period_or_figure
-from pypi_pulse.dashboard.live import COUNTRY_CODES, COUNTRY_OPTIONS, GRAPH_CONFIG
+from pypi_pulse.dashboard.context import NO_DATA, DashContext
+from pypi_pulse.dashboard.live import COUNTRY_CODES, GRAPH_CONFIG
+from pypi_pulse.dashboard.period_controls import country_column, opening_period, period_column, period_figure
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.dashboard.trends_tab import _days
 from pypi_pulse.sink import category_stats, queries
@@ -29,41 +29,16 @@ def categories() -> list[str]:
 
 
 def layout(ctx: DashContext) -> html.Div:
-    try:
-        period = default_period(ctx)
-    except NoData:
-        period = None
-    if period is None:
-        return dbc.Alert(NO_HISTORY + " " + NO_DATA.split(":", 1)[1], color="info", id="categories-empty")
-    first, last, start, end = period
+    period = opening_period(ctx, "categories-empty")
+    if not isinstance(period, tuple):
+        return period
     cats = categories()
     return html.Div(
         [
             dbc.Row(
                 [
-                    dbc.Col(
-                        [
-                            html.Label("Period", className="form-label small"),
-                            dcc.DatePickerRange(
-                                id="categories-dates",
-                                min_date_allowed=first,
-                                max_date_allowed=last,
-                                start_date=start,
-                                end_date=end,
-                                display_format="YYYY-MM-DD",
-                            ),
-                        ],
-                        md="auto",
-                    ),
-                    dbc.Col(
-                        [
-                            html.Label("Country", className="form-label small"),
-                            dcc.Dropdown(
-                                id="categories-country", options=COUNTRY_OPTIONS, value=DEFAULT_COUNTRY, clearable=False
-                            ),
-                        ],
-                        md=3,
-                    ),
+                    period_column("categories-dates", period),
+                    country_column("categories-country", DEFAULT_COUNTRY),
                     dbc.Col(
                         [
                             html.Label("Category", className="form-label small"),
@@ -206,20 +181,7 @@ def top_figure(ctx: DashContext, category: Optional[str], start: str, end: str, 
         return figures.empty(NO_DATA, theme, title)
     if not rows:
         return figures.empty(f"No downloads of {category} packages in this period.", theme, title)
-    rows = list(reversed(rows))
-    trace = {
-        "type": "bar",
-        "orientation": "h",
-        "y": [p for p, _ in rows],
-        "x": [n for _, n in rows],
-        "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>",
-        "marker": {"color": figures.COLORWAY[2]},
-    }
-    return {
-        "data": [trace],
-        "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 140, "r": 20, "t": 50, "b": 40}),
-        "frames": [],
-    }
+    return figures.top_bars(rows, theme, title, figures.COLORWAY[2], {"l": 140, "r": 20, "t": 50, "b": 40})
 
 
 def register(app, ctx: DashContext) -> None:
@@ -232,10 +194,7 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_share(start, end, theme):
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return share_figure(ctx, *period, inputs.theme(theme))
+        return period_figure(start, end, theme, lambda s, e, t: share_figure(ctx, s, e, t))
 
     @app.callback(
         Output("categories-country-mix", "figure"),
@@ -245,10 +204,9 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_mix(country, start, end, theme):
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return country_mix_figure(ctx, inputs.choice(country, known), *period, inputs.theme(theme))
+        return period_figure(
+            start, end, theme, lambda s, e, t: country_mix_figure(ctx, inputs.choice(country, known), s, e, t)
+        )
 
     @app.callback(
         Output("categories-top", "figure"),
@@ -258,7 +216,6 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_top(category, start, end, theme):
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return top_figure(ctx, inputs.choice(category, categories()), *period, inputs.theme(theme))
+        return period_figure(
+            start, end, theme, lambda s, e, t: top_figure(ctx, inputs.choice(category, categories()), s, e, t)
+        )

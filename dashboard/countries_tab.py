@@ -3,8 +3,7 @@ two packages compared country by country."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Optional, Union
+from typing import Optional
 
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, no_update
@@ -12,35 +11,22 @@ from dash import ctx as callback_ctx
 
 from pypi_pulse.countries import ALPHA2_OF_ALPHA3, UNKNOWN, name
 from pypi_pulse.dashboard import figures, inputs
-from pypi_pulse.dashboard.context import NO_DATA, NO_HISTORY, DashContext
-from pypi_pulse.dashboard.live import COUNTRY_CODES, COUNTRY_OPTIONS, GRAPH_CONFIG, MAP_CONFIG
+from pypi_pulse.dashboard.context import NO_DATA, DashContext
+from pypi_pulse.dashboard.live import COUNTRY_CODES, GRAPH_CONFIG, MAP_CONFIG
+from pypi_pulse.dashboard.period_controls import country_column, opening_period, period_column, period_figure
 from pypi_pulse.dashboard.reader import NoData
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.country_tops import CountryTop, all_country_tops
 
 ALPHA2_OF = ALPHA2_OF_ALPHA3  # the map's ISO-3 locations back to the codes events carry (XKX: XK)
-DEFAULT_DAYS = 30
 HOVER_TOP = 5
 
 
-def default_period(ctx: DashContext) -> Optional[tuple[str, str, str, str]]:
-    """(first day, last day, default start, default end): the last 30 days that have rollups."""
-    rng = ctx.history("day_range", queries.day_range)
-    if rng is None:
-        return None
-    first, last = rng
-    start = max(first, (dt.date.fromisoformat(last) - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat())
-    return first, last, start, last
-
-
 def layout(ctx: DashContext) -> html.Div:
-    try:
-        period = default_period(ctx)
-    except NoData:
-        period = None
-    if period is None:
-        return dbc.Alert(NO_HISTORY + " " + NO_DATA.split(":", 1)[1], color="info", id="countries-empty")
-    first, last, start, end = period
+    period = opening_period(ctx, "countries-empty")
+    if not isinstance(period, tuple):
+        return period
+    _first, _last, start, end = period
     top = ctx.default_packages(2)
     a = top[0] if top else None
     b = top[1] if len(top) > 1 else None
@@ -57,20 +43,7 @@ def layout(ctx: DashContext) -> html.Div:
         [
             dbc.Row(
                 [
-                    dbc.Col(
-                        [
-                            html.Label("Period", className="form-label small"),
-                            dcc.DatePickerRange(
-                                id="countries-dates",
-                                min_date_allowed=first,
-                                max_date_allowed=last,
-                                start_date=start,
-                                end_date=end,
-                                display_format="YYYY-MM-DD",
-                            ),
-                        ],
-                        md="auto",
-                    ),
+                    period_column("countries-dates", period),
                     dbc.Col(
                         [
                             html.Label("Package (empty: all packages)", className="form-label small"),
@@ -78,15 +51,7 @@ def layout(ctx: DashContext) -> html.Div:
                         ],
                         md=4,
                     ),
-                    dbc.Col(
-                        [
-                            html.Label("Country", className="form-label small"),
-                            dcc.Dropdown(
-                                id="countries-country", options=COUNTRY_OPTIONS, value=country, clearable=False
-                            ),
-                        ],
-                        md=3,
-                    ),
+                    country_column("countries-country", country),
                 ],
                 className="mb-3 g-3",
                 align="end",
@@ -157,20 +122,7 @@ def top5_figure(ctx: DashContext, country: Optional[str], start: str, end: str, 
         return figures.empty(NO_DATA, theme, title)
     if not rows:
         return figures.empty(f"No downloads from {name(country)} in this period.", theme, title)
-    rows = list(reversed(rows))
-    trace = {
-        "type": "bar",
-        "orientation": "h",
-        "y": [p for p, _ in rows],
-        "x": [n for _, n in rows],
-        "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>",
-        "marker": {"color": figures.COLORWAY[0]},
-    }
-    return {
-        "data": [trace],
-        "layout": figures.base_layout(theme, title={"text": title}, margin={"l": 120, "r": 20, "t": 40, "b": 40}),
-        "frames": [],
-    }
+    return figures.top_bars(rows, theme, title, figures.COLORWAY[0], {"l": 120, "r": 20, "t": 40, "b": 40})
 
 
 def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: str, end: str, theme: str) -> dict:
@@ -218,16 +170,6 @@ def search_options(ctx: DashContext, search: object, current: object) -> list[di
     return [{"label": v, "value": v} for v in dict.fromkeys([*values, *found])]
 
 
-def period_or_figure(start: object, end: object, theme: str) -> Union[tuple[str, str], dict]:
-    """(start, end) for a usable period, else the empty figure saying what to pick."""
-    s, e = inputs.day(start), inputs.day(end)
-    if s is None or e is None:
-        return figures.empty("Pick the start and the end of the period.", theme)
-    if s > e:
-        return figures.empty(f"The period starts ({s}) after it ends ({e}): pick the dates again.", theme)
-    return s, e
-
-
 def register(app, ctx: DashContext) -> None:
     known = COUNTRY_CODES | frozenset(ALPHA2_OF.values())
 
@@ -251,10 +193,7 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_map(start, end, chosen, theme):
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return map_figure(ctx, *period, package(chosen), inputs.theme(theme))
+        return period_figure(start, end, theme, lambda s, e, t: map_figure(ctx, s, e, package(chosen), t))
 
     @app.callback(Output("countries-country", "value"), Input("countries-map", "clickData"), prevent_initial_call=True)
     def pick_country(click):
@@ -272,10 +211,7 @@ def register(app, ctx: DashContext) -> None:
         country = inputs.choice(country, known)
         if callback_ctx.triggered_id == "countries-map":
             country = country_at(hover) or country
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return top5_figure(ctx, country, *period, inputs.theme(theme))
+        return period_figure(start, end, theme, lambda s, e, t: top5_figure(ctx, country, s, e, t))
 
     @app.callback(
         Output("countries-scatter", "figure"),
@@ -286,7 +222,4 @@ def register(app, ctx: DashContext) -> None:
         Input("theme", "data"),
     )
     def update_scatter(a, b, start, end, theme):
-        period = period_or_figure(start, end, inputs.theme(theme))
-        if isinstance(period, dict):  # the figure saying what to pick
-            return period
-        return scatter_figure(ctx, package(a), package(b), *period, inputs.theme(theme))
+        return period_figure(start, end, theme, lambda s, e, t: scatter_figure(ctx, package(a), package(b), s, e, t))

@@ -188,6 +188,20 @@ def treemap(top: Sequence[tuple[str, int]], window_total: int, theme: str, title
     }
 
 
+def top_bars(rows: Sequence[tuple[str, int]], theme: str, title: str, color: str, margin: dict) -> dict:
+    """A top list of (package, downloads) as horizontal bars, the first at the top."""
+    rows = list(reversed(rows))
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "y": [p for p, _ in rows],
+        "x": [n for _, n in rows],
+        "hovertemplate": "%{y}: %{x:,} downloads<extra></extra>",
+        "marker": {"color": color},
+    }
+    return {"data": [trace], "layout": base_layout(theme, title={"text": title}, margin=margin), "frames": []}
+
+
 def lines(
     x: Sequence,
     series: Iterable[tuple[str, Sequence[Optional[float]], dict]],
