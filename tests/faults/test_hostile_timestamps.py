@@ -5,7 +5,6 @@ older version does not break the API either. Truth is computed here from the eve
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -18,6 +17,7 @@ import orjson
 import requests
 from confluent_kafka import Consumer, TopicPartition
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
+from replay_faults_testing import batch_run, spread_events
 
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
@@ -29,15 +29,7 @@ PRUNE_EVERY_S = 60  # the store step prunes (retention) and summarises this ofte
 
 
 def _events(start: float, n: int, span_s: float = 60.0) -> list[dict]:
-    return [
-        {
-            "timestamp": datetime.fromtimestamp(start + span_s * i / n, UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC"),
-            "country_code": ["US", "DE", "XK", None][i % 4],
-            "project": PROJECTS[i % len(PROJECTS)],
-            "details": {"installer": {"name": "pip"}, "python": "3.12.1"},
-        }
-        for i in range(n)
-    ]
+    return spread_events(start, n, span_s, PROJECTS)
 
 
 def _dead_letters(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list[tuple[bytes, str]]:
@@ -196,29 +188,7 @@ def test_out_of_range_epochs_and_a_2015_time_in_a_batch_run_are_dead_lettered_an
     export = tmp_path / "export.ndjson"
     export.write_bytes(b"\n".join(lines) + b"\n")
     sink = f"sqlite:///{tmp_path / 'batch.db'}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--json",
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary, _ = batch_run(export, sink, tmp_path / "data")
     assert (summary["counted"], summary["dead_lettered"], summary["dropped"]) == (1000, 3, 0)
     assert stored_windows(sink) == expected_windows(good)
     with open_sink(sink, readonly=True) as db:

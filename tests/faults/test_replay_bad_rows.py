@@ -7,61 +7,27 @@ rows written, with plain datetime arithmetic."""
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import random
-import subprocess
-import sys
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
 from pulse_testing import expected_windows, stored_windows
+from replay_faults_testing import batch_run, spread_events
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC).timestamp()
 PROJECTS = ["requests", "numpy", "boto3", "Flask", "zope.interface"]
 
 
 def _rows(n: int, seed: int = 3) -> list[dict]:
-    rng = random.Random(seed)
-    return [
-        {
-            "timestamp": datetime.fromtimestamp(T0 + 30 * i / n, UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC"),
-            "country_code": rng.choice(["US", "DE", "XK", None]),
-            "project": rng.choice(PROJECTS),
-            "details": {"installer": {"name": "pip"}, "python": "3.12.1"},
-        }
-        for i in range(n)
-    ]
+    return spread_events(T0, n, 30, PROJECTS, random.Random(seed))
 
 
 def _run(export, tmp_path, expect_rc: int = 0) -> tuple[dict, str, str]:
     sink = f"sqlite:///{tmp_path / 'replay.db'}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--json",
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-    )
-    assert proc.returncode == expect_rc, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1]), sink, proc.stderr
+    summary, stderr = batch_run(export, sink, tmp_path / "data", expect_rc)
+    return summary, sink, stderr
 
 
 def _assert_exact(sink: str, good: list[dict], summary: dict, bad: int) -> None:
