@@ -13,9 +13,12 @@ Relations, refreshed whenever the set of files changes (files are immutable, so 
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import threading
+import time
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -52,6 +55,7 @@ class HistoryReader:
         self.history = history
         self.con = duckdb.connect(":memory:", config={"threads": threads})
         self.lock = threading.Lock()
+        _OPEN.add(self)
         self._key: tuple = ()
         self._meta: dict[tuple, dict[bytes, bytes]] = {}  # (day, name, size, mtime): a day file can be replaced
         self.days: list[DayFiles] = []
@@ -124,3 +128,25 @@ class HistoryReader:
 
     def close(self) -> None:
         self.con.close()
+
+
+_OPEN: weakref.WeakSet[HistoryReader] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_queries_before_exit() -> None:
+    """A query still running in a daemon thread when the interpreter shuts down reads its Arrow stream through
+    Python that is going away, and DuckDB aborts the process (SIGABRT, not the exit status asked for): interrupt
+    every reader's query and close it once the query has let go."""
+    deadline = time.monotonic() + 5
+    for reader in list(_OPEN):
+        while True:
+            reader.con.interrupt()  # the query running now, if any; a thread may start another before the lock
+            if reader.lock.acquire(timeout=0.05):
+                try:
+                    reader.con.close()
+                finally:
+                    reader.lock.release()
+                break
+            if time.monotonic() > deadline:
+                break
