@@ -96,7 +96,7 @@ def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
     assert "history backfill" not in text  # --no-backfill (PYPI_PULSE_BACKFILL_DAYS=3 says otherwise)
     with open_sink(sink, readonly=True) as db:  # no day before the live stream's first has rollups
         first_day = time.strftime("%Y-%m-%d", time.gmtime(db.windows(0, 2**40)[0].start))
-        assert db.query("SELECT COUNT(*) FROM daily_totals WHERE day < ?", (first_day,))[0][0] == 0
+        assert db.history_query("SELECT COUNT(*) FROM daily_totals WHERE day < ?", (first_day,))[0][0] == 0
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
         psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in family

@@ -170,7 +170,7 @@ class Relay:
 
 @pytest.mark.postgres
 def test_serve_readyz_503_while_postgresql_is_unreachable_and_ready_again_after(tmp_path, pg_url):
-    open_sink(pg_url).close()  # the schema, as the dataflow creates it
+    open_sink(pg_url, history=tmp_path / "history").close()  # the schema, as the dataflow creates it
     parts = urlsplit(pg_url)
     relay = Relay((parts.hostname, parts.port or 5432))
     netloc = f"{parts.username}:{parts.password}@127.0.0.1:{relay.port}"
