@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 
@@ -10,17 +11,26 @@ from prometheus_client import generate_latest
 
 from pypi_pulse.metrics.reasons import REASONS
 from pypi_pulse.metrics.sink_collector import build_registry
+from pypi_pulse.sink.base import open_sink
 
 
-def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, flow_helpers):
+def test_exporter_reports_what_the_dataflow_stored(broker, topic, any_sink_url, flow_helpers, tmp_path):
+    history = tmp_path / "history"  # the sink's rollups, the test's own on either backend
     good, lines, bad = make_events(random.Random(11))
     end_offsets = flow_helpers.publish(broker.bootstrap, topic, lines)
     flow_helpers.run_flow(
-        broker.bootstrap, topic, any_sink_url, end_offsets=end_offsets, lateness_s=LATENESS_S, out_of_order_s=0.0
+        broker.bootstrap,
+        topic,
+        any_sink_url,
+        end_offsets=end_offsets,
+        history=str(history),
+        lateness_s=LATENESS_S,
+        out_of_order_s=0.0,
     )
     want = expected(good)
 
-    registry, collector = build_registry(any_sink_url, span_s=SPAN_S, cache_s=0)
+    opener = functools.partial(open_sink, history=history)
+    registry, collector = build_registry(any_sink_url, span_s=SPAN_S, cache_s=0, opener=opener)
     try:
         value = registry.get_sample_value
         assert value("pypi_pulse_sink_up") == 1.0
