@@ -16,7 +16,6 @@ from pypi_pulse.dashboard.context import NO_DATA, DashContext
 from pypi_pulse.dashboard.live import COUNTRY_CODES, GRAPH_CONFIG
 from pypi_pulse.dashboard.period_controls import country_column, opening_period, period_column, period_figure
 from pypi_pulse.dashboard.reader import NoData
-from pypi_pulse.dashboard.trends_tab import _days
 from pypi_pulse.sink import category_stats, queries
 
 TOP_PACKAGES = 15
@@ -86,7 +85,7 @@ def share_figure(ctx: DashContext, start: str, end: str, theme: str) -> dict:
         per = ctx.history("by_category_map", queries.downloads_by_category, start, end)
     except NoData:
         return figures.empty(NO_DATA, theme, title)
-    days = _days(start, end)
+    days = queries.days_between(start, end)
     totals = {d: sum(per[c].get(d, 0) for c in per) for d in days}
     if not any(totals.values()):
         return figures.empty("None of the categorised packages has downloads in this period.", theme, title)

@@ -3,7 +3,6 @@ metric, and downloads over time by category."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Optional
@@ -31,11 +30,6 @@ METRICS = {
 }
 MOVING_AVERAGES = (10, 20, 30)
 TOP_CATEGORIES = 8
-
-
-def _days(first: str, last: str) -> list[str]:
-    d0, d1 = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
-    return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
 
 
 def partial_tail(ctx: DashContext, days: list[str]) -> int:
@@ -142,7 +136,7 @@ def daily_figure(ctx: DashContext, packages: Sequence[str], mas: Sequence[int], 
         data = ctx.history("compare", queries.compare, tuple(sorted(packages)), rng[0], rng[1])
     except NoData:
         return figures.empty(NO_DATA, theme, title)
-    all_days = _days(*rng)
+    all_days = queries.days_between(*rng)
     n_partial = partial_tail(ctx, all_days)
     days = all_days[: len(all_days) - n_partial]
     series: list[tuple[str, Sequence[Optional[float]], dict]] = []
@@ -215,7 +209,7 @@ def breakdown_figure(ctx: DashContext, package: Optional[str], metric: str, them
         return figures.empty(NO_DATA, theme, title)
     if not rows and not overall:
         return figures.empty(f"No breakdown recorded for {package}: pick another package.", theme, title)
-    days = _days(*rng)
+    days = queries.days_between(*rng)
     n_partial = partial_tail(ctx, days)
     if n_partial and len(days) > n_partial:
         days = days[:-n_partial]
@@ -269,7 +263,7 @@ def categories_figure(ctx: DashContext, theme: str) -> dict:
         return figures.empty(NO_DATA, theme, title)
     if not per:
         return figures.empty("None of the categorised packages has downloads yet.", theme, title)
-    days = _days(*rng)
+    days = queries.days_between(*rng)
     n_partial = partial_tail(ctx, days)
     if n_partial and len(days) > n_partial:
         days = days[:-n_partial]

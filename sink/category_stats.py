@@ -13,10 +13,10 @@ from typing import Optional
 
 from pypi_pulse.categories import category_map
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.queries import days_between
 from pypi_pulse.sink.schema import from_db_category
 from pypi_pulse.sink.summaries import (
     _chunks,
-    _days_between,
     _marks,
     _segments,
     categorised_country_rows,
@@ -32,7 +32,7 @@ def category_countries(sink: Sink, start: str, end: str) -> dict[str, dict[str, 
     digest = summary_digest()
     summarised = {d for d, dg in current_summaries(sink, start, end).items() if dg == digest}
     totals: Counter = Counter()
-    others = set(_days_between(start, end)) - summarised
+    others = set(days_between(start, end)) - summarised
     for a, b in _segments(start, end, others):  # the runs of summarised days
         for cc, c, n in sink.query(
             "SELECT country, category, SUM(downloads) FROM category_country_daily "

@@ -15,8 +15,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.queries import days_between
 from pypi_pulse.sink.rollup import FOLDED_CATEGORY
-from pypi_pulse.sink.summaries import TOP_K, _days_between, _segments, current_summaries
+from pypi_pulse.sink.summaries import TOP_K, _segments, current_summaries
 
 _SEGMENT_TOPS = (
     "SELECT category, project, n FROM (SELECT category, project, SUM(downloads) AS n, "
@@ -40,8 +41,8 @@ def all_country_tops(sink: Sink, start: str, end: str, k: int = 5) -> dict[str, 
     bound: Counter = Counter()  # country -> the most a project can have on the days it is not known for
     worst: Counter = Counter()  # country -> the largest bound of one day (or segment)
     units = 0  # summarised days plus unsummarised segments: a project known for all of them is exact
-    for a, b in _segments(start, end, set(_days_between(start, end)) - summarised):
-        units += len(_days_between(a, b))
+    for a, b in _segments(start, end, set(days_between(start, end)) - summarised):
+        units += len(days_between(a, b))
         for cc, p, n, days in sink.query(
             "SELECT country, project, SUM(downloads), COUNT(*) FROM country_day_top "
             "WHERE day >= ? AND day <= ? GROUP BY country, project",

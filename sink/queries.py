@@ -36,6 +36,12 @@ def iso_day(d: Day) -> str:
     return dt.date.fromisoformat(str(d)).isoformat()
 
 
+def days_between(first: str, last: str) -> list[str]:
+    """Every calendar day from `first` to `last` ('YYYY-MM-DD'), both included."""
+    d0, d1 = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+
+
 def _dimension(dimension: str) -> str:
     if dimension not in ALL_DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}: use one of {', '.join(ALL_DIMENSIONS)}")

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from datetime import date, timedelta
 from typing import Optional
 
 from pypi_pulse.categories import category_map, map_digest
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.queries import days_between
 from pypi_pulse.sink.rollup import FOLDED_CATEGORY
 
 TOP_K = 25  # projects kept per country and day; `country_top` answers up to this many from summaries
@@ -58,15 +58,10 @@ def _state(sink: Sink, start: Optional[str], end: Optional[str]) -> list[tuple]:
     return [(day, overall, compacted, *summary.get(day, (None, None, None))) for day, overall, compacted in days]
 
 
-def _days_between(start: str, end: str) -> list[str]:
-    a, b = date.fromisoformat(start), date.fromisoformat(end)
-    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
-
-
 def _segments(start: str, end: str, covered: set[str]) -> list[tuple[str, str]]:
     """The inclusive day ranges of [start, end] not in `covered`."""
     out, run = [], None
-    for d in _days_between(start, end):
+    for d in days_between(start, end):
         if d in covered:
             if run:
                 out.append(run)
