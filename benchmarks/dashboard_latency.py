@@ -5,11 +5,12 @@ concurrent Live-tab viewers.
     python benchmarks/dashboard_latency.py --days 30 --packages 3000 --hours 6   # a quicker, smaller run
 
 The sink holds `--hours` of per-second windows (48 h by default: 172,800 windows with ~40 countries and a top 10
-each) and `--days` of daily rollups for `--packages` packages (180 days x 15,000 by default) with the real
-popularity of the top-15,000 list: popular packages get full breakdowns (countries, Python versions, systems,
+each) and its history `--days` of daily rollups for `--packages` packages (180 days x 15,000 by default) with the
+real popularity of the top-15,000 list: popular packages get full breakdowns (countries, Python versions, systems,
 installers, CPUs, file types, versions, CI), the long tail only a few categories, as in the real data. Windows are
-written through `Sink.write`; rollup rows are bulk-inserted with the sink's own schema (going through the bucket
-API for 20+ million rows would take longer than the measurements). The database is kept (see --db) and reused.
+written through `Sink.write`; each day of rollups is one `Sink.backfill_day`, the day file a backfill or a
+compaction writes (sink/history.py), and the sink then summarises the complete days as it does in service. The sink
+and its history are kept (see --db) and reused.
 
 The server is the real `pypi-pulse serve` in a child process; clients are HTTP sessions here, signed in like a
 browser (Dash callbacks are POSTed exactly as the page does, built from /_dash-dependencies). History requests use
@@ -22,10 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import os
-import platform
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -37,12 +37,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import requests
 
 from pypi_pulse.broker import free_port
-from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.base import Sink, open_sink
 from pypi_pulse.sink.model import WindowRow
 from pypi_pulse.sink.summaries import summarize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 END = int(dt.datetime(2026, 11, 20, 0, 0, tzinfo=dt.UTC).timestamp())
 USER, PASSWORD = "bench", "benchmark-password"
@@ -64,68 +68,33 @@ def country_shares() -> list[tuple[str, float]]:
     if not shares:
         raise SystemExit(f"unexpected country-share header {head}")
     total = sum(s for _, s in shares)
-    rest = [
-        c
-        for c in (
-            "IN",
-            "BR",
-            "CA",
-            "AU",
-            "NL",
-            "KR",
-            "SG",
-            "ES",
-            "IT",
-            "PL",
-            "SE",
-            "CH",
-            "IL",
-            "TW",
-            "RU",
-            "MX",
-            "ID",
-            "VN",
-            "TR",
-            "UA",
-            "AR",
-            "BE",
-            "AT",
-            "DK",
-            "FI",
-            "NO",
-            "CZ",
-            "PT",
-            "IE",
-            "NZ",
-        )
-        if c not in dict(shares)
-    ]
+    more = "IN BR CA AU NL KR SG ES IT PL SE CH IL TW RU MX ID VN TR UA AR BE AT DK FI NO CZ PT IE NZ".split()
+    rest = [c for c in more if c not in dict(shares)]
     left = max(0.0, (1 - total) if total <= 1 else (100 - total) / 100)
     scale = 1 if total <= 1 else 0.01
     return [(c, s * scale) for c, s in shares] + [(c, left / len(rest)) for c in rest]
 
 
-def build_windows(url: str, hours: float, rng: random.Random, packages: list[tuple[str, int]]) -> None:
+def build_windows(sink: Sink, hours: float, rng: random.Random, packages: list[tuple[str, int]]) -> None:
     countries = country_shares()
     names = [p for p, _ in packages[:200]]
     n = int(hours * 3600)
-    with open_sink(url) as db:
-        batch = []
-        for i in range(n):
-            start = END - n + i
-            total = 60_000 + rng.randint(-6000, 6000)
-            cs = {c: max(1, int(total * s * rng.uniform(0.8, 1.2))) for c, s in countries}
-            tot = sum(cs.values())
-            top = sorted(
-                ((p, int(tot * 0.014 / (k + 1) * rng.uniform(0.8, 1.2))) for k, p in enumerate(names[:12])),
-                key=lambda t: (-t[1], t[0]),
-            )[:10]
-            batch.append(WindowRow(start, tot, 9000 + rng.randint(0, 2000), cs, top))
-            if len(batch) == 10_000:
-                db.write(batch, [], None)
-                batch = []
-        if batch:
-            db.write(batch, [], None)
+    batch = []
+    for i in range(n):
+        start = END - n + i
+        total = 60_000 + rng.randint(-6000, 6000)
+        cs = {c: max(1, int(total * s * rng.uniform(0.8, 1.2))) for c, s in countries}
+        tot = sum(cs.values())
+        top = sorted(
+            ((p, int(tot * 0.014 / (k + 1) * rng.uniform(0.8, 1.2))) for k, p in enumerate(names[:12])),
+            key=lambda t: (-t[1], t[0]),
+        )[:10]
+        batch.append(WindowRow(start, tot, 9000 + rng.randint(0, 2000), cs, top))
+        if len(batch) == 10_000:
+            sink.write(batch, [], None)
+            batch = []
+    if batch:
+        sink.write(batch, [], None)
 
 
 BREAKDOWN = {
@@ -139,67 +108,39 @@ BREAKDOWN = {
 }
 
 
-def build_rollups(path: Path, days: int, packages: list[tuple[str, int]], rng: random.Random) -> int:
-    """Bulk rows in the sink's schema: full breakdowns for the top 1,000 packages, a few categories for the rest."""
+def build_rollups(sink: Sink, days: int, packages: list[tuple[str, int]], rng: random.Random) -> int:
+    """Each day as its day file: full breakdowns for the top 1,000 packages, a few categories for the rest."""
     countries = country_shares()
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA cache_size=-1048576")
-    # the sink's secondary indexes are dropped while loading and rebuilt at the end: several times faster than
-    # maintaining them row by row (the schema, and so the indexes, stay the sink's own)
-    indexes = db.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'daily' AND sql IS NOT NULL"
-    ).fetchall()
-    for name, _sql in indexes:
-        db.execute(f"DROP INDEX {name}")
     first = dt.date.fromtimestamp(END - days * 86400)
     rows_written = 0
     templates = []  # per package: [(dimension, category, share of the package's downloads)]
     for rank, (p, monthly) in enumerate(packages):
         full = rank < 1000
-        t = [("overall", "", 1.0), ("with_mirrors", "", 1.03), ("python_major", "3", 1.0)]
+        t = [("overall", None, 1.0), ("with_mirrors", None, 1.03), ("python_major", "3", 1.0)]
         t += [("country", cc, share) for cc, share in (countries if full else countries[:3])]
         for dim, split in BREAKDOWN.items():
-            t += [(dim, cat or "", share) for cat, share in (split if full else split[:1])]
+            t += [(dim, cat, share) for cat, share in (split if full else split[:1])]
         templates.append((p, monthly / 30, t))
     for d in range(days):
         day = (first + dt.timedelta(days=d)).isoformat()
-        rows, totals = [], {}
+        rows = []
         for p, daily_mean, t in templates:
             n = daily_mean * rng.uniform(0.85, 1.15)
-            rows.extend((day, p, dim, cat, max(1, int(n * share))) for dim, cat, share in t)
-        for _day, _p, dim, cat, k in rows:
-            totals[(dim, cat)] = totals.get((dim, cat), 0) + k
-        rows.sort()
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO daily (day, project, dimension, category, downloads) VALUES (?, ?, ?, ?, ?)", rows)
-        db.executemany(
-            "INSERT INTO daily_totals (day, dimension, category, downloads) VALUES (?, ?, ?, ?)",
-            [(day, dim, cat, k) for (dim, cat), k in totals.items()],
-        )
-        db.execute("COMMIT")
-        rows_written += len(rows)
+            rows.extend((p, dim, cat, max(1, int(n * share))) for dim, cat, share in t)
+        rows_written += sink.backfill_day(day, rows, "benchmark")
         if d % 20 == 0:
             print(f"  rollups: day {d + 1}/{days}, {rows_written:,} rows", file=sys.stderr, flush=True)
-    for name, sql in indexes:
-        t = time.perf_counter()
-        db.execute(sql)
-        print(f"  index {name} rebuilt in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-    db.close()
     return rows_written
 
 
-def build(path: Path, hours: float, days: int, n_packages: int) -> None:
+def build(sink: Sink, hours: float, days: int, n_packages: int) -> None:
     rng = random.Random(4)
-    url = f"sqlite:///{path}"
     packages = top_packages(n_packages)
-    open_sink(url).close()  # schema
     t = time.perf_counter()
-    build_windows(url, hours, rng, packages)
+    build_windows(sink, hours, rng, packages)
     print(f"  windows: {int(hours * 3600):,} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     t = time.perf_counter()
-    n = build_rollups(path, days, packages, rng)
+    n = build_rollups(sink, days, packages, rng)
     print(f"  rollups: {n:,} rows in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
 
@@ -257,7 +198,7 @@ def summary(samples: list[float], server: list[float] = ()) -> str:
     ms = sorted(s * 1000 for s in samples)
     extra = f"   server-side median {statistics.median(server) * 1000:.1f} ms" if server else ""
     p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
-    return f"median {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms   (n={len(ms)}){extra}"
+    return f"p50 {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms   (n={len(ms)}){extra}"
 
 
 def measure(base: str, days: int, packages: list[str]) -> None:
@@ -504,26 +445,32 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=None, help="sink file to build or reuse (default: in the temp dir)")
     a = ap.parse_args()
     db = a.db or Path(tempfile.gettempdir()) / f"pypi-pulse-bench-dash-{a.hours:g}h-{a.days}d-{a.packages}p.db"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
-    )
-    print(f"sink: {db} ({a.hours:g} h of windows, {a.days} days x {a.packages:,} packages of rollups)")
+    history = db.with_suffix(".history")  # the sink's rollup history (Parquet files), kept beside the sink file
+    C.print_machine()
+    print(f"sink: {db}, history {history} ({a.hours:g} h of windows, {a.days} days x {a.packages:,} packages)")
     if not db.exists():
         print("building the sink (kept for later runs)...", file=sys.stderr)
-        tmp = db.with_suffix(".building")
+        tmp, tmp_history = db.with_suffix(".building"), db.with_suffix(".history-building")
         for f in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
             f.unlink(missing_ok=True)
-        build(tmp, a.hours, a.days, a.packages)
+        shutil.rmtree(tmp_history, ignore_errors=True)
+        with open_sink(f"sqlite:///{tmp}", history=tmp_history) as sink:
+            build(sink, a.hours, a.days, a.packages)
         sqlite3.connect(tmp).execute("PRAGMA wal_checkpoint(TRUNCATE)").connection.close()
-        tmp.rename(db)
-    with open_sink(f"sqlite:///{db}") as sink:  # the sink's own upkeep: migrations, summaries of complete days
+        shutil.rmtree(history, ignore_errors=True)
+        tmp_history.rename(history)
+        tmp.rename(db)  # last: the sink file's presence says that both are whole
+    with open_sink(f"sqlite:///{db}", history=history) as sink:  # the sink's upkeep: summaries of complete days
         t = time.perf_counter()
         n = summarize(sink)
         if n:
             print(f"summarised {n} complete days in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    size = db.stat().st_size
-    n_daily = sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM daily").fetchone()[0]
-    print(f"sink size {size / 2**30:.2f} GiB, {n_daily:,} daily rows")
+    files = list(history.rglob("*.parquet"))
+    n_daily = sum(pq.read_metadata(f).num_rows for f in files)
+    print(
+        f"sink size {db.stat().st_size / 2**30:.2f} GiB; history {sum(f.stat().st_size for f in files) / 2**30:.2f} "
+        f"GiB in {len(files)} day files, {n_daily:,} daily rows"
+    )
 
     with tempfile.TemporaryDirectory(prefix="pypi-pulse-bench-") as d:
         DATA_DIR = Path(d)
@@ -541,6 +488,8 @@ def main() -> None:
                 str(port),
                 "--sink",
                 f"sqlite:///{db}",
+                "--history",
+                str(history),
                 "--data-dir",
                 d,
             ],
