@@ -32,6 +32,7 @@ from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
+from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.retry import RetryPolicy, transient
 
 log = structlog.get_logger(__name__)
@@ -68,7 +69,7 @@ class AppliedBlocks:
 
     def __init__(self, url: str, history: Optional[str]):
         self.url, self.history = url, history
-        self.sink = None
+        self.sink: Optional[Sink] = None
 
     def __call__(self, blocks: list[int]) -> set[int]:
         if self.sink is None:
@@ -89,7 +90,7 @@ class AppliedBlocks:
             return set()
 
 
-class ClockLogic(StatefulLogic[BatchPartial, Flush, bytes]):
+class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
     def __init__(
         self,
         clock: Clock,
