@@ -46,6 +46,9 @@ SOURCE_KEY = b"pypi_pulse.source"  # "stream", or the backfill's source tag
 FOLDED_KEY = b"pypi_pulse.folded_below"  # projects under this many downloads (with mirrors) had their detail folded
 SORT_KEYS = [("project", "ascending"), ("dimension", "ascending"), ("category", "ascending")]
 DAY_FILE = "day.parquet"
+# Rows are sorted by project: row groups of this size let a reader skip, by their min/max statistics, every group
+# that cannot hold the project it asks for (a day of PyPI is tens of millions of rows).
+ROW_GROUP_ROWS = 64 * 1024
 STREAM = "stream"
 _BLOCK = re.compile(r"^block-(\d+)-(\d+)\.parquet$")
 _DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
@@ -183,7 +186,7 @@ class History:
         self.fs.create_dir(self._dir(day), recursive=True)
         tmp = self.path(day, f".{name}.{uuid.uuid4().hex}.tmp")
         with self.fs.open_output_stream(tmp) as out:
-            pq.write_table(table, out, compression="zstd", row_group_size=1 << 20)
+            pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         self.fs.move(tmp, self.path(day, name))
 
     def write_block(self, start: int, span: int, rows: pa.Table) -> bool:

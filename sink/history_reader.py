@@ -25,13 +25,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from pypi_pulse.sink.history import DAY_FILE, FOLDED_KEY, SCHEMA, SOURCE_KEY, STREAM, TOTALS_KEY, DayFiles, History
 
 _VIEWS = """
 CREATE OR REPLACE VIEW daily AS
+    SELECT day, project, dimension, coalesce(category, '') AS category, downloads FROM day_rows
+    UNION ALL
     SELECT day, project, dimension, coalesce(category, '') AS category, CAST(SUM(downloads) AS BIGINT) AS downloads
-    FROM history_rows GROUP BY day, project, dimension, coalesce(category, '');
+    FROM block_rows GROUP BY day, project, dimension, coalesce(category, '');
 CREATE OR REPLACE VIEW backfilled_days AS SELECT day, source FROM history_days WHERE complete AND source <> 'stream';
 CREATE OR REPLACE VIEW compacted_days AS
     SELECT day, folded_below AS min_daily_downloads FROM history_days WHERE complete AND folded_below > 0;
@@ -68,9 +71,22 @@ class HistoryReader:
             self._meta[key] = self.history.metadata(day, name)
         return self._meta[key]
 
+    def _rows(self, name: str, paths: list[str]) -> None:
+        """View `name` over these files: DuckDB's own Parquet reader for local files (it skips row groups and files by
+        their statistics, in parallel), an Arrow dataset for other filesystems (object stores through pyarrow)."""
+        if paths and isinstance(self.history.fs, pafs.LocalFileSystem):
+            files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            source = f"read_parquet([{files}])"
+        else:
+            self.con.register(
+                f"{name}_files", ds.dataset(paths, schema=SCHEMA, format="parquet", filesystem=self.history.fs)
+            )
+            source = f"{name}_files"
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
+
     def _load(self, listing: list[DayFiles]) -> None:
-        paths = [self.history.path(d.day, f) for d in listing for f in d.files]
-        rows = ds.dataset(paths, schema=SCHEMA, format="parquet", filesystem=self.history.fs)
+        self._rows("day_rows", [self.history.path(d.day, DAY_FILE) for d in listing if d.day_file])
+        self._rows("block_rows", [self.history.path(d.day, f) for d in listing if not d.day_file for f in d.files])
         totals: dict[tuple, int] = defaultdict(int)
         days = []
         for d in listing:
@@ -90,7 +106,6 @@ class HistoryReader:
         days_table = pa.Table.from_arrays(
             [pa.array([r[i] for r in days], _DAYS.field(i).type) for i in range(4)], schema=_DAYS
         )
-        self.con.register("history_rows", rows)
         self.con.register("daily_totals", totals_table)
         self.con.register("history_days", days_table)
         self.con.execute(_VIEWS)
