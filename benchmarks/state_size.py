@@ -30,7 +30,8 @@ def main() -> int:
     args = ap.parse_args()
     C.print_machine()
     from pypi_pulse.dataflow.clock import Clock, _pack_bytes
-    from pypi_pulse.dataflow.parse import BUCKET_S, parse_batch
+    from pypi_pulse.dataflow.parse import parse_batch
+    from pypi_pulse.dataflow.partials import BUCKET_S
     from pypi_pulse.dataflow.source import RawBatch
 
     export = C.synthetic_export(max(args.events, 200_000), 66_000, 1, args.cache_dir)

@@ -122,8 +122,15 @@ def create_app(settings: Settings) -> dash.Dash:
     _mount_api(server, pool)
     _add_server_timing(server)
     app.layout = _layout
-    # load the package list for the search box now, not on the first keystroke
-    threading.Thread(target=_warm_packages, args=(ctx,), name="package-index-load", daemon=True).start()
+    # load the package list for the search box with the first signed-in page, not on the first keystroke, and not
+    # at start: a worker that only ever answers sign-in attempts never loads the history's readers
+    warm_once = threading.Event()
+
+    @server.before_request
+    def _warm_after_sign_in():
+        if not warm_once.is_set() and getattr(g, "user", None):
+            warm_once.set()
+            threading.Thread(target=_warm_packages, args=(ctx,), name="package-index-load", daemon=True).start()
 
     @app.callback(Output("tab-content", "children"), Input("tabs", "active_tab"))
     def render(tab):

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from pypi_pulse.dataflow.columns import Coded, Codes
-from pypi_pulse.dataflow.parse import BUCKET_S, BatchPartial, MinuteColumns, day_of
+from pypi_pulse.dataflow.partials import BUCKET_S, BatchPartial, MinuteColumns, day_of
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
 from pypi_pulse.rules import FILE_DIMS, PER_PROJECT, VIEW_DIMS
@@ -301,12 +301,16 @@ class Clock:
             buckets.append(RollupBucket(block, MinuteRollup.merged_final(minutes, day), span=self.block_s))
         self.resend.clear()
         self.last_emit = now
-        if not rows and not buckets and not force and now - self._last_stats < 1.0:
+        # the merge of shards (dataflow/merge.py) closes a second once every shard's watermark has passed it: a
+        # shard with no window to emit still reports each new closed second
+        closed = math.floor(closing) if math.isfinite(closing) else closing
+        if not rows and not buckets and not force and now - self._last_stats < 1.0 and closed == self._last_closed:
             return None
-        self._last_stats = now
+        self._last_stats, self._last_closed = now, closed
         return Flush(rows, buckets, self.stats(now))
 
     _last_stats = 0.0
+    _last_closed = -math.inf
 
     def _buckets_of(self, blocks: list[int], whole_days: bool) -> list[tuple[int, int]]:
         """(start, span) of the buckets the sealed `blocks` leave in: one per block, so that a block is the same
@@ -366,11 +370,13 @@ class Clock:
         return done
 
     def stats(self, now: float) -> PipelineStats:
+        done = min(self.merging, default=self.sealed_before)  # a block still being merged has not left yet
         return PipelineStats(
             dict(self.counters),
             {p: part.next_offset for p, part in self.parts.items()},
             self.watermark if math.isfinite(self.watermark) else None,
             now,
+            done if done > -math.inf else None,
         )
 
     def release(self, applied: set[int]) -> None:

@@ -10,8 +10,8 @@ cross to the single `clock` step, so its cost follows the number of distinct (se
 from __future__ import annotations
 
 import functools
+import pickle
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -26,13 +26,16 @@ from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NA
 from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
 from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
+from pypi_pulse.dataflow.merge import Merge, MergeLogic
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
-from pypi_pulse.dataflow.parse import BatchPartial, parse_batch
+from pypi_pulse.dataflow.parse import parse_shards
+from pypi_pulse.dataflow.partials import BatchPartial
 from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.sink.base import Sink
+from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.retry import RetryPolicy, transient
 
 log = structlog.get_logger(__name__)
@@ -45,7 +48,8 @@ class FlowConfig:
     dlq_topic: str
     n_partitions: int
     sink_url: str
-    history: Optional[str] = None  # the rollup history's location (sink/history.py); None: beside a SQLite sink
+    history: Optional[str] = None
+    shards: int = 1  # clocks keyed by a stable hash of the project (dataflow/partials.py); more than workers x processes  # the rollup history's location (sink/history.py); None: beside a SQLite sink
     lateness_s: float = 600.0
     out_of_order_s: float = 0.0
     idle_s: float = 2.0
@@ -67,8 +71,8 @@ class AppliedBlocks:
     """Asks the sink which sealed blocks it has applied, through a read-only connection opened on first use (the
     store step creates the sink before any block reaches it)."""
 
-    def __init__(self, url: str, history: Optional[str]):
-        self.url, self.history = url, history
+    def __init__(self, url: str, history: Optional[str], part: Optional[tuple[int, int]] = None):
+        self.url, self.history, self.part = url, history, part  # part: (shard, shards) of a sharded clock
         self.sink: Optional[Sink] = None
 
     def __call__(self, blocks: list[int]) -> set[int]:
@@ -81,7 +85,7 @@ class AppliedBlocks:
             except UserError:
                 return set()  # not created yet
         try:
-            return self.sink.applied_buckets(blocks)
+            return self.sink.applied_buckets(blocks, self.part)
         except Exception as exc:
             if not transient(exc):
                 raise
@@ -91,20 +95,42 @@ class AppliedBlocks:
 
 
 class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
-    def __init__(
-        self,
-        clock: Clock,
-        snapshots: bool = True,
-        applied: Optional[Callable[[list[int]], set[int]]] = None,
-        spill: Optional[SpillStore] = None,
-    ):
-        self.clock = clock
-        self.snapshots = snapshots
-        self.spill = spill
-        self.applied = applied  # with recovery: which of the clock's sealed blocks the sink has applied
+    """One shard's clock. It learns its shard from its first partial (Bytewax's builder is not told the key), and
+    keeps it in its snapshot with the clock, so that a resumed clock finds its own spilled state and blocks."""
+
+    def __init__(self, clock: Clock, cfg: FlowConfig, snapshots: bool, spill_dir: Optional[Path], shard=None):
+        self.clock, self.cfg, self.snapshots, self.spill_dir = clock, cfg, snapshots, spill_dir
+        self.shard: Optional[int] = shard
+        self.spill: Optional[SpillStore] = None
+        self.applied: Optional[AppliedBlocks] = None  # with recovery: which sealed blocks the history holds
         self.last_check = 0.0
+        if shard is not None:
+            self._set_up(shard)
+
+    def _set_up(self, shard: int) -> None:
+        self.shard = shard
+        part = (shard, self.cfg.shards) if self.cfg.shards > 1 else None
+        if self.snapshots:
+            self.applied = AppliedBlocks(self.cfg.sink_url, self.cfg.history, part)
+            if self.spill_dir is not None:
+                self.spill = SpillStore(self.spill_dir / f"shard-{shard}" if part else self.spill_dir)
+
+    @staticmethod
+    def resume(blob: bytes, cfg: FlowConfig, snapshots: bool, spill_dir: Optional[Path]) -> ClockLogic:
+        shard, state = pickle.loads(blob)
+        logic = ClockLogic(Clock.__new__(Clock), cfg, snapshots, spill_dir, shard)
+        logic.clock = Clock.restore(state, logic.spill)
+        if discard_future(logic.clock, latest_second(time.time(), cfg.future_tolerance_s)):
+            log.warning(
+                "dataflow.future_state_discarded",
+                watermark=logic.clock.watermark,
+                sealed_before=logic.clock.sealed_before,
+            )
+        return logic
 
     def on_item(self, value: BatchPartial):
+        if self.shard is None:
+            self._set_up(value.shard)
         self.clock.add(value)
         return self._flush()
 
@@ -130,13 +156,26 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
 
     def snapshot(self) -> Optional[bytes]:
         # Bytewax asks every epoch even without recovery; pickling the whole clock then buys nothing
-        if not self.snapshots:
+        if not self.snapshots or self.shard is None:
             return None
         blob = self.clock.snapshot(self.spill)
         dataflow_metrics.SNAPSHOT_BYTES.set(len(blob))
         if self.spill is not None:
             dataflow_metrics.SPILLED_BYTES.set(self.spill.bytes_on_disk)
-        return blob
+        return pickle.dumps((self.shard, blob), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _tag(cfg: FlowConfig):
+    """A shard's flush, on its way to the merge: its sealed blocks named as that shard's part of each block."""
+
+    def tag(item: tuple[str, Flush]) -> tuple[str, tuple[int, Flush]]:
+        key, flush = item
+        shard = int(key)
+        if cfg.shards > 1 and flush.buckets:
+            flush.buckets = [RollupBucket(b.bucket, b.counts, b.span, (shard, cfg.shards)) for b in flush.buckets]
+        return "all", (shard, flush)
+
+    return tag
 
 
 def build_flow(
@@ -163,36 +202,30 @@ def build_flow(
         ),
     )
     limits = ParseLimits(cfg.future_tolerance_s, cfg.max_project_chars)
-    partials = op.map("parse", raw, functools.partial(parse_batch, limits=limits))
-    dead = op.flat_map("dead_letters", partials, lambda p: p.dead)
+    parsed = op.map("parse", raw, functools.partial(parse_shards, shards=cfg.shards, limits=limits))
+    dead = op.flat_map("dead_letters", parsed, lambda parts: parts[0].dead)
     op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
-    keyed = op.key_on("one_clock", partials, lambda _: "all")
-
-    applied = AppliedBlocks(cfg.sink_url, cfg.history) if snapshots else None
+    # each shard's partial to the worker that holds the shard's clock (Bytewax routes by key)
+    keyed = op.flat_map("shard", parsed, lambda parts: [(str(p.shard), p) for p in parts])
 
     def builder(resume: Optional[bytes]) -> ClockLogic:
-        spill = SpillStore(spill_dir) if snapshots and spill_dir is not None else None
         if resume is not None:
-            clock = Clock.restore(resume, spill)
-            if discard_future(clock, latest_second(time.time(), cfg.future_tolerance_s)):
-                log.warning(
-                    "dataflow.future_state_discarded", watermark=clock.watermark, sealed_before=clock.sealed_before
-                )
-            return ClockLogic(clock, snapshots, applied, spill)
-        return ClockLogic(
-            Clock(
-                cfg.lateness_s,
-                cfg.out_of_order_s,
-                cfg.idle_s,
-                log_open_minutes=snapshots,
-                hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
-            ),
-            snapshots,
-            applied,
-            spill,
+            return ClockLogic.resume(resume, cfg, snapshots, spill_dir)
+        clock = Clock(
+            cfg.lateness_s,
+            cfg.out_of_order_s,
+            cfg.idle_s,
+            log_open_minutes=snapshots,
+            hold_blocks_events=0 if snapshots else cfg.hold_blocks_events,
         )
+        return ClockLogic(clock, cfg, snapshots, spill_dir)
 
-    flushes = op.stateful("clock", keyed, builder)
+    shard_flushes = op.map("tag_shard", op.stateful("clock", keyed, builder), _tag(cfg))
+    flushes = op.stateful(
+        "merge",
+        shard_flushes,
+        lambda resume: MergeLogic(resume or Merge(cfg.shards, cfg.out_of_order_s, cfg.lateness_s)),
+    )
     flushes = op.map(
         "recent_downloads",
         flushes,

@@ -80,7 +80,7 @@ def discard_future(clock, latest: int) -> bool:
     into blocks the sink has already applied. True when anything changed."""
     import math
 
-    from pypi_pulse.dataflow.parse import BUCKET_S
+    from pypi_pulse.dataflow.partials import BUCKET_S
 
     changed = False
     for part in clock.parts.values():

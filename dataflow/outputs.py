@@ -45,6 +45,7 @@ class _StorePartition(StatelessSinkPartition):
         self.prune_every_s = prune_every_s
         self.detail_min_daily_downloads = detail_min_daily_downloads
         self.last_prune = time.monotonic()
+        self.blocks_before: Optional[float] = None  # the dataflow's: days ending by then are complete
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
@@ -57,6 +58,8 @@ class _StorePartition(StatelessSinkPartition):
             for b in flush.buckets:
                 buckets.setdefault(b.bucket, b)  # the clock re-sends a block until it sees it applied
             stats = flush.stats
+        if stats is not None:
+            self.blocks_before = stats.blocks_before
         took = 0.0
 
         def write() -> None:
@@ -77,7 +80,8 @@ class _StorePartition(StatelessSinkPartition):
 
     def _upkeep(self) -> dict:
         removed = self.sink.prune(self.window_retention_s, self.rollup_retention_days)
-        removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads)
+        if self.blocks_before is not None:  # until every shard has reported, no day is known to be complete
+            removed["days_compacted"] = self.sink.compact(self.detail_min_daily_downloads, self.blocks_before)
         # one complete day per pass (a real PyPI day takes seconds to summarise), after its compaction
         removed["days_summarised"] = summarize(self.sink, max_days=1)
         return removed

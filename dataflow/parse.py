@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import msgspec
 import numpy as np
@@ -32,57 +31,16 @@ import pyarrow.json as pa_json
 from pypi_pulse.countries import country_or_unknown
 from pypi_pulse.dataflow.columns import Coded
 from pypi_pulse.dataflow.limits import DEFAULT_LIMITS, ParseLimits, countries_mapped, folded_count, objects_only
+from pypi_pulse.dataflow.partials import BatchPartial, Columns, partial_of, sharded
+from pypi_pulse.dataflow.seconds import arrow_seconds, seconds
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.event_fields import arrow_schema, reader_struct
-from pypi_pulse.events import UTC_SUFFIXES, BadTimestamp, epoch_second
+from pypi_pulse.events import BadTimestamp, epoch_second
 from pypi_pulse.names import normalize
-from pypi_pulse.rules import BY_NAME, FILE_DIMS, READ_FIELDS, VIEW_DIMS, VIEW_FIELDS, is_mirror, python_minor
+from pypi_pulse.rules import BY_NAME, FILE_DIMS, READ_FIELDS, VIEW_DIMS, VIEW_FIELDS, python_minor
 from pypi_pulse.rules import view as _view
 
-BUCKET_S = 60  # rollups are sealed per minute of event time
-
 __all__ = ["FILE_DIMS", "VIEW_DIMS", "python_minor"]  # the rules' names, where the dataflow's callers look
-
-
-class MinuteColumns(NamedTuple):
-    """One rollup minute of a batch, as parallel per-event coded columns."""
-
-    all_projects: Coded  # every event, mirrors included (`with_mirrors`)
-    projects: Coded  # the rest: mirror downloads are left out of every other dimension (same table)
-    countries: Coded
-    views: Coded  # (installer, python_minor, python_major, system, cpu, ci) per event
-    file_types: Coded
-    versions: Coded
-
-
-@dataclass
-class BatchPartial:
-    partition: int
-    n_partitions: int
-    next_offset: int
-    caught_up: bool
-    final: bool
-    wall: float
-    consumed: int
-    max_second: Optional[int]
-    country_counts: Counter  # (second, country) -> n
-    second_projects: dict  # second -> Coded (normalised) project of each event
-    minutes: dict  # minute -> MinuteColumns
-    dead: list = field(default_factory=list)  # (original bytes, reason)
-    unknown_countries: int = 0  # events whose null, empty or malformed country code was counted as `ZZ`
-
-
-_day_cache: dict[int, str] = {}
-
-
-def day_of(second: int) -> str:
-    d = second // 86400
-    s = _day_cache.get(d)
-    if s is None:
-        import datetime as _dt
-
-        s = _day_cache[d] = (_dt.date(1970, 1, 1) + _dt.timedelta(days=d)).isoformat()
-    return s
 
 
 # ---- decoding --------------------------------------------------------------------------------------------------
@@ -109,7 +67,6 @@ def _file_field(dim: str) -> str:
 
 
 _FILE_TYPE, _VERSION = (attrgetter(_file_field(d)) for d in FILE_DIMS)
-_UTC_TAILS = (*UTC_SUFFIXES, "")  # a prefix decides the second of a UTC timestamp, or of one with no offset
 
 
 def _decode(values: list[bytes]) -> tuple[list, list]:
@@ -128,87 +85,6 @@ def _decode(values: list[bytes]) -> tuple[list, list]:
             dead.append((v, f"invalid event: {exc}"))
             events.append(None)
     return events, dead
-
-
-_DOT, _ZERO, _NINE = ord("."), ord("0"), ord("9")
-
-
-def _seconds(ts: list) -> Optional[np.ndarray]:
-    """The UTC second of every timestamp, or None if one of them is unreadable (the per-event path says which)."""
-    try:
-        secs = _seconds_by_prefix(ts)
-        return secs if secs is not None else np.fromiter(map(epoch_second, ts), np.int64, len(ts))
-    except (BadTimestamp, OverflowError):  # a second beyond int64 (1e300) is out of bounds: the per-event path says so
-        return None
-
-
-def _seconds_by_prefix(ts: list) -> Optional[np.ndarray]:
-    """Seconds read from each timestamp's first 19 characters, if that prefix alone decides its UTC second for
-    the whole batch: every timestamp a string of one length laid out `YYYY-MM-DD?HH:MM:SS[.digits](UTC suffix)`,
-    as BigQuery exports are. The batch is checked as one (n, length) byte matrix with numpy, and only the first
-    timestamp of each run of equal prefixes (events arrive nearly in time order) is parsed. None: parse each."""
-    if set(map(type, ts)) != {str}:
-        return None
-    lengths = set(map(len, ts))
-    if len(lengths) != 1:
-        return None
-    width = lengths.pop()
-    joined = "".join(ts)
-    if width < 19 or not joined.isascii():
-        return None
-    chars = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(len(ts), width)
-    return _seconds_of_matrix(chars)
-
-
-def _seconds_of_matrix(chars: np.ndarray) -> Optional[np.ndarray]:
-    """Seconds of timestamps laid out as the rows of an (n, width) byte matrix. Each distinct 19-byte prefix is
-    parsed once: per run of equal prefixes when events come in time order (as they do), else via `np.unique`."""
-    if not any(_utc_layout(chars, tail) for tail in _UTC_TAILS):
-        return None
-    prefixes = chars[:, :19]
-    starts = np.flatnonzero(np.concatenate(([True], (prefixes[1:] != prefixes[:-1]).any(axis=1))))
-    if len(starts) <= max(len(chars) // 8, 1):
-        run_secs = np.fromiter((_prefix_second(bytes(prefixes[i])) for i in starts.tolist()), np.int64, len(starts))
-        return np.repeat(run_secs, np.diff(np.append(starts, len(chars))))
-    keys = _prefix_keys(prefixes)
-    if keys is not None:  # out of order (exports are): one sort of integers, not of 19-byte strings
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        secs = np.fromiter((_prefix_second(bytes(prefixes[i])) for i in first.tolist()), np.int64, len(first))
-        return secs[inverse.reshape(-1)]
-    distinct, inverse = np.unique(np.ascontiguousarray(prefixes).view("S19").reshape(-1), return_inverse=True)
-    secs = np.fromiter(map(_prefix_second, distinct.tolist()), np.int64, len(distinct))
-    return secs[inverse.reshape(-1)]
-
-
-_DIGITS_AT = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
-_SEPARATORS_AT = np.array([4, 7, 10, 13, 16])
-_DIGIT_WEIGHTS = 10 ** np.arange(len(_DIGITS_AT) - 1, -1, -1, dtype=np.int64)
-
-
-def _prefix_keys(prefixes: np.ndarray) -> Optional[np.ndarray]:
-    """`YYYYMMDDhhmmss` as one int64 per row, when every row has digits where a date's digits go and all rows
-    share their separators: then equal keys are equal prefixes (and the prefix itself is still what is parsed)."""
-    digits = prefixes[:, _DIGITS_AT]
-    if not bool(((digits >= _ZERO) & (digits <= _NINE)).all()):
-        return None
-    separators = prefixes[:, _SEPARATORS_AT]
-    if not bool((separators == separators[0]).all()):
-        return None
-    return (digits - _ZERO).astype(np.int64) @ _DIGIT_WEIGHTS
-
-
-def _prefix_second(prefix: bytes) -> int:
-    return epoch_second(prefix.decode("ascii", "replace"))
-
-
-def _utc_layout(chars: np.ndarray, tail: str) -> bool:
-    end = chars.shape[1] - len(tail)
-    if end < 19 or (tail and not (chars[:, end:] == np.frombuffer(tail.encode(), np.uint8)).all()):
-        return False
-    if end == 19:
-        return True
-    fraction = chars[:, 20:end]
-    return end > 20 and bool((chars[:, 19] == _DOT).all()) and bool(((fraction >= _ZERO) & (fraction <= _NINE)).all())
 
 
 _NO_DETAILS = (None,) * len(VIEW_DIMS)
@@ -230,7 +106,6 @@ def _record_getter(path: str):
 
 
 _VIEW_GETTERS = tuple(map(_record_getter, VIEW_FIELDS))
-_INSTALLER = VIEW_DIMS.index("installer")  # a view's installer says whether it is a mirror's
 
 
 def _details_view(d) -> tuple:
@@ -242,18 +117,28 @@ def _details_view(d) -> tuple:
 
 # ---- reduction ---------------------------------------------------------------------------------------------------
 def parse_batch(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
+    """The batch as one partial aggregate (dataflow/partials.py)."""
+    return partial_of(parse_columns(raw, limits))
+
+
+def parse_shards(raw: RawBatch, shards: int, limits: ParseLimits = DEFAULT_LIMITS) -> list[BatchPartial]:
+    """The batch as one partial aggregate per shard of projects (dataflow/partials.py `sharded`)."""
+    return sharded(parse_columns(raw, limits), shards)
+
+
+def parse_columns(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Columns:
     """Three tiers, each exact: Arrow columns for the usual batch; msgspec structs for a batch Arrow will not
     take whole (numeric timestamps, mixed timestamp layouts); one event at a time for a batch holding a bad event,
     so that each gets its own dead-letter reason. An event outside `limits` (dataflow/limits.py) is a bad event."""
     if raw.values:
-        partial = _columnar(raw, limits)
-        if partial is not None:
-            return partial
+        columns = _columnar(raw, limits)
+        if columns is not None:
+            return columns
     events, dead = _decode(raw.event_values())
     if not dead and events:
-        partial = _whole_batch(raw, events, limits)
-        if partial is not None:
-            return partial
+        columns = _whole_batch(raw, events, limits)
+        if columns is not None:
+            return columns
     return _each_event(raw, events, dead, limits)
 
 
@@ -264,7 +149,7 @@ _ARROW_SCHEMA = arrow_schema(f for f in READ_FIELDS if f != "file.project")
 _ARROW_PARSE = pa_json.ParseOptions(explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore")
 
 
-def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[BatchPartial]:
+def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[Columns]:
     """The batch parsed by Arrow's JSON reader (C++, two threads) straight into columns: no Python object per
     event. Measured 2.4 times faster than decoding to msgspec structs and pulling columns out of them. None when
     the batch needs another tier."""
@@ -297,7 +182,7 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
     project = table.column("project").combine_chunks()
     if project.null_count or not len(project):
         return None
-    secs = _arrow_seconds(table.column("timestamp").combine_chunks())
+    secs = arrow_seconds(table.column("timestamp").combine_chunks())
     if secs is None or not limits.seconds_within(secs):
         return None
     project = project.dictionary_encode()
@@ -312,7 +197,7 @@ def _columnar(raw: RawBatch, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[B
     fields = _arrow_fields(table, ("details", "file"))
     views = _views([fields[f] for f in VIEW_FIELDS])
     file_type, file_version = (_coded_arrow(fields[BY_NAME[d].field]) for d in FILE_DIMS)
-    return _partial(
+    return Columns(
         raw, secs, projects, countries, views, file_type, file_version, [], folded_count(country_codes, folded)
     )
 
@@ -369,28 +254,12 @@ def _views(fields: list) -> Coded:
     return Coded.mapped(inverse.reshape(-1), table)
 
 
-def _arrow_seconds(ts: pa.Array) -> Optional[np.ndarray]:
-    """`_seconds_by_prefix` on an Arrow string column, reading its data buffer directly (no Python strings)."""
-    if ts.null_count or not len(ts) or ts.type != pa.string():
-        return None
-    offsets = np.frombuffer(ts.buffers()[1], np.int32)[ts.offset : ts.offset + len(ts) + 1]
-    widths = np.diff(offsets)
-    width = int(widths[0])
-    if width < 19 or (widths != width).any():
-        return None
-    chars = np.frombuffer(ts.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(len(ts), width)
-    try:
-        return _seconds_of_matrix(chars)
-    except BadTimestamp:
-        return None  # the per-event tier says which event
-
-
-def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[BatchPartial]:
+def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMITS) -> Optional[Columns]:
     """Columns by C-level maps over the batch; None when some event needs the per-event path."""
     projects = list(map(_PROJECT, events))
     if None in projects or "" in projects:
         return None
-    secs = _seconds(list(map(_TS, events)))
+    secs = seconds(list(map(_TS, events)))
     if secs is None or not limits.seconds_within(secs):
         return None
     distinct = set(projects)
@@ -412,7 +281,7 @@ def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMI
     files = list(map(_FILE, events))
     if None in files:
         files = [_NO_FILE if f is None else f for f in files]
-    return _partial(
+    return Columns(
         raw,
         secs,
         Coded.of(projects),
@@ -425,7 +294,7 @@ def _whole_batch(raw: RawBatch, events: list, limits: ParseLimits = DEFAULT_LIMI
     )
 
 
-def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = DEFAULT_LIMITS) -> BatchPartial:
+def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = DEFAULT_LIMITS) -> Columns:
     """One event at a time: for batches holding bad events, each dead-lettered with its own reason."""
     values = raw.event_values()
     secs, projects, ccs, views, ftypes, versions = [], [], [], [], [], []
@@ -461,7 +330,7 @@ def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = D
         views.append(_details_view(e.details))
         ftypes.append(_FILE_TYPE(f) if f is not None else None)
         versions.append(_VERSION(f) if f is not None else None)
-    return _partial(
+    return Columns(
         raw,
         secs,
         Coded.of(projects),
@@ -472,63 +341,3 @@ def _each_event(raw: RawBatch, events: list, dead: list, limits: ParseLimits = D
         dead,
         unknown,
     )
-
-
-def _partial(
-    raw: RawBatch,
-    secs,
-    projects: Coded,
-    ccs: Coded,
-    views: Coded,
-    ftypes: Coded,
-    versions: Coded,
-    dead: list,
-    unknown_countries: int = 0,
-) -> BatchPartial:
-    """Split the columns by second (windows) and by minute (rollups); sorted by second first unless (as usual)
-    they already are."""
-    country_counts: Counter = Counter()
-    second_projects: dict = {}
-    minutes: dict = {}
-    secs = np.asarray(secs, dtype=np.int64)
-    if len(secs):
-        steps = np.diff(secs)
-        if (steps < 0).any():
-            order = np.argsort(secs, kind="stable")
-            secs = secs[order]
-            projects, ccs, views, ftypes, versions = (c.take(order) for c in (projects, ccs, views, ftypes, versions))
-            steps = np.diff(secs)
-        bounds = [0, *(np.flatnonzero(steps) + 1).tolist(), len(secs)]
-        distinct = secs[bounds[:-1]].tolist()
-        for s, lo, hi in zip(distinct, bounds, bounds[1:]):
-            second_projects[s] = projects.take(slice(lo, hi))
-            country_counts.update({(s, cc): n for cc, n in ccs.take(slice(lo, hi)).counts().items()})
-        minute_starts = [i for i, s in enumerate(distinct) if i == 0 or s // BUCKET_S != distinct[i - 1] // BUCKET_S]
-        minute_starts.append(len(distinct))
-        for a, b in zip(minute_starts, minute_starts[1:]):
-            rows = slice(bounds[a], bounds[b])
-            minute = distinct[a] - distinct[a] % BUCKET_S
-            minutes[minute] = _minute_columns(*(c.take(rows) for c in (projects, ccs, views, ftypes, versions)))
-    return BatchPartial(
-        raw.partition,
-        raw.n_partitions,
-        raw.next_offset,
-        raw.caught_up,
-        raw.final,
-        raw.wall,
-        raw.n_events,
-        int(secs[-1]) if len(secs) else None,
-        country_counts,
-        second_projects,
-        minutes,
-        dead,
-        unknown_countries,
-    )
-
-
-def _minute_columns(projects: Coded, ccs: Coded, views: Coded, ftypes: Coded, versions: Coded) -> MinuteColumns:
-    mirror_views = np.fromiter((is_mirror(v[_INSTALLER]) for v in views.table), bool, len(views.table))
-    if not mirror_views.any():
-        return MinuteColumns(projects, projects, ccs, views, ftypes, versions)
-    keep = ~mirror_views[views.codes]
-    return MinuteColumns(projects, *(c.take(keep) for c in (projects, ccs, views, ftypes, versions)))

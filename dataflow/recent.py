@@ -44,16 +44,16 @@ class RecentDownloads:
         self.retry = retry
         self.outage = Outage(retry.log_every_s, step="recent_downloads")
         self.sink: Optional[Sink] = None
-        self.written: set[int] = set()  # blocks written by this process: a resend writes nothing new
+        self.written: set[tuple] = set()  # (block, part) written by this process: a resend writes nothing new
 
     def __call__(self, item):
         flush: Flush = item[1] if isinstance(item, tuple) else item
-        blocks = [b for b in flush.buckets if b.bucket not in self.written and recent.within_one_hour(b)]
+        blocks = [b for b in flush.buckets if (b.bucket, b.part) not in self.written and recent.within_one_hour(b)]
         if blocks:
             rows = [(b.bucket + b.span, recent.overall_by_project(b.counts)) for b in blocks]
             newest = max(end for end, _ in rows)
             patiently(lambda: self._write(rows, newest), self.retry, self.outage, source="recent_downloads")
-            self.written.update(b.bucket for b in blocks)
+            self.written.update((b.bucket, b.part) for b in blocks)
             log.debug("recent.blocks", blocks=len(rows), newest=newest)
         return item
 

@@ -253,7 +253,8 @@ class SyntheticHistory:
 def file_days(path: Path, batch: int = 20_000) -> tuple[dict[str, list[Row]], int, int]:
     """Every day of an export aggregated locally with the dataflow's own parser: {day: rows}, read, rejected."""
     from pypi_pulse.dataflow.clock import MinuteRollup
-    from pypi_pulse.dataflow.parse import day_of, parse_batch
+    from pypi_pulse.dataflow.parse import parse_batch
+    from pypi_pulse.dataflow.partials import day_of
     from pypi_pulse.dataflow.source import RawBatch
     from pypi_pulse.producer.files import read_records
 

@@ -113,6 +113,7 @@ def flow_config(
         detail_min_daily_downloads=s.rollup_detail_min_downloads,
         drain_idle_s=drain_idle_s,
         hold_blocks_events=0 if live else BATCH_HOLD_EVENTS,
+        shards=s.shards,
         future_tolerance_s=s.future_tolerance_seconds,
         max_project_chars=s.max_project_name_chars,
         sink_retry=RetryPolicy(s.sink_retry_initial_seconds, s.sink_retry_max_seconds, s.sink_outage_log_seconds),

@@ -247,7 +247,19 @@ class PipelineSettings(BaseSettings):
         description="Bytewax epoch (and recovery snapshot) interval: a crash replays at most this much input, and each snapshot copies the state still open (up to about 15 MB at 20,000 events/s, the minute being counted; closed state is written once, dataflow/spill.py), so shorter costs throughput.",
     )
     recovery: bool = Field(True, description="Enable Bytewax recovery under DATA_DIR/recovery.")
-    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads.")
+    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads per process.")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Dataflow processes on this machine, a local Bytewax cluster (`dataflow`, `run`); for several machines run one `dataflow` per machine with --process-id and --addresses.",
+    )
+    shards: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="The dataflow's clocks, keyed by a stable hash of the project: the work Bytewax spreads over workers and processes. More than workers x processes; a restarted dataflow must keep the number its recovery state was made with.",
+    )
     sink_retry_initial_seconds: float = Field(
         0.5,
         gt=0,

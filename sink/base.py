@@ -9,13 +9,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from pypi_pulse.sink.history import History, day_of
-from pypi_pulse.sink.history_reader import HistoryReader
 from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 from pypi_pulse.sink.rollup import bucket_rows, partly_applied
 from pypi_pulse.sink.schema import from_db_category
+
+if TYPE_CHECKING:  # pyarrow and DuckDB load with the first use of the history: a process that never reads it
+    # (a server worker answering sign-ins, a status command) does not carry their ~80 MiB
+    from pypi_pulse.sink.history import History
+    from pypi_pulse.sink.history_reader import HistoryReader
 
 
 class Sink(abc.ABC):
@@ -24,15 +27,27 @@ class Sink(abc.ABC):
     object for both."""
 
     url: str
-    history: History
+    _history: Optional[History] = None
+    _history_at: tuple = (None, False)  # (location, read-only) until the history is first used
     _history_reader: Optional[HistoryReader] = None
 
     def attach_history(self, location: Optional[str | Path], readonly: bool = False) -> None:
         """Where this sink's rollups live: `location`, else beside a SQLite file (DIR/history for DIR/x.db), else
         DATA_DIR/history of the default data directory. A read-only sink's history refuses writes too."""
-        if location is None:
-            location = default_history(self.url)
-        self.history = History(location, readonly=readonly)
+        self._history, self._history_at = None, (location or default_history(self.url), readonly)
+
+    @property
+    def history(self) -> History:
+        if self._history is None:
+            from pypi_pulse.sink.history import History
+
+            location, readonly = self._history_at
+            self._history = History(location, readonly=readonly)
+        return self._history
+
+    @history.setter
+    def history(self, history: History) -> None:
+        self._history = history
 
     # writes (one writer: the dataflow)
     @abc.abstractmethod
@@ -42,17 +57,23 @@ class Sink(abc.ABC):
     def write_buckets(self, buckets: list[RollupBucket]) -> None:
         """Each sealed bucket as its block file, once: the same bucket again is already counted (a block sealed again
         after a restore has the same rows; a dataflow started afresh on a topic that lost events to retention must
-        not replace it with fewer), as is one inside an applied block, and one overlapping applied blocks (or an earlier bucket of
-        the same call) in part is refused. All are checked before any is written, so a refused call writes none."""
+        not replace it with fewer), as is one inside an applied block, and one overlapping applied blocks (or an
+        earlier bucket of the same call) in part is refused. All are checked before any is written, so a refused
+        call writes none. A shard's part of a block (`part`) is written unless that part's file is there."""
         covered: dict[str, list[tuple[int, int]]] = {}  # day -> its applied ranges, then this call's
         todo: list[RollupBucket] = []
-        seen: set[int] = set()
+        seen: set[tuple] = set()
         for b in buckets:
-            if b.bucket in seen:
+            if (b.bucket, b.part) in seen:
                 continue
-            seen.add(b.bucket)
-            end = b.bucket + b.span
+            seen.add((b.bucket, b.part))
             day = day_of(b.bucket)
+            if b.part is not None:
+                files = self.history.day_files(day)
+                if not files.day_file and not files.has(b.bucket, b.span, b.part):
+                    todo.append(b)
+                continue
+            end = b.bucket + b.span
             ranges = covered.setdefault(day, self.history.day_files(day).covered())
             if (b.bucket, end) in ranges:
                 continue
@@ -64,17 +85,21 @@ class Sink(abc.ABC):
             ranges.append((b.bucket, end))
             todo.append(b)
         for b in todo:
-            self.history.write_block(b.bucket, b.span, bucket_rows(b))
+            self.history.write_block(b.bucket, b.span, bucket_rows(b), b.part)
 
     def set_lock_wait(self, seconds: float) -> None:  # noqa: B027 - a no-op but for SQLite, not abstract
         """How long a write waits for another connection's lock before it fails (and is retried: sink/retry.py);
         only SQLite has one lock for all writers."""
 
-    def applied_buckets(self, buckets: list[int]) -> set[int]:
-        """Which of these bucket starts the history holds."""
+    def applied_buckets(self, buckets: list[int], part: Optional[tuple[int, int]] = None) -> set[int]:
+        """Which of these bucket starts the history holds (`part`: that shard's part of them)."""
         out = set()
         for b in buckets:
-            if any(s <= b < e for s, e in self.history.day_files(day_of(b)).covered()):
+            files = self.history.day_files(day_of(b))
+            if part is not None and not files.day_file:
+                if any(k[0] == b and (k[2], k[3]) == part for k in files.blocks.values()):
+                    out.add(b)
+            elif any(s <= b < e for s, e in files.covered()):
                 out.add(b)
         return out
 
@@ -106,12 +131,17 @@ class Sink(abc.ABC):
         self.history.write_day(day, table, totals, source)
         return table.num_rows
 
-    def compact(self, min_daily_downloads: int) -> int:
-        """Compact every complete day (each before the newest day) into its day file, folding the fine detail of
-        projects under `min_daily_downloads`; returns the days compacted or folded."""
+    def compact(self, min_daily_downloads: int, complete_before: Optional[float] = None) -> int:
+        """Compact every complete day into its day file, folding the fine detail of projects under
+        `min_daily_downloads`; returns the days compacted or folded. Complete: ending by `complete_before` (the
+        dataflow's mark that every block before it has left every shard), else each day before the newest."""
         days = self.history.days()
+        if complete_before is not None:
+            complete = [d for d in days if _day_end(d) <= complete_before]
+        else:
+            complete = days[:-1]
         done = 0
-        for day in days[:-1]:
+        for day in complete:
             done += self.history.compact(day, min_daily_downloads) or self.history.refold(day, min_daily_downloads)
         return done
 
@@ -169,6 +199,8 @@ class Sink(abc.ABC):
         """Run a read query on the history's tables (sink/history_reader.py): `daily`, `daily_totals`,
         `history_days`, `backfilled_days`, `compacted_days`; the same portable SQL as `query`."""
         if self._history_reader is None:
+            from pypi_pulse.sink.history_reader import HistoryReader
+
             self._history_reader = HistoryReader(self.history)
         return self._history_reader.query(sql, params)
 
@@ -181,6 +213,8 @@ class Sink(abc.ABC):
     def history_covered(self, day: str) -> list[tuple[int, int]]:
         """The [start, end) event-time ranges of `day` whose counts the history holds."""
         if self._history_reader is None:
+            from pypi_pulse.sink.history_reader import HistoryReader
+
             self._history_reader = HistoryReader(self.history)
         return self._history_reader.covered(day)
 
@@ -196,6 +230,19 @@ class Sink(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def day_of(second: int) -> str:
+    """The UTC day 'YYYY-MM-DD' of an epoch second (sink/history.day_of, without loading pyarrow)."""
+    import datetime as dt
+
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=second // 86400)).isoformat()
+
+
+def _day_end(day: str) -> int:
+    import datetime as dt
+
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()) + 86400
 
 
 def default_history(url: str) -> Path:

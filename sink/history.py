@@ -50,7 +50,8 @@ DAY_FILE = "day.parquet"
 # that cannot hold the project it asks for (a day of PyPI is tens of millions of rows).
 ROW_GROUP_ROWS = 64 * 1024
 STREAM = "stream"
-_BLOCK = re.compile(r"^block-(\d+)-(\d+)\.parquet$")
+# block-<start>-<span>.parquet, or block-<start>-<span>-<shard>-<shards>.parquet: one shard's projects of the block
+_BLOCK = re.compile(r"^block-(\d+)-(\d+)(?:-(\d+)-(\d+))?\.parquet$")
 _DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -68,7 +69,7 @@ class DayFiles:
 
     day: str
     day_file: Optional[str] = None
-    blocks: dict[str, tuple[int, int]] = field(default_factory=dict)  # file name -> (start, span)
+    blocks: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # name -> (start, span, shard, of)
     stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # file name -> (size, mtime ns): its version
 
     @property
@@ -80,7 +81,23 @@ class DayFiles:
         if self.day_file:
             start = int(dt.datetime.fromisoformat(self.day).replace(tzinfo=dt.UTC).timestamp())
             return [(start, start + 86400)]
-        return sorted((s, s + span) for s, span in self.blocks.values())
+        parts: dict[tuple[int, int], dict[int, set[int]]] = {}  # range -> shards -> the shards' files present
+        for start, span, shard, shards in self.blocks.values():
+            parts.setdefault((start, start + span), {}).setdefault(shards, set()).add(shard)
+        # a sharded block counts once every shard's file is there (an unsharded block is one shard of one)
+        return sorted(r for r, present in parts.items() if any(len(ks) == n for n, ks in present.items()))
+
+    def has(self, start: int, span: int, part: Optional[tuple[int, int]]) -> bool:
+        return block_name(start, span, part) in self.blocks
+
+
+def block_name(start: int, span: int, part: Optional[tuple[int, int]] = None) -> str:
+    return f"block-{start}-{span}.parquet" if part is None else f"block-{start}-{span}-{part[0]}-{part[1]}.parquet"
+
+
+def _block_key(m: re.Match) -> tuple[int, int, int, int]:
+    start, span = int(m.group(1)), int(m.group(2))
+    return (start, span, int(m.group(3)), int(m.group(4))) if m.group(3) is not None else (start, span, 0, 1)
 
 
 def _filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
@@ -138,7 +155,7 @@ class History:
             if name == DAY_FILE:
                 out.day_file = name
             elif m := _BLOCK.match(name):
-                out.blocks[name] = (int(m.group(1)), int(m.group(2)))
+                out.blocks[name] = _block_key(m)
         return out
 
     def listing(self) -> list[DayFiles]:
@@ -157,7 +174,7 @@ class History:
             if name == DAY_FILE:
                 day.day_file = name
             elif b := _BLOCK.match(name):
-                day.blocks[name] = (int(b.group(1)), int(b.group(2)))
+                day.blocks[name] = _block_key(b)
         return [by_day[d] for d in sorted(by_day)]
 
     def path(self, day: str, name: str) -> str:
@@ -189,14 +206,14 @@ class History:
             pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         self.fs.move(tmp, self.path(day, name))
 
-    def write_block(self, start: int, span: int, rows: pa.Table) -> bool:
+    def write_block(self, start: int, span: int, rows: pa.Table, part: Optional[tuple[int, int]] = None) -> bool:
         """A sealed block of the stream. False (nothing written) when its day already has its day file: the day
         was compacted (a block sealed again after a restart is in it) or a backfill owns it."""
         day = day_of(start)
         if self.day_files(day).day_file:
             return False
         meta = {TOTALS_KEY: json.dumps(totals_of(rows)).encode(), SOURCE_KEY: STREAM.encode()}
-        self._publish(day, f"block-{start}-{span}.parquet", rows, meta, sort=True)
+        self._publish(day, block_name(start, span, part), rows, meta, sort=True)
         return True
 
     def write_day(self, day: str, rows: pa.Table, totals: list[list], source: str, folded_below: int = 0) -> None:

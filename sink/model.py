@@ -42,6 +42,7 @@ class RollupBucket(msgspec.Struct, frozen=True):
     bucket: int  # epoch second of the bucket start
     counts: dict[tuple[str, str, str, Optional[str]], int]
     span: int = 60  # seconds covered, a whole number of minutes inside one UTC day; each minute is applied once
+    part: Optional[tuple[int, int]] = None  # (shard, shards): this shard's projects only, of a sharded dataflow
 
     def minutes(self) -> range:
         """The ids the sink records as applied: one per minute, so buckets of any span stay comparable."""
@@ -55,6 +56,9 @@ class PipelineStats(msgspec.Struct, frozen=True):
     offsets: dict[int, int]  # partition -> next offset to read
     watermark: Optional[float] = None
     updated_at: Optional[float] = None
+    # every rollup block before this event second has left the dataflow (sealed and merged): its days can be
+    # compacted. Not stored; None where unknown
+    blocks_before: Optional[float] = None
 
 
 # Dimensions stored in the daily rollups; python_major and the two overall figures are derived at seal time.

@@ -22,14 +22,15 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink, default_history, open_sink
-from pypi_pulse.sink.history import History
-from pypi_pulse.sink.history_reader import HistoryReader
 from pypi_pulse.sink.retry import SinkUnavailable, one_line
 from pypi_pulse.sink.sqlite import SQLiteSink
+
+if TYPE_CHECKING:
+    from pypi_pulse.sink.history_reader import HistoryReader
 
 T = TypeVar("T")
 
@@ -75,6 +76,9 @@ class ReadPool:
         with self._history_lock:
             if self._history_reader is None:
                 location = self.history_location or default_history(self.url)
+                from pypi_pulse.sink.history import History
+                from pypi_pulse.sink.history_reader import HistoryReader
+
                 self._history_reader = HistoryReader(History(location))
             return self._history_reader
 

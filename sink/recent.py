@@ -55,13 +55,26 @@ def overall_by_project(counts) -> dict[str, int]:
 
 
 def record_blocks(sink: Sink, blocks: Iterable[tuple[int, Mapping[str, int]]]) -> None:
-    """Write (block end, {project: downloads}) in one transaction, replacing what a block held."""
-    recent, totals = [], []
+    """Write (block end, {project: downloads}) in one transaction, replacing what a block held for those projects.
+    A sharded dataflow writes a block as its shards' parts (disjoint projects), each when it comes: a block's total
+    is then summed from its per-project rows, so it is whole once every part is in, whatever their order."""
+    recent, ends = [], set()
     for end, per_project in blocks:
         recent += [(end, p, int(n)) for p, n in sorted(per_project.items()) if n]
-        totals.append((end, int(sum(per_project.values()))))
-    if totals:
-        sink._execute_many_in_transaction([(UPSERT_RECENT, recent), (UPSERT_TOTAL, totals)])
+        ends.add(end)
+    if ends:
+        marks = ", ".join("?" for _ in ends)
+        sink._execute_many_in_transaction(
+            [
+                (UPSERT_RECENT, recent),
+                (
+                    "INSERT INTO block_totals (block_end, downloads) SELECT block_end, SUM(downloads) "
+                    f"FROM recent_downloads WHERE block_end IN ({marks}) GROUP BY block_end "
+                    "ON CONFLICT (block_end) DO UPDATE SET downloads = excluded.downloads",
+                    [tuple(sorted(ends))],
+                ),
+            ]
+        )
 
 
 def record_day_profile(sink: Sink, block_totals: list[tuple[int, int]]) -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Optional
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Optional
 
 from pypi_pulse.names import normalize
 from pypi_pulse.rules import FOLDED
 from pypi_pulse.sink.model import RollupBucket
+
+if TYPE_CHECKING:  # loaded by the history's writers only (sink/base.py says why)
+    import pyarrow as pa
 
 # ---- bounded storage: folding the long tail's fine detail --------------------------------------------------------
 # At PyPI's real mix (~400,000 projects a day, a heavy tail) the fine breakdowns (country, installer, cpu, file type,
@@ -27,10 +28,6 @@ from pypi_pulse.sink.model import RollupBucket
 # (overall, with_mirrors, python_major, python_minor, system) and the all-project totals stay exact for everyone.
 FOLDED_DIMENSIONS = FOLDED
 FOLDED_CATEGORY = "other"
-
-_ROWS = pa.schema(
-    [("project", pa.string()), ("dimension", pa.string()), ("category", pa.string()), ("downloads", pa.int64())]
-)
 
 
 def partly_applied(bucket: RollupBucket, applied: int) -> RuntimeError:
@@ -45,9 +42,13 @@ def partly_applied(bucket: RollupBucket, applied: int) -> RuntimeError:
 def bucket_rows(bucket: RollupBucket) -> pa.Table:
     """The bucket's counts as (project, dimension, category, downloads) columns: a dataflow block builds its own
     in numpy (`BlockRows.arrow`); a bucket of a test or tool is a dict, its days all the bucket's."""
+    from pypi_pulse.sink.history import ROWS
+
     counts = bucket.counts
     if hasattr(counts, "arrow"):
         return counts.arrow()
+    import pyarrow as pa
+
     keys = list(counts)
     return pa.Table.from_arrays(
         [
@@ -56,7 +57,7 @@ def bucket_rows(bucket: RollupBucket) -> pa.Table:
             pa.array([k[3] for k in keys], pa.string()),
             pa.array([counts[k] for k in keys], pa.int64()),
         ],
-        schema=_ROWS,
+        schema=ROWS,
     )
 
 
@@ -68,6 +69,10 @@ def backfill_table(rows: Iterable[tuple]) -> tuple[pa.Table, list[list]]:
     compaction folds a streamed day) with project None, counted in the totals only, and the `other` rows that
     replace it with False.
     """
+    import pyarrow as pa
+
+    from pypi_pulse.sink.history import ROWS
+
     per_project: dict[tuple, int] = defaultdict(int)
     totals: dict[tuple, int] = defaultdict(int)
     for row in rows:
@@ -86,7 +91,7 @@ def backfill_table(rows: Iterable[tuple]) -> tuple[pa.Table, list[list]]:
             pa.array([k[2] for k in keys], pa.string()),
             pa.array([per_project[k] for k in keys], pa.int64()),
         ],
-        schema=_ROWS,
+        schema=ROWS,
     )
     return table, sorted(([d, c, n] for (d, c), n in totals.items()), key=lambda t: (t[0], t[1] or ""))
 

@@ -1,6 +1,6 @@
 """One timestamp reader (`pypi_pulse.events.epoch_seconds`), and the fast paths that must give the same second or
 step aside: the cached per-second reading (`epoch_second`), the dataflow's byte-matrix reading of a batch
-(dataflow/parse.py) and the replay's integer reading of line heads (producer/ordering.py)."""
+(dataflow/seconds.py) and the replay's integer reading of line heads (producer/ordering.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from pypi_pulse.dataflow import parse
+from pypi_pulse.dataflow import seconds
 from pypi_pulse.events import BadTimestamp, epoch_second, epoch_seconds
 from pypi_pulse.producer import ordering
 
@@ -62,7 +62,7 @@ def test_the_cached_second_is_the_full_readings_second(ts):
 @pytest.mark.parametrize("ts", TRICKY)
 def test_the_dataflows_byte_matrix_reading_agrees_or_steps_aside(ts):
     try:
-        got = parse._seconds_by_prefix([ts] * 3)
+        got = seconds._seconds_by_prefix([ts] * 3)
     except BadTimestamp:
         got = "bad"
     if got is None:  # not its layout: each timestamp is read by `epoch_second`

@@ -9,7 +9,8 @@ from collections import Counter
 import orjson
 
 from pypi_pulse.dataflow.clock import BLOCK_S, Clock, MinuteRollup
-from pypi_pulse.dataflow.parse import VIEW_DIMS, MinuteColumns, parse_batch
+from pypi_pulse.dataflow.parse import VIEW_DIMS, parse_batch
+from pypi_pulse.dataflow.partials import MinuteColumns
 from pypi_pulse.dataflow.source import RawBatch
 
 T0 = 1795219200  # 2026-11-21T00:00:00Z

@@ -12,6 +12,7 @@ from expected_rollups import expected_daily, make_event
 
 from pypi_pulse.dataflow import parse as P
 from pypi_pulse.dataflow.clock import MinuteRollup
+from pypi_pulse.dataflow.partials import BatchPartial, day_of, partial_of
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import format_bigquery_ts
 
@@ -33,22 +34,22 @@ def as_bytes(evs: list[dict]) -> list[bytes]:
     ]
 
 
-def project_counts(p: P.BatchPartial) -> Counter:
+def project_counts(p: BatchPartial) -> Counter:
     """(second, project) -> n."""
     return Counter({(s, proj): n for s, ps in p.second_projects.items() for proj, n in ps.counts().items()})
 
 
-def rollups(p: P.BatchPartial) -> Counter:
+def rollups(p: BatchPartial) -> Counter:
     """{(day, project, dimension, category): n} over the batch's minutes, as the clock would seal this batch alone."""
     out: Counter = Counter()
     for minute, cols in p.minutes.items():
         r = MinuteRollup()
         r.add(cols)
-        out.update(r.final(P.day_of(minute)))
+        out.update(r.final(day_of(minute)))
     return out
 
 
-def summary(p: P.BatchPartial) -> tuple:
+def summary(p: BatchPartial) -> tuple:
     return (
         dict(p.country_counts),
         dict(project_counts(p)),
@@ -63,9 +64,9 @@ def by_tier(raw: RawBatch) -> dict[str, tuple]:
     events_, dead = P._decode(raw.values)
     assert not dead
     return {
-        "arrow": summary(P._columnar(raw)),
-        "msgspec": summary(P._whole_batch(raw, events_)),
-        "per event": summary(P._each_event(raw, events_, [])),
+        "arrow": summary(partial_of(P._columnar(raw))),
+        "msgspec": summary(partial_of(P._whole_batch(raw, events_))),
+        "per event": summary(partial_of(P._each_event(raw, events_, []))),
     }
 
 
@@ -163,7 +164,7 @@ def test_a_message_that_is_not_one_json_line_never_shifts_the_rows(odd):
 def test_values_ending_in_a_newline_still_take_the_arrow_tier():
     evs = events(300)
     raw = RawBatch(0, 1, [v + b"\n" for v in as_bytes(evs)], 300, False, wall=1.0)
-    partial = P._columnar(raw)
+    partial = partial_of(P._columnar(raw))
     assert partial is not None
     assert summary(partial)[2] == dict(expected_daily(evs))
 

@@ -62,7 +62,7 @@ def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
     deadline = time.monotonic() + 300
     spill = tmp_path / "data" / "recovery" / SPILL_DIR
     # killed once snapshots refer to packed rollup minutes written beside the recovery store (dataflow/spill.py)
-    while _consumed(sink) < n // 4 or not list(spill.glob("*.seg")):
+    while _consumed(sink) < n // 4 or not list(spill.rglob("*.seg")):  # each shard spills to spill/shard-K
         assert first.poll() is None, first.stdout.read().decode()
         assert time.monotonic() < deadline, "dataflow made no progress"
         time.sleep(0.05)

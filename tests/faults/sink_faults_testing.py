@@ -64,9 +64,10 @@ def consumed(sink_url: str) -> int:
     return stats.counters.get("consumed", 0) if stats else 0
 
 
-def rolled_up(sink_url: str) -> int:
-    """Downloads (mirrors included) in the daily rollups applied so far."""
-    with open_sink(sink_url, readonly=True) as db:
+def rolled_up(sink_url: str, history: Optional[Path] = None) -> int:
+    """Downloads (mirrors included) in the daily rollups applied so far (`history`: where the dataflow keeps them,
+    DATA_DIR/history, when the sink is not a SQLite file beside it)."""
+    with open_sink(sink_url, readonly=True, history=history) as db:
         return db.history_query("SELECT SUM(downloads) FROM daily_totals WHERE dimension = 'with_mirrors'")[0][0] or 0
 
 
@@ -146,5 +147,6 @@ def stop_and_drain(
         timeout=300,
     )
     assert drained.returncode == 0, drained.stderr.decode()[-4000:]
-    assert rolled_up(sink) == len(events)
+    # the dataflow's history: beside a SQLite sink, else in its data directory (Settings.history_path)
+    assert rolled_up(sink, None if sink.startswith("sqlite:") else data_dir / "history") == len(events)
     return events

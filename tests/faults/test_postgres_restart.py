@@ -138,7 +138,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
         events = stop_and_drain(alive, broker.bootstrap, topic, sink, common, tmp_path / "data", env)
 
         windows, daily, totals = truth(events)
-        with open_sink(sink, readonly=True) as db:
+        with open_sink(sink, readonly=True, history=tmp_path / "data" / "history") as db:
             counters = db.stats().counters
             assert (stored_daily(db), stored_totals(db)) == (daily, totals)
         assert counters["consumed"] == counters["counted"] == len(events)
