@@ -29,9 +29,10 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=C.DEFAULT_CACHE)
     args = ap.parse_args()
     C.print_machine()
-    from pypi_pulse.dataflow.clock import Clock, _pack_bytes
+    from pypi_pulse.dataflow.clock import Clock
     from pypi_pulse.dataflow.parse import parse_batch
     from pypi_pulse.dataflow.partials import BUCKET_S
+    from pypi_pulse.dataflow.rollups import pack_bytes
     from pypi_pulse.dataflow.source import RawBatch
 
     export = C.synthetic_export(max(args.events, 200_000), 66_000, 1, args.cache_dir)
@@ -63,7 +64,7 @@ def main() -> int:
     windows = list(clock.windows.values())
     raw = sum(len(pickle.dumps(w.projects, protocol=pickle.HIGHEST_PROTOCOL)) for w in windows)
     t = time.perf_counter()
-    packed = sum(len(_pack_bytes(w.projects)) for w in windows)
+    packed = sum(len(pack_bytes(w.projects)) for w in windows)
     print(
         f"{len(windows)} one-second windows: pickled {raw / len(windows) / 1024:.0f} KiB each, packed "
         f"{packed / len(windows) / 1024:.0f} KiB each, packing {1000 * (time.perf_counter() - t) / len(windows):.1f} ms each"

@@ -252,9 +252,9 @@ class SyntheticHistory:
 # ---- files --------------------------------------------------------------------------------------------------
 def file_days(path: Path, batch: int = 20_000) -> tuple[dict[str, list[Row]], int, int]:
     """Every day of an export aggregated locally with the dataflow's own parser: {day: rows}, read, rejected."""
-    from pypi_pulse.dataflow.clock import MinuteRollup
     from pypi_pulse.dataflow.parse import parse_batch
     from pypi_pulse.dataflow.partials import day_of
+    from pypi_pulse.dataflow.rollups import MinuteRollup
     from pypi_pulse.dataflow.source import RawBatch
     from pypi_pulse.producer.files import read_records
 

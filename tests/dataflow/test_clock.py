@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
-import zlib
 from collections import Counter
 
 import orjson
 
-from pypi_pulse.dataflow.clock import BLOCK_S, Clock, MinuteRollup
-from pypi_pulse.dataflow.parse import VIEW_DIMS, parse_batch
-from pypi_pulse.dataflow.partials import MinuteColumns
+from pypi_pulse.dataflow.clock import BLOCK_S, Clock
+from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.source import RawBatch
 
 T0 = 1795219200  # 2026-11-21T00:00:00Z
@@ -151,54 +148,6 @@ def test_restarts_from_any_epoch_give_the_same_rollups_as_an_uninterrupted_run()
     assert a.buckets and [(x.bucket, x.span, x.counts) for x in a.buckets] == [
         (x.bucket, x.span, x.counts) for x in b.buckets
     ]
-
-
-def test_minutes_snapshotted_by_the_counter_based_version_restore_with_their_counts():
-    """Snapshots of the version before numeric tallies held Counters, or a log of pickled columns."""
-    rows = [
-        orjson.dumps(
-            {
-                "timestamp": T0 + i % 60,
-                "project": ("numpy", "Zope.Interface", "requests")[i % 3],
-                "country_code": ("DE", "US", None)[i % 3 - 1],
-                "file": {"version": f"1.{i % 4}", "type": "sdist" if i % 5 else "bdist_wheel"},
-                "details": {
-                    "installer": {"name": ("pip", "uv", "bandersnatch")[i % 3]},
-                    "python": f"3.{10 + i % 3}.1",
-                    "cpu": "x86_64" if i % 2 else None,
-                },
-            }
-        )
-        for i in range(200)
-    ]
-    ((minute, cols),) = parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)).minutes.items()
-    expected = MinuteRollup.merged_final([_counted(cols)], "2026-11-21")
-    assert cols.projects is not cols.all_projects  # mirror downloads, left out of every dimension but one
-    cols = MinuteColumns(*(c.values() for c in cols))  # as lists, as the earlier version held them
-    per_project = {"with_mirrors": Counter(cols.all_projects), "overall": Counter(cols.projects)}
-    per_category = {
-        "country": Counter(zip(cols.projects, cols.countries)),
-        "file_type": Counter(zip(cols.projects, cols.file_types)),
-        "version": Counter(zip(cols.projects, cols.versions)),
-    }
-    per_category.update(
-        {dim: Counter(zip(cols.projects, (v[j] for v in cols.views))) for j, dim in enumerate(VIEW_DIMS)}
-    )
-    old_states = [
-        (per_project, per_category),
-        ("log", [pickle.dumps([cols])], None),
-        zlib.compress(pickle.dumps((per_project, per_category)), 1),
-    ]
-    for state in old_states:
-        restored = MinuteRollup.__new__(MinuteRollup)
-        restored.__setstate__(state)
-        assert MinuteRollup.merged_final([restored], "2026-11-21") == expected
-
-
-def _counted(cols) -> MinuteRollup:
-    r = MinuteRollup()
-    r.add(cols)
-    return r
 
 
 def test_a_late_event_in_a_packed_minute_survives_a_restore():

@@ -11,8 +11,8 @@ import pytest
 from expected_rollups import expected_daily, make_event
 
 from pypi_pulse.dataflow import parse as P
-from pypi_pulse.dataflow.clock import MinuteRollup
 from pypi_pulse.dataflow.partials import BatchPartial, day_of, partial_of
+from pypi_pulse.dataflow.rollups import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import format_bigquery_ts
 

@@ -9,9 +9,10 @@ from collections import Counter
 import orjson
 from expected_rollups import MIRRORS, make_event, norm
 
-from pypi_pulse.dataflow.clock import Flush, MinuteRollup
+from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.dataflow.parse import parse_batch
 from pypi_pulse.dataflow.recent import RecentDownloads
+from pypi_pulse.dataflow.rollups import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.model import RollupBucket

@@ -15,7 +15,8 @@ from bq_fakes import TABLE, Emulator
 from pypi_pulse import rules
 from pypi_pulse.config import load_settings
 from pypi_pulse.dataflow import parse
-from pypi_pulse.dataflow.clock import MinuteRollup
+from pypi_pulse.dataflow.partials import partial_of
+from pypi_pulse.dataflow.rollups import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.names import normalize
@@ -148,7 +149,7 @@ def test_each_dataflow_tier_counts_what_the_rules_say(tier):
         partial = parse._whole_batch(raw, events) if tier == "msgspec batch" else parse._each_event(raw, events, [])
     assert partial is not None, f"the {tier} tier refused the batch"
     assert partial.dead == []
-    assert rolled_up(partial) == by_rules(rows)
+    assert rolled_up(partial_of(partial)) == by_rules(rows)
 
 
 @pytest.fixture(scope="module")
