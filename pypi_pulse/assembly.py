@@ -15,6 +15,7 @@ from pypi_pulse.config import Settings, parse_speed
 
 if TYPE_CHECKING:
     from pypi_pulse.dataflow.flow import FlowConfig
+    from pypi_pulse.dataflow.source import StopOffsets
     from pypi_pulse.producer.publisher import Publisher, Summary
     from pypi_pulse.producer.replay import Export
 
@@ -120,6 +121,62 @@ def flow_config(
         sink_lock_wait_s=s.sink_lock_wait_seconds,
         broker_outage_log_s=s.broker_outage_log_seconds,
         offset_reset_confirm_s=s.offset_reset_confirm_seconds,
+    )
+
+
+def cluster_members(s: Settings, process_id: Optional[int], addresses: Optional[str]) -> Optional[list[str]]:
+    """The cluster's `--addresses` ("HOST:PORT;HOST:PORT"), checked against the settings' shape."""
+    from pypi_pulse.dataflow.runner import check_cluster
+
+    members = addresses.split(";") if addresses is not None else None
+    check_cluster(s.processes, process_id, members)
+    return members
+
+
+def dataflow_config(s: Settings, until_drained: bool) -> FlowConfig:
+    """The `dataflow` command's flow, once its metrics are served (healthy while it waits), the broker answers
+    and the sink's schema is ready."""
+    from pypi_pulse.broker import partition_count, wait_for_kafka
+
+    assert s.bootstrap_servers is not None
+    if s.dataflow_metrics_port:
+        from pypi_pulse.metrics.endpoint import serve
+        from pypi_pulse.metrics.liveness import DATAFLOW
+
+        serve(s.metrics_host, s.dataflow_metrics_port, liveness=DATAFLOW, stale_after_s=s.healthz_stale_seconds)
+    wait_for_kafka(s.bootstrap_servers)
+    n = partition_count(s.bootstrap_servers, s.topic)
+    check_sink(s)
+    drain = s.idle_seconds if until_drained else None
+    return flow_config(s, s.bootstrap_servers, n, drain_idle_s=drain, live=not until_drained)
+
+
+def run_dataflow(
+    s: Settings,
+    cfg: FlowConfig,
+    *,
+    recovery: bool,
+    metrics: bool = False,
+    process_id: Optional[int] = None,
+    addresses: Optional[list[str]] = None,
+    stop_offsets: Optional[StopOffsets] = None,
+) -> None:
+    """The dataflow in the settings' shape (workers, processes), or as member `process_id` of the cluster at
+    `addresses`. With `metrics`, the members a local cluster starts serve theirs on the dataflow's metrics port + i
+    (member 0, this process, serves its own where the command does)."""
+    from pypi_pulse.dataflow import runner
+
+    port = s.dataflow_metrics_port
+    runner.run_dataflow(
+        cfg,
+        workers=s.workers,
+        processes=s.processes,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_s=s.epoch_seconds,
+        recovery_dir=s.recovery_dir if recovery else None,
+        stop_offsets=stop_offsets,
+        metrics=runner.MetricsEndpoint(s.metrics_host, port, s.healthz_stale_seconds) if metrics and port else None,
     )
 
 

@@ -12,6 +12,7 @@ import typer
 
 from pypi_pulse import assembly
 from pypi_pulse.cli_support import (
+    AddressesOpt,
     BootstrapOpt,
     CompressionOpt,
     ConfigOpt,
@@ -22,9 +23,13 @@ from pypi_pulse.cli_support import (
     OrderOpt,
     PackOpt,
     PartitionsOpt,
+    ProcessesOpt,
+    ProcessIdOpt,
+    ShardsOpt,
     SinkOpt,
     SortMemoryOpt,
     TopicOpt,
+    WorkersOpt,
     out,
     print_summary,
     settings,
@@ -182,7 +187,11 @@ def dataflow(
     until_drained: Annotated[
         bool, typer.Option("--until-drained", help="Exit once every partition stays at its end for --idle-seconds.")
     ] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Bytewax worker threads.")] = None,
+    workers: WorkersOpt = None,
+    processes: ProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
+    addresses: AddressesOpt = None,
+    shards: ShardsOpt = None,
     recovery: Annotated[
         Optional[bool], typer.Option("--recovery/--no-recovery", help="Bytewax recovery under DATA_DIR/recovery.")
     ] = None,
@@ -199,12 +208,11 @@ def dataflow(
     log_level: LogOpt = None,
 ) -> None:
     """Run the Bytewax dataflow: 1-second windows, top-10, daily rollups, into the sink."""
-    from pypi_pulse.broker import partition_count, wait_for_kafka
-    from pypi_pulse.dataflow.runner import run_dataflow
-
     s = settings(
         config,
         workers=workers,
+        processes=processes,
+        shards=shards,
         recovery=recovery,
         lateness_seconds=lateness_seconds,
         bootstrap_servers=bootstrap_servers,
@@ -215,25 +223,16 @@ def dataflow(
         log_level=log_level,
         dataflow_metrics_port=metrics_port,
     )
+    members = assembly.cluster_members(s, process_id, addresses)  # a bad shape fails before anything waits
     if not s.bootstrap_servers:
         raise UserError(
             "dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)"
         )
-    if s.dataflow_metrics_port:
-        from pypi_pulse.metrics.endpoint import serve
-        from pypi_pulse.metrics.liveness import DATAFLOW
-
-        serve(s.metrics_host, s.dataflow_metrics_port, liveness=DATAFLOW, stale_after_s=s.healthz_stale_seconds)
-    wait_for_kafka(s.bootstrap_servers)
-    n = partition_count(s.bootstrap_servers, s.topic)
-    assembly.check_sink(s)
-    cfg = assembly.flow_config(
-        s, s.bootstrap_servers, n, drain_idle_s=s.idle_seconds if until_drained else None, live=not until_drained
-    )
+    cfg = assembly.dataflow_config(s, until_drained)
     from pypi_pulse.dataflow.source import STOP
 
     stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0
-    run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, recovery_dir=s.recovery_dir if s.recovery else None)
+    assembly.run_dataflow(s, cfg, recovery=s.recovery, metrics=True, process_id=process_id, addresses=members)
 
 
 @app.command()
@@ -257,6 +256,9 @@ def run(
     history: HistoryOpt = None,
     partitions: PartitionsOpt = None,
     pack_events: PackOpt = None,
+    workers: WorkersOpt = None,
+    processes: ProcessesOpt = None,
+    shards: ShardsOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     log_level: LogOpt = None,
@@ -278,6 +280,9 @@ def run(
         sink=sink,
         history=history,
         partitions=partitions,
+        workers=workers,
+        processes=processes,
+        shards=shards,
         data_dir=data_dir,
         log_level=log_level,
     )

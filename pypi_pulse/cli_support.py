@@ -64,6 +64,33 @@ MetricsPortOpt = Annotated[
     Optional[int], typer.Option("--metrics-port", help="Serve this process's Prometheus /metrics on this port.")
 ]
 
+# The dataflow's shape (`dataflow`, `run`): Bytewax's cluster runtime, dataflow/runner.py.
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Bytewax worker threads per process.")]
+ProcessesOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--processes",
+        help="Run the dataflow as a local Bytewax cluster of this many processes; process i serves its metrics "
+        "on --metrics-port + i.",
+    ),
+]
+ProcessIdOpt = Annotated[
+    Optional[int],
+    typer.Option("--process-id", help="This process's index in --addresses (a cluster over several machines)."),
+]
+AddressesOpt = Annotated[
+    Optional[str],
+    typer.Option("--addresses", help='Every process of the cluster, "HOST:PORT;HOST:PORT", the same on each machine.'),
+]
+ShardsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--shards",
+        help="The dataflow's clocks (default 8), spread over workers and processes; a resumed dataflow keeps the "
+        "number its recovery state was made with.",
+    ),
+]
+
 
 def settings(config: Optional[Path] = None, **flags: Any) -> Settings:
     s = load_settings(config, **flags)

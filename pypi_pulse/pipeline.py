@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import os
 import threading
 import time
 from typing import Optional
 
-from pypi_pulse.assembly import check_sink, file_export, flow_config, produce, publisher_for
+from pypi_pulse.assembly import check_sink, file_export, flow_config, produce, publisher_for, run_dataflow
 from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 
@@ -65,6 +66,23 @@ def _producer_child(s: Settings, count: Optional[int], show_progress: bool, boot
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
+def _hand_over(parent, proc, report: dict, stop_file) -> None:
+    """Waits for the producer's report and hands its offsets (or its failure) to the dataflow's members."""
+    while not parent.poll(0.05):
+        if not proc.is_alive() and not parent.poll():
+            report.update(ok=False, error=f"producer exited with code {proc.exitcode} without a report")
+            stop_file.write(abort=report["error"])
+            return
+    try:
+        report.update(parent.recv())
+    except EOFError:
+        report.update(ok=False, error=f"producer exited with code {proc.exitcode} without a report")
+    if report.get("ok"):
+        stop_file.write(offsets=report["end_offsets"])
+    else:
+        stop_file.write(abort=str(report.get("error")))
+
+
 def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = False) -> dict:
     from pypi_pulse.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
     from pypi_pulse.sink.base import open_sink
@@ -97,36 +115,32 @@ def run_batch(s: Settings, count: Optional[int] = None, show_progress: bool = Fa
     proc.start()
     broker = None
     try:
+        s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.bootstrap_servers:
             bootstrap = s.bootstrap_servers
         else:
-            s.data_dir.mkdir(parents=True, exist_ok=True)
             broker = EmbeddedBroker(port=0, log_path=s.data_dir / "broker.log").start()
             bootstrap = broker.bootstrap
         n = ensure_topics(bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})[s.topic]
         boot_out.send(bootstrap)
-        from pypi_pulse.dataflow.runner import run_dataflow
+        from pypi_pulse.dataflow.runner import StopOffsetsFile
 
         report: dict = {}
-
-        from pypi_pulse.dataflow.source import STOP
-
-        def stop_offsets():
-            # never raise in here: it runs inside Bytewax; end the inputs and report after the dataflow returns
-            if not report and parent.poll():
-                report.update(parent.recv())
-                if not report.get("ok"):
-                    STOP.set()
-            if not report and not proc.is_alive() and not parent.poll():
-                report.update(ok=False, error=f"producer exited with code {proc.exitcode} without a report")
-                STOP.set()
-            return report.get("end_offsets") if report else None
-
+        # Every member of the dataflow reads the producer's offsets from this file (a member in another process
+        # cannot read the pipe); a failed producer's report ends their inputs. Named for this run: a file left by
+        # another would stop it at that run's offsets.
+        stop_file = StopOffsetsFile(s.data_dir / f"stop-offsets-{os.getpid()}-{time.time_ns()}.json")
+        reporter = threading.Thread(target=_hand_over, args=(parent, proc, report, stop_file), daemon=True)
+        reporter.start()
         # Every partition holds the watermark until it reaches its stop offset: a partition waiting for the
         # producer (still sorting a large export, say) is not idle, and letting the others run ahead would make
         # its events late.
         cfg = dataclasses.replace(flow_config(s, bootstrap, n), idle_s=math.inf)
-        run_dataflow(cfg, workers=s.workers, epoch_s=s.epoch_seconds, stop_offsets=stop_offsets)
+        try:
+            run_dataflow(s, cfg, recovery=False, stop_offsets=stop_file)
+        finally:
+            stop_file.path.unlink(missing_ok=True)
+        reporter.join(10)
         proc.join(10)
         if not report.get("ok"):
             raise UserError(f"producer failed: {report.get('error')}")
