@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NAME, latest_second
-from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S
+from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S, DEFAULT_SHARDS
 from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.merge import Merge, MergeLogic
@@ -48,8 +48,8 @@ class FlowConfig:
     dlq_topic: str
     n_partitions: int
     sink_url: str
-    history: Optional[str] = None
-    shards: int = 1  # clocks keyed by a stable hash of the project (dataflow/partials.py); more than workers x processes  # the rollup history's location (sink/history.py); None: beside a SQLite sink
+    history: Optional[str] = None  # the rollup history's location (sink/history.py); None: beside a SQLite sink
+    shards: int = DEFAULT_SHARDS  # clocks keyed by a stable hash of the project (dataflow/partials.py)
     lateness_s: float = 600.0
     out_of_order_s: float = 0.0
     idle_s: float = 2.0

@@ -49,14 +49,14 @@ class _StorePartition(StatelessSinkPartition):
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
-        buckets: dict[int, RollupBucket] = {}
+        buckets: dict[tuple, RollupBucket] = {}
         stats = None
         for item in items:
             flush: Flush = item[1] if isinstance(item, tuple) else item
             for w in flush.windows:
                 windows[w.start] = w  # the newest version of a window wins
             for b in flush.buckets:
-                buckets.setdefault(b.bucket, b)  # the clock re-sends a block until it sees it applied
+                buckets.setdefault((b.bucket, b.part), b)  # a clock re-sends its block until it sees it applied
             stats = flush.stats
         if stats is not None:
             self.blocks_before = stats.blocks_before

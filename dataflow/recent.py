@@ -50,8 +50,10 @@ class RecentDownloads:
         flush: Flush = item[1] if isinstance(item, tuple) else item
         blocks = [b for b in flush.buckets if (b.bucket, b.part) not in self.written and recent.within_one_hour(b)]
         if blocks:
-            rows = [(b.bucket + b.span, recent.overall_by_project(b.counts)) for b in blocks]
-            newest = max(end for end, _ in rows)
+            rows = [
+                (b.bucket + b.span, b.part[0] if b.part else 0, recent.overall_by_project(b.counts)) for b in blocks
+            ]
+            newest = max(end for end, _, _ in rows)
             patiently(lambda: self._write(rows, newest), self.retry, self.outage, source="recent_downloads")
             self.written.update((b.bucket, b.part) for b in blocks)
             log.debug("recent.blocks", blocks=len(rows), newest=newest)

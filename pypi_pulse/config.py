@@ -23,6 +23,7 @@ from pypi_pulse.config_pipeline import (  # noqa: F401 - the constants are part 
     DEFAULT_OFFSET_RESET_CONFIRM_S,
     DEFAULT_PRODUCER_STALL_S,
     DEFAULT_PRODUCER_STOP_S,
+    DEFAULT_SHARDS,
     EMBEDDED_LINGER_MS,
     OWN_TOPIC_PACK_EVENTS,
     PipelineSettings,

@@ -29,6 +29,7 @@ DEFAULT_BROKER_OUTAGE_LOG_S = 30.0
 DEFAULT_PRODUCER_STALL_S = 5.0
 DEFAULT_PRODUCER_STOP_S = 1.5
 DEFAULT_OFFSET_RESET_CONFIRM_S = 1.0
+DEFAULT_SHARDS = 8  # the dataflow's clocks (setting `shards`): more than the workers of a small cluster
 
 
 class PipelineSettings(BaseSettings):
@@ -255,7 +256,7 @@ class PipelineSettings(BaseSettings):
         description="Dataflow processes on this machine, a local Bytewax cluster (`dataflow`, `run`); for several machines run one `dataflow` per machine with --process-id and --addresses.",
     )
     shards: int = Field(
-        8,
+        DEFAULT_SHARDS,
         ge=1,
         le=4096,
         description="The dataflow's clocks, keyed by a stable hash of the project: the work Bytewax spreads over workers and processes. More than workers x processes; a restarted dataflow must keep the number its recovery state was made with.",

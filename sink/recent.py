@@ -54,13 +54,15 @@ def overall_by_project(counts) -> dict[str, int]:
     return dict(out)
 
 
-def record_blocks(sink: Sink, blocks: Iterable[tuple[int, Mapping[str, int]]]) -> None:
-    """Write (block end, {project: downloads}) in one transaction, replacing what a block held for those projects.
-    A sharded dataflow writes a block as its shards' parts (disjoint projects), each when it comes: a block's total
-    is then summed from its per-project rows, so it is whole once every part is in, whatever their order."""
-    recent, ends = [], set()
-    for end, per_project in blocks:
+def record_blocks(sink: Sink, blocks: Iterable[tuple[int, int, Mapping[str, int]]]) -> None:
+    """Write (block end, part, {project: downloads}) in one transaction, replacing what that part held. A sharded
+    dataflow seals a block as its shards' parts (disjoint projects), each written when it comes, perhaps hours of
+    event time apart in a replay: each part's total is kept (`block_part_totals`) and a block's total is their
+    sum, whole once every part is in, whatever their order, and a part written again replaces itself."""
+    recent, parts, ends = [], [], set()
+    for end, part, per_project in blocks:
         recent += [(end, p, int(n)) for p, n in sorted(per_project.items()) if n]
+        parts.append((end, part, int(sum(per_project.values()))))
         ends.add(end)
     if ends:
         marks = ", ".join("?" for _ in ends)
@@ -68,8 +70,13 @@ def record_blocks(sink: Sink, blocks: Iterable[tuple[int, Mapping[str, int]]]) -
             [
                 (UPSERT_RECENT, recent),
                 (
+                    "INSERT INTO block_part_totals (block_end, part, downloads) VALUES (?, ?, ?) "
+                    "ON CONFLICT (block_end, part) DO UPDATE SET downloads = excluded.downloads",
+                    parts,
+                ),
+                (
                     "INSERT INTO block_totals (block_end, downloads) SELECT block_end, SUM(downloads) "
-                    f"FROM recent_downloads WHERE block_end IN ({marks}) GROUP BY block_end "
+                    f"FROM block_part_totals WHERE block_end IN ({marks}) GROUP BY block_end "
                     "ON CONFLICT (block_end) DO UPDATE SET downloads = excluded.downloads",
                     [tuple(sorted(ends))],
                 ),
@@ -87,6 +94,7 @@ def prune(sink: Sink, newest_end: int, recent_keep_s: float, totals_keep_s: floa
         [
             ("DELETE FROM recent_downloads WHERE block_end <= ?", (int(newest_end - recent_keep_s),)),
             ("DELETE FROM block_totals WHERE block_end <= ?", (int(newest_end - totals_keep_s),)),
+            ("DELETE FROM block_part_totals WHERE block_end <= ?", (int(newest_end - totals_keep_s),)),
         ]
     )
 

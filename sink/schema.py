@@ -196,6 +196,16 @@ MIGRATIONS: list[str | dict[str, str]] = [
     DROP TABLE rollup_slices;
     DROP TABLE rollup_buckets;
     """,
+    # 11 (sharded dataflow, sink/recent.py): each shard's part of a sealed block's all-project total; a block's
+    # `block_totals` row is their sum, so parts that arrive at different times (or again) add up exactly once
+    """
+    CREATE TABLE IF NOT EXISTS block_part_totals (
+        block_end BIGINT NOT NULL,
+        part INTEGER NOT NULL,
+        downloads BIGINT NOT NULL,
+        PRIMARY KEY (block_end, part)
+    );
+    """,
 ]
 
 

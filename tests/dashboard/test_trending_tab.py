@@ -38,11 +38,11 @@ def _fill(url: str) -> None:
             db.backfill_day(_day(day), rows, "test")
             record_day_profile(db, _profile(day))
         # today's blocks up to 10:00: the hour before is quiet, 09:00-10:00 holds NOW
-        record_blocks(db, [(NOW_HOUR - 600 * k, {"numpy": 5}) for k in range(6)])
+        record_blocks(db, [(NOW_HOUR - 600 * k, 0, {"numpy": 5}) for k in range(6)])
         record_blocks(
             db,
             [
-                (NOW_HOUR + 600 * (k + 1), {p: n // 6 + (n % 6 if k == 5 else 0) for p, n in NOW.items()})
+                (NOW_HOUR + 600 * (k + 1), 0, {p: n // 6 + (n % 6 if k == 5 else 0) for p, n in NOW.items()})
                 for k in range(6)
             ],
         )

@@ -64,3 +64,18 @@ def test_a_resent_block_writes_the_same_rows_and_a_multi_hour_bucket_none(tmp_pa
         assert rows == _truth(events)
         assert db.query("SELECT block_end, downloads FROM block_totals") == [(BLOCK + 600, sum(rows.values()))]
         assert db.query("SELECT COUNT(*) FROM recent_downloads WHERE block_end <> ?", (BLOCK + 600,)) == [(0,)]
+
+
+def test_a_blocks_shard_parts_add_up_once_whatever_their_order_and_spacing(tmp_path):
+    """A sharded dataflow writes a block as its shards' parts: far apart in a fast replay (the earlier part's
+    per-project rows may be pruned by then) and perhaps twice (a resend): the block's total is each part once."""
+    from pypi_pulse.sink import recent
+
+    with open_sink(f"sqlite:///{tmp_path / 's.db'}") as db:
+        end = BLOCK + 600
+        recent.record_blocks(db, [(end, 0, {"numpy": 7, "boto3": 2})])
+        recent.prune(db, end + 10 * 3600, recent_keep_s=3600, totals_keep_s=400 * 86400)  # its rows go, not its total
+        assert db.query("SELECT COUNT(*) FROM recent_downloads") == [(0,)]
+        recent.record_blocks(db, [(end, 3, {"attrs": 5})])
+        recent.record_blocks(db, [(end, 3, {"attrs": 5})])  # the same part again
+        assert db.query("SELECT block_end, downloads FROM block_totals") == [(end, 14)]
