@@ -10,7 +10,8 @@ low at this hour: the events span 25 minutes, three 10-minute rollup blocks) and
 comes in no time order.
 
 Events/s = events / wall time of the whole `pypi-pulse run` process (interpreter start included), and as the
-command reports it itself (from the broker's start).
+command reports it itself (from the broker's start); each run also measures the floor, a plain single-threaded
+orjson loop that parses and counts the same export, and prints the ratio to it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
+def file_floor(export: Path) -> float:
+    """Events/s of the plain single-threaded loop over the same export: read each line, parse it with orjson and
+    count per (second, country), nothing else (the floor every speed here is compared with)."""
+    import orjson
+
+    from pypi_pulse.events import epoch_second
+
+    counts: dict = {}
+    n = 0
+    t = time.perf_counter()
+    with open(export, "rb") as f:
+        for line in f:
+            e = orjson.loads(line)
+            key = (epoch_second(e["timestamp"]), e.get("country_code"))
+            counts[key] = counts.get(key, 0) + 1
+            n += 1
+    return n / (time.perf_counter() - t)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", type=Path, help="an NDJSON export (default: a synthetic one, generated once)")
@@ -40,8 +60,10 @@ def main() -> int:
     C.print_machine()
     export = args.export or C.synthetic_export(args.events, args.rate, 1, args.cache_dir, shuffle=not args.in_order)
     expected = C.reference(export)
-    wall, reported, failed = [], [], False
+    wall, reported, floors, failed = [], [], [], False
     for run in range(1, args.runs + 1):
+        floors.append(file_floor(export))
+        print(f"run {run}: floor (orjson loop over the export) {floors[-1]:,.0f} events/s", flush=True)
         work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
         sink = work / "run.db"
         try:
@@ -87,6 +109,9 @@ def main() -> int:
     if wall:
         print(C.stats_line("pypi-pulse run, wall clock", wall, "events/s") + " (target >= 100,000)")
         print(C.stats_line("pypi-pulse run, as reported", reported, "events/s"))
+        print(C.stats_line("floor, the same runs", floors, "events/s"))
+        ratios = sorted(w / f for w, f in zip(wall, floors))
+        print(f"  ratio to the same run's floor (wall clock): median {ratios[len(ratios) // 2]:.2f}")
     print("exactness: " + ("FAILED" if failed else "exact in every run"))
     return 1 if failed else 0
 

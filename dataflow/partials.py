@@ -86,8 +86,9 @@ def shard_of(project: str, shards: int) -> int:
 
 
 def sharded(cols: Columns, shards: int) -> list[BatchPartial]:
-    """One partial per shard, in shard order. The batch's own figures (events consumed, dead letters, unknown
-    countries) go with shard 0 only, so that summing the shards counts them once; its newest second with all."""
+    """One partial per shard, in shard order. Each shard's events count as consumed by it, so that every shard's
+    counters add up on their own (consumed = counted + dropped + dead-lettered) and so do their sums at any moment;
+    the batch's own figures (dead letters, unknown countries) go with shard 0; its newest second with all."""
     secs = np.asarray(cols.secs, dtype=np.int64)
     newest = int(secs.max()) if len(secs) else None
     if shards == 1:
@@ -109,7 +110,8 @@ def sharded(cols: Columns, shards: int) -> list[BatchPartial]:
             cols.dead if first else [],
             cols.unknown_countries if first else 0,
         )
-        out.append(partial_of(part, consumed=cols.raw.n_events if first else 0, max_second=newest, shard=k))
+        consumed = len(rows) + (cols.raw.n_events - len(secs) if first else 0)  # the dead letters with shard 0
+        out.append(partial_of(part, consumed=consumed, max_second=newest, shard=k))
     return out
 
 
