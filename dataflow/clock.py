@@ -92,6 +92,7 @@ class Window:
 
     def counts(self) -> Counter:
         if self.projects is None:
+            assert self.packed is not None  # packed when its counts are not held
             self.projects = unpack_bytes(self.packed)
             self.packed = None
         return self.projects
@@ -228,7 +229,8 @@ class Clock:
         if any(m is None for m in active):
             return  # a partition with data still to give has not delivered any yet
         # all caught up and silent: everything seen so far is complete as far as anyone can tell
-        candidate = min(active) if active else max(seen) + 1 + self.out_of_order_s
+        marks = [m for m in active if m is not None]
+        candidate: float = min(marks) if marks else max(seen) + 1 + self.out_of_order_s
         if all(p.final for p in parts):
             candidate = math.inf
         if candidate > self.watermark:

@@ -13,7 +13,7 @@ import pickle
 import zlib
 from collections.abc import Iterator, Mapping
 from itertools import repeat
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +48,8 @@ class _Tally:
     __slots__ = ("keys", "counts", "raw", "n_raw")
 
     def __init__(self, keys: np.ndarray = _EMPTY, counts: np.ndarray = _EMPTY):
-        self.keys, self.counts, self.raw, self.n_raw = keys, counts, [], 0
+        self.keys, self.counts, self.n_raw = keys, counts, 0
+        self.raw: list[np.ndarray] = []
 
     def add(self, keys: np.ndarray) -> None:
         self.raw.append(keys)
@@ -68,13 +69,12 @@ class _Tally:
         return (self.keys, self.counts)
 
     def __setstate__(self, state):
-        self.__init__(*state)
+        _Tally.__init__(self, *state)
 
 
 def _summed(*pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(keys, counts) pairs, each sorted by key, summed into one: a stable sort of sorted runs is a merge."""
-    keys = [k for k in pairs[0::2] if len(k)]
-    if len(keys) <= 1:
+    if sum(1 for k in pairs[0::2] if len(k)) <= 1:
         return next(((k, c) for k, c in zip(pairs[0::2], pairs[1::2]) if len(k)), (_EMPTY, _EMPTY))
     keys = np.concatenate(pairs[0::2])
     counts = np.concatenate(pairs[1::2])
@@ -101,6 +101,13 @@ class MinuteRollup:
     clock is snapshotted) until a late event unpacks it, as it is copied into every recovery snapshot."""
 
     __slots__ = ("projects", "categories", "views", "view_cats", "tallies", "packed", "compress")
+
+    # None while the minute is packed (`packed` holds them): `_unpack` restores them before any use
+    projects: Any
+    categories: Any
+    views: Any
+    view_cats: Any
+    tallies: Any
 
     def __init__(self, logged: bool = False):
         self.projects = Codes()
@@ -186,7 +193,7 @@ class MinuteRollup:
         self.view_cats, self.tallies = list(view_cats), tallies
 
     # ---- sealing -------------------------------------------------------------------------------------------
-    def final(self, day: str) -> dict:
+    def final(self, day: str) -> BlockRows:
         """(day, project, dimension, category) -> downloads."""
         return MinuteRollup.merged_final([self], day)
 
@@ -194,8 +201,10 @@ class MinuteRollup:
     def merged_final(minutes: list[MinuteRollup], day: str) -> BlockRows:
         """`final` of several minutes of one day: their codes are mapped onto common ones and their counts summed
         with numpy, per dimension, before any row is built."""
+        rows = None
         for rows in MinuteRollup.merge_steps(minutes, day):  # noqa: B007 - the last step's value is the rows
             pass
+        assert rows is not None  # merge_steps ends with the rows
         return rows
 
     @staticmethod
@@ -247,9 +256,14 @@ def _rows_in_key_order(
     p_rank, c_rank = _ranks(p_table), _ranks(c_table) + 1  # 0: the category of per-project dimensions
     yield None
     dims = sorted(merged)
-    sort_keys, projects, categories, counts, dim_of = [], [], [], [], []
+    sort_keys: list[np.ndarray] = []
+    projects: list[np.ndarray] = []
+    categories: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    dim_of: list[np.ndarray] = []
     for d, dim in enumerate(dims):
         keys, n = _summed(*merged[dim])
+        rank: Any
         if dim in PER_PROJECT_DIMS:
             p, c, rank = keys, np.full(len(keys), -1, dtype=np.int64), 0
         else:
@@ -270,7 +284,8 @@ def _rows_in_key_order(
         cols.clear()
         yield None
     p_col, dim_col, c_col, n_col = columns
-    yield BlockRows(day, p_table, p_col, dims, dim_col, np.append(c_table, None), c_col, n_col)
+    c_table = np.append(c_table, np.array([None], dtype=object))  # category -1: None, the table's last entry
+    yield BlockRows(day, p_table, p_col, dims, dim_col, c_table, c_col, n_col)
 
 
 class BlockRows(Mapping):

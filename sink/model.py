@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 import msgspec
@@ -40,7 +41,7 @@ class RollupBucket(msgspec.Struct, frozen=True):
     """
 
     bucket: int  # epoch second of the bucket start
-    counts: dict[tuple[str, str, str, Optional[str]], int]
+    counts: Mapping[tuple[str, str, str, Optional[str]], int]  # a dict, or a dataflow block's columns (BlockRows)
     span: int = 60  # seconds covered, a whole number of minutes inside one UTC day; each minute is applied once
     part: Optional[tuple[int, int]] = None  # (shard, shards): this shard's projects only, of a sharded dataflow
 
