@@ -117,7 +117,7 @@ MIGRATIONS: list[str | dict[str, str]] = [
     """,
     # 7 (rollup write speed, storage): in SQLite `daily` becomes a WITHOUT ROWID table clustered on its key, and the
     # project-first index goes. A block's upsert then maintains one full B-tree instead of three (rowid table, key
-    # index, project index): `benchmarks/block_write.py` and the end-of-run write of benchmark 1. One project's rows
+    # index, project index). One project's rows
     # are read by seeking each day of the period (`Sink.project_days`), which the day-first key serves directly.
     # PostgreSQL keeps its heap table and project index; it reads through the same day lists.
     {
