@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
-from pulse_testing import expected_windows, publish, stored_windows
+from pulse_testing import expected_windows, publish, replay_command, stored_windows
 
 from pypi_pulse.sink.base import open_sink
 
@@ -106,24 +106,7 @@ def test_a_batch_run_as_two_processes_gives_the_exact_summary(tmp_path):
     export.write_text("".join(json.dumps(e) + "\n" for e in events))
     sink = f"sqlite:///{tmp_path / 'run.db'}"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--json",
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--processes",
-            "2",
-        ],
+        replay_command(export, sink, tmp_path / "data", "--json", "--processes", "2"),
         capture_output=True,
         text=True,
         timeout=300,

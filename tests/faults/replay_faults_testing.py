@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
+
+from pulse_testing import replay_command
 
 COUNTRIES = ("US", "DE", "XK", None)  # XK is a code the ISO table lacks; None a download of unknown origin
 
@@ -44,22 +45,7 @@ def batch_run(export: Path, sink: str, data_dir: Path, expect_rc: int = 0) -> tu
     """Replay `export` into `sink` as fast as it goes until everything is stored: the run's JSON summary and its
     stderr, once it exited with `expect_rc`."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--json",
-            "--sink",
-            sink,
-            "--data-dir",
-            str(data_dir),
-        ],
+        replay_command(export, sink, data_dir, "--json"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,12 +7,11 @@ import json
 import os
 import random
 import subprocess
-import sys
 
 import orjson
 import pytest
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
-from pulse_testing import expected_windows, stored_windows
+from pulse_testing import expected_windows, replay_command, stored_windows
 
 from pypi_pulse.events import epoch_second, epoch_seconds, format_bigquery_ts
 from pypi_pulse.producer.files import event_time
@@ -139,24 +138,7 @@ def _run(export, tmp_path, name, lateness_s=5):
     sink = f"sqlite:///{tmp_path / (name + '.db')}"
     env = dict(os.environ, PYPI_PULSE_LATENESS_SECONDS=str(lateness_s))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / name),
-            "--json",
-            "--log-level",
-            "info",
-        ],
+        replay_command(export, sink, tmp_path / name, "--json", "--log-level", "info"),
         capture_output=True,
         text=True,
         timeout=600,
