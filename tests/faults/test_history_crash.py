@@ -40,6 +40,7 @@ def block_rows(b):
 history = History(root)
 for b in range(blocks):
     table = block_rows(b)
+    sys.stdin.readline()  # each block only once the test lets it go: it cannot run ahead of the kill
     print("writing", b, flush=True)
     history.write_block(start + 600 * b, 600, table)
 """
@@ -54,11 +55,14 @@ def test_a_writer_killed_mid_write_leaves_whole_files_and_a_rewrite_counts_each_
     rng = random.Random(23)
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(root), str(ROWS), str(BLOCKS), str(DAY_START)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stdin is not None
     kill_after_block = rng.randrange(1, BLOCKS - 1)
+    proc.stdin.write("go\n" * (kill_after_block + 1))  # blocks 0 .. kill_after_block, then it waits
+    proc.stdin.flush()
     for line in proc.stdout:
         if line.strip() == f"writing {kill_after_block}":
             break
@@ -81,7 +85,12 @@ def test_a_writer_killed_mid_write_leaves_whole_files_and_a_rewrite_counts_each_
     assert totals == (_expected_downloads(len(written)),)
 
     # the restart: the dataflow seals its unapplied blocks again (same names), then the rest
-    subprocess.run([sys.executable, "-c", WRITER, str(root), str(ROWS), str(BLOCKS), str(DAY_START)], check=True)
+    subprocess.run(
+        [sys.executable, "-c", WRITER, str(root), str(ROWS), str(BLOCKS), str(DAY_START)],
+        input="go\n" * BLOCKS,
+        text=True,
+        check=True,
+    )
     assert reader.query("SELECT sum(downloads), count(*) FROM daily") == [(_expected_downloads(BLOCKS), ROWS)]
     assert history.compact(day)
     assert reader.query("SELECT sum(downloads) FROM daily_totals") == [(_expected_downloads(BLOCKS),)]
