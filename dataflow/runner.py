@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -21,10 +20,12 @@ from pathlib import Path
 from typing import Optional
 
 import structlog
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from pypi_pulse.dataflow.flow import FlowConfig, build_flow
+from pypi_pulse.dataflow.membership import wait_resolvable
+from pypi_pulse.dataflow.recovery_store import make_store, wait_for_store
 from pypi_pulse.dataflow.source import STOP, StopOffsets
 from pypi_pulse.errors import UserError
 
@@ -43,7 +44,9 @@ class ClusterError(UserError):
 
 @dataclass(frozen=True)
 class MetricsEndpoint:
-    """Where member 0 serves the dataflow's metrics; member i of a local cluster serves them on `port + i`."""
+    """Where the dataflow serves its metrics. The members 1.. a local cluster spawns share the machine, so member i
+    serves them on `port + i`; a member of a cluster over several machines has the host to itself (a pod its own
+    IP, which the probes and the ServiceMonitor reach on the one configured port) and serves them on `port`."""
 
     host: str
     port: int
@@ -98,16 +101,16 @@ def check_cluster(processes: int, process_id: Optional[int], addresses: Optional
         raise UserError(f"--process-id {process_id} is out of range: --addresses lists {len(addresses)} processes")
 
 
-def prepare_recovery(recovery_dir: Path, fresh: bool, partitions: int = 1, create: bool = True) -> RecoveryConfig:
-    """Create the recovery store on first use; `fresh` discards state that no longer matches the topic
-    (the embedded broker is memory-only, so its offsets die with it). Bytewax spreads the `partitions` over the
-    workers that can see them, and uses each once, so the members of a local cluster share one directory; of a
-    cluster over several machines, only member 0 (`create`) makes them."""
-    if fresh and recovery_dir.exists():
-        shutil.rmtree(recovery_dir)
-    recovery_dir.mkdir(parents=True, exist_ok=True)
-    if create and not any(recovery_dir.glob("part-*.sqlite3")):
-        init_db_dir(recovery_dir, partitions)
+def prepare_recovery(
+    recovery_dir: Path, fresh: bool, partitions: int = 1, create: bool = True, wait_s: float = 0.0
+) -> RecoveryConfig:
+    """The recovery store of this process's cluster (dataflow/recovery_store.py): made here on first use when
+    `create` (a single process, the starter of a local cluster, member 0 of a cluster over several machines), else
+    waited for up to `wait_s`. `fresh` discards state that no longer matches the topic."""
+    if create:
+        make_store(recovery_dir, partitions, fresh)
+    else:
+        wait_for_store(recovery_dir, wait_s)
     return RecoveryConfig(str(recovery_dir))
 
 
@@ -123,14 +126,19 @@ def run_dataflow(
     fresh_recovery: bool = False,
     stop_offsets: Optional[StopOffsets] = None,
     metrics: Optional[MetricsEndpoint] = None,
+    cluster_wait_s: float = 300.0,
 ) -> None:
     """Run the dataflow until its inputs end. With `processes` > 1, a local cluster: members 1.. in spawned
     processes (their `stop_offsets` must be picklable, a `StopOffsetsFile`), member 0 here; `metrics`: where the
-    spawned members serve theirs (member 0's is the caller's). With `process_id` and `addresses`: that member only."""
+    spawned members serve theirs, on its port + their index (member 0's, and a lone process's, is the caller's).
+    With `process_id` and `addresses`: that member only, which waits up to `cluster_wait_s` for its own address to
+    resolve and, unless it is member 0, for member 0 to make the shared recovery store."""
     check_cluster(processes, process_id, addresses)
     members = len(addresses) if addresses else processes
+    if process_id is not None and addresses is not None:
+        wait_resolvable(addresses[process_id], cluster_wait_s)
     if recovery_dir is not None:
-        prepare_recovery(recovery_dir, fresh_recovery, workers * members, create=not process_id)
+        prepare_recovery(recovery_dir, fresh_recovery, workers * members, create=not process_id, wait_s=cluster_wait_s)
     log.info(
         "dataflow.start",
         topic=cfg.topic,

@@ -124,13 +124,22 @@ def flow_config(
     )
 
 
-def cluster_members(s: Settings, process_id: Optional[int], addresses: Optional[str]) -> Optional[list[str]]:
-    """The cluster's `--addresses` ("HOST:PORT;HOST:PORT"), checked against the settings' shape."""
+def cluster_members(
+    s: Settings, process_id: Optional[int], addresses: Optional[str]
+) -> tuple[Optional[int], Optional[list[str]]]:
+    """This member's index (`--process-id`, else the `process_id` setting, which may be a pod's name) and the
+    cluster's addresses (`--addresses` "HOST:PORT;HOST:PORT", or made from `cluster_size` and `cluster_address`),
+    checked against the settings' shape."""
+    from pypi_pulse.dataflow.membership import generated_members, member_index
     from pypi_pulse.dataflow.runner import check_cluster
 
-    members = addresses.split(";") if addresses is not None else None
+    if process_id is None and s.process_id is not None:
+        process_id = member_index(s.process_id)
+    members = generated_members(s.cluster_size, s.cluster_address, addresses, process_id)
+    if members is None and addresses is not None:
+        members = addresses.split(";")
     check_cluster(s.processes, process_id, members)
-    return members
+    return process_id, members
 
 
 def dataflow_config(s: Settings, until_drained: bool) -> FlowConfig:
@@ -177,6 +186,7 @@ def run_dataflow(
         recovery_dir=s.recovery_dir if recovery else None,
         stop_offsets=stop_offsets,
         metrics=runner.MetricsEndpoint(s.metrics_host, port, s.healthz_stale_seconds) if metrics and port else None,
+        cluster_wait_s=s.cluster_wait_seconds,
     )
 
 

@@ -223,7 +223,7 @@ def dataflow(
         log_level=log_level,
         dataflow_metrics_port=metrics_port,
     )
-    members = assembly.cluster_members(s, process_id, addresses)  # a bad shape fails before anything waits
+    member, members = assembly.cluster_members(s, process_id, addresses)  # a bad shape fails before anything waits
     if not s.bootstrap_servers:
         raise UserError(
             "dataflow needs a broker: pass --bootstrap-servers HOST:PORT (start one with `pypi-pulse broker`)"
@@ -232,7 +232,7 @@ def dataflow(
     from pypi_pulse.dataflow.source import STOP
 
     stop_on_signals(STOP)  # graceful: inputs end, the epoch completes, the process exits 0
-    assembly.run_dataflow(s, cfg, recovery=s.recovery, metrics=True, process_id=process_id, addresses=members)
+    assembly.run_dataflow(s, cfg, recovery=s.recovery, metrics=True, process_id=member, addresses=members)
 
 
 @app.command()

@@ -77,6 +77,24 @@ class Settings(ServingSettings, PipelineSettings):
         parse_speed(v)
         return v
 
+    @field_validator("process_id")
+    @classmethod
+    def _check_process_id(cls, v: Optional[str]) -> Optional[str]:
+        from pypi_pulse.dataflow.membership import member_index
+
+        if v is not None:
+            member_index(v)
+        return v
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _check_cluster_address(cls, v: Optional[str]) -> Optional[str]:
+        from pypi_pulse.dataflow.membership import check_address_pattern
+
+        if v is not None:
+            check_address_pattern(v)
+        return v
+
     @field_validator("sink")
     @classmethod
     def _check_sink(cls, v: Optional[str]) -> Optional[str]:

@@ -255,6 +255,25 @@ class PipelineSettings(BaseSettings):
         le=64,
         description="Dataflow processes on this machine, a local Bytewax cluster (`dataflow`, `run`); for several machines run one `dataflow` per machine with --process-id and --addresses.",
     )
+    process_id: Optional[str] = Field(
+        None,
+        description="`dataflow --process-id`: this member's index in a cluster over several machines, a number or a StatefulSet pod's name ending in its ordinal (`pypi-pulse-dataflow-3` is 3), so that a pod can set it from its metadata.name.",
+    )
+    cluster_size: Optional[int] = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Members of a cluster over several machines (a StatefulSet's replicas); with cluster_address, the members' addresses are made from it instead of listed in --addresses.",
+    )
+    cluster_address: Optional[str] = Field(
+        None,
+        description="Each member's HOST:PORT, {i} standing for its index (with cluster_size): on Kubernetes the pods' names in the peers' headless Service, e.g. pypi-pulse-dataflow-{i}.pypi-pulse-dataflow-peers.pypi-pulse.svc:2101.",
+    )
+    cluster_wait_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A member of a cluster over several machines waits this long for its own address to resolve (a pod's DNS name appears just after it starts) and, but for member 0, for member 0 to make the recovery store they share; then it fails saying what it waited for.",
+    )
     shards: int = Field(
         DEFAULT_SHARDS,
         ge=1,
