@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
+from dataflow_testing import assert_exact, dataflow_command
+from expected_rollups import expected_daily, make_event, stored_daily
 from pulse_testing import expected_windows, publish, replay_command, stored_windows
 
 from pypi_pulse.sink.base import open_sink
@@ -38,32 +39,16 @@ def _events(seed: int) -> list[dict]:
     return events
 
 
-def _dataflow(bootstrap: str, topic: str, sink: str, data_dir: Path, *shape: str) -> subprocess.CompletedProcess:
+def _dataflow(bootstrap: str, topic: str, sink: str, data_dir: Path, *shape: str) -> None:
     env = dict(os.environ, PYPI_PULSE_IDLE_SECONDS="1", PYPI_PULSE_EPOCH_SECONDS="1")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "dataflow",
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            topic,
-            "--sink",
-            sink,
-            "--data-dir",
-            str(data_dir),
-            "--until-drained",
-            *shape,
-        ],
+        dataflow_command(bootstrap, topic, sink, data_dir, "--until-drained", *shape),
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
 
 
 def _executions(recovery_dir: Path) -> list[int]:
@@ -78,26 +63,14 @@ def _executions(recovery_dir: Path) -> list[int]:
 def test_two_processes_store_the_windows_and_history_one_process_stores_and_both_are_exact(tmp_path, broker, topic):
     events = _events(2026)
     publish(broker.bootstrap, topic, events)
-    results = {}
+    assert {day for day, *_ in expected_daily(events)} == {"2026-11-21", "2026-11-22"}  # across midnight
     for name, shape in (("single", ("--processes", "1")), ("cluster", ("--processes", "2"))):
         sink = f"sqlite:///{tmp_path / name / 'pulse.db'}"
         _dataflow(broker.bootstrap, topic, sink, tmp_path / name, "--workers", "1", *shape)
-        with open_sink(sink, readonly=True) as db:
-            counters = db.stats().counters
-            results[name] = (stored_windows(sink), stored_daily(db), stored_totals(db))
-        assert counters["consumed"] == counters["counted"] == N, counters
-        assert counters.get("dropped", 0) == 0 and counters.get("dead_lettered", 0) == 0
+        assert_exact(sink, events)  # so both store the same windows and history rows
     # the cluster really ran as two workers, one in each process, sharing one recovery store
     assert set(_executions(tmp_path / "cluster" / "recovery")) == {2}
     assert set(_executions(tmp_path / "single" / "recovery")) == {1}
-
-    assert results["cluster"] == results["single"]
-    windows, daily, totals = results["cluster"]
-    assert windows == expected_windows(events)
-    want = expected_daily(events)
-    assert {day for day, *_ in want} == {"2026-11-21", "2026-11-22"}  # across midnight
-    assert daily == want
-    assert totals == expected_totals(want)
 
 
 def test_a_batch_run_as_two_processes_gives_the_exact_summary(tmp_path):

@@ -20,10 +20,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataflow_testing import consumed  # noqa: E402, F401  (the sink fault tests import it from here)
 from expected_rollups import expected_daily, expected_totals  # noqa: E402
 from pulse_testing import expected_second, expected_windows  # noqa: E402
 
-from pypi_pulse.errors import UserError  # noqa: E402
 from pypi_pulse.sink.base import open_sink  # noqa: E402
 
 CLI = [sys.executable, "-m", "pypi_pulse.cli"]
@@ -52,16 +52,6 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tupl
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
-
-
-def consumed(sink_url: str) -> int:
-    """The sink's `consumed` counter: 0 until the dataflow has created the sink."""
-    try:
-        with open_sink(sink_url, readonly=True) as db:
-            stats = db.stats()
-    except UserError:
-        return 0
-    return stats.counters.get("consumed", 0) if stats else 0
 
 
 def rolled_up(sink_url: str, history: Optional[Path] = None) -> int:

@@ -10,23 +10,25 @@ counts one twice.
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from datetime import UTC, datetime
+from typing import Optional
 
 import psutil
 import requests
-from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
-from pulse_testing import expected_windows, publish, stored_windows
-from sink_faults_testing import consumed
-
-from pypi_pulse.sink.base import open_sink
+from dataflow_testing import (
+    Child,
+    LiveFeed,
+    assert_exact,
+    consumed,
+    spread_events,
+    start_dataflow,
+    wait_for_progress,
+    wait_until,
+)
+from expected_rollups import expected_daily
 
 T0 = datetime(2026, 11, 20, 23, 50, tzinfo=UTC).timestamp()  # the stream crosses midnight
 SPAN_S = 25 * 60
@@ -34,6 +36,11 @@ N = 80_000
 CHUNKS = 40  # the events arrive as a live stream does, a chunk every FEED_EVERY_S, so the kills land mid-stream
 FEED_EVERY_S = 0.5
 KILL_AT = (0.25, 0.55)  # fractions of the events consumed when each SIGKILL lands: member 1, then member 0
+# Member 0 imports the command, opens the sink and the recovery store before it spawns member 1; then member 1
+# imports it all again (a spawned process) before it serves its /healthz. Each deadline counts from its own start.
+SPAWN_S = 120
+MEMBER_START_S = 60
+STOP_S = 60  # for a member to notice that its peer is gone and exit
 
 
 def _metrics_ports() -> int:
@@ -51,127 +58,107 @@ def _metrics_ports() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-def _cluster(bootstrap: str, topic: str, sink_url: str, data_dir, port: int, log, *extra: str) -> subprocess.Popen:
-    env = dict(
-        os.environ, PYPI_PULSE_EPOCH_SECONDS="0.5", PYPI_PULSE_IDLE_SECONDS="1", PYPI_PULSE_LATENESS_SECONDS="60"
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "dataflow",
-            "--processes",
-            "2",
-            "--workers",
-            "1",
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            topic,
-            "--sink",
-            sink_url,
-            "--data-dir",
-            str(data_dir),
-            "--metrics-port",
-            str(port),
-            "--recovery",
-            *extra,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def _cluster(bootstrap: str, topic: str, sink: str, data_dir, port: int, log, *extra: str) -> Child:
+    return start_dataflow(
+        bootstrap,
+        topic,
+        sink,
+        data_dir,
+        log,
+        "--processes",
+        "2",
+        "--workers",
+        "1",
+        "--metrics-port",
+        str(port),
+        *extra,
+        env={"PYPI_PULSE_LOG_LEVEL": "info"},  # member 1's own lines (metrics.serving...) say how far it got
     )
 
 
-def _member_pid(port: int, deadline: float) -> int:
-    """The pid a member reports on its /healthz."""
-    while True:
+def _spawned_member(cluster: Child) -> Optional[psutil.Process]:
+    """Member 1, once member 0 has spawned it (not multiprocessing's resource tracker, its other child)."""
+    for child in psutil.Process(cluster.pid).children():
         try:
-            return int(requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["pid"])
-        except (requests.RequestException, ValueError, KeyError):
-            assert time.monotonic() < deadline, f"no /healthz on port {port}"
-            time.sleep(0.1)
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
 
 
-def _wait_for_progress(proc: subprocess.Popen, sink: str, target: int, log_path) -> None:
-    deadline = time.monotonic() + 300
-    while consumed(sink) < target:  # each incarnation makes progress of its own before its kill
-        assert proc.poll() is None, log_path.read_text()[-4000:]
-        assert time.monotonic() < deadline, f"no progress to {target} events before the kill"
-        time.sleep(0.05)
-
-
-def _reap(proc: subprocess.Popen) -> None:
+def _state(member: psutil.Process) -> str:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with member.oneshot():
+            cpu = member.cpu_times()
+            return f"member 1 (pid {member.pid}): {member.status()}, {cpu.user + cpu.system:.1f} s of CPU"
+    except psutil.Error as exc:
+        return f"member 1 (pid {member.pid}): {exc!r}"
+
+
+def _member_one(cluster: Child, port: int) -> psutil.Process:
+    """Member 1 once its /healthz (metrics port + 1) answers with its pid."""
+    member = wait_until("member 0 spawning member 1", lambda: _spawned_member(cluster), SPAWN_S, watch=[cluster])
+    spawned = time.monotonic() - (time.time() - member.create_time())  # member 1's own start
+
+    def healthz_pid() -> int:
+        return int(requests.get(f"http://127.0.0.1:{port + 1}/healthz", timeout=2).json()["pid"])
+
+    pid = wait_until(
+        f"member 1's /healthz on port {port + 1}, counted from member 1's start",
+        healthz_pid,
+        MEMBER_START_S,
+        watch=[cluster],
+        describe=lambda: _state(member),
+        since=spawned,
+    )
+    assert pid == member.pid, (pid, member.pid)
+    return member
+
+
+def _exited(member: psutil.Process, cluster: Child, what: str) -> None:
+    try:
+        member.wait(STOP_S)
+    except psutil.TimeoutExpired:
+        raise AssertionError(f"member 1 still running {STOP_S} s after {what}\n{cluster.tail()}") from None
 
 
 def test_a_cluster_member_killed_mid_stream_stops_the_cluster_and_a_restart_ends_exact(tmp_path, broker, topic):
-    rng = random.Random(23)
-    events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
-    fed: dict = {}
-
-    def feed():
-        try:
-            step = N // CHUNKS
-            for start in range(0, N, step):
-                publish(broker.bootstrap, topic, events[start : start + step])
-                time.sleep(FEED_EVERY_S)  # the producer's pace, not a wait for a condition
-        except BaseException as exc:
-            fed["error"] = exc
-        fed["done"] = True
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    events = spread_events(23, T0, SPAN_S, N)
+    feed = LiveFeed(broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S)
     sink = f"sqlite:///{tmp_path / 'cluster.db'}"
     data_dir = tmp_path / "data"
-    log_path = tmp_path / "dataflow.log"
+    log = tmp_path / "dataflow.log"
     port = _metrics_ports()
     started = []
-    with open(log_path, "ab") as log:
-        try:
-            # member 1 killed: member 0 ends with an error that names it
-            first = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
-            started.append(first)
-            member1 = _member_pid(port + 1, time.monotonic() + 60)
-            assert member1 != first.pid
-            _wait_for_progress(first, sink, int(N * KILL_AT[0]), log_path)
-            os.kill(member1, signal.SIGKILL)
-            assert first.wait(60) != 0
-            assert "dataflow process 1 of 2 exited with signal SIGKILL" in log_path.read_text()
+    try:
+        # member 1 killed: member 0 ends with an error that names it
+        first = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
+        started.append(first)
+        member1 = _member_one(first, port)
+        assert member1.pid != first.pid
+        wait_for_progress(first, sink, int(N * KILL_AT[0]))
+        member1.send_signal(signal.SIGKILL)
+        assert first.exit_code(STOP_S, "member 1's SIGKILL") != 0
+        assert "dataflow process 1 of 2 exited with signal SIGKILL" in log.read_text(), first.tail()
 
-            # member 0 killed: member 1, left alone, ends by itself
-            before = consumed(sink)
-            second = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
-            started.append(second)
-            member1 = psutil.Process(_member_pid(port + 1, time.monotonic() + 60))
-            _wait_for_progress(second, sink, max(int(N * KILL_AT[1]), before + 1), log_path)
-            second.send_signal(signal.SIGKILL)
-            second.wait(10)
-            member1.wait(60)  # psutil.TimeoutExpired if it outlives its parent
-            assert consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
-            feeder.join(120)
-            assert fed.get("done") and "error" not in fed, fed.get("error")
+        # member 0 killed: member 1, left alone, ends by itself
+        second = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
+        started.append(second)
+        member1 = _member_one(second, port)
+        wait_for_progress(second, sink, max(int(N * KILL_AT[1]), consumed(sink) + 1))
+        second.proc.send_signal(signal.SIGKILL)
+        second.exit_code(10, "its SIGKILL")
+        _exited(member1, second, "member 0's SIGKILL")
+        assert consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
+        feed.join()
 
-            final = _cluster(broker.bootstrap, topic, sink, data_dir, port, log, "--until-drained")
-            started.append(final)
-            assert final.wait(600) == 0, log_path.read_text()[-4000:]
-        finally:
-            for proc in started:
-                _reap(proc)
+        final = _cluster(broker.bootstrap, topic, sink, data_dir, port, log, "--until-drained")
+        started.append(final)
+        assert final.exit_code(600, "the stream ended") == 0, final.tail()
+    finally:
+        for cluster in started:
+            cluster.reap()
 
-    with open_sink(sink, readonly=True) as db:
-        counters = db.stats().counters
-        daily, totals = stored_daily(db), stored_totals(db)
-    assert counters["consumed"] == N  # restored counters plus the rest: nothing read twice, nothing skipped
-    assert counters["counted"] == N
-    assert counters.get("dropped", 0) == 0
-    assert stored_windows(sink) == expected_windows(events)
-    want = expected_daily(events)
-    assert {day for day, *_ in want} == {"2026-11-20", "2026-11-21"}
-    assert daily == want
-    assert totals == expected_totals(want)
+    assert {day for day, *_ in expected_daily(events)} == {"2026-11-20", "2026-11-21"}
+    assert_exact(sink, events)
