@@ -203,7 +203,12 @@ def scan_country_top(
 
 
 def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[tuple[str, int]]:
-    """That country's `limit` most downloaded projects over [start, end], exactly as the full scan ranks them."""
+    """That country's `limit` most downloaded projects over [start, end], exactly as the full scan ranks them.
+
+    A candidate's downloads on the summarised days where it is in the day's top are the summary's (the same rows'
+    figures); on the others it had at most that day's bound. Only the candidates those bounds leave able to reach
+    the top are read from the history, and only for the days they miss, so a long period of stable leaders costs
+    a few thousand summary rows and no scan of the history."""
     if limit > TOP_K:
         return scan_country_top(sink, cc, [(start, end)], limit)
     summarised = sorted(current_summaries(sink, start, end))
@@ -212,42 +217,64 @@ def country_top(sink: Sink, cc: str, start: str, end: str, limit: int) -> list[t
     s_set = set(summarised)
     rest = scan_country_top(sink, cc, _segments(start, end, s_set), None)  # days without a summary: all projects
     unsummarised = dict(rest)
-    tops = [
-        (d, p)
-        for d, p in sink.query(
-            "SELECT day, project FROM country_day_top WHERE country = ? AND day >= ? AND day <= ?",
-            (cc, summarised[0], summarised[-1]),
-        )
-        if d in s_set
-    ]
-    bound = sum(
-        int(b)
+    first, last = summarised[0], summarised[-1]
+    known: Counter = Counter()  # candidate -> its downloads on the summarised days where it is in the top
+    present: dict[str, set[str]] = defaultdict(set)  # candidate -> those days
+    for d, p, n in sink.query(
+        "SELECT day, project, downloads FROM country_day_top WHERE country = ? AND day >= ? AND day <= ?",
+        (cc, first, last),
+    ):
+        if d in s_set:
+            known[p] += int(n)
+            present[p].add(d)
+    day_bound = {
+        d: int(b)
         for d, b in sink.query(
-            "SELECT day, bound FROM country_day_bound WHERE country = ? AND day >= ? AND day <= ?",
-            (cc, summarised[0], summarised[-1]),
+            "SELECT day, bound FROM country_day_bound WHERE country = ? AND day >= ? AND day <= ?", (cc, first, last)
         )
         if d in s_set
-    )
-    candidates = sorted({p for _, p in tops} | {p for p, _ in rest[:TOP_K]})
+    }
+    bound = sum(day_bound.values())
+    candidates = sorted(set(present) | {p for p, _ in rest[:TOP_K]})
     rest_bound = rest[TOP_K][1] if len(rest) > TOP_K else 0  # no other unsummarised remainder is larger
-    if len(candidates) * len(summarised) > _MAX_SEEKS:
+    lower = {p: known[p] + unsummarised.get(p, 0) for p in candidates}
+    missing = {p: [d for d in summarised if d not in present[p]] for p in candidates}
+    upper = {p: lower[p] + sum(day_bound.get(d, 0) for d in missing[p]) for p in candidates}
+    by_lower = sorted(lower.values(), reverse=True)
+    threshold = by_lower[limit - 1] if len(by_lower) >= limit else 0
+    # a candidate whose most possible stays under `limit` others' least cannot be in the top: not read
+    unknown = {p: missing[p] for p in candidates if missing[p] and upper[p] >= threshold and upper[p] > 0}
+    if sum(len(days) for days in unknown.values()) > _MAX_SEEKS:
         return scan_country_top(sink, cc, [(start, end)], limit)
-    totals: Counter = Counter({p: unsummarised.get(p, 0) for p in candidates})
-    for days in _chunks(summarised):
-        for projects in _chunks(candidates):
-            for p, n in sink.history_query(
-                f"SELECT project, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
-                f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project",
-                (cc, *days, *projects),
-            ):
-                totals[p] += int(n)
+    totals = {p: lower[p] for p in candidates if not missing[p] or p in unknown}
+    for p, n in _missing_days_sums(sink, cc, unknown):
+        totals[p] += n
     ranked = sorted(((p, n) for p, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
     beyond = bound + rest_bound  # the most any project that is not a candidate can have
-    if len(ranked) >= limit and ranked[limit - 1][1] > beyond:
+    left_out = max((n for p, n in upper.items() if p not in totals), default=0)  # the most of a candidate not read
+    if len(ranked) >= limit and ranked[limit - 1][1] > max(beyond, left_out):
         return ranked[:limit]
-    if len(ranked) < limit and beyond == 0:
+    if len(ranked) < limit and beyond == 0 and left_out == 0:
         return ranked  # no project outside the candidates was downloaded there at all
     return scan_country_top(sink, cc, [(start, end)], limit)
+
+
+def _missing_days_sums(sink: Sink, cc: str, unknown: dict[str, list[str]]):
+    """(project, downloads) in the country on exactly the days listed for each project (their days outside the
+    summaries' tops), read from the history in one pass per chunk of projects and days."""
+    if not unknown:
+        return
+    wanted = {(p, d) for p, days in unknown.items() for d in days}
+    all_days = sorted({d for days in unknown.values() for d in days})
+    for projects in _chunks(sorted(unknown)):
+        for days in _chunks(all_days):
+            for p, d, n in sink.history_query(
+                f"SELECT project, day, SUM(downloads) FROM daily WHERE dimension = 'country' AND category = ? "
+                f"AND day IN ({_marks(days)}) AND project IN ({_marks(projects)}) GROUP BY project, day",
+                (cc, *days, *projects),
+            ):
+                if (p, d) in wanted:
+                    yield p, int(n)
 
 
 def downloads_by_category(sink: Sink, start: str, end: str) -> dict[str, dict[str, int]]:

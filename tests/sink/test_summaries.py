@@ -147,3 +147,27 @@ def test_downloads_by_category_match_the_packages_of_each_category(sink_url, tmp
                 expected[cmap[p]][d] += n
         assert before == after == expected
         assert len(expected) > 1
+
+
+def test_country_top_of_stable_leaders_reads_no_history_rows(sink_url, tmp_path, monkeypatch):
+    """Leaders in every day's top are summed from the summaries alone; the bounds prove nobody else can reach them."""
+    projects = [f"proj-{k:03d}" for k in range(60)]
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        db.write([], history(6, projects), None)
+        summaries.summarize(db, before_day=DAYS[-1])
+        expected = {cc: _scan(db, cc, DAYS[0], DAYS[-2], 5) for cc in COUNTRIES}
+        read: list[str] = []
+        real = db.history_query
+
+        def spy(sql, params=()):
+            if "FROM daily " in sql + " ":
+                read.append(sql)
+            return real(sql, params)
+
+        monkeypatch.setattr(db, "history_query", spy)
+        for cc in COUNTRIES:
+            assert queries.country_top(db, cc, DAYS[0], DAYS[-2], 5) == expected[cc]
+        assert read == []
+        # the unsummarised last day is read, and only it
+        assert queries.country_top(db, "US", DAYS[0], DAYS[-1], 5) == _scan(db, "US", DAYS[0], DAYS[-1], 5)
+        assert read and all("day >= ?" in sql or "day IN" in sql for sql in read)
