@@ -64,6 +64,12 @@ class Child:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} still running {timeout:g} s after {what}\n{self.tail()}") from None
 
+    def stop(self, timeout: float = 30) -> int:
+        """Ctrl-C, as an operator stops it; its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.exit_code(timeout, "its Ctrl-C (SIGINT)")
+
     def reap(self) -> None:
         """SIGKILL whatever is left of its process group (it must have been started in a session of its own)."""
         try:
