@@ -17,6 +17,7 @@ starts a local cluster, or member 0 of a cluster over several machines; the othe
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -52,10 +53,15 @@ def make_store(recovery_dir: Path, count: int, fresh: bool = False) -> None:
     init_db_dir(making, count)
     try:
         os.rename(making, recovery_dir)  # replaces a missing or empty directory, never a store
-    except OSError:
+    except OSError as exc:
         shutil.rmtree(making, ignore_errors=True)
         if partitions(recovery_dir):  # made by another process after all (two makers: a misconfiguration)
             return
+        if exc.errno in (errno.EXDEV, errno.EBUSY) or os.path.ismount(recovery_dir):
+            raise UserError(
+                f"recovery directory {recovery_dir} is a mount point: mount the volume at {parent} (DATA_DIR) "
+                "instead, so that the store can be made beside it and renamed into place"
+            ) from None
         raise UserError(
             f"recovery directory {recovery_dir} holds files but no Bytewax partitions ({PARTITIONS}): move it "
             "away to start the dataflow's state afresh"

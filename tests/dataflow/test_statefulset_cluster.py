@@ -6,7 +6,8 @@ Each member is started as deploy/kubernetes/dataflow.yaml starts a pod: its inde
 PYPI_PULSE_CLUSTER_ADDRESS pattern, the same --metrics-port for every member and one data directory (the shared
 volume) for the recovery store. Where the pods have a DNS name each, here each member has a loopback address of its
 own (127.0.<i>.1: Linux routes all of 127/8 to the loopback), so every member listens on the same port numbers, as
-pods do. Member 1 starts first, as a pod may: it must wait for member 0 to make the recovery store.
+pods do. Member 1 starts first, as a pod may: it must wait for member 0 to make the recovery store. A cluster
+stopped as Kubernetes stops its pods and restarted with another number of members resumes exactly.
 
 Black-box: the real broker, the processes as operators run them, the sink read back and compared with counts
 computed here from the events.
@@ -15,26 +16,27 @@ computed here from the events.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
 from pulse_testing import expected_windows, publish, stored_windows
-from test_cluster import N, _events, _executions
+from test_cluster import _events, _executions
 
 from pypi_pulse.sink.base import open_sink
 
 SET = "pypi-pulse-dataflow"  # the StatefulSet's name: pod i is SET-i
 MEMBERS = 2
+RUN_SETTINGS = {"PYPI_PULSE_RECOVERY": "true", "PYPI_PULSE_IDLE_SECONDS": "1", "PYPI_PULSE_EPOCH_SECONDS": "1"}
 
 
 def _free_port() -> int:
     """A port free on every loopback address (the members listen on 127.0.<i>.1)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         return s.getsockname()[1]
@@ -52,39 +54,93 @@ def _pod_env(i: int, cluster_port: int, **extra: str) -> dict[str, str]:
         PYPI_PULSE_CLUSTER_SIZE=str(MEMBERS),
         PYPI_PULSE_CLUSTER_ADDRESS=f"127.0.{{i}}.1:{cluster_port}",
         PYPI_PULSE_METRICS_HOST=_host(i),
-        PYPI_PULSE_RECOVERY="true",
-        PYPI_PULSE_IDLE_SECONDS="1",
-        PYPI_PULSE_EPOCH_SECONDS="1",
+        **RUN_SETTINGS,
         **extra,
     )
 
 
-def _pod(i: int, env: dict, bootstrap: str, topic: str, sink: str, data_dir, metrics_port: int, log):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "dataflow",
-            "--until-drained",
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            topic,
-            "--sink",
-            sink,
-            "--data-dir",
-            str(data_dir),
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+class Run:
+    """A dataflow's processes against one topic, sink and data directory (the shared volume), each with its log."""
+
+    def __init__(self, tmp_path, bootstrap: str, topic: str):
+        self.tmp_path, self.bootstrap, self.topic = tmp_path, bootstrap, topic
+        self.sink = f"sqlite:///{tmp_path / 'pulse.db'}"
+        self.data_dir = tmp_path / "volume"
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, env: dict, name: str, *flags: str) -> subprocess.Popen:
+        log_path = self.tmp_path / f"{name}-{len(self.procs)}.log"
+        args = ["--bootstrap-servers", self.bootstrap, "--topic", self.topic, "--sink", self.sink]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pypi_pulse.cli", "dataflow", *args, "--data-dir", str(self.data_dir), *flags],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append((proc, log_path))
+        return proc
+
+    def pods(self, *flags: str, first: int = 0) -> None:
+        """The StatefulSet's pods, member `first` started first: each waits for the others as a pod does."""
+        cluster_port, metrics_port = _free_port(), _free_port()
+        for i in [first] + [i for i in range(MEMBERS) if i != first]:
+            self.start(_pod_env(i, cluster_port), f"pod-{i}", "--metrics-port", str(metrics_port), *flags)
+            if i == first and first != 0:
+                # it serves its probes on the configured port of its own address (not on the port + i of a local
+                # cluster's member), and cannot have made the recovery store: that is member 0's
+                _healthz(_host(first), metrics_port, *self.procs[-1])
+                assert not list((self.data_dir / "recovery").glob("part-*.sqlite3"))
+
+    def single(self, *flags: str) -> None:
+        self.start(dict(os.environ, **RUN_SETTINGS), "single", *flags)
+
+    def until_consumed(self, n: int) -> None:
+        """Let the live processes run until the sink counts `n` events consumed, then stop them as Kubernetes
+        stops a pod (SIGTERM: the inputs end, the epoch completes, a snapshot is taken)."""
+        deadline = time.monotonic() + 300
+        while _consumed(self.sink) < n:
+            for proc, log_path in self.procs:
+                assert proc.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, f"never consumed {n}"
+            time.sleep(0.1)
+        for proc, _ in self.procs:
+            proc.terminate()
+        self.wait()
+
+    def wait(self) -> None:
+        for proc, log_path in self.procs:
+            assert proc.wait(300) == 0, log_path.read_text()[-4000:]
+        self.procs = []
+
+    def kill(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    def assert_exact(self, events: list[dict]) -> None:
+        with open_sink(self.sink, readonly=True) as db:
+            counters = db.stats().counters
+            daily, totals = stored_daily(db), stored_totals(db)
+        assert counters["consumed"] == counters["counted"] == len(events), counters
+        assert counters.get("dropped", 0) == 0 and counters.get("dead_lettered", 0) == 0
+        assert stored_windows(self.sink) == expected_windows(events)
+        want = expected_daily(events)
+        assert len({day for day, *_ in want}) == 2  # across midnight
+        assert daily == want
+        assert totals == expected_totals(want)
 
 
-def _healthz(host: str, port: int, proc: subprocess.Popen, log_path) -> None:
+def _consumed(sink: str) -> int:
+    try:
+        with open_sink(sink, readonly=True) as db:
+            return db.stats().counters.get("consumed", 0)
+    except Exception:  # not made yet
+        return 0
+
+
+def _healthz(host: str, port: int, proc: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -100,42 +156,36 @@ def _healthz(host: str, port: int, proc: subprocess.Popen, log_path) -> None:
 def test_members_started_as_statefulset_pods_form_one_cluster_and_count_exactly(tmp_path, broker, topic):
     events = _events(1025)
     publish(broker.bootstrap, topic, events)
-    sink = f"sqlite:///{tmp_path / 'pulse.db'}"
-    data_dir = tmp_path / "volume"  # the ReadWriteMany volume every pod mounts
-    cluster_port, metrics_port = _free_port(), _free_port()
-    logs = [tmp_path / f"pod-{i}.log" for i in range(MEMBERS)]
-    pods: list[subprocess.Popen] = []
+    run = Run(tmp_path, broker.bootstrap, topic)
     try:
-        with open(logs[1], "ab") as log:
-            pods.append(_pod(1, _pod_env(1, cluster_port), broker.bootstrap, topic, sink, data_dir, metrics_port, log))
-        # member 1 serves its probes on the configured port of its own address, not on the port + 1 of a
-        # local cluster's member, and it cannot have made the recovery store: that is member 0's
-        _healthz(_host(1), metrics_port, pods[0], logs[1])
-        assert not list((data_dir / "recovery").glob("part-*.sqlite3"))
-        with open(logs[0], "ab") as log:
-            pods.insert(
-                0, _pod(0, _pod_env(0, cluster_port), broker.bootstrap, topic, sink, data_dir, metrics_port, log)
-            )
-        for i, pod in enumerate(pods):
-            assert pod.wait(300) == 0, logs[i].read_text()[-4000:]
+        run.pods("--until-drained", first=1)
+        run.wait()
     finally:
-        for pod in pods:
-            if pod.poll() is None:
-                pod.kill()
-                pod.wait(10)
-
+        run.kill()
     # one execution of 2 workers, one in each process, over the store member 0 made for both
-    assert set(_executions(data_dir / "recovery")) == {MEMBERS}
-    with open_sink(sink, readonly=True) as db:
-        counters = db.stats().counters
-        daily, totals = stored_daily(db), stored_totals(db)
-    assert counters["consumed"] == counters["counted"] == N, counters
-    assert counters.get("dropped", 0) == 0 and counters.get("dead_lettered", 0) == 0
-    assert stored_windows(sink) == expected_windows(events)
-    want = expected_daily(events)
-    assert len({day for day, *_ in want}) == 2  # across midnight
-    assert daily == want
-    assert totals == expected_totals(want)
+    assert set(_executions(run.data_dir / "recovery")) == {MEMBERS}
+    run.assert_exact(events)
+
+
+@pytest.mark.parametrize("before, after", [("single", "pods"), ("pods", "single")])
+def test_the_cluster_resumes_exactly_after_its_shape_changes(tmp_path, broker, topic, before, after):
+    """Stopped after half the events, restarted with another number of members on the same recovery volume:
+    Bytewax moves the state to the new workers and the shards' closed state is on the shared volume."""
+    events = _events(77)
+    half = len(events) // 2
+    run = Run(tmp_path, broker.bootstrap, topic)
+    try:
+        publish(broker.bootstrap, topic, events[:half])
+        getattr(run, before)()
+        run.until_consumed(half)
+        publish(broker.bootstrap, topic, events[half:])
+        getattr(run, after)("--until-drained")
+        run.wait()
+    finally:
+        run.kill()
+    workers = {"single": 1, "pods": MEMBERS}
+    assert set(_executions(run.data_dir / "recovery")) == {workers[before], workers[after]}  # one store, both shapes
+    run.assert_exact(events)
 
 
 def _dataflow_fails(env: dict, *args: str, timeout: float = 60) -> str:

@@ -130,21 +130,6 @@ def test_the_kustomization_applies_every_manifest_into_one_namespace():
     assert {c["image"] for c in containers()} == {img["name"] for img in kustomization["images"]}
 
 
-def test_the_dataflow_is_one_stateful_replica_with_its_recovery_on_a_volume():
-    (flow,) = [w for w in of_kind("StatefulSet")]
-    spec = flow["spec"]
-    assert spec["replicas"] == 1
-    (container,) = spec["template"]["spec"]["containers"]
-    assert container["args"][0] == "dataflow"
-    claims = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
-    data_dir = settings_configmap()["PYPI_PULSE_DATA_DIR"]
-    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounted.get(data_dir) in claims, "the recovery store (DATA_DIR/recovery) must be on the claimed volume"
-    assert {"name": "PYPI_PULSE_RECOVERY", "value": "true"} in container.get("env", [])
-    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
-    assert spec["serviceName"] in services
-
-
 @pytest.mark.parametrize("command", ["dataflow", "produce", "serve", "metrics"])
 def test_each_command_runs_with_probes_resources_and_no_root(command):
     (workload,) = [w for w in workloads() if w["spec"]["template"]["spec"]["containers"][0]["args"][0] == command]
@@ -152,7 +137,8 @@ def test_each_command_runs_with_probes_resources_and_no_root(command):
     (c,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     listen = [int(flag_value(c["args"], f)) for f in PORT_FLAGS if flag_value(c["args"], f)]
-    assert sorted(ports.values()) == sorted(listen), "the container's ports are the ones its command listens on"
+    served = [port for name, port in ports.items() if name != "cluster"]  # Bytewax's: test_dataflow_statefulset.py
+    assert sorted(served) == sorted(listen), "the container's ports are the ones its command listens on"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # serve and metrics answer /readyz (the sink answers); the producer and the dataflow have /healthz only
     assert c["readinessProbe"]["httpGet"]["path"] == ("/readyz" if command in ("serve", "metrics") else "/healthz")
@@ -210,8 +196,10 @@ def test_the_configmap_and_secret_hold_settings_the_cli_accepts(monkeypatch, tmp
     ranges) as each container would load them."""
     (secret,) = of_kind("Secret")
     env = {**settings_configmap(), **secret["stringData"]}
-    for c in containers():
-        env.update({e["name"]: e["value"] for e in c.get("env", [])})
+    for w in workloads():
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            # a value from the downward API is the pod's name (PYPI_PULSE_PROCESS_ID): pod 0's here
+            env.update({e["name"]: e.get("value", f"{w['metadata']['name']}-0") for e in c.get("env", [])})
     assert set(env) <= SETTING_NAMES, set(env) - SETTING_NAMES
     assert {"PYPI_PULSE_BOOTSTRAP_SERVERS", "PYPI_PULSE_SINK"} <= set(env)
     from pypi_pulse.config import load_settings
