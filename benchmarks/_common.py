@@ -277,6 +277,7 @@ class RssSampler:
         self.psutil = psutil
         self.every_s = every_s
         self.procs: dict[str, object] = {}
+        self.trees: set[str] = set()  # names whose child processes are summed with them
         self.peak: dict[str, int] = defaultdict(int)
         self.series: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self.cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (time, CPU seconds used so far)
@@ -285,8 +286,12 @@ class RssSampler:
         self.started = time.monotonic()
         self.started_wall = time.time()  # series times + this = wall clock (block periods are wall-clock aligned)
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, pid: int, tree: bool = False) -> None:
+        """Sample process `pid` as `name`; with `tree`, the sum of it and its descendants (a local cluster's
+        members, a helper process), so that "the dataflow's RSS" is all of its memory."""
         self.procs[name] = self.psutil.Process(pid)
+        if tree:
+            self.trees.add(name)
 
     def start(self) -> RssSampler:
         self._thread.start()
@@ -296,13 +301,19 @@ class RssSampler:
         now = time.monotonic() - self.started
         for name, p in list(self.procs.items()):
             try:
-                rss = p.memory_info().rss
                 times = p.cpu_times()
+                rss, cpu = p.memory_info().rss, times.user + times.system
+                for child in p.children(recursive=True) if name in self.trees else []:
+                    try:
+                        times = child.cpu_times()
+                        rss, cpu = rss + child.memory_info().rss, cpu + times.user + times.system
+                    except self.psutil.Error:  # it ended between the listing and the reading
+                        pass
             except self.psutil.Error:
                 continue
             self.peak[name] = max(self.peak[name], rss)
             self.series[name].append((now, rss))
-            self.cpu[name].append((now, times.user + times.system))
+            self.cpu[name].append((now, cpu))
 
     def cores(self, since_wall: float = 0.0, until_wall: float = math.inf) -> dict[str, float]:
         """Cores each process used on average between two wall-clock times (the samples closest inside them)."""
@@ -380,165 +391,6 @@ if __name__ == "__main__":
         run_flow_child(json.loads(sys.argv[2]))
     else:
         raise SystemExit("usage: _common.py run-flow CONFIG_JSON (used by the benchmark scripts)")
-
-
-# ---- live runs (latency, memory) ----------------------------------------------------------------------------------
-def live_run(
-    rate: float,
-    seconds: float,
-    work: Path,
-    sampler: RssSampler,
-    warmup_s: float = 10.0,
-    poll_s: float = 0.05,
-    report_every_s: float = 60.0,
-    epoch_s: float = 10.0,
-    recovery: bool = False,
-    lateness_s: float = 600.0,
-    pack_events: int = 1,
-    flow_log_level: str = "WARNING",
-) -> dict:
-    """The real producer (`pypi-pulse produce`, synthetic, real-time stamps) at `rate` for `seconds`, the dataflow
-    in its own process, and this process polling the SQLite sink. For every window closed after the warm-up:
-    the delay from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
-    import signal
-
-    from pypi_pulse.config import Settings
-
-    # the broker is embedded, as in `up`: its producer linger, unless PYPI_PULSE_LINGER_MS says otherwise
-    linger_ms = Settings().linger_ms_for(embedded_broker=True)
-    print(f"producer linger: {linger_ms} ms", flush=True)
-    broker = start_broker(work)
-    topic = "bench-live"
-    sink = work / "live.db"
-    producer = flow = None
-    try:
-        create_topic(broker.bootstrap, topic)
-        sampler.watch("broker", broker.proc.pid)
-        flow_log = open(work / "dataflow.log", "w")
-        flow = spawn_flow(
-            {
-                "bootstrap": broker.bootstrap,
-                "topic": topic,
-                "partitions": 4,
-                "sink_url": f"sqlite:///{sink}",
-                "epoch_s": epoch_s,
-                "recovery_dir": str(work / "recovery") if recovery else None,
-                "lateness_s": lateness_s,
-                "log_level": flow_log_level,
-            },
-            stderr=flow_log,
-        )
-        sampler.watch("dataflow", flow.pid)
-        deadline = time.monotonic() + 60
-        while not sink.exists():  # the sink file appears once the dataflow has opened it
-            if time.monotonic() > deadline or flow.poll() is not None:
-                raise SystemExit("the dataflow did not start")
-            time.sleep(0.05)
-        from pypi_pulse.producer.synthetic import rhythm
-
-        started = time.time()
-        # the synthetic source follows PyPI's daily and weekly rhythm around its mean rate: ask for the mean that
-        # gives `rate` now (the rhythm moves by a few percent an hour)
-        producer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypi_pulse.cli",
-                "produce",
-                "--source",
-                "synthetic",
-                "--rate",
-                str(rate / rhythm(started)),
-                "--duration",
-                str(seconds),
-                "--bootstrap-servers",
-                broker.bootstrap,
-                "--topic",
-                topic,
-                "--seed",
-                "1",
-                "--data-dir",
-                str(work / "producer"),
-                "--pack-events",
-                str(pack_events),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYPI_PULSE_LINGER_MS=str(linger_ms)),
-        )
-        sampler.watch("producer", producer.pid)
-        db = None
-        written: dict[int, float] = {}
-        seen: dict[int, float] = {}
-        downloads: dict[int, int] = {}
-        last_report = time.monotonic()
-        while producer.poll() is None:
-            if db is None:
-                db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=30)
-            newest = max(written, default=0)
-            now = time.time()
-            try:
-                rows = db.execute(
-                    "SELECT start, written_at, downloads FROM windows WHERE start >= ?", (newest - 5,)
-                ).fetchall()
-            except sqlite3.OperationalError:  # the dataflow is still creating the schema
-                rows = []
-            for start, at, n in rows:
-                if start not in written:
-                    written[start], seen[start] = at, now
-                downloads[start] = n
-            if time.monotonic() - last_report >= report_every_s:
-                last_report = time.monotonic()
-                rss = {k: mib(v[-1][1]) for k, v in sampler.series.items() if v}
-                cores = {k: round(v, 2) for k, v in sampler.cores(time.time() - report_every_s).items()}
-                print(f"  {time.time() - started:,.0f} s: {len(written)} windows, RSS {rss}, cores {cores}", flush=True)
-            time.sleep(poll_s)
-        if producer.returncode != 0:
-            raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")
-        ended = time.time()
-        minutes = db.execute("SELECT COUNT(*) FROM rollup_buckets").fetchone()[0] if db is not None else 0
-        # each sealed block: (first minute, end of its last minute, when its last slice was committed)
-        blocks = (
-            db.execute(
-                "SELECT MIN(bucket), MAX(bucket) + 60, MAX(applied_at) FROM rollup_buckets "
-                "GROUP BY applied_at ORDER BY 1"
-            ).fetchall()
-            if db is not None
-            else []
-        )
-        # blocks still going in when the run ended: (first minute, slices applied, when the last one was)
-        in_progress = (
-            db.execute("SELECT bucket, COUNT(*), MAX(applied_at) FROM rollup_slices GROUP BY bucket").fetchall()
-            if db is not None
-            else []
-        )
-        # windows closed while the stream ran steadily: after the warm-up, and not the tail the producer's stop leaves
-        steady = [s for s in written if started + warmup_s <= s and s + 1 <= ended - 2]
-        return {
-            "write_delay": sorted(written[s] - (s + 1) for s in steady),
-            "seen_delay": sorted(seen[s] - (s + 1) for s in steady),
-            "windows": len(steady),
-            "events_per_window": median(downloads[s] for s in steady) if steady else 0,
-            "seconds": ended - started,
-            "started": started,
-            "rollup_minutes_applied": minutes,
-            "blocks": blocks,
-            "blocks_in_progress": in_progress,
-            "seen_by_window": {s: seen[s] - (s + 1) for s in steady},
-        }
-    finally:
-        if producer is not None and producer.poll() is None:
-            producer.terminate()
-            producer.wait(30)
-        if flow is not None and flow.poll() is None:
-            flow.send_signal(signal.SIGINT)
-            try:
-                flow.wait(30)
-            except subprocess.TimeoutExpired:
-                flow.kill()
-                flow.wait()
-        broker.stop()
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -5,12 +5,13 @@
     python3 benchmarks/memory.py --minutes 3 --skip-throughput
     python3 benchmarks/memory.py --skip-throughput --recovery   # the steady run with a recovery store, as `up`
 
-The steady run is the live setup of benchmark 2 (real producer and dataflow processes, embedded broker, SQLite
-sink), sampled every second with psutil. "Growth" compares the median RSS of the last minute with that of the
-minute after the warm-up; that includes the rollup block filling up (a block gathers every key of its 10 minutes
-until it is sealed), so the run also reports the RSS just before each seal, when the block is whole: a state that
-does not grow has the same figure before every seal. Two whole blocks need a run from just before a 10-minute
-boundary to 20 minutes and the lateness horizon after it (e.g. `--lateness 60 --minutes 21.5` started at hh:m9:30).
+The steady run is the live setup of benchmark 2 (benchmarks/_live.py: the real producer and `pypi-pulse dataflow`
+as `up` runs it, embedded broker, SQLite sink and Parquet history), sampled every second with psutil; the dataflow
+is all of its processes. "Growth" compares the median RSS of the last minute with that of the minute after the
+warm-up; that includes the rollup block filling up (a block gathers every key of its 10 minutes until it is sealed),
+so the run also reports each block cycle (seal to seal): its peak, and the RSS just before its seal, when the block
+is whole. A state that does not grow has the same figures in every whole cycle. `--align` waits for the phase at
+which the run holds the most whole blocks (`--lateness 60 --minutes 24 --align`: two).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datetime import UTC
-
 import _common as C  # noqa: E402
+import _live as L  # noqa: E402
 
 
 def main() -> int:
@@ -50,8 +51,14 @@ def main() -> int:
         default=600.0,
         help="lateness horizon in seconds: the window state it holds fills for this long",
     )
+    ap.add_argument(
+        "--align",
+        action="store_true",
+        help="wait for the phase of the 10-minute blocks at which the run holds the most whole blocks",
+    )
     args = ap.parse_args()
     C.print_machine()
+    print(L.load_line("at start"), flush=True)
     peaks = []
     if not args.skip_throughput:
         print(f"benchmark 1 ({args.events:,} events, 1 worker, 1 run) ...", flush=True)
@@ -74,9 +81,16 @@ def main() -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:])
             return 1
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    phase = None
+    if args.align:
+        whole = L.whole_blocks_in(args.minutes * 60, args.lateness)
+        if whole < 1:
+            raise SystemExit(f"{args.minutes:g} minutes hold no whole block sealed and written: pass more --minutes")
+        phase = L.start_phase(args.minutes * 60, whole, args.lateness)
+        print(f"aligned for {whole} whole block(s)", flush=True)
     sampler = C.RssSampler(every_s=1.0).start()
     try:
-        r = C.live_run(
+        r = L.live_run(
             args.rate,
             args.minutes * 60,
             work,
@@ -85,16 +99,24 @@ def main() -> int:
             recovery=args.recovery,
             lateness_s=args.lateness,
             pack_events=args.pack_events,
+            phase=phase,
         )
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
+    print(L.load_line("at end"))
     for line in peaks:
         print("benchmark 1: " + line)
     print(
-        f"steady run: {args.rate:,.0f} events/s for {r['seconds'] / 60:.1f} min "
-        f"(median {r['events_per_window']:,.0f} events per 1-s window)"
+        f"steady run: {args.rate:,.0f} events/s for {r['seconds'] / 60:.1f} min from "
+        f"{datetime.fromtimestamp(r['started'], UTC):%Y-%m-%d %H:%M:%S} UTC (median {r['events_per_window']:,.0f} "
+        f"events per 1-s window, {C.percentile(r['distinct_per_window'], 0.5):,} distinct projects); "
+        f"{len(r['blocks'])} blocks written: "
+        + ", ".join(
+            f"{datetime.fromtimestamp(b['start'], UTC):%H:%M}+{b['span']}s ({b['files']}/{b['of']} files)"
+            for b in r["blocks"]
+        )
     )
     for name, series in sampler.series.items():
         if not series:
@@ -112,51 +134,17 @@ def main() -> int:
             f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
             f"per-minute peaks MiB: {' '.join(per_min)}"
         )
-    _before_each_seal(sampler, args.lateness)
-    together: dict = {}  # the dataflow and the process it applies sealed blocks in, sample by sample
-    for name in ("dataflow", "block writer"):
-        for t, v in sampler.series.get(name, []):
-            together[t] = together.get(t, 0) + v
-    if together:
-        what = "dataflow with its block writer" if sampler.series.get("block writer") else "dataflow"
-        peak = max(together.values())
-        print(f"target: {what} under 1 GiB: {'met' if peak < 2**30 else 'NOT met'} (peak {C.mib(peak)})")
+    for name in ("dataflow", "broker"):
+        L.print_block_cycles(sampler, name, args.lateness)
+    peak = sampler.peak.get("dataflow", 0)
+    whole = [c for c in L.block_cycles(sampler, "dataflow", args.lateness) if c["whole"]]
+    print(
+        f"target: dataflow (all its processes) under 1 GiB: {'met' if 0 < peak < 2**30 else 'NOT met'} (peak {C.mib(peak)})"
+    )
+    if len(whole) > 1:
+        grew = (whole[-1]["peak"] - whole[0]["peak"]) / 2**20
+        print(f"peak of the last whole cycle against the first: {grew:+,.0f} MiB over {len(whole)} whole cycles")
     return 0
-
-
-def _before_each_seal(sampler, lateness_s: float) -> None:
-    """The dataflow's state has a 10-minute period: a rollup block gathers every key of its 10 minutes, is sealed
-    once the watermark passes its end by the lateness horizon, then merged, written and freed. Growth is judged at
-    the same phase of every block: the RSS in the 30 s before each seal, when the block is whole (a block the run
-    started inside of is marked partial); a state that does not grow has the same figure before every seal."""
-    from datetime import datetime
-
-    from pypi_pulse.dataflow.clock import BLOCK_S
-
-    for name, series in sampler.series.items():
-        if not series:
-            continue
-        wall = [(sampler.started_wall + t, v) for t, v in series]
-        first, last = wall[0][0], wall[-1][0]
-        cells, whole = [], []
-        for end in range(int((first // BLOCK_S + 1) * BLOCK_S), int(last), BLOCK_S):
-            seal = end + lateness_s
-            vals = [v for t, v in wall if seal - 30 <= t < seal]
-            if not vals or seal > last:
-                continue
-            full = first <= end - BLOCK_S
-            cells.append(
-                f"{datetime.fromtimestamp(end, UTC):%H:%M} {C.mib(median(vals))}" + ("" if full else " (partial block)")
-            )
-            if full:
-                whole.append(median(vals))
-        if not cells:
-            print(f"{name}: no block sealed within the run")
-            continue
-        print(
-            f"{name}: before each seal (block ending at): {'; '.join(cells)}"
-            + (f"; growth between whole blocks {(whole[-1] - whole[0]) / 2**20:+,.0f} MiB" if len(whole) > 1 else "")
-        )
 
 
 if __name__ == "__main__":
