@@ -152,8 +152,20 @@ def run_dataflow(
     )
     if processes > 1:
         _LocalCluster(cfg, workers, processes, epoch_s, recovery_dir, stop_offsets, metrics).run()
-    else:
+        return
+    try:
         _run_member(cfg, workers, process_id, addresses, epoch_s, recovery_dir, stop_offsets)
+    except BaseException as exc:
+        if process_id is None or type(exc).__name__ != "PanicException":  # Bytewax's, a BaseException
+            raise
+        # how Bytewax ends a member once a peer is gone: no member can go on alone, and each is restarted (by
+        # Kubernetes, systemd...) to form the cluster again
+        log.error("dataflow.cluster_broken", process_id=process_id, panic=str(exc))
+        raise ClusterError(
+            f"dataflow member {process_id} of {members} stopped: the cluster broke down ({exc}), as it does when a "
+            "member is gone; the members resume together from the last snapshot once all of them run again",
+            1,
+        ) from None
 
 
 def _run_member(
