@@ -204,6 +204,14 @@ class Sink(abc.ABC):
             self._history_reader = HistoryReader(self.history)
         return self._history_reader.query(sql, params)
 
+    def history_series(self, first: Optional[str], last: Optional[str], answer):
+        """`answer(series, days)` from the history reader's in-memory `overall`/`with_mirrors` series over the days
+        of [first, last] (sink/history_series.py), or None when they cannot answer (then ask `history_query`)."""
+        if self._history_reader is None:
+            self.history_query("SELECT 1")  # makes the reader
+        assert self._history_reader is not None
+        return self._history_reader.series_of(first, last, answer)
+
     def _close_history(self) -> None:
         """The history reader's DuckDB connection goes with the sink (a backend's `close` calls this)."""
         reader, self._history_reader = self._history_reader, None

@@ -54,13 +54,18 @@ def category_top(sink: Sink, category: str, start: str, end: str, limit: Optiona
     """The category's packages by downloads (without mirrors) over [start, end], largest first, ties by name."""
     members = sorted(p for p, c in category_map().items() if c == category)
     totals: Counter = Counter()
-    days_sql, day_params = sink.project_days(start, end)
-    for chunk in _chunks(members):
-        for p, n in sink.history_query(
-            f"SELECT project, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
-            f"AND dimension = 'overall' AND {days_sql} GROUP BY project",
-            (*chunk, *day_params),
-        ):
-            totals[p] += int(n)
+    series = sink.history_series(start, end, lambda s, days: s.rows(members, "overall", days))
+    if series is not None:  # the history reader's in-memory series: the same rows (sink/history_series.py)
+        for p, rows in series.items():
+            totals[p] += sum(n for _, n in rows)
+    else:
+        days_sql, day_params = sink.project_days(start, end)
+        for chunk in _chunks(members):
+            for p, n in sink.history_query(
+                f"SELECT project, SUM(downloads) FROM daily WHERE project IN ({_marks(chunk)}) "
+                f"AND dimension = 'overall' AND {days_sql} GROUP BY project",
+                (*chunk, *day_params),
+            ):
+                totals[p] += int(n)
     ranked = sorted(((p, n) for p, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
     return ranked if limit is None else ranked[:limit]

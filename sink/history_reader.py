@@ -20,14 +20,20 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Optional, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from pypi_pulse.sink.history import DAY_FILE, FOLDED_KEY, SCHEMA, SOURCE_KEY, STREAM, TOTALS_KEY, DayFiles, History
+from pypi_pulse.sink.history_series import SeriesIndex
+from pypi_pulse.sink.queries import SERIES_DIMENSIONS
+
+T = TypeVar("T")
 
 _VIEWS = """
 CREATE OR REPLACE VIEW daily AS
@@ -62,6 +68,7 @@ class HistoryReader:
         self._key: tuple = ()
         self._meta: dict[tuple, dict[bytes, bytes]] = {}  # (day, name, size, mtime): a day file can be replaced
         self.days: list[DayFiles] = []
+        self.series = SeriesIndex()
         self._load([])
 
     def _footer(self, files: DayFiles, name: str) -> dict[bytes, bytes]:
@@ -112,6 +119,7 @@ class HistoryReader:
         live = {(d.day, f, *d.stamps.get(f, (0, 0))) for d in listing for f in d.files}
         self._meta = {k: v for k, v in self._meta.items() if k in live}
         self.days = listing
+        self.series.forget({d.day: [(d.day, f, *d.stamps.get(f, (0, 0))) for f in d.files] for d in listing})
 
     def refresh(self) -> None:
         listing = self.history.listing()
@@ -120,20 +128,59 @@ class HistoryReader:
             self._load(listing)
             self._key = key
 
+    def _current(self, read: Callable[[], T]) -> T:
+        """`read()` over the current files (the caller holds the lock); a file removed by a compaction meanwhile is
+        read again from the new listing (the day file that replaced it)."""
+        for attempt in range(3):
+            self.refresh()
+            try:
+                return read()
+            except (duckdb.IOException, FileNotFoundError, OSError):
+                if attempt == 2:
+                    raise
+                self._key = ()
+        raise AssertionError("unreachable")
+
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        """Rows of `sql` over the current files; a file removed by a compaction meanwhile is read again from the
-        new listing (the day file that replaced it)."""
+        """Rows of `sql` over the current files."""
         with self.lock:
-            for attempt in range(3):
-                self.refresh()
-                try:
-                    rows = self.con.execute(sql, list(params)).fetchall()
-                    break
-                except (duckdb.IOException, FileNotFoundError, OSError):
-                    if attempt == 2:
-                        raise
-                    self._key = ()
+            rows = self._current(lambda: self.con.execute(sql, list(params)).fetchall())
         return [tuple(map(_iso, r)) for r in rows]
+
+    def series_of(
+        self, first: Optional[str], last: Optional[str], answer: Callable[[SeriesIndex, list[str]], T]
+    ) -> Optional[T]:
+        """`answer(series, days)` over the days of [first, last] (None: open) the history holds, from the in-memory
+        series of `overall` and `with_mirrors` (sink/history_series.py), read first where missing; None when a
+        file's series cannot be held (the caller then asks the files)."""
+        with self.lock:
+
+            def read() -> list[str]:
+                days = [
+                    d.day for d in self.days if (first is None or d.day >= first) and (last is None or d.day <= last)
+                ]
+                self.series.load(days, self._series_rows)
+                return days
+
+            days = self._current(read)
+            return answer(self.series, days) if self.series.servable(days) else None
+
+    def _series_rows(self, versions: list[tuple]) -> Iterator[tuple[tuple, pa.Table]]:
+        """Each file's rows of the series' dimensions: DuckDB's Parquet reader for local files, else pyarrow."""
+        columns = ["project", "dimension", "category", "downloads"]
+        dims = ", ".join(f"'{d}'" for d in SERIES_DIMENSIONS)
+        for version in versions:
+            if isinstance(self.history.fs, pafs.LocalFileSystem):
+                yield (
+                    version,
+                    self.con.sql(
+                        f"SELECT {', '.join(columns)} FROM read_parquet(?) WHERE dimension IN ({dims})",
+                        params=[self.history.path(version[0], version[1])],
+                    ).to_arrow_table(),
+                )
+            else:
+                table = self.history.read(version[0], version[1]).select(columns)
+                yield version, table.filter(pc.is_in(table["dimension"], pa.array(SERIES_DIMENSIONS)))
 
     def covered(self, day: str) -> list[tuple[int, int]]:
         """The event-time ranges of `day` the history holds (as of the last refresh)."""

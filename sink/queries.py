@@ -25,6 +25,9 @@ Day = Union[str, dt.date]
 
 #: every dimension the history's `daily` / `daily_totals` hold
 ALL_DIMENSIONS: tuple[str, ...] = DERIVED + DIMENSIONS
+#: the dimensions a history reader holds in memory per project and day (sink/history_series.py, which loads numpy
+#: and pyarrow: imported only once a question reads the history)
+SERIES_DIMENSIONS: tuple[str, ...] = ("overall", "with_mirrors")
 
 
 def iso_day(d: Day) -> str:
@@ -95,6 +98,9 @@ def current_day(sink: Sink, today: Optional[Day] = None) -> str:
 def known_package(sink: Sink, name: str) -> Optional[str]:
     """The stored (normalised) name if the project has any rollup, else None."""
     project = normalize(name)
+    held = sink.history_series(None, None, lambda s, days: s.present(project, "with_mirrors", days))
+    if held is not None:
+        return project if held else None
     rows = sink.history_query(
         "SELECT project FROM daily WHERE project = ? AND dimension = 'with_mirrors' LIMIT 1", (project,)
     )
@@ -108,11 +114,24 @@ def _sum(sink: Sink, project: Optional[str], dimension: str, start: str, end: st
             (dimension, start, end),
         )
     else:
+        series = _series_rows(sink, [project], dimension, start, end)
+        if series is not None:
+            return sum(n for _, n in series[project])
         r = sink.history_query(
             "SELECT SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND day >= ? AND day <= ?",
             (project, dimension, start, end),
         )
     return int(r[0][0] or 0) if r else 0
+
+
+def _series_rows(
+    sink: Sink, projects: list[str], dimension: str, start: str, end: str
+) -> Optional[dict[str, list[tuple[str, int]]]]:
+    """{project: [(day, downloads), ...]} of `overall` or `with_mirrors` from the history reader's in-memory series
+    (the same rows as `daily`'s: sink/history_series.py); None for other dimensions, or when they cannot answer."""
+    if dimension not in SERIES_DIMENSIONS:
+        return None
+    return sink.history_series(start, end, lambda s, days: s.rows(projects, dimension, days))
 
 
 def recent(sink: Sink, project: Optional[str], today: Optional[Day] = None) -> dict[str, int]:
@@ -150,10 +169,16 @@ def daily_by_category(
             (dim, s, e, *category_params),
         )
     else:
+        p = normalize(project)
+        series = _series_rows(sink, [p], dim, s, e)
+        if series is not None:  # these dimensions have one category, NULL ('')
+            if match_category and to_db_category(category) != "":
+                return []
+            return [(d, None, n) for d, n in series[p]]
         rows = sink.history_query(
             f"SELECT day, category, downloads FROM daily WHERE project = ? AND dimension = ? AND day >= ? "
             f"AND day <= ?{of_category} ORDER BY day, category",
-            (normalize(project), dim, s, e, *category_params),
+            (p, dim, s, e, *category_params),
         )
     return [(d, from_db_category(c), int(n)) for d, c, n in rows]
 
@@ -189,6 +214,9 @@ def compare(
     out: dict[str, list[tuple[str, int]]] = {p: [] for p in names}
     if not names:
         return out
+    series = _series_rows(sink, names, dim, iso_day(start), iso_day(end))
+    if series is not None:
+        return series
     marks = ", ".join("?" for _ in names)
     rows = sink.history_query(
         f"SELECT project, day, SUM(downloads) FROM daily WHERE project IN ({marks}) AND dimension = ? AND day >= ? "
@@ -207,6 +235,9 @@ def top_packages(
     """The most downloaded projects of a period (without mirrors), optionally in one country (ISO alpha-2)."""
     if country is not None:
         return country_top(sink, country, start, end, limit)
+    totals = sink.history_series(iso_day(start), iso_day(end), lambda s, days: s.totals("overall", days))
+    if totals is not None:
+        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: int(limit)]
     rows = sink.history_query(
         "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'overall' AND day >= ? AND day <= ? "
         "GROUP BY project ORDER BY n DESC, project LIMIT ?",
@@ -321,6 +352,9 @@ def live_summary(sink: Sink) -> dict:
 # ---- dashboard (added by the dashboard engineer) ----------------------------------------------------------
 def package_names(sink: Sink) -> list[str]:
     """Every project that has a rollup, sorted: the dashboard's package picker searches these in memory."""
+    held = sink.history_series(None, None, lambda s, days: s.totals("with_mirrors", days))
+    if held is not None:
+        return sorted(held)
     return [
         r[0]
         for r in sink.history_query(

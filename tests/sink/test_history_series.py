@@ -1,0 +1,166 @@
+"""The history reader's in-memory `overall`/`with_mirrors` series answer every question exactly as the SQL over the
+history's files does, and follow the files as they change: new blocks (sharded parts too), a compaction, a
+backfill replacing a day, retention."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import pytest
+
+from pypi_pulse.categories import category_map
+from pypi_pulse.sink import category_stats, queries
+from pypi_pulse.sink.base import open_sink
+from pypi_pulse.sink.model import RollupBucket
+
+FIRST = date(2026, 9, 1)
+DAYS = [(FIRST + timedelta(days=i)).isoformat() for i in range(8)]
+MIDNIGHT = 1788220800  # 2026-09-01T00:00:00Z
+
+
+def block(day_index: int, minute: int, counts: dict, part=None) -> RollupBucket:
+    return RollupBucket(MIDNIGHT + day_index * 86400 + minute * 600, counts, 600, part)
+
+
+def counts_of(rng: random.Random, day: str, projects: list[str], shard=None) -> dict:
+    out = {}
+    for p in projects:
+        if shard is not None and hash_shard(p) != shard:
+            continue
+        if rng.random() < 0.2:
+            continue  # not downloaded in this block
+        n = rng.randint(0, 50)  # zero counts are rows too
+        out[(day, p, "overall", None)] = n
+        out[(day, p, "with_mirrors", None)] = n + rng.randint(0, 3)
+        out[(day, p, "country", rng.choice(["US", "DE"]))] = n
+        out[(day, p, "python_minor", None)] = n
+    return out
+
+
+def hash_shard(project: str) -> int:
+    return sum(map(ord, project)) % 2
+
+
+def truth(db, projects, start, end):
+    """What the SQL over the files answers, asked directly of the history."""
+    out = {}
+    for dim in ("overall", "with_mirrors"):
+        for p in projects:
+            out[(dim, p)] = [
+                (d, int(n))
+                for d, n in db.history_query(
+                    "SELECT day, SUM(downloads) FROM daily WHERE project = ? AND dimension = ? AND day >= ? "
+                    "AND day <= ? GROUP BY day ORDER BY day",
+                    (p, dim, start, end),
+                )
+            ]
+    top = [
+        (p, int(n))
+        for p, n in db.history_query(
+            "SELECT project, SUM(downloads) AS n FROM daily WHERE dimension = 'overall' AND day >= ? AND day <= ? "
+            "GROUP BY project ORDER BY n DESC, project",
+            (start, end),
+        )
+    ]
+    names = [r[0] for r in db.history_query("SELECT DISTINCT project FROM daily WHERE dimension = 'with_mirrors'")]
+    return out, top, sorted(names)
+
+
+def answers(db, projects, start, end):
+    out = {}
+    for dim in ("overall", "with_mirrors"):
+        series = queries.compare(db, projects, start, end, dim)
+        for p in projects:
+            by_day = [(d, n) for d, _c, n in queries.daily_by_category(db, p, dim, start, end)]
+            assert by_day == series[p]
+            out[(dim, p)] = series[p]
+    return out, queries.top_packages(db, start, end, None, 10**6), queries.package_names(db)
+
+
+def assert_same(db, projects):
+    for start, end in [(DAYS[0], DAYS[-1]), (DAYS[2], DAYS[4]), ("2000-01-01", "2100-01-01"), (DAYS[3], DAYS[3])]:
+        assert answers(db, projects, start, end) == truth(db, projects, start, end), (start, end)
+    for p in projects + ["never-downloaded"]:
+        assert queries.known_package(db, p) == (p if p in truth(db, [], DAYS[0], DAYS[-1])[2] else None)
+
+
+@pytest.fixture
+def series_calls(monkeypatch):
+    """Counts the questions the in-memory series answered (they return None when the files must answer)."""
+    from pypi_pulse.sink.history_reader import HistoryReader
+
+    answered = []
+    real = HistoryReader.series_of
+
+    def spy(self, first, last, answer):
+        result = real(self, first, last, answer)
+        answered.append(result is not None)
+        return result
+
+    monkeypatch.setattr(HistoryReader, "series_of", spy)
+    return answered
+
+
+def test_series_answer_as_the_files_do_while_the_history_changes(sink_url, tmp_path, series_calls):
+    rng = random.Random(7)
+    projects = [f"proj-{k:02d}" for k in range(30)]
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        # blocks of the first six days; days 4 and 5 as two shards' parts
+        for i, day in enumerate(DAYS[:6]):
+            for minute in range(3):
+                if i >= 4:
+                    for shard in (0, 1):
+                        db.write([], [block(i, minute, counts_of(rng, day, projects, shard), (shard, 2))], None)
+                else:
+                    db.write([], [block(i, minute, counts_of(rng, day, projects))], None)
+        assert_same(db, projects)
+        # another block arrives: the answers follow it
+        db.write([], [block(5, 10, {(DAYS[5], "proj-00", "overall", None): 1000})], None)
+        assert dict(queries.compare(db, ["proj-00"], DAYS[5], DAYS[5]))["proj-00"][0][1] >= 1000
+        assert_same(db, projects)
+        # complete days compacted into day files; a backfill replaces day 1; retention drops day 0
+        db.compact(0)
+        db.backfill_day(DAYS[1], [("proj-03", "overall", None, 5), ("proj-03", "with_mirrors", None, 6)], "test")
+        assert_same(db, projects)
+        db.history.drop_through(DAYS[0])
+        db.write([], [block(6, 0, counts_of(rng, DAYS[6], projects))], None)
+        assert_same(db, projects)
+    assert series_calls and all(series_calls)
+
+
+def test_a_categorys_top_from_the_series_equals_the_sum_of_its_rows(sink_url, tmp_path, series_calls):
+    cmap = category_map()
+    category = sorted(set(cmap.values()))[0]
+    members = sorted(p for p, c in cmap.items() if c == category)
+    rng = random.Random(8)
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        for i, day in enumerate(DAYS[:4]):
+            db.write([], [block(i, 0, counts_of(rng, day, members + ["not-in-the-map"]))], None)
+        expected = sorted(
+            (
+                (p, sum(n for _, n in rows))
+                for p, rows in queries.compare(db, members, DAYS[0], DAYS[3]).items()
+                if sum(n for _, n in rows) > 0
+            ),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        direct = {
+            p: int(n)
+            for p, n in db.history_query(
+                "SELECT project, SUM(downloads) FROM daily WHERE dimension = 'overall' GROUP BY project"
+            )
+        }
+        assert category_stats.category_top(db, category, DAYS[0], DAYS[3]) == expected
+        assert dict(expected) == {p: n for p, n in direct.items() if p in members and n > 0}
+    assert series_calls and all(series_calls)
+
+
+def test_a_file_with_categories_in_these_dimensions_is_answered_from_the_files(sink_url, tmp_path, series_calls):
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        db.backfill_day(DAYS[0], [("a", "overall", "odd", 3), ("a", "overall", None, 4)], "test")
+        assert queries.daily_by_category(db, "a", "overall", DAYS[0], DAYS[0]) == [
+            (DAYS[0], None, 4),
+            (DAYS[0], "odd", 3),
+        ]
+    assert series_calls == [False]
