@@ -137,8 +137,8 @@ class Clock:
         self.last_emit = 0.0
         self.block_s = BLOCK_S
         self.log_open_minutes = log_open_minutes  # snapshots (recovery) on: see MinuteRollup
-        # With recovery, a sealed block's minutes stay (packed) until the history is seen to hold the block's file
-        # (`release`): a crash between the seal and the file must not lose it. A restored clock sends its unapplied
+        # With recovery, a sealed block's minutes stay (packed) until its shard has written the block's file
+        # (`release`, dataflow/blocks.py): a crash between the seal and the file must not lose it. A restored clock sends its unapplied
         # blocks again; the sink skips what the history already has.
         self.unapplied: dict[int, list[MinuteRollup]] = {}
         self.resend: set[int] = set()

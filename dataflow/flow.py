@@ -1,10 +1,11 @@
-"""The pypi-pulse dataflow: Kafka batches → parse and pre-aggregate → one event-time clock → sink.
+"""The pypi-pulse dataflow: Kafka batches → parse and pre-aggregate → a clock per shard → per-second merge → sink.
 
     kafka_in ─ parse ─┬─ dead_letters ─ dlq
-                      └─ clock (windows, rollups, counters) ─ store
+                      └─ shard ─ clock × shards (windows, rollups, counters; writes its sealed blocks) ─ merge ─ store
 
-Per-event work happens once, inside `parse`, on whichever worker reads the partition; only partial aggregates
-cross to the single `clock` step, so its cost follows the number of distinct (second, project) pairs, not events.
+Per-event work happens once, inside `parse`, on whichever worker reads the partition; only each shard's partial
+aggregates cross to the worker holding that shard's clock (Bytewax routes by key), and only small per-second
+partials and counters cross to the one `merge` step, so its cost follows the number of seconds, not of events.
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ from bytewax.operators import StatefulLogic
 
 from pypi_pulse.bounds import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_PROJECT_NAME, latest_second
 from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_OFFSET_RESET_CONFIRM_S, DEFAULT_SHARDS
+from pypi_pulse.dataflow.blocks import BlockOutput
 from pypi_pulse.dataflow.clock import Clock, Flush
 from pypi_pulse.dataflow.limits import ParseLimits, discard_future
 from pypi_pulse.dataflow.merge import Merge, MergeLogic
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import parse_shards
 from pypi_pulse.dataflow.partials import BatchPartial
-from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
-from pypi_pulse.sink.base import Sink
 from pypi_pulse.sink.model import RollupBucket
-from pypi_pulse.sink.retry import RetryPolicy, transient
+from pypi_pulse.sink.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -67,53 +67,32 @@ class FlowConfig:
     max_project_chars: int = DEFAULT_MAX_PROJECT_NAME
 
 
-class AppliedBlocks:
-    """Asks the sink which sealed blocks it has applied, through a read-only connection opened on first use (the
-    store step creates the sink before any block reaches it)."""
-
-    def __init__(self, url: str, history: Optional[str], part: Optional[tuple[int, int]] = None):
-        self.url, self.history, self.part = url, history, part  # part: (shard, shards) of a sharded clock
-        self.sink: Optional[Sink] = None
-
-    def __call__(self, blocks: list[int]) -> set[int]:
-        if self.sink is None:
-            from pypi_pulse.errors import UserError
-            from pypi_pulse.sink.base import open_sink
-
-            try:
-                self.sink = open_sink(self.url, readonly=True, history=self.history)
-            except UserError:
-                return set()  # not created yet
-        try:
-            return self.sink.applied_buckets(blocks, self.part)
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            self.sink.close()  # reopened next time; meanwhile the clock keeps its blocks and asks again
-            self.sink = None
-            return set()
-
-
 class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
     """One shard's clock. It learns its shard from its first partial (Bytewax's builder is not told the key), and
-    keeps it in its snapshot with the clock, so that a resumed clock finds its own spilled state and blocks."""
+    keeps it in its snapshot with the clock, so that a resumed clock finds its own spilled state. Its sealed blocks
+    are written here, on its own worker (dataflow/blocks.py): only windows and counters go on to the merge."""
 
     def __init__(self, clock: Clock, cfg: FlowConfig, snapshots: bool, spill_dir: Optional[Path], shard=None):
         self.clock, self.cfg, self.snapshots, self.spill_dir = clock, cfg, snapshots, spill_dir
         self.shard: Optional[int] = shard
+        self.part: Optional[tuple[int, int]] = None  # (shard, shards) of a sharded clock: its part of each block
         self.spill: Optional[SpillStore] = None
-        self.applied: Optional[AppliedBlocks] = None  # with recovery: which sealed blocks the history holds
-        self.last_check = 0.0
+        self.blocks = BlockOutput(
+            cfg.sink_url,
+            cfg.history,
+            cfg.window_retention_s,
+            cfg.rollup_retention_days,
+            cfg.sink_retry,
+            cfg.sink_lock_wait_s,
+        )
         if shard is not None:
             self._set_up(shard)
 
     def _set_up(self, shard: int) -> None:
         self.shard = shard
-        part = (shard, self.cfg.shards) if self.cfg.shards > 1 else None
-        if self.snapshots:
-            self.applied = AppliedBlocks(self.cfg.sink_url, self.cfg.history, part)
-            if self.spill_dir is not None:
-                self.spill = SpillStore(self.spill_dir / f"shard-{shard}" if part else self.spill_dir)
+        self.part = (shard, self.cfg.shards) if self.cfg.shards > 1 else None
+        if self.snapshots and self.spill_dir is not None:
+            self.spill = SpillStore(self.spill_dir / f"shard-{shard}" if self.part else self.spill_dir)
 
     @staticmethod
     def resume(blob: bytes, cfg: FlowConfig, snapshots: bool, spill_dir: Optional[Path]) -> ClockLogic:
@@ -137,17 +116,19 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
     def on_notify(self):
         return self._flush()
 
-    def _flush(self):
-        if self.applied is not None and self.clock.unapplied and time.monotonic() - self.last_check >= 1.0:
-            self.last_check = time.monotonic()
-            self.clock.release(self.applied(sorted(self.clock.unapplied)))
-        out = self.clock.flush(time.time())
+    def _flush(self, force: bool = False):
+        out = self.clock.flush(time.time(), force=force)
+        if out is not None and out.buckets:
+            if self.part is not None:
+                out.buckets = [RollupBucket(b.bucket, b.counts, b.span, self.part) for b in out.buckets]
+            self.blocks.write(out.buckets)  # before the report that says they have left (`blocks_before`)
+            self.clock.release({b.bucket for b in out.buckets})
+            out.buckets = []
         dataflow_metrics.ROLLUP_PENDING.set(len(self.clock.merging) + len(self.clock.unapplied))
-        return ([out] if out else []), StatefulLogic.RETAIN
+        return ([(self.shard, out)] if out else []), StatefulLogic.RETAIN
 
     def on_eof(self):
-        out = self.clock.flush(time.time(), force=True)
-        return ([out] if out else []), StatefulLogic.RETAIN
+        return self._flush(force=True)
 
     def notify_at(self):
         from datetime import datetime, timedelta
@@ -163,19 +144,6 @@ class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
         if self.spill is not None:
             dataflow_metrics.SPILLED_BYTES.set(self.spill.bytes_on_disk)
         return pickle.dumps((self.shard, blob), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _tag(cfg: FlowConfig):
-    """A shard's flush, on its way to the merge: its sealed blocks named as that shard's part of each block."""
-
-    def tag(item: tuple[str, Flush]) -> tuple[str, tuple[int, Flush]]:
-        key, flush = item
-        shard = int(key)
-        if cfg.shards > 1 and flush.buckets:
-            flush.buckets = [RollupBucket(b.bucket, b.counts, b.span, (shard, cfg.shards)) for b in flush.buckets]
-        return "all", (shard, flush)
-
-    return tag
 
 
 def build_flow(
@@ -220,16 +188,12 @@ def build_flow(
         )
         return ClockLogic(clock, cfg, snapshots, spill_dir)
 
-    shard_flushes = op.map("tag_shard", op.stateful("clock", keyed, builder), _tag(cfg))
+    # only windows and counters meet: each shard's sealed blocks were written by the clock step, where they were sealed
+    shard_flushes = op.map("to_merge", op.stateful("clock", keyed, builder), lambda kv: ("all", kv[1]))
     flushes = op.stateful(
         "merge",
         shard_flushes,
         lambda resume: MergeLogic(resume or Merge(cfg.shards, cfg.out_of_order_s, cfg.lateness_s)),
-    )
-    flushes = op.map(
-        "recent_downloads",
-        flushes,
-        RecentDownloads(cfg.sink_url, cfg.window_retention_s, cfg.rollup_retention_days, cfg.sink_retry),
     )
     op.output(
         "store",

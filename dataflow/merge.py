@@ -22,7 +22,7 @@ from typing import Optional
 from bytewax.operators import StatefulLogic
 
 from pypi_pulse.dataflow.clock import TOP_N, Flush
-from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.model import PipelineStats, WindowRow
 
 
 def merged_row(start: int, parts: list[WindowRow]) -> WindowRow:
@@ -65,7 +65,7 @@ class Merge:
             return -math.inf
         return min(s.watermark for s in self.stats.values() if s.watermark is not None) - self.out_of_order_s
 
-    def flush(self, shard_buckets: list[RollupBucket], force: bool = False) -> Optional[Flush]:
+    def flush(self, force: bool = False) -> Optional[Flush]:
         closing = math.inf if force else self.closing()
         ready = {s for s in self.parts if s + 1 <= closing and s not in self.emitted} | self.dirty
         self.dirty = set()
@@ -76,10 +76,10 @@ class Merge:
             for s in [s for s in self.parts if s < forget]:
                 del self.parts[s]
                 self.emitted.discard(s)
-        if not self.stats or not (rows or shard_buckets or force or time.monotonic() - self.stats_sent >= 1.0):
+        if not self.stats or not (rows or force or time.monotonic() - self.stats_sent >= 1.0):
             return None
         self.stats_sent = time.monotonic()
-        return Flush(rows, shard_buckets, self.merged_stats())
+        return Flush(rows, [], self.merged_stats())
 
     def merged_stats(self) -> PipelineStats:
         counters: Counter = Counter()
@@ -104,12 +104,12 @@ class MergeLogic(StatefulLogic[tuple[int, Flush], Flush, Merge]):
     def on_item(self, value: tuple[int, Flush]):
         shard, flush = value
         self.merge.add(shard, flush)
-        out = self.merge.flush(flush.buckets)
+        out = self.merge.flush()
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def on_eof(self):
-        out = self.merge.flush([], force=True)
-        return ([out] if out and (out.windows or out.buckets) else []), StatefulLogic.RETAIN
+        out = self.merge.flush(force=True)  # the last counters too, even with no window left to emit
+        return ([out] if out else []), StatefulLogic.RETAIN
 
     def snapshot(self) -> Merge:
         return self.merge

@@ -13,7 +13,6 @@ from pypi_pulse.dataflow.clock import Flush
 from pypi_pulse.metrics import dataflow_metrics
 from pypi_pulse.producer.delivery import Delivery, DeliveryOptions
 from pypi_pulse.sink.base import open_sink
-from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.retry import Outage, RetryPolicy, patiently
 from pypi_pulse.sink.summaries import summarize
 
@@ -21,8 +20,8 @@ log = structlog.get_logger(__name__)
 
 
 class _StorePartition(StatelessSinkPartition):
-    """Windows and counters to the sink's database, sealed rollup blocks to the history as files (sink/history.py):
-    a block is one Parquet write, so it goes in with the windows of the same flush, whole."""
+    """Windows and counters to the sink's database, and the history's upkeep: retention, and the compaction of days
+    whose blocks every shard has written (their clocks write them: dataflow/blocks.py)."""
 
     def __init__(
         self,
@@ -49,14 +48,11 @@ class _StorePartition(StatelessSinkPartition):
 
     def write_batch(self, items: list) -> None:
         windows: dict = {}
-        buckets: dict[tuple, RollupBucket] = {}
         stats = None
         for item in items:
-            flush: Flush = item[1] if isinstance(item, tuple) else item
+            flush: Flush = item[1]  # ("all", the merged flush)
             for w in flush.windows:
                 windows[w.start] = w  # the newest version of a window wins
-            for b in flush.buckets:
-                buckets.setdefault((b.bucket, b.part), b)  # a clock re-sends its block until it sees it applied
             stats = flush.stats
         if stats is not None:
             self.blocks_before = stats.blocks_before
@@ -65,13 +61,11 @@ class _StorePartition(StatelessSinkPartition):
         def write() -> None:
             nonlocal took
             t0 = time.perf_counter()
-            self.sink.write(list(windows.values()), list(buckets.values()), stats)  # idempotent: safe to retry
+            self.sink.write(list(windows.values()), [], stats)  # idempotent: safe to retry
             took = time.perf_counter() - t0
 
         self._patiently(write)
         dataflow_metrics.sink_written(took, windows.keys(), time.time())
-        for b in buckets.values():
-            log.info("rollup.applied", bucket=b.bucket, rows=len(b.counts), seconds=round(took, 3))
         if time.monotonic() - self.last_prune >= self.prune_every_s:
             self.last_prune = time.monotonic()
             removed = self._patiently(self._upkeep)  # each step is idempotent: a retry redoes what is left

@@ -1,4 +1,4 @@
-"""The per-block downloads trending reads (dataflow/recent.py, sink/recent.py): the same per-project counts from a
+"""The per-block downloads trending reads (dataflow/blocks.py, sink/recent.py): the same per-project counts from a
 block in every form the clock hands over, written idempotently, and nothing for a bucket that spans hours."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from collections import Counter
 import orjson
 from expected_rollups import MIRRORS, make_event, norm
 
-from pypi_pulse.dataflow.clock import Flush
+from pypi_pulse.dataflow.blocks import BlockOutput
 from pypi_pulse.dataflow.parse import parse_batch
-from pypi_pulse.dataflow.recent import RecentDownloads
 from pypi_pulse.dataflow.rollups import MinuteRollup
 from pypi_pulse.dataflow.source import RawBatch
 from pypi_pulse.sink.base import open_sink
@@ -54,12 +53,14 @@ def test_a_resent_block_writes_the_same_rows_and_a_multi_hour_bucket_none(tmp_pa
     events = [make_event(rng, BLOCK + rng.random() * 599) for _ in range(500)]
     block = RollupBucket(BLOCK, MinuteRollup.merged_final(_block_minutes(events), "2026-03-01"), span=600)
     day_bucket = RollupBucket(BLOCK + 600, {("2026-03-01", "numpy", "overall", None): 7}, span=7200)
-    step = RecentDownloads(url, recent_keep_s=48 * 3600, totals_keep_days=400)
-    item = ("all", Flush([], [block, day_bucket], None))
-    assert step(item) is item
-    fresh = RecentDownloads(url, recent_keep_s=48 * 3600, totals_keep_days=400)  # a restarted dataflow
-    fresh(item)
+    BlockOutput(url, None, recent_keep_s=48 * 3600, totals_keep_days=400).write([block, day_bucket])
+    # a restarted dataflow seals and writes the same blocks again
+    BlockOutput(url, None, recent_keep_s=48 * 3600, totals_keep_days=400).write([block, day_bucket])
     with open_sink(url, readonly=True) as db:
+        history = dict(
+            db.history_query("SELECT project, SUM(downloads) FROM daily WHERE dimension = 'overall' GROUP BY 1")
+        )
+        assert history == dict(Counter(_truth(events)) + Counter({"numpy": 7}))  # each block once
         rows = dict(db.query("SELECT project, downloads FROM recent_downloads WHERE block_end = ?", (BLOCK + 600,)))
         assert rows == _truth(events)
         assert db.query("SELECT block_end, downloads FROM block_totals") == [(BLOCK + 600, sum(rows.values()))]

@@ -111,10 +111,11 @@ def _run_sharded(
     windows, rollups = {}, Counter()
 
     def take(out) -> None:
-        if out is None:
-            return
-        windows.update({w.start: w for w in out.windows})
-        for b in out.buckets:
+        if out is not None:
+            windows.update({w.start: w for w in out.windows})
+
+    def seal(flush) -> None:  # a shard writes its own blocks (dataflow/blocks.py); only windows reach the merge
+        for b in flush.buckets:
             rollups.update(dict(b.counts))
 
     for raw in batches:
@@ -124,13 +125,15 @@ def _run_sharded(
             if rng.random() >= skip:
                 flush = clocks[k].flush(raw.wall)
                 if flush is not None:
+                    seal(flush)
                     merge.add(k, flush)
-                    take(merge.flush(flush.buckets))
+                    take(merge.flush())
     for k in range(SHARDS):
         flush = clocks[k].flush(2000.0, force=True)
+        seal(flush)
         merge.add(k, flush)
-        take(merge.flush(flush.buckets))
-    take(merge.flush([], force=True))
+        take(merge.flush())
+    take(merge.flush(force=True))
     return windows, rollups, merge.merged_stats().counters
 
 
