@@ -263,17 +263,24 @@ def live_run(
             "seen_by_window": {s: seen[s] - (s + 1) for s in steady},
         }
     finally:
-        if producer is not None and producer.poll() is None:
-            producer.terminate()
-            producer.wait(30)
-        if flow is not None and flow.poll() is None:
-            flow.send_signal(signal.SIGINT)
-            try:
-                flow.wait(60)
-            except subprocess.TimeoutExpired:
-                flow.kill()
-                flow.wait()
+        # each child is stopped even when another ignores its signal (a producer flushing a backlog the broker
+        # never acknowledges would otherwise leave the dataflow and the broker running)
+        if producer is not None:
+            _stop(producer, signal.SIGTERM, 30)
+        if flow is not None:
+            _stop(flow, signal.SIGINT, 60)
         broker.stop()
+
+
+def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def spread(sorted_values: list[float], empty: str = "none") -> str:
