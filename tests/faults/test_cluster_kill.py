@@ -10,10 +10,11 @@ counts one twice.
 
 from __future__ import annotations
 
+import random
 import signal
-import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Optional
 
 import psutil
@@ -29,6 +30,7 @@ from dataflow_testing import (
     wait_until,
 )
 from expected_rollups import expected_daily
+from pulse_testing import port_is_free
 
 T0 = datetime(2026, 11, 20, 23, 50, tzinfo=UTC).timestamp()  # the stream crosses midnight
 SPAN_S = 25 * 60
@@ -44,18 +46,21 @@ STOP_S = 60  # for a member to notice that its peer is gone and exit
 
 
 def _metrics_ports() -> int:
-    """A port p with p and p + 1 free: member i of the cluster serves its metrics on p + i."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise AssertionError("no two consecutive free ports")
+    """A port p with p and p + 1 free: member i of the cluster serves its metrics on p + i, and all three clusters
+    of the test use them. Below the ephemeral range: there, any outgoing connection on the machine (the feed's and
+    the members' Kafka clients, every other test's) may take p + 1 as its local port between the choice and the
+    member's bind (Linux gives connect() the even ports and bind(0) the odd ones, so a pair from bind(0) always
+    has its second port where connections go), and the member would exit with "cannot serve metrics"."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low - 1, 20002))
+        if port_is_free(port) and port_is_free(port + 1):
+            return port
+    raise AssertionError(f"no two consecutive free ports between 20000 and {low}")
 
 
 def _cluster(bootstrap: str, topic: str, sink: str, data_dir, port: int, log, *extra: str) -> Child:
@@ -102,6 +107,11 @@ def _member_one(cluster: Child, port: int) -> psutil.Process:
     spawned = time.monotonic() - (time.time() - member.create_time())  # member 1's own start
 
     def healthz_pid() -> int:
+        try:
+            gone = member.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        assert not gone, f"member 1 (pid {member.pid}) exited before it served /healthz\n{cluster.tail()}"
         return int(requests.get(f"http://127.0.0.1:{port + 1}/healthz", timeout=2).json()["pid"])
 
     pid = wait_until(
@@ -113,6 +123,10 @@ def _member_one(cluster: Child, port: int) -> psutil.Process:
         since=spawned,
     )
     assert pid == member.pid, (pid, member.pid)
+    started = time.monotonic() - (time.time() - psutil.Process(cluster.pid).create_time())
+    print(
+        f"\nmember 1 spawned {spawned - started:.1f} s after member 0, /healthz {time.monotonic() - spawned:.1f} s later"
+    )
     return member
 
 
