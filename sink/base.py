@@ -91,18 +91,6 @@ class Sink(abc.ABC):
         """How long a write waits for another connection's lock before it fails (and is retried: sink/retry.py);
         only SQLite has one lock for all writers."""
 
-    def applied_buckets(self, buckets: list[int], part: Optional[tuple[int, int]] = None) -> set[int]:
-        """Which of these bucket starts the history holds (`part`: that shard's part of them)."""
-        out = set()
-        for b in buckets:
-            files = self.history.day_files(day_of(b))
-            if part is not None and not files.day_file:
-                if any(k[0] == b and (k[2], k[3]) == part for k in files.blocks.values()):
-                    out.add(b)
-            elif any(s <= b < e for s, e in files.covered()):
-                out.add(b)
-        return out
-
     @abc.abstractmethod
     def prune_windows(self, window_retention_s: float) -> int:
         """Drop windows older than the newest window minus the retention; returns how many."""
