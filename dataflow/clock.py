@@ -63,7 +63,7 @@ BATCH_HOLD_EVENTS = 5_000_000  # a batch run's sealed blocks of one day wait for
 
 @dataclass
 class Flush:
-    """What one emission hands the sink; several are merged by the store step."""
+    """What one emission hands on: the shard writes its sealed blocks itself; windows and counters go to the merge."""
 
     windows: list[WindowRow]
     buckets: list[RollupBucket]

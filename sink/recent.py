@@ -6,7 +6,7 @@ hour. A sealed rollup block does: it covers 10 aligned minutes inside one hour, 
 lateness horizon has passed them). So every block's `overall` counts are also written here, keyed by the block's
 end, with overwrite semantics: writing a block again (a resend after recovery) writes the same figures, and a
 block written here but not yet applied to the rollups is re-sent and written again. The rows are written before
-the block reaches the rollups (dataflow/recent.py), so none is missing once the block is applied.
+the block's history file (dataflow/blocks.py), so none is missing once the block is applied.
 
 A bucket that spans more than one hour (a batch run's end-of-input bucket holds a day's remaining blocks) carries
 no per-hour detail and is left out: trending is about the live stream. `block_totals` outlive the per-project rows:
