@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -127,12 +128,14 @@ def run_dataflow(
     stop_offsets: Optional[StopOffsets] = None,
     metrics: Optional[MetricsEndpoint] = None,
     cluster_wait_s: float = 300.0,
+    cluster_stop_s: float = 15.0,
 ) -> None:
     """Run the dataflow until its inputs end. With `processes` > 1, a local cluster: members 1.. in spawned
     processes (their `stop_offsets` must be picklable, a `StopOffsetsFile`), member 0 here; `metrics`: where the
     spawned members serve theirs, on its port + their index (member 0's, and a lone process's, is the caller's).
     With `process_id` and `addresses`: that member only, which waits up to `cluster_wait_s` for its own address to
-    resolve and, unless it is member 0, for member 0 to make the shared recovery store."""
+    resolve and, unless it is member 0, for member 0 to make the shared recovery store, and which exits
+    `cluster_stop_s` after being told to stop if the cluster has not ended by then."""
     check_cluster(processes, process_id, addresses)
     members = len(addresses) if addresses else processes
     if process_id is not None and addresses is not None:
@@ -153,6 +156,10 @@ def run_dataflow(
     if processes > 1:
         _LocalCluster(cfg, workers, processes, epoch_s, recovery_dir, stop_offsets, metrics).run()
         return
+    ended = threading.Event()
+    if process_id is not None:
+        watch = (process_id, members, cluster_stop_s, ended)
+        threading.Thread(target=_exit_if_stopped_alone, args=watch, name="stop-watch", daemon=True).start()
     try:
         _run_member(cfg, workers, process_id, addresses, epoch_s, recovery_dir, stop_offsets)
     except BaseException as exc:
@@ -166,6 +173,24 @@ def run_dataflow(
             "member is gone; the members resume together from the last snapshot once all of them run again",
             1,
         ) from None
+    finally:
+        ended.set()
+
+
+def _exit_if_stopped_alone(process_id: int, members: int, wait_s: float, ended: threading.Event) -> None:
+    """A member that ended its inputs waits in Bytewax until every member has ended theirs; stopped alone (its pod
+    evicted), it would wait until killed, while the others, missing its partitions, make no progress either."""
+    STOP.wait()
+    if ended.wait(wait_s):
+        return
+    log.error("dataflow.stopped_alone", process_id=process_id, waited_s=wait_s)
+    sys.stderr.write(
+        f"error: dataflow member {process_id} of {members} was stopped but the other members were not, so the "
+        f"cluster could not end within {wait_s:g} s (cluster_stop_seconds); exiting: the others restart and "
+        "resume with it from the last snapshot\n"
+    )
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def _run_member(

@@ -187,6 +187,7 @@ def run_dataflow(
         stop_offsets=stop_offsets,
         metrics=runner.MetricsEndpoint(s.metrics_host, port, s.healthz_stale_seconds) if metrics and port else None,
         cluster_wait_s=s.cluster_wait_seconds,
+        cluster_stop_s=s.cluster_stop_seconds,
     )
 
 

@@ -274,6 +274,11 @@ class PipelineSettings(BaseSettings):
         gt=0,
         description="A member of a cluster over several machines waits this long for its own address to resolve (a pod's DNS name appears just after it starts) and, but for member 0, for member 0 to make the recovery store they share; then it fails saying what it waited for.",
     )
+    cluster_stop_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A member of a cluster over several machines told to stop (SIGTERM) ends its inputs, and the cluster ends cleanly with a last snapshot once every member has stopped (a StatefulSet scaled to 0 takes a second or two). A member stopped alone (a pod evicted or deleted) would wait for the others until killed: after this long it exits with an error instead, so that the others restart and resume with it from the last snapshot. Keep it below the pod's terminationGracePeriodSeconds.",
+    )
     shards: int = Field(
         DEFAULT_SHARDS,
         ge=1,

@@ -4,8 +4,9 @@ On Kubernetes each member is a pod (tests/pod_cluster_testing.py starts them as 
 does). A Bytewax cluster cannot run without one of its members: when one dies, the others must end by themselves
 (with a failure, so that Kubernetes restarts them) rather than hang; the restarted pods form the cluster again and
 resume from the last snapshot in the shared recovery store. Member 1 is killed first, then, in the restarted
-cluster, member 0 (the one that made the store). The events arrive as a live stream, so both kills land mid-stream;
-windows, daily history and counters are compared with counts computed here from the events sent.
+cluster, member 0 (the one that made the store). A pod stopped alone (SIGTERM, as an eviction stops it) must not
+wait for the others until it is killed. The events arrive as a live stream, so every kill and stop lands
+mid-stream; windows, daily history and counters are compared with counts computed here from the events sent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ FEED_EVERY_S = 0.5
 KILL_AT = (0.25, 0.55)  # fractions of the events consumed when each SIGKILL lands: member 1, then member 0
 LIVE = {"PYPI_PULSE_EPOCH_SECONDS": "0.5", "PYPI_PULSE_LATENESS_SECONDS": "60"}
 NOTICE_S = 60  # a member left alone must end by itself within this (the liveness probe would take two minutes)
+
+
+def _feed(bootstrap: str, topic: str, events: list[dict]) -> tuple[threading.Thread, dict]:
+    """Publish the events as a live producer does, a chunk every FEED_EVERY_S, in a thread."""
+    fed: dict = {}
+
+    def feed():
+        try:
+            step = len(events) // CHUNKS
+            for start in range(0, len(events), step):
+                publish(bootstrap, topic, events[start : start + step])
+                time.sleep(FEED_EVERY_S)  # the producer's pace, not a wait for a condition
+        except BaseException as exc:
+            fed["error"] = exc
+        fed["done"] = True
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    return feeder, fed
 
 
 def _progress(run: PodRun, members: dict, target: int) -> None:
@@ -55,20 +75,7 @@ def _kill_and_see_the_other_end(run: PodRun, members: dict, victim: int) -> None
 def test_a_pod_killed_mid_stream_stops_its_peers_and_the_restarted_pods_end_exact(tmp_path, broker, topic):
     rng = random.Random(31)
     events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
-    fed: dict = {}
-
-    def feed():
-        try:
-            step = N // CHUNKS
-            for start in range(0, N, step):
-                publish(broker.bootstrap, topic, events[start : start + step])
-                time.sleep(FEED_EVERY_S)  # the producer's pace, not a wait for a condition
-        except BaseException as exc:
-            fed["error"] = exc
-        fed["done"] = True
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder, fed = _feed(broker.bootstrap, topic, events)
     run = PodRun(tmp_path, broker.bootstrap, topic)
     try:
         members = run.pods(**LIVE)
@@ -80,6 +87,38 @@ def test_a_pod_killed_mid_stream_stops_its_peers_and_the_restarted_pods_end_exac
         _progress(run, members, max(int(N * KILL_AT[1]), before + 1))
         _kill_and_see_the_other_end(run, members, victim=0)
         assert consumed(run.sink) < N, "the last kill came after everything was consumed: it proves nothing"
+        feeder.join(120)
+        assert fed.get("done") and "error" not in fed, fed.get("error")
+
+        run.pods("--until-drained", **LIVE)
+        run.wait()
+    finally:
+        run.kill()
+    run.assert_exact(events)
+
+
+def test_a_pod_stopped_alone_ends_in_cluster_stop_seconds_and_the_restarted_pods_end_exact(tmp_path, broker, topic):
+    """An evicted or deleted pod gets SIGTERM while the other members run on. Its inputs end, but the cluster
+    cannot end without the others: it must exit after cluster_stop_seconds (not hang until Kubernetes kills it),
+    the others must notice, and the restarted cluster must end exact."""
+    rng = random.Random(37)
+    events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
+    feeder, fed = _feed(broker.bootstrap, topic, events)
+    run = PodRun(tmp_path, broker.bootstrap, topic)
+    stop_s = 2.0
+    try:
+        members = run.pods(**LIVE, PYPI_PULSE_CLUSTER_STOP_SECONDS=str(stop_s))
+        _progress(run, members, int(N * KILL_AT[0]))
+        stopped_at = time.monotonic()
+        members[1].terminate()  # as Kubernetes stops a pod
+        assert members[1].wait(stop_s + 30) == 2
+        assert time.monotonic() - stopped_at >= stop_s  # it gave the cluster its chance to end cleanly
+        said = run.procs[1][1].read_text()
+        assert "error: dataflow member 1 of 2 was stopped but the other members were not" in said, said[-4000:]
+        assert members[0].wait(NOTICE_S) != 0
+        assert "error: dataflow member 0 of 2 stopped: the cluster broke down" in run.procs[0][1].read_text()
+        run.procs = []
+        assert consumed(run.sink) < N, "the stop came after everything was consumed: it proves nothing"
         feeder.join(120)
         assert fed.get("done") and "error" not in fed, fed.get("error")
 

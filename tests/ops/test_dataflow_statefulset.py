@@ -101,6 +101,13 @@ def test_every_member_mounts_one_readwritemany_recovery_volume_at_data_dir(monke
     assert s.recovery_dir.parent == s.data_dir
 
 
+def test_a_member_stopped_alone_exits_before_kubernetes_kills_it(monkeypatch, tmp_path):
+    """SIGTERM ends a member's inputs; stopped alone it exits after cluster_stop_seconds, which must come before
+    the grace period ends (else Kubernetes kills it first, and the others wait for it meanwhile)."""
+    grace = statefulset()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert pod_settings(monkeypatch, tmp_path, 0).cluster_stop_seconds < grace
+
+
 def test_every_member_is_probed_and_scraped_on_the_one_metrics_port():
     c = container()
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
