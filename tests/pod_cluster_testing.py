@@ -10,7 +10,7 @@ routes all of 127/8 to the loopback), so every member listens on the same port n
 from __future__ import annotations
 
 import os
-import socket
+import random
 import subprocess
 import sys
 import time
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
-from pulse_testing import expected_windows, stored_windows
+from pulse_testing import expected_windows, port_is_free, stored_windows
 
 from pypi_pulse.sink.base import open_sink
 
@@ -28,10 +28,18 @@ RUN_SETTINGS = {"PYPI_PULSE_RECOVERY": "true", "PYPI_PULSE_IDLE_SECONDS": "1", "
 
 
 def free_port() -> int:
-    """A port free on every loopback address (the members listen on 127.0.<i>.1)."""
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
+    """A port free on every address (the members listen on 127.0.<i>.1), below the ephemeral range: there any
+    outgoing connection on the machine (Kafka clients, other tests) could take it before the member binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        if port_is_free(port, "0.0.0.0"):
+            return port
+    raise AssertionError(f"no free port between 20000 and {low}")
 
 
 def host(i: int) -> str:
@@ -76,7 +84,8 @@ class PodRun:
     def pods(self, *flags: str, first: int = 0, **env: str) -> dict[int, subprocess.Popen]:
         """The StatefulSet's pods, member `first` started first (each waits for the others, as a pod does), with
         `env` added to each pod's settings; their processes by member."""
-        cluster_port, metrics_port = free_port(), free_port()
+        cluster_port = free_port()
+        metrics_port = next(p for p in iter(free_port, None) if p != cluster_port)
         members = {}
         for i in [first] + [i for i in range(MEMBERS) if i != first]:
             members[i] = self.start(
