@@ -47,8 +47,11 @@ FOLDED_KEY = b"pypi_pulse.folded_below"  # projects under this many downloads (w
 SORT_KEYS = [("project", "ascending"), ("dimension", "ascending"), ("category", "ascending")]
 DAY_FILE = "day.parquet"
 # Rows are sorted by project: row groups of this size let a reader skip, by their min/max statistics, every group
-# that cannot hold the project it asks for (a day of PyPI is tens of millions of rows).
-ROW_GROUP_ROWS = 64 * 1024
+# that cannot hold the project it asks for (a day of PyPI is tens of millions of rows). A question about one project
+# decodes one group of every day file it reads, so smaller groups cost it less: over 180 day files of 244,000 rows,
+# 16 Ki-row groups answered one project's Python-minor or country rows in half the time of 64 Ki-row groups (DuckDB
+# decompresses a group's whole column chunk; smaller pages do not help), for 9% more bytes.
+ROW_GROUP_ROWS = 16 * 1024
 STREAM = "stream"
 # block-<start>-<span>.parquet, or block-<start>-<span>-<shard>-<shards>.parquet: one shard's projects of the block
 _BLOCK = re.compile(r"^block-(\d+)-(\d+)(?:-(\d+)-(\d+))?\.parquet$")
