@@ -15,6 +15,7 @@ from pypi_pulse.dashboard.context import NO_DATA, DashContext
 from pypi_pulse.dashboard.live import COUNTRY_CODES, GRAPH_CONFIG, MAP_CONFIG
 from pypi_pulse.dashboard.period_controls import country_column, opening_period, period_column, period_figure
 from pypi_pulse.dashboard.reader import NoData
+from pypi_pulse.names import normalize
 from pypi_pulse.sink import queries
 from pypi_pulse.sink.country_tops import CountryTop, all_country_tops
 
@@ -130,8 +131,8 @@ def scatter_figure(ctx: DashContext, a: Optional[str], b: Optional[str], start: 
         return figures.empty("Pick two packages to compare them country by country.", theme)
     title = f"{a} vs {b} by country (log axes)"
     try:
-        ra = dict(ctx.history("countries", queries.countries, start, end, a))
-        rb = dict(ctx.history("countries", queries.countries, start, end, b))
+        both = ctx.history("countries_of", queries.countries_of, start, end, tuple(sorted({a, b})))
+        ra, rb = dict(both[normalize(a)]), dict(both[normalize(b)])
     except NoData:
         return figures.empty(NO_DATA, theme, title)
     common = sorted(

@@ -267,6 +267,21 @@ def countries(sink: Sink, start: Day, end: Day, project: Optional[str] = None) -
     return [(c if c is not None else "ZZ", n) for c, n in rows]
 
 
+def countries_of(sink: Sink, start: Day, end: Day, projects: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
+    """{project: `countries(sink, start, end, project)`} for several projects, in one pass over their rows."""
+    names = sorted({normalize(p) for p in projects})
+    out: dict[str, list[tuple[str, int]]] = {p: [] for p in names}
+    if names:
+        for p, c, n in sink.history_query(
+            f"SELECT project, category, SUM(downloads) AS n FROM daily WHERE project IN ({', '.join('?' for _ in names)}) "
+            "AND dimension = 'country' AND day >= ? AND day <= ? GROUP BY project, category ORDER BY project, n DESC, category",
+            (*names, iso_day(start), iso_day(end)),
+        ):
+            cc = from_db_category(c)
+            out[p].append((cc if cc is not None else "ZZ", int(n)))
+    return out
+
+
 # ---- backfill bookkeeping ---------------------------------------------------------------------------------
 def backfilled_days(sink: Sink, start: Optional[Day] = None, end: Optional[Day] = None) -> dict[str, str]:
     """{day: source} of the days a backfill completed (the stream does not add to those days)."""

@@ -164,3 +164,17 @@ def test_a_file_with_categories_in_these_dimensions_is_answered_from_the_files(s
             (DAYS[0], "odd", 3),
         ]
     assert series_calls == [False]
+
+
+def test_several_packages_countries_in_one_pass_equal_each_ones(sink_url, tmp_path):
+    rng = random.Random(9)
+    projects = [f"proj-{k:02d}" for k in range(6)]
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        for i, day in enumerate(DAYS[:3]):
+            counts = counts_of(rng, day, projects)
+            counts[(day, "proj-00", "country", None)] = 7  # an unknown country: 'ZZ', 7 a day
+            db.write([], [block(i, 0, counts)], None)
+        asked = ["Proj_01", "proj-00", "never-downloaded"]
+        together = queries.countries_of(db, DAYS[0], DAYS[2], asked)
+        assert together == {queries.normalize(p): queries.countries(db, DAYS[0], DAYS[2], p) for p in asked}
+        assert ("ZZ", 21) in together["proj-00"] and together["never-downloaded"] == []
