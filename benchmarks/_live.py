@@ -256,6 +256,7 @@ def live_run(
             "windows_due": len(due),
             "events_per_window": median(downloads[s] for s in steady) if steady else 0,
             "distinct_per_window": sorted(distinct[s] for s in steady),
+            "events_counted": sum(downloads.values()),  # every window the dataflow wrote, warm-up and tail too
             "seconds": ended - started,
             "started": started,
             "ended": ended,
@@ -346,6 +347,22 @@ def print_block_cycles(sampler: C.RssSampler, name: str, lateness_s: float) -> N
         )
     else:
         print(f"{name}: {len(whole)} whole cycle(s): growth from block to block cannot be judged from this run")
+
+
+def cpu_per_event_line(sampler: C.RssSampler, r: dict, rate: float) -> str:
+    """CPU time each process spent per 1,000 events over the whole run, and the cores that makes at `rate`: unlike
+    the cores a process got, this does not shrink when other work on the machine takes the CPU (though contention
+    still inflates it). The dataflow's events are those of the windows it wrote; the others' what was produced."""
+    cells = []
+    for name, series in sampler.cpu.items():
+        if len(series) < 2:
+            continue
+        used = series[-1][1] - series[0][1]
+        events = r["events_counted"] if name == "dataflow" else rate * r["seconds"]
+        if events:
+            per_k = used / events * 1000
+            cells.append(f"{name} {per_k * 1000:.2f} ms ({per_k * rate / 1000:.2f} cores at {rate:,.0f}/s)")
+    return "CPU per 1,000 events: " + ", ".join(cells)
 
 
 def load_line(when: str) -> str:

@@ -125,6 +125,7 @@ def main() -> int:
     for s in missing_blocks(r, args.lateness):
         print(f"block ending {datetime.fromtimestamp(s + L.block_s(), UTC):%H:%M} could seal within the run: no file")
     print(f"cores used over the run: {cores(sampler, r['started'], r['ended'])}")
+    print(L.cpu_per_event_line(sampler, r, args.rate))
     L.print_block_cycles(sampler, "dataflow", args.lateness)
     print(f"dataflow peak RSS {C.mib(sampler.peak.get('dataflow', 0))}, broker {C.mib(sampler.peak.get('broker', 0))}")
     p99 = C.percentile(r["seen_delay"], 0.99)

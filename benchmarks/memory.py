@@ -134,6 +134,7 @@ def main() -> int:
             f"last minute median {C.mib(median(last))} (growth {(median(last) - median(first)) / 2**20:+,.0f} MiB); "
             f"per-minute peaks MiB: {' '.join(per_min)}"
         )
+    print(L.cpu_per_event_line(sampler, r, args.rate))
     for name in ("dataflow", "broker"):
         L.print_block_cycles(sampler, name, args.lateness)
     peak = sampler.peak.get("dataflow", 0)
