@@ -1,12 +1,13 @@
-"""A dataflow pod SIGKILLed mid-stream stops the whole cluster, and the restarted pods end exact.
+"""A dataflow pod SIGKILLed, or stopped alone, mid-stream stops the whole cluster, and the restarted pods end exact.
 
 On Kubernetes each member is a pod (tests/pod_cluster_testing.py starts them as deploy/kubernetes/dataflow.yaml
 does). A Bytewax cluster cannot run without one of its members: when one dies, the others must end by themselves
 (with a failure, so that Kubernetes restarts them) rather than hang; the restarted pods form the cluster again and
-resume from the last snapshot in the shared recovery store. Member 1 is killed first, then, in the restarted
-cluster, member 0 (the one that made the store). A pod stopped alone (SIGTERM, as an eviction stops it) must not
-wait for the others until it is killed. The events arrive as a live stream, so every kill and stop lands
-mid-stream; windows, daily history and counters are compared with counts computed here from the events sent.
+resume from the last snapshot in the shared recovery store. First member 1 is SIGKILLed; then, in the restarted
+cluster, member 0 (the one that made the store) is stopped alone with SIGTERM, as an eviction stops a pod: its
+inputs end, but the cluster cannot end without the others, and it must exit after cluster_stop_seconds rather
+than wait until Kubernetes kills it. The events arrive as a live stream, so both land mid-stream; windows, daily
+history and counters are compared with counts computed here from the events sent.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ SPAN_S = 10 * 60
 N = 40_000
 CHUNKS = 40  # a chunk every FEED_EVERY_S, as a live producer sends them
 FEED_EVERY_S = 0.5
-KILL_AT = (0.25, 0.55)  # fractions of the events consumed when each SIGKILL lands: member 1, then member 0
-LIVE = {"PYPI_PULSE_EPOCH_SECONDS": "0.5", "PYPI_PULSE_LATENESS_SECONDS": "60"}
+FAULT_AT = (0.25, 0.55)  # fractions of the events consumed when each fault lands: member 1 killed, member 0 stopped
+STOP_S = 2.0  # cluster_stop_seconds here (15 in the manifests)
+LIVE = {
+    "PYPI_PULSE_EPOCH_SECONDS": "0.5",
+    "PYPI_PULSE_LATENESS_SECONDS": "60",
+    "PYPI_PULSE_CLUSTER_STOP_SECONDS": str(STOP_S),
+}
 NOTICE_S = 60  # a member left alone must end by itself within this (the liveness probe would take two minutes)
 
 
@@ -59,66 +65,43 @@ def _progress(run: PodRun, members: dict, target: int) -> None:
         time.sleep(0.05)
 
 
-def _kill_and_see_the_other_end(run: PodRun, members: dict, victim: int) -> None:
-    members[victim].send_signal(signal.SIGKILL)
-    (other,) = [i for i in members if i != victim]
+def _the_other_ends(run: PodRun, members: dict, gone: int) -> None:
+    (other,) = [i for i in members if i != gone]
     status = members[other].wait(NOTICE_S)  # subprocess.TimeoutExpired: it hangs without its peer
-    said = run.procs[other][1].read_text()
-    assert status != 0, f"member {other} ended as if all were well after member {victim} died"
+    said = run.procs[other][1].read_text()  # the processes were started in member order
+    assert status != 0, f"member {other} ended as if all were well after member {gone} went"
     # one line that says what happened, not a traceback
     assert f"error: dataflow member {other} of 2 stopped: the cluster broke down" in said, said[-4000:]
     assert "Traceback" not in said, said[-4000:]
-    members[victim].wait(10)
-    run.procs = []
 
 
-def test_a_pod_killed_mid_stream_stops_its_peers_and_the_restarted_pods_end_exact(tmp_path, broker, topic):
+def test_a_pod_killed_or_stopped_alone_mid_stream_stops_the_cluster_and_the_restarted_pods_end_exact(
+    tmp_path, broker, topic
+):
     rng = random.Random(31)
     events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
     feeder, fed = _feed(broker.bootstrap, topic, events)
     run = PodRun(tmp_path, broker.bootstrap, topic)
     try:
         members = run.pods(**LIVE)
-        _progress(run, members, int(N * KILL_AT[0]))
-        _kill_and_see_the_other_end(run, members, victim=1)
+        _progress(run, members, int(N * FAULT_AT[0]))
+        members[1].send_signal(signal.SIGKILL)
+        _the_other_ends(run, members, gone=1)
+        members[1].wait(10)
+        run.procs = []
 
         before = consumed(run.sink)
         members = run.pods(**LIVE)  # Kubernetes restarts both: the killed pod and the one that ended
-        _progress(run, members, max(int(N * KILL_AT[1]), before + 1))
-        _kill_and_see_the_other_end(run, members, victim=0)
-        assert consumed(run.sink) < N, "the last kill came after everything was consumed: it proves nothing"
-        feeder.join(120)
-        assert fed.get("done") and "error" not in fed, fed.get("error")
-
-        run.pods("--until-drained", **LIVE)
-        run.wait()
-    finally:
-        run.kill()
-    run.assert_exact(events)
-
-
-def test_a_pod_stopped_alone_ends_in_cluster_stop_seconds_and_the_restarted_pods_end_exact(tmp_path, broker, topic):
-    """An evicted or deleted pod gets SIGTERM while the other members run on. Its inputs end, but the cluster
-    cannot end without the others: it must exit after cluster_stop_seconds (not hang until Kubernetes kills it),
-    the others must notice, and the restarted cluster must end exact."""
-    rng = random.Random(37)
-    events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
-    feeder, fed = _feed(broker.bootstrap, topic, events)
-    run = PodRun(tmp_path, broker.bootstrap, topic)
-    stop_s = 2.0
-    try:
-        members = run.pods(**LIVE, PYPI_PULSE_CLUSTER_STOP_SECONDS=str(stop_s))
-        _progress(run, members, int(N * KILL_AT[0]))
+        _progress(run, members, max(int(N * FAULT_AT[1]), before + 1))
         stopped_at = time.monotonic()
-        members[1].terminate()  # as Kubernetes stops a pod
-        assert members[1].wait(stop_s + 30) == 2
-        assert time.monotonic() - stopped_at >= stop_s  # it gave the cluster its chance to end cleanly
-        said = run.procs[1][1].read_text()
-        assert "error: dataflow member 1 of 2 was stopped but the other members were not" in said, said[-4000:]
-        assert members[0].wait(NOTICE_S) != 0
-        assert "error: dataflow member 0 of 2 stopped: the cluster broke down" in run.procs[0][1].read_text()
+        members[0].terminate()  # as Kubernetes stops an evicted pod
+        assert members[0].wait(STOP_S + 30) == 2
+        assert time.monotonic() - stopped_at >= STOP_S  # it gave the cluster its chance to end cleanly
+        said = run.procs[0][1].read_text()
+        assert "error: dataflow member 0 of 2 was stopped but the other members were not" in said, said[-4000:]
+        _the_other_ends(run, members, gone=0)
         run.procs = []
-        assert consumed(run.sink) < N, "the stop came after everything was consumed: it proves nothing"
+        assert consumed(run.sink) < N, "the last fault came after everything was consumed: it proves nothing"
         feeder.join(120)
         assert fed.get("done") and "error" not in fed, fed.get("error")
 
