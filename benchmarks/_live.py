@@ -113,6 +113,7 @@ def live_run(
     pack_events: int = 1000,
     flow_log_level: str = "warning",
     phase: Optional[tuple[float, float]] = None,
+    max_rss: float = 10 * 2**30,
 ) -> dict:
     """Run the stream at `rate` for `seconds` and time every 1-second window closed after the warm-up: the delay
     from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
@@ -212,6 +213,7 @@ def live_run(
         downloads: dict[int, int] = {}
         distinct: dict[int, int] = {}
         last_report = last_listing = time.monotonic()
+        aborted: Optional[str] = None
         while producer.poll() is None:
             if db is None:
                 db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=30)
@@ -241,8 +243,15 @@ def live_run(
                     f"{len(blocks.blocks())} blocks written, RSS {rss}, cores {cores}",
                     flush=True,
                 )
+            rss_now = {k: v[-1][1] for k, v in sampler.series.items() if v}
+            if sum(rss_now.values()) > max_rss:  # the machine is shared: a run that cannot keep up must not take it
+                aborted = f"stopped at {time.time() - started:,.0f} s: RSS over {C.mib(int(max_rss))} in all: " + (
+                    ", ".join(f"{k} {C.mib(v)}" for k, v in rss_now.items())
+                )
+                print(aborted, flush=True)
+                break
             time.sleep(poll_s)
-        if producer.returncode != 0:
+        if aborted is None and producer.returncode != 0:
             raise SystemExit(f"producer failed ({producer.returncode}): {producer.stderr.read()[-2000:]}")
         ended = time.time()
         blocks.poll()
@@ -262,6 +271,7 @@ def live_run(
             "ended": ended,
             "blocks": blocks.blocks(),
             "seen_by_window": {s: seen[s] - (s + 1) for s in steady},
+            "aborted": aborted,
         }
     finally:
         # each child is stopped even when another ignores its signal (a producer flushing a backlog the broker
@@ -359,7 +369,7 @@ def cpu_per_event_line(sampler: C.RssSampler, r: dict, rate: float) -> str:
             continue
         used = series[-1][1] - series[0][1]
         events = r["events_counted"] if name == "dataflow" else rate * r["seconds"]
-        if events:
+        if events >= 10_000:  # fewer: start-up dominates
             per_k = used / events * 1000
             cells.append(f"{name} {per_k * 1000:.2f} ms ({per_k * rate / 1000:.2f} cores at {rate:,.0f}/s)")
     return "CPU per 1,000 events: " + ", ".join(cells)

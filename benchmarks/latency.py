@@ -60,6 +60,12 @@ def main() -> int:
         metavar="FILE",
         help="copy the dataflow's log, at INFO (blocks handed over and applied, merges), to FILE",
     )
+    ap.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=10.0,
+        help="stop the run early when its processes together pass this RSS (the machine is shared)",
+    )
     args = ap.parse_args()
     C.print_machine()
     print(L.load_line("at start"), flush=True)
@@ -79,6 +85,7 @@ def main() -> int:
             pack_events=args.pack_events,
             flow_log_level="info" if args.keep_dataflow_log else "warning",
             phase=phase,
+            max_rss=args.max_rss_gib * 2**30,
         )
     finally:
         sampler.stop()
@@ -86,6 +93,8 @@ def main() -> int:
             shutil.copyfile(work / "dataflow.log", args.keep_dataflow_log)
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
+    if r["aborted"]:
+        print(f"RUN CUT SHORT, {r['aborted']}")
     print(L.load_line("at end"))
     started = datetime.fromtimestamp(r["started"], UTC)
     print(

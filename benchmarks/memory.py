@@ -56,6 +56,12 @@ def main() -> int:
         action="store_true",
         help="wait for the phase of the 10-minute blocks at which the run holds the most whole blocks",
     )
+    ap.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=10.0,
+        help="stop the run early when its processes together pass this RSS (the machine is shared)",
+    )
     args = ap.parse_args()
     C.print_machine()
     print(L.load_line("at start"), flush=True)
@@ -100,11 +106,14 @@ def main() -> int:
             lateness_s=args.lateness,
             pack_events=args.pack_events,
             phase=phase,
+            max_rss=args.max_rss_gib * 2**30,
         )
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
     print("\n== results ==")
+    if r["aborted"]:
+        print(f"RUN CUT SHORT, {r['aborted']}")
     print(L.load_line("at end"))
     for line in peaks:
         print("benchmark 1: " + line)
