@@ -245,3 +245,22 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
             return True
         except OSError:
             return False
+
+
+def unephemeral_ports(count: int = 1, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports, below the ephemeral range, for a server a test starts later (and
+    may restart on the same port). In the range, any outgoing connection on the machine (Kafka clients, other
+    tests) may take a chosen port before the server binds it: Linux gives connect() the even ports and bind(0) the
+    odd ones, so the port after one from bind(0) is always where connections go."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low - count, 20001))
+        if all(port_is_free(port + i, host) for i in range(count)):
+            return port
+    raise AssertionError(f"no {count} consecutive free ports between 20000 and {low}")

@@ -25,6 +25,7 @@ from broker_faults_testing import (
 )
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from dataflow_testing import Child, tails, wait_until
+from pulse_testing import unephemeral_ports
 
 from pypi_pulse.broker import free_port
 
@@ -126,7 +127,8 @@ def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
 
 
 def test_a_broker_stopped_for_30_s_mid_stream_and_restarted_ends_exact(tmp_path):
-    port, flow_port, producer_port = free_port(), free_port(), free_port()
+    port = unephemeral_ports(3)  # the broker comes back on its port 30 s on: nothing else may have taken it
+    flow_port, producer_port = port + 1, port + 2
     bootstrap = f"127.0.0.1:{port}"
     export = tmp_path / "paced.ndjson"
     _paced_export(export, time.time() - 300)

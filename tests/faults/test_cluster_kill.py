@@ -10,11 +10,9 @@ counts one twice.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Optional
 
 import psutil
@@ -30,7 +28,7 @@ from dataflow_testing import (
     wait_until,
 )
 from expected_rollups import expected_daily
-from pulse_testing import port_is_free
+from pulse_testing import unephemeral_ports
 
 T0 = datetime(2026, 11, 20, 23, 50, tzinfo=UTC).timestamp()  # the stream crosses midnight
 SPAN_S = 25 * 60
@@ -43,24 +41,6 @@ KILL_AT = (0.25, 0.55)  # fractions of the events consumed when each SIGKILL lan
 SPAWN_S = 120
 MEMBER_START_S = 60
 STOP_S = 60  # for a member to notice that its peer is gone and exit
-
-
-def _metrics_ports() -> int:
-    """A port p with p and p + 1 free: member i of the cluster serves its metrics on p + i, and all three clusters
-    of the test use them. Below the ephemeral range: there, any outgoing connection on the machine (the feed's and
-    the members' Kafka clients, every other test's) may take p + 1 as its local port between the choice and the
-    member's bind (Linux gives connect() the even ports and bind(0) the odd ones, so a pair from bind(0) always
-    has its second port where connections go), and the member would exit with "cannot serve metrics"."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(low - 1, 20002))
-        if port_is_free(port) and port_is_free(port + 1):
-            return port
-    raise AssertionError(f"no two consecutive free ports between 20000 and {low}")
 
 
 def _cluster(bootstrap: str, topic: str, sink: str, data_dir, port: int, log, *extra: str) -> Child:
@@ -143,7 +123,7 @@ def test_a_cluster_member_killed_mid_stream_stops_the_cluster_and_a_restart_ends
     sink = f"sqlite:///{tmp_path / 'cluster.db'}"
     data_dir = tmp_path / "data"
     log = tmp_path / "dataflow.log"
-    port = _metrics_ports()
+    port = unephemeral_ports(2)  # member i serves its metrics on port + i, in all three clusters
     started = []
     try:
         # member 1 killed: member 0 ends with an error that names it
