@@ -204,6 +204,34 @@ class LiveFeed:
         assert self.done and self.error is None, self.error or f"the feed still publishing after {timeout:g} s"
 
 
+class LiveRun:
+    """One dataflow's sink, data directory (recovery store) and log across the incarnations a test starts and kills
+    while `events` arrive as a live stream (`feed`); as a context manager, every incarnation is reaped at its end."""
+
+    def __init__(self, tmp_path: Path, bootstrap: str, topic: str, events: list[dict], chunks: int, every_s: float):
+        self.bootstrap, self.topic = bootstrap, topic
+        self.sink = f"sqlite:///{tmp_path / 'pulse.db'}"
+        self.data_dir = tmp_path / "data"
+        self.log = tmp_path / "dataflow.log"
+        self.started: list[Child] = []
+        self.feed = LiveFeed(bootstrap, topic, events, chunks, every_s)
+
+    def start(self, *extra: str, env: Optional[dict] = None) -> Child:
+        child = start_dataflow(self.bootstrap, self.topic, self.sink, self.data_dir, self.log, *extra, env=env)
+        self.started.append(child)
+        return child
+
+    def consumed(self) -> int:
+        return consumed(self.sink)
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for child in self.started:
+            child.reap()
+
+
 def spread_events(seed: int, start: float, span_s: float, n: int) -> list[dict]:
     """`n` events of PyPI's shape (expected_rollups.make_event) spread evenly over `span_s` seconds from `start`."""
     rng = random.Random(seed)

@@ -17,16 +17,7 @@ from typing import Optional
 
 import psutil
 import requests
-from dataflow_testing import (
-    Child,
-    LiveFeed,
-    assert_exact,
-    consumed,
-    spread_events,
-    start_dataflow,
-    wait_for_progress,
-    wait_until,
-)
+from dataflow_testing import Child, LiveRun, assert_exact, spread_events, wait_for_progress, wait_until
 from expected_rollups import expected_daily
 from pulse_testing import unephemeral_ports
 
@@ -43,13 +34,8 @@ MEMBER_START_S = 60
 STOP_S = 60  # for a member to notice that its peer is gone and exit
 
 
-def _cluster(bootstrap: str, topic: str, sink: str, data_dir, port: int, log, *extra: str) -> Child:
-    return start_dataflow(
-        bootstrap,
-        topic,
-        sink,
-        data_dir,
-        log,
+def _cluster(run: LiveRun, port: int, *extra: str) -> Child:
+    return run.start(
         "--processes",
         "2",
         "--workers",
@@ -119,40 +105,29 @@ def _exited(member: psutil.Process, cluster: Child, what: str) -> None:
 
 def test_a_cluster_member_killed_mid_stream_stops_the_cluster_and_a_restart_ends_exact(tmp_path, broker, topic):
     events = spread_events(23, T0, SPAN_S, N)
-    feed = LiveFeed(broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S)
-    sink = f"sqlite:///{tmp_path / 'cluster.db'}"
-    data_dir = tmp_path / "data"
-    log = tmp_path / "dataflow.log"
+    assert {day for day, *_ in expected_daily(events)} == {"2026-11-20", "2026-11-21"}
     port = unephemeral_ports(2)  # member i serves its metrics on port + i, in all three clusters
-    started = []
-    try:
+    with LiveRun(tmp_path, broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S) as run:
         # member 1 killed: member 0 ends with an error that names it
-        first = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
-        started.append(first)
+        first = _cluster(run, port)
         member1 = _member_one(first, port)
         assert member1.pid != first.pid
-        wait_for_progress(first, sink, int(N * KILL_AT[0]))
+        wait_for_progress(first, run.sink, int(N * KILL_AT[0]))
         member1.send_signal(signal.SIGKILL)
         assert first.exit_code(STOP_S, "member 1's SIGKILL") != 0
-        assert "dataflow process 1 of 2 exited with signal SIGKILL" in log.read_text(), first.tail()
+        assert "dataflow process 1 of 2 exited with signal SIGKILL" in run.log.read_text(), first.tail()
 
         # member 0 killed: member 1, left alone, ends by itself
-        second = _cluster(broker.bootstrap, topic, sink, data_dir, port, log)
-        started.append(second)
+        second = _cluster(run, port)
         member1 = _member_one(second, port)
-        wait_for_progress(second, sink, max(int(N * KILL_AT[1]), consumed(sink) + 1))
+        wait_for_progress(second, run.sink, max(int(N * KILL_AT[1]), run.consumed() + 1))
         second.proc.send_signal(signal.SIGKILL)
         second.exit_code(10, "its SIGKILL")
         _exited(member1, second, "member 0's SIGKILL")
-        assert consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
-        feed.join()
+        assert run.consumed() < N, "the last kill came after everything was consumed: it proves nothing"
+        run.feed.join()
 
-        final = _cluster(broker.bootstrap, topic, sink, data_dir, port, log, "--until-drained")
-        started.append(final)
+        final = _cluster(run, port, "--until-drained")
         assert final.exit_code(600, "the stream ended") == 0, final.tail()
-    finally:
-        for cluster in started:
-            cluster.reap()
 
-    assert {day for day, *_ in expected_daily(events)} == {"2026-11-20", "2026-11-21"}
-    assert_exact(sink, events)
+    assert_exact(run.sink, events)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dataflow_testing import LiveFeed, assert_exact, consumed, crash, spread_events, start_dataflow, wait_for_progress
+from dataflow_testing import LiveRun, assert_exact, crash, spread_events, wait_for_progress
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC).timestamp()
 SPAN_S = 35 * 60  # three whole 10-minute rollup blocks seal while the dataflow streams
@@ -22,27 +22,16 @@ KILL_AT = (0.2, 0.45, 0.7)  # fractions of the events consumed when each SIGKILL
 
 def test_a_dataflow_killed_three_times_mid_stream_ends_with_exact_windows_and_history(tmp_path, broker, topic):
     events = spread_events(2026, T0, SPAN_S, N)
-    feed = LiveFeed(broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S)
-    sink = f"sqlite:///{tmp_path / 'kills.db'}"
-    data_dir = tmp_path / "data"
-    log = tmp_path / "dataflow.log"
-
-    started = []
-    try:
+    with LiveRun(tmp_path, broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S) as run:
         for fraction in KILL_AT:
-            flow = start_dataflow(broker.bootstrap, topic, sink, data_dir, log)
-            started.append(flow)
-            wait_for_progress(flow, sink, max(int(N * fraction), consumed(sink) + 1))
+            flow = run.start()
+            wait_for_progress(flow, run.sink, max(int(N * fraction), run.consumed() + 1))
             crash(flow)
-        assert consumed(sink) < N, "the last kill came after everything was consumed: it proves nothing"
-        feed.join()
+        assert run.consumed() < N, "the last kill came after everything was consumed: it proves nothing"
+        run.feed.join()
 
-        final = start_dataflow(broker.bootstrap, topic, sink, data_dir, log, "--until-drained")
-        started.append(final)
+        final = run.start("--until-drained")
         assert final.exit_code(600, "the stream ended") == 0, final.tail()
-    finally:
-        for flow in started:
-            flow.reap()
 
-    assert_exact(sink, events)
-    assert "Traceback" not in log.read_text()
+    assert_exact(run.sink, events)
+    assert "Traceback" not in run.log.read_text()
