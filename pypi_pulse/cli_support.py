@@ -76,7 +76,12 @@ ProcessesOpt = Annotated[
 ]
 ProcessIdOpt = Annotated[
     Optional[int],
-    typer.Option("--process-id", help="This process's index in --addresses (a cluster over several machines)."),
+    typer.Option(
+        "--process-id",
+        help="This process's index in --addresses (a cluster over several machines); PYPI_PULSE_PROCESS_ID may "
+        "give it as a StatefulSet pod's name, and PYPI_PULSE_CLUSTER_SIZE with PYPI_PULSE_CLUSTER_ADDRESS the "
+        "addresses.",
+    ),
 ]
 AddressesOpt = Annotated[
     Optional[str],
