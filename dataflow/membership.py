@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Callable
 from typing import Optional
 
 from pypi_pulse.errors import UserError
@@ -87,11 +88,16 @@ def generated_members(
     return peer_addresses(pattern, size)
 
 
-def wait_resolvable(address: str, wait_s: float, poll_s: float = 0.5) -> None:
-    """Return once this member's own host name resolves, which Bytewax needs to listen on it."""
+def wait_resolvable(
+    address: str, wait_s: float, poll_s: float = 0.5, tick: Optional[Callable[[], None]] = None
+) -> None:
+    """Return once this member's own host name resolves, which Bytewax needs to listen on it; `tick` each poll
+    (the liveness heartbeat: a member waiting here is not stuck, and says why it gave up once `wait_s` is out)."""
     host = address.rpartition(":")[0].strip("[]")
     deadline = time.monotonic() + wait_s
     while True:
+        if tick is not None:
+            tick()
         try:
             socket.getaddrinfo(host, None)
             return

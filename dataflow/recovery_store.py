@@ -21,7 +21,9 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 import structlog
 from bytewax.recovery import init_db_dir
@@ -69,10 +71,15 @@ def make_store(recovery_dir: Path, count: int, fresh: bool = False) -> None:
     log.info("dataflow.recovery_store_made", path=str(recovery_dir), partitions=count)
 
 
-def wait_for_store(recovery_dir: Path, wait_s: float, poll_s: float = 0.2) -> None:
-    """Return once the store is there (made by member 0); fail naming what to check after `wait_s`."""
+def wait_for_store(
+    recovery_dir: Path, wait_s: float, poll_s: float = 0.2, tick: Optional[Callable[[], None]] = None
+) -> None:
+    """Return once the store is there (made by member 0); fail naming what to check after `wait_s`. `tick` each
+    poll (the liveness heartbeat, so that the member is not restarted before it can say what it waited for)."""
     deadline = time.monotonic() + wait_s
     while not partitions(recovery_dir):
+        if tick is not None:
+            tick()
         if time.monotonic() >= deadline:
             raise UserError(
                 f"no recovery store in {recovery_dir} after {wait_s:g} s: member 0 makes it; is member 0 running, "

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from pypi_pulse.dataflow.membership import wait_resolvable
 from pypi_pulse.dataflow.recovery_store import make_store, wait_for_store
 from pypi_pulse.dataflow.source import STOP, StopOffsets
 from pypi_pulse.errors import UserError
+from pypi_pulse.metrics.liveness import DATAFLOW
 
 log = structlog.get_logger(__name__)
 SPILL_DIR = "spill"  # inside the recovery directory: deleted with it (dataflow/spill.py)
@@ -103,7 +105,12 @@ def check_cluster(processes: int, process_id: Optional[int], addresses: Optional
 
 
 def prepare_recovery(
-    recovery_dir: Path, fresh: bool, partitions: int = 1, create: bool = True, wait_s: float = 0.0
+    recovery_dir: Path,
+    fresh: bool,
+    partitions: int = 1,
+    create: bool = True,
+    wait_s: float = 0.0,
+    tick: Optional[Callable[[], None]] = None,
 ) -> RecoveryConfig:
     """The recovery store of this process's cluster (dataflow/recovery_store.py): made here on first use when
     `create` (a single process, the starter of a local cluster, member 0 of a cluster over several machines), else
@@ -111,7 +118,7 @@ def prepare_recovery(
     if create:
         make_store(recovery_dir, partitions, fresh)
     else:
-        wait_for_store(recovery_dir, wait_s)
+        wait_for_store(recovery_dir, wait_s, tick=tick)
     return RecoveryConfig(str(recovery_dir))
 
 
@@ -139,9 +146,11 @@ def run_dataflow(
     check_cluster(processes, process_id, addresses)
     members = len(addresses) if addresses else processes
     if process_id is not None and addresses is not None:
-        wait_resolvable(addresses[process_id], cluster_wait_s)
+        wait_resolvable(addresses[process_id], cluster_wait_s, tick=DATAFLOW.beat)
     if recovery_dir is not None:
-        prepare_recovery(recovery_dir, fresh_recovery, workers * members, create=not process_id, wait_s=cluster_wait_s)
+        prepare_recovery(
+            recovery_dir, fresh_recovery, workers * members, not process_id, cluster_wait_s, tick=DATAFLOW.beat
+        )
     log.info(
         "dataflow.start",
         topic=cfg.topic,

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
-from pod_cluster_testing import MEMBERS, SET, PodRun, free_port, pod_env
+import requests
+from pod_cluster_testing import MEMBERS, SET, PodRun, free_port, host, pod_env
 from pulse_testing import publish
 from test_cluster import _events, _executions
 
@@ -119,3 +121,35 @@ def test_a_member_whose_store_never_comes_or_whose_name_never_resolves_says_so(t
     unpublished = dict(base, PYPI_PULSE_CLUSTER_ADDRESS=f"{SET}-{{i}}.peers.invalid:2101")
     said = _dataflow_fails(unpublished, *common, "--sink", f"sqlite:///{tmp_path / 'b.db'}")
     assert f"this member's address {SET}-1.peers.invalid:2101 does not resolve after 1 s" in said
+
+
+def test_a_member_waiting_for_member_0_stays_healthy_until_it_gives_up(tmp_path, broker, topic):
+    """Waiting for the store is not being stuck: its /healthz must not go stale (Kubernetes would restart it before
+    it could say what it waited for), and once cluster_wait_seconds is out it says so."""
+    wait_s, metrics_port = 6.0, free_port()
+    env = pod_env(1, free_port(), PYPI_PULSE_CLUSTER_WAIT_SECONDS=str(wait_s), PYPI_PULSE_HEALTHZ_STALE_SECONDS="1")
+    args = ["--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", f"sqlite:///{tmp_path / 'a.db'}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", *args, "--data-dir", str(tmp_path / "alone")]
+        + ["--metrics-port", str(metrics_port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        answers = []
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                answers.append(requests.get(f"http://{host(1)}:{metrics_port}/healthz", timeout=2).status_code)
+            except requests.RequestException:
+                pass  # not serving yet, or gone
+            time.sleep(0.2)
+        assert proc.wait(30) == 2
+        assert "no recovery store" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert len(answers) >= wait_s / 0.2 / 2, answers  # it answered all along the wait, well past the 1 s staleness
+    assert set(answers) == {200}, answers
