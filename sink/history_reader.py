@@ -62,7 +62,9 @@ class HistoryReader:
 
     def __init__(self, history: History, threads: int = 2):
         self.history = history
-        self.con = duckdb.connect(":memory:", config={"threads": threads})
+        self.threads = threads
+        self.con = self._connect()
+        self._stamps: dict[tuple[str, str], tuple] = {}  # (day, name) -> (size, mtime ns) as last listed
         self.lock = threading.Lock()
         _OPEN.add(self)
         self._key: tuple = ()
@@ -70,6 +72,12 @@ class HistoryReader:
         self.days: list[DayFiles] = []
         self.series = SeriesIndex()
         self._load([])
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection that keeps the files' footers between questions (each reads every day file's)."""
+        con = duckdb.connect(":memory:", config={"threads": self.threads})
+        con.execute("SET parquet_metadata_cache = true")
+        return con
 
     def _footer(self, files: DayFiles, name: str) -> dict[bytes, bytes]:
         day = files.day
@@ -92,6 +100,14 @@ class HistoryReader:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
 
     def _load(self, listing: list[DayFiles]) -> None:
+        stamps = {(d.day, name): stamp for d in listing for name, stamp in d.stamps.items()}
+        if any(self._stamps.get(k, stamp) != stamp for k, stamp in stamps.items()):
+            # DuckDB keeps each file's footer by path and modification second: a file replaced under the same path
+            # (a backfill's or a refold's day file) within that second would be read with the old footer, so its
+            # cache goes with a new connection (the caller holds the lock, as for every read)
+            self.con.close()
+            self.con = self._connect()
+        self._stamps = stamps
         self._rows("day_rows", [self.history.path(d.day, DAY_FILE) for d in listing if d.day_file])
         self._rows("block_rows", [self.history.path(d.day, f) for d in listing if not d.day_file for f in d.files])
         totals: dict[tuple, int] = defaultdict(int)

@@ -178,3 +178,15 @@ def test_several_packages_countries_in_one_pass_equal_each_ones(sink_url, tmp_pa
         together = queries.countries_of(db, DAYS[0], DAYS[2], asked)
         assert together == {queries.normalize(p): queries.countries(db, DAYS[0], DAYS[2], p) for p in asked}
         assert ("ZZ", 21) in together["proj-00"] and together["never-downloaded"] == []
+
+
+def test_a_day_file_replaced_under_the_same_name_is_read_afresh(sink_url, tmp_path):
+    """Footers are cached by path and modification second: a backfill replacing a day within that second must not be
+    read with the old footer."""
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        for n in range(1, 6):
+            rows = [(f"p{k:04d}", "country", "US", n) for k in range(40 * n)]  # a different file each time
+            db.backfill_day(DAYS[0], rows, "test")
+            assert db.history_query(
+                "SELECT COUNT(*), SUM(downloads) FROM daily WHERE dimension = 'country' AND project >= 'p0000'"
+            ) == [(40 * n, 40 * n * n)]
