@@ -62,6 +62,18 @@ class Coded:
         """The events at `rows` (indices, a boolean mask or a slice); same table."""
         return Coded(self.codes[rows], self.table)
 
+    def compact(self, rows) -> Coded:
+        """The events at `rows`, with a table of their own values only: a shard's part of a batch must not carry
+        (nor code, count and pickle) every other shard's values too."""
+        codes = self.codes[rows]
+        present = np.zeros(len(self.table), dtype=bool)
+        present[codes] = True
+        kept = np.flatnonzero(present)
+        if len(kept) == len(self.table):
+            return Coded(codes, self.table)
+        remap = np.cumsum(present) - 1
+        return Coded(remap[codes], [self.table[i] for i in kept.tolist()])
+
     def values(self) -> list:
         return object_array(self.table)[self.codes].tolist() if len(self.codes) else []
 

@@ -32,6 +32,7 @@ from pypi_pulse.dataflow.merge import Merge, MergeLogic
 from pypi_pulse.dataflow.outputs import DeadLetterSink, StoreSink
 from pypi_pulse.dataflow.parse import parse_shards
 from pypi_pulse.dataflow.partials import BatchPartial
+from pypi_pulse.dataflow.shard_keys import shard_key
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
@@ -173,8 +174,8 @@ def build_flow(
     parsed = op.map("parse", raw, functools.partial(parse_shards, shards=cfg.shards, limits=limits))
     dead = op.flat_map("dead_letters", parsed, lambda parts: parts[0].dead)
     op.output("dlq", dead, DeadLetterSink(cfg.bootstrap, cfg.dlq_topic))
-    # each shard's partial to the worker that holds the shard's clock (Bytewax routes by key)
-    keyed = op.flat_map("shard", parsed, lambda parts: [(str(p.shard), p) for p in parts])
+    # each shard's partial to the worker that holds the shard's clock (Bytewax routes by key: dataflow/shard_keys.py)
+    keyed = op.flat_map("shard", parsed, lambda parts: [(shard_key(p.shard), p) for p in parts])
 
     def builder(resume: Optional[bytes]) -> ClockLogic:
         if resume is not None:

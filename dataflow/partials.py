@@ -102,11 +102,11 @@ def sharded(cols: Columns, shards: int) -> list[BatchPartial]:
         part = Columns(
             cols.raw,
             secs[rows],
-            cols.projects.take(rows),
-            cols.countries.take(rows),
-            cols.views.take(rows),
-            cols.file_types.take(rows),
-            cols.versions.take(rows),
+            cols.projects.compact(rows),
+            cols.countries.compact(rows),
+            cols.views.compact(rows),
+            cols.file_types.compact(rows),
+            cols.versions.compact(rows),
             cols.dead if first else [],
             cols.unknown_countries if first else 0,
         )
