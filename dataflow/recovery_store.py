@@ -10,14 +10,14 @@ restart, on a reshaped cluster another member's. Hence one directory every membe
 a local cluster, a ReadWriteMany volume for pods), and partitions made once for it.
 
 `init_db_dir` writes the partitions one after the other, so a member listing the directory meanwhile would open
-a half-made file, or resume with partitions missing. The store is therefore made in a sibling directory and
-renamed into place (one atomic rename on a POSIX filesystem, NFS included) by one process only: the one that
-starts a local cluster, or member 0 of a cluster over several machines; the other members wait until it is there.
+a half-made file. The store is therefore made aside and put in place whole - the directory renamed into place (one
+atomic rename on a POSIX filesystem, NFS included), or, where the directory is there already, each partition file
+moved in whole - by one process only: the one that starts a local cluster, or member 0 of a cluster over several
+machines; the other members wait until there are partitions.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import time
@@ -44,7 +44,8 @@ def make_store(recovery_dir: Path, count: int, fresh: bool = False) -> None:
     broker is memory-only, so the offsets in it died with the broker)."""
     if fresh and recovery_dir.exists():
         shutil.rmtree(recovery_dir)
-    if partitions(recovery_dir):
+    if recovery_dir.is_dir():
+        _make_inside(recovery_dir, count)
         return
     parent = recovery_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -54,20 +55,36 @@ def make_store(recovery_dir: Path, count: int, fresh: bool = False) -> None:
     making.mkdir()
     init_db_dir(making, count)
     try:
-        os.rename(making, recovery_dir)  # replaces a missing or empty directory, never a store
-    except OSError as exc:
+        os.rename(making, recovery_dir)  # one step: the store is there whole, or not at all
+    except OSError:
         shutil.rmtree(making, ignore_errors=True)
-        if partitions(recovery_dir):  # made by another process after all (two makers: a misconfiguration)
-            return
-        if exc.errno in (errno.EXDEV, errno.EBUSY) or os.path.ismount(recovery_dir):
-            raise UserError(
-                f"recovery directory {recovery_dir} is a mount point: mount the volume at {parent} (DATA_DIR) "
-                "instead, so that the store can be made beside it and renamed into place"
-            ) from None
-        raise UserError(
-            f"recovery directory {recovery_dir} holds files but no Bytewax partitions ({PARTITIONS}): move it "
-            "away to start the dataflow's state afresh"
-        ) from None
+        if not recovery_dir.is_dir():
+            raise
+        _make_inside(recovery_dir, count)  # made meanwhile: by another maker (a misconfiguration), or empty
+        return
+    log.info("dataflow.recovery_store_made", path=str(recovery_dir), partitions=count)
+
+
+def _make_inside(recovery_dir: Path, count: int) -> None:
+    """The directory is there already (a volume mounted on it, or one whose partitions were deleted to start
+    afresh, which Bytewax's documentation suggests): the partitions are made in a subdirectory, which Bytewax does
+    not look into, and moved up one by one, each whole. A member listing the directory meanwhile sees some of
+    them, which Bytewax allows (each partition needs one worker that sees it, and member 0 sees all before it
+    starts). A maker that died between two moves left the rest in its subdirectory: they are moved up now."""
+    leftovers = sorted(recovery_dir.glob(f".making-*/{PARTITIONS}"))
+    if partitions(recovery_dir) and leftovers:
+        for part in leftovers:
+            os.replace(part, recovery_dir / part.name)
+    for stale in recovery_dir.glob(".making-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if partitions(recovery_dir):
+        return
+    making = recovery_dir / f".making-{os.getpid()}"
+    making.mkdir()
+    init_db_dir(making, count)
+    for part in sorted(making.glob(PARTITIONS)):
+        os.replace(part, recovery_dir / part.name)
+    shutil.rmtree(making, ignore_errors=True)
     log.info("dataflow.recovery_store_made", path=str(recovery_dir), partitions=count)
 
 

@@ -12,14 +12,16 @@ computed here from the events.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
+from expected_rollups import make_event
 from pod_cluster_testing import MEMBERS, SET, PodRun, free_port, host, pod_env
-from pulse_testing import publish
+from pulse_testing import expected_windows, publish, stored_windows
 from test_cluster import _events, _executions
 
 
@@ -153,3 +155,44 @@ def test_a_member_waiting_for_member_0_stays_healthy_until_it_gives_up(tmp_path,
             proc.wait(10)
     assert len(answers) >= wait_s / 0.2 / 2, answers  # it answered all along the wait, well past the 1 s staleness
     assert set(answers) == {200}, answers
+
+
+def test_a_recovery_directory_already_there_gets_whole_partitions_and_keeps_its_files(tmp_path, broker, topic):
+    """A volume mounted on DATA_DIR/recovery, or a store whose partitions were deleted to start afresh: the
+    partitions are made inside it and moved up whole; what else is there stays (spilled segments aside: the dataflow
+    deletes those no snapshot refers to), and the dataflow counts exactly."""
+    rng = random.Random(5)
+    events = [make_event(rng, 1795219200 + i * 0.05) for i in range(2000)]
+    publish(broker.bootstrap, topic, events)
+    recovery = tmp_path / "volume" / "recovery"
+    stray = recovery / "lost+found" / "#12"  # what a freshly formatted volume mounted there holds
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    run = PodRun(tmp_path, broker.bootstrap, topic)
+    try:
+        run.single("--until-drained")
+        run.wait()
+    finally:
+        run.kill()
+    assert [p.name for p in recovery.glob("part-*.sqlite3")] == ["part-0.sqlite3"]
+    assert not list(recovery.glob(".making-*")) and not list(recovery.parent.glob(".recovery.making-*"))
+    assert stray.read_bytes() == b"x"
+    assert stored_windows(run.sink) == expected_windows(events)
+
+
+def test_partitions_a_maker_left_half_moved_are_moved_up_before_anything_else(tmp_path):
+    """Member 0 died between two moves: the partitions left in its making directory are complete (they were all
+    made before the first move), so the next maker finishes the move rather than making a second, mixed set."""
+    from bytewax.recovery import init_db_dir
+
+    from pypi_pulse.dataflow.recovery_store import make_store, partitions
+
+    recovery = tmp_path / "recovery"
+    making = recovery / ".making-123"
+    making.mkdir(parents=True)
+    init_db_dir(making, 3)
+    (making / "part-0.sqlite3").rename(recovery / "part-0.sqlite3")
+    made = {p.name: p.stat().st_ino for p in making.glob("part-*")}
+    make_store(recovery, 3)
+    assert partitions(recovery) == 3 and not making.exists()
+    assert {name: (recovery / name).stat().st_ino for name in made} == made  # the same files, not new ones

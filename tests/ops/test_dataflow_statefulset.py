@@ -91,7 +91,7 @@ def test_every_member_mounts_one_readwritemany_recovery_volume_at_data_dir(monke
     data_dir = settings_configmap()["PYPI_PULSE_DATA_DIR"]
     mounts = {m["mountPath"]: m["name"] for m in container()["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-    # mounted at DATA_DIR, not at DATA_DIR/recovery: member 0 makes the store beside it and renames it into place
+    # mounted at DATA_DIR, which holds the store (DATA_DIR/recovery) and nothing per pod
     claim = volumes[mounts[data_dir]]["persistentVolumeClaim"]["claimName"]
     (pvc,) = [c for c in of_kind("PersistentVolumeClaim") if c["metadata"]["name"] == claim]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
