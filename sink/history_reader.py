@@ -101,10 +101,12 @@ class HistoryReader:
 
     def _load(self, listing: list[DayFiles]) -> None:
         stamps = {(d.day, name): stamp for d in listing for name, stamp in d.stamps.items()}
-        if any(self._stamps.get(k, stamp) != stamp for k, stamp in stamps.items()):
-            # DuckDB keeps each file's footer by path and modification second: a file replaced under the same path
-            # (a backfill's or a refold's day file) within that second would be read with the old footer, so its
-            # cache goes with a new connection (the caller holds the lock, as for every read)
+        if any(stamps.get(k) != stamp for k, stamp in self._stamps.items()):
+            # DuckDB keeps each file's footer by path and modification second, and keeps it after the file is gone:
+            # a file replaced under the same path (a backfill's or a refold's day file) within that second would be
+            # read with the old footer, and the footers of compacted blocks would pile up; a file replaced or
+            # removed starts a new connection, which reads the current files' footers again (the caller holds the
+            # lock, as for every read)
             self.con.close()
             self.con = self._connect()
         self._stamps = stamps
