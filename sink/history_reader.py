@@ -9,6 +9,11 @@ Relations, refreshed whenever the set of files changes (files are immutable, so 
 - `daily_totals (day, dimension, category, downloads)`: all-project totals, from the files' footers;
 - `history_days (day, source, folded_below, complete)`, and as the sink had them `backfilled_days (day, source)`
   and `compacted_days (day, min_daily_downloads)`.
+
+One reader serves a process's questions for as long as it runs, so what every question would otherwise read again
+is kept: DuckDB keeps the files' footers (row group statistics), and the reader keeps every project's `overall`
+and `with_mirrors` downloads per day in memory (`series_of`, sink/history_series.py), which answer a package's
+trend, the pypistats `overall` and `recent` endpoints and a category's top without reading the files.
 """
 
 from __future__ import annotations
