@@ -91,21 +91,36 @@ def generated_members(
 def wait_resolvable(
     address: str, wait_s: float, poll_s: float = 0.5, tick: Optional[Callable[[], None]] = None
 ) -> None:
-    """Return once this member's own host name resolves, which Bytewax needs to listen on it; `tick` each poll
-    (the liveness heartbeat: a member waiting here is not stuck, and says why it gave up once `wait_s` is out)."""
+    """Return once this member's own host name resolves to an address of this machine, which Bytewax needs to
+    listen on it (a restarted pod's name may still give its previous IP for a few seconds); `tick` each poll (the
+    liveness heartbeat: a member waiting here is not stuck, and says why it gave up once `wait_s` is out)."""
     host = address.rpartition(":")[0].strip("[]")
     deadline = time.monotonic() + wait_s
     while True:
         if tick is not None:
             tick()
         try:
-            socket.getaddrinfo(host, None)
-            return
+            found = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+            if any(_is_local(ip) for ip in found):
+                return
+            problem = f"it resolves to {', '.join(sorted(found))}, not an address of this machine"
         except socket.gaierror as exc:
-            if time.monotonic() >= deadline:
-                raise UserError(
-                    f"this member's address {address} does not resolve after {wait_s:g} s ({exc.strerror}): on "
-                    "Kubernetes the StatefulSet's serviceName must be the peers' headless Service, which must set "
-                    "publishNotReadyAddresses: true"
-                ) from None
+            problem = f"it does not resolve ({exc.strerror})"
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"this member's address {address} is not this machine's after {wait_s:g} s: {problem}; on "
+                "Kubernetes the StatefulSet's serviceName must be the peers' headless Service, which must set "
+                "publishNotReadyAddresses: true"
+            )
         time.sleep(poll_s)
+
+
+def _is_local(ip: str) -> bool:
+    """Whether this machine can listen on `ip` (what Bytewax will do with it)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((ip, 0))
+            return True
+        except OSError:
+            return False

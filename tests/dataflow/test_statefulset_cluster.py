@@ -113,16 +113,20 @@ def test_addresses_listed_and_made_from_the_cluster_size_at_once_are_refused(tmp
     assert "set one or the other" in said
 
 
-def test_a_member_whose_store_never_comes_or_whose_name_never_resolves_says_so(tmp_path, broker, topic):
+def test_a_member_whose_store_never_comes_or_whose_name_is_not_its_own_says_so(tmp_path, broker, topic):
     """Member 1 without member 0 (or with a volume of its own): no store appears; a pod whose DNS name is not
-    published: its address never resolves. Each waits `cluster_wait_seconds`, then fails in one line."""
+    published: its address never resolves; or resolves to another machine (a restarted pod's stale record). Each
+    waits `cluster_wait_seconds`, then fails in one line."""
     base = pod_env(1, free_port(), PYPI_PULSE_CLUSTER_WAIT_SECONDS="1")
     common = ("--bootstrap-servers", broker.bootstrap, "--topic", topic, "--data-dir", str(tmp_path / "alone"))
     said = _dataflow_fails(base, *common, "--sink", f"sqlite:///{tmp_path / 'a.db'}")
     assert f"no recovery store in {tmp_path / 'alone' / 'recovery'} after 1 s: member 0 makes it" in said
     unpublished = dict(base, PYPI_PULSE_CLUSTER_ADDRESS=f"{SET}-{{i}}.peers.invalid:2101")
     said = _dataflow_fails(unpublished, *common, "--sink", f"sqlite:///{tmp_path / 'b.db'}")
-    assert f"this member's address {SET}-1.peers.invalid:2101 does not resolve after 1 s" in said
+    assert f"this member's address {SET}-1.peers.invalid:2101 is not this machine's after 1 s: it does not" in said
+    elsewhere = dict(base, PYPI_PULSE_CLUSTER_ADDRESS="192.0.2.{i}:2101")  # TEST-NET-1: no machine's address
+    said = _dataflow_fails(elsewhere, *common, "--sink", f"sqlite:///{tmp_path / 'c.db'}")
+    assert "address 192.0.2.1:2101 is not this machine's after 1 s: it resolves to 192.0.2.1, not an address" in said
 
 
 def test_a_member_waiting_for_member_0_stays_healthy_until_it_gives_up(tmp_path, broker, topic):
