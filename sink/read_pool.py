@@ -84,15 +84,8 @@ class ReadPool:
 
     def opener(self, url: str, *, readonly: bool = True) -> Sink:
         """An `open_sink`-shaped opener for dashboard.reader.SinkReader: pooled PostgreSQL, or a connection of the
-        reader's own for SQLite (it serves every thread under its lock). Either reads the history through the pool's
-        one reader, so a worker holds one copy of what the reader keeps (sink/history_series.py), read once."""
-        if self.postgres:
-            return self.lease()
-        if not readonly:
-            return open_sink(url, readonly=False, history=self.history_location)
-        sink = _OwnSQLite(url, readonly=True)  # a missing or unusable file: its one-line UserError, as open_sink's
-        sink.share_history(self.history_reader())
-        return sink
+        reader's own for SQLite (it serves every thread under its lock)."""
+        return self.lease() if self.postgres else open_sink(url, readonly=readonly, history=self.history_location)
 
     def check(self) -> Optional[str]:
         """None when the sink answers a trivial query now, else why not (one line): what /readyz reports."""
@@ -204,10 +197,6 @@ class _SharedHistory(Sink):
 
     def _close_history(self) -> None:
         """The pool's reader outlives its sinks: the pool closes it."""
-
-
-class _OwnSQLite(_SharedHistory, SQLiteSink):
-    """A read-only SQLite sink of its own whose history is the pool's."""
 
 
 class _ThreadSQLite(_SharedHistory, SQLiteSink):

@@ -190,25 +190,3 @@ def test_a_day_file_replaced_under_the_same_name_is_read_afresh(sink_url, tmp_pa
             assert db.history_query(
                 "SELECT COUNT(*), SUM(downloads) FROM daily WHERE dimension = 'country' AND project >= 'p0000'"
             ) == [(40 * n, 40 * n * n)]
-
-
-def test_a_workers_dashboard_and_api_share_one_history_reader(tmp_path):
-    """One copy of the series per server worker: the dashboard's own SQLite connection and the API's leased ones
-    read the history through the pool's reader, which outlives them."""
-    from pypi_pulse.errors import UserError
-    from pypi_pulse.sink.read_pool import ReadPool
-
-    url = f"sqlite:///{tmp_path / 'pulse.db'}"
-    with open_sink(url, history=tmp_path / "history") as db:
-        db.backfill_day(DAYS[0], [("a", "overall", None, 3), ("a", "with_mirrors", None, 4)], "test")
-    pool = ReadPool(url, history=tmp_path / "history")
-    try:
-        dashboard, api = pool.opener(url, readonly=True), pool.lease()
-        assert dashboard._history_reader is api._history_reader is pool.history_reader()
-        assert queries.compare(dashboard, ["a"], DAYS[0], DAYS[0]) == {"a": [(DAYS[0], 3)]}
-        dashboard.close()  # a dashboard reconnect: the pool's reader stays open
-        assert queries.compare(api, ["a"], DAYS[0], DAYS[0], "with_mirrors") == {"a": [(DAYS[0], 4)]}
-        with pytest.raises(UserError, match="no sink at"):
-            pool.opener(f"sqlite:///{tmp_path / 'missing.db'}", readonly=True)
-    finally:
-        pool.close()
