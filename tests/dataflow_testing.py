@@ -28,7 +28,8 @@ from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import open_sink
 
 # Epochs of half a second, so that kills land between snapshots often; drained after a second without news; a
-# minute of lateness, so that the events of a stream interrupted by kills still reach their windows.
+# minute of lateness (not the default ten), so that windows close and rollup blocks seal while the stream runs and
+# the kills land among those writes.
 KILL_TEST_ENV = {
     "PYPI_PULSE_EPOCH_SECONDS": "0.5",
     "PYPI_PULSE_IDLE_SECONDS": "1",
