@@ -68,7 +68,7 @@ class FlowConfig:
     max_project_chars: int = DEFAULT_MAX_PROJECT_NAME
 
 
-class ClockLogic(StatefulLogic[BatchPartial, Flush, Optional[bytes]]):
+class ClockLogic(StatefulLogic[BatchPartial, tuple[int, Flush], Optional[bytes]]):
     """One shard's clock. It learns its shard from its first partial (Bytewax's builder is not told the key), and
     keeps it in its snapshot with the clock, so that a resumed clock finds its own spilled state. Its sealed blocks
     are written here, on its own worker (dataflow/blocks.py): only windows and counters go on to the merge."""
