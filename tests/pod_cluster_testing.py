@@ -4,42 +4,26 @@ Each member gets the environment its pod gets: its index only from the pod's nam
 pypi-pulse-dataflow-<i>), the members' addresses made from PYPI_PULSE_CLUSTER_SIZE and a PYPI_PULSE_CLUSTER_ADDRESS
 pattern, the same --metrics-port for every member and one data directory (the shared volume) for the recovery
 store. Where the pods have a DNS name each, here each member has a loopback address of its own (127.0.<i>.1: Linux
-routes all of 127/8 to the loopback), so every member listens on the same port numbers, as pods do.
+routes all of 127/8 to the loopback), so every member listens on the same port numbers, as pods do. The processes
+are tests/dataflow_testing.py's (`start_dataflow`: recovery on, its short epochs, a session and a log each).
 """
 
 from __future__ import annotations
 
 import os
-import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import requests
-from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
-from pulse_testing import expected_windows, port_is_free, stored_windows
-
-from pypi_pulse.sink.base import open_sink
+from dataflow_testing import Child, consumed, start_dataflow, wait_until
+from pulse_testing import unephemeral_ports
 
 SET = "pypi-pulse-dataflow"  # the StatefulSet's name: pod i is SET-i
 MEMBERS = 2
-RUN_SETTINGS = {"PYPI_PULSE_RECOVERY": "true", "PYPI_PULSE_IDLE_SECONDS": "1", "PYPI_PULSE_EPOCH_SECONDS": "1"}
 
 
 def free_port() -> int:
-    """A port free on every address (the members listen on 127.0.<i>.1), below the ephemeral range: there any
-    outgoing connection on the machine (Kafka clients, other tests) could take it before the member binds it."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(low, 20001))
-        if port_is_free(port, "0.0.0.0"):
-            return port
-    raise AssertionError(f"no free port between 20000 and {low}")
+    """A port free on every address (the members listen on 127.0.<i>.1), below the ephemeral range."""
+    return unephemeral_ports(1, "0.0.0.0")
 
 
 def host(i: int) -> str:
@@ -54,106 +38,68 @@ def pod_env(i: int, cluster_port: int, **extra: str) -> dict[str, str]:
         "PYPI_PULSE_CLUSTER_SIZE": str(MEMBERS),
         "PYPI_PULSE_CLUSTER_ADDRESS": f"127.0.{{i}}.1:{cluster_port}",
         "PYPI_PULSE_METRICS_HOST": host(i),
-        **RUN_SETTINGS,
         **extra,
     }
 
 
 class PodRun:
-    """A dataflow's processes against one topic, sink and data directory (the shared volume), each with its log."""
+    """A dataflow's processes against one topic, sink and data directory (the shared volume) across the incarnations
+    a test starts, `env` added to the settings of each; as a context manager, every one is reaped at its end."""
 
-    def __init__(self, tmp_path, bootstrap: str, topic: str):
-        self.tmp_path, self.bootstrap, self.topic = tmp_path, bootstrap, topic
+    def __init__(self, tmp_path: Path, bootstrap: str, topic: str, **env: str):
+        self.tmp_path, self.bootstrap, self.topic, self.env = tmp_path, bootstrap, topic, env
         self.sink = f"sqlite:///{tmp_path / 'pulse.db'}"
         self.data_dir = tmp_path / "volume"
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
+        self.running: list[Child] = []
+        self.started: list[Child] = []
 
-    def start(self, env: dict, name: str, *flags: str) -> subprocess.Popen:
-        log_path = self.tmp_path / f"{name}-{len(self.procs)}.log"
-        args = ["--bootstrap-servers", self.bootstrap, "--topic", self.topic, "--sink", self.sink]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pypi_pulse.cli", "dataflow", *args, "--data-dir", str(self.data_dir), *flags],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append((proc, log_path))
-        return proc
+    def start(self, name: str, *flags: str, env: dict) -> Child:
+        log = self.tmp_path / f"{name}-{len(self.started)}.log"
+        child = start_dataflow(
+            self.bootstrap, self.topic, self.sink, self.data_dir, log, *flags, env={**env, **self.env}
+        )
+        child.name = name
+        self.running.append(child)
+        self.started.append(child)
+        return child
 
-    def pods(self, *flags: str, first: int = 0, **env: str) -> dict[int, subprocess.Popen]:
+    def pods(self, *flags: str, first: int = 0, **env: str) -> dict[int, Child]:
         """The StatefulSet's pods, member `first` started first (each waits for the others, as a pod does), with
         `env` added to each pod's settings; their processes by member."""
         cluster_port = free_port()
         metrics_port = next(p for p in iter(free_port, None) if p != cluster_port)
         members = {}
         for i in [first] + [i for i in range(MEMBERS) if i != first]:
-            members[i] = self.start(
-                pod_env(i, cluster_port, **env), f"pod-{i}", "--metrics-port", str(metrics_port), *flags
-            )
+            pod = pod_env(i, cluster_port, **env)
+            members[i] = self.start(f"pod-{i}", "--metrics-port", str(metrics_port), *flags, env=pod)
             if i == first and first != 0:
                 # it serves its probes on the configured port of its own address (not on the port + i of a local
                 # cluster's member), and cannot have made the recovery store: that is member 0's
-                healthz(host(first), metrics_port, *self.procs[-1])
+                url = f"http://{host(i)}:{metrics_port}/healthz"
+                wait_until(f"{url} answers", lambda u=url: requests.get(u, timeout=2).ok, 60, watch=[members[i]])
                 assert not list((self.data_dir / "recovery").glob("part-*.sqlite3"))
         return members
 
-    def single(self, *flags: str) -> None:
-        self.start(dict(os.environ, **RUN_SETTINGS), "single", *flags)
+    def single(self, *flags: str) -> Child:
+        return self.start("single", *flags, env={})
 
-    def until_consumed(self, n: int) -> None:
-        """Let the live processes run until the sink counts `n` events consumed, then stop them as Kubernetes
-        stops a pod (SIGTERM: the inputs end, the epoch completes, a snapshot is taken)."""
-        deadline = time.monotonic() + 300
-        while consumed(self.sink) < n:
-            for proc, log_path in self.procs:
-                assert proc.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, f"never consumed {n}"
-            time.sleep(0.1)
-        for proc, _ in self.procs:
-            proc.terminate()
+    def stop_once_consumed(self, n: int) -> None:
+        """Let the live processes run until the sink counts `n` events consumed, then stop them all at once as
+        Kubernetes stops a StatefulSet scaled to 0 (SIGTERM: the inputs end, a last snapshot is taken)."""
+        wait_until(f"{n} events consumed", lambda: consumed(self.sink) >= n, 300, watch=self.running)
+        for child in self.running:
+            child.proc.terminate()
         self.wait()
 
-    def wait(self) -> None:
-        for proc, log_path in self.procs:
-            assert proc.wait(300) == 0, log_path.read_text()[-4000:]
-        self.procs = []
+    def wait(self, timeout: float = 300) -> None:
+        """Until every running process has ended, each with status 0."""
+        for child in self.running:
+            assert child.exit_code(timeout, "the end of its input") == 0, child.tail()
+        self.running = []
 
-    def kill(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+    def __enter__(self) -> PodRun:
+        return self
 
-    def assert_exact(self, events: list[dict]) -> None:
-        with open_sink(self.sink, readonly=True) as db:
-            counters = db.stats().counters
-            daily, totals = stored_daily(db), stored_totals(db)
-        assert counters["consumed"] == counters["counted"] == len(events), counters
-        assert counters.get("dropped", 0) == 0 and counters.get("dead_lettered", 0) == 0
-        assert stored_windows(self.sink) == expected_windows(events)
-        want = expected_daily(events)
-        assert len({day for day, *_ in want}) == 2  # across midnight
-        assert daily == want
-        assert totals == expected_totals(want)
-
-
-def consumed(sink: str) -> int:
-    try:
-        with open_sink(sink, readonly=True) as db:
-            return db.stats().counters.get("consumed", 0)
-    except Exception:  # not made yet
-        return 0
-
-
-def healthz(host: str, port: int, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"http://{host}:{port}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        assert proc.poll() is None, log_path.read_text()[-4000:]
-        assert time.monotonic() < deadline, f"no /healthz on {host}:{port}"
-        time.sleep(0.1)
+    def __exit__(self, *exc) -> None:
+        for child in self.started:
+            child.reap()

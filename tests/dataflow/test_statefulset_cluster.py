@@ -19,24 +19,26 @@ import time
 
 import pytest
 import requests
-from expected_rollups import make_event
+from dataflow_testing import assert_exact
+from expected_rollups import expected_daily, make_event
 from pod_cluster_testing import MEMBERS, SET, PodRun, free_port, host, pod_env
 from pulse_testing import expected_windows, publish, stored_windows
 from test_cluster import _events, _executions
+
+# test_cluster's events come up to two minutes late; the lateness horizon of the default covers them
+EVENTS_LATENESS = {"PYPI_PULSE_LATENESS_SECONDS": "600"}
 
 
 def test_members_started_as_statefulset_pods_form_one_cluster_and_count_exactly(tmp_path, broker, topic):
     events = _events(1025)
     publish(broker.bootstrap, topic, events)
-    run = PodRun(tmp_path, broker.bootstrap, topic)
-    try:
+    with PodRun(tmp_path, broker.bootstrap, topic, **EVENTS_LATENESS) as run:
         run.pods("--until-drained", first=1)
         run.wait()
-    finally:
-        run.kill()
     # one execution of 2 workers, one in each process, over the store member 0 made for both
     assert set(_executions(run.data_dir / "recovery")) == {MEMBERS}
-    run.assert_exact(events)
+    assert_exact(run.sink, events)
+    assert len({day for day, *_ in expected_daily(events)}) == 2  # across midnight
 
 
 @pytest.mark.parametrize("before, after", [("single", "pods"), ("pods", "single")])
@@ -45,19 +47,16 @@ def test_the_cluster_resumes_exactly_after_its_shape_changes(tmp_path, broker, t
     Bytewax moves the state to the new workers and the shards' closed state is on the shared volume."""
     events = _events(77)
     half = len(events) // 2
-    run = PodRun(tmp_path, broker.bootstrap, topic)
-    try:
+    with PodRun(tmp_path, broker.bootstrap, topic, **EVENTS_LATENESS) as run:
         publish(broker.bootstrap, topic, events[:half])
         getattr(run, before)()
-        run.until_consumed(half)
+        run.stop_once_consumed(half)
         publish(broker.bootstrap, topic, events[half:])
         getattr(run, after)("--until-drained")
         run.wait()
-    finally:
-        run.kill()
     workers = {"single": 1, "pods": MEMBERS}
     assert set(_executions(run.data_dir / "recovery")) == {workers[before], workers[after]}  # one store, both shapes
-    run.assert_exact(events)
+    assert_exact(run.sink, events)
 
 
 def _dataflow_fails(env: dict, *args: str, timeout: float = 60) -> str:
@@ -172,12 +171,9 @@ def test_a_recovery_directory_already_there_gets_whole_partitions_and_keeps_its_
     stray = recovery / "lost+found" / "#12"  # what a freshly formatted volume mounted there holds
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
-    run = PodRun(tmp_path, broker.bootstrap, topic)
-    try:
+    with PodRun(tmp_path, broker.bootstrap, topic) as run:
         run.single("--until-drained")
         run.wait()
-    finally:
-        run.kill()
     assert [p.name for p in recovery.glob("part-*.sqlite3")] == ["part-0.sqlite3"]
     assert not list(recovery.glob(".making-*")) and not list(recovery.parent.glob(".recovery.making-*"))
     assert stray.read_bytes() == b"x"

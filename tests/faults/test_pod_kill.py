@@ -12,15 +12,13 @@ history and counters are compared with counts computed here from the events sent
 
 from __future__ import annotations
 
-import random
 import signal
-import threading
 import time
 from datetime import UTC, datetime
 
-from expected_rollups import make_event
-from pod_cluster_testing import PodRun, consumed
-from pulse_testing import publish
+from dataflow_testing import Child, LiveFeed, assert_exact, consumed, spread_events, wait_until
+from expected_rollups import expected_daily
+from pod_cluster_testing import PodRun
 
 T0 = datetime(2026, 11, 20, 23, 55, tzinfo=UTC).timestamp()  # the stream crosses midnight
 SPAN_S = 10 * 60
@@ -29,84 +27,53 @@ CHUNKS = 40  # a chunk every FEED_EVERY_S, as a live producer sends them
 FEED_EVERY_S = 0.5
 FAULT_AT = (0.25, 0.55)  # fractions of the events consumed when each fault lands: member 1 killed, member 0 stopped
 STOP_S = 2.0  # cluster_stop_seconds here (15 in the manifests)
-LIVE = {
-    "PYPI_PULSE_EPOCH_SECONDS": "0.5",
-    "PYPI_PULSE_LATENESS_SECONDS": "60",
-    "PYPI_PULSE_CLUSTER_STOP_SECONDS": str(STOP_S),
-}
 NOTICE_S = 60  # a member left alone must end by itself within this (the liveness probe would take two minutes)
 
 
-def _feed(bootstrap: str, topic: str, events: list[dict]) -> tuple[threading.Thread, dict]:
-    """Publish the events as a live producer does, a chunk every FEED_EVERY_S, in a thread."""
-    fed: dict = {}
-
-    def feed():
-        try:
-            step = len(events) // CHUNKS
-            for start in range(0, len(events), step):
-                publish(bootstrap, topic, events[start : start + step])
-                time.sleep(FEED_EVERY_S)  # the producer's pace, not a wait for a condition
-        except BaseException as exc:
-            fed["error"] = exc
-        fed["done"] = True
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    return feeder, fed
+def _progress(run: PodRun, members: dict[int, Child], target: int) -> None:
+    """Each incarnation must make progress of its own before its fault, or the fault proves nothing."""
+    wait_until(f"{target} events consumed", lambda: consumed(run.sink) >= target, 300, watch=list(members.values()))
 
 
-def _progress(run: PodRun, members: dict, target: int) -> None:
-    deadline = time.monotonic() + 300
-    while consumed(run.sink) < target:
-        for i, proc in members.items():
-            assert proc.poll() is None, f"member {i} ended before the kill: " + run.procs[i][1].read_text()[-4000:]
-        assert time.monotonic() < deadline, f"no progress to {target} events before the kill"
-        time.sleep(0.05)
-
-
-def _the_other_ends(run: PodRun, members: dict, gone: int) -> None:
+def _the_other_ends(members: dict[int, Child], gone: int) -> None:
     (other,) = [i for i in members if i != gone]
-    status = members[other].wait(NOTICE_S)  # subprocess.TimeoutExpired: it hangs without its peer
-    said = run.procs[other][1].read_text()  # the processes were started in member order
+    status = members[other].exit_code(NOTICE_S, f"member {gone} went")  # it must not hang without its peer
+    said = members[other].log.read_text()
     assert status != 0, f"member {other} ended as if all were well after member {gone} went"
     # one line that says what happened, not a traceback
-    assert f"error: dataflow member {other} of 2 stopped: the cluster broke down" in said, said[-4000:]
-    assert "Traceback" not in said, said[-4000:]
+    assert f"error: dataflow member {other} of 2 stopped: the cluster broke down" in said, members[other].tail()
+    assert "Traceback" not in said, members[other].tail()
 
 
 def test_a_pod_killed_or_stopped_alone_mid_stream_stops_the_cluster_and_the_restarted_pods_end_exact(
     tmp_path, broker, topic
 ):
-    rng = random.Random(31)
-    events = [make_event(rng, T0 + SPAN_S * i / N) for i in range(N)]
-    feeder, fed = _feed(broker.bootstrap, topic, events)
-    run = PodRun(tmp_path, broker.bootstrap, topic)
-    try:
-        members = run.pods(**LIVE)
+    events = spread_events(31, T0, SPAN_S, N)
+    feed = LiveFeed(broker.bootstrap, topic, events, CHUNKS, FEED_EVERY_S)
+    stop = {"PYPI_PULSE_CLUSTER_STOP_SECONDS": str(STOP_S)}
+    with PodRun(tmp_path, broker.bootstrap, topic) as run:
+        members = run.pods(**stop)
         _progress(run, members, int(N * FAULT_AT[0]))
-        members[1].send_signal(signal.SIGKILL)
-        _the_other_ends(run, members, gone=1)
-        members[1].wait(10)
-        run.procs = []
+        members[1].proc.send_signal(signal.SIGKILL)
+        _the_other_ends(members, gone=1)
+        members[1].exit_code(10, "its SIGKILL")
+        run.running = []
 
         before = consumed(run.sink)
-        members = run.pods(**LIVE)  # Kubernetes restarts both: the killed pod and the one that ended
+        members = run.pods(**stop)  # Kubernetes restarts both: the killed pod and the one that ended
         _progress(run, members, max(int(N * FAULT_AT[1]), before + 1))
         stopped_at = time.monotonic()
-        members[0].terminate()  # as Kubernetes stops an evicted pod
-        assert members[0].wait(STOP_S + 30) == 2
+        members[0].proc.terminate()  # as Kubernetes stops an evicted pod
+        assert members[0].exit_code(STOP_S + 30, "its SIGTERM, alone") == 2, members[0].tail()
         assert time.monotonic() - stopped_at >= STOP_S  # it gave the cluster its chance to end cleanly
-        said = run.procs[0][1].read_text()
-        assert "error: dataflow member 0 of 2 was stopped but the other members were not" in said, said[-4000:]
-        _the_other_ends(run, members, gone=0)
-        run.procs = []
+        said = members[0].log.read_text()
+        assert "error: dataflow member 0 of 2 was stopped but the other members were not" in said, members[0].tail()
+        _the_other_ends(members, gone=0)
+        run.running = []
         assert consumed(run.sink) < N, "the last fault came after everything was consumed: it proves nothing"
-        feeder.join(120)
-        assert fed.get("done") and "error" not in fed, fed.get("error")
+        feed.join()
 
-        run.pods("--until-drained", **LIVE)
+        run.pods("--until-drained", **stop)
         run.wait()
-    finally:
-        run.kill()
-    run.assert_exact(events)
+    assert_exact(run.sink, events)
+    assert len({day for day, *_ in expected_daily(events)}) == 2  # across midnight
