@@ -100,7 +100,7 @@ def wait_resolvable(
         if tick is not None:
             tick()
         try:
-            found = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+            found = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
             if any(_is_local(ip) for ip in found):
                 return
             problem = f"it resolves to {', '.join(sorted(found))}, not an address of this machine"
