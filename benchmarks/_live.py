@@ -303,16 +303,19 @@ def spread(sorted_values: list[float], empty: str = "none") -> str:
     )
 
 
-def block_cycles(sampler: C.RssSampler, name: str, lateness_s: float) -> list[dict]:
+def block_cycles(sampler: C.RssSampler, name: str, lateness_s: float, since: float = 0.0) -> list[dict]:
     """The RSS of process `name` per block cycle: a rollup block gathers every key of its 10 minutes until it is
     sealed (its end plus the lateness horizon), then it is merged, written and freed, so the state has the period of
     the blocks. Each cycle runs from one seal to the next: its peak, and the median of its last 30 s (the block
-    whole, just before its seal). `whole`: the run covered the cycle from its beginning to its end."""
+    whole, just before its seal). `whole`: the run covered the cycle from its beginning to its end; `since` (wall
+    clock, the producer's start) leaves out the samples taken while the run waited to start."""
     series = sampler.series.get(name) or []
     if not series:
         return []
     b = block_s()
-    wall = [(sampler.started_wall + t, v) for t, v in series]
+    wall = [(sampler.started_wall + t, v) for t, v in series if sampler.started_wall + t >= since]
+    if not wall:
+        return []
     first, last = wall[0][0], wall[-1][0]
     out = []
     seal = (math.floor((first - lateness_s) / b)) * b + lateness_s  # the last seal at or before the first sample
@@ -335,10 +338,10 @@ def block_cycles(sampler: C.RssSampler, name: str, lateness_s: float) -> list[di
     return out
 
 
-def print_block_cycles(sampler: C.RssSampler, name: str, lateness_s: float) -> None:
+def print_block_cycles(sampler: C.RssSampler, name: str, lateness_s: float, since: float = 0.0) -> None:
     from datetime import UTC, datetime
 
-    cycles = block_cycles(sampler, name, lateness_s)
+    cycles = block_cycles(sampler, name, lateness_s, since)
     if not cycles:
         print(f"{name}: not sampled")
         return

@@ -135,7 +135,7 @@ def main() -> int:
         print(f"block ending {datetime.fromtimestamp(s + L.block_s(), UTC):%H:%M} could seal within the run: no file")
     print(f"cores used over the run: {cores(sampler, r['started'], r['ended'])}")
     print(L.cpu_per_event_line(sampler, r, args.rate))
-    L.print_block_cycles(sampler, "dataflow", args.lateness)
+    L.print_block_cycles(sampler, "dataflow", args.lateness, since=r["started"])
     print(f"dataflow peak RSS {C.mib(sampler.peak.get('dataflow', 0))}, broker {C.mib(sampler.peak.get('broker', 0))}")
     p99 = C.percentile(r["seen_delay"], 0.99)
     p99_blocks = C.percentile(sorted(during_all), 0.99)

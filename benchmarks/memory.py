@@ -127,7 +127,9 @@ def main() -> int:
             for b in r["blocks"]
         )
     )
-    for name, series in sampler.series.items():
+    t0 = r["started"] - sampler.started_wall  # the samples taken while the run waited to start are left out
+    for name, whole_series in sampler.series.items():
+        series = [(t - t0, v) for t, v in whole_series if t >= t0]
         if not series:
             continue
         end = series[-1][0]
@@ -145,9 +147,9 @@ def main() -> int:
         )
     print(L.cpu_per_event_line(sampler, r, args.rate))
     for name in ("dataflow", "broker"):
-        L.print_block_cycles(sampler, name, args.lateness)
+        L.print_block_cycles(sampler, name, args.lateness, since=r["started"])
     peak = sampler.peak.get("dataflow", 0)
-    whole = [c for c in L.block_cycles(sampler, "dataflow", args.lateness) if c["whole"]]
+    whole = [c for c in L.block_cycles(sampler, "dataflow", args.lateness, r["started"]) if c["whole"]]
     print(
         f"target: dataflow (all its processes) under 1 GiB: {'met' if 0 < peak < 2**30 else 'NOT met'} (peak {C.mib(peak)})"
     )

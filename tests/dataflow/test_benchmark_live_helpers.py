@@ -82,3 +82,14 @@ def test_block_files_group_each_blocks_shard_files_with_when_they_were_written(t
         (start + BLOCK, BLOCK, 3, 8),
     ]
     assert blocks[0]["first_written"] <= blocks[0]["last_written"] <= blocks[1]["first_written"]
+
+
+def test_samples_taken_while_the_run_waited_to_start_are_left_out_of_the_cycles():
+    lateness = 60
+    sampled_from = 100 * BLOCK  # the sampler starts while the run waits for its phase
+    producer_start = 100 * BLOCK + 120  # after the seal at +60: the cycle from that seal is not whole
+    series = [(float(t), (50 if t < 120 else 500) * 2**20) for t in range(0, 15 * 60)]
+    cycles = L.block_cycles(_Sampler(sampled_from, series), "dataflow", lateness, since=producer_start)
+    assert [c["whole"] for c in cycles] == [False, False]
+    assert all(c["peak"] == 500 * 2**20 for c in cycles)
+    assert cycles[0]["from"] == 100 * BLOCK + lateness
