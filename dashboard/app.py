@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> dash.Dash:
         max_size=settings.sink_read_connections,
         wait_s=settings.sink_read_wait_seconds,
         check_timeout_s=settings.readyz_timeout_seconds,
+        history_series_bytes=settings.history_series_mib * 2**20,
     )
     app = dash.Dash(
         __name__,
@@ -116,7 +117,7 @@ def create_app(settings: Settings) -> dash.Dash:
     install_auth(
         server, store, data_dir, public_api=settings.public_api, secure_cookies=settings.secure_cookies, limits=limits
     )
-    ctx = DashContext.for_sink(sink_url, limits, opener=pool.opener)
+    ctx = DashContext.for_sink(sink_url, limits, opener=pool.opener, live_opener=pool.live_opener)
     app.server.config["PYPI_PULSE_CONTEXT"] = ctx
     app.server.config["PYPI_PULSE_READ_POOL"] = pool
     _mount_api(server, pool)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from pypi_pulse.dashboard.cache import PeriodCache
 from pypi_pulse.dashboard.limits import WebLimits
@@ -33,12 +33,19 @@ class DashContext:
     history_cache: PeriodCache = field(default_factory=lambda: PeriodCache(30.0))
 
     @classmethod
-    def for_sink(cls, url: str, limits: WebLimits, opener: Callable[..., Sink] = open_sink) -> DashContext:
+    def for_sink(
+        cls,
+        url: str,
+        limits: WebLimits,
+        opener: Callable[..., Sink] = open_sink,
+        live_opener: Optional[Callable[..., Sink]] = None,
+    ) -> DashContext:
+        """`live_opener` (default: `opener`) opens the Live feed's sink: a server's pool gives it a history reader of
+        its own, so a long history question, which holds the shared reader, never holds up the Live refresh."""
         # two connections: a slow history query never holds up the once-per-second Live refresh
         reader = SinkReader(url, opener)
-        ctx = cls(
-            reader, LiveFeed(SinkReader(url, opener)), PackageIndex(lambda: ctx.query(queries.package_names)), limits
-        )
+        live = LiveFeed(SinkReader(url, live_opener or opener))
+        ctx = cls(reader, live, PackageIndex(lambda: ctx.query(queries.package_names)), limits)
         return ctx
 
     def default_packages(self, n: int = 2) -> list[str]:

@@ -10,6 +10,9 @@ from typing import Literal, Optional
 from pydantic import ByteSize, Field
 from pydantic_settings import BaseSettings
 
+#: the history readers' in-memory series budget (`history_series_mib`): 15,000 projects x 180 days take 41 MiB
+DEFAULT_HISTORY_SERIES_MIB = 256
+
 
 class ServingSettings(BaseSettings):
     # Serving
@@ -116,6 +119,13 @@ class ServingSettings(BaseSettings):
     )
     sink_read_wait_seconds: float = Field(
         10.0, gt=0, le=120, description="PostgreSQL: how long a read waits for a pooled connection before it fails."
+    )
+    history_series_mib: int = Field(
+        DEFAULT_HISTORY_SERIES_MIB,
+        ge=0,
+        description="Memory a server process's history reader may spend on the in-memory "
+        "`overall`/`with_mirrors` downloads per project and day, in MiB; the newest days are held, questions about "
+        "older ones read the history's files (same answers, slower). 0: none held.",
     )
     readyz_timeout_seconds: float = Field(
         2.0,

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from pypi_pulse.config_serving import DEFAULT_HISTORY_SERIES_MIB
 from pypi_pulse.sink.history import DAY_FILE, FOLDED_KEY, SCHEMA, SOURCE_KEY, STREAM, TOTALS_KEY, DayFiles, History
 from pypi_pulse.sink.history_series import SeriesIndex
 from pypi_pulse.sink.queries import SERIES_DIMENSIONS
@@ -65,7 +66,7 @@ def _iso(value: Any) -> Any:
 class HistoryReader:
     """One DuckDB connection over a history; thread-safe (one query at a time; DuckDB parallelises each)."""
 
-    def __init__(self, history: History, threads: int = 2):
+    def __init__(self, history: History, threads: int = 2, series_bytes: int = DEFAULT_HISTORY_SERIES_MIB * 2**20):
         self.history = history
         self.threads = threads
         self.con = self._connect()
@@ -75,7 +76,7 @@ class HistoryReader:
         self._key: tuple = ()
         self._meta: dict[tuple, dict[bytes, bytes]] = {}  # (day, name, size, mtime): a day file can be replaced
         self.days: list[DayFiles] = []
-        self.series = SeriesIndex()
+        self.series = SeriesIndex(series_bytes)
         self._load([])
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -213,6 +214,7 @@ class HistoryReader:
 
     def close(self) -> None:
         self.con.close()
+        _OPEN.discard(self)  # closed: nothing for the exit hook to interrupt
 
 
 _OPEN: weakref.WeakSet[HistoryReader] = weakref.WeakSet()

@@ -6,8 +6,11 @@ one row group of every day file per question, however few rows they return: some
 history's files never change once written, so each file's series are read once, when a question first needs its
 day, and kept until the file goes (a compaction, a backfill, retention), as compact arrays: a project id and a
 count per row. 15,000 projects x 180 days take 41 MiB, read in 2 s (6 s on a loaded 2-core machine) by the first
-question over the whole history; memory grows with projects x days, so a history of PyPI's ~600,000 daily
-projects would need a budget (not kept here) or fewer days held.
+question over the whole history. Memory grows with projects x days (PyPI's ~600,000 daily projects would take
+some 1.6 GB for 180 days, in each reader), so the files held are bounded by a budget in bytes (setting
+`history_series_mib`), spent on the newest days, which most questions ask about: a file is read only when it
+would be kept, a day newer than those held pushes the oldest out, and a question about a day not held is
+answered from the files, as for a file not held for any other reason.
 
 The series are exactly the `daily` relation's rows of those dimensions (the day file alone when there is one,
 else its blocks summed per key), so every answer equals the SQL one. A file whose rows of these dimensions carry a
@@ -33,28 +36,72 @@ Series = tuple[np.ndarray, np.ndarray]
 class SeriesIndex:
     """The series of each file the history reader lists, keyed by the file's version (day, name, size, mtime);
     a day's series are its day file's, else the sum of its blocks'. `load` reads the files a question needs (the
-    caller holds the reader's lock)."""
+    caller holds the reader's lock), newest day first, as far as `budget` bytes of series go (0: none held)."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
         self.ids: dict[str, int] = {}
         self.names: list[str] = []
         self._known = pa.array([], pa.string())  # `names` as an Arrow array, for vectorised lookups
         self._files: dict[tuple, Optional[dict[str, Series]]] = {}  # file version -> its series (None: not held)
         self._days: dict[str, list[tuple]] = {}  # day -> the versions of the files a reader takes for it
+        self._sizes: dict[tuple, int] = {}  # file version -> bytes of its series, once read (held or not)
+        self.held_bytes = 0
 
     def forget(self, days: dict[str, list[tuple]]) -> None:
         """Keep only the files of the current listing (`days`: each day -> its files' versions)."""
         self._days = days
         live = {v for versions in days.values() for v in versions}
         self._files = {v: s for v, s in self._files.items() if v in live}
+        self._sizes = {v: n for v, n in self._sizes.items() if v in live}
+        self.held_bytes = sum(self._sizes[v] for v, s in self._files.items() if s is not None)
 
     def load(self, days: list[str], read: Callable[[list[tuple]], Iterable[tuple[tuple, pa.Table]]]) -> None:
-        """Read the series of the files of `days` not held yet: `read(versions)` yields (version, rows) with the
-        rows' project, dimension, category and downloads of those dimensions."""
-        todo = [v for d in days for v in self._days.get(d, []) if v not in self._files]
-        for i in range(0, len(todo), _FILES_PER_READ):
-            for version, rows in read(todo[i : i + _FILES_PER_READ]):
-                self._files[version] = self._series(rows)
+        """Read the series of the files of `days` not held yet that the budget keeps: `read(versions)` yields
+        (version, rows) with the rows' project, dimension, category and downloads of those dimensions. A file is
+        read only when its series (its size as last read, else the mean file's) fit beside those of the days not
+        older than its own; the oldest days held give way to it."""
+        if self.budget <= 0:
+            return
+        todo = sorted(
+            {v for d in days for v in self._days.get(d, []) if v not in self._files}, key=lambda v: (v[0], v[1])
+        )[::-1]
+        while todo:
+            batch: list[tuple] = []
+            for v in todo[:_FILES_PER_READ]:
+                if not self._fits(v, batch):
+                    break
+                batch.append(v)
+            if not batch:
+                break
+            for version, rows in read(batch):
+                held = self._series(rows)
+                self._files[version] = held
+                self._sizes[version] = _nbytes(held)
+                self.held_bytes += self._sizes[version]
+            self._evict()
+            todo = todo[len(batch) :]
+        for d in days:  # a day the budget holds only a part of answers nothing: its parts give way
+            versions = self._days.get(d, [])
+            if any(v not in self._files for v in versions):
+                self._drop([v for v in versions if self._files.get(v) is not None])
+
+    def _fits(self, version: tuple, batch: list[tuple]) -> bool:
+        known = [n for n in self._sizes.values() if n]
+        mean = sum(known) // len(known) if known else 0
+        newer = sum(self._sizes[v] for v, s in self._files.items() if s is not None and v[0] >= version[0])
+        return newer + mean * len(batch) + self._sizes.get(version, mean) <= self.budget
+
+    def _evict(self) -> None:
+        """Drop the oldest days held, a whole day at a time, until the series fit the budget."""
+        while self.held_bytes > self.budget:
+            oldest = min(v[0] for v, s in self._files.items() if s is not None)
+            self._drop([v for v, s in self._files.items() if s is not None and v[0] == oldest])
+
+    def _drop(self, versions: list[tuple]) -> None:
+        for v in versions:
+            del self._files[v]
+            self.held_bytes -= self._sizes[v]
 
     def _id_array(self, names: pa.ChunkedArray) -> np.ndarray:
         """The projects' ids, new names numbered as they come (one dictionary lookup per distinct name)."""
@@ -134,3 +181,8 @@ class SeriesIndex:
                 if ids[k] == pid:
                     return True
         return False
+
+
+def _nbytes(held: Optional[dict[str, Series]]) -> int:
+    """Bytes of a file's arrays (each dimension's are views of one sorted array: their sizes add up to it)."""
+    return 0 if held is None else sum(a.nbytes for pair in held.values() for a in pair)

@@ -8,7 +8,11 @@ connection starts with a cold page cache): each thread keeps one read-only conne
 replaced or removed, since an open connection would go on reading the old file.
 
 The rollup history (sink/history.py) is read by one DuckDB reader per pool, shared by every sink the pool hands
-out: it is thread-safe, and its file listing and footers are then read once per process, not once per thread.
+out (the API's and the dashboard's): it is thread-safe, and its file listing, footers and in-memory series
+(sink/history_series.py, up to `history_series_bytes`) are then read and held once per process, not once per
+thread or per user. The Live feed's sink has a reader of its own: a history question holds the shared reader's lock
+for as long as it scans (seconds, the first time), and the once-per-second Live refresh, which asks the history what
+today's rollups cover, must not wait for it.
 
 The pool is made after a server forks (in each worker), never before: a connection must not be shared by two
 processes.
@@ -24,8 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, TypeVar
 
+from pypi_pulse.config_serving import DEFAULT_HISTORY_SERIES_MIB
 from pypi_pulse.errors import UserError
-from pypi_pulse.sink.base import Sink, default_history, open_sink
+from pypi_pulse.sink.base import Sink, default_history
 from pypi_pulse.sink.retry import SinkUnavailable, one_line
 from pypi_pulse.sink.sqlite import SQLiteSink
 
@@ -44,10 +49,13 @@ class ReadPool:
         max_size: int = 4,
         wait_s: float = 10.0,
         check_timeout_s: float = 2.0,
+        history_series_bytes: int = DEFAULT_HISTORY_SERIES_MIB * 2**20,
     ):
         self.url = url
         self.history_location = history
         self._history_reader: Optional[HistoryReader] = None
+        self._live_history_reader: Optional[HistoryReader] = None
+        self.history_series_bytes = history_series_bytes
         self._history_lock = threading.Lock()
         self.wait_s = wait_s
         self.check_timeout_s = check_timeout_s
@@ -58,8 +66,9 @@ class ReadPool:
         if self.postgres:
             self._pool = _postgres_pool(url, max_size)
 
-    def lease(self) -> Sink:
-        """A read-only sink for one request; its `close()` gives it back and keeps the connection."""
+    def lease(self, live: bool = False) -> Sink:
+        """A read-only sink for one request; its `close()` gives it back and keeps the connection. `live`: it reads
+        the history through the Live feed's reader, not the shared one."""
         if self.postgres:
             if not self._schema_seen:
                 from pypi_pulse.sink.postgres_connection import require_schema
@@ -67,25 +76,46 @@ class ReadPool:
                 self._borrow(lambda conn: require_schema(conn, self.url))
                 self._schema_seen = True
             sink = _pooled_postgres_class()(self)
-            sink.share_history(self.history_reader())
+            sink.share_history(self.live_history_reader() if live else self.history_reader())
             return sink
         return self._thread_sqlite()
 
     def history_reader(self) -> HistoryReader:
-        """The pool's one reader of the history, made on first use."""
+        """The pool's one reader of the history, shared by the API and the dashboard, made on first use."""
         with self._history_lock:
             if self._history_reader is None:
-                location = self.history_location or default_history(self.url)
-                from pypi_pulse.sink.history import History
-                from pypi_pulse.sink.history_reader import HistoryReader
-
-                self._history_reader = HistoryReader(History(location))
+                self._history_reader = self._new_history_reader(self.history_series_bytes)
             return self._history_reader
+
+    def live_history_reader(self) -> HistoryReader:
+        """The Live feed's reader: it only asks what the history covers, so it holds no series."""
+        with self._history_lock:
+            if self._live_history_reader is None:
+                self._live_history_reader = self._new_history_reader(0)
+            return self._live_history_reader
+
+    def _new_history_reader(self, series_bytes: int) -> HistoryReader:
+        from pypi_pulse.sink.history import History
+        from pypi_pulse.sink.history_reader import HistoryReader
+
+        return HistoryReader(History(self.history_location or default_history(self.url)), series_bytes=series_bytes)
 
     def opener(self, url: str, *, readonly: bool = True) -> Sink:
         """An `open_sink`-shaped opener for dashboard.reader.SinkReader: pooled PostgreSQL, or a connection of the
-        reader's own for SQLite (it serves every thread under its lock)."""
-        return self.lease() if self.postgres else open_sink(url, readonly=readonly, history=self.history_location)
+        reader's own for SQLite (it serves every thread under its lock); either reads the history through the pool's
+        shared reader."""
+        return self._opener(url, readonly, live=False)
+
+    def live_opener(self, url: str, *, readonly: bool = True) -> Sink:
+        """`opener` for the Live feed: the same sink, reading the history through the Live feed's own reader."""
+        return self._opener(url, readonly, live=True)
+
+    def _opener(self, url: str, readonly: bool, live: bool) -> Sink:
+        if self.postgres:
+            return self.lease(live)
+        sink = _OwnSQLite(url, readonly=readonly)  # a missing or unusable file: its one-line UserError
+        sink.share_history(self.live_history_reader() if live else self.history_reader())
+        return sink
 
     def check(self) -> Optional[str]:
         """None when the sink answers a trivial query now, else why not (one line): what /readyz reports."""
@@ -148,8 +178,9 @@ class ReadPool:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
-        if self._history_reader is not None:
-            self._history_reader.close()
+        for reader in (self._history_reader, self._live_history_reader):
+            if reader is not None:
+                reader.close()
 
 
 def _sqlite_path(url: str) -> Path:
@@ -197,6 +228,10 @@ class _SharedHistory(Sink):
 
     def _close_history(self) -> None:
         """The pool's reader outlives its sinks: the pool closes it."""
+
+
+class _OwnSQLite(_SharedHistory, SQLiteSink):
+    """A SQLite sink of its own (closed with it) whose history reader is the pool's (which outlives it)."""
 
 
 class _ThreadSQLite(_SharedHistory, SQLiteSink):

@@ -190,3 +190,115 @@ def test_a_day_file_replaced_under_the_same_name_is_read_afresh(sink_url, tmp_pa
             assert db.history_query(
                 "SELECT COUNT(*), SUM(downloads) FROM daily WHERE dimension = 'country' AND project >= 'p0000'"
             ) == [(40 * n, 40 * n * n)]
+
+
+def held_days(reader) -> list[str]:
+    return [d.day for d in reader.days if reader.series.servable([d.day])]
+
+
+def test_a_budget_holds_the_newest_days_and_the_files_answer_the_rest(sink_url, tmp_path, series_calls):
+    """A budget of about three days' series: the newest three are held (a day's blocks together, or not at all), a
+    new day pushes the oldest out, a question reaching past them is answered from the files, and every answer equals
+    the SQL over the files."""
+    from pypi_pulse.sink.read_pool import ReadPool
+
+    rng = random.Random(11)
+    projects = [f"proj-{k:02d}" for k in range(30)]
+    history = tmp_path / "history"
+    with open_sink(sink_url, history=history) as db:
+        for i, day in enumerate(DAYS[:6]):
+            if i < 3:  # a day file each
+                rows = [(d, p, dim, cat, n) for (d, p, dim, cat), n in counts_of(rng, day, projects).items()]
+                db.backfill_day(day, [r[1:] for r in rows], "test")
+            else:  # three blocks each
+                for minute in range(3):
+                    db.write([], [block(i, minute, counts_of(rng, day, projects))], None)
+    sizer = ReadPool(sink_url, history=history, history_series_bytes=2**30)
+    try:
+        whole = sizer.history_reader()
+        assert queries.compare(sizer.lease(), ["proj-00"], DAYS[0], DAYS[5])["proj-00"]
+        day_bytes = {d: sum(n for v, n in whole.series._sizes.items() if v[0] == d) for d in DAYS[:6]}
+    finally:
+        sizer.close()
+    budget = sum(day_bytes[d] for d in DAYS[3:6]) + min(day_bytes.values()) // 2
+    pool = ReadPool(sink_url, history=history, history_series_bytes=budget)
+    try:
+        db = pool.lease()
+        reader = pool.history_reader()
+        assert_same(db, projects)
+        assert held_days(reader) == DAYS[3:6] and reader.series.held_bytes <= budget
+        assert True in series_calls and False in series_calls  # some questions held, some asked the files
+        answered = len(series_calls)
+        queries.compare(db, ["proj-00"], DAYS[4], DAYS[5])
+        assert series_calls[answered:] == [True]
+        queries.compare(db, ["proj-00"], DAYS[0], DAYS[1])  # older than the budget holds: read, not held
+        assert series_calls[answered + 1 :] == [False] and held_days(reader) == DAYS[3:6]
+        with open_sink(sink_url, history=history) as writer:  # a new day: the newest three are held again
+            for minute in range(3):
+                writer.write([], [block(6, minute, counts_of(rng, DAYS[6], projects))], None)
+        assert_same(db, projects)
+        assert held_days(reader)[-1] == DAYS[6] and DAYS[3] not in held_days(reader)
+        assert reader.series.held_bytes <= budget
+    finally:
+        pool.close()
+
+
+def test_a_budget_of_zero_holds_no_series_and_answers_from_the_files(sink_url, tmp_path):
+    from pypi_pulse.sink.read_pool import ReadPool
+
+    rng = random.Random(12)
+    projects = [f"proj-{k:02d}" for k in range(10)]
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        for i, day in enumerate(DAYS[:3]):
+            db.write([], [block(i, 0, counts_of(rng, day, projects))], None)
+    pool = ReadPool(sink_url, history=tmp_path / "history", history_series_bytes=0)
+    try:
+        assert_same(pool.lease(), projects)
+        series = pool.history_reader().series
+        assert series._sizes == {} and series.held_bytes == 0  # no file was read into series
+        assert held_days(pool.history_reader()) == []
+    finally:
+        pool.close()
+
+
+def test_a_workers_dashboard_and_api_share_one_history_reader_and_live_does_not_wait_for_it(sink_url, tmp_path):
+    """One copy of the series per server worker: the dashboard's sink and the API's leased ones read the history
+    through the pool's reader, which outlives them; the Live feed's sink reads it through a reader of its own, so a
+    history question holding the shared reader does not hold up the Live refresh."""
+    import threading
+
+    from pypi_pulse.sink.read_pool import ReadPool
+
+    with open_sink(sink_url, history=tmp_path / "history") as db:
+        db.backfill_day(DAYS[0], [("a", "overall", None, 3), ("a", "with_mirrors", None, 4)], "test")
+    pool = ReadPool(sink_url, history=tmp_path / "history")
+    try:
+        dashboard, api, live = pool.opener(sink_url), pool.lease(), pool.live_opener(sink_url)
+        shared = pool.history_reader()
+        assert dashboard._history_reader is api._history_reader is shared
+        assert live._history_reader is not shared and live._history_reader.series.budget == 0
+        assert queries.compare(dashboard, ["a"], DAYS[0], DAYS[0]) == {"a": [(DAYS[0], 3)]}
+        dashboard.close()  # a dashboard reconnect: the pool's reader stays open
+        assert queries.compare(api, ["a"], DAYS[0], DAYS[0], "with_mirrors") == {"a": [(DAYS[0], 4)]}
+        answered = threading.Event()
+        with shared.lock:  # a history question in progress on the shared reader
+            worker = threading.Thread(target=lambda: (live.history_covered(DAYS[0]), answered.set()), daemon=True)
+            worker.start()
+            assert answered.wait(30), "the Live feed's history read waited for the shared reader"
+        live.close()
+    finally:
+        pool.close()
+
+
+def test_a_missing_sqlite_sink_is_the_one_line_error_through_the_pools_openers(tmp_path):
+    from pypi_pulse.errors import UserError
+    from pypi_pulse.sink.read_pool import ReadPool
+
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    pool = ReadPool(url, history=tmp_path / "history")
+    try:
+        for opener in (pool.opener, pool.live_opener):
+            with pytest.raises(UserError, match="no sink at"):
+                opener(url, readonly=True)
+    finally:
+        pool.close()
