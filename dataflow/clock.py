@@ -28,8 +28,8 @@ from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
 TOP_N = 10
 
 
-# How late (wall clock) live results may be before the clock's background work (merging sealed blocks) steps back
-# to a trickle: windows normally reach the sink 0.3-0.45 s after they end, and a merge step adds up to ~0.5 s. Results more than `HISTORY_LAG_S` late are history being replayed: no one waits for them.
+# How late (wall clock) live results may be before merging sealed blocks steps back to a trickle (windows reach
+# the sink 0.3-0.45 s after they end; a merge step adds up to ~0.5 s); results `HISTORY_LAG_S` late are a replay.
 ON_TIME_S = 0.7
 HISTORY_LAG_S = 300.0
 
@@ -296,10 +296,9 @@ class Clock:
     _last_closed = -math.inf
 
     def _buckets_of(self, blocks: list[int], whole_days: bool) -> list[tuple[int, int]]:
-        """(start, span) of the buckets the sealed `blocks` leave in: one per block, so that a block is the same
-        whatever a replay after recovery brings. At the end of input without recovery (a batch run) nothing is
-        replayed, and a day's remaining blocks leave as one bucket: one merge, and each of the day's rows written
-        once instead of once per block (the batch benchmark's export: 373,000 rows instead of 440,000 upserts)."""
+        """(start, span) of the buckets the sealed `blocks` leave in: one per block, the same whatever a replay
+        after recovery brings; at the end of a batch run without recovery, nothing is replayed, and a day's
+        remaining blocks leave as one bucket (one merge, and one file)."""
         if not whole_days or self.log_open_minutes:
             return [(b, self.block_s) for b in blocks]
         out: list[tuple[int, int]] = []
@@ -312,9 +311,7 @@ class Clock:
 
     def _held_back(self, ready: list[int], seal_before: float) -> list[int]:
         """The sealed blocks that leave now in a batch run: those of days that are over, or all of them once they
-        hold `hold_blocks_events` events. A 25-minute export's first block was sealed a moment before the end
-        of input, in about half of the runs, and its rows were then written twice (470,000 upserts instead of
-        373,000, 0.3 s more: `benchmarks/batch_run.py`)."""
+        hold `hold_blocks_events` events (a block sealed a moment before the end of input would leave alone)."""
         block_s = self.block_s
         held = sum(n for m, n in self.minute_events.items() if m - m % block_s in ready)
         if held >= self.hold_blocks_events:
@@ -388,4 +385,16 @@ class Clock:
         for part in clock.parts.values():
             part.caught_up = False
             part.last_data_wall = now
+            part.final = False  # a drained run's partitions are read again: new events may come
+        if not math.isfinite(clock.sealed_before) and clock.sealed_before > 0:
+            clock._reopen_after_drain()
         return clock
+
+    def _reopen_after_drain(self) -> None:
+        """A drained run ended with its watermark and horizon at infinity (every partition final), all emitted
+        and sealed: reopened after its newest second, with the horizon at the end of that second's block, so that
+        an event of a block already written is dropped and counted, never added to a block the history holds."""
+        seen = [p.max_second for p in self.parts.values() if p.max_second is not None]
+        newest = max(seen) if seen else 0
+        self.watermark = newest + 1
+        self.sealed_before = newest - newest % self.block_s + self.block_s

@@ -293,3 +293,20 @@ def test_held_blocks_leave_once_they_hold_the_batch_limit_of_events():
     seconds = range(0, 3000, 2)  # 50 minutes, 300 events per block
     held = _buckets_while_streaming(600, seconds)
     assert held == [(T0, 1200, False), (T0 + 1200, 1200, False), (T0 + 2400, 600, True)]  # two blocks at a time
+
+
+def test_a_clock_resumed_after_a_drained_run_counts_new_events_and_drops_those_of_written_blocks():
+    """A drained run ends with every partition final and everything sealed: resumed from that snapshot, the clock
+    must count what comes next (it dropped every new event), and drop, counted, what falls in a block it wrote."""
+    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
+    clock.add(parse_batch(RawBatch(0, 1, [ev(T0 + s) for s in range(0, 30)], 30, True, final=True, wall=1.0)))
+    drained = clock.flush(1.0, force=True)
+    assert len(drained.windows) == 30 and [b.bucket for b in drained.buckets] == [T0]
+    clock.release({T0})
+    resumed = Clock.restore(clock.snapshot())
+    later, early = [T0 + 600 + s for s in range(5)], [T0 + 100]  # the next block, and one already written
+    resumed.add(parse_batch(RawBatch(0, 1, [ev(s) for s in later + early], 36, True, wall=2.0)))
+    out = resumed.flush(10.0, force=True)  # caught up and silent for idle_s: every second seen closes
+    assert emitted(out) == {s: 1 for s in later}
+    counters = out.stats.counters
+    assert counters["dropped"] == 1 and counters["counted"] == 30 + 5 and counters["consumed"] == 36

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataflow_testing import consumed, crash, start_dataflow, wait_until
+from dataflow_testing import assert_exact, consumed, crash, spread_events, start_dataflow, wait_until
 from pulse_testing import expected_windows, publish, stored_windows
 
 from pypi_pulse.dataflow.runner import SPILL_DIR
@@ -47,3 +47,23 @@ def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
     assert counters["consumed"] == n  # restored counters + the rest: nothing read twice
     assert counters["counted"] == n
     assert stored_windows(sink) == expected_windows(rows)
+
+
+def test_a_drained_run_resumed_on_new_events_counts_them_all(tmp_path, broker, topic):
+    """`--until-drained` with recovery ends with every partition read to its end and everything sealed; a run
+    resumed from that store on events published since counts every one of them (it dropped them all)."""
+    first_events = spread_events(31, T0, 120, 3000)
+    later_events = spread_events(32, T0 + 1800, 120, 3000)  # half an hour on: blocks the first run never had
+    sink = f"sqlite:///{tmp_path / 'rec.db'}"
+    log = tmp_path / "dataflow.log"
+    started = []
+    try:
+        for events in (first_events, later_events):
+            publish(broker.bootstrap, topic, events)
+            run = start_dataflow(broker.bootstrap, topic, sink, tmp_path / "data", log, "--until-drained")
+            started.append(run)
+            assert run.exit_code(300, "the topic was drained") == 0, run.tail()
+    finally:
+        for flow in started:
+            flow.reap()
+    assert_exact(sink, first_events + later_events)
