@@ -19,6 +19,7 @@ category (none of ours do: they have none) is not kept, and questions about its 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Optional
 
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 
 _INT32_MAX = 2**31 - 1
 _FILES_PER_READ = 20  # files per read: bounds the rows in memory at once
+_NAME_BYTES = 64  # a name's place in `ids` (dict entry and index), `names` and `_known` (offset), besides its text
 
 # (project ids ascending, their downloads) of one dimension and day
 Series = tuple[np.ndarray, np.ndarray]
@@ -36,7 +38,8 @@ Series = tuple[np.ndarray, np.ndarray]
 class SeriesIndex:
     """The series of each file the history reader lists, keyed by the file's version (day, name, size, mtime);
     a day's series are its day file's, else the sum of its blocks'. `load` reads the files a question needs (the
-    caller holds the reader's lock), newest day first, as far as `budget` bytes of series go (0: none held)."""
+    caller holds the reader's lock), newest day first, as far as `budget` bytes of series and project names go (0:
+    none held)."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -46,7 +49,8 @@ class SeriesIndex:
         self._files: dict[tuple, Optional[dict[str, Series]]] = {}  # file version -> its series (None: not held)
         self._days: dict[str, list[tuple]] = {}  # day -> the versions of the files a reader takes for it
         self._sizes: dict[tuple, int] = {}  # file version -> bytes of its series, once read (held or not)
-        self.held_bytes = 0
+        self.held_bytes = 0  # the held files' arrays
+        self.names_bytes = 0  # the project names (`ids`, `names`, `_known`), kept while the reader runs
 
     def forget(self, days: dict[str, list[tuple]]) -> None:
         """Keep only the files of the current listing (`days`: each day -> its files' versions)."""
@@ -90,11 +94,11 @@ class SeriesIndex:
         known = [n for n in self._sizes.values() if n]
         mean = sum(known) // len(known) if known else 0
         newer = sum(self._sizes[v] for v, s in self._files.items() if s is not None and v[0] >= version[0])
-        return newer + mean * len(batch) + self._sizes.get(version, mean) <= self.budget
+        return self.names_bytes + newer + mean * len(batch) + self._sizes.get(version, mean) <= self.budget
 
     def _evict(self) -> None:
         """Drop the oldest days held, a whole day at a time, until the series fit the budget."""
-        while self.held_bytes > self.budget:
+        while self.held_bytes and self.names_bytes + self.held_bytes > self.budget:
             oldest = min(v[0] for v, s in self._files.items() if s is not None)
             self._drop([v for v, s in self._files.items() if s is not None and v[0] == oldest])
 
@@ -112,6 +116,7 @@ class SeriesIndex:
             for name in words.filter(pc.is_null(found)).to_pylist():
                 self.ids[name] = len(self.names)
                 self.names.append(name)
+                self.names_bytes += _NAME_BYTES + sys.getsizeof(name) + len(name.encode())
             self._known = pa.array(self.names, pa.string())
             found = pc.index_in(words, value_set=self._known)
         return found.to_numpy().astype(np.int32)[encoded.indices.to_numpy(zero_copy_only=False)]
