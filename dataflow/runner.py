@@ -291,6 +291,11 @@ class _LocalCluster:
         import multiprocessing
 
         self.processes = processes
+        if metrics is not None:  # a member's port taken is said now, in one line, not once the cluster has started
+            from pypi_pulse.metrics.endpoint import check_free
+
+            for i in range(1, processes):
+                check_free(metrics.host, metrics.port + i, f"dataflow process {i} of a local cluster of {processes}")
         self.addresses = _free_addresses(processes)
         self.member_args = (cfg, workers, epoch_s, recovery_dir, stop_offsets)
         ctx = multiprocessing.get_context("spawn")  # a fork would copy this process's threads and Kafka clients

@@ -83,6 +83,20 @@ def probes_app(
     return app
 
 
+def check_free(host: str, port: int, who: str, flag: str = "--metrics-port") -> None:
+    """Whether `serve` could bind here now (as it binds): for processes that serve later, on ports derived from
+    this one, so that a port taken is one line before they start."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve the metrics of {who} on {host}:{port} ({exc.strerror or exc}): "
+                f"pass a {flag} with the ports after it free too"
+            ) from None
+
+
 def serve(
     host: str,
     port: int,

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from dataflow_testing import assert_exact, dataflow_command
 from expected_rollups import expected_daily, make_event, stored_daily
-from pulse_testing import expected_windows, publish, replay_command, stored_windows
+from pulse_testing import expected_windows, publish, replay_command, stored_windows, unephemeral_ports
 
 from pypi_pulse.sink.base import open_sink
 
@@ -121,3 +123,24 @@ def test_a_cluster_shape_that_cannot_run_is_one_line_and_exit_2(tmp_path, flags,
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and says in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_local_cluster_whose_member_metrics_port_is_taken_says_so_in_one_line_at_once(tmp_path, broker, topic):
+    """Member i of a local cluster serves its metrics on --metrics-port + i: that port taken is one line, exit 2,
+    before any member starts (a member failing on it printed a traceback and its cluster waited 30 s)."""
+    port = unephemeral_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        started = time.monotonic()
+        proc = subprocess.run(
+            dataflow_command(broker.bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data")
+            + ["--processes", "2", "--metrics-port", str(port), "--until-drained"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"127.0.0.1:{port + 1}" in proc.stderr and "dataflow process 1" in proc.stderr
+    assert time.monotonic() - started < 20
