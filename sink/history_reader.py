@@ -13,7 +13,8 @@ Relations, refreshed whenever the set of files changes (files are immutable, so 
 One reader serves a process's questions for as long as it runs, so what every question would otherwise read again
 is kept: DuckDB keeps the files' footers (row group statistics), and the reader keeps every project's `overall`
 and `with_mirrors` downloads per day in memory (`series_of`, sink/history_series.py), which answer a package's
-trend, the pypistats `overall` and `recent` endpoints and a category's top without reading the files.
+trend, the pypistats `overall` and `recent` endpoints and a category's top without reading the files; as many of
+the newest days as `series_bytes` (setting `history_series_mib`) holds, the files answering for the others.
 """
 
 from __future__ import annotations
