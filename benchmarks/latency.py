@@ -120,11 +120,13 @@ def main() -> int:
         until = b["last_written"] + L.AFTER_WRITE_S
         during = sorted(d for w, d in r["seen_by_window"].items() if seal <= w + 1 <= until)
         during_all += during
-        whole = b["span"] == L.block_s() and b["files"] == b["of"]
+        covered = b["start"] >= r["started"]  # the run's events fill the block from its start
+        whole = covered and b["files"] == b["of"]
         whole_blocks += whole
         print(
             f"block {datetime.fromtimestamp(b['start'], UTC):%H:%M:%S} + {b['span']} s "
-            f"({'whole' if whole else 'part of a block'}), {b['files']} of {b['of']} shard files: could seal at "
+            f"({'all of it in the run' if covered else 'the run started inside it'}), {b['files']} of {b['of']} "
+            f"shard files written: could seal at "
             f"{seal - r['started']:.0f} s into the run, files written {b['first_written'] - seal:.1f} to "
             f"{b['last_written'] - seal:.1f} s after; the {len(during)} windows meanwhile: {L.spread(during)}; "
             f"cores meanwhile {cores(sampler, seal, b['last_written'])}, "
