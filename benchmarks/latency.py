@@ -114,12 +114,14 @@ def main() -> int:
     ):
         print(f"{name}: {L.spread(r[key], 'no windows')}")
     during_all: list[float] = []
+    in_blocks: set[int] = set()  # windows that ended while a block went in
     whole_blocks = 0
     for b in r["blocks"]:
         seal = b["start"] + b["span"] + args.lateness
         until = b["last_written"] + L.AFTER_WRITE_S
         during = sorted(d for w, d in r["seen_by_window"].items() if seal <= w + 1 <= until)
         during_all += during
+        in_blocks.update(w for w in r["seen_by_window"] if seal <= w + 1 <= until)
         covered = b["start"] >= r["started"]  # the run's events fill the block from its start
         whole = covered and b["files"] == b["of"]
         whole_blocks += whole
@@ -133,6 +135,8 @@ def main() -> int:
             f"in the minute before {cores(sampler, seal - 60, seal)}"
         )
         print(late_windows(r["seen_by_window"], seal, until, args.target))
+    between = sorted(d for w, d in r["seen_by_window"].items() if w not in in_blocks)
+    print(f"the {len(between)} windows while no block went in: {L.spread(between)}")
     for s in missing_blocks(r, args.lateness):
         print(f"block ending {datetime.fromtimestamp(s + L.block_s(), UTC):%H:%M} could seal within the run: no file")
     print(f"cores used over the run: {cores(sampler, r['started'], r['ended'])}")
