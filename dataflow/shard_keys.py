@@ -4,9 +4,10 @@ Bytewax routes a keyed item to worker `h % workers`, where h is Rust's default h
 with zero keys over the key's bytes and a 0xFF terminator; checked against Bytewax itself by
 tests/dataflow/test_shard_keys.py). Keyed by their plain numbers, 8 shards landed 6 and 2 on 2 workers, and 5, 2,
 1 and none on 4: the busiest worker, not the number of workers, set the speed of a cluster. So shard i's key is
-`"i"` or `"i.n"` with the smallest n for which `h % 64 == i % 64`: shard i then lives on worker `i % W` whenever
-the W workers divide 64 (1, 2, 4, ... 64), and the keys depend on the shard alone, not on the cluster's shape,
-so a recovery store's keyed state matches whatever the shape. With other worker counts the spread is the hash's.
+`"i"` or `"i.n"` with the smallest n for which `h % SPREAD == i % SPREAD`: shard i then lives on worker `i % W`
+whenever the W workers divide SPREAD (960: 1 to 6, 8, 10, 12, 15, 16, 20, 24, ... workers), and the keys depend on
+the shard alone, not on the cluster's shape, so a recovery store's keyed state matches whatever the shape. With
+other worker counts (7, 9, ...) the spread is the hash's.
 If Bytewax ever hashed differently, only the spread would change, never a count.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from functools import cache
 
-SPREAD = 64  # keys route shard i to worker i % W for every W dividing this
+SPREAD = 960  # keys route shard i to worker i % W for every W dividing this: 1-6, 8, 10, 12, 15, 16, 20, ...
 _MASK = (1 << 64) - 1
 
 
@@ -56,7 +57,7 @@ def route_hash(key: str) -> int:
 
 @cache
 def shard_key(shard: int) -> str:
-    """The key of a shard's clock (see the module's docstring); about 64 hashes to find, once per process."""
+    """The key of a shard's clock (see the module's docstring); about SPREAD hashes to find, once per process."""
     want = shard % SPREAD
     key, n = str(shard), 0
     while route_hash(key) % SPREAD != want:
