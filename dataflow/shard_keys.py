@@ -2,8 +2,8 @@
 
 Bytewax routes a keyed item to worker `h % workers`, where h is Rust's default hash of the key string (SipHash-1-3
 with zero keys over the key's bytes and a 0xFF terminator; checked against Bytewax itself by
-tests/dataflow/test_shard_keys.py). Keyed by their plain numbers, 8 shards landed 6 and 2 on 2 workers, and 5, 2,
-1 and none on 4: the busiest worker, not the number of workers, set the speed of a cluster. So shard i's key is
+tests/dataflow/test_shard_keys.py). Keyed by their plain numbers, 8 shards land 6 and 2 on 2 workers, and 5, 2, 1
+and none on 4: the busiest worker, not the number of workers, sets the speed of a cluster. So shard i's key is
 `"i"` or `"i.n"` with the smallest n for which `h % SPREAD == i % SPREAD`: shard i then lives on worker `i % W`
 whenever the W workers divide SPREAD (960: 1 to 6, 8, 10, 12, 15, 16, 20, 24, ... workers), and the keys depend on
 the shard alone, not on the cluster's shape, so a recovery store's keyed state matches whatever the shape. With

@@ -127,7 +127,7 @@ def test_a_cluster_shape_that_cannot_run_is_one_line_and_exit_2(tmp_path, flags,
 
 def test_a_local_cluster_whose_member_metrics_port_is_taken_says_so_in_one_line_at_once(tmp_path, broker, topic):
     """Member i of a local cluster serves its metrics on --metrics-port + i: that port taken is one line, exit 2,
-    before any member starts (a member failing on it printed a traceback and its cluster waited 30 s)."""
+    before any member starts, not a member's traceback after the cluster has waited for it."""
     port = unephemeral_ports(2)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port + 1))

@@ -51,7 +51,7 @@ def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
 
 def test_a_drained_run_resumed_on_new_events_counts_them_all(tmp_path, broker, topic):
     """`--until-drained` with recovery ends with every partition read to its end and everything sealed; a run
-    resumed from that store on events published since counts every one of them (it dropped them all)."""
+    resumed from that store on events published since counts every one of them, not drop them as too late."""
     first_events = spread_events(31, T0, 120, 3000)
     later_events = spread_events(32, T0 + 1800, 120, 3000)  # half an hour on: blocks the first run never had
     sink = f"sqlite:///{tmp_path / 'rec.db'}"
