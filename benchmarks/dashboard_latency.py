@@ -91,10 +91,10 @@ def build_windows(sink: Sink, hours: float, rng: random.Random, packages: list[t
         )[:10]
         batch.append(WindowRow(start, tot, 9000 + rng.randint(0, 2000), cs, top))
         if len(batch) == 10_000:
-            sink.write(batch, [], None)
+            sink.write(batch, None)
             batch = []
     if batch:
-        sink.write(batch, [], None)
+        sink.write(batch, None)
 
 
 BREAKDOWN = {

@@ -40,13 +40,12 @@ def build(path: Path, n_windows: int, n_countries: int) -> str:
                     key=lambda kv: (-kv[1], kv[0]),
                 )
                 rows.append(WindowRow(s, sum(countries.values()), rnd.randrange(5000, 20000), countries, top))
-            db.write(rows, [], None)
+            db.write(rows, None)
         counts = Counter(
             {("2026-11-27", f"project-{i}", "overall", None): rnd.randrange(1, 10**6) for i in range(15000)}
         )
-        db.write(
-            [], [RollupBucket(T0, dict(counts))], PipelineStats({"consumed": 1, "counted": 1}, {0: 1, 1: 2}, T0, T0)
-        )
+        db.write_buckets([RollupBucket(T0, dict(counts))])
+        db.write([], PipelineStats({"consumed": 1, "counted": 1}, {0: 1, 1: 2}, T0, T0))
     return url
 
 

@@ -52,19 +52,19 @@ def bench(url: str, keys: int, n_buckets: int) -> dict[str, float]:
         live = [[_window(T0 + i * 5 + j, rnd) for j in range(5)] for i in range(200)]
         t = time.perf_counter()
         for ws in live:
-            db.write(ws, [], stats)
+            db.write(ws, stats)
         out["live flush (5 windows + stats), ms each"] = (time.perf_counter() - t) / len(live) * 1000
         replay = [_window(T0 + 10_000 + i, rnd) for i in range(10_000)]
         t = time.perf_counter()
-        db.write(replay, [], stats)
+        db.write(replay, stats)
         out["replay flush, windows/s"] = len(replay) / (time.perf_counter() - t)
         buckets = [_bucket(m, keys, rnd) for m in range(n_buckets)]
         t = time.perf_counter()
         for b in buckets:
-            db.write([], [b], stats)
+            db.write_buckets([b])
         out["rollup buckets applied, daily keys/s"] = keys * n_buckets / (time.perf_counter() - t)
         t = time.perf_counter()
-        db.write([], buckets, stats)
+        db.write_buckets(buckets)
         out["rollup buckets replayed (no-op), ms"] = (time.perf_counter() - t) * 1000
     return out
 

@@ -61,7 +61,7 @@ class _StorePartition(StatelessSinkPartition):
         def write() -> None:
             nonlocal took
             t0 = time.perf_counter()
-            self.sink.write(list(windows.values()), [], stats)  # idempotent: safe to retry
+            self.sink.write(list(windows.values()), stats)  # idempotent: safe to retry
             took = time.perf_counter() - t0
 
         self._patiently(write)

@@ -51,8 +51,9 @@ class Sink(abc.ABC):
 
     # writes (one writer: the dataflow)
     @abc.abstractmethod
-    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
-        """Upsert windows and store counters in one transaction; sealed rollup buckets go to the history first."""
+    def write(self, windows: list[WindowRow], stats: Optional[PipelineStats]) -> None:
+        """Upsert windows and store counters in one transaction. Sealed rollup blocks go to the history apart
+        (`write_buckets`), before any counters that say they are sealed."""
 
     def write_buckets(self, buckets: list[RollupBucket]) -> None:
         """Each sealed bucket as its block file, once: the same bucket again is already counted (a block sealed again

@@ -21,7 +21,7 @@ import structlog
 
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import Sink
-from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.model import PipelineStats, WindowRow
 from pypi_pulse.sink.postgres_connection import (
     connect,
     require_schema,
@@ -110,8 +110,7 @@ class PostgresSink(Sink):
             return fn(self.conn)
 
     # ---- writes -------------------------------------------------------------------------------------------
-    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
-        self.write_buckets(buckets)  # before the counters that say they are sealed
+    def write(self, windows: list[WindowRow], stats: Optional[PipelineStats]) -> None:
         latest = {w.start: w for w in windows}  # the last version of a window in the list wins, as with SQLite
         self._retry_once(lambda conn: self._write(conn, list(latest.values()), stats))
 

@@ -14,7 +14,7 @@ import structlog
 
 from pypi_pulse.errors import EmptySink, UserError
 from pypi_pulse.sink.base import Sink
-from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.model import PipelineStats, WindowRow
 from pypi_pulse.sink.rollup import retention_anchors
 from pypi_pulse.sink.schema import MIGRATIONS, migration_script
 
@@ -144,8 +144,7 @@ class SQLiteSink(Sink):
     def set_lock_wait(self, seconds: float) -> None:
         self.db.execute(f"PRAGMA busy_timeout={max(int(seconds * 1000), 1)}")
 
-    def write(self, windows: list[WindowRow], buckets: list[RollupBucket], stats: Optional[PipelineStats]) -> None:
-        self.write_buckets(buckets)  # before the counters that say they are sealed
+    def write(self, windows: list[WindowRow], stats: Optional[PipelineStats]) -> None:
         now = time.time()
         with self._transaction() as cur:
             if windows:

@@ -80,16 +80,15 @@ def fill(url: str, history: Optional[Path] = None) -> None:
     from pypi_pulse.sink.recent import record_day_profile
 
     with open_sink(url, history=history) as db:
-        db.write(
-            [window(i) for i in range(N_WINDOWS)],
+        db.write_buckets(
             [
                 RollupBucket(
                     int(dt.datetime.fromisoformat(day(i)).replace(tzinfo=dt.UTC).timestamp()), rollup_counts(i)
                 )
                 for i in range(N_DAYS)
-            ],
-            None,
+            ]
         )
+        db.write([window(i) for i in range(N_WINDOWS)], None)
         for i in range(N_DAYS):
             record_day_profile(db, day_blocks(i))
 

@@ -45,7 +45,7 @@ def _blocks(i: int) -> list[tuple[int, int]]:
 def daily_server(data_dir, tmp_path_factory):  # noqa: F811
     url = f"sqlite:///{tmp_path_factory.mktemp('daily-tab') / 's.db'}"
     with open_sink(url) as db:
-        db.write([_window(t) for t in WINDOW_STARTS], [], None)
+        db.write([_window(t) for t in WINDOW_STARTS], None)
         for i in range(28):
             d = dt.date.fromtimestamp(DAY0 + i * 86400).isoformat()
             db.backfill_day(

@@ -29,7 +29,7 @@ def test_live_feed_follows_the_stream_and_survives_a_pause(tmp_path):
     n = HORIZON_S + 1500  # more than the in-memory hour, all in the same UTC day
     first = [WindowRow(day_start + i, 3 + i % 4, 2, {"US": 2 + i % 4, "DE": 1}, [("numpy", 2)]) for i in range(n)]
     writer = open_sink(url)
-    writer.write(first, [], None)
+    writer.write(first, None)
     clock = StepClock()
     feed = LiveFeed(SinkReader(url))
     feed.cache.clock = clock
@@ -42,7 +42,7 @@ def test_live_feed_follows_the_stream_and_survives_a_pause(tmp_path):
     # the stream moves on: 200 more windows, and a rewrite of a recent one (stragglers)
     more = [WindowRow(day_start + n + i, 10, 5, {"FR": 10}, [("torch", 10)]) for i in range(200)]
     rewritten = WindowRow(day_start + n - 5, 100, 2, {"US": 100}, [("numpy", 100)])
-    writer.write(more + [rewritten], [], None)
+    writer.write(more + [rewritten], None)
     clock.t += 1.0
     c = feed.counters()
     everything = first[: n - 5] + [rewritten] + first[n - 4 :] + more
@@ -148,7 +148,7 @@ def test_country_totals_match_a_plain_sum_while_the_stream_moves(tmp_path):
         if rng.random() > 0.1
     ]
     writer = open_sink(url)
-    writer.write(ws[:4000], [], None)
+    writer.write(ws[:4000], None)
     stored = {w.start: w for w in ws[:4000]}
     clock = StepClock()
     feed = LiveFeed(SinkReader(url))
@@ -162,7 +162,7 @@ def test_country_totals_match_a_plain_sum_while_the_stream_moves(tmp_path):
                     want.update(w.countries)
             assert feed.countries(seconds) == dict(want), (step, seconds)
         fresh = ws[4000 + step * 200 : 4200 + step * 200] + [WindowRow(st.newest - 100, 1, 1, {"US": 1000}, [])]
-        writer.write(fresh, [], None)
+        writer.write(fresh, None)
         stored.update({w.start: w for w in fresh})
         clock.t += 1.0
     writer.close()

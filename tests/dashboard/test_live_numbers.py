@@ -53,7 +53,8 @@ def test_card_summary_and_metric_say_the_same_downloads_today(serve, data_dir):
     url = _sink(data_dir, "today")
     sc = scenario(11, DAY0, 35 * 60)
     with open_sink(url) as db:  # 00:00-00:20 applied to the rollups, the rest only in windows
-        db.write(sc.windows(), [sc.block(DAY0), sc.block(DAY0 + BLOCK)], None)
+        db.write_buckets([sc.block(DAY0), sc.block(DAY0 + BLOCK)])
+        db.write(sc.windows(), None)
     truth = sc.total(DAY0, DAY0 + 35 * 60)
     srv, http = serve(url)
     card = fire_callback(http, srv.url, "live-treemap.figure", LIVE)["live-today"]["children"]
@@ -74,7 +75,7 @@ def test_the_rate_chart_leaves_a_gap_where_nothing_was_measured(serve, data_dir)
         if not (newest - 150 <= s < newest - 147) and not (newest - 100 <= s < newest - 70)
     ]
     with open_sink(url) as db:
-        db.write([WindowRow(s, 5, 1, {"US": 5}, [("a", 5)]) for s in present], [], None)
+        db.write([WindowRow(s, 5, 1, {"US": 5}, [("a", 5)]) for s in present], None)
     srv, http = serve(url)
     out = fire_callback(http, srv.url, "live-rate-chart.figure", {**LIVE, "live-countries.value": ["US"]})
     for trace in out["live-rate-chart"]["figure"]["data"]:
@@ -94,7 +95,7 @@ def test_the_last_minute_top_10_holds_the_truth(serve, data_dir, projects, per_s
     sc = scenario(12, DAY0, 150, projects=projects, per_second=per_second)
     newest = max(sc.events)
     with open_sink(url) as db:
-        db.write(sc.windows(), [], None)
+        db.write(sc.windows(), None)
     truth = sc.per_project(newest - 59, newest + 1)
     true_top = sorted(truth.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     srv, http = serve(url)
@@ -130,7 +131,7 @@ def test_the_last_minute_top_10_holds_the_truth(serve, data_dir, projects, per_s
 def test_live_top_rejects_bad_parameters_with_json_400(serve, data_dir):
     url = _sink(data_dir, "top-bad")
     with open_sink(url) as db:
-        db.write([WindowRow(DAY0, 1, 1, {"US": 1}, [("a", 1)])], [], None)
+        db.write([WindowRow(DAY0, 1, 1, {"US": 1}, [("a", 1)])], None)
     srv, http = serve(url)
     for q in ("window=0", "window=-1", "window=abc", "window=999999", "limit=11", "limit=0", "window=%00"):
         r = http.get(srv.url + "/api/live/top?" + q)
@@ -157,7 +158,8 @@ def test_default_packages_are_the_weeks_top_not_the_newest_seconds(serve, data_d
         buckets.append(RollupBucket(int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC).timestamp()), c))
     with open_sink(url) as db:
         # today's windows (after the rollups so far) make today partial; the newest second's top is "flicker"
-        db.write([WindowRow(DAY0 + 300 + k, 9, 1, {"US": 9}, [("flicker", 9)]) for k in range(5)], buckets, None)
+        db.write_buckets(buckets)
+        db.write([WindowRow(DAY0 + 300 + k, 9, 1, {"US": 9}, [("flicker", 9)]) for k in range(5)], None)
     truth = [p for p, _ in sorted(daily.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
     assert truth == ["rising", "steady"]  # not the 11 days' top (old-giant), the newest second's or today's
     srv, http = serve(url)

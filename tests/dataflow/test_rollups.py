@@ -82,12 +82,10 @@ def test_prune_drops_old_windows_rollups_and_backfill_marks(sqlite_url):
 
     newest = MIDNIGHT + 10 * 86400
     with open_sink(sqlite_url) as db:
-        db.write(
-            [WindowRow(newest - s, 1, 1, {"US": 1}, [("numpy", 1)]) for s in (0, 3599, 3600, 3601, 7200)], [], None
-        )
+        db.write([WindowRow(newest - s, 1, 1, {"US": 1}, [("numpy", 1)]) for s in (0, 3599, 3600, 3601, 7200)], None)
         for i in range(12):  # 12 days of stream rollups ending on the newest day, and two backfilled days
             day = MIDNIGHT + (i - 1) * 86400
-            db.write([], [_bucket(day, {(_iso(day), "numpy", "overall", None): 5})], None)
+            db.write_buckets([_bucket(day, {(_iso(day), "numpy", "overall", None): 5})])
         db.backfill_day(_iso(MIDNIGHT - 5 * 86400), [("numpy", "overall", None, 3)], "test")
         db.backfill_day(_iso(MIDNIGHT + 5 * 86400), [("numpy", "overall", None, 4)], "test")
 

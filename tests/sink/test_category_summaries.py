@@ -66,7 +66,7 @@ def _truth_tops(counts: dict, start: str, end: str, k: int) -> dict:
 def test_country_category_figures_equal_the_written_counts_summarised_or_not(sink_url, tmp_path):
     buckets, counts = _written()
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], buckets, None)
+        db.write_buckets(buckets)
         assert category_stats.category_countries(db, DAYS[0], DAYS[-1]) == _truth_country_categories(
             counts, DAYS[0], DAYS[-1]
         )
@@ -93,7 +93,7 @@ def test_country_category_figures_equal_the_written_counts_summarised_or_not(sin
 def test_every_countrys_top_five_at_once_equals_the_full_scan(sink_url, tmp_path):
     buckets, counts = _written()
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], buckets, None)
+        db.write_buckets(buckets)
         summaries.summarize(db, before_day=DAYS[8])
         exact = 0
         for start, end in [(DAYS[0], DAYS[-1]), (DAYS[0], DAYS[7]), (DAYS[5], DAYS[10]), (DAYS[9], DAYS[11])]:
@@ -117,7 +117,7 @@ def test_a_categorys_top_packages_are_its_members_by_downloads(sink_url, tmp_pat
     buckets, counts = _written()
     cmap = category_map()
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], buckets, None)
+        db.write_buckets(buckets)
         for category in sorted(set(cmap.values())):
             want = Counter()
             for (d, p, dim, _c), n in counts.items():

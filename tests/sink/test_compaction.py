@@ -22,14 +22,12 @@ def bucket(start: int, day: str, project: str, n: int, countries: dict[str, int]
 
 def test_small_projects_fold_on_complete_days_only(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(
-            [],
+        db.write_buckets(
             [
                 bucket(D1, "2026-11-20", "tiny", 7, {"US": 4, "DE": 2, "FR": 1}),
                 bucket(D1 + 60, "2026-11-20", "big", 500, {"US": 400, "DE": 100}),
                 bucket(D2, "2026-11-21", "tiny", 3, {"US": 2, "JP": 1}),
-            ],
-            None,
+            ]
         )
         before_totals = db.history_query("SELECT dimension, category, downloads FROM daily_totals ORDER BY 1, 2, 3")
         assert db.compact(100) == 1  # only 2026-11-20: the newest day may still grow
@@ -50,8 +48,8 @@ def test_small_projects_fold_on_complete_days_only(sink_url, tmp_path):
 
 def test_zero_threshold_keeps_every_row(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(
-            [], [bucket(D1, "2026-11-20", "tiny", 7, {"US": 7}), bucket(D2, "2026-11-21", "tiny", 1, {"US": 1})], None
+        db.write_buckets(
+            [bucket(D1, "2026-11-20", "tiny", 7, {"US": 7}), bucket(D2, "2026-11-21", "tiny", 1, {"US": 1})]
         )
         before = db.history_query("SELECT * FROM daily ORDER BY day, project, dimension, category")
         assert db.compact(0) == 1  # the complete day becomes its day file, with nothing folded

@@ -207,10 +207,8 @@ def test_one_projects_rows_over_a_period_with_a_missing_day(tmp_path):
             counts = {
                 (day, p, "python_minor", c): 10 * k + j for j, p in enumerate(["numpy", "pip"]) for c in (None, "3.12")
             }
-            sink.write(
-                [],
-                [RollupBucket(start, counts), RollupBucket(start + 60, {(day, "pip", "python_minor", "3.12"): 1})],
-                None,
+            sink.write_buckets(
+                [RollupBucket(start, counts), RollupBucket(start + 60, {(day, "pip", "python_minor", "3.12"): 1})]
             )
         assert sink.daily("pip", "python_minor", "2026-10-01", "2026-12-31") == [
             ("2026-11-01", "pip", None, 11),

@@ -111,12 +111,12 @@ def test_series_answer_as_the_files_do_while_the_history_changes(sink_url, tmp_p
             for minute in range(3):
                 if i >= 4:
                     for shard in (0, 1):
-                        db.write([], [block(i, minute, counts_of(rng, day, projects, shard), (shard, 2))], None)
+                        db.write_buckets([block(i, minute, counts_of(rng, day, projects, shard), (shard, 2))])
                 else:
-                    db.write([], [block(i, minute, counts_of(rng, day, projects))], None)
+                    db.write_buckets([block(i, minute, counts_of(rng, day, projects))])
         assert_same(db, projects)
         # another block arrives: the answers follow it
-        db.write([], [block(5, 10, {(DAYS[5], "proj-00", "overall", None): 1000})], None)
+        db.write_buckets([block(5, 10, {(DAYS[5], "proj-00", "overall", None): 1000})])
         assert dict(queries.compare(db, ["proj-00"], DAYS[5], DAYS[5]))["proj-00"][0][1] >= 1000
         assert_same(db, projects)
         # complete days compacted into day files; a backfill replaces day 1; retention drops day 0
@@ -124,7 +124,7 @@ def test_series_answer_as_the_files_do_while_the_history_changes(sink_url, tmp_p
         db.backfill_day(DAYS[1], [("proj-03", "overall", None, 5), ("proj-03", "with_mirrors", None, 6)], "test")
         assert_same(db, projects)
         db.history.drop_through(DAYS[0])
-        db.write([], [block(6, 0, counts_of(rng, DAYS[6], projects))], None)
+        db.write_buckets([block(6, 0, counts_of(rng, DAYS[6], projects))])
         assert_same(db, projects)
     assert series_calls and all(series_calls)
 
@@ -136,7 +136,7 @@ def test_a_categorys_top_from_the_series_equals_the_sum_of_its_rows(sink_url, tm
     rng = random.Random(8)
     with open_sink(sink_url, history=tmp_path / "history") as db:
         for i, day in enumerate(DAYS[:4]):
-            db.write([], [block(i, 0, counts_of(rng, day, members + ["not-in-the-map"]))], None)
+            db.write_buckets([block(i, 0, counts_of(rng, day, members + ["not-in-the-map"]))])
         expected = sorted(
             (
                 (p, sum(n for _, n in rows))
@@ -173,7 +173,7 @@ def test_several_packages_countries_in_one_pass_equal_each_ones(sink_url, tmp_pa
         for i, day in enumerate(DAYS[:3]):
             counts = counts_of(rng, day, projects)
             counts[(day, "proj-00", "country", None)] = 7  # an unknown country: 'ZZ', 7 a day
-            db.write([], [block(i, 0, counts)], None)
+            db.write_buckets([block(i, 0, counts)])
         asked = ["Proj_01", "proj-00", "never-downloaded"]
         together = queries.countries_of(db, DAYS[0], DAYS[2], asked)
         assert together == {queries.normalize(p): queries.countries(db, DAYS[0], DAYS[2], p) for p in asked}
@@ -212,7 +212,7 @@ def test_a_budget_holds_the_newest_days_and_the_files_answer_the_rest(sink_url, 
                 db.backfill_day(day, [r[1:] for r in rows], "test")
             else:  # three blocks each
                 for minute in range(3):
-                    db.write([], [block(i, minute, counts_of(rng, day, projects))], None)
+                    db.write_buckets([block(i, minute, counts_of(rng, day, projects))])
     sizer = ReadPool(sink_url, history=history, history_series_bytes=2**30)
     try:
         whole = sizer.history_reader()
@@ -236,7 +236,7 @@ def test_a_budget_holds_the_newest_days_and_the_files_answer_the_rest(sink_url, 
         assert series_calls[answered + 1 :] == [False] and held_days(reader) == DAYS[3:6]
         with open_sink(sink_url, history=history) as writer:  # a new day: the newest three are held again
             for minute in range(3):
-                writer.write([], [block(6, minute, counts_of(rng, DAYS[6], projects))], None)
+                writer.write_buckets([block(6, minute, counts_of(rng, DAYS[6], projects))])
         assert_same(db, projects)
         assert held_days(reader)[-1] == DAYS[6] and DAYS[3] not in held_days(reader)
         assert reader.series.held_bytes + reader.series.names_bytes <= budget
@@ -251,7 +251,7 @@ def test_a_budget_of_zero_holds_no_series_and_answers_from_the_files(sink_url, t
     projects = [f"proj-{k:02d}" for k in range(10)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
         for i, day in enumerate(DAYS[:3]):
-            db.write([], [block(i, 0, counts_of(rng, day, projects))], None)
+            db.write_buckets([block(i, 0, counts_of(rng, day, projects))])
     pool = ReadPool(sink_url, history=tmp_path / "history", history_series_bytes=0)
     try:
         assert_same(pool.lease(), projects)

@@ -35,7 +35,7 @@ def bucket(minute: int, counts: dict, day: int = 0) -> RollupBucket:
 
 def test_schema_is_created_and_rerunning_migrations_is_a_no_op(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([window(T0, 3)], [], None)
+        db.write([window(T0, 3)], None)
     for _ in range(2):  # a second and third start: migrations are already applied
         with open_sink(sink_url, history=tmp_path / "history") as db:
             assert db.query("SELECT COUNT(*), MIN(version), MAX(version) FROM schema_version") == [
@@ -50,9 +50,9 @@ def test_schema_is_created_and_rerunning_migrations_is_a_no_op(sink_url, tmp_pat
 
 def test_window_upsert_replaces_the_row_so_a_replay_never_double_counts(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([window(T0, 5), window(T0 + 1, 2)], [], None)
-        db.write([window(T0, 8, US=6, DE=2)], [], None)  # a late event updated the first window
-        db.write([window(T0, 8, US=6, DE=2), window(T0 + 1, 2)], [], None)  # a replay after a restart
+        db.write([window(T0, 5), window(T0 + 1, 2)], None)
+        db.write([window(T0, 8, US=6, DE=2)], None)  # a late event updated the first window
+        db.write([window(T0, 8, US=6, DE=2), window(T0 + 1, 2)], None)  # a replay after a restart
         rows = db.windows(T0, T0 + 2)
         assert [(w.start, w.downloads, w.countries) for w in rows] == [
             (T0, 8, {"US": 6, "DE": 2}),
@@ -60,7 +60,7 @@ def test_window_upsert_replaces_the_row_so_a_replay_never_double_counts(sink_url
         ]
         assert db.query("SELECT COUNT(*), SUM(downloads) FROM windows") == [(2, 10)]
         # two versions of one window in a single write: the later one wins
-        db.write([window(T0 + 2, 1), window(T0 + 2, 4)], [], None)
+        db.write([window(T0 + 2, 1), window(T0 + 2, 4)], None)
         assert [w.downloads for w in db.windows(T0 + 2, T0 + 3)] == [4]
 
 
@@ -69,8 +69,8 @@ def test_a_large_replayed_batch_of_windows_upserts_exactly(sink_url, tmp_path):
     first = [window(T0 + i, 1 + i % 7) for i in range(500)]
     second = [window(T0 + i, 2 + i % 5, US=1, DE=1 + i % 5) for i in range(250, 750)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(first, [], None)
-        db.write(second + [window(T0 + 749, 3)], [], None)
+        db.write(first, None)
+        db.write(second + [window(T0 + 749, 3)], None)
         got = {w.start: w for w in db.windows(T0, T0 + 1000)}
         expected = {w.start: w for w in first} | {w.start: w for w in second} | {T0 + 749: window(T0 + 749, 3)}
         assert got == expected
@@ -82,7 +82,7 @@ def test_a_large_replayed_batch_of_windows_upserts_exactly(sink_url, tmp_path):
 def test_windows_reads_are_half_open_oldest_first_and_round_trip_exactly(sink_url, tmp_path):
     rows = [WindowRow(T0 + i, 10 + i, 3, {"US": 5 + i, "ZZ": 5}, [("a", 4 + i), ("b", 3), ("c", 3)]) for i in range(6)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(list(reversed(rows)), [], None)
+        db.write(list(reversed(rows)), None)
         assert db.windows(T0 + 1, T0 + 4) == rows[1:4]
         assert db.windows(T0 + 6, T0 + 10) == []
         assert db.latest_windows(2) == rows[4:]
@@ -104,16 +104,16 @@ def test_a_rollup_bucket_applied_twice_counts_once(sink_url, tmp_path):
     first = bucket(0, {(DAY0, "numpy", "overall", None): 5, (DAY0, "numpy", "country", "US"): 5})
     second = bucket(1, {(DAY0, "numpy", "overall", None): 2, (DAY0, "numpy", "country", "DE"): 2})
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], [first], None)
-        db.write([], [first], None)  # replayed after a restart
-        db.write([], [first, second], None)  # replayed together with a new one: only the new one is applied
-        db.write([], [second, second], None)  # the same bucket twice in one write
+        db.write_buckets([first])
+        db.write_buckets([first])  # replayed after a restart
+        db.write_buckets([first, second])  # replayed together with a new one: only the new one is applied
+        db.write_buckets([second, second])  # the same bucket twice in one write
         assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 7)]
         assert db.daily("numpy", "country", DAY0, DAY0) == [(DAY0, "numpy", "DE", 2), (DAY0, "numpy", "US", 5)]
         assert db.daily(None, "overall", DAY0, DAY0) == [(DAY0, None, None, 7)]
         assert db.history_covered(DAY0) == [(T0, T0 + 60), (T0 + 60, T0 + 120)]  # one block file each
     with open_sink(sink_url, history=tmp_path / "history") as db:  # and after reopening
-        db.write([], [first, second], None)
+        db.write_buckets([first, second])
         assert db.daily(None, "overall", DAY0, DAY0) == [(DAY0, None, None, 7)]
 
 
@@ -121,18 +121,18 @@ def test_a_block_of_minutes_is_applied_whole_once_and_an_overlapping_one_is_refu
     counts = {(DAY0, "numpy", "overall", None): 10, (DAY0, "numpy", "country", "US"): 10}
     block = RollupBucket(T0, counts, span=600)
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], [block], None)
-        db.write([], [block], None)  # replayed after a recovery
-        db.write([], [RollupBucket(T0 + 60, counts)], None)  # one of its minutes, alone: already applied
+        db.write_buckets([block])
+        db.write_buckets([block])  # replayed after a recovery
+        db.write_buckets([RollupBucket(T0 + 60, counts)])  # one of its minutes, alone: already applied
         assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 10)]
         assert db.history_covered(DAY0) == [(T0, T0 + 600)]  # the block's ten minutes, once
         with pytest.raises(RuntimeError, match="overlaps 5 minute"):
-            db.write([], [RollupBucket(T0 + 300, counts, span=600)], None)
+            db.write_buckets([RollupBucket(T0 + 300, counts, span=600)])
         with pytest.raises(RuntimeError, match="overlaps"):  # two overlapping blocks in one write
-            db.write([], [RollupBucket(T0 + 600, counts, span=600), RollupBucket(T0 + 900, counts, span=600)], None)
+            db.write_buckets([RollupBucket(T0 + 600, counts, span=600), RollupBucket(T0 + 900, counts, span=600)])
         assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 10)]  # nothing half-written
         assert db.history_covered(DAY0) == [(T0, T0 + 600)]
-        db.write([], [RollupBucket(T0 + 600, counts, span=600)], None)
+        db.write_buckets([RollupBucket(T0 + 600, counts, span=600)])
         assert db.daily(None, "country", DAY0, DAY0) == [(DAY0, None, "US", 20)]
 
 
@@ -160,8 +160,8 @@ def test_daily_totals_equal_the_sum_of_the_per_project_rows(sink_url, tmp_path):
             expected_project[(day, p, dim, cat)] += n
             expected_total[(day, dim, cat)] += n
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], buckets[:3], None)
-        db.write([], buckets[1:], None)
+        db.write_buckets(buckets[:3])
+        db.write_buckets(buckets[1:])
         for dim in dims:
             got = {(d, c): n for d, _, c, n in db.daily(None, dim, days[0], days[1])}
             assert got == {(d, c): n for (d, dm, c), n in expected_total.items() if dm == dim}
@@ -192,7 +192,8 @@ def test_prune_keeps_windows_counted_back_from_the_newest_window_and_drops_old_d
         for n in (0, 1, 399, 400, 401, 700)
     ]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(windows, buckets, None)
+        db.write_buckets(buckets)
+        db.write(windows, None)
         removed = db.prune(window_retention_s=48 * 3600, rollup_retention_days=400)
         assert removed == {"windows": 2, "daily": 3}  # whole days of history: 400, 401 and 700 days back
         assert [w.start for w in db.latest_windows(100)] == [newest - 48 * 3600, newest - 3600, newest - 1, newest]
@@ -216,7 +217,8 @@ def test_prune_never_counts_back_from_a_window_or_day_beyond_the_wall_clock(sink
         RollupBucket(far - far % 86400, {("9999-12-31", "numpy", "overall", None): 1}),
     ]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(real + [window(far, 1)], buckets, None)
+        db.write_buckets(buckets)
+        db.write(real + [window(far, 1)], None)
         assert db.history.days() == [DAY0, "9999-12-31"]
         assert db.prune(window_retention_s=48 * 3600, rollup_retention_days=400) == {"windows": 0, "daily": 0}
         assert [w.start for w in db.latest_windows(100)] == [T0, T0 + 1, T0 + 2, far]
@@ -235,12 +237,13 @@ READONLY_ERRORS = (sqlite3.OperationalError, psycopg.errors.ReadOnlySqlTransacti
 def test_readonly_mode_refuses_writes(sink_url, tmp_path):
     b = bucket(0, {(DAY0, "numpy", "overall", None): 5})
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([window(T0, 5)], [b], PipelineStats({"events": 5}, {0: 5}))
+        db.write_buckets([b])
+        db.write([window(T0, 5)], PipelineStats({"events": 5}, {0: 5}))
     with open_sink(sink_url, readonly=True, history=tmp_path / "history") as ro:
         with pytest.raises(READONLY_ERRORS):
-            ro.write([window(T0, 9)], [], None)
+            ro.write([window(T0, 9)], None)
         with pytest.raises(ReadOnlyHistory):  # the rollups go to the history, read-only with the sink
-            ro.write([], [bucket(1, {(DAY0, "numpy", "overall", None): 5})], None)
+            ro.write_buckets([bucket(1, {(DAY0, "numpy", "overall", None): 5})])
         with pytest.raises(ReadOnlyHistory):
             ro.backfill_day(DAY0, [("numpy", "overall", None, 1)], "test")
         with pytest.raises(READONLY_ERRORS):
@@ -267,9 +270,9 @@ def test_readonly_reader_sees_new_writes_without_reopening(sink_url, tmp_path):
         open_sink(sink_url, history=tmp_path / "history") as db,
         open_sink(sink_url, readonly=True, history=tmp_path / "history") as ro,
     ):
-        db.write([window(T0, 1)], [], None)
+        db.write([window(T0, 1)], None)
         assert len(ro.latest_windows(10)) == 1
-        db.write([window(T0 + 1, 1)], [], None)
+        db.write([window(T0 + 1, 1)], None)
         assert len(ro.latest_windows(10)) == 2
 
 
@@ -277,10 +280,10 @@ def test_stats_round_trip(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
         assert db.stats() is None
         first = PipelineStats({"events": 10, "dead_letters": 1}, {0: 4, 3: 7}, 1_795_737_600.5, 1_795_737_601.25)
-        db.write([], [], first)
+        db.write([], first)
         assert db.stats() == first
         second = PipelineStats({"events": 12, "dead_letters": 1, "late": 2}, {0: 6, 1: 1, 3: 7}, None, 1_795_737_700.0)
-        db.write([window(T0, 2)], [], second)  # written in the same transaction as the windows it describes
+        db.write([window(T0, 2)], second)  # written in the same transaction as the windows it describes
         assert db.stats() == second
     with open_sink(sink_url, readonly=True, history=tmp_path / "history") as ro:
         got = ro.stats()
@@ -290,13 +293,13 @@ def test_stats_round_trip(sink_url, tmp_path):
 def test_query_takes_qmark_placeholders_and_returns_the_same_python_types(sink_url, tmp_path):
     """The same portable SQL on both backends' tables (`query`) and on the history's (`history_query`)."""
     with open_sink(sink_url, history=tmp_path / "history") as db:
+        db.write_buckets([bucket(0, {(DAY0, "it's-100%", "overall", None): 3, (DAY0, "numpy", "overall", None): 2})])
         db.write(
             [
                 window(T0, 4, US=3, DE=1),
                 window(T0 + 1, 6),
                 WindowRow(T0 + 2, 1, 1, {"ZZ": 1}, [("it's-100%", 1)]),
             ],
-            [bucket(0, {(DAY0, "it's-100%", "overall", None): 3, (DAY0, "numpy", "overall", None): 2})],
             None,
         )
         # `?` inside a string literal or a quoted identifier is not a placeholder; `%` is literal everywhere
@@ -338,7 +341,7 @@ def test_a_backfilled_day_holds_exactly_the_backfill_whatever_the_stream_does(si
         ("requests", "python_minor", None, 7),
     ]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], stream, None)  # the stream got there first
+        db.write_buckets(stream)  # the stream got there first
         assert db.backfill_day(DAY0, rows, "test") == 3  # names normalised and duplicate keys summed
         assert db.daily(None, "overall", DAY0, day1) == [(DAY0, None, None, 127), (day1, None, None, 4)]
         assert db.daily("numpy", "overall", DAY0, DAY0) == [(DAY0, "numpy", None, 120)]
@@ -346,7 +349,7 @@ def test_a_backfilled_day_holds_exactly_the_backfill_whatever_the_stream_does(si
             bucket(1, {(DAY0, "numpy", "overall", None): 9}),
             bucket(1, {(day1, "numpy", "overall", None): 1}, day=1),
         ]
-        db.write([], later, None)
+        db.write_buckets(later)
         assert db.daily(None, "overall", DAY0, day1) == [(DAY0, None, None, 127), (day1, None, None, 5)]
         assert db.daily(None, "python_minor", DAY0, DAY0) == [(DAY0, None, None, 7)]
         assert db.backfill_day(DAY0, rows[2:], "again") == 2  # re-doing a day replaces it whole

@@ -116,9 +116,9 @@ def test_processes_starting_together_apply_each_migration_once(pg_url, tmp_path)
 @pytest.mark.postgres
 def test_a_dropped_connection_is_reopened_and_the_write_retried(pg_url, tmp_path):
     with open_sink(pg_url, history=tmp_path / "history") as db, psycopg.connect(pg_url, autocommit=True) as admin:
-        db.write([WindowRow(100, 1, 1, {"US": 1}, [("a", 1)])], [], None)
+        db.write([WindowRow(100, 1, 1, {"US": 1}, [("a", 1)])], None)
         admin.execute("SELECT pg_terminate_backend(%s)", (db.conn.info.backend_pid,))
-        db.write([WindowRow(101, 2, 1, {"US": 2}, [("a", 2)])], [], None)
+        db.write([WindowRow(101, 2, 1, {"US": 2}, [("a", 2)])], None)
         assert [w.downloads for w in db.latest_windows(5)] == [1, 2]
         admin.execute("SELECT pg_terminate_backend(%s)", (db.conn.info.backend_pid,))
         assert db.query("SELECT COUNT(*) FROM windows") == [(2,)]
@@ -144,8 +144,8 @@ def test_large_buckets_stay_exact(pg_url, tmp_path):
         for (_d, _p, dim, cat), n in b.counts.items():
             expected[(dim, cat)] += n
     with open_sink(pg_url, history=tmp_path / "history") as db:
-        db.write([], buckets, None)
-        db.write([], buckets, None)
+        db.write_buckets(buckets)
+        db.write_buckets(buckets)
         got = {
             (dim, c): n for dim in ("overall", "country", "version") for _d, _p, c, n in db.daily(None, dim, day, day)
         }

@@ -60,7 +60,7 @@ def spied_scans(monkeypatch):
 def test_country_top_from_summaries_equals_the_full_scan(sink_url, tmp_path, spied_scans):
     projects = [f"proj-{k:03d}" for k in range(80)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], history(1, projects), None)
+        db.write_buckets(history(1, projects))
         assert summaries.summarize(db, before_day=DAYS[-2]) == 28  # the last two days stay unsummarised
         assert summaries.summarize(db, before_day=DAYS[-2]) == 0
         rng = random.Random(2)
@@ -92,12 +92,11 @@ def _scan(db, cc, start, end, limit):
 def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_url, tmp_path):
     projects = [f"proj-{k:03d}" for k in range(40)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], history(3, projects), None)
+        db.write_buckets(history(3, projects))
         summaries.summarize(db, before_day=DAYS[-1])
         assert DAYS[5] in summaries.current_summaries(db, DAYS[0], DAYS[-1])
         # a late bucket makes an unknown project the day's leader in Germany
-        db.write(
-            [],
+        db.write_buckets(
             [
                 RollupBucket(
                     1788220800 + 5 * 86400 + 60,
@@ -107,8 +106,7 @@ def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_
                         (DAYS[5], "newcomer", "with_mirrors", None): 10**6,
                     },
                 )
-            ],
-            None,
+            ]
         )
         assert DAYS[5] not in summaries.current_summaries(db, DAYS[0], DAYS[-1])
         assert queries.country_top(db, "DE", DAYS[0], DAYS[-1], 3) == _scan(db, "DE", DAYS[0], DAYS[-1], 3)
@@ -121,7 +119,7 @@ def test_a_changed_day_is_not_read_from_its_summary_until_summarised_again(sink_
 def test_folding_a_day_makes_its_summary_stale(sink_url, tmp_path):
     projects = [f"proj-{k:03d}" for k in range(40)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], history(4, projects), None)
+        db.write_buckets(history(4, projects))
         summaries.summarize(db, before_day=DAYS[-1])
         assert db.compact(200) > 0  # small projects' country rows fold into 'other'
         assert summaries.current_summaries(db, DAYS[0], DAYS[-2]) == {}
@@ -136,7 +134,7 @@ def test_downloads_by_category_match_the_packages_of_each_category(sink_url, tmp
     cmap = category_map()
     projects = sorted(cmap)[:60] + ["not-in-the-map"]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], history(5, projects), None)
+        db.write_buckets(history(5, projects))
         before = queries.downloads_by_category(db, DAYS[0], DAYS[-1])  # nothing summarised yet
         summaries.summarize(db, before_day=DAYS[-3])
         after = queries.downloads_by_category(db, DAYS[0], DAYS[-1])
@@ -153,7 +151,7 @@ def test_country_top_of_stable_leaders_reads_no_history_rows(sink_url, tmp_path,
     """Leaders in every day's top are summed from the summaries alone; the bounds prove nobody else can reach them."""
     projects = [f"proj-{k:03d}" for k in range(60)]
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write([], history(6, projects), None)
+        db.write_buckets(history(6, projects))
         summaries.summarize(db, before_day=DAYS[-1])
         expected = {cc: _scan(db, cc, DAYS[0], DAYS[-2], 5) for cc in COUNTRIES}
         read: list[str] = []

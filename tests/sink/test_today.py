@@ -17,18 +17,19 @@ def test_today_counts_every_download_once_where_rollups_end_and_windows_go_on(si
     sc = scenario(1, DAY0, SECONDS)
     yesterday = scenario(2, DAY0 - 300, 300)  # the end of the day before: not today's
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(yesterday.windows() + sc.windows(), [yesterday.block(DAY0 - BLOCK)], None)
+        db.write_buckets([yesterday.block(DAY0 - BLOCK)])
+        db.write(yesterday.windows() + sc.windows(), None)
         before = queries.downloads_today(db)
         assert (before.downloads, before.from_rollups, before.rollups_through) == (
             sc.total(DAY0, DAY0 + SECONDS),
             0,
             None,
         )
-        db.write([], [sc.block(DAY0), sc.block(DAY0 + BLOCK)], None)
+        db.write_buckets([sc.block(DAY0), sc.block(DAY0 + BLOCK)])
         # a straggler rewrites a window of a minute not yet sealed: the figure follows it
         late = sc.events[DAY0 + SECONDS - 100] + [("pkg-00", False)] * 7
         sc.events[DAY0 + SECONDS - 100] = late
-        db.write([sc.window(DAY0 + SECONDS - 100)], [], None)
+        db.write([sc.window(DAY0 + SECONDS - 100)], None)
         t = queries.downloads_today(db)
     truth = sc.total(DAY0, DAY0 + SECONDS)  # counted from the events: 35 minutes, mirrors included
     assert t.day == DAY
@@ -42,10 +43,11 @@ def test_blocks_sealed_again_after_a_restart_are_counted_once(sink_url, tmp_path
     sc = scenario(3, DAY0, SECONDS, projects=400)
     truth = sc.total(DAY0, DAY0 + SECONDS)
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(sc.windows(), [sc.block(DAY0)], None)
+        db.write_buckets([sc.block(DAY0)])
+        db.write(sc.windows(), None)
         assert queries.downloads_today(db).downloads == truth
-        db.write([], [sc.block(DAY0), sc.block(DAY0 + BLOCK)], None)  # the first again, with the next one
-        db.write([], [sc.block(DAY0 + BLOCK)], None)
+        db.write_buckets([sc.block(DAY0), sc.block(DAY0 + BLOCK)])  # the first again, with the next one
+        db.write_buckets([sc.block(DAY0 + BLOCK)])
         t = queries.downloads_today(db)
         assert (t.downloads, t.from_rollups) == (truth, sc.total(DAY0, DAY0 + 2 * BLOCK))
         assert db.history_covered(DAY) == [(DAY0, DAY0 + BLOCK), (DAY0 + BLOCK, DAY0 + 2 * BLOCK)]
@@ -55,7 +57,7 @@ def test_a_backfilled_day_is_the_backfills_figure(sink_url, tmp_path):
     sc = scenario(4, DAY0, 120)
     with open_sink(sink_url, history=tmp_path / "history") as db:
         db.backfill_day(DAY, [("pkg-00", "with_mirrors", None, 5000), ("pkg-01", "with_mirrors", None, 700)], "test")
-        db.write(sc.windows(), [], None)  # the stream adds nothing to a day a backfill owns
+        db.write(sc.windows(), None)  # the stream adds nothing to a day a backfill owns
         t = queries.downloads_today(db)
     assert (t.downloads, t.from_rollups, t.from_windows, t.backfilled) == (5700, 5700, 0, True)
 
@@ -65,9 +67,9 @@ def test_the_day_in_progress_and_yesterday_until_its_last_block_is_applied_are_p
     today = scenario(6, DAY0, 90)
     prev = "2026-11-20"
     with open_sink(sink_url, history=tmp_path / "history") as db:
-        db.write(yesterday.windows() + today.windows(), [], None)
+        db.write(yesterday.windows() + today.windows(), None)
         assert queries.partial_days(db, [prev, DAY]) == [prev, DAY]
-        db.write([], [yesterday.block(DAY0 - BLOCK)], None)
+        db.write_buckets([yesterday.block(DAY0 - BLOCK)])
         assert queries.partial_days(db, [prev, DAY]) == [DAY]
         assert queries.partial_days(db, ["2026-11-19"]) == []  # nothing streamed that day
 
@@ -75,5 +77,5 @@ def test_the_day_in_progress_and_yesterday_until_its_last_block_is_applied_are_p
 def test_no_window_no_today(sink_url, tmp_path):
     with open_sink(sink_url, history=tmp_path / "history") as db:
         assert queries.downloads_today(db) is None
-        db.write([WindowRow(DAY0 + 5, 3, 1, {"US": 3}, [("a", 3)])], [], None)
+        db.write([WindowRow(DAY0 + 5, 3, 1, {"US": 3}, [("a", 3)])], None)
         assert queries.downloads_today(db).downloads == 3
