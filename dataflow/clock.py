@@ -4,57 +4,28 @@ The watermark is the minimum, over partitions that still have data to give, of t
 delivered; a caught-up partition that stays silent for `idle_s` stops holding it back. A 1-second window gets its
 early result once the watermark passes its end (plus `out_of_order_s`), and is emitted again whenever late events
 for it arrive. Window state is kept until the lateness horizon passes, rounded to whole minutes: from then on its
-minute of rollups is sealed and any further event for it is dropped and counted. Sealed minutes leave for the sink
-in aligned 10-minute blocks (`BLOCK_S`), summed in C, each applied exactly once by the sink.
+minute of rollups is sealed and any further event for it is dropped and counted. Sealed minutes leave in aligned
+10-minute blocks (`BLOCK_S`), which the shard merges and writes off its worker, each exactly once (dataflow/blocks.py).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import pickle
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Optional
 
 from pypi_pulse.dataflow.partials import BUCKET_S, BatchPartial, day_of
-from pypi_pulse.dataflow.rollups import MinuteRollup, pack_bytes, unpack_bytes
+from pypi_pulse.dataflow.rollups import BlockRows, MinuteRollup, pack_bytes, unpack_bytes
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics.reasons import reason_label
-from pypi_pulse.sink.model import PipelineStats, RollupBucket, WindowRow
+from pypi_pulse.sink.model import PipelineStats, WindowRow
 
 TOP_N = 10
-
-
-# How late (wall clock) live results may be before merging sealed blocks steps back to a trickle (windows reach
-# the sink 0.3-0.45 s after they end; a merge step adds up to ~0.5 s); results `HISTORY_LAG_S` late are a replay.
-ON_TIME_S = 0.7
-HISTORY_LAG_S = 300.0
-
-
-def on_time_or_history(lag_s: float) -> bool:
-    return lag_s <= ON_TIME_S or lag_s >= HISTORY_LAG_S
-
-
-class TimeShare:
-    """Worker time for background work between flushes (the clock merging a sealed block): credit comes back at a share of the wall-clock time not spent on that work, up to a burst, and
-    each step spends what it took. Starts with a full burst."""
-
-    def __init__(self, burst_s: float):
-        self.burst_s = self.credit_s = burst_s
-        self.credited_at = time.monotonic()
-
-    def refill(self, share: float) -> float:
-        now = time.monotonic()
-        self.credit_s = min(self.burst_s, self.credit_s + (now - self.credited_at) * share)
-        self.credited_at = now
-        return self.credit_s
-
-    def spend(self, seconds: float) -> None:
-        self.credit_s -= seconds
-        self.credited_at = time.monotonic()
 
 
 BLOCK_S = 600  # rollups leave the clock in aligned 10-minute blocks: fewer, larger sink writes, merged in C
@@ -62,11 +33,25 @@ BATCH_HOLD_EVENTS = 5_000_000  # a batch run's sealed blocks of one day wait for
 
 
 @dataclass
+class SealedBlock:
+    """A sealed block's minutes. They are merged into the block's rows where the block is written, off the worker
+    (dataflow/blocks.py): merging a 10-minute block at PyPI's volume takes seconds."""
+
+    bucket: int
+    span: int
+    minutes: list[MinuteRollup]
+
+    @functools.cached_property
+    def counts(self) -> BlockRows:
+        return MinuteRollup.merged_final(self.minutes, day_of(self.bucket))
+
+
+@dataclass
 class Flush:
     """What one emission hands on: the shard writes its sealed blocks itself; windows and counters go to the merge."""
 
     windows: list[WindowRow]
-    buckets: list[RollupBucket]
+    sealed: list[SealedBlock]
     stats: PipelineStats
     dead: int = 0
 
@@ -137,35 +122,17 @@ class Clock:
         self.last_emit = 0.0
         self.block_s = BLOCK_S
         self.log_open_minutes = log_open_minutes  # snapshots (recovery) on: see MinuteRollup
-        # With recovery, a sealed block's minutes stay (packed) until its shard has written the block's file
-        # (`release`, dataflow/blocks.py): a crash between the seal and the file must not lose it. A restored clock sends its unapplied
-        # blocks again; the sink skips what the history already has.
+        # A sealed block's minutes stay (packed, with recovery) until its shard has written the block's file
+        # (`release`, dataflow/blocks.py): until then `blocks_before` stays below it, and with recovery a crash
+        # between the seal and the file cannot lose it. A restored clock sends its unapplied blocks again; the sink
+        # skips what the history already has.
         self.unapplied: dict[int, list[MinuteRollup]] = {}
         self.resend: set[int] = set()
-        # Sealed blocks being merged a step at a time (`MinuteRollup.merge_steps`), a few milliseconds per flush:
-        # merging a 10-minute block at 20,000 events/s in one go held the windows up for 3.6 s. Never snapshotted:
-        # with recovery the block's minutes are in `unapplied`, and a restored clock merges and sends them again.
-        self.merging: dict[int, tuple[Iterator, int]] = {}  # bucket -> (merge steps, span: `_buckets_of`)
-        self.merge_time = TimeShare(self.MERGE_BURST_S)  # not snapshotted either: a monotonic clock is per process
         # Batch runs without recovery (`hold_blocks_events` > 0): a day's sealed blocks wait for each other and
         # leave as one bucket (`_held_back`), so each of the day's rows is written once, at the end of the day, of
         # the input, or once they hold this many events (which bounds the memory they take).
         self.hold_blocks_events = hold_blocks_events
         self.minute_events: Counter = Counter()  # events counted per rollup minute, while blocks are held
-
-    # A merge step (a minute, a dimension, the sort: at most ~0.5 s at 20,000 events/s) runs while there is
-    # credit, which comes back at this share of wall-clock time: a 3.6 s merge is spread over some 12 s, and the
-    # windows wait for one step at a time, not for the whole merge. While the watermark is behind real time (live),
-    # the share drops to a trickle.
-    MERGE_SHARE = 0.3
-    MERGE_SHARE_BEHIND = 0.05
-    MERGE_BURST_S = 0.05
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("merging", None)  # generators do not pickle; see `merging`
-        state.pop("merge_time", None)
-        return state
 
     # ---- input --------------------------------------------------------------------------------------------
     def add(self, p: BatchPartial) -> None:
@@ -256,7 +223,7 @@ class Clock:
             self.dirty_minutes.discard(minute)  # complete unless late events come: packed until they do
             if minute in self.rollups:
                 self.rollups[minute].pack()
-        buckets = []
+        sealed: list[SealedBlock] = []
         horizon = wm - self.lateness_s
         seal_before = horizon - horizon % BUCKET_S if math.isfinite(horizon) else horizon
         if seal_before > self.sealed_before:
@@ -276,21 +243,19 @@ class Clock:
                 if self.log_open_minutes:
                     for m in minutes:
                         m.pack()
-                    self.unapplied[block] = minutes
-                self.merging[block] = (MinuteRollup.merge_steps(minutes, day_of(block)), span)
-        buckets += self._merge_some(until_done=force)
-        for block in sorted(self.resend & self.unapplied.keys()):
-            minutes, day = self.unapplied[block], day_of(block)
-            buckets.append(RollupBucket(block, MinuteRollup.merged_final(minutes, day), span=self.block_s))
+                self.unapplied[block] = minutes
+                sealed.append(SealedBlock(block, span, minutes))
+        for block in sorted(self.resend & self.unapplied.keys()):  # recovery only: every block spans `block_s`
+            sealed.append(SealedBlock(block, self.block_s, self.unapplied[block]))
         self.resend.clear()
         self.last_emit = now
         # the merge of shards (dataflow/merge.py) closes a second once every shard's watermark has passed it: a
         # shard with no window to emit still reports each new closed second
         closed = math.floor(closing) if math.isfinite(closing) else closing
-        if not rows and not buckets and not force and now - self._last_stats < 1.0 and closed == self._last_closed:
+        if not rows and not sealed and not force and now - self._last_stats < 1.0 and closed == self._last_closed:
             return None
         self._last_stats, self._last_closed = now, closed
-        return Flush(rows, buckets, self.stats(now))
+        return Flush(rows, sealed, self.stats(now))
 
     _last_stats = 0.0
     _last_closed = -math.inf
@@ -322,35 +287,8 @@ class Clock:
             del self.minute_events[m]
         return leaving
 
-    def _merge_credit(self) -> float:
-        share = self.MERGE_SHARE if on_time_or_history(time.time() - self.watermark) else self.MERGE_SHARE_BEHIND
-        return self.merge_time.refill(share)
-
-    def _merge_some(self, until_done: bool) -> list[RollupBucket]:
-        """Advance the blocks being merged while the credit lasts; `until_done` (end of input, forced flushes):
-        all the way."""
-        done: list[RollupBucket] = []
-        if not self.merging:
-            return done
-        credit = self._merge_credit()
-        for block in sorted(self.merging):
-            steps, span = self.merging[block]
-            while True:
-                if credit <= 0 and not until_done:
-                    return done
-                t = time.perf_counter()
-                rows = next(steps)
-                took = time.perf_counter() - t
-                credit -= took
-                self.merge_time.spend(took)
-                if rows is not None:
-                    break
-            del self.merging[block]
-            done.append(RollupBucket(block, rows, span=span))
-        return done
-
     def stats(self, now: float) -> PipelineStats:
-        done = min(self.merging, default=self.sealed_before)  # a block still being merged has not left yet
+        done = min(self.unapplied, default=self.sealed_before)  # a block not yet written has not left
         return PipelineStats(
             dict(self.counters),
             {p: part.next_offset for p, part in self.parts.items()},
@@ -360,7 +298,7 @@ class Clock:
         )
 
     def release(self, applied: set[int]) -> None:
-        """Forget the sealed blocks the sink has applied."""
+        """Forget the sealed blocks their shard has written."""
         for block in applied:
             self.unapplied.pop(block, None)
 
@@ -373,8 +311,6 @@ class Clock:
     @staticmethod
     def restore(data: bytes, spill: Optional[SpillStore] = None) -> Clock:
         clock = spill.loads(data) if spill is not None else pickle.loads(data)
-        clock.merging = {}  # blocks merging at the snapshot are among `unapplied`: sent again below
-        clock.merge_time = TimeShare(clock.MERGE_BURST_S)
         clock.resend = set(clock.unapplied)  # the sink may not have them all: send them again
         # What the snapshot says about each partition's reading is stale: while the dataflow was down, a partition
         # caught up then may have gained a backlog. Taken as caught up and silent since before the crash, every

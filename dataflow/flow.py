@@ -36,7 +36,6 @@ from pypi_pulse.dataflow.shard_keys import shard_key
 from pypi_pulse.dataflow.source import KafkaBatchSource, StopOffsets
 from pypi_pulse.dataflow.spill import SpillStore
 from pypi_pulse.metrics import dataflow_metrics
-from pypi_pulse.sink.model import RollupBucket
 from pypi_pulse.sink.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -118,14 +117,18 @@ class ClockLogic(StatefulLogic[BatchPartial, tuple[int, Flush], Optional[bytes]]
         return self._flush()
 
     def _flush(self, force: bool = False):
-        out = self.clock.flush(time.time(), force=force)
-        if out is not None and out.buckets:
-            if self.part is not None:
-                out.buckets = [RollupBucket(b.bucket, b.counts, b.span, self.part) for b in out.buckets]
-            self.blocks.write(out.buckets)  # before the report that says they have left (`blocks_before`)
-            self.clock.release({b.bucket for b in out.buckets})
-            out.buckets = []
-        dataflow_metrics.ROLLUP_PENDING.set(len(self.clock.merging) + len(self.clock.unapplied))
+        now = time.time()
+        out = self.clock.flush(now, force=force)
+        if out is not None:
+            for block in out.sealed:
+                self.blocks.submit(block, self.part)
+            out.sealed = []
+        written = self.blocks.written(wait=force)  # at the end of input, every block before the last report
+        if written:
+            self.clock.release(written)
+            if out is not None:
+                out.stats = self.clock.stats(now)  # `blocks_before` past what was just written
+        dataflow_metrics.ROLLUP_PENDING.set(len(self.clock.unapplied))
         return ([(self.shard, out)] if out else []), StatefulLogic.RETAIN
 
     def on_eof(self):

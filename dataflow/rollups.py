@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from itertools import repeat
 from typing import Any, Optional
 
@@ -201,16 +201,6 @@ class MinuteRollup:
     def merged_final(minutes: list[MinuteRollup], day: str) -> BlockRows:
         """`final` of several minutes of one day: their codes are mapped onto common ones and their counts summed
         with numpy, per dimension, before any row is built."""
-        rows = None
-        for rows in MinuteRollup.merge_steps(minutes, day):  # noqa: B007 - the last step's value is the rows
-            pass
-        assert rows is not None  # merge_steps ends with the rows
-        return rows
-
-    @staticmethod
-    def merge_steps(minutes: list[MinuteRollup], day: str) -> Iterator[Optional[BlockRows]]:
-        """`merged_final` in steps of a minute or a dimension (a few hundred milliseconds at most at 20,000
-        events/s): yields None after each step, the rows last."""
         projects, categories = Codes(), Codes()
         merged: dict[str, list] = {dim: [] for dim in (*PER_PROJECT_DIMS, *PER_CATEGORY_DIMS)}
         for m in map(MinuteRollup.counted, minutes):
@@ -223,8 +213,7 @@ class MinuteRollup:
                     keys = (to_p[keys >> 32] << 32) | to_c[keys & _LOW]
                 order = np.argsort(keys, kind="stable")  # remapped codes are no longer in order
                 merged[dim] += (keys[order], tally.counts[order])
-            yield None
-        yield from _rows_in_key_order(merged, projects.table(), categories.table(), day)
+        return _rows_in_key_order(merged, projects.table(), categories.table(), day)
 
     # ---- recovery ------------------------------------------------------------------------------------------
     def __getstate__(self):
@@ -248,13 +237,10 @@ def _ranks(table: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rows_in_key_order(
-    merged: dict, p_table: np.ndarray, c_table: np.ndarray, day: str
-) -> Iterator[Optional[BlockRows]]:
+def _rows_in_key_order(merged: dict, p_table: np.ndarray, c_table: np.ndarray, day: str) -> BlockRows:
     """The summed counts in the sink's primary-key order: one numpy argsort over (project rank, dimension rank,
-    category rank) packed in an int64 (sorting a million Python tuples took ~4 s). In steps, as `merge_steps`."""
+    category rank) packed in an int64 (sorting a million Python tuples took ~4 s)."""
     p_rank, c_rank = _ranks(p_table), _ranks(c_table) + 1  # 0: the category of per-project dimensions
-    yield None
     dims = sorted(merged)
     sort_keys: list[np.ndarray] = []
     projects: list[np.ndarray] = []
@@ -262,7 +248,7 @@ def _rows_in_key_order(
     counts: list[np.ndarray] = []
     dim_of: list[np.ndarray] = []
     for d, dim in enumerate(dims):
-        keys, n = _summed(*merged[dim])
+        keys, n = _summed(*merged.pop(dim))
         rank: Any
         if dim in PER_PROJECT_DIMS:
             p, c, rank = keys, np.full(len(keys), -1, dtype=np.int64), 0
@@ -274,18 +260,15 @@ def _rows_in_key_order(
         categories.append(c)
         counts.append(n)
         dim_of.append(np.full(len(keys), d, dtype=np.int64))
-        yield None
     order = np.argsort(np.concatenate(sort_keys), kind="stable") if sort_keys else _EMPTY
     del sort_keys
-    yield None
     columns = []
     for cols in (projects, dim_of, categories, counts):
         columns.append(np.concatenate(cols)[order] if cols else _EMPTY)
         cols.clear()
-        yield None
     p_col, dim_col, c_col, n_col = columns
     c_table = np.append(c_table, np.array([None], dtype=object))  # category -1: None, the table's last entry
-    yield BlockRows(day, p_table, p_col, dims, dim_col, c_table, c_col, n_col)
+    return BlockRows(day, p_table, p_col, dims, dim_col, c_table, c_col, n_col)
 
 
 class BlockRows(Mapping):

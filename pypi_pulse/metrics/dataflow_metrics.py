@@ -63,7 +63,7 @@ SPILLED_BYTES = Gauge(
 )
 ROLLUP_PENDING = Gauge(
     "pypi_pulse_dataflow_rollup_blocks_pending",
-    "Sealed 10-minute rollup blocks being merged, or written but not yet seen in the history (with recovery).",
+    "Sealed 10-minute rollup blocks not yet written to the history (each is merged and written off the worker).",
 )
 
 OFFSET_RESETS = Counter(

@@ -86,7 +86,7 @@ def test_rollups_leave_in_whole_sealed_blocks_with_derived_dimensions():
         )
     )
     clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
-    buckets = clock.flush(1.0, force=True).buckets
+    buckets = clock.flush(1.0, force=True).sealed
     # seconds before watermark - lateness (T0 + 1239, rounded down to T0 + 1200) are sealed: two whole blocks
     assert [(b.bucket, b.span) for b in buckets] == [(T0, BLOCK_S), (T0 + BLOCK_S, BLOCK_S)]
     first = buckets[0].counts
@@ -99,7 +99,7 @@ def test_rollups_leave_in_whole_sealed_blocks_with_derived_dimensions():
     assert first[(day, "zope-interface", "country", "DE")] == 600
     assert (day, "zope-interface", "mirror", None) not in first
     # nothing is sealed twice
-    assert clock.flush(2.0, force=True).buckets == []
+    assert clock.flush(2.0, force=True).sealed == []
 
 
 def test_a_block_is_the_same_whatever_batches_bring_it():
@@ -111,7 +111,7 @@ def test_a_block_is_the_same_whatever_batches_bring_it():
         rows, out, i, wall = zope_rows(range(0, 1500)), [], 0, 1.0
         for n in batch_sizes:
             clock.add(parse_batch(RawBatch(0, 1, rows[i : i + n], i, False, wall=wall)))
-            out += clock.flush(wall, force=True).buckets
+            out += clock.flush(wall, force=True).sealed
             i, wall = i + n, wall + 1
         return out
 
@@ -145,8 +145,8 @@ def test_restarts_from_any_epoch_give_the_same_rollups_as_an_uninterrupted_run()
             plain.flush(1.0 + k, force=True)
             snapped.flush(1.0 + k, force=True)
     a, b = plain.flush(99.0, force=True), snapped.flush(99.0, force=True)
-    assert a.buckets and [(x.bucket, x.span, x.counts) for x in a.buckets] == [
-        (x.bucket, x.span, x.counts) for x in b.buckets
+    assert a.sealed and [(x.bucket, x.span, x.counts) for x in a.sealed] == [
+        (x.bucket, x.span, x.counts) for x in b.sealed
     ]
 
 
@@ -158,31 +158,36 @@ def test_a_late_event_in_a_packed_minute_survives_a_restore():
     clock.add(parse_batch(RawBatch(0, 1, zope_rows([10, 11]), 130, False, wall=2.0)))  # late, into that minute
     restored = Clock.restore(clock.snapshot())
     restored.add(parse_batch(RawBatch(0, 1, zope_rows(range(130, 1300)), 132, False, wall=3.0)))
-    buckets = restored.flush(99.0, force=True).buckets
+    buckets = restored.flush(99.0, force=True).sealed
     assert buckets[0].counts[("2026-11-21", "zope-interface", "overall", None)] == 602
 
 
 def test_with_recovery_a_sealed_block_is_kept_until_the_sink_has_applied_it():
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
     clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
-    sealed = clock.flush(1.0, force=True).buckets
+    sealed = clock.flush(1.0, force=True).sealed
     assert [b.bucket for b in sealed] == [T0]
     assert list(clock.unapplied) == [T0]
     # the process dies before the sink has the whole block: the restored clock sends it again, unchanged
     restored = Clock.restore(clock.snapshot())
-    again = restored.flush(2.0, force=True).buckets
+    again = restored.flush(2.0, force=True).sealed
     assert [(b.bucket, b.span, b.counts) for b in again] == [(b.bucket, b.span, b.counts) for b in sealed]
-    assert restored.flush(3.0, force=True).buckets == []  # sent once per restore, not on every flush
+    assert restored.flush(3.0, force=True).sealed == []  # sent once per restore, not on every flush
     restored.release({T0})
     assert restored.unapplied == {}
-    assert Clock.restore(restored.snapshot()).flush(4.0, force=True).buckets == []
+    assert Clock.restore(restored.snapshot()).flush(4.0, force=True).sealed == []
 
 
-def test_without_recovery_nothing_is_kept_once_sent():
+def test_a_sealed_block_holds_blocks_before_back_until_it_is_written():
+    """Its shard writes it off the worker (dataflow/blocks.py): until then no report may say it has left, or the
+    store could compact its day without it."""
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
     clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
-    assert [b.bucket for b in clock.flush(1.0, force=True).buckets] == [T0]
-    assert clock.unapplied == {}
+    flush = clock.flush(1.0, force=True)
+    assert [b.bucket for b in flush.sealed] == [T0]
+    assert flush.stats.blocks_before == T0 and list(clock.unapplied) == [T0]
+    clock.release({T0})
+    assert clock.unapplied == {} and clock.stats(2.0).blocks_before == T0 + 600
 
 
 def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
@@ -201,7 +206,7 @@ def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2)
     clock.add(parse_batch(RawBatch(0, 1, rows, 0, False, wall=1.0)))
     clock.add(parse_batch(RawBatch(0, 1, [ev(T0 + 700)], 3000, False, wall=2.0)))
-    (block,) = clock.flush(2.0, force=True).buckets
+    (block,) = clock.flush(2.0, force=True).sealed
     counts = block.counts
     whole = [(d, p, dim, "" if c is None else c, n) for (d, p, dim, c), n in dict(counts).items()]
     assert whole == sorted(whole) and len(whole) == len(counts)
@@ -209,36 +214,6 @@ def test_a_sealed_block_builds_its_sink_rows_slice_by_slice_in_key_order():
     rows = zip(arrow["project"], arrow["dimension"], arrow["category"], arrow["downloads"])
     assert [(counts.day, p, dim, c or "", n) for p, dim, c, n in rows] == whole
     assert sum(n for (_d, _p, dim, _c), n in counts.items() if dim == "with_mirrors") == 3000
-
-
-def test_a_sealed_block_is_merged_a_step_per_flush_and_comes_out_the_same():
-    """The merge of a big block would stop the windows for seconds: unforced flushes advance it while the clock
-    has credit for it (here: enough for one step per flush)."""
-
-    def sealed(one_step_per_flush: bool, recovery: bool = False):
-        clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, emit_every_s=0, log_open_minutes=recovery)
-        if one_step_per_flush:
-            clock._merge_credit = lambda: 1e-12
-        clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
-        flushes = [clock.flush(1.0 + k / 10) for k in range(40)]
-        return clock, [(k, b) for k, f in enumerate(flushes) if f for b in f.buckets]
-
-    _, [(first, whole)] = sealed(one_step_per_flush=False)
-    assert first == 0  # the credit of a fresh clock covers a small merge within the flush that seals it
-    clock, [(later, stepped)] = sealed(one_step_per_flush=True)
-    assert later > 10  # ten minutes, eleven dimensions, the sort, four columns
-    assert (stepped.bucket, stepped.span, dict(stepped.counts)) == (whole.bucket, whole.span, dict(whole.counts))
-    assert clock.merging == {}
-
-    # with recovery, a snapshot taken mid-merge restores the block's minutes and sends the block whole
-    clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, emit_every_s=0, log_open_minutes=True)
-    clock._merge_credit = lambda: 1e-12
-    clock.add(parse_batch(RawBatch(0, 1, zope_rows(range(0, 700)), 0, False, wall=1.0)))
-    assert not clock.flush(1.0).buckets and clock.merging  # sealed, merge under way
-    del clock._merge_credit
-    restored = Clock.restore(clock.snapshot())
-    (again,) = restored.flush(2.0, force=True).buckets
-    assert (again.bucket, dict(again.counts)) == (whole.bucket, dict(whole.counts))
 
 
 def test_at_the_end_of_a_batch_run_a_days_remaining_blocks_leave_as_one_bucket():
@@ -249,7 +224,7 @@ def test_at_the_end_of_a_batch_run_a_days_remaining_blocks_leave_as_one_bucket()
     def sealed(recovery: bool):
         clock = Clock(lateness_s=600, out_of_order_s=0, idle_s=2, log_open_minutes=recovery)
         clock.add(parse_batch(RawBatch(0, 1, rows, len(rows), False, final=True, wall=1.0)))
-        return clock.flush(1.0, force=True).buckets
+        return clock.flush(1.0, force=True).sealed
 
     per_block = sealed(recovery=True)
     assert [(b.bucket, b.span) for b in per_block] == [(T0 - 600, 600), (T0, 600), (T0 + 600, 600), (T0 + 1200, 600)]
@@ -259,7 +234,6 @@ def test_at_the_end_of_a_batch_run_a_days_remaining_blocks_leave_as_one_bucket()
     summed = sum((Counter(dict(b.counts)) for b in per_block[1:]), Counter())
     assert Counter(dict(whole[1].counts)) == summed
     assert len(whole[1].counts) == len(summed)  # one row per key, not one per key and block
-    assert list(whole[1].minutes()) == list(range(T0, T0 + 1800, 60))
 
 
 def _buckets_while_streaming(hold_blocks_events: int, seconds, step: int = 60) -> list[tuple[int, int, bool]]:
@@ -274,7 +248,7 @@ def _buckets_while_streaming(hold_blocks_events: int, seconds, step: int = 60) -
         clock.add(parse_batch(RawBatch(0, 1, rows, i + step, False, final=last, wall=1.0)))
         flush = clock.flush(1.0 + i, force=last)
         if flush:
-            out += [(b.bucket, b.span, last) for b in flush.buckets]
+            out += [(b.bucket, b.span, last) for b in flush.sealed]
     return out
 
 
@@ -301,7 +275,7 @@ def test_a_clock_resumed_after_a_drained_run_counts_new_events_and_drops_those_o
     clock = Clock(lateness_s=60, out_of_order_s=0, idle_s=2, log_open_minutes=True)
     clock.add(parse_batch(RawBatch(0, 1, [ev(T0 + s) for s in range(0, 30)], 30, True, final=True, wall=1.0)))
     drained = clock.flush(1.0, force=True)
-    assert len(drained.windows) == 30 and [b.bucket for b in drained.buckets] == [T0]
+    assert len(drained.windows) == 30 and [b.bucket for b in drained.sealed] == [T0]
     clock.release({T0})
     resumed = Clock.restore(clock.snapshot())
     later, early = [T0 + 600 + s for s in range(5)], [T0 + 100]  # the next block, and one already written

@@ -91,11 +91,11 @@ def _run_single(batches: list[RawBatch], lateness: float) -> tuple[dict, Counter
         out = clock.flush(raw.wall)
         if out:
             windows.update({w.start: w for w in out.windows})
-            for b in out.buckets:
+            for b in out.sealed:
                 rollups.update(dict(b.counts))
     final = clock.flush(2000.0, force=True)
     windows.update({w.start: w for w in final.windows})
-    for b in final.buckets:
+    for b in final.sealed:
         rollups.update(dict(b.counts))
     return windows, rollups, final.stats.counters
 
@@ -115,7 +115,7 @@ def _run_sharded(
             windows.update({w.start: w for w in out.windows})
 
     def seal(flush) -> None:  # a shard writes its own blocks (dataflow/blocks.py); only windows reach the merge
-        for b in flush.buckets:
+        for b in flush.sealed:
             rollups.update(dict(b.counts))
 
     for raw in batches:

@@ -61,12 +61,12 @@ def test_a_restart_from_spilled_snapshots_counts_exactly_as_an_uninterrupted_run
         batch = part(first, 30, 100, 3000 * k, wall=1.0 + k)
         for name, clock in (("plain", plain), ("snapped", snapped)):
             clock.add(batch)
-            blocks[name].update((b.bucket, b.counts) for b in clock.flush(1.0 + k, force=True).buckets)
+            blocks[name].update((b.bucket, b.counts) for b in clock.flush(1.0 + k, force=True).sealed)
         blob = snapped.snapshot(store)
         if k % 3 == 2:  # a new process: a new store over the same directory
             store = SpillStore(tmp_path)
             snapped = Clock.restore(blob, store)
-            blocks["snapped"].update((b.bucket, b.counts) for b in snapped.flush(1.5 + k, force=True).buckets)
+            blocks["snapped"].update((b.bucket, b.counts) for b in snapped.flush(1.5 + k, force=True).sealed)
     assert sorted(blocks["plain"]) == [T0 - 600, T0] and blocks["plain"] == blocks["snapped"]
     assert plain.counters == snapped.counters
     assert {s: w.row(s) for s, w in plain.windows.items()} == {s: w.row(s) for s, w in snapped.windows.items()}
