@@ -124,10 +124,9 @@ class ClockLogic(StatefulLogic[BatchPartial, tuple[int, Flush], Optional[bytes]]
                 self.blocks.submit(block, self.part)
             out.sealed = []
         written = self.blocks.written(wait=force)  # at the end of input, every block before the last report
-        if written:
+        if written:  # a report at once, with `blocks_before` past what was just written
             self.clock.release(written)
-            if out is not None:
-                out.stats = self.clock.stats(now)  # `blocks_before` past what was just written
+            out = Flush(out.windows if out else [], [], self.clock.stats(now))
         dataflow_metrics.ROLLUP_PENDING.set(len(self.clock.unapplied))
         return ([(self.shard, out)] if out else []), StatefulLogic.RETAIN
 
