@@ -9,9 +9,11 @@ error), the client is purged and replaced and what it held is sent again, in ord
 never sent twice; a message in flight when the client is replaced may be, on a broker that kept it (a real Kafka,
 a stall of `stall_s` while it answered), which the memory-only broker cannot.
 
-The queue is bounded (librdkafka's queue.buffering.max.*, and as many messages kept here, including those waiting
-for their topic to be recreated): when full, the source waits. A set `stop` (Ctrl-C)
-ends every wait: what is still unacknowledged after `stop_s` is purged and counted as undelivered.
+What is kept here is bounded by count (librdkafka's queue.buffering.max.messages) and by bytes (`max_pending_bytes`,
+librdkafka's queue.buffering.max.kbytes set to the same), including the messages waiting for their topic to be
+recreated: when either is full, the source waits. Bytes matter as much as the count: a packed message holds up to
+1,000 events, and librdkafka keeps a copy of each message it has not sent besides the one kept here. A set `stop`
+(Ctrl-C) ends every wait: what is still unacknowledged after `stop_s` is purged and counted as undelivered.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from typing import Optional
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pypi_pulse.config import DEFAULT_BROKER_OUTAGE_LOG_S, DEFAULT_PRODUCER_STALL_S, DEFAULT_PRODUCER_STOP_S
+from pypi_pulse.config import (
+    DEFAULT_BROKER_OUTAGE_LOG_S,
+    DEFAULT_PRODUCER_MAX_PENDING_BYTES,
+    DEFAULT_PRODUCER_STALL_S,
+    DEFAULT_PRODUCER_STOP_S,
+)
 from pypi_pulse.kafka_health import BrokerHealth
 from pypi_pulse.metrics import liveness
 
@@ -39,6 +46,7 @@ class DeliveryOptions:
     outage_log_s: float = DEFAULT_BROKER_OUTAGE_LOG_S
     stall_s: float = DEFAULT_PRODUCER_STALL_S
     stop_s: float = DEFAULT_PRODUCER_STOP_S
+    max_pending_bytes: int = DEFAULT_PRODUCER_MAX_PENDING_BYTES
 
 
 class Delivery:
@@ -60,6 +68,8 @@ class Delivery:
             # a restarted embedded broker would otherwise create our topics on our first metadata request, with its
             # own partition count; we create them again with theirs (_recreate_topics)
             "allow.auto.create.topics": False,
+            # librdkafka's queue holds a part of what is kept here (it counts values only): it never binds first
+            "queue.buffering.max.kbytes": max(1, options.max_pending_bytes // 1024),
         }
         self.producer = Producer(self.config)
         self.stop = threading.Event()  # set by the command's Ctrl-C handler (Publisher.stop_on)
@@ -68,6 +78,7 @@ class Delivery:
         self.pending: dict[
             int, tuple
         ] = {}  # seq -> (topic, value, key, partition, on_delivery, timestamp, headers, events)
+        self.pending_bytes = 0  # of the values and keys in `pending`
         self._seq = 0
         self.undelivered = 0  # events given up on at a stop
         self.resend: list[int] = []  # refused for a missing topic: sent again once it exists
@@ -89,10 +100,13 @@ class Delivery:
         headers=None,
         events: int = 1,
     ) -> bool:
-        """Queue one message; while the queue is full, wait (serving deliveries). False if stopped meanwhile."""
-        while (
-            len(self.pending) >= self.max_pending
-        ):  # messages refused for a missing topic wait here, not in librdkafka
+        """Queue one message; while the queue is full, wait (serving deliveries). False if stopped meanwhile.
+        A message is always taken when nothing else waits, whatever its size."""
+        size = len(value) + (len(key) if key else 0)
+        # messages refused for a missing topic wait here, not in librdkafka
+        while self.pending and (
+            len(self.pending) >= self.max_pending or self.pending_bytes + size > self.options.max_pending_bytes
+        ):
             if self.stop.is_set():
                 self.undelivered += events
                 return False
@@ -101,6 +115,7 @@ class Delivery:
         if not self.pending:
             self.last_progress = time.monotonic()  # a stall is measured from the first message waiting
         self.pending[seq] = (topic, value, key, partition, on_delivery, timestamp, headers, events)
+        self.pending_bytes += size
         while True:
             try:
                 self._send(seq)
@@ -112,7 +127,7 @@ class Delivery:
                 return True
             except BufferError:
                 if self.stop.is_set():
-                    self.pending.pop(seq)
+                    self._forget(seq)
                     self.undelivered += events
                     return False
                 self.poll(0.05)
@@ -135,7 +150,7 @@ class Delivery:
         if err is not None and err.code() in RESEND and seq in self.pending:
             self.resend.append(seq)
             return  # still pending: sent again by the replacement client, or counted as undelivered at a stop
-        record = self.pending.pop(seq, None)
+        record = self._forget(seq)
         if record is None:
             return
         if err is None:
@@ -144,6 +159,12 @@ class Delivery:
         callback = record[4]
         if callback is not None:
             callback(err, msg)
+
+    def _forget(self, seq: int) -> Optional[tuple]:
+        record = self.pending.pop(seq, None)
+        if record is not None:
+            self.pending_bytes -= len(record[1]) + (len(record[2]) if record[2] else 0)
+        return record
 
     # --- serving ------------------------------------------------------------------------------------------------
     def poll(self, timeout: float = 0) -> None:
@@ -271,6 +292,7 @@ class Delivery:
         self.producer.purge(in_queue=True, in_flight=True, blocking=False)
         self.producer.poll(0)
         self.pending.clear()
+        self.pending_bytes = 0
         self.undelivered += events
         log.warning(
             "producer.undelivered",

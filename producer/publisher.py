@@ -76,10 +76,9 @@ class Publisher:
                 "batch.num.messages": 10_000,
                 "batch.size": 4 * 1024 * 1024,
                 "queue.buffering.max.messages": max_queued,
-                "queue.buffering.max.kbytes": 512 * 1024,
                 "compression.type": compression,
             },
-            delivery or DeliveryOptions(),
+            delivery or DeliveryOptions(),  # its byte bound sets queue.buffering.max.kbytes
             topics=(topic, dlq_topic),
         )
         producer_metrics.track_publisher(self)

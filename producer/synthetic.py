@@ -182,13 +182,18 @@ def _poisson(rng: random.Random, lam: float) -> int:
 def stream(
     source: SyntheticSource, rate: float, tick_s: float = 0.05, clock=None
 ) -> Iterator[list[tuple[bytes, bytes]]]:
-    """Live batches: every tick, the events that happened during the previous tick, stamped with real time."""
+    """Live batches: every tick, the events that happened during the previous tick, stamped with real time.
+
+    A batch never spans more than a tick: a producer held up (its publisher waiting for a broker that acknowledges
+    nothing, or starved of CPU) catches up a tick at a time, without sleeping, so what it holds stays within the
+    publisher's bounds. One batch of the whole hold-up would be as large as the hold-up is long (some 50 MB of
+    objects per second behind at 66,000 events/s), out of the publisher's sight and all at once."""
     import time
 
     clock = clock or time.time
     last = clock()
     while True:
         time.sleep(max(0.0, last + tick_s - clock()))
-        now = clock()
-        yield source.encoded(source.timestamps(last, now, rate))
-        last = now
+        end = min(clock(), last + tick_s)
+        yield source.encoded(source.timestamps(last, end, rate))
+        last = end

@@ -43,7 +43,12 @@ def publisher_for(s: Settings, bootstrap: str) -> Publisher:
         s.topic,
         s.dlq_topic,
         linger_ms=s.linger_ms_for(embedded_broker=False),
-        delivery=DeliveryOptions(s.broker_outage_log_seconds, s.producer_stall_seconds, s.producer_stop_seconds),
+        delivery=DeliveryOptions(
+            s.broker_outage_log_seconds,
+            s.producer_stall_seconds,
+            s.producer_stop_seconds,
+            max_pending_bytes=int(s.producer_max_pending_bytes),
+        ),
         compression=s.compression,
         max_event_bytes=int(s.max_event_bytes),
     )

@@ -21,6 +21,7 @@ from pypi_pulse.config_pipeline import (  # noqa: F401 - the constants are part 
     DEFAULT_DATA_DIR,
     DEFAULT_LINGER_MS,
     DEFAULT_OFFSET_RESET_CONFIRM_S,
+    DEFAULT_PRODUCER_MAX_PENDING_BYTES,
     DEFAULT_PRODUCER_STALL_S,
     DEFAULT_PRODUCER_STOP_S,
     DEFAULT_SHARDS,

@@ -47,6 +47,10 @@ class PublisherCollector(Collector):
         queued = GaugeMetricFamily(
             "pypi_pulse_producer_queued_messages", "Messages waiting in the Kafka client's queue for delivery."
         )
+        pending = GaugeMetricFamily(
+            "pypi_pulse_producer_pending_bytes",
+            "Bytes of messages held until Kafka acknowledges them; at producer_max_pending_bytes the source waits.",
+        )
         end = GaugeMetricFamily(
             "pypi_pulse_producer_acked_end_offset",
             "Last offset Kafka acknowledged to this producer, plus one (the broker's own end offset can be too low).",
@@ -55,20 +59,22 @@ class PublisherCollector(Collector):
         read.add_metric([], sum(p.summary.read for p in pubs))
         sent.add_metric([], sum(p.summary.sent for p in pubs))
         failed.add_metric([], sum(p.summary.failed for p in pubs))
-        q = 0
+        q = held = 0
         offsets: dict[tuple[str, str], int] = {}
         for p in pubs:
             try:
                 q += len(p.producer)
             except RuntimeError:  # closed
                 pass
+            held += p.delivery.pending_bytes
             for part, off in list(p.end_offsets.items()):
                 key = (p.topic, str(part))
                 offsets[key] = max(off, offsets.get(key, 0))
         queued.add_metric([], q)
+        pending.add_metric([], held)
         for (topic, partition), off in sorted(offsets.items()):
             end.add_metric([topic, partition], off)
-        yield from (read, sent, failed, queued, end)
+        yield from (read, sent, failed, queued, pending, end)
 
 
 _collector = PublisherCollector()

@@ -73,3 +73,28 @@ def test_tail_draws_follow_the_tail_weights():
     for lo, hi in ((0, 1000), (1000, 50_000), (50_000, 300_000), (300_000, pop.TAIL_PROJECTS)):
         assert abs(draws[lo:hi].sum() / 200_000 - w[lo:hi].sum()) < 0.005
     assert pop.tail_name(41) == "pulse-tail-000041"
+
+
+def test_a_stream_held_up_catches_up_a_tick_at_a_time_and_misses_no_time():
+    """A producer held up for 10 s (its publisher waiting on a broker) gets the events of those 10 s in batches of
+    a tick each, not in one batch as large as the hold-up, and every moment of the 10 s has its events."""
+    from pypi_pulse.producer.files import event_time
+    from pypi_pulse.producer.synthetic import stream
+
+    now = [float(T0)]
+    batches = stream(SyntheticSource(seed=5), rate=2000, tick_s=0.05, clock=lambda: now[0])
+    now[0] += 0.05
+    next(batches)
+    start = now[0]
+    now[0] += 10.0  # the hold-up
+    spans: list[tuple[float, float, int]] = []  # each batch's first and last event time, and its events
+    while not spans or spans[-1][1] < now[0] - 0.05:  # until caught up
+        assert len(spans) < 200, "200 ticks did not cover the hold-up"
+        times = [event_time(value) for value, _key in next(batches)]
+        assert times and None not in times
+        spans.append((min(times), max(times), len(times)))
+    assert len(spans) == 200 and max(hi - lo for lo, hi, _ in spans) < 0.05, spans[:3]
+    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:]))  # in time order, none repeated
+    assert start <= spans[0][0] < start + 0.05 and spans[-1][1] < now[0]
+    expected = 2000 * rhythm(start) * 10
+    assert abs(sum(n for _, _, n in spans) - expected) < 0.05 * expected
