@@ -15,7 +15,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from statistics import median
@@ -118,6 +117,7 @@ def live_run(
     """Run the stream at `rate` for `seconds` and time every 1-second window closed after the warm-up: the delay
     from its end (wall clock) to the moment its row was written (`written_at`) and first seen here."""
     import pypi_pulse
+    from pypi_pulse import command_lines
     from pypi_pulse.broker import free_port
     from pypi_pulse.config import Settings
     from pypi_pulse.producer.synthetic import rhythm
@@ -138,21 +138,13 @@ def live_run(
         sampler.watch("poller", os.getpid())
         flow_log = open(work / "dataflow.log", "w")
         flow = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypi_pulse.cli",
-                "dataflow",
-                "--bootstrap-servers",
+            command_lines.dataflow(
                 broker.bootstrap,
-                "--topic",
                 topic,
-                "--sink",
                 f"sqlite:///{sink}",
+                work / "data",
                 "--history",
                 str(history),
-                "--data-dir",
-                str(work / "data"),
                 "--recovery" if recovery else "--no-recovery",
                 "--lateness-seconds",
                 str(lateness_s),
@@ -160,7 +152,7 @@ def live_run(
                 str(free_port()),  # as `up`: the dataflow serves its metrics
                 "--log-level",
                 flow_log_level,
-            ],
+            ),
             stdout=flow_log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -177,29 +169,22 @@ def live_run(
         # the synthetic source follows PyPI's daily and weekly rhythm around its mean rate: ask for the mean that
         # gives `rate` now (the rhythm moves by a few percent an hour)
         producer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypi_pulse.cli",
-                "produce",
+            command_lines.produce(
+                broker.bootstrap,
+                topic,
+                work / "producer",
                 "--source",
                 "synthetic",
                 "--rate",
                 str(rate / rhythm(started)),
                 "--duration",
                 str(seconds),
-                "--bootstrap-servers",
-                broker.bootstrap,
-                "--topic",
-                topic,
                 "--seed",
                 "1",
-                "--data-dir",
-                str(work / "producer"),
                 "--pack-events",
                 str(pack_events),
                 "--no-progress",
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
+
 
 def file_floor(export: Path) -> float:
     """Events/s of the plain single-threaded loop over the same export: read each line, parse it with orjson and
@@ -69,22 +71,7 @@ def main() -> int:
         try:
             t = time.perf_counter()
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pypi_pulse.cli",
-                    "run",
-                    "--source",
-                    f"file:{export}",
-                    "--speed",
-                    "max",
-                    "--until-drained",
-                    "--sink",
-                    f"sqlite:///{sink}",
-                    "--data-dir",
-                    str(work / "data"),
-                    "--json",
-                ],
+                command_lines.replay(export, f"sqlite:///{sink}", work / "data", "--json"),
                 capture_output=True,
                 text=True,
             )

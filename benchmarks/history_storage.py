@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
+
 DAYS_A_YEAR = 365
 
 
@@ -44,22 +46,7 @@ def run_pipeline(export: Path, work: Path) -> float:
     """The export through `pypi-pulse run` into work/run.db, its history beside it (work/history); seconds."""
     t = time.perf_counter()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "run",
-            "--source",
-            f"file:{export}",
-            "--speed",
-            "max",
-            "--until-drained",
-            "--sink",
-            f"sqlite:///{work / 'run.db'}",
-            "--data-dir",
-            str(work / "data"),
-            "--json",
-        ],
+        command_lines.replay(export, f"sqlite:///{work / 'run.db'}", work / "data", "--json"),
         capture_output=True,
         text=True,
     )

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from pypi_pulse.command_lines import cli
 from pypi_pulse.config import Settings
 from pypi_pulse.errors import UserError
 from pypi_pulse.lifetime import dying_with
@@ -39,7 +39,7 @@ class Child:
     def start(self, env: dict, log_dir: Path) -> None:
         log = open(log_dir / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pypi_pulse.cli", *self.args],
+            cli(*self.args),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ import requests
 from expected_rollups import expected_daily, expected_totals, make_event, stored_daily, stored_totals
 from pulse_testing import expected_windows, publish, stored_windows
 
+from pypi_pulse import command_lines
 from pypi_pulse.errors import UserError
 from pypi_pulse.sink.base import open_sink
 
@@ -114,32 +114,13 @@ def wait_until(
         time.sleep(poll_s)
 
 
-def dataflow_command(bootstrap: str, topic: str, sink: str, data_dir, *extra: str) -> list[str]:
-    """`pypi-pulse dataflow` reading `topic` into `sink` (the argv for subprocess); `extra`: more flags."""
-    return [
-        sys.executable,
-        "-m",
-        "pypi_pulse.cli",
-        "dataflow",
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--sink",
-        sink,
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
-
-
 def start_dataflow(
     bootstrap: str, topic: str, sink: str, data_dir, log: Path, *extra: str, env: Optional[dict] = None
 ) -> Child:
     """`pypi-pulse dataflow --recovery` in a session of its own, its output appended to `log`."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            dataflow_command(bootstrap, topic, sink, data_dir, "--recovery", *extra),
+            command_lines.dataflow(bootstrap, topic, sink, data_dir, "--recovery", *extra),
             env={**os.environ, **KILL_TEST_ENV, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -11,29 +11,6 @@ from typing import Optional, Union
 import orjson
 
 
-def replay_command(export, sink: str, data_dir, *extra: str) -> list[str]:
-    """`pypi-pulse run` replaying the export `export` into `sink` as fast as it goes, until every event is stored
-    (the argv for subprocess); `extra`: more flags."""
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "pypi_pulse.cli",
-        "run",
-        "--source",
-        f"file:{export}",
-        "--speed",
-        "max",
-        "--until-drained",
-        "--sink",
-        sink,
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
-
-
 def publish(bootstrap: str, topic: str, events: Iterable[Union[dict, bytes]], pack: int = 1) -> dict[int, int]:
     """Send events through the real Publisher (`pack` > 1: packed messages of that many events); returns the
     acknowledged end offset of each partition."""

@@ -6,12 +6,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import requests
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -30,13 +30,8 @@ def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
         PYPI_PULSE_DATAFLOW_METRICS_PORT=str(free_port()),
     )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "up",
-            "--data-dir",
-            str(data),
+        command_lines.up(
+            data,
             "--rate",
             "300",
             "--seed",
@@ -45,7 +40,7 @@ def test_up_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path):
             "127.0.0.1",
             "--public-api",
             "--no-backfill",
-        ],
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,15 +13,15 @@ import random
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from dataflow_testing import assert_exact, dataflow_command
+from dataflow_testing import assert_exact
 from expected_rollups import expected_daily, make_event, stored_daily
-from pulse_testing import expected_windows, publish, replay_command, stored_windows, unephemeral_ports
+from pulse_testing import expected_windows, publish, stored_windows, unephemeral_ports
 
+from pypi_pulse import command_lines
 from pypi_pulse.sink.base import open_sink
 
 MIDNIGHT = 1795219200 + 86400  # a UTC midnight
@@ -44,7 +44,7 @@ def _events(seed: int) -> list[dict]:
 def _dataflow(bootstrap: str, topic: str, sink: str, data_dir: Path, *shape: str) -> None:
     env = dict(os.environ, PYPI_PULSE_IDLE_SECONDS="1", PYPI_PULSE_EPOCH_SECONDS="1")
     proc = subprocess.run(
-        dataflow_command(bootstrap, topic, sink, data_dir, "--until-drained", *shape),
+        command_lines.dataflow(bootstrap, topic, sink, data_dir, "--until-drained", *shape),
         env=env,
         capture_output=True,
         text=True,
@@ -81,7 +81,7 @@ def test_a_batch_run_as_two_processes_gives_the_exact_summary(tmp_path):
     export.write_text("".join(json.dumps(e) + "\n" for e in events))
     sink = f"sqlite:///{tmp_path / 'run.db'}"
     proc = subprocess.run(
-        replay_command(export, sink, tmp_path / "data", "--json", "--processes", "2"),
+        command_lines.replay(export, sink, tmp_path / "data", "--json", "--processes", "2"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -115,7 +115,7 @@ def test_a_batch_run_as_two_processes_gives_the_exact_summary(tmp_path):
 def test_a_cluster_shape_that_cannot_run_is_one_line_and_exit_2(tmp_path, flags, says):
     # no broker is given: the shape is refused before anything waits for one
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", "--data-dir", str(tmp_path), *flags],
+        command_lines.cli("dataflow", "--data-dir", str(tmp_path), *flags),
         capture_output=True,
         text=True,
         timeout=60,
@@ -134,7 +134,7 @@ def test_a_local_cluster_whose_member_metrics_port_is_taken_says_so_in_one_line_
         taken.listen()
         started = time.monotonic()
         proc = subprocess.run(
-            dataflow_command(broker.bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data")
+            command_lines.dataflow(broker.bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "data")
             + ["--processes", "2", "--metrics-port", str(port), "--until-drained"],
             capture_output=True,
             text=True,

@@ -10,8 +10,9 @@ import sys
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from pulse_testing import expected_windows, publish, replay_command, run_flow, stored_windows
+from pulse_testing import expected_windows, publish, run_flow, stored_windows
 
+from pypi_pulse import command_lines
 from pypi_pulse.events import format_bigquery_ts
 from pypi_pulse.producer.synthetic import SyntheticSource
 
@@ -54,7 +55,7 @@ def test_batch_run_of_a_shuffled_export_at_max_speed_is_exact(tmp_path):
     export.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     sink = f"sqlite:///{tmp_path / 'run.db'}"
     proc = subprocess.run(
-        replay_command(export, sink, tmp_path / "data", "--json"),
+        command_lines.replay(export, sink, tmp_path / "data", "--json"),
         capture_output=True,
         text=True,
         timeout=600,

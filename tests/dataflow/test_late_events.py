@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from pulse_testing import poll_sink, publish
 
+from pypi_pulse import command_lines
 from pypi_pulse.sink.base import open_sink
 
 T0 = 1795219200
@@ -22,23 +22,9 @@ def test_late_event_updates_its_window_and_too_late_event_is_dropped(tmp_path, b
     sink = f"sqlite:///{tmp_path / 'late.db'}"
     env = dict(os.environ, PYPI_PULSE_IDLE_SECONDS="0.5")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "dataflow",
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--no-recovery",
-            "--lateness-seconds",
-            "60",
-        ],
+        command_lines.dataflow(
+            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "60"
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

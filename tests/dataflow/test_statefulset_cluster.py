@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,6 +23,8 @@ from expected_rollups import expected_daily, make_event
 from pod_cluster_testing import MEMBERS, SET, PodRun, free_port, host, pod_env
 from pulse_testing import expected_windows, publish, stored_windows
 from test_cluster import _events, _executions
+
+from pypi_pulse import command_lines
 
 # test_cluster's events come up to two minutes late; the lateness horizon of the default covers them
 EVENTS_LATENESS = {"PYPI_PULSE_LATENESS_SECONDS": "600"}
@@ -61,7 +62,7 @@ def test_the_cluster_resumes_exactly_after_its_shape_changes(tmp_path, broker, t
 
 def _dataflow_fails(env: dict, *args: str, timeout: float = 60) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", *args],
+        command_lines.cli("dataflow", *args),
         env=env,
         capture_output=True,
         text=True,
@@ -133,10 +134,9 @@ def test_a_member_waiting_for_member_0_stays_healthy_until_it_gives_up(tmp_path,
     it could say what it waited for), and once cluster_wait_seconds is out it says so."""
     wait_s, metrics_port = 6.0, free_port()
     env = pod_env(1, free_port(), PYPI_PULSE_CLUSTER_WAIT_SECONDS=str(wait_s), PYPI_PULSE_HEALTHZ_STALE_SECONDS="1")
-    args = ["--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", f"sqlite:///{tmp_path / 'a.db'}"]
+    sink = f"sqlite:///{tmp_path / 'a.db'}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", "dataflow", *args, "--data-dir", str(tmp_path / "alone")]
-        + ["--metrics-port", str(metrics_port)],
+        command_lines.dataflow(broker.bootstrap, topic, sink, tmp_path / "alone", "--metrics-port", str(metrics_port)),
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
-from pulse_testing import replay_command
+from pypi_pulse import command_lines
 
 COUNTRIES = ("US", "DE", "XK", None)  # XK is a code the ISO table lacks; None a download of unknown origin
 
@@ -45,7 +45,7 @@ def batch_run(export: Path, sink: str, data_dir: Path, expect_rc: int = 0) -> tu
     """Replay `export` into `sink` as fast as it goes until everything is stored: the run's JSON summary and its
     stderr, once it exited with `expect_rc`."""
     proc = subprocess.run(
-        replay_command(export, sink, data_dir, "--json"),
+        command_lines.replay(export, sink, data_dir, "--json"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
 from replay_faults_testing import batch_run, spread_events
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -57,10 +57,7 @@ def _dead_letters(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> 
 def _serve(sink: str, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
+        command_lines.cli(
             "serve",
             "--port",
             str(port),
@@ -69,7 +66,7 @@ def _serve(sink: str, tmp_path):
             "--data-dir",
             str(tmp_path / "serve"),
             "--public-api",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -95,23 +92,9 @@ def test_a_far_future_event_in_a_live_dataflow_is_dead_lettered_and_changes_noth
     sink = f"sqlite:///{tmp_path / 'live.db'}"
     env = dict(os.environ, PYPI_PULSE_DLQ_TOPIC=topic + "-dlq")
     flow = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "dataflow",
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--no-recovery",
-            "--lateness-seconds",
-            "0",
-        ],
+        command_lines.dataflow(
+            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "0"
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

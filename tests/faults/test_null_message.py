@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
+
+from pypi_pulse import command_lines
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp()
 
@@ -53,10 +54,10 @@ def _dead_letter_reasons(bootstrap: str, topic: str, timeout: float = 30.0) -> l
 def test_a_message_without_a_value_is_dead_lettered_and_the_events_around_it_counted_exactly(broker, topic, tmp_path):
     sink = f"sqlite:///{tmp_path / 'live.db'}"
     env = dict(os.environ, PYPI_PULSE_DLQ_TOPIC=topic + "-dlq")
-    args = ["dataflow", "--bootstrap-servers", broker.bootstrap, "--topic", topic, "--sink", sink]
-    args += ["--data-dir", str(tmp_path / "d"), "--no-recovery", "--lateness-seconds", "0"]
     flow = subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        command_lines.dataflow(
+            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "0"
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

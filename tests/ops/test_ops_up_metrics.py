@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import requests
 from prom_helpers import poll
 from prometheus_client.parser import text_string_to_metric_families
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 
 
@@ -36,20 +36,7 @@ def test_up_serves_producer_dataflow_and_exporter_metrics(tmp_path):
     )
     log = tmp_path / "up.log"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "up",
-            "--rate",
-            "300",
-            "--seed",
-            "3",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--port",
-            str(dashboard),
-        ],
+        command_lines.up(tmp_path / "data", "--rate", "300", "--seed", "3", "--port", str(dashboard)),
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

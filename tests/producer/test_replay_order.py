@@ -11,8 +11,9 @@ import subprocess
 import orjson
 import pytest
 from expected_rollups import expected_daily, expected_totals, stored_daily, stored_totals
-from pulse_testing import expected_windows, replay_command, stored_windows
+from pulse_testing import expected_windows, stored_windows
 
+from pypi_pulse import command_lines
 from pypi_pulse.events import epoch_second, epoch_seconds, format_bigquery_ts
 from pypi_pulse.producer.files import event_time
 from pypi_pulse.producer.ordering import time_ordered_lines
@@ -138,7 +139,7 @@ def _run(export, tmp_path, name, lateness_s=5):
     sink = f"sqlite:///{tmp_path / (name + '.db')}"
     env = dict(os.environ, PYPI_PULSE_LATENESS_SECONDS=str(lateness_s))
     proc = subprocess.run(
-        replay_command(export, sink, tmp_path / name, "--json", "--log-level", "info"),
+        command_lines.replay(export, sink, tmp_path / name, "--json", "--log-level", "info"),
         capture_output=True,
         text=True,
         timeout=600,
