@@ -130,6 +130,16 @@ def start_dataflow(
     return Child("dataflow", proc, log)
 
 
+def drain(bootstrap: str, topic: str, sink: str, data_dir, log: Path, timeout: float) -> None:
+    """`pypi-pulse dataflow --recovery --until-drained` to its end: it must exit 0 within `timeout` s, else the test
+    fails quoting its log; whatever is left of it is reaped either way."""
+    child = start_dataflow(bootstrap, topic, sink, data_dir, log, "--until-drained")
+    try:
+        assert child.exit_code(timeout, "the topic was drained") == 0, child.tail()
+    finally:
+        child.reap()
+
+
 def consumed(sink_url: str) -> int:
     """The sink's `consumed` counter: 0 until the dataflow has created the sink."""
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataflow_testing import assert_exact, consumed, crash, spread_events, start_dataflow, wait_until
+from dataflow_testing import assert_exact, consumed, crash, drain, spread_events, start_dataflow, wait_until
 from pulse_testing import expected_windows, publish, stored_windows
 
 from pypi_pulse.dataflow.runner import SPILL_DIR
@@ -21,7 +21,6 @@ def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
     log = tmp_path / "dataflow.log"
 
     first = start_dataflow(broker.bootstrap, topic, sink, tmp_path / "data", log)
-    started = [first]
     spill = tmp_path / "data" / "recovery" / SPILL_DIR
     try:
         # killed once snapshots refer to packed rollup minutes written beside the recovery store (dataflow/spill.py)
@@ -34,13 +33,9 @@ def test_killed_dataflow_resumes_exactly(tmp_path, broker, topic):
         )
         crash(first)
         assert consumed(sink) < n, "killed too late to prove anything: the run had already finished"
-
-        second = start_dataflow(broker.bootstrap, topic, sink, tmp_path / "data", log, "--until-drained")
-        started.append(second)
-        assert second.exit_code(600, "the topic was drained") == 0, second.tail()
     finally:
-        for flow in started:
-            flow.reap()
+        first.reap()
+    drain(broker.bootstrap, topic, sink, tmp_path / "data", log, timeout=600)
 
     with open_sink(sink, readonly=True) as db:
         counters = db.stats().counters
@@ -56,14 +51,7 @@ def test_a_drained_run_resumed_on_new_events_counts_them_all(tmp_path, broker, t
     later_events = spread_events(32, T0 + 1800, 120, 3000)  # half an hour on: blocks the first run never had
     sink = f"sqlite:///{tmp_path / 'rec.db'}"
     log = tmp_path / "dataflow.log"
-    started = []
-    try:
-        for events in (first_events, later_events):
-            publish(broker.bootstrap, topic, events)
-            run = start_dataflow(broker.bootstrap, topic, sink, tmp_path / "data", log, "--until-drained")
-            started.append(run)
-            assert run.exit_code(300, "the topic was drained") == 0, run.tail()
-    finally:
-        for flow in started:
-            flow.reap()
+    for events in (first_events, later_events):
+        publish(broker.bootstrap, topic, events)
+        drain(broker.bootstrap, topic, sink, tmp_path / "data", log, timeout=300)
     assert_exact(sink, first_events + later_events)
