@@ -25,6 +25,7 @@ import structlog
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
+from pypi_pulse.dataflow.early_members import Members
 from pypi_pulse.dataflow.flow import FlowConfig, build_flow
 from pypi_pulse.dataflow.membership import wait_resolvable
 from pypi_pulse.dataflow.recovery_store import make_store, wait_for_store
@@ -288,8 +289,6 @@ class _LocalCluster:
     or SIGTERM here reaches every member."""
 
     def __init__(self, cfg, workers, processes, epoch_s, recovery_dir, stop_offsets, metrics):
-        import multiprocessing
-
         self.processes = processes
         if metrics is not None:  # a member's port taken is said now, in one line, not once the cluster has started
             from pypi_pulse.metrics.endpoint import check_free
@@ -298,23 +297,20 @@ class _LocalCluster:
                 check_free(metrics.host, metrics.port + i, f"dataflow process {i} of a local cluster of {processes}")
         self.addresses = _free_addresses(processes)
         self.member_args = (cfg, workers, epoch_s, recovery_dir, stop_offsets)
-        ctx = multiprocessing.get_context("spawn")  # a fork would copy this process's threads and Kafka clients
-        self.children = [
-            ctx.Process(
-                target=_member_child,
-                args=(cfg, workers, i, self.addresses, epoch_s, recovery_dir, stop_offsets, metrics),
-                kwargs={"log_setup": _log_setup(), "parent_pid": os.getpid()},
-                name=f"dataflow-{i}",
-                daemon=True,
+        parts = [
+            (
+                (cfg, workers, i, self.addresses, epoch_s, recovery_dir, stop_offsets, metrics),
+                {"log_setup": _log_setup(), "parent_pid": os.getpid()},
             )
             for i in range(1, processes)
         ]
+        self.members = Members(parts, _member_child)
+        self.children = self.members.processes
         self.failed: Optional[tuple[int, int]] = None  # (process id, exit status) of the first member that failed
         self.done = threading.Event()
 
     def run(self) -> None:
-        for child in self.children:
-            child.start()
+        self.members.start()
         watcher = threading.Thread(target=self._watch, name="cluster-watch", daemon=True)
         watcher.start()
         cfg, workers, epoch_s, recovery_dir, stop_offsets = self.member_args

@@ -223,6 +223,10 @@ def dataflow(
         log_level=log_level,
         dataflow_metrics_port=metrics_port,
     )
+    if s.processes > 1:  # its members import the dataflow while this process does (dataflow/early_members.py)
+        from pypi_pulse.dataflow.early_members import start_early
+
+        start_early(s.processes)
     member, members = assembly.cluster_members(s, process_id, addresses)  # a bad shape fails before anything waits
     if not s.bootstrap_servers:
         raise UserError(
