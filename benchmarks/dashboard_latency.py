@@ -40,6 +40,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import requests
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import Sink, open_sink
 from pypi_pulse.sink.model import WindowRow
@@ -479,20 +480,7 @@ def main() -> None:
         UserStore(DATA_DIR).add(USER, PASSWORD)
         port = free_port()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypi_pulse.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--sink",
-                f"sqlite:///{db}",
-                "--history",
-                str(history),
-                "--data-dir",
-                d,
-            ],
+            command_lines.serve(port, f"sqlite:///{db}", d, "--history", str(history)),
             stderr=open(Path(d) / "serve.log", "w"),
         )
         base = f"http://127.0.0.1:{port}"

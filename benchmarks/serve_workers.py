@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dashboar
 
 from dashboard_testing import PASSWORD, USER, fill  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
 from pypi_pulse.broker import free_port  # noqa: E402
 from pypi_pulse.dashboard.users import UserStore  # noqa: E402
 
@@ -81,20 +82,7 @@ def main() -> None:
             port = free_port()
             env = {**os.environ, "PYPI_PULSE_SERVE_SERVER": server}
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pypi_pulse.cli",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--sink",
-                    sink,
-                    "--data-dir",
-                    str(data),
-                    "--workers",
-                    str(workers),
-                ],
+                command_lines.serve(port, sink, data, "--workers", str(workers)),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

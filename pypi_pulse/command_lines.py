@@ -1,6 +1,6 @@
-"""The argv that starts a pypi-pulse command in another process: `up` starts its children with it, and the tests
-and benchmarks their pipelines. One builder a command, so that the flags a command needs to run at all are spelled
-in one place, and whatever starts it adds only the flags of its own case.
+"""The argv that starts a pypi-pulse command in another process: `up` starts its children with it, the tests and
+benchmarks their pipelines and servers. One builder a command, so that the flags a command needs to run at all are
+spelled in one place, and whatever starts it adds only the flags of its own case.
 
 Each is `python -m pypi_pulse.cli` under this interpreter, not the `pypi-pulse` entry point found on PATH: the
 child runs the code its starter runs (a virtualenv's, or a copy a benchmark points PYTHONPATH at).
@@ -56,6 +56,11 @@ def replay(export: StrPath, sink: str, data_dir: StrPath, *extra: str) -> list[s
         str(data_dir),
         *extra,
     )
+
+
+def serve(port: int, sink: str, data_dir: StrPath, *extra: str) -> list[str]:
+    """`pypi-pulse serve`: the dashboard and the JSON API of `sink` on `port`."""
+    return cli("serve", "--port", str(port), "--sink", sink, "--data-dir", str(data_dir), *extra)
 
 
 def up(data_dir: StrPath, *extra: str) -> list[str]:

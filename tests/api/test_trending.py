@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import pytest
 import requests
 from pulse_testing import publish, run_flow
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import ensure_topics, free_port
 
 HOUR = 3600
@@ -112,19 +112,7 @@ def served(broker, tmp_path_factory):
     )
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--sink",
-            url,
-            "--data-dir",
-            str(tmp / "serve"),
-            "--public-api",
-        ],
+        command_lines.serve(port, url, tmp / "serve", "--public-api"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -50,6 +50,20 @@ BUILT = {
         "--no-progress",
     ),
     "run": command_lines.replay("export.ndjson", SINK, "data", "--json", "--processes", "2", "--log-level", "info"),
+    "serve": command_lines.serve(
+        8050,
+        SINK,
+        "data",
+        "--history",
+        "history",
+        "--workers",
+        "2",
+        "--public-api",
+        "--host",
+        "127.0.0.1",
+        "--log-level",
+        "info",
+    ),
     "up": command_lines.up(
         "data", "--rate", "300", "--seed", "1", "--host", "127.0.0.1", "--port", "8050", "--public-api", "--no-backfill"
     ),

@@ -12,6 +12,7 @@ import time
 
 import requests
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.config import load_settings
 from pypi_pulse.dashboard.commands import FIRST_USER, before_up
@@ -64,18 +65,7 @@ def test_serve_runs_the_dashboard_until_interrupted(tmp_path):
     port = free_port()
     sink = f"sqlite:///{tmp_path / 'none-yet.db'}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path),
-        ],
+        command_lines.serve(port, sink, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

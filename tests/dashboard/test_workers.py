@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from dashboard_testing import throttle_claims  # noqa: E402
 from web_faults_testing import USER, Serve, from_address, login_form, prepare_data_dir  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
 from pypi_pulse.dashboard.probes import WORKER_HEADER_ENV  # noqa: E402
 from pypi_pulse.dashboard.throttle import IN_FLIGHT_RETRY_S, SignInThrottle  # noqa: E402
 
@@ -253,20 +254,7 @@ def test_ctrl_c_or_sigterm_stops_serve_and_every_worker_within_seconds(tmp_path,
     sink_url = prepare_data_dir(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--sink",
-            sink_url,
-            "--data-dir",
-            str(tmp_path),
-            "--workers",
-            str(WORKERS),
-        ],
+        command_lines.serve(port, sink_url, tmp_path, "--workers", str(WORKERS)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -57,16 +57,7 @@ def _dead_letters(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> 
 def _serve(sink: str, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        command_lines.cli(
-            "serve",
-            "--port",
-            str(port),
-            "--sink",
-            sink,
-            "--data-dir",
-            str(tmp_path / "serve"),
-            "--public-api",
-        ),
+        command_lines.serve(port, sink, tmp_path / "serve", "--public-api"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 
 from dashboard_testing import PASSWORD, USER, fill, login_form  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
 from pypi_pulse.broker import free_port  # noqa: E402
 from pypi_pulse.dashboard.users import UserStore  # noqa: E402
 
@@ -41,23 +42,7 @@ class Serve:
         self.log_path = data_dir / f"serve-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypi_pulse.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--sink",
-                sink_url,
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "info",
-                *args,
-            ],
+            command_lines.serve(self.port, sink_url, data_dir, "--host", "127.0.0.1", "--log-level", "info", *args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYPI_PULSE_LOG_FORMAT": "json", **(env or {})},
