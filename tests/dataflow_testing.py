@@ -130,6 +130,21 @@ def start_dataflow(
     return Child("dataflow", proc, log)
 
 
+def live_dataflow(bootstrap: str, topic: str, sink: str, data_dir, lateness_s: float, **env: str) -> subprocess.Popen:
+    """`pypi-pulse dataflow` without recovery on a live stream: events later than `lateness_s` are dropped, dead
+    letters go to TOPIC-dlq, and its output is piped as text (`communicate()` once it is stopped); `env`: more
+    settings."""
+    return subprocess.Popen(
+        command_lines.dataflow(
+            bootstrap, topic, sink, data_dir, "--no-recovery", "--lateness-seconds", f"{lateness_s:g}"
+        ),
+        env={**os.environ, "PYPI_PULSE_DLQ_TOPIC": topic + "-dlq", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def drain(bootstrap: str, topic: str, sink: str, data_dir, log: Path, timeout: float) -> None:
     """`pypi-pulse dataflow --recovery --until-drained` to its end: it must exit 0 within `timeout` s, else the test
     fails quoting its log; whatever is left of it is reaped either way."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 
+from dataflow_testing import live_dataflow
 from pulse_testing import poll_sink, publish
 
-from pypi_pulse import command_lines
 from pypi_pulse.sink.base import open_sink
 
 T0 = 1795219200
@@ -20,15 +19,7 @@ def row(sec, project="numpy", cc="US"):
 
 def test_late_event_updates_its_window_and_too_late_event_is_dropped(tmp_path, broker, topic):
     sink = f"sqlite:///{tmp_path / 'late.db'}"
-    env = dict(os.environ, PYPI_PULSE_IDLE_SECONDS="0.5")
-    proc = subprocess.Popen(
-        command_lines.dataflow(
-            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "60"
-        ),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = live_dataflow(broker.bootstrap, topic, sink, tmp_path / "d", lateness_s=60, PYPI_PULSE_IDLE_SECONDS="0.5")
     try:
         publish(broker.bootstrap, topic, [row(T0 + s + 0.5) for s in range(300)])
         poll_sink(sink, lambda db: len(db.windows(T0, T0 + 300)) == 300)

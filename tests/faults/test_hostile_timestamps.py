@@ -5,7 +5,6 @@ older version does not break the API either. Truth is computed here from the eve
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from datetime import UTC, datetime
 import orjson
 import requests
 from confluent_kafka import Consumer, TopicPartition
+from dataflow_testing import live_dataflow
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
 from replay_faults_testing import batch_run, spread_events
 
@@ -81,16 +81,7 @@ def _api_answers(base: str) -> None:
 
 def test_a_far_future_event_in_a_live_dataflow_is_dead_lettered_and_changes_nothing_else(broker, topic, tmp_path):
     sink = f"sqlite:///{tmp_path / 'live.db'}"
-    env = dict(os.environ, PYPI_PULSE_DLQ_TOPIC=topic + "-dlq")
-    flow = subprocess.Popen(
-        command_lines.dataflow(
-            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "0"
-        ),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    flow = live_dataflow(broker.bootstrap, topic, sink, tmp_path / "d", lateness_s=0)
     serve = None
     try:
         first, second = _events(T0, 2000), _events(T0 + 60, 2000)

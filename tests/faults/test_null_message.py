@@ -4,16 +4,13 @@ Truth is computed here from the events sent."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from dataflow_testing import live_dataflow
 from pulse_testing import expected_windows, poll_sink, publish, stored_windows
-
-from pypi_pulse import command_lines
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp()
 
@@ -53,16 +50,7 @@ def _dead_letter_reasons(bootstrap: str, topic: str, timeout: float = 30.0) -> l
 
 def test_a_message_without_a_value_is_dead_lettered_and_the_events_around_it_counted_exactly(broker, topic, tmp_path):
     sink = f"sqlite:///{tmp_path / 'live.db'}"
-    env = dict(os.environ, PYPI_PULSE_DLQ_TOPIC=topic + "-dlq")
-    flow = subprocess.Popen(
-        command_lines.dataflow(
-            broker.bootstrap, topic, sink, tmp_path / "d", "--no-recovery", "--lateness-seconds", "0"
-        ),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    flow = live_dataflow(broker.bootstrap, topic, sink, tmp_path / "d", lateness_s=0)
     try:
         before, after = _events(T0, 600), _events(T0 + 20, 600)
         publish(broker.bootstrap, topic, before)
