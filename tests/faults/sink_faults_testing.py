@@ -24,16 +24,13 @@ from dataflow_testing import consumed  # noqa: E402, F401  (the sink fault tests
 from expected_rollups import expected_daily, expected_totals  # noqa: E402
 from pulse_testing import expected_second, expected_windows  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
 from pypi_pulse.sink.base import open_sink  # noqa: E402
 
-CLI = [sys.executable, "-m", "pypi_pulse.cli"]
 
-
-def start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
-    """A `pypi-pulse` command with its output in `log` (read by the test afterwards)."""
-    return subprocess.Popen(
-        [*CLI, *args], env=dict(os.environ, **env), stdout=open(log, "wb"), stderr=subprocess.STDOUT
-    )
+def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """A `pypi-pulse` command (pypi_pulse/command_lines.py) with its output in `log` (read by the test afterwards)."""
+    return subprocess.Popen(argv, env=dict(os.environ, **env), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tuple = ()) -> object:
@@ -117,9 +114,7 @@ def truth(events: list[dict]) -> tuple[dict, Counter, Counter]:
     return expected_windows(events), daily, expected_totals(daily)
 
 
-def stop_and_drain(
-    alive: tuple, bootstrap: str, topic: str, sink: str, common: list, data_dir: Path, env: dict
-) -> list[dict]:
+def stop_and_drain(alive: tuple, bootstrap: str, topic: str, sink: str, data_dir: Path, env: dict) -> list[dict]:
     """Stop the live producer and dataflow (`alive` starts (dataflow, log), (producer, log)) once the dataflow has read
     the whole topic, then resume the dataflow to the topic's end, so that it seals and applies every rollup minute
     (live, minutes seal only past the lateness horizon); returns the topic's events, each now in the rollups."""
@@ -131,7 +126,7 @@ def stop_and_drain(
     flow.send_signal(signal.SIGTERM)
     assert flow.wait(120) == 0, flow_log.read_text()[-4000:]
     drained = subprocess.run(
-        [*CLI, "dataflow", *common, "--sink", sink, "--data-dir", str(data_dir), "--until-drained"],
+        command_lines.dataflow(bootstrap, topic, sink, data_dir, "--until-drained"),
         env=dict(os.environ, **env),
         capture_output=True,
         timeout=300,

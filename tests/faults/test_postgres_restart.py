@@ -19,6 +19,7 @@ from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
 from sink_faults_testing import consumed, metric, start, stop_and_drain, truth, wait_for
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -89,24 +90,25 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
             "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
             "PYPI_PULSE_LOG_FORMAT": "json",
         }
-        common = ["--bootstrap-servers", broker.bootstrap, "--topic", topic]
         flow_log, prod_log = tmp_path / "dataflow.log", tmp_path / "produce.log"
         flow = start(
-            [
-                "dataflow",
-                *common,
-                "--sink",
-                sink,
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--metrics-port",
-                str(flow_port),
-            ],
+            command_lines.dataflow(broker.bootstrap, topic, sink, tmp_path / "data", "--metrics-port", str(flow_port)),
             flow_log,
             **env,
         )
         producer = start(
-            ["produce", *common, "--source", "synthetic", "--rate", "200", "--seed", "11", "--no-progress"],
+            command_lines.produce(
+                broker.bootstrap,
+                topic,
+                tmp_path / "producer",
+                "--source",
+                "synthetic",
+                "--rate",
+                "200",
+                "--seed",
+                "11",
+                "--no-progress",
+            ),
             prod_log,
             **env,
         )
@@ -135,7 +137,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
             alive,
         )
 
-        events = stop_and_drain(alive, broker.bootstrap, topic, sink, common, tmp_path / "data", env)
+        events = stop_and_drain(alive, broker.bootstrap, topic, sink, tmp_path / "data", env)
 
         windows, daily, totals = truth(events)
         with open_sink(sink, readonly=True, history=tmp_path / "data" / "history") as db:

@@ -14,6 +14,7 @@ from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
 from sink_faults_testing import consumed, metric, start, stop_and_drain, summary, truth, wait_for
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.sink.base import open_sink
 
@@ -43,15 +44,25 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         "PYPI_PULSE_ROLLUP_DETAIL_MIN_DOWNLOADS": "0",
         "PYPI_PULSE_LOG_FORMAT": "json",
     }
-    common = ["--bootstrap-servers", broker.bootstrap, "--topic", topic]
     flow_log, prod_log, web_log = tmp_path / "dataflow.log", tmp_path / "produce.log", tmp_path / "serve.log"
     flow = start(
-        ["dataflow", *common, "--sink", sink, "--data-dir", str(tmp_path / "data"), "--metrics-port", str(flow_port)],
+        command_lines.dataflow(broker.bootstrap, topic, sink, tmp_path / "data", "--metrics-port", str(flow_port)),
         flow_log,
         **env,
     )
     producer = start(
-        ["produce", *common, "--source", "synthetic", "--rate", str(RATE), "--seed", "7", "--no-progress"],
+        command_lines.produce(
+            broker.bootstrap,
+            topic,
+            tmp_path / "producer",
+            "--source",
+            "synthetic",
+            "--rate",
+            str(RATE),
+            "--seed",
+            "7",
+            "--no-progress",
+        ),
         prod_log,
         **env,
     )
@@ -61,7 +72,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
     try:
         wait_for("the first windows", lambda: db_path.exists() and consumed(sink) > 0, 60, alive)
         web = start(
-            ["serve", "--public-api", "--port", str(web_port), "--sink", sink, "--data-dir", str(tmp_path / "web")],
+            command_lines.serve(web_port, sink, tmp_path / "web", "--public-api"),
             web_log,
             **env,
         )
@@ -105,7 +116,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         )
         wait_for("the summary to be current again", lambda: summary(web_port)["delayed"] is False, 120, alive)
         recovered_s = time.time() - released_at
-        events = stop_and_drain(alive, broker.bootstrap, topic, sink, common, tmp_path / "data", env)
+        events = stop_and_drain(alive, broker.bootstrap, topic, sink, tmp_path / "data", env)
     finally:
         for proc in (locker, producer, web, flow):
             if proc is not None and proc.poll() is None:
