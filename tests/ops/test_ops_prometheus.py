@@ -20,6 +20,7 @@ import requests
 from ops_scenario import LATENESS_S, SPAN_S, expected, make_events
 from prom_helpers import DEPLOY, poll
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 from pypi_pulse.metrics.reasons import REASONS
 
@@ -44,9 +45,9 @@ sys.stdin.read()
 """
 
 
-def _child(args: list[str], log: Path, env: dict) -> subprocess.Popen:
+def _child(argv: list[str], log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        argv,
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -100,25 +101,22 @@ def test_prometheus_sees_what_the_pipeline_produced(broker, topic, tmp_path, pro
     )
     dataflow_port, exporter_port = free_port(), free_port()
     dataflow = _child(
-        [
-            "dataflow",
-            "--bootstrap-servers",
+        command_lines.dataflow(
             broker.bootstrap,
-            "--topic",
             topic,
-            "--sink",
             sink_url,
+            tmp_path / "data",
             "--no-recovery",
             "--lateness-seconds",
             str(LATENESS_S),
             "--metrics-port",
             str(dataflow_port),
-        ],
+        ),
         tmp_path / "dataflow.log",
         env,
     )
     exporter = _child(
-        ["metrics", "--sink", sink_url, "--port", str(exporter_port), "--span-seconds", str(SPAN_S)],
+        command_lines.cli("metrics", "--sink", sink_url, "--port", str(exporter_port), "--span-seconds", str(SPAN_S)),
         tmp_path / "exporter.log",
         env,
     )

@@ -21,23 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 
 from dashboard_testing import fill  # noqa: E402
 
+from pypi_pulse import command_lines  # noqa: E402
 from pypi_pulse.broker import free_port  # noqa: E402
 from pypi_pulse.metrics.endpoint import serve  # noqa: E402
 from pypi_pulse.metrics.liveness import Heartbeat  # noqa: E402
 from pypi_pulse.sink.base import open_sink  # noqa: E402
 
-CLI = [sys.executable, "-m", "pypi_pulse.cli"]
 STALE_S = 2.0  # healthz_stale_seconds for the producer and dataflow under test
 
 
 class Command:
-    """A `pypi-pulse` command running in the background, its output in a file; stopped with SIGTERM."""
+    """A `pypi-pulse` command (pypi_pulse/command_lines.py) running in the background, its output in a file; stopped
+    with SIGTERM."""
 
-    def __init__(self, args: list[str], log: Path, **env: str):
+    def __init__(self, argv: list[str], log: Path, **env: str):
         self.log = log
-        self.proc = subprocess.Popen(
-            [*CLI, *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **env}
-        )
+        self.proc = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **env})
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -79,7 +78,7 @@ def filled(tmp_path) -> str:
 
 def test_serve_probes_need_no_session_and_readyz_says_why_when_the_sqlite_file_is_removed(tmp_path, filled):
     port = free_port()
-    cmd = Command(["serve", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path)], tmp_path / "serve.log")
+    cmd = Command(command_lines.serve(port, filled, tmp_path), tmp_path / "serve.log")
     try:
         base = f"http://127.0.0.1:{port}"
         health = probe(base + "/healthz", 200, cmd=cmd)
@@ -98,7 +97,8 @@ def test_serve_probes_need_no_session_and_readyz_says_why_when_the_sqlite_file_i
 def test_metrics_probes_and_readyz_503_when_the_sqlite_file_is_removed(tmp_path, filled):
     port = free_port()
     cmd = Command(
-        ["metrics", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path)], tmp_path / "metrics.log"
+        command_lines.cli("metrics", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path)),
+        tmp_path / "metrics.log",
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -176,9 +176,7 @@ def test_serve_readyz_503_while_postgresql_is_unreachable_and_ready_again_after(
     netloc = f"{parts.username}:{parts.password}@127.0.0.1:{relay.port}"
     via_relay = urlunsplit(parts._replace(netloc=netloc))
     port = free_port()
-    cmd = Command(
-        ["serve", "--port", str(port), "--sink", via_relay, "--data-dir", str(tmp_path)], tmp_path / "serve.log"
-    )
+    cmd = Command(command_lines.serve(port, via_relay, tmp_path), tmp_path / "serve.log")
     try:
         base = f"http://127.0.0.1:{port}"
         assert probe(base + "/readyz", 200, cmd=cmd) == {"status": "ready"}
@@ -197,20 +195,15 @@ def test_dataflow_and_producer_stay_alive_while_their_loops_turn_even_idle(tmp_p
     env = {"PYPI_PULSE_HEALTHZ_STALE_SECONDS": str(STALE_S)}
     flow_port, producer_port = free_port(), free_port()
     flow = Command(
-        [
-            "dataflow",
-            "--bootstrap-servers",
+        command_lines.dataflow(
             broker.bootstrap,
-            "--topic",
             topic,
-            "--no-recovery",
-            "--sink",
             f"sqlite:///{tmp_path / 'pulse.db'}",
-            "--data-dir",
-            str(tmp_path),
+            tmp_path,
+            "--no-recovery",
             "--metrics-port",
             str(flow_port),
-        ],
+        ),
         tmp_path / "dataflow.log",
         **env,
     )
@@ -225,19 +218,9 @@ def test_dataflow_and_producer_stay_alive_while_their_loops_turn_even_idle(tmp_p
             assert body["status"] == "ok" and body["last_progress_seconds_ago"] < STALE_S, body
             time.sleep(0.2)
         producer = Command(
-            [
-                "produce",
-                "--bootstrap-servers",
-                broker.bootstrap,
-                "--topic",
-                topic,
-                "--rate",
-                "50",
-                "--metrics-port",
-                str(producer_port),
-                "--data-dir",
-                str(tmp_path),
-            ],
+            command_lines.produce(
+                broker.bootstrap, topic, tmp_path, "--rate", "50", "--metrics-port", str(producer_port)
+            ),
             tmp_path / "producer.log",
             **env,
         )
@@ -277,7 +260,7 @@ def test_serve_falls_back_to_waitress_where_gunicorn_cannot_be_imported(tmp_path
     (shadow / "__init__.py").write_text('raise ImportError("gunicorn is not installed here")\n')
     port = free_port()
     cmd = Command(
-        ["serve", "--port", str(port), "--sink", filled, "--data-dir", str(tmp_path), "--workers", "3"],
+        command_lines.serve(port, filled, tmp_path, "--workers", "3"),
         tmp_path / "serve.log",
         PYTHONPATH=os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]),
     )
