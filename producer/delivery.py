@@ -11,9 +11,10 @@ a stall of `stall_s` while it answered), which the memory-only broker cannot.
 
 What is kept here is bounded by count (librdkafka's queue.buffering.max.messages) and by bytes (`max_pending_bytes`,
 librdkafka's queue.buffering.max.kbytes set to the same), including the messages waiting for their topic to be
-recreated: when either is full, the source waits. Bytes matter as much as the count: a packed message holds up to
-1,000 events, and librdkafka keeps a copy of each message it has not sent besides the one kept here. A set `stop`
-(Ctrl-C) ends every wait: what is still unacknowledged after `stop_s` is purged and counted as undelivered.
+recreated: when either is full, the source waits. The count alone bounds nothing: a packed message holds up to
+`pack_events` events (1,000 on pypi-pulse's own topics), and librdkafka keeps a copy of each message it has not sent
+besides the one kept here. A set `stop` (Ctrl-C) ends every wait: what is still unacknowledged after `stop_s` is
+purged and counted as undelivered.
 """
 
 from __future__ import annotations
