@@ -363,7 +363,7 @@ def measure(base: str, days: int, packages: list[str]) -> None:
 
     print("\nEndpoints")
     token = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "users", "token", USER, "--data-dir", str(DATA_DIR)],
+        command_lines.cli("users", "token", USER, "--data-dir", str(DATA_DIR)),
         capture_output=True,
         text=True,
         check=True,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 
 
 def cli(*args, env=None, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        command_lines.cli(*args),
         capture_output=True,
         text=True,
         timeout=timeout,

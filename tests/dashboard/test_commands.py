@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import requests
@@ -20,9 +19,7 @@ from pypi_pulse.dashboard.users import UserStore
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", *args], input=stdin, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run(command_lines.cli(*args), input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def test_users_add_list_token_remove(tmp_path):
@@ -104,7 +101,7 @@ def test_serve_refuses_bad_workers_and_threads_in_one_line_naming_the_flag(tmp_p
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "--workers / PYPI_PULSE_SERVE_WORKERS" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", "serve", "--sink", sink, "--data-dir", str(tmp_path)],
+        command_lines.cli("serve", "--sink", sink, "--data-dir", str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 
 import orjson
 import pytest
@@ -76,18 +75,9 @@ def test_windows_command_prints_the_shared_json_shape(tmp_path, broker, topic):
     sink = f"sqlite:///{tmp_path / 'w.db'}"
     run_flow(broker.bootstrap, topic, sink, end_offsets=publish(broker.bootstrap, topic, rows))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "windows",
-            "--sink",
-            sink,
-            "--start",
-            "2026-11-20T23:59:50Z",
-            "--end",
-            "2026-11-21T00:00:10Z",
-        ],
+        command_lines.cli(
+            "windows", "--sink", sink, "--start", "2026-11-20T23:59:50Z", "--end", "2026-11-21T00:00:10Z"
+        ),
         capture_output=True,
         text=True,
         timeout=120,

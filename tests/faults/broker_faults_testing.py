@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import wait_for_kafka
 
 PROJECTS = ["requests", "numpy", "boto3", "flask", "urllib3", "django", "rich"]
@@ -22,7 +22,7 @@ PROJECTS = ["requests", "numpy", "boto3", "flask", "urllib3", "django", "rich"]
 def cli(*args: str, log: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYPI_PULSE_LOG_FORMAT": "json"}
     return subprocess.Popen(
-        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        command_lines.cli(*args),
         stdout=subprocess.DEVNULL,
         stderr=open(log, "ab"),
         stdin=subprocess.DEVNULL,

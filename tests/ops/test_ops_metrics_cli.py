@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 import requests
 from prom_helpers import need, poll
 
+from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pypi_pulse.cli", *args],
+        command_lines.cli(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -59,16 +59,7 @@ def test_component_metrics_port_taken_is_a_user_error(command, busy_port, tmp_pa
 def test_exporter_on_an_empty_sink_reports_it_readable_and_lints_clean(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pypi_pulse.cli",
-            "metrics",
-            "--sink",
-            f"sqlite:///{tmp_path / 'e.db'}",
-            "--port",
-            str(port),
-        ],
+        command_lines.cli("metrics", "--sink", f"sqlite:///{tmp_path / 'e.db'}", "--port", str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

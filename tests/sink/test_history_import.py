@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pulse_testing import pulse_command
 
+from pypi_pulse import command_lines
 from pypi_pulse.sink.base import open_sink
 from pypi_pulse.sink.legacy_import import import_legacy
 from pypi_pulse.sink.schema import MIGRATIONS, migration_script
@@ -162,7 +162,7 @@ def test_history_import_says_when_there_is_nothing_to_import(tmp_path, legacy):
         legacy_sink(url, with_rollups=False)
     else:
         open_sink(url, history=tmp_path / "history").close()
-    args = [sys.executable, "-m", "pypi_pulse.cli", "history", "import", "--sink", url, "--history", str(tmp_path)]
+    args = command_lines.cli("history", "import", "--sink", url, "--history", str(tmp_path))
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"history import: nothing to import (no legacy rollups in {url})"
