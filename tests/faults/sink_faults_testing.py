@@ -33,6 +33,13 @@ def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(argv, env=dict(os.environ, **env), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
+def synthetic_producer(bootstrap: str, topic: str, data_dir: Path, rate: float, seed: int) -> list[str]:
+    """`pypi-pulse produce` of the synthetic stream at `rate` events a second, the same stream for the same `seed`."""
+    return command_lines.produce(
+        bootstrap, topic, data_dir, "--source", "synthetic", "--rate", f"{rate:g}", "--seed", str(seed), "--no-progress"
+    )
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, alive: tuple = ()) -> object:
     """The first truthy check(), polled until `timeout`; fails early if one of the `alive` processes exits."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
-from sink_faults_testing import consumed, metric, start, stop_and_drain, truth, wait_for
+from sink_faults_testing import consumed, metric, start, stop_and_drain, synthetic_producer, truth, wait_for
 
 from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
@@ -97,18 +97,7 @@ def test_dataflow_reconnects_after_a_postgres_restart_and_stays_exact(tmp_path, 
             **env,
         )
         producer = start(
-            command_lines.produce(
-                broker.bootstrap,
-                topic,
-                tmp_path / "producer",
-                "--source",
-                "synthetic",
-                "--rate",
-                "200",
-                "--seed",
-                "11",
-                "--no-progress",
-            ),
+            synthetic_producer(broker.bootstrap, topic, tmp_path / "producer", rate=200, seed=11),
             prod_log,
             **env,
         )

@@ -12,7 +12,16 @@ import time
 
 from expected_rollups import stored_daily, stored_totals
 from pulse_testing import stored_windows
-from sink_faults_testing import consumed, metric, start, stop_and_drain, summary, truth, wait_for
+from sink_faults_testing import (
+    consumed,
+    metric,
+    start,
+    stop_and_drain,
+    summary,
+    synthetic_producer,
+    truth,
+    wait_for,
+)
 
 from pypi_pulse import command_lines
 from pypi_pulse.broker import free_port
@@ -51,18 +60,7 @@ def test_dataflow_rides_out_a_90_s_sqlite_lock_and_stays_exact(tmp_path, broker,
         **env,
     )
     producer = start(
-        command_lines.produce(
-            broker.bootstrap,
-            topic,
-            tmp_path / "producer",
-            "--source",
-            "synthetic",
-            "--rate",
-            str(RATE),
-            "--seed",
-            "7",
-            "--no-progress",
-        ),
+        synthetic_producer(broker.bootstrap, topic, tmp_path / "producer", rate=RATE, seed=7),
         prod_log,
         **env,
     )
