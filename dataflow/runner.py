@@ -281,6 +281,14 @@ def _member_child(
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
     _run_member(cfg, workers, process_id, addresses, epoch_s, recovery_dir, stop_offsets)
+    # Ended cleanly: Bytewax has closed every input and output. Member 0 waits for this exit status before its
+    # own exit, so the interpreter's teardown of the member's heap (some 0.15 s) is skipped, output flushed first.
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _LocalCluster:
