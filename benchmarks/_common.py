@@ -398,3 +398,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[i]
+
+
+def stop_process(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
+    """Ask a child to stop with `sig`, as a user's Ctrl-C or a supervisor would; killed after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

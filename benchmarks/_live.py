@@ -262,21 +262,10 @@ def live_run(
         # each child is stopped even when another ignores its signal (a producer flushing a backlog the broker
         # never acknowledges would otherwise leave the dataflow and the broker running)
         if producer is not None:
-            _stop(producer, signal.SIGTERM, 30)
+            C.stop_process(producer, signal.SIGTERM, 30)
         if flow is not None:
-            _stop(flow, signal.SIGINT, 60)
+            C.stop_process(flow, signal.SIGINT, 60)
         broker.stop()
-
-
-def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def spread(sorted_values: list[float], empty: str = "none") -> str:

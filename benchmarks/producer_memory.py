@@ -23,7 +23,11 @@ from pathlib import Path
 
 import requests
 
-from pypi_pulse.broker import EmbeddedBroker, ensure_topics, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from pypi_pulse import command_lines  # noqa: E402
+from pypi_pulse.broker import EmbeddedBroker, ensure_topics, free_port  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -67,9 +71,8 @@ def main() -> int:
     env = {**os.environ, "PYPI_PULSE_LOG_FORMAT": "json"}
     if a.pending_bytes:
         env["PYPI_PULSE_PRODUCER_MAX_PENDING_BYTES"] = a.pending_bytes
-    cmd = [sys.executable, "-m", "pypi_pulse.cli", "produce", "--bootstrap-servers", broker.bootstrap]
-    cmd += ["--rate", str(a.rate), "--pack-events", "1000", "--metrics-port", str(mport), "--no-progress"]
-    cmd += ["--data-dir", str(tmp / "producer")]
+    cmd = command_lines.produce(broker.bootstrap, "pypi-downloads", tmp / "producer", "--rate", str(a.rate))
+    cmd += ["--pack-events", "1000", "--metrics-port", str(mport), "--no-progress"]
     producer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / "producer.log", "wb"), env=env)
     peaks = {"before": 0.0, "starved": 0.0, "after": 0.0}
     held_peak = 0.0
@@ -105,12 +108,7 @@ def main() -> int:
     finally:
         if not running:
             os.kill(broker.proc.pid, signal.SIGCONT)
-        if producer.poll() is None:
-            producer.send_signal(signal.SIGINT)
-            try:
-                producer.wait(30)
-            except subprocess.TimeoutExpired:
-                producer.kill()
+        C.stop_process(producer, signal.SIGINT, 30)
         broker.stop()
     print(
         "peak producer RSS (MiB): "
